@@ -1,0 +1,21 @@
+//! Shared pieces of Berth: the generated `berth.v1` protocol, the token format, client
+//! connection helpers and tracing set-up. Every other crate depends on this one; it
+//! depends on none of them.
+
+pub mod client;
+pub mod logging;
+pub mod token;
+
+/// The generated `berth.v1` messages, clients and servers.
+pub mod proto {
+    #![expect(clippy::all, reason = "generated code")]
+    tonic::include_proto!("berth.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Berth proto file (with imports and comments), for
+/// gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/berth_descriptor.bin"));
+
+/// The agent protocol version spoken by this build; a worker with another is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
