@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("proto");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("proto");
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("berth").join("v1"))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())

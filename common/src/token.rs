@@ -107,12 +107,14 @@ impl Token {
             .find(|kind| text.starts_with(kind.prefix()))
             .ok_or(TokenFormatError::UnknownPrefix)?;
         let rest = &text[kind.prefix().len()..];
-        if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| ALPHABET.contains(&b))
-        {
+        if rest.len() != BODY_LEN + CHECKSUM_LEN || !rest.bytes().all(|b| ALPHABET.contains(&b)) {
             return Err(TokenFormatError::Malformed);
         }
         let (signed, checksum) = text.split_at(text.len() - CHECKSUM_LEN);
-        let expected = base62_fixed(&crc32fast::hash(signed.as_bytes()).to_be_bytes(), CHECKSUM_LEN);
+        let expected = base62_fixed(
+            &crc32fast::hash(signed.as_bytes()).to_be_bytes(),
+            CHECKSUM_LEN,
+        );
         if checksum != expected {
             return Err(TokenFormatError::BadChecksum);
         }
@@ -212,10 +214,19 @@ mod tests {
 
     #[test]
     fn wrong_prefix_length_or_alphabet_is_refused() {
-        assert_eq!(Token::parse("ghp_abc"), Err(TokenFormatError::UnknownPrefix));
-        assert_eq!(Token::parse("berth_usr_short"), Err(TokenFormatError::Malformed));
+        assert_eq!(
+            Token::parse("ghp_abc"),
+            Err(TokenFormatError::UnknownPrefix)
+        );
+        assert_eq!(
+            Token::parse("berth_usr_short"),
+            Err(TokenFormatError::Malformed)
+        );
         let token = Token::generate(TokenKind::User);
-        let with_dash = token.expose_secret().replacen('0', "-", 1).replacen('A', "-", 1);
+        let with_dash = token
+            .expose_secret()
+            .replacen('0', "-", 1)
+            .replacen('A', "-", 1);
         if with_dash != token.expose_secret() {
             assert!(Token::parse(&with_dash).is_err());
         }

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `berth-server` binary; everything is in the library.
+
+fn main() -> std::process::ExitCode {
+    berth_server::cli::main()
+}

@@ -1,0 +1,598 @@
+//! The command line, declared with clap's derive API.
+//!
+//! This is the contract scripts rely on: flag names, value syntax and environment
+//! variables are kept stable. Global flags (`--server`, `--token`, `-o`, ...) are accepted
+//! before or after the subcommand. Values are parsed into their final types here (see
+//! [`crate::values`]), so a bad value is a usage error that names its flag before anything
+//! talks to the server.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_common::proto;
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::values::{
+    KeyValue, SecretEnv, parse_cpus, parse_duration, parse_key_value, parse_pids, parse_priority,
+    parse_secret_env, parse_size,
+};
+
+/// The default server address: a server on this machine with its default port.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// `berth`: the command-line client for a Berth server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "The command-line client for a Berth server",
+    long_about = "The command-line client for a Berth server: manage API tokens and workers, \
+                  and submit, inspect, list and cancel work requests.",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Flags every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes, before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The server's address (http:// or https://).
+    #[arg(long, global = true, env = "BERTH_SERVER", value_name = "URL", default_value = DEFAULT_SERVER)]
+    pub server: String,
+
+    /// The API token. Prefer BERTH_TOKEN or --token-file: a flag's value is visible to
+    /// other users of the machine in the process list.
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+
+    /// Read the API token from this file (surrounding whitespace is ignored). Takes
+    /// precedence over BERTH_TOKEN.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Trust this CA certificate (PEM) for the server's TLS certificate instead of the
+    /// system's roots.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Output format: aligned text for people, or one JSON object for programs.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Whether `token` came from BERTH_TOKEN rather than `--token`; set by [`Cli::parse_args`].
+    #[arg(skip)]
+    pub token_from_env: bool,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for lists, `key: value` lines for single objects.
+    Table,
+    /// One JSON object per command.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, enable, disable and delete API tokens.
+    #[command(subcommand, arg_required_else_help = true)]
+    Token(TokenCommand),
+    /// List and inspect workers; enable or disable them for new work.
+    #[command(subcommand, arg_required_else_help = true)]
+    Worker(WorkerCommand),
+    /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
+    Run(RunArgs),
+    /// Show one work request with its attempts.
+    Get {
+        /// The work request's id.
+        id: String,
+    },
+    /// List work requests, newest first.
+    List(ListArgs),
+    /// Cancel a work request that has not completed (a running container is stopped).
+    Cancel {
+        /// The work request's id.
+        id: String,
+    },
+}
+
+/// `berth token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token. Its secret is printed once and cannot be shown again.
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets).
+    List,
+    /// Re-enable a disabled token.
+    Enable {
+        /// The token's id.
+        id: String,
+    },
+    /// Disable a token: every later call with it is refused.
+    Disable {
+        /// The token's id.
+        id: String,
+    },
+    /// Delete a token for good.
+    Delete {
+        /// The token's id.
+        id: String,
+    },
+}
+
+/// `berth token create ...`
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The role the token grants.
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// For admin and user tokens: the user it belongs to (default: you). For worker
+    /// tokens: the name the worker registers as (default: the worker chooses).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Free text to remember what the token is for.
+    #[arg(long, value_name = "TEXT")]
+    pub comment: Option<String>,
+    /// How long the token is valid, e.g. 30d or 12h (default: it does not expire).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub expires_in: Option<Duration>,
+}
+
+/// A role, as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Full control.
+    Admin,
+    /// Submits and follows work requests.
+    User,
+    /// A build host's worker daemon.
+    Worker,
+}
+
+impl From<RoleArg> for proto::Role {
+    fn from(role: RoleArg) -> proto::Role {
+        match role {
+            RoleArg::Admin => proto::Role::Admin,
+            RoleArg::User => proto::Role::User,
+            RoleArg::Worker => proto::Role::Worker,
+        }
+    }
+}
+
+/// `berth worker ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// List all registered workers.
+    List,
+    /// Show one worker.
+    Get {
+        /// The worker's name.
+        name: String,
+    },
+    /// Let a worker receive new work again.
+    Enable {
+        /// The worker's name.
+        name: String,
+    },
+    /// Stop sending new work to a worker; what it runs goes on.
+    Disable {
+        /// The worker's name.
+        name: String,
+    },
+}
+
+/// `berth run ...`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The image to run, e.g. busybox:1.36.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The command and its arguments; without them the image's default command runs.
+    /// Put them after `--` when they start with `-` (the first word not taken as a flag
+    /// of `run` starts the command, as in `docker run`).
+    #[arg(value_name = "CMD", trailing_var_arg = true)]
+    pub command: Vec<String>,
+
+    /// Set an environment variable in the container (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_key_value)]
+    pub env: Vec<KeyValue>,
+
+    /// Set a secret environment variable (repeatable). Its value reaches the container but
+    /// is stored encrypted and never shown again. `--secret-env K` (without `=`) takes the
+    /// value from this command's own environment variable K, so the secret need not appear
+    /// on the command line, in shell history or in the process list.
+    #[arg(long = "secret-env", value_name = "K[=V]", value_parser = parse_secret_env)]
+    pub secret_env: Vec<SecretEnv>,
+
+    /// Memory limit (swap is limited to the same), e.g. 256M, 1G, 512MiB; K/M/G/T are
+    /// powers of 1024.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
+
+    /// CPU limit in CPUs, e.g. 0.5 or 2.
+    #[arg(long, value_name = "N", value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+
+    /// Maximum number of processes in the container.
+    #[arg(long, value_name = "N", value_parser = parse_pids)]
+    pub pids: Option<i64>,
+
+    /// Wall-clock limit, e.g. 30s, 10m, 2h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Time between SIGTERM and SIGKILL when the container is cancelled or times out.
+    #[arg(long = "grace-period", value_name = "DURATION", value_parser = parse_duration)]
+    pub grace_period: Option<Duration>,
+
+    /// Docker network to attach (default: none, no network).
+    #[arg(long, value_name = "NAME")]
+    pub network: Option<String>,
+
+    /// When the worker pulls the image (default: if-not-present).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub pull: Option<PullArg>,
+
+    /// Absolute working directory inside the container (default: the image's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// Only run on a worker with this label (repeatable).
+    #[arg(long = "require", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub require: Vec<KeyValue>,
+
+    /// Base priority, -1000 to 1000; higher runs first.
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = parse_priority)]
+    pub priority: i32,
+
+    /// Workspace to submit to (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+
+    /// Print the work request's id and return at once.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+}
+
+/// An image pull policy, as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PullArg {
+    /// Pull before every run.
+    Always,
+    /// Pull only when the worker lacks the image.
+    IfNotPresent,
+    /// Never pull; fail if the image is missing.
+    Never,
+}
+
+impl From<PullArg> for proto::PullPolicy {
+    fn from(pull: PullArg) -> proto::PullPolicy {
+        match pull {
+            PullArg::Always => proto::PullPolicy::Always,
+            PullArg::IfNotPresent => proto::PullPolicy::IfNotPresent,
+            PullArg::Never => proto::PullPolicy::Never,
+        }
+    }
+}
+
+/// `berth list ...`
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only requests in this status.
+    #[arg(long, value_enum, value_name = "S")]
+    pub status: Option<StatusArg>,
+    /// Only requests in this workspace.
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// At most this many requests (1-1000; default: the server's, 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// Continue after a previous page: the `next_page_token` it printed.
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+/// A work request status, as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    /// Waiting for dependencies or approval.
+    Blocked,
+    /// Queued, waiting for a worker.
+    Pending,
+    /// Running on a worker.
+    Running,
+    /// Finished (successfully or not).
+    Completed,
+    /// Cancelled before it completed.
+    Aborted,
+}
+
+impl From<StatusArg> for proto::WorkRequestStatus {
+    fn from(status: StatusArg) -> proto::WorkRequestStatus {
+        match status {
+            StatusArg::Blocked => proto::WorkRequestStatus::Blocked,
+            StatusArg::Pending => proto::WorkRequestStatus::Pending,
+            StatusArg::Running => proto::WorkRequestStatus::Running,
+            StatusArg::Completed => proto::WorkRequestStatus::Completed,
+            StatusArg::Aborted => proto::WorkRequestStatus::Aborted,
+        }
+    }
+}
+
+impl Cli {
+    /// Parses a command line (the program name first), noting where the token came from.
+    pub fn parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+        cli.global.token_from_env = matches.value_source("token") == Some(ValueSource::EnvVariable);
+        Ok(cli)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &[&str]) -> Cli {
+        let args = std::iter::once("berth").chain(line.iter().copied());
+        match Cli::parse_args(args) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{line:?} should parse: {e}"),
+        }
+    }
+
+    fn run_args(line: &[&str]) -> RunArgs {
+        match parse(line).command {
+            Command::Run(run) => run,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    fn refused(line: &[&str]) -> clap::Error {
+        let args = std::iter::once("berth").chain(line.iter().copied());
+        match Cli::parse_args(args) {
+            Ok(cli) => panic!("{line:?} should be refused, got {cli:?}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_double_dash() {
+        let run = run_args(&[
+            "run", "busybox", "--env", "A=1", "--", "sh", "-c", "echo hi",
+        ]);
+        assert_eq!(run.image, "busybox");
+        assert_eq!(run.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(
+            run.env,
+            [KeyValue {
+                key: "A".into(),
+                value: "1".into()
+            }]
+        );
+        assert!(!run.detach);
+    }
+
+    #[test]
+    fn run_takes_the_command_without_double_dash_like_docker() {
+        let run = run_args(&["run", "--detach", "busybox", "ls", "-l", "--env", "X"]);
+        assert_eq!(run.command, ["ls", "-l", "--env", "X"]);
+        assert!(run.env.is_empty());
+        assert!(run.detach);
+    }
+
+    #[test]
+    fn run_without_a_command_uses_the_images() {
+        assert!(run_args(&["run", "busybox"]).command.is_empty());
+    }
+
+    #[test]
+    fn run_parses_every_flag() {
+        let run = run_args(&[
+            "run",
+            "busybox:1.36",
+            "--env",
+            "A=1",
+            "-e",
+            "B=2",
+            "--secret-env",
+            "TOKEN=x",
+            "--secret-env",
+            "FROM_ENV",
+            "--memory",
+            "256M",
+            "--cpus",
+            "0.5",
+            "--pids",
+            "64",
+            "--timeout",
+            "30s",
+            "--grace-period",
+            "10s",
+            "--network",
+            "build",
+            "--pull",
+            "if-not-present",
+            "--workdir",
+            "/src",
+            "--require",
+            "arch=amd64",
+            "--priority",
+            "-5",
+            "--workspace",
+            "team",
+            "--detach",
+            "--",
+            "make",
+        ]);
+        assert_eq!(run.env.len(), 2);
+        assert_eq!(
+            run.secret_env,
+            [
+                parse_secret_env("TOKEN=x").unwrap(),
+                parse_secret_env("FROM_ENV").unwrap()
+            ]
+        );
+        assert_eq!(run.memory, Some(256 << 20));
+        assert_eq!(run.cpus, Some(0.5));
+        assert_eq!(run.pids, Some(64));
+        assert_eq!(run.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(run.grace_period, Some(Duration::from_secs(10)));
+        assert_eq!(run.network.as_deref(), Some("build"));
+        assert_eq!(run.pull, Some(PullArg::IfNotPresent));
+        assert_eq!(run.workdir.as_deref(), Some("/src"));
+        assert_eq!(run.require[0].key, "arch");
+        assert_eq!(run.priority, -5);
+        assert_eq!(run.workspace.as_deref(), Some("team"));
+        assert!(run.detach);
+        assert_eq!(run.command, ["make"]);
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_subcommand() {
+        let before = parse(&["-o", "json", "--server", "https://b:1", "worker", "list"]);
+        let after = parse(&["worker", "list", "-o", "json", "--server", "https://b:1"]);
+        for cli in [before, after] {
+            assert_eq!(cli.global.output, OutputFormat::Json);
+            assert_eq!(cli.global.server, "https://b:1");
+            assert!(matches!(cli.command, Command::Worker(WorkerCommand::List)));
+        }
+    }
+
+    #[test]
+    fn an_explicit_token_is_not_marked_as_from_the_environment() {
+        let cli = parse(&["get", "x", "--token", "berth_usr_abc"]);
+        assert_eq!(cli.global.token.as_deref(), Some("berth_usr_abc"));
+        assert!(!cli.global.token_from_env);
+        let cli = parse(&["--token-file", "/t", "get", "x"]);
+        assert_eq!(cli.global.token_file, Some(PathBuf::from("/t")));
+    }
+
+    #[test]
+    fn token_create_takes_role_name_comment_and_expiry() {
+        let cli = parse(&[
+            "token",
+            "create",
+            "--role",
+            "worker",
+            "--name",
+            "host1",
+            "--comment",
+            "rack 4",
+            "--expires-in",
+            "30d",
+        ]);
+        let Command::Token(TokenCommand::Create(create)) = cli.command else {
+            panic!("expected token create");
+        };
+        assert_eq!(create.role, RoleArg::Worker);
+        assert_eq!(create.name.as_deref(), Some("host1"));
+        assert_eq!(create.comment.as_deref(), Some("rack 4"));
+        assert_eq!(create.expires_in, Some(Duration::from_secs(30 * 86_400)));
+    }
+
+    #[test]
+    fn token_and_worker_subcommands_take_their_ids() {
+        for (verb, id) in [("enable", "1"), ("disable", "2"), ("delete", "3")] {
+            let cli = parse(&["token", verb, id]);
+            let got = match cli.command {
+                Command::Token(TokenCommand::Enable { id }) if verb == "enable" => id,
+                Command::Token(TokenCommand::Disable { id }) if verb == "disable" => id,
+                Command::Token(TokenCommand::Delete { id }) if verb == "delete" => id,
+                other => panic!("token {verb}: {other:?}"),
+            };
+            assert_eq!(got, id);
+        }
+        assert!(matches!(
+            parse(&["worker", "get", "h1"]).command,
+            Command::Worker(WorkerCommand::Get { name }) if name == "h1"
+        ));
+        assert!(matches!(
+            parse(&["worker", "disable", "h1"]).command,
+            Command::Worker(WorkerCommand::Disable { name }) if name == "h1"
+        ));
+        assert!(matches!(
+            parse(&["cancel", "abc"]).command,
+            Command::Cancel { id } if id == "abc"
+        ));
+    }
+
+    #[test]
+    fn list_takes_status_limit_and_workspace() {
+        let Command::List(list) = parse(&[
+            "list",
+            "--status",
+            "pending",
+            "--limit",
+            "10",
+            "--workspace",
+            "w",
+        ])
+        .command
+        else {
+            panic!("expected list");
+        };
+        assert_eq!(list.status, Some(StatusArg::Pending));
+        assert_eq!(list.limit, Some(10));
+        assert_eq!(list.workspace.as_deref(), Some("w"));
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        use clap::error::ErrorKind;
+        assert_eq!(
+            refused(&["run", "busybox", "--memory", "12Q"]).kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            refused(&["run", "busybox", "--env", "A"]).kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            refused(&["list", "--limit", "0"]).kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            refused(&["list", "--limit", "1001"]).kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            refused(&["list", "--status", "done"]).kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            refused(&["token", "create"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            refused(&["run", "busybox", "--pull", "sometimes"]).kind(),
+            ErrorKind::InvalidValue
+        );
+    }
+}

@@ -1,0 +1,897 @@
+//! How results are shown: `-o table` for people, `-o json` for programs.
+//!
+//! Protocol messages are first turned into *views*: plain structs whose field names are the
+//! JSON contract (`id`, `status`, `result`, ...), with enums as lowercase strings
+//! (`pending`, `if-not-present`), timestamps as RFC 3339 strings and durations as strings
+//! like `"30s"`. Both formats render the same view, so the table can never show something
+//! the JSON hides or the other way round, and the `key: value` lines of a single object use
+//! the JSON field names. Nothing here can print a secret environment value: the views have
+//! no field for one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use berth_common::proto;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+
+use crate::args::OutputFormat;
+
+/// Something that can be printed in either format.
+pub trait Render: Serialize {
+    /// The text for `-o table`, ending with a newline.
+    fn table(&self) -> String;
+}
+
+/// Renders `view` in `format`, ready to write to stdout.
+pub fn render(view: &impl Render, format: OutputFormat) -> Result<String, serde_json::Error> {
+    match format {
+        OutputFormat::Table => Ok(view.table()),
+        OutputFormat::Json => {
+            let mut text = serde_json::to_string_pretty(view)?;
+            text.push('\n');
+            Ok(text)
+        }
+    }
+}
+
+/// A point in time: RFC 3339 in UTC, with sub-second digits in JSON only when present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Time(DateTime<Utc>);
+
+impl Time {
+    fn from_proto(timestamp: Option<&prost_types::Timestamp>) -> Option<Time> {
+        let timestamp = timestamp?;
+        let nanos = u32::try_from(timestamp.nanos).ok()?;
+        DateTime::from_timestamp(timestamp.seconds, nanos).map(Time)
+    }
+
+    /// To the second, for tables.
+    fn short(self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+}
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
+/// A span of time, written like `30s`, `5m` or `1h 30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span(Duration);
+
+impl Span {
+    fn from_proto(duration: Option<&prost_types::Duration>) -> Option<Span> {
+        Duration::try_from(*duration?).ok().map(Span)
+    }
+}
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// An enum value the protocol may grow: unknown numbers are shown, not hidden.
+fn enum_name(value: i32, name: Option<&str>) -> String {
+    name.map_or_else(|| format!("unknown({value})"), str::to_owned)
+}
+
+fn role_name(value: i32) -> String {
+    let name = proto::Role::try_from(value).ok().map(|role| match role {
+        proto::Role::Unspecified => "unspecified",
+        proto::Role::Admin => "admin",
+        proto::Role::User => "user",
+        proto::Role::Worker => "worker",
+    });
+    enum_name(value, name)
+}
+
+fn status_name(value: i32) -> String {
+    use proto::WorkRequestStatus as S;
+    let name = S::try_from(value).ok().map(|status| match status {
+        S::Unspecified => "unspecified",
+        S::Blocked => "blocked",
+        S::Pending => "pending",
+        S::Running => "running",
+        S::Completed => "completed",
+        S::Aborted => "aborted",
+    });
+    enum_name(value, name)
+}
+
+/// `None` while there is no result (the protocol's UNSPECIFIED), so JSON says `null`.
+fn result_name(value: i32) -> Option<String> {
+    use proto::WorkResult as R;
+    let name = match R::try_from(value) {
+        Ok(R::Unspecified) => return None,
+        Ok(R::Success) => Some("success"),
+        Ok(R::Failure) => Some("failure"),
+        Ok(R::Error) => Some("error"),
+        Err(_) => None,
+    };
+    Some(enum_name(value, name))
+}
+
+/// `None` for the server's default (UNSPECIFIED), so JSON says `null`.
+fn pull_policy_name(value: i32) -> Option<String> {
+    use proto::PullPolicy as P;
+    let name = match P::try_from(value) {
+        Ok(P::Unspecified) => return None,
+        Ok(P::Always) => Some("always"),
+        Ok(P::IfNotPresent) => Some("if-not-present"),
+        Ok(P::Never) => Some("never"),
+        Err(_) => None,
+    };
+    Some(enum_name(value, name))
+}
+
+fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+// ----- tokens -----
+
+/// A token's description (never its secret).
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: String,
+    pub role: String,
+    pub owner: String,
+    pub comment: String,
+    pub enabled: bool,
+    pub prefix: String,
+    pub expires_at: Option<Time>,
+    pub created_at: Option<Time>,
+    pub last_used_at: Option<Time>,
+}
+
+impl From<&proto::TokenInfo> for TokenView {
+    fn from(info: &proto::TokenInfo) -> TokenView {
+        TokenView {
+            id: info.id.clone(),
+            role: role_name(info.role),
+            owner: info.owner.clone(),
+            comment: info.comment.clone(),
+            enabled: info.enabled,
+            prefix: info.prefix.clone(),
+            expires_at: Time::from_proto(info.expires_at.as_ref()),
+            created_at: Time::from_proto(info.created_at.as_ref()),
+            last_used_at: Time::from_proto(info.last_used_at.as_ref()),
+        }
+    }
+}
+
+impl Render for TokenView {
+    fn table(&self) -> String {
+        fields(&[
+            ("id", self.id.clone()),
+            ("role", self.role.clone()),
+            ("owner", self.owner.clone()),
+            ("comment", self.comment.clone()),
+            ("enabled", yes_no(self.enabled)),
+            ("prefix", self.prefix.clone()),
+            ("expires_at", time(self.expires_at)),
+            ("created_at", time(self.created_at)),
+            ("last_used_at", time(self.last_used_at)),
+        ])
+    }
+}
+
+/// A new token with its secret: the one time the secret is shown.
+#[derive(Debug, Serialize)]
+pub struct CreatedTokenView {
+    #[serde(flatten)]
+    pub info: TokenView,
+    pub token: String,
+}
+
+impl CreatedTokenView {
+    /// What goes to stderr in table mode: what was created, and that this is the only
+    /// chance to copy the secret.
+    pub fn notice(&self) -> String {
+        let owner = if self.info.owner.is_empty() {
+            String::new()
+        } else {
+            format!(" for {}", self.info.owner)
+        };
+        let expiry = self.info.expires_at.map_or_else(
+            || "never expires".to_owned(),
+            |t| format!("expires {}", t.short()),
+        );
+        format!(
+            "created {} token {}{owner} ({expiry})\n\
+             warning: the token is shown only once; store it now\n",
+            self.info.role, self.info.id
+        )
+    }
+}
+
+impl Render for CreatedTokenView {
+    /// Only the secret, on its own line, so `berth token create ... > token` makes a
+    /// file `--token-file` can read; the rest goes to stderr (see [`Self::notice`]).
+    fn table(&self) -> String {
+        format!("{}\n", self.token)
+    }
+}
+
+/// The answer to `token delete`.
+#[derive(Debug, Serialize)]
+pub struct DeletedTokenView {
+    pub id: String,
+    pub deleted: bool,
+}
+
+impl Render for DeletedTokenView {
+    fn table(&self) -> String {
+        fields(&[("id", self.id.clone()), ("deleted", yes_no(self.deleted))])
+    }
+}
+
+/// `token list`.
+#[derive(Debug, Serialize)]
+pub struct TokenListView {
+    pub tokens: Vec<TokenView>,
+}
+
+impl Render for TokenListView {
+    fn table(&self) -> String {
+        let mut table = Table::new([
+            "ID",
+            "ROLE",
+            "OWNER",
+            "ENABLED",
+            "EXPIRES",
+            "LAST_USED",
+            "CREATED",
+            "COMMENT",
+        ]);
+        for token in &self.tokens {
+            table.row([
+                token.id.clone(),
+                token.role.clone(),
+                token.owner.clone(),
+                yes_no(token.enabled),
+                time(token.expires_at),
+                time(token.last_used_at),
+                time(token.created_at),
+                token.comment.clone(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+// ----- workers -----
+
+/// A worker daemon as the server knows it.
+#[derive(Debug, Serialize)]
+pub struct WorkerView {
+    pub id: String,
+    pub name: String,
+    pub enabled: bool,
+    pub draining: bool,
+    pub connected: bool,
+    pub concurrency: u32,
+    pub running: u32,
+    pub labels: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub connected_at: Option<Time>,
+    pub last_heartbeat_at: Option<Time>,
+    pub created_at: Option<Time>,
+}
+
+impl From<&proto::Worker> for WorkerView {
+    fn from(worker: &proto::Worker) -> WorkerView {
+        WorkerView {
+            id: worker.id.clone(),
+            name: worker.name.clone(),
+            enabled: worker.enabled,
+            draining: worker.draining,
+            connected: worker.connected,
+            concurrency: worker.concurrency,
+            running: worker.running,
+            labels: sorted(&worker.labels),
+            metadata: sorted(&worker.metadata),
+            connected_at: Time::from_proto(worker.connected_at.as_ref()),
+            last_heartbeat_at: Time::from_proto(worker.last_heartbeat_at.as_ref()),
+            created_at: Time::from_proto(worker.created_at.as_ref()),
+        }
+    }
+}
+
+impl Render for WorkerView {
+    fn table(&self) -> String {
+        fields(&[
+            ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("enabled", yes_no(self.enabled)),
+            ("draining", yes_no(self.draining)),
+            ("connected", yes_no(self.connected)),
+            ("running", format!("{}/{}", self.running, self.concurrency)),
+            ("labels", pairs(&self.labels)),
+            ("metadata", pairs(&self.metadata)),
+            ("connected_at", time(self.connected_at)),
+            ("last_heartbeat_at", time(self.last_heartbeat_at)),
+            ("created_at", time(self.created_at)),
+        ])
+    }
+}
+
+/// `worker list`.
+#[derive(Debug, Serialize)]
+pub struct WorkerListView {
+    pub workers: Vec<WorkerView>,
+}
+
+impl Render for WorkerListView {
+    fn table(&self) -> String {
+        let mut table = Table::new([
+            "NAME",
+            "ENABLED",
+            "CONNECTED",
+            "DRAINING",
+            "RUNNING",
+            "LAST_HEARTBEAT",
+            "LABELS",
+        ]);
+        for worker in &self.workers {
+            table.row([
+                worker.name.clone(),
+                yes_no(worker.enabled),
+                yes_no(worker.connected),
+                yes_no(worker.draining),
+                format!("{}/{}", worker.running, worker.concurrency),
+                time(worker.last_heartbeat_at),
+                pairs(&worker.labels),
+            ]);
+        }
+        table.render()
+    }
+}
+
+// ----- work requests -----
+
+/// A work request with its container spec flattened in (`image`, `command`, ...).
+#[derive(Debug, Serialize)]
+pub struct WorkRequestView {
+    pub id: String,
+    pub workspace: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub priority: i32,
+    pub priority_base: i32,
+    pub priority_adjustment: i32,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub secret_env_keys: Vec<String>,
+    pub working_dir: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub timeout: Option<Span>,
+    pub stop_grace_period: Option<Span>,
+    pub network: String,
+    pub pull_policy: Option<String>,
+    pub requirements: BTreeMap<String, String>,
+    pub created_by: String,
+    pub created_at: Option<Time>,
+    pub started_at: Option<Time>,
+    pub completed_at: Option<Time>,
+    pub attempt_count: u32,
+    pub attempts: Vec<AttemptView>,
+}
+
+impl From<&proto::WorkRequest> for WorkRequestView {
+    fn from(request: &proto::WorkRequest) -> WorkRequestView {
+        let default_spec = proto::ContainerSpec::default();
+        // `spec.secret_env` is deliberately never read: the server leaves it empty, and
+        // even if it did not, the CLI must not print secret values.
+        let spec = request.spec.as_ref().unwrap_or(&default_spec);
+        WorkRequestView {
+            id: request.id.clone(),
+            workspace: request.workspace.clone(),
+            status: status_name(request.status),
+            result: result_name(request.result),
+            exit_code: request.exit_code,
+            reason: request.reason.clone(),
+            priority: request.priority,
+            priority_base: request.priority_base,
+            priority_adjustment: request.priority_adjustment,
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env: sorted(&spec.env),
+            secret_env_keys: request.secret_env_keys.clone(),
+            working_dir: spec.working_dir.clone(),
+            memory_bytes: spec.memory_bytes,
+            cpus: spec.cpus,
+            pids_limit: spec.pids_limit,
+            timeout: Span::from_proto(spec.timeout.as_ref()),
+            stop_grace_period: Span::from_proto(spec.stop_grace_period.as_ref()),
+            network: spec.network.clone(),
+            pull_policy: pull_policy_name(spec.pull_policy),
+            requirements: sorted(&request.requirements),
+            created_by: request.created_by.clone(),
+            created_at: Time::from_proto(request.created_at.as_ref()),
+            started_at: Time::from_proto(request.started_at.as_ref()),
+            completed_at: Time::from_proto(request.completed_at.as_ref()),
+            attempt_count: request.attempt_count,
+            attempts: request.attempts.iter().map(AttemptView::from).collect(),
+        }
+    }
+}
+
+impl Render for WorkRequestView {
+    fn table(&self) -> String {
+        let mut text = fields(&[
+            ("id", self.id.clone()),
+            ("workspace", self.workspace.clone()),
+            ("status", self.status.clone()),
+            ("result", opt(self.result.as_ref())),
+            ("exit_code", opt(self.exit_code)),
+            ("reason", self.reason.clone()),
+            (
+                "priority",
+                format!(
+                    "{} (base {}, adjustment {})",
+                    self.priority, self.priority_base, self.priority_adjustment
+                ),
+            ),
+            ("image", self.image.clone()),
+            ("command", shell_words(&self.command)),
+            ("env", pairs(&self.env)),
+            ("secret_env_keys", self.secret_env_keys.join(", ")),
+            ("working_dir", self.working_dir.clone()),
+            ("memory_bytes", opt(self.memory_bytes.map(size))),
+            ("cpus", opt(self.cpus)),
+            ("pids_limit", opt(self.pids_limit)),
+            ("timeout", opt(self.timeout)),
+            ("stop_grace_period", opt(self.stop_grace_period)),
+            ("network", self.network.clone()),
+            ("pull_policy", opt(self.pull_policy.as_ref())),
+            ("requirements", pairs(&self.requirements)),
+            ("created_by", self.created_by.clone()),
+            ("created_at", time(self.created_at)),
+            ("started_at", time(self.started_at)),
+            ("completed_at", time(self.completed_at)),
+            ("attempt_count", self.attempt_count.to_string()),
+        ]);
+        if !self.attempts.is_empty() {
+            text.push_str("attempts:\n");
+            let mut table = Table::new([
+                "#",
+                "WORKER",
+                "CONTAINER",
+                "EXIT",
+                "REASON",
+                "STARTED",
+                "FINISHED",
+                "PEAK_MEMORY",
+                "CPU_TIME",
+            ]);
+            for attempt in &self.attempts {
+                table.row([
+                    attempt.number.to_string(),
+                    attempt.worker.clone(),
+                    short_container_id(&attempt.container_id),
+                    opt(attempt.exit_code),
+                    attempt.reason.clone(),
+                    time(attempt.started_at),
+                    time(attempt.finished_at),
+                    opt(attempt.peak_memory_bytes.map(size)),
+                    opt(attempt.cpu_time),
+                ]);
+            }
+            for line in table.render().lines() {
+                let _ = writeln!(text, "  {line}");
+            }
+        }
+        text
+    }
+}
+
+/// One attempt of a work request.
+#[derive(Debug, Serialize)]
+pub struct AttemptView {
+    pub number: u32,
+    pub worker: String,
+    pub container_id: String,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub assigned_at: Option<Time>,
+    pub started_at: Option<Time>,
+    pub finished_at: Option<Time>,
+    pub peak_memory_bytes: Option<u64>,
+    pub cpu_time: Option<Span>,
+}
+
+impl From<&proto::Attempt> for AttemptView {
+    fn from(attempt: &proto::Attempt) -> AttemptView {
+        AttemptView {
+            number: attempt.number,
+            worker: attempt.worker.clone(),
+            container_id: attempt.container_id.clone(),
+            exit_code: attempt.exit_code,
+            reason: attempt.reason.clone(),
+            assigned_at: Time::from_proto(attempt.assigned_at.as_ref()),
+            started_at: Time::from_proto(attempt.started_at.as_ref()),
+            finished_at: Time::from_proto(attempt.finished_at.as_ref()),
+            peak_memory_bytes: attempt.peak_memory_bytes,
+            cpu_time: Span::from_proto(attempt.cpu_time.as_ref()),
+        }
+    }
+}
+
+/// `list`: one page of work requests.
+#[derive(Debug, Serialize)]
+pub struct WorkRequestListView {
+    pub work_requests: Vec<WorkRequestView>,
+    pub next_page_token: String,
+}
+
+impl Render for WorkRequestListView {
+    fn table(&self) -> String {
+        let mut table = Table::new([
+            "ID",
+            "STATUS",
+            "RESULT",
+            "EXIT",
+            "PRIORITY",
+            "WORKSPACE",
+            "CREATED",
+            "IMAGE",
+        ]);
+        for request in &self.work_requests {
+            table.row([
+                request.id.clone(),
+                request.status.clone(),
+                opt(request.result.as_ref()),
+                opt(request.exit_code),
+                request.priority.to_string(),
+                request.workspace.clone(),
+                time(request.created_at),
+                request.image.clone(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+// ----- text helpers -----
+
+/// Shown in tables where a value is absent, so columns stay countable with `awk`.
+const NONE: &str = "-";
+
+fn yes_no(value: bool) -> String {
+    if value { "yes" } else { "no" }.to_owned()
+}
+
+fn time(value: Option<Time>) -> String {
+    value.map_or_else(|| NONE.to_owned(), Time::short)
+}
+
+fn opt(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| NONE.to_owned(), |v| v.to_string())
+}
+
+fn pairs(map: &BTreeMap<String, String>) -> String {
+    let joined: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    joined.join(",")
+}
+
+/// A byte count in the largest binary unit that divides it exactly, e.g. `256MiB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [(u32, &str); 4] = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+    for (shift, unit) in UNITS {
+        if bytes != 0 && bytes.trailing_zeros() >= shift {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes}B")
+}
+
+/// Docker's short form of a container id.
+fn short_container_id(id: &str) -> String {
+    if id.is_empty() {
+        NONE.to_owned()
+    } else {
+        id.chars().take(12).collect()
+    }
+}
+
+/// Writes argv so that a shell would read it back the same way.
+fn shell_words(argv: &[String]) -> String {
+    let quoted: Vec<String> = argv
+        .iter()
+        .map(|word| {
+            let plain = !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+            if plain {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', r"'\''"))
+            }
+        })
+        .collect();
+    quoted.join(" ")
+}
+
+/// `key: value` lines with the values aligned.
+fn fields(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0) + 1;
+    let mut text = String::new();
+    for (key, value) in rows {
+        let value = if value.is_empty() { NONE } else { value };
+        let _ = writeln!(text, "{:width$} {value}", format!("{key}:"));
+    }
+    text
+}
+
+/// Columns separated by at least two spaces; the last column is not padded.
+struct Table<const N: usize> {
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(headers: [&str; N]) -> Table<N> {
+        Table {
+            rows: vec![headers.map(str::to_owned)],
+        }
+    }
+
+    fn row(&mut self, cells: [String; N]) {
+        // Line breaks or tabs in a value (a comment, say) would break the columns.
+        self.rows.push(cells.map(|cell| {
+            let cell = cell.replace(['\n', '\r', '\t'], " ");
+            if cell.is_empty() {
+                NONE.to_owned()
+            } else {
+                cell
+            }
+        }));
+    }
+
+    fn render(&self) -> String {
+        let mut widths = [0; N];
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut text = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
+                if i + 1 == N {
+                    line.push_str(cell);
+                } else {
+                    let _ = write!(line, "{cell:width$}  ");
+                }
+            }
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn timestamp(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    fn completed_request() -> proto::WorkRequest {
+        proto::WorkRequest {
+            id: "0193a1b2-0000-7000-8000-000000000001".into(),
+            workspace: "default".into(),
+            status: proto::WorkRequestStatus::Completed as i32,
+            result: proto::WorkResult::Success as i32,
+            spec: Some(proto::ContainerSpec {
+                image: "busybox:1.36".into(),
+                command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+                env: HashMap::from([("A".into(), "1".into())]),
+                secret_env: HashMap::from([("PASSWORD".into(), "hunter2".into())]),
+                memory_bytes: Some(256 << 20),
+                cpus: Some(0.5),
+                timeout: Some(prost_types::Duration {
+                    seconds: 30,
+                    nanos: 0,
+                }),
+                pull_policy: proto::PullPolicy::IfNotPresent as i32,
+                ..Default::default()
+            }),
+            secret_env_keys: vec!["PASSWORD".into()],
+            priority_base: 5,
+            priority: 5,
+            created_by: "alice".into(),
+            created_at: timestamp(1_700_000_000),
+            exit_code: Some(0),
+            attempt_count: 1,
+            attempts: vec![proto::Attempt {
+                number: 1,
+                worker: "host1".into(),
+                container_id: "0123456789abcdef0123".into(),
+                exit_code: Some(0),
+                started_at: timestamp(1_700_000_001),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn to_json(view: &impl Render) -> Value {
+        let text = render(view, OutputFormat::Json).expect("renders");
+        serde_json::from_str(&text).expect("valid JSON")
+    }
+
+    #[test]
+    fn work_request_json_uses_contract_names_and_lowercase_enums() {
+        let json = to_json(&WorkRequestView::from(&completed_request()));
+        assert_eq!(json["id"], "0193a1b2-0000-7000-8000-000000000001");
+        assert_eq!(json["status"], "completed");
+        assert_eq!(json["result"], "success");
+        assert_eq!(json["exit_code"], 0);
+        assert_eq!(json["reason"], "");
+        assert_eq!(json["priority"], 5);
+        assert_eq!(json["workspace"], "default");
+        assert_eq!(json["image"], "busybox:1.36");
+        assert_eq!(json["command"], json!(["sh", "-c", "echo hi"]));
+        assert_eq!(json["env"], json!({"A": "1"}));
+        assert_eq!(json["memory_bytes"], 268_435_456);
+        assert_eq!(json["cpus"], 0.5);
+        assert_eq!(json["timeout"], "30s");
+        assert_eq!(json["pull_policy"], "if-not-present");
+        assert_eq!(json["created_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(json["started_at"], Value::Null);
+        assert_eq!(json["attempts"][0]["number"], 1);
+        assert_eq!(json["attempts"][0]["worker"], "host1");
+        assert_eq!(json["attempts"][0]["started_at"], "2023-11-14T22:13:21Z");
+    }
+
+    #[test]
+    fn pending_request_has_null_result_and_exit_code() {
+        let request = proto::WorkRequest {
+            id: "r".into(),
+            status: proto::WorkRequestStatus::Pending as i32,
+            ..Default::default()
+        };
+        let json = to_json(&WorkRequestView::from(&request));
+        assert_eq!(json["status"], "pending");
+        assert_eq!(json["result"], Value::Null);
+        assert_eq!(json["exit_code"], Value::Null);
+        assert_eq!(json["pull_policy"], Value::Null);
+        assert_eq!(json["attempts"], json!([]));
+    }
+
+    #[test]
+    fn secret_env_values_are_never_printed() {
+        let view = WorkRequestView::from(&completed_request());
+        let json = render(&view, OutputFormat::Json).unwrap();
+        let table = render(&view, OutputFormat::Table).unwrap();
+        for text in [&json, &table] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("PASSWORD"), "{text}");
+        }
+        assert_eq!(to_json(&view)["secret_env_keys"], json!(["PASSWORD"]));
+    }
+
+    #[test]
+    fn unknown_enum_numbers_are_shown() {
+        assert_eq!(status_name(42), "unknown(42)");
+        assert_eq!(result_name(42).as_deref(), Some("unknown(42)"));
+        assert_eq!(role_name(proto::Role::Worker as i32), "worker");
+    }
+
+    #[test]
+    fn work_request_table_is_key_value_lines() {
+        let table = WorkRequestView::from(&completed_request()).table();
+        assert!(table.contains("\nstatus:"), "{table}");
+        let line = |key: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("{key}:")))
+                .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        };
+        assert_eq!(line("status").as_deref(), Some("completed"));
+        assert_eq!(line("command").as_deref(), Some("sh -c 'echo hi'"));
+        assert_eq!(line("memory_bytes").as_deref(), Some("256MiB"));
+        assert_eq!(line("started_at").as_deref(), Some("-"));
+        assert!(table.contains("0123456789ab "), "{table}");
+    }
+
+    #[test]
+    fn list_json_wraps_the_array_with_the_page_token() {
+        let view = WorkRequestListView {
+            work_requests: vec![WorkRequestView::from(&completed_request())],
+            next_page_token: "next".into(),
+        };
+        let json = to_json(&view);
+        assert_eq!(json["next_page_token"], "next");
+        assert_eq!(json["work_requests"][0]["status"], "completed");
+    }
+
+    #[test]
+    fn created_token_json_has_the_secret_and_the_info() {
+        let response = proto::CreateTokenResponse {
+            info: Some(proto::TokenInfo {
+                id: "t1".into(),
+                role: proto::Role::Admin as i32,
+                owner: "root".into(),
+                enabled: true,
+                ..Default::default()
+            }),
+            token: "berth_adm_secret".into(),
+        };
+        let view = CreatedTokenView {
+            info: TokenView::from(response.info.as_ref().unwrap()),
+            token: response.token.clone(),
+        };
+        let json = to_json(&view);
+        assert_eq!(json["id"], "t1");
+        assert_eq!(json["role"], "admin");
+        assert_eq!(json["owner"], "root");
+        assert_eq!(json["token"], "berth_adm_secret");
+        assert_eq!(json["expires_at"], Value::Null);
+        assert_eq!(view.table(), "berth_adm_secret\n");
+        assert!(view.notice().contains("shown only once"));
+    }
+
+    #[test]
+    fn tables_align_columns_without_trailing_spaces() {
+        let view = TokenListView {
+            tokens: vec![
+                TokenView::from(&proto::TokenInfo {
+                    id: "a".into(),
+                    role: proto::Role::User as i32,
+                    owner: "alice".into(),
+                    comment: "two\nlines".into(),
+                    ..Default::default()
+                }),
+                TokenView::from(&proto::TokenInfo {
+                    id: "bbbb".into(),
+                    role: proto::Role::Admin as i32,
+                    owner: "root".into(),
+                    ..Default::default()
+                }),
+            ],
+        };
+        let table = view.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID    ROLE   OWNER  "), "{table}");
+        assert!(lines[1].starts_with("a     user   alice  "), "{table}");
+        assert!(lines[1].ends_with("two lines"), "{table}");
+        assert!(lines.iter().all(|l| !l.ends_with(' ')), "{table}");
+    }
+
+    #[test]
+    fn sizes_and_argv_are_readable_in_tables() {
+        assert_eq!(size(256 << 20), "256MiB");
+        assert_eq!(size(1 << 30), "1GiB");
+        assert_eq!(size(1500), "1500B");
+        assert_eq!(size(0), "0B");
+        assert_eq!(
+            shell_words(&["echo".into(), "it's".into(), String::new()]),
+            r"echo 'it'\''s' ''"
+        );
+    }
+}

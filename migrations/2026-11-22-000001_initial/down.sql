@@ -1,0 +1,11 @@
+DROP TABLE artifact_files;
+DROP TABLE artifacts;
+DROP TABLE files;
+DROP TABLE log_chunks;
+DROP TABLE attempts;
+DROP TABLE work_request_dependencies;
+DROP TABLE work_requests;
+DROP TABLE workers;
+DROP TABLE workspaces;
+DROP TABLE tokens;
+DROP TABLE users;

@@ -1,0 +1,311 @@
+//! Authentication and authorization of every call.
+//!
+//! A tower layer in front of all services reads `authorization: Bearer <token>`, checks the
+//! token's format and checksum offline, looks its SHA-256 up, refuses disabled and expired
+//! tokens (UNAUTHENTICATED), and then checks the method against [`RULES`]: a token whose
+//! role is not listed for the method is refused with PERMISSION_DENIED. The caller's
+//! [`Identity`] is put into the request's extensions for the handler.
+//!
+//! Architecture invariant: identity comes from the token alone, never from ids in
+//! metadata or message fields. A method with no rule is refused for everybody (fail
+//! closed); the authorization matrix test walks every method in the descriptor set so a
+//! new RPC without a rule fails the suite. Only health checks and reflection are open.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use berth_common::token::{Token, TokenKind};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use futures::future::BoxFuture;
+use tonic::Status;
+use uuid::Uuid;
+
+use crate::db::DbPool;
+use crate::schema::{tokens, users};
+
+use TokenKind::{Admin, User, Worker};
+
+/// Which roles may call each method. Every method of every Berth service must be here.
+pub const RULES: &[(&str, &[TokenKind])] = &[
+    ("/berth.v1.TokenService/CreateToken", &[Admin, User]),
+    ("/berth.v1.TokenService/ListTokens", &[Admin, User]),
+    ("/berth.v1.TokenService/EnableToken", &[Admin, User]),
+    ("/berth.v1.TokenService/DisableToken", &[Admin, User]),
+    ("/berth.v1.TokenService/DeleteToken", &[Admin, User]),
+    ("/berth.v1.WorkerService/ListWorkers", &[Admin, User]),
+    ("/berth.v1.WorkerService/GetWorker", &[Admin, User]),
+    ("/berth.v1.WorkerService/EnableWorker", &[Admin]),
+    ("/berth.v1.WorkerService/DisableWorker", &[Admin]),
+    (
+        "/berth.v1.WorkRequestService/SubmitWorkRequest",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.WorkRequestService/GetWorkRequest",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.WorkRequestService/ListWorkRequests",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.WorkRequestService/CancelWorkRequest",
+        &[Admin, User],
+    ),
+    ("/berth.v1.AgentService/Connect", &[Worker]),
+];
+
+/// Services anyone may call without a token: health checks and reflection carry no data.
+pub const OPEN_SERVICES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
+
+/// The roles allowed to call `path` (`/package.Service/Method`), if it has a rule.
+pub fn rule_for(path: &str) -> Option<&'static [TokenKind]> {
+    RULES
+        .iter()
+        .find(|(method, _)| *method == path)
+        .map(|(_, roles)| *roles)
+}
+
+/// Who is calling, derived from the token alone.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The token used.
+    pub token_id: Uuid,
+    /// The token's role.
+    pub role: TokenKind,
+    /// The user behind an admin or user token; `None` for worker tokens.
+    pub user_id: Option<Uuid>,
+    /// The user's name, or for a worker token the worker name it is bound to ('' if none).
+    pub name: String,
+}
+
+impl Identity {
+    /// Whether this is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.role == Admin
+    }
+}
+
+/// Takes the identity the auth layer put on a request. Its absence is a server bug (a
+/// service mounted without the layer), reported as INTERNAL rather than a panic.
+pub fn identity<T>(request: &tonic::Request<T>) -> Result<Identity, Status> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .cloned()
+        .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+}
+
+/// Looks tokens up; shared by the layer and by long-lived streams that re-check.
+#[derive(Clone)]
+pub struct Authenticator {
+    pool: DbPool,
+}
+
+impl Authenticator {
+    /// An authenticator over `pool`.
+    pub fn new(pool: DbPool) -> Authenticator {
+        Authenticator { pool }
+    }
+
+    /// Authenticates a bearer header value and authorizes `path`. `Ok(None)` for open
+    /// services.
+    pub async fn check(
+        &self,
+        path: &str,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Result<Option<Identity>, Status> {
+        if OPEN_SERVICES.iter().any(|prefix| path.starts_with(prefix)) {
+            return Ok(None);
+        }
+        let identity = self.authenticate(authorization).await?;
+        match rule_for(path) {
+            None => Err(Status::permission_denied(format!(
+                "{path} has no authorization rule; refused for every caller"
+            ))),
+            Some(roles) if roles.contains(&identity.role) => Ok(Some(identity)),
+            Some(roles) => Err(Status::permission_denied(format!(
+                "a {} token may not call {path} (allowed: {})",
+                identity.role,
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Turns a bearer header into an identity, or UNAUTHENTICATED.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&http::HeaderValue>,
+    ) -> Result<Identity, Status> {
+        let header = authorization.ok_or_else(|| {
+            Status::unauthenticated("missing `authorization: Bearer <token>` header")
+        })?;
+        let text = header
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header must be `Bearer <token>`")
+            })?;
+        let token =
+            Token::parse(text.trim()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        self.lookup(&token).await
+    }
+
+    /// Finds a well-formed token in the database and checks it is usable now.
+    pub async fn lookup(&self, token: &Token) -> Result<Identity, Status> {
+        let mut conn =
+            self.pool.get().await.map_err(|_| {
+                Status::unavailable("the database is unavailable; try again shortly")
+            })?;
+        let hash = token.hash().0.to_vec();
+        type Row = (
+            Uuid,
+            String,
+            Option<Uuid>,
+            String,
+            bool,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<String>,
+        );
+        let row: Option<Row> = tokens::table
+            .left_join(users::table)
+            .filter(tokens::hash.eq(&hash))
+            .select((
+                tokens::id,
+                tokens::role,
+                tokens::user_id,
+                tokens::worker_name,
+                tokens::enabled,
+                tokens::expires_at,
+                tokens::last_used_at,
+                users::name.nullable(),
+            ))
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(|e| {
+                tracing::error!(error = %e, "token lookup failed");
+                Status::unavailable("the database is unavailable; try again shortly")
+            })?;
+        let Some((id, role, user_id, worker_name, enabled, expires_at, last_used_at, user_name)) =
+            row
+        else {
+            return Err(Status::unauthenticated("unknown token"));
+        };
+        if !enabled {
+            return Err(Status::unauthenticated("this token is disabled"));
+        }
+        let now = Utc::now();
+        if expires_at.is_some_and(|at| at <= now) {
+            return Err(Status::unauthenticated("this token has expired"));
+        }
+        let role = TokenKind::from_name(&role)
+            .ok_or_else(|| Status::internal("token with an unknown role in the database"))?;
+        // Keep last-used roughly right without a write on every call.
+        if last_used_at.is_none_or(|at| now - at > chrono::TimeDelta::seconds(60)) {
+            let updated = diesel::update(tokens::table.find(id))
+                .set(tokens::last_used_at.eq(now))
+                .execute(&mut conn)
+                .await;
+            if let Err(e) = updated {
+                tracing::warn!(error = %e, "could not record token last use");
+            }
+        }
+        Ok(Identity {
+            token_id: id,
+            role,
+            user_id,
+            name: user_name.unwrap_or(worker_name),
+        })
+    }
+}
+
+/// The tower layer that runs [`Authenticator::check`] before every call.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    /// A layer using `auth`.
+    pub fn new(auth: Authenticator) -> AuthLayer {
+        AuthLayer {
+            auth: Arc::new(auth),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The ready service is the one we were polled with; leave a clone in its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            let path = request.uri().path().to_owned();
+            let verdict = auth
+                .check(&path, request.headers().get(http::header::AUTHORIZATION))
+                .await;
+            match verdict {
+                Ok(Some(identity)) => {
+                    request.extensions_mut().insert(identity);
+                    inner.call(request).await
+                }
+                Ok(None) => inner.call(request).await,
+                Err(status) => {
+                    tracing::debug!(path, code = ?status.code(), "call refused");
+                    Ok(status.into_http())
+                }
+            }
+        })
+    }
+}

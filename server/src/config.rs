@@ -1,0 +1,310 @@
+//! The server's configuration: command-line flags, `BERTH_*` environment variables and a
+//! TOML file, in that order of precedence, then built-in defaults.
+//!
+//! Everything is resolved and checked once at start-up into [`Config`], so a mistake is
+//! one clear line before anything starts, never a failure later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_common::logging::LogFormat;
+use serde::Deserialize;
+
+use crate::validate::SpecDefaults;
+
+/// Flags shared by every `berth-server` subcommand.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on for gRPC [default: 127.0.0.1:7070]
+    #[arg(long, env = "BERTH_LISTEN", global = true)]
+    pub listen: Option<String>,
+    /// Directory for the server's own files: embedded PostgreSQL, admin.token,
+    /// secret.key [default: ./berth-data]
+    #[arg(long, env = "BERTH_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL; without one the server runs its own private PostgreSQL in the data dir
+    #[arg(
+        long,
+        env = "BERTH_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// CA certificate (PEM) for TLS to the database (used with sslmode=require/verify-full)
+    #[arg(long, env = "BERTH_DATABASE_CA_CERT", global = true)]
+    pub database_ca_cert: Option<PathBuf>,
+    /// TOML configuration file
+    #[arg(long, env = "BERTH_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// TLS certificate chain (PEM) to serve gRPC over TLS; needs --tls-key
+    #[arg(long, env = "BERTH_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); needs --tls-cert
+    #[arg(long, env = "BERTH_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "BERTH_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// File holding the 32-byte key that encrypts secret env values at rest
+    /// [default: <data-dir>/secret.key]
+    #[arg(long, env = "BERTH_SECRET_KEY_FILE", global = true)]
+    pub secret_key_file: Option<PathBuf>,
+    /// Directory holding initdb, pg_ctl and postgres for the embedded database
+    #[arg(long, env = "BERTH_PG_BIN_DIR", global = true)]
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+/// The TOML file's shape. Unknown keys are refused so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    database_ca_cert: Option<PathBuf>,
+    database_pool_size: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    log_format: Option<String>,
+    secret_key_file: Option<PathBuf>,
+    pg_bin_dir: Option<PathBuf>,
+    shutdown_grace: Option<String>,
+    #[serde(default)]
+    defaults: FileDefaults,
+}
+
+/// `[defaults]`: limits given to work requests that do not set them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDefaults {
+    memory_bytes: Option<u64>,
+    cpus: Option<f64>,
+    pids_limit: Option<i64>,
+    timeout: Option<String>,
+    stop_grace_period: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Absolute data directory.
+    pub data_dir: PathBuf,
+    /// External database URL; `None` runs the embedded PostgreSQL.
+    pub database_url: Option<String>,
+    /// CA for database TLS.
+    pub database_ca_cert: Option<PathBuf>,
+    /// Pool size.
+    pub database_pool_size: usize,
+    /// Certificate and key for serving TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Secret key file.
+    pub secret_key_file: PathBuf,
+    /// PostgreSQL binaries for the embedded database.
+    pub pg_bin_dir: Option<PathBuf>,
+    /// How long in-flight calls get to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Defaults for unset work request limits.
+    pub spec_defaults: SpecDefaults,
+}
+
+/// A configuration mistake, said in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+fn duration(what: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError(format!(
+            "{what}: cannot parse {text:?} as a duration ({e}); write e.g. 30s or 5m"
+        ))
+    })
+}
+
+impl Config {
+    /// Resolves flags and environment (already merged by clap) with the file and defaults.
+    pub fn resolve(args: &ServerArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7070".to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError(format!(
+                "--listen: {listen_text:?} is not an address with a port, e.g. 127.0.0.1:7070 or [::]:7070"
+            ))
+        })?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("berth-data"));
+        let data_dir = std::path::absolute(&data_dir).map_err(|e| {
+            ConfigError(format!(
+                "--data-dir: cannot resolve {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let database_url = args
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .filter(|url| !url.trim().is_empty());
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(
+                "--database-url: must start with postgres:// or postgresql://".into(),
+            ));
+        }
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(ConfigError("--tls-key needs --tls-cert".into())),
+        };
+        let log_format = args
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .map(|f| {
+                f.parse::<LogFormat>()
+                    .map_err(|e| ConfigError(format!("--log-format: {e}")))
+            })
+            .transpose()?
+            .unwrap_or_default();
+        let secret_key_file = args
+            .secret_key_file
+            .clone()
+            .or(file.secret_key_file)
+            .unwrap_or_else(|| data_dir.join("secret.key"));
+        let shutdown_grace = match file.shutdown_grace {
+            Some(text) => duration("shutdown_grace", &text)?,
+            None => Duration::from_secs(10),
+        };
+        let database_pool_size = file.database_pool_size.unwrap_or(16);
+        if !(1..=1000).contains(&database_pool_size) {
+            return Err(ConfigError("database_pool_size: use 1 to 1000".into()));
+        }
+        let mut spec_defaults = SpecDefaults::default();
+        if let Some(m) = file.defaults.memory_bytes {
+            spec_defaults.memory_bytes = m;
+        }
+        if let Some(c) = file.defaults.cpus {
+            spec_defaults.cpus = c;
+        }
+        if let Some(p) = file.defaults.pids_limit {
+            spec_defaults.pids_limit = p;
+        }
+        if let Some(t) = &file.defaults.timeout {
+            spec_defaults.timeout = duration("defaults.timeout", t)?;
+        }
+        if let Some(t) = &file.defaults.stop_grace_period {
+            spec_defaults.stop_grace_period = duration("defaults.stop_grace_period", t)?;
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            database_ca_cert: args.database_ca_cert.clone().or(file.database_ca_cert),
+            database_pool_size,
+            tls,
+            log_format,
+            secret_key_file,
+            pg_bin_dir: args.pg_bin_dir.clone().or(file.pg_bin_dir),
+            shutdown_grace,
+            spec_defaults,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("--config: cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        ConfigError(format!(
+            "--config: {} is not valid: {}",
+            path.display(),
+            e.to_string().replace('\n', " ")
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7070");
+        assert!(config.data_dir.is_absolute());
+        assert!(config.data_dir.ends_with("berth-data"));
+        assert!(config.database_url.is_none());
+        assert_eq!(config.secret_key_file, config.data_dir.join("secret.key"));
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/srv/berth\"\n[defaults]\ntimeout = \"5m\"\n",
+        )
+        .expect("write");
+        let args = ServerArgs {
+            listen: Some("127.0.0.1:9100".into()),
+            config: Some(path),
+            ..ServerArgs::default()
+        };
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.listen.port(), 9100);
+        assert_eq!(config.data_dir, PathBuf::from("/srv/berth"));
+        assert_eq!(config.spec_defaults.timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let bad_listen = ServerArgs {
+            listen: Some("localhost".into()),
+            ..ServerArgs::default()
+        };
+        let error = Config::resolve(&bad_listen).expect_err("bad listen");
+        assert!(error.to_string().contains("--listen"), "{error}");
+
+        let half_tls = ServerArgs {
+            tls_cert: Some("cert.pem".into()),
+            ..ServerArgs::default()
+        };
+        let error = Config::resolve(&half_tls).expect_err("half tls");
+        assert!(error.to_string().contains("--tls-key"), "{error}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        std::fs::write(&path, "lisen = \"x\"\n").expect("write");
+        let typo = ServerArgs {
+            config: Some(path),
+            ..ServerArgs::default()
+        };
+        let error = Config::resolve(&typo).expect_err("typo");
+        assert!(error.to_string().contains("lisen"), "{error}");
+
+        let mysql = ServerArgs {
+            database_url: Some("mysql://x".into()),
+            ..ServerArgs::default()
+        };
+        assert!(Config::resolve(&mysql).is_err());
+    }
+}

@@ -1,0 +1,123 @@
+//! Rows as diesel reads them, and the domain enums stored as text.
+//!
+//! These are the core's types; `rpc/` converts them to and from the wire types at the edge.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::schema::{attempts, tokens, work_requests, workers};
+
+/// A token row (the hash is never read back out).
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = tokens)]
+pub struct TokenRow {
+    pub id: Uuid,
+    pub role: String,
+    pub user_id: Option<Uuid>,
+    pub worker_name: String,
+    pub comment: String,
+    pub enabled: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// A worker row.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = workers)]
+pub struct WorkerRow {
+    pub id: Uuid,
+    pub name: String,
+    pub token_id: Option<Uuid>,
+    pub labels: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub concurrency: i32,
+    pub enabled: bool,
+    pub draining: bool,
+    pub connected_at: Option<DateTime<Utc>>,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A work request row, without the sealed secrets.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = work_requests)]
+pub struct WorkRequestRow {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub status: String,
+    pub result: Option<String>,
+    pub spec: serde_json::Value,
+    pub secret_env_keys: Vec<String>,
+    pub requirements: serde_json::Value,
+    pub priority_base: i32,
+    pub priority_adjustment: i32,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub parent_id: Option<Uuid>,
+    pub attempt_count: i32,
+}
+
+/// An attempt row.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = attempts)]
+pub struct AttemptRow {
+    pub work_request_id: Uuid,
+    pub number: i32,
+    pub worker_name: String,
+    pub state: String,
+    pub container_id: String,
+    pub exit_code: Option<i32>,
+    pub reason: String,
+    pub assigned_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub peak_memory_bytes: Option<i64>,
+    pub cpu_time_ns: Option<i64>,
+}
+
+/// A work request's place in its lifecycle (see DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Blocked,
+    Pending,
+    Running,
+    Completed,
+    Aborted,
+}
+
+impl Status {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Blocked => "blocked",
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Aborted => "aborted",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(text: &str) -> Option<Status> {
+        [
+            Status::Blocked,
+            Status::Pending,
+            Status::Running,
+            Status::Completed,
+            Status::Aborted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+
+    /// Completed and aborted requests never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Aborted)
+    }
+}

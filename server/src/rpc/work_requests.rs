@@ -1,0 +1,396 @@
+//! `berth.v1.WorkRequestService`: submit, inspect, list and cancel work requests.
+//!
+//! Submission validates the whole spec (see `validate`), seals secret env values with the
+//! server's key, and stores the request as `pending`. Responses never carry secret
+//! values, only their names.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use berth_common::proto::work_request_service_server::WorkRequestService;
+use berth_common::proto::{
+    Attempt, CancelWorkRequestRequest, GetWorkRequestRequest, ListWorkRequestsRequest,
+    ListWorkRequestsResponse, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
+};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use super::{parse_id, string_map, timestamp, timestamp_opt};
+use crate::auth::{Identity, identity};
+use crate::db::DbPool;
+use crate::error::{ApiError, ApiResult};
+use crate::models::{AttemptRow, Status as WrStatus, WorkRequestRow};
+use crate::schema::{attempts, users, work_requests, workspaces};
+use crate::secrets::SecretBox;
+use crate::validate::{SpecDefaults, StoredSpec, validate_submission};
+
+/// The WorkRequestService implementation.
+#[derive(Clone)]
+pub struct WorkRequestApi {
+    pool: DbPool,
+    secrets: SecretBox,
+    defaults: SpecDefaults,
+}
+
+impl WorkRequestApi {
+    /// A service over `pool`, sealing secrets with `secrets` and filling `defaults`.
+    pub fn new(pool: DbPool, secrets: SecretBox, defaults: SpecDefaults) -> WorkRequestApi {
+        WorkRequestApi {
+            pool,
+            secrets,
+            defaults,
+        }
+    }
+}
+
+fn status_to_proto(status: &str) -> WorkRequestStatus {
+    match WrStatus::parse(status) {
+        Some(WrStatus::Blocked) => WorkRequestStatus::Blocked,
+        Some(WrStatus::Pending) => WorkRequestStatus::Pending,
+        Some(WrStatus::Running) => WorkRequestStatus::Running,
+        Some(WrStatus::Completed) => WorkRequestStatus::Completed,
+        Some(WrStatus::Aborted) => WorkRequestStatus::Aborted,
+        None => WorkRequestStatus::Unspecified,
+    }
+}
+
+fn status_from_proto(status: WorkRequestStatus) -> Option<WrStatus> {
+    match status {
+        WorkRequestStatus::Unspecified => None,
+        WorkRequestStatus::Blocked => Some(WrStatus::Blocked),
+        WorkRequestStatus::Pending => Some(WrStatus::Pending),
+        WorkRequestStatus::Running => Some(WrStatus::Running),
+        WorkRequestStatus::Completed => Some(WrStatus::Completed),
+        WorkRequestStatus::Aborted => Some(WrStatus::Aborted),
+    }
+}
+
+fn result_to_proto(result: Option<&str>) -> WorkResult {
+    match result {
+        Some("success") => WorkResult::Success,
+        Some("failure") => WorkResult::Failure,
+        Some("error") => WorkResult::Error,
+        _ => WorkResult::Unspecified,
+    }
+}
+
+fn attempt_to_proto(row: AttemptRow) -> Attempt {
+    Attempt {
+        number: u32::try_from(row.number).unwrap_or(0),
+        worker: row.worker_name,
+        container_id: row.container_id,
+        exit_code: row.exit_code,
+        reason: row.reason,
+        assigned_at: Some(timestamp(row.assigned_at)),
+        started_at: timestamp_opt(row.started_at),
+        finished_at: timestamp_opt(row.finished_at),
+        peak_memory_bytes: row.peak_memory_bytes.and_then(|b| u64::try_from(b).ok()),
+        cpu_time: row.cpu_time_ns.map(|ns| prost_types::Duration {
+            seconds: ns / 1_000_000_000,
+            nanos: i32::try_from(ns % 1_000_000_000).unwrap_or(0),
+        }),
+    }
+}
+
+/// Converts a stored request (plus names looked up alongside it) to the wire type.
+fn to_proto(
+    row: WorkRequestRow,
+    workspace: String,
+    created_by: String,
+    attempts: Vec<AttemptRow>,
+) -> ApiResult<WorkRequest> {
+    let spec: StoredSpec = serde_json::from_value(row.spec)
+        .map_err(|e| ApiError::internal(format!("stored spec of {} unreadable: {e}", row.id)))?;
+    Ok(WorkRequest {
+        id: row.id.to_string(),
+        workspace,
+        status: status_to_proto(&row.status) as i32,
+        result: result_to_proto(row.result.as_deref()) as i32,
+        spec: Some(spec.to_proto()),
+        secret_env_keys: row.secret_env_keys,
+        requirements: string_map(&row.requirements),
+        priority_base: row.priority_base,
+        priority_adjustment: row.priority_adjustment,
+        priority: row.priority_base.saturating_add(row.priority_adjustment),
+        created_by,
+        created_at: Some(timestamp(row.created_at)),
+        started_at: timestamp_opt(row.started_at),
+        completed_at: timestamp_opt(row.completed_at),
+        exit_code: row.exit_code,
+        reason: row.reason,
+        attempt_count: u32::try_from(row.attempt_count).unwrap_or(0),
+        attempts: attempts.into_iter().map(attempt_to_proto).collect(),
+    })
+}
+
+/// Loads one request with its names and attempts.
+async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<WorkRequest> {
+    let (row, workspace, created_by): (WorkRequestRow, String, String) = work_requests::table
+        .inner_join(workspaces::table)
+        .inner_join(users::table)
+        .filter(work_requests::id.eq(id))
+        .select((WorkRequestRow::as_select(), workspaces::name, users::name))
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| ApiError::NotFound(format!("work request {id} not found")))?;
+    let attempts: Vec<AttemptRow> = attempts::table
+        .filter(attempts::work_request_id.eq(id))
+        .select(AttemptRow::as_select())
+        .order(attempts::number)
+        .load(conn)
+        .await?;
+    to_proto(row, workspace, created_by, attempts)
+}
+
+/// The position after which the next page starts: the last row's (created_at, id).
+fn encode_page_token(created_at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_micros()))
+}
+
+fn decode_page_token(token: &str) -> ApiResult<(DateTime<Utc>, Uuid)> {
+    let bad = || {
+        ApiError::InvalidArgument(
+            "page_token: not a token returned by ListWorkRequests; pass next_page_token unchanged"
+                .into(),
+        )
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (micros, id) = text.split_once(':').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok((at, id))
+}
+
+impl WorkRequestApi {
+    async fn submit(
+        &self,
+        caller: &Identity,
+        req: SubmitWorkRequestRequest,
+    ) -> ApiResult<WorkRequest> {
+        let submission = validate_submission(&req, &self.defaults)
+            .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let creator = caller.user_id.ok_or_else(|| {
+            ApiError::PermissionDenied("only users and admins may submit work requests".into())
+        })?;
+        let sealed = if submission.secret_env.is_empty() {
+            None
+        } else {
+            Some(
+                self.secrets
+                    .seal(&submission.secret_env)
+                    .map_err(ApiError::internal)?,
+            )
+        };
+        let secret_keys: Vec<String> = submission.secret_env.keys().cloned().collect();
+        let spec = serde_json::to_value(&submission.spec).map_err(ApiError::internal)?;
+        let requirements =
+            serde_json::to_value(&submission.requirements).map_err(ApiError::internal)?;
+        let mut conn = self.pool.get().await?;
+        let workspace_id: Uuid = workspaces::table
+            .filter(workspaces::name.eq(&submission.workspace))
+            .select(workspaces::id)
+            .first(&mut conn)
+            .await
+            .optional()?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "workspace: no workspace named {:?}",
+                    submission.workspace
+                ))
+            })?;
+        let id = Uuid::now_v7();
+        diesel::insert_into(work_requests::table)
+            .values((
+                work_requests::id.eq(id),
+                work_requests::workspace_id.eq(workspace_id),
+                work_requests::status.eq(WrStatus::Pending.as_str()),
+                work_requests::spec.eq(spec),
+                work_requests::secret_env.eq(sealed),
+                work_requests::secret_env_keys.eq(secret_keys),
+                work_requests::requirements.eq(requirements),
+                work_requests::priority_base.eq(submission.priority),
+                work_requests::created_by.eq(creator),
+            ))
+            .execute(&mut conn)
+            .await?;
+        tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, "work request submitted");
+        load(&mut conn, id).await
+    }
+
+    async fn list(&self, req: ListWorkRequestsRequest) -> ApiResult<ListWorkRequestsResponse> {
+        let status = WorkRequestStatus::try_from(req.status).map_err(|_| {
+            ApiError::InvalidArgument(format!("status: unknown status {}", req.status))
+        })?;
+        let page_size = match req.page_size {
+            0 => 100,
+            n @ 1..=1000 => i64::from(n),
+            n => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "page_size: {n} is out of range; use 1 to 1000"
+                )));
+            }
+        };
+        let mut query = work_requests::table
+            .inner_join(workspaces::table)
+            .inner_join(users::table)
+            .select((WorkRequestRow::as_select(), workspaces::name, users::name))
+            .order((work_requests::created_at.desc(), work_requests::id.desc()))
+            .limit(page_size + 1)
+            .into_boxed();
+        if let Some(status) = status_from_proto(status) {
+            query = query.filter(work_requests::status.eq(status.as_str()));
+        }
+        if !req.workspace.is_empty() {
+            query = query.filter(workspaces::name.eq(req.workspace.clone()));
+        }
+        if !req.page_token.is_empty() {
+            let (at, id) = decode_page_token(&req.page_token)?;
+            query = query.filter(
+                work_requests::created_at
+                    .lt(at)
+                    .or(work_requests::created_at
+                        .eq(at)
+                        .and(work_requests::id.lt(id))),
+            );
+        }
+        let mut conn = self.pool.get().await?;
+        let mut rows: Vec<(WorkRequestRow, String, String)> = query.load(&mut conn).await?;
+        let more = rows.len() as i64 > page_size;
+        rows.truncate(usize::try_from(page_size).unwrap_or(100));
+        let next_page_token = match (more, rows.last()) {
+            (true, Some((last, _, _))) => encode_page_token(last.created_at, last.id),
+            _ => String::new(),
+        };
+        let work_requests = rows
+            .into_iter()
+            .map(|(row, workspace, by)| to_proto(row, workspace, by, Vec::new()))
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(ListWorkRequestsResponse {
+            work_requests,
+            next_page_token,
+        })
+    }
+
+    async fn cancel(&self, caller: &Identity, id: &str) -> ApiResult<WorkRequest> {
+        let id = parse_id("id", id)?;
+        let mut conn = self.pool.get().await?;
+        let caller_ref = caller;
+        conn.transaction::<_, ApiError, _>(async |conn| {
+                let (status, created_by): (String, Uuid) = work_requests::table
+                    .find(id)
+                    .select((work_requests::status, work_requests::created_by))
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| ApiError::NotFound(format!("work request {id} not found")))?;
+                if !caller_ref.is_admin() && caller_ref.user_id != Some(created_by) {
+                    return Err(ApiError::PermissionDenied(format!(
+                        "work request {id} was submitted by another user; only its submitter or an admin may cancel it"
+                    )));
+                }
+                let status = WrStatus::parse(&status)
+                    .ok_or_else(|| ApiError::internal(format!("unknown status {status:?}")))?;
+                match status {
+                    WrStatus::Completed | WrStatus::Aborted => {
+                        Err(ApiError::FailedPrecondition(format!(
+                            "work request {id} is already {}; only blocked, pending or running requests can be cancelled",
+                            status.as_str()
+                        )))
+                    }
+                    WrStatus::Running => Err(ApiError::FailedPrecondition(format!(
+                        "work request {id} is running; this server cannot stop running containers yet"
+                    ))),
+                    WrStatus::Blocked | WrStatus::Pending => {
+                        diesel::update(work_requests::table.find(id))
+                            .set((
+                                work_requests::status.eq(WrStatus::Aborted.as_str()),
+                                work_requests::reason.eq("cancelled"),
+                                work_requests::completed_at.eq(Utc::now()),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        Ok(())
+                    }
+                }
+        })
+        .await?;
+        tracing::info!(work_request = %id, by = %caller.name, "work request cancelled");
+        load(&mut conn, id).await
+    }
+}
+
+#[tonic::async_trait]
+impl WorkRequestService for WorkRequestApi {
+    async fn submit_work_request(
+        &self,
+        request: Request<SubmitWorkRequestRequest>,
+    ) -> Result<Response<WorkRequest>, Status> {
+        let caller = identity(&request)?;
+        Ok(Response::new(
+            self.submit(&caller, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_work_request(
+        &self,
+        request: Request<GetWorkRequestRequest>,
+    ) -> Result<Response<WorkRequest>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        Ok(Response::new(load(&mut conn, id).await?))
+    }
+
+    async fn list_work_requests(
+        &self,
+        request: Request<ListWorkRequestsRequest>,
+    ) -> Result<Response<ListWorkRequestsResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn cancel_work_request(
+        &self,
+        request: Request<CancelWorkRequestRequest>,
+    ) -> Result<Response<WorkRequest>, Status> {
+        let caller = identity(&request)?;
+        Ok(Response::new(
+            self.cancel(&caller, &request.get_ref().id).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        let at = DateTime::<Utc>::from_timestamp_micros(1_700_000_000_123_456).expect("time");
+        let id = Uuid::now_v7();
+        let token = encode_page_token(at, id);
+        assert_eq!(decode_page_token(&token).expect("decode"), (at, id));
+        assert!(decode_page_token("garbage!").is_err());
+        assert!(decode_page_token(&URL_SAFE_NO_PAD.encode("1:notauuid")).is_err());
+    }
+
+    #[test]
+    fn statuses_map_both_ways() {
+        for status in [
+            WrStatus::Blocked,
+            WrStatus::Pending,
+            WrStatus::Running,
+            WrStatus::Completed,
+            WrStatus::Aborted,
+        ] {
+            assert_eq!(
+                status_from_proto(status_to_proto(status.as_str())),
+                Some(status)
+            );
+        }
+    }
+}

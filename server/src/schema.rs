@@ -1,0 +1,129 @@
+//! Diesel's view of the tables in `migrations/`. Written by hand to match them; the
+//! `schema_matches_migrations` test in `tests/` compares both against a migrated database.
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    tokens (id) {
+        id -> Uuid,
+        hash -> Bytea,
+        role -> Text,
+        user_id -> Nullable<Uuid>,
+        worker_name -> Text,
+        comment -> Text,
+        enabled -> Bool,
+        expires_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    workspaces (id) {
+        id -> Uuid,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    workers (id) {
+        id -> Uuid,
+        name -> Text,
+        token_id -> Nullable<Uuid>,
+        labels -> Jsonb,
+        metadata -> Jsonb,
+        concurrency -> Int4,
+        enabled -> Bool,
+        draining -> Bool,
+        connected_at -> Nullable<Timestamptz>,
+        last_heartbeat_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    work_requests (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        status -> Text,
+        result -> Nullable<Text>,
+        spec -> Jsonb,
+        secret_env -> Nullable<Bytea>,
+        secret_env_keys -> Array<Text>,
+        requirements -> Jsonb,
+        priority_base -> Int4,
+        priority_adjustment -> Int4,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        completed_at -> Nullable<Timestamptz>,
+        exit_code -> Nullable<Int4>,
+        reason -> Text,
+        parent_id -> Nullable<Uuid>,
+        unblock_strategy -> Text,
+        allow_failure -> Bool,
+        retry_budget -> Int4,
+        attempt_count -> Int4,
+    }
+}
+
+diesel::table! {
+    work_request_dependencies (work_request_id, depends_on_id) {
+        work_request_id -> Uuid,
+        depends_on_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    attempts (work_request_id, number) {
+        work_request_id -> Uuid,
+        number -> Int4,
+        worker_id -> Nullable<Uuid>,
+        worker_name -> Text,
+        state -> Text,
+        container_id -> Text,
+        exit_code -> Nullable<Int4>,
+        reason -> Text,
+        assigned_at -> Timestamptz,
+        accepted_at -> Nullable<Timestamptz>,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        peak_memory_bytes -> Nullable<Int8>,
+        cpu_time_ns -> Nullable<Int8>,
+        pull_ms -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    log_chunks (work_request_id, attempt, stream, byte_offset) {
+        work_request_id -> Uuid,
+        attempt -> Int4,
+        stream -> Int2,
+        byte_offset -> Int8,
+        data -> Bytea,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(tokens -> users (user_id));
+diesel::joinable!(work_requests -> workspaces (workspace_id));
+diesel::joinable!(work_requests -> users (created_by));
+diesel::joinable!(attempts -> work_requests (work_request_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    tokens,
+    workspaces,
+    workers,
+    work_requests,
+    work_request_dependencies,
+    attempts,
+    log_chunks,
+);

@@ -1,0 +1,1643 @@
+//! Validation of what users submit: container specs, requirements, names.
+//!
+//! Everything a user sends is checked here, once, before it is stored, so that the rest
+//! of the server and every worker can trust a stored spec. A bad field is refused up
+//! front with INVALID_ARGUMENT and a message that names the field and says what to
+//! change, instead of failing minutes later on a worker as an opaque Docker error.
+//!
+//! Why the limits are what they are:
+//!
+//! - **Memory at least 6 MiB**: Docker refuses smaller limits; at most 1 TiB, beyond
+//!   which a value is a typo rather than a request.
+//! - **CPUs greater than 0, at most 1024; pids 1 to 4,194,304** (the kernel's
+//!   `PID_MAX_LIMIT`): larger values are meaningless on any machine.
+//! - **Timeout at most 7 days, stop grace period at most 1 hour**: a forgotten job must
+//!   not hold a worker slot for ever, nor a cancel take longer than an hour.
+//! - **Environment at most 64 KiB, command at most 1,000 arguments**: specs are stored in
+//!   the database and sent on every assignment; the bound keeps rows and messages small
+//!   and stays well inside the kernel's limits on `execve` arguments.
+//! - **No NUL bytes** in environment values, arguments or the working directory: they
+//!   cannot cross `execve` and Docker would refuse them at run time.
+//! - **Network**: empty means `none`, so a job gets no network unless it asks for one.
+//!   `host` is refused because it would share the worker's network namespace (and with
+//!   it every service listening on the worker's loopback); `container:<id>` is refused
+//!   because it would join another container's namespace. Both are refused by name
+//!   only; the worker must still check the driver of the network it resolves, since
+//!   Docker also accepts network ids.
+//! - **Requirements**: at most 64 labels, keys 1-63 characters, values at most 255
+//!   characters without control characters, so they print cleanly and index well.
+//! - **Priority -1000 to 1000**: leaves room for admin adjustments without overflow.
+//!
+//! Secret environment values never appear in an error message or in `Debug` output:
+//! errors name keys only.
+//!
+//! When several fields are bad, the first one is reported, in a fixed order (spec,
+//! image, command, env, secret_env, working_dir, limits, network, pull policy,
+//! requirements, priority, workspace; map keys in sorted order), so the same request
+//! always gets the same answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use berth_common::proto::{ContainerSpec, PullPolicy, SubmitWorkRequestRequest};
+use regex::Regex;
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+const TIB: u64 = 1024 * GIB;
+
+/// Docker's own minimum memory limit.
+const MIN_MEMORY_BYTES: u64 = 6 * MIB;
+const MAX_MEMORY_BYTES: u64 = TIB;
+const MAX_CPUS: f64 = 1024.0;
+/// The kernel's `PID_MAX_LIMIT` on 64-bit systems.
+const MAX_PIDS_LIMIT: i64 = 4_194_304;
+const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+const MAX_STOP_GRACE_PERIOD: Duration = Duration::from_secs(60 * 60);
+const MAX_COMMAND_ARGS: usize = 1000;
+/// Keys and values of `env` and `secret_env` together.
+const MAX_ENV_BYTES: usize = 64 * 1024;
+const MAX_WORKING_DIR_BYTES: usize = 4096;
+/// Docker's limit on the name part (registry host and path) of an image reference.
+const MAX_IMAGE_NAME_LEN: usize = 255;
+const MAX_TAG_LEN: usize = 128;
+const MAX_REQUIREMENTS: usize = 64;
+const MAX_LABEL_VALUE_CHARS: usize = 255;
+const MIN_PRIORITY: i32 = -1000;
+const MAX_PRIORITY: i32 = 1000;
+/// The largest `google.protobuf.Duration` (10,000 years).
+const MAX_PROTO_DURATION_SECONDS: i64 = 315_576_000_000;
+const DEFAULT_NETWORK: &str = "none";
+const DEFAULT_WORKSPACE: &str = "default";
+
+fn static_regex(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("static regex literal is valid (compiled by the unit tests)")
+}
+
+/// One component of an image's repository path.
+static IMAGE_PATH_COMPONENT: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$"));
+/// A registry host: a host name, an IPv4 address or a bracketed IPv6 address, with an
+/// optional port.
+static IMAGE_DOMAIN: LazyLock<Regex> = LazyLock::new(|| {
+    static_regex(
+        r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$",
+    )
+});
+static IMAGE_TAG: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"));
+static IMAGE_DIGEST: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-f0-9]{32,}$"));
+static ENV_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(r"^[A-Za-z_][A-Za-z0-9_]*$"));
+static NETWORK_NAME: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"));
+static LABEL_KEY: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"));
+static NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"));
+
+/// Server-side defaults for unset limits (from server config). Trusted: the server
+/// checks its configuration at start-up, not here.
+#[derive(Clone, Debug)]
+pub struct SpecDefaults {
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub timeout: Duration,
+    pub stop_grace_period: Duration,
+}
+
+impl Default for SpecDefaults {
+    fn default() -> Self {
+        Self {
+            memory_bytes: GIB,
+            cpus: 1.0,
+            pids_limit: 1024,
+            timeout: Duration::from_secs(60 * 60),
+            stop_grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The validated, defaults-filled spec as stored in the database (as JSON, column
+/// `spec`), without secret values: those are stored encrypted, apart.
+///
+/// Durations are kept in whole milliseconds, rounded up, so a positive timeout never
+/// becomes zero.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSpec {
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<String>,
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    pub pids_limit: i64,
+    pub timeout_ms: u64,
+    pub stop_grace_period_ms: u64,
+    /// `none` when the user left it unset.
+    pub network: String,
+    pub pull_policy: StoredPullPolicy,
+}
+
+/// When a worker pulls the image; the stored form of [`PullPolicy`], never unspecified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoredPullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl From<StoredPullPolicy> for PullPolicy {
+    fn from(policy: StoredPullPolicy) -> Self {
+        match policy {
+            StoredPullPolicy::Always => PullPolicy::Always,
+            StoredPullPolicy::IfNotPresent => PullPolicy::IfNotPresent,
+            StoredPullPolicy::Never => PullPolicy::Never,
+        }
+    }
+}
+
+impl StoredSpec {
+    /// The spec as the API returns it: defaults filled in, `secret_env` empty.
+    pub fn to_proto(&self) -> ContainerSpec {
+        ContainerSpec {
+            image: self.image.clone(),
+            command: self.command.clone(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secret_env: HashMap::new(),
+            working_dir: self.working_dir.clone().unwrap_or_default(),
+            memory_bytes: Some(self.memory_bytes),
+            cpus: Some(self.cpus),
+            pids_limit: Some(self.pids_limit),
+            timeout: Some(duration_from_millis(self.timeout_ms)),
+            network: self.network.clone(),
+            pull_policy: PullPolicy::from(self.pull_policy) as i32,
+            stop_grace_period: Some(duration_from_millis(self.stop_grace_period_ms)),
+        }
+    }
+}
+
+/// A validated submission, ready to store.
+#[derive(Clone, PartialEq)]
+pub struct Submission {
+    pub spec: StoredSpec,
+    /// Write-only: never logged, never returned, stored encrypted.
+    pub secret_env: BTreeMap<String, String>,
+    pub requirements: BTreeMap<String, String>,
+    pub priority: i32,
+    /// `default` when the user left it empty.
+    pub workspace: String,
+}
+
+impl fmt::Debug for Submission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Submission")
+            .field("spec", &self.spec)
+            .field("secret_env", &RedactedValues(&self.secret_env))
+            .field("requirements", &self.requirements)
+            .field("priority", &self.priority)
+            .field("workspace", &self.workspace)
+            .finish()
+    }
+}
+
+/// Prints a map's keys with every value replaced by `<redacted>`.
+struct RedactedValues<'a>(&'a BTreeMap<String, String>);
+
+impl fmt::Debug for RedactedValues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, format_args!("<redacted>"))))
+            .finish()
+    }
+}
+
+/// An invalid field: `field` is the path as a user would write it, e.g.
+/// `spec.env["1BAD"]`, `spec.memory_bytes`, `requirements["a b"]`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidField {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The path of one map entry, e.g. `spec.env["PATH"]`; the key is quoted and escaped so
+/// odd keys stay readable.
+fn entry_field(map: &str, key: &str) -> String {
+    format!("{map}[{key:?}]")
+}
+
+/// Checks a submission and fills in defaults. The workspace's existence is checked by
+/// the caller, against the database.
+pub fn validate_submission(
+    req: &SubmitWorkRequestRequest,
+    defaults: &SpecDefaults,
+) -> Result<Submission, InvalidField> {
+    let spec = req
+        .spec
+        .as_ref()
+        .ok_or_else(|| InvalidField::new("spec", "is required"))?;
+
+    if spec.image.is_empty() {
+        return Err(InvalidField::new(
+            "spec.image",
+            "is required; give an image reference such as \"busybox:1.36\"",
+        ));
+    }
+    validate_image_reference(&spec.image).map_err(|m| InvalidField::new("spec.image", m))?;
+
+    validate_command(&spec.command)?;
+    let env = sorted(&spec.env);
+    let secret_env = sorted(&spec.secret_env);
+    validate_env(&env, &secret_env)?;
+    let working_dir = validate_working_dir(&spec.working_dir)?;
+
+    let memory_bytes = validate_memory(spec.memory_bytes.unwrap_or(defaults.memory_bytes))?;
+    let cpus = validate_cpus(spec.cpus.unwrap_or(defaults.cpus))?;
+    let pids_limit = validate_pids_limit(spec.pids_limit.unwrap_or(defaults.pids_limit))?;
+    let timeout = match &spec.timeout {
+        Some(d) => validate_timeout(duration_from_proto("spec.timeout", d)?, defaults)?,
+        None => defaults.timeout,
+    };
+    let stop_grace_period = match &spec.stop_grace_period {
+        Some(d) => validate_stop_grace_period(duration_from_proto("spec.stop_grace_period", d)?)?,
+        None => defaults.stop_grace_period,
+    };
+
+    let network = validate_network(&spec.network)?;
+    let pull_policy = validate_pull_policy(spec.pull_policy)?;
+    let requirements = validate_requirements(&req.requirements)?;
+    let priority = validate_priority(req.priority)?;
+    let workspace = if req.workspace.is_empty() {
+        DEFAULT_WORKSPACE.to_owned()
+    } else {
+        validate_name("workspace", &req.workspace)
+            .map_err(|m| InvalidField::new("workspace", m))?;
+        req.workspace.clone()
+    };
+
+    Ok(Submission {
+        spec: StoredSpec {
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env,
+            working_dir,
+            memory_bytes,
+            cpus,
+            pids_limit,
+            timeout_ms: millis_rounded_up(timeout),
+            stop_grace_period_ms: millis_rounded_up(stop_grace_period),
+            network,
+            pull_policy,
+        },
+        secret_env,
+        requirements,
+        priority,
+        workspace,
+    })
+}
+
+fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn validate_command(command: &[String]) -> Result<(), InvalidField> {
+    if command.len() > MAX_COMMAND_ARGS {
+        return Err(InvalidField::new(
+            "spec.command",
+            format!(
+                "{} arguments; at most {MAX_COMMAND_ARGS} are allowed",
+                command.len()
+            ),
+        ));
+    }
+    for (i, arg) in command.iter().enumerate() {
+        let field = || format!("spec.command[{i}]");
+        if arg.is_empty() {
+            return Err(InvalidField::new(field(), "must not be empty"));
+        }
+        if arg.contains('\0') {
+            return Err(InvalidField::new(field(), "must not contain a NUL byte"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks `env` then `secret_env`, then their combined size. Messages name keys only:
+/// a value, secret or not, is never echoed.
+fn validate_env(
+    env: &BTreeMap<String, String>,
+    secret_env: &BTreeMap<String, String>,
+) -> Result<(), InvalidField> {
+    for (map, entries) in [("spec.env", env), ("spec.secret_env", secret_env)] {
+        for (key, value) in entries {
+            let field = || entry_field(map, key);
+            validate_env_name(key).map_err(|m| InvalidField::new(field(), m))?;
+            if value.contains('\0') {
+                return Err(InvalidField::new(
+                    field(),
+                    "value must not contain a NUL byte",
+                ));
+            }
+            if map == "spec.secret_env" && env.contains_key(key) {
+                return Err(InvalidField::new(
+                    field(),
+                    format!(
+                        "is also set in spec.env; set {key} in only one of spec.env and spec.secret_env"
+                    ),
+                ));
+            }
+        }
+    }
+    let total: usize = env
+        .iter()
+        .chain(secret_env)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if total > MAX_ENV_BYTES {
+        return Err(InvalidField::new(
+            "spec.env",
+            format!(
+                "the keys and values of spec.env and spec.secret_env take {total} bytes together; at most {MAX_ENV_BYTES} bytes (64 KiB) are allowed"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_working_dir(dir: &str) -> Result<Option<String>, InvalidField> {
+    if dir.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |m: String| Err(InvalidField::new("spec.working_dir", m));
+    if dir.len() > MAX_WORKING_DIR_BYTES {
+        return invalid(format!(
+            "is {} bytes long; at most {MAX_WORKING_DIR_BYTES} bytes are allowed",
+            dir.len()
+        ));
+    }
+    if dir.contains('\0') {
+        return invalid("must not contain a NUL byte".to_owned());
+    }
+    if !dir.starts_with('/') {
+        return invalid(format!(
+            "{dir:?} is not absolute; give a path starting with '/', or leave it empty to use the image's"
+        ));
+    }
+    Ok(Some(dir.to_owned()))
+}
+
+fn validate_memory(bytes: u64) -> Result<u64, InvalidField> {
+    let invalid = |m: String| Err(InvalidField::new("spec.memory_bytes", m));
+    if bytes < MIN_MEMORY_BYTES {
+        return invalid(format!(
+            "{bytes} bytes is below the minimum of 6 MiB ({MIN_MEMORY_BYTES} bytes)"
+        ));
+    }
+    if bytes > MAX_MEMORY_BYTES {
+        return invalid(format!(
+            "{bytes} bytes is above the maximum of 1 TiB ({MAX_MEMORY_BYTES} bytes)"
+        ));
+    }
+    Ok(bytes)
+}
+
+fn validate_cpus(cpus: f64) -> Result<f64, InvalidField> {
+    let invalid = |m: String| Err(InvalidField::new("spec.cpus", m));
+    if !cpus.is_finite() {
+        return invalid(format!(
+            "{cpus} is not a finite number; give a number of CPUs greater than 0 and at most {MAX_CPUS}"
+        ));
+    }
+    if cpus <= 0.0 {
+        return invalid(format!(
+            "{cpus} CPUs is not allowed; give a number greater than 0 (fractions such as 0.5 are fine)"
+        ));
+    }
+    if cpus > MAX_CPUS {
+        return invalid(format!("{cpus} CPUs is above the maximum of {MAX_CPUS}"));
+    }
+    Ok(cpus)
+}
+
+fn validate_pids_limit(pids: i64) -> Result<i64, InvalidField> {
+    if !(1..=MAX_PIDS_LIMIT).contains(&pids) {
+        return Err(InvalidField::new(
+            "spec.pids_limit",
+            format!("{pids} is outside the allowed range; give 1 to {MAX_PIDS_LIMIT}"),
+        ));
+    }
+    Ok(pids)
+}
+
+fn validate_timeout(timeout: Duration, defaults: &SpecDefaults) -> Result<Duration, InvalidField> {
+    let invalid = |m: String| Err(InvalidField::new("spec.timeout", m));
+    if timeout.is_zero() {
+        return invalid(format!(
+            "must be greater than 0; leave it unset for the server default of {}",
+            humantime::format_duration(defaults.timeout)
+        ));
+    }
+    if timeout > MAX_TIMEOUT {
+        return invalid(format!(
+            "{} is above the maximum of {}",
+            humantime::format_duration(timeout),
+            humantime::format_duration(MAX_TIMEOUT)
+        ));
+    }
+    Ok(timeout)
+}
+
+fn validate_stop_grace_period(period: Duration) -> Result<Duration, InvalidField> {
+    if period > MAX_STOP_GRACE_PERIOD {
+        return Err(InvalidField::new(
+            "spec.stop_grace_period",
+            format!(
+                "{} is above the maximum of {}",
+                humantime::format_duration(period),
+                humantime::format_duration(MAX_STOP_GRACE_PERIOD)
+            ),
+        ));
+    }
+    Ok(period)
+}
+
+fn validate_network(network: &str) -> Result<String, InvalidField> {
+    if network.is_empty() {
+        return Ok(DEFAULT_NETWORK.to_owned());
+    }
+    let invalid = |m: String| Err(InvalidField::new("spec.network", m));
+    if network == "host" {
+        return invalid(
+            "network 'host' is not allowed: it would give the job the worker's network namespace"
+                .to_owned(),
+        );
+    }
+    if !NETWORK_NAME.is_match(network) {
+        return invalid(format!(
+            "{network:?} is not a valid network name: use 1-128 characters of letters, digits, '_', '.' and '-', starting with a letter or digit (leave it empty for no network)"
+        ));
+    }
+    Ok(network.to_owned())
+}
+
+fn validate_pull_policy(value: i32) -> Result<StoredPullPolicy, InvalidField> {
+    match PullPolicy::try_from(value) {
+        Ok(PullPolicy::Unspecified | PullPolicy::IfNotPresent) => {
+            Ok(StoredPullPolicy::IfNotPresent)
+        }
+        Ok(PullPolicy::Always) => Ok(StoredPullPolicy::Always),
+        Ok(PullPolicy::Never) => Ok(StoredPullPolicy::Never),
+        Err(_) => Err(InvalidField::new(
+            "spec.pull_policy",
+            format!(
+                "unknown value {value}; use PULL_POLICY_ALWAYS, PULL_POLICY_IF_NOT_PRESENT or PULL_POLICY_NEVER, or leave it unset"
+            ),
+        )),
+    }
+}
+
+fn validate_requirements(
+    requirements: &HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, InvalidField> {
+    if requirements.len() > MAX_REQUIREMENTS {
+        return Err(InvalidField::new(
+            "requirements",
+            format!(
+                "{} requirements; at most {MAX_REQUIREMENTS} are allowed",
+                requirements.len()
+            ),
+        ));
+    }
+    let requirements = sorted(requirements);
+    for (key, value) in &requirements {
+        validate_label(key, value)
+            .map_err(|m| InvalidField::new(entry_field("requirements", key), m))?;
+    }
+    Ok(requirements)
+}
+
+fn validate_priority(priority: i32) -> Result<i32, InvalidField> {
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        return Err(InvalidField::new(
+            "priority",
+            format!(
+                "{priority} is outside the allowed range; give {MIN_PRIORITY} to {MAX_PRIORITY}"
+            ),
+        ));
+    }
+    Ok(priority)
+}
+
+/// Checks a Docker/OCI image reference, `[domain[:port]/]path[:tag][@digest]`, as
+/// Docker parses it. The first path component is the registry host only when it
+/// contains `.` or `:` or is `localhost` (and more components follow), so `busybox` is
+/// Docker Hub's `library/busybox`.
+pub fn validate_image_reference(image: &str) -> Result<(), String> {
+    if image.is_empty() {
+        return Err("must not be empty; give an image reference such as \"busybox:1.36\"".into());
+    }
+    if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{image:?} must not contain whitespace or control characters"
+        ));
+    }
+    if image.contains("://") {
+        return Err(format!(
+            "{image:?} looks like a URL; drop the scheme and give a reference such as \"registry.example.com/team/app:tag\""
+        ));
+    }
+
+    let (name_and_tag, digest) = match image.split_once('@') {
+        Some((name_and_tag, digest)) => (name_and_tag, Some(digest)),
+        None => (image, None),
+    };
+    if let Some(digest) = digest
+        && !IMAGE_DIGEST.is_match(digest)
+    {
+        return Err(format!(
+            "digest {digest:?} is not valid; give algorithm:hex with at least 32 lowercase hex digits, such as \"sha256:\" followed by 64 hex digits"
+        ));
+    }
+
+    // A ':' followed by a '/' belongs to a registry port, not to a tag.
+    let (name, tag) = match name_and_tag.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, Some(tag)),
+        _ => (name_and_tag, None),
+    };
+    if let Some(tag) = tag {
+        if tag.is_empty() {
+            return Err(
+                "the tag after ':' is empty; give a tag such as \"latest\" or drop the ':'".into(),
+            );
+        }
+        if tag.len() > MAX_TAG_LEN {
+            return Err(format!(
+                "the tag is {} characters long; at most {MAX_TAG_LEN} are allowed",
+                tag.len()
+            ));
+        }
+        if !IMAGE_TAG.is_match(tag) {
+            return Err(format!(
+                "tag {tag:?} is not valid; it must start with a letter, digit or '_' and contain only letters, digits, '_', '.' and '-'"
+            ));
+        }
+    }
+
+    if name.is_empty() {
+        return Err(
+            "the repository name is missing; give one before the tag or digest, such as \"busybox\" in \"busybox:1.36\""
+                .into(),
+        );
+    }
+    if name.len() > MAX_IMAGE_NAME_LEN {
+        return Err(format!(
+            "the repository name is {} characters long; at most {MAX_IMAGE_NAME_LEN} are allowed",
+            name.len()
+        ));
+    }
+    let path = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            if !IMAGE_DOMAIN.is_match(first) {
+                return Err(format!(
+                    "registry {first:?} is not valid; give a host name or IP address with an optional port, such as \"registry.example.com\" or \"localhost:5000\""
+                ));
+            }
+            rest
+        }
+        _ => name,
+    };
+    for component in path.split('/') {
+        if component.is_empty() {
+            return Err(format!(
+                "{name:?} has an empty path component; remove the extra, leading or trailing '/'"
+            ));
+        }
+        if component.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "path component {component:?} must be lowercase (only a registry host, which needs a '.' or ':', may have capitals)"
+            ));
+        }
+        if !IMAGE_PATH_COMPONENT.is_match(component) {
+            return Err(format!(
+                "path component {component:?} is not valid; use lowercase letters and digits separated by '.', '_', '__' or dashes, starting and ending with a letter or digit"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks an environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn validate_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an environment variable name must not be empty".into());
+    }
+    if !ENV_NAME.is_match(name) {
+        return Err(format!(
+            "{name:?} is not a valid environment variable name; start with a letter or '_' and use only ASCII letters, digits and '_'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks one label (a requirement or a worker label): key 1-63 characters of
+/// `[A-Za-z0-9._/-]` starting with a letter or digit; value at most 255 characters, no
+/// control characters.
+pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key must not be empty".into());
+    }
+    if key.chars().count() > 63 {
+        return Err(format!(
+            "the key is {} characters long; at most 63 are allowed",
+            key.chars().count()
+        ));
+    }
+    if !LABEL_KEY.is_match(key) {
+        return Err(format!(
+            "key {key:?} is not valid; use letters, digits, '.', '_', '/' and '-', starting with a letter or digit"
+        ));
+    }
+    let value_chars = value.chars().count();
+    if value_chars > MAX_LABEL_VALUE_CHARS {
+        return Err(format!(
+            "the value is {value_chars} characters long; at most {MAX_LABEL_VALUE_CHARS} are allowed"
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err("the value must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Owner/user/worker names: 1-63 chars of [A-Za-z0-9._-], starting with a letter or digit.
+/// `what` names the kind of name in the message, e.g. `workspace` or `worker`.
+pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("the {what} name must not be empty"));
+    }
+    if name.chars().count() > 63 {
+        return Err(format!(
+            "the {what} name is {} characters long; at most 63 are allowed",
+            name.chars().count()
+        ));
+    }
+    if !NAME.is_match(name) {
+        return Err(format!(
+            "{what} name {name:?} is not valid; use letters, digits, '.', '_' and '-', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Converts a proto Duration to std, refusing negative or out-of-range values.
+pub fn duration_from_proto(
+    field: &str,
+    d: &prost_types::Duration,
+) -> Result<Duration, InvalidField> {
+    let invalid = |m: String| Err(InvalidField::new(field, m));
+    if d.seconds < 0 || (d.seconds == 0 && d.nanos < 0) {
+        return invalid(format!(
+            "{}s {}ns is negative; give a duration of zero or more",
+            d.seconds, d.nanos
+        ));
+    }
+    if d.nanos < 0 {
+        return invalid(format!(
+            "seconds ({}) and nanos ({}) have different signs; a valid duration has both zero or positive",
+            d.seconds, d.nanos
+        ));
+    }
+    if d.nanos > 999_999_999 {
+        return invalid(format!(
+            "nanos ({}) is out of range; it must be 0 to 999999999",
+            d.nanos
+        ));
+    }
+    if d.seconds > MAX_PROTO_DURATION_SECONDS {
+        return invalid(format!(
+            "{} seconds is above the largest protobuf Duration ({MAX_PROTO_DURATION_SECONDS} seconds)",
+            d.seconds
+        ));
+    }
+    match (u64::try_from(d.seconds), u32::try_from(d.nanos)) {
+        (Ok(seconds), Ok(nanos)) => Ok(Duration::new(seconds, nanos)),
+        // Unreachable after the checks above; refused rather than trusted.
+        _ => invalid("is out of range".to_owned()),
+    }
+}
+
+/// Whole milliseconds, rounded up so that a positive duration stays positive.
+fn millis_rounded_up(d: Duration) -> u64 {
+    let millis = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    u64::try_from(millis).unwrap_or(u64::MAX)
+}
+
+fn duration_from_millis(millis: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        // u64::MAX / 1000 fits an i64, and the remainder in nanoseconds fits an i32; the
+        // fallbacks only satisfy the types.
+        seconds: i64::try_from(millis / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((millis % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "hunter2-very-secret-value";
+    const DIGEST64: &str =
+        "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            image: "busybox:1.36".to_owned(),
+            ..Default::default()
+        }
+    }
+
+    fn request(spec: ContainerSpec) -> SubmitWorkRequestRequest {
+        SubmitWorkRequestRequest {
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+
+    fn submit(req: &SubmitWorkRequestRequest) -> Result<Submission, InvalidField> {
+        validate_submission(req, &SpecDefaults::default())
+    }
+
+    fn submit_spec(spec: ContainerSpec) -> Result<Submission, InvalidField> {
+        submit(&request(spec))
+    }
+
+    /// Asserts the submission is refused on `field`, and returns the message.
+    #[track_caller]
+    fn refused_on(result: Result<Submission, InvalidField>, field: &str) -> String {
+        match result {
+            Ok(s) => panic!("expected {field} to be refused, but it was accepted: {s:?}"),
+            Err(e) => {
+                assert_eq!(e.field, field, "unexpected field in {e}");
+                e.message
+            }
+        }
+    }
+
+    fn proto_duration(seconds: i64, nanos: i32) -> prost_types::Duration {
+        prost_types::Duration { seconds, nanos }
+    }
+
+    fn map(entries: &[(&str, &str)]) -> HashMap<String, String> {
+        entries
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn static_regexes_compile() {
+        for re in [
+            &IMAGE_PATH_COMPONENT,
+            &IMAGE_DOMAIN,
+            &IMAGE_TAG,
+            &IMAGE_DIGEST,
+            &ENV_NAME,
+            &NETWORK_NAME,
+            &LABEL_KEY,
+            &NAME,
+        ] {
+            LazyLock::force(re);
+        }
+    }
+
+    #[test]
+    fn minimal_spec_gets_every_default() {
+        let s = submit_spec(spec()).expect("valid");
+        assert_eq!(
+            s.spec,
+            StoredSpec {
+                image: "busybox:1.36".to_owned(),
+                command: vec![],
+                env: BTreeMap::new(),
+                working_dir: None,
+                memory_bytes: 1024 * 1024 * 1024,
+                cpus: 1.0,
+                pids_limit: 1024,
+                timeout_ms: 3_600_000,
+                stop_grace_period_ms: 10_000,
+                network: "none".to_owned(),
+                pull_policy: StoredPullPolicy::IfNotPresent,
+            }
+        );
+        assert!(s.secret_env.is_empty());
+        assert!(s.requirements.is_empty());
+        assert_eq!(s.priority, 0);
+        assert_eq!(s.workspace, "default");
+    }
+
+    #[test]
+    fn server_defaults_are_used_for_unset_limits() {
+        let defaults = SpecDefaults {
+            memory_bytes: 64 * MIB,
+            cpus: 2.5,
+            pids_limit: 99,
+            timeout: Duration::from_secs(90),
+            stop_grace_period: Duration::from_millis(1500),
+        };
+        let s = validate_submission(&request(spec()), &defaults).expect("valid");
+        assert_eq!(s.spec.memory_bytes, 64 * MIB);
+        assert_eq!(s.spec.cpus, 2.5);
+        assert_eq!(s.spec.pids_limit, 99);
+        assert_eq!(s.spec.timeout_ms, 90_000);
+        assert_eq!(s.spec.stop_grace_period_ms, 1500);
+    }
+
+    #[test]
+    fn given_values_are_kept() {
+        let req = SubmitWorkRequestRequest {
+            spec: Some(ContainerSpec {
+                image: "localhost:5000/team/app:v1.2-rc_3".to_owned(),
+                command: vec!["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()],
+                env: map(&[("B", "2"), ("A", "1")]),
+                secret_env: map(&[("TOKEN", SECRET)]),
+                working_dir: "/srv".to_owned(),
+                memory_bytes: Some(512 * MIB),
+                cpus: Some(0.5),
+                pids_limit: Some(64),
+                timeout: Some(proto_duration(120, 500_000_000)),
+                network: "bridge".to_owned(),
+                pull_policy: PullPolicy::Never as i32,
+                stop_grace_period: Some(proto_duration(0, 0)),
+            }),
+            requirements: map(&[("gpu", "a100"), ("arch", "amd64")]),
+            priority: -5,
+            workspace: "team-a".to_owned(),
+        };
+        let s = submit(&req).expect("valid");
+        assert_eq!(s.spec.image, "localhost:5000/team/app:v1.2-rc_3");
+        assert_eq!(s.spec.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(
+            s.spec.env.keys().collect::<Vec<_>>(),
+            ["A", "B"],
+            "env is kept sorted"
+        );
+        assert_eq!(s.spec.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(s.spec.memory_bytes, 512 * MIB);
+        assert_eq!(s.spec.cpus, 0.5);
+        assert_eq!(s.spec.pids_limit, 64);
+        assert_eq!(s.spec.timeout_ms, 120_500);
+        assert_eq!(s.spec.stop_grace_period_ms, 0);
+        assert_eq!(s.spec.network, "bridge");
+        assert_eq!(s.spec.pull_policy, StoredPullPolicy::Never);
+        assert_eq!(s.secret_env.get("TOKEN").map(String::as_str), Some(SECRET));
+        assert!(
+            !s.spec.env.contains_key("TOKEN"),
+            "secrets stay out of the stored spec"
+        );
+        assert_eq!(s.requirements.len(), 2);
+        assert_eq!(s.priority, -5);
+        assert_eq!(s.workspace, "team-a");
+    }
+
+    #[test]
+    fn missing_spec_is_refused() {
+        let msg = refused_on(submit(&SubmitWorkRequestRequest::default()), "spec");
+        assert_eq!(msg, "is required");
+    }
+
+    #[test]
+    fn missing_image_is_refused() {
+        let msg = refused_on(submit_spec(ContainerSpec::default()), "spec.image");
+        assert!(msg.starts_with("is required"), "{msg}");
+    }
+
+    #[test]
+    fn valid_image_references_are_accepted() {
+        let long_tag = format!("a:{}", "t".repeat(128));
+        let long_name = format!("{}/{}", "a".repeat(127), "b".repeat(127)); // 255 chars
+        for image in [
+            "busybox",
+            "busybox:1.36",
+            "library/busybox:latest",
+            "localhost:5000/team/app:v1.2-rc_3",
+            &format!("registry.example.com/a/b@{DIGEST64}"),
+            &format!("ghcr.io/org/img:tag@{DIGEST64}"),
+            "berth-test/busybox:local",
+            "Registry.Example.COM/app",
+            "192.168.1.10:5000/app",
+            "[::1]:5000/app",
+            "a__b/c.d/e---f",
+            "localhost:5000",
+            "a:_tag",
+            "a@md5:0123456789abcdef0123456789abcdef",
+            "a@sha256+b64.x_y-z:0123456789abcdef0123456789abcdef",
+            &long_tag,
+            &long_name,
+        ] {
+            assert_eq!(validate_image_reference(image), Ok(()), "{image}");
+            submit_spec(ContainerSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("{image}: {e}"));
+        }
+    }
+
+    #[test]
+    fn invalid_image_references_are_refused() {
+        let long_tag = format!("a:{}", "t".repeat(129));
+        let long_name = format!("{}/{}", "a".repeat(128), "b".repeat(127)); // 256 chars
+        for (image, expected) in [
+            ("", "must not be empty"),
+            ("Busybox", "must be lowercase"),
+            ("busybox:", "the tag after ':' is empty"),
+            (":tag", "the repository name is missing"),
+            ("a//b", "empty path component"),
+            ("/a", "empty path component"),
+            ("a/", "empty path component"),
+            ("-a", "is not valid"),
+            ("a-", "is not valid"),
+            ("a..b", "is not valid"),
+            ("a___b", "is not valid"),
+            ("busybox:tag with space", "whitespace"),
+            ("busybox\n", "whitespace"),
+            ("http://x/y", "looks like a URL"),
+            ("a@sha256:zz", "digest \"sha256:zz\""),
+            ("a@sha256:0123456789abcdef0123456789abcde", "digest"), // 31 hex
+            ("a@SHA256:0123456789abcdef0123456789abcdef", "digest"),
+            ("a@sha256:0123456789ABCDEF0123456789ABCDEF", "digest"),
+            ("a@", "digest"),
+            ("a:-tag", "tag \"-tag\" is not valid"),
+            ("a:tag!", "is not valid"),
+            ("a:t\u{e9}", "is not valid"),
+            ("bad_host.example.com/app", "registry"),
+            ("example.com:port/app", "registry"),
+            ("a:b:c", "is not valid"),
+            ("Team/app", "must be lowercase"),
+            (&long_tag, "the tag is 129 characters long; at most 128"),
+            (&long_name, "256 characters long; at most 255"),
+        ] {
+            let err =
+                validate_image_reference(image).expect_err(&format!("{image:?} should be refused"));
+            assert!(err.contains(expected), "{image:?}: {err}");
+            refused_on(
+                submit_spec(ContainerSpec {
+                    image: image.to_owned(),
+                    ..Default::default()
+                }),
+                "spec.image",
+            );
+        }
+    }
+
+    #[test]
+    fn command_of_1000_arguments_is_accepted_and_1001_refused() {
+        let ok = ContainerSpec {
+            command: vec!["x".to_owned(); 1000],
+            ..spec()
+        };
+        submit_spec(ok).expect("1000 arguments are allowed");
+        let too_many = ContainerSpec {
+            command: vec!["x".to_owned(); 1001],
+            ..spec()
+        };
+        let msg = refused_on(submit_spec(too_many), "spec.command");
+        assert_eq!(msg, "1001 arguments; at most 1000 are allowed");
+    }
+
+    #[test]
+    fn empty_command_runs_the_image_default() {
+        let s = submit_spec(spec()).expect("valid");
+        assert!(s.spec.command.is_empty());
+    }
+
+    #[test]
+    fn empty_or_nul_command_argument_is_refused_by_index() {
+        let command = ["a", "b", "c", "", "e"].map(str::to_owned).to_vec();
+        let msg = refused_on(
+            submit_spec(ContainerSpec { command, ..spec() }),
+            "spec.command[3]",
+        );
+        assert_eq!(msg, "must not be empty");
+        let command = vec!["a\0b".to_owned()];
+        refused_on(
+            submit_spec(ContainerSpec { command, ..spec() }),
+            "spec.command[0]",
+        );
+    }
+
+    #[test]
+    fn env_names() {
+        for ok in ["A", "_", "_x1", "PATH", "lower_case", "A1_B2"] {
+            assert_eq!(validate_env_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "1BAD", "A-B", "A B", "A=B", "\u{e9}", "A.B"] {
+            assert!(validate_env_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_env_key_is_refused_with_its_path() {
+        let msg = refused_on(
+            submit_spec(ContainerSpec {
+                env: map(&[("1BAD", "x")]),
+                ..spec()
+            }),
+            "spec.env[\"1BAD\"]",
+        );
+        assert!(msg.contains("start with a letter or '_'"), "{msg}");
+        refused_on(
+            submit_spec(ContainerSpec {
+                secret_env: map(&[("A B", SECRET)]),
+                ..spec()
+            }),
+            "spec.secret_env[\"A B\"]",
+        );
+    }
+
+    #[test]
+    fn env_values_with_nul_are_refused_without_echoing_them() {
+        let msg = refused_on(
+            submit_spec(ContainerSpec {
+                env: map(&[("A", "x\0y")]),
+                ..spec()
+            }),
+            "spec.env[\"A\"]",
+        );
+        assert_eq!(msg, "value must not contain a NUL byte");
+        let secret = format!("{SECRET}\0");
+        let err = submit_spec(ContainerSpec {
+            secret_env: map(&[("TOKEN", &secret)]),
+            ..spec()
+        })
+        .expect_err("NUL in a secret value");
+        assert_eq!(err.field, "spec.secret_env[\"TOKEN\"]");
+        assert!(!err.to_string().contains(SECRET), "{err}");
+    }
+
+    #[test]
+    fn empty_env_values_are_allowed() {
+        let s = submit_spec(ContainerSpec {
+            env: map(&[("EMPTY", "")]),
+            ..spec()
+        })
+        .expect("valid");
+        assert_eq!(s.spec.env.get("EMPTY").map(String::as_str), Some(""));
+    }
+
+    #[test]
+    fn same_key_in_env_and_secret_env_is_refused() {
+        let err = submit_spec(ContainerSpec {
+            env: map(&[("TOKEN", "plain")]),
+            secret_env: map(&[("TOKEN", SECRET)]),
+            ..spec()
+        })
+        .expect_err("duplicate key");
+        assert_eq!(err.field, "spec.secret_env[\"TOKEN\"]");
+        assert!(err.message.contains("only one of"), "{err}");
+        assert!(!err.to_string().contains(SECRET), "{err}");
+    }
+
+    #[test]
+    fn env_and_secret_env_may_take_64_kib_together_and_no_more() {
+        // "A" + 32767 bytes and "S" + 32767 bytes = 65536 bytes exactly.
+        let plain = "p".repeat(32_767);
+        let secret = SECRET.repeat(32_767 / SECRET.len() + 1)[..32_767].to_owned();
+        let at_limit = ContainerSpec {
+            env: map(&[("A", &plain)]),
+            secret_env: map(&[("S", &secret)]),
+            ..spec()
+        };
+        submit_spec(at_limit.clone()).expect("exactly 64 KiB is allowed");
+
+        let mut past = at_limit;
+        past.secret_env.insert("S".to_owned(), format!("{secret}x"));
+        let err = submit_spec(past).expect_err("64 KiB + 1 byte");
+        assert_eq!(err.field, "spec.env");
+        assert!(err.message.contains("65537 bytes"), "{err}");
+        assert!(err.message.contains("at most 65536"), "{err}");
+        assert!(!err.to_string().contains(SECRET), "{err}");
+    }
+
+    #[test]
+    fn working_dir_must_be_absolute_without_nul_and_at_most_4096_bytes() {
+        let with = |dir: &str| {
+            submit_spec(ContainerSpec {
+                working_dir: dir.to_owned(),
+                ..spec()
+            })
+        };
+        assert_eq!(with("").expect("empty").spec.working_dir, None);
+        assert_eq!(
+            with("/").expect("root").spec.working_dir.as_deref(),
+            Some("/")
+        );
+        let msg = refused_on(with("relative/dir"), "spec.working_dir");
+        assert!(msg.contains("not absolute"), "{msg}");
+        refused_on(with("/a\0b"), "spec.working_dir");
+
+        let max = format!("/{}", "d".repeat(4095));
+        with(&max).expect("4096 bytes");
+        let msg = refused_on(with(&format!("{max}d")), "spec.working_dir");
+        assert!(msg.contains("4097 bytes"), "{msg}");
+    }
+
+    fn with_memory(bytes: u64) -> Result<Submission, InvalidField> {
+        submit_spec(ContainerSpec {
+            memory_bytes: Some(bytes),
+            ..spec()
+        })
+    }
+
+    #[test]
+    fn memory_limit_bounds() {
+        assert_eq!(
+            with_memory(6 * MIB).expect("6 MiB").spec.memory_bytes,
+            6 * MIB
+        );
+        assert_eq!(with_memory(TIB).expect("1 TiB").spec.memory_bytes, TIB);
+        let msg = refused_on(with_memory(MIB), "spec.memory_bytes");
+        assert_eq!(
+            msg,
+            "1048576 bytes is below the minimum of 6 MiB (6291456 bytes)"
+        );
+        refused_on(with_memory(6 * MIB - 1), "spec.memory_bytes");
+        refused_on(with_memory(0), "spec.memory_bytes");
+        let msg = refused_on(with_memory(TIB + 1), "spec.memory_bytes");
+        assert!(msg.contains("above the maximum of 1 TiB"), "{msg}");
+    }
+
+    fn with_cpus(cpus: f64) -> Result<Submission, InvalidField> {
+        submit_spec(ContainerSpec {
+            cpus: Some(cpus),
+            ..spec()
+        })
+    }
+
+    #[test]
+    fn cpus_bounds() {
+        assert_eq!(with_cpus(1024.0).expect("1024").spec.cpus, 1024.0);
+        assert_eq!(with_cpus(0.001).expect("small").spec.cpus, 0.001);
+        assert_eq!(
+            with_cpus(f64::MIN_POSITIVE).expect("tiny").spec.cpus,
+            f64::MIN_POSITIVE
+        );
+        for bad in [
+            0.0,
+            -0.0,
+            -1.0,
+            1024.0_f64.next_up(),
+            2048.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            refused_on(with_cpus(bad), "spec.cpus");
+        }
+    }
+
+    fn with_pids(pids: i64) -> Result<Submission, InvalidField> {
+        submit_spec(ContainerSpec {
+            pids_limit: Some(pids),
+            ..spec()
+        })
+    }
+
+    #[test]
+    fn pids_limit_bounds() {
+        with_pids(1).expect("1");
+        with_pids(4_194_304).expect("4194304");
+        for bad in [0, -1, 4_194_305, i64::MIN, i64::MAX] {
+            refused_on(with_pids(bad), "spec.pids_limit");
+        }
+    }
+
+    fn with_timeout(seconds: i64, nanos: i32) -> Result<Submission, InvalidField> {
+        submit_spec(ContainerSpec {
+            timeout: Some(proto_duration(seconds, nanos)),
+            ..spec()
+        })
+    }
+
+    #[test]
+    fn timeout_bounds() {
+        let week = 7 * 24 * 3600;
+        assert_eq!(
+            with_timeout(week, 0).expect("7 days").spec.timeout_ms,
+            604_800_000
+        );
+        assert_eq!(
+            with_timeout(0, 1).expect("1ns").spec.timeout_ms,
+            1,
+            "a positive timeout never rounds down to zero"
+        );
+        let msg = refused_on(with_timeout(0, 0), "spec.timeout");
+        assert!(msg.contains("greater than 0"), "{msg}");
+        let msg = refused_on(with_timeout(week, 1), "spec.timeout");
+        assert!(msg.contains("above the maximum of 7days"), "{msg}");
+        refused_on(with_timeout(-1, 0), "spec.timeout");
+        refused_on(with_timeout(0, -1), "spec.timeout");
+    }
+
+    fn with_grace(seconds: i64, nanos: i32) -> Result<Submission, InvalidField> {
+        submit_spec(ContainerSpec {
+            stop_grace_period: Some(proto_duration(seconds, nanos)),
+            ..spec()
+        })
+    }
+
+    #[test]
+    fn stop_grace_period_bounds() {
+        assert_eq!(with_grace(0, 0).expect("0").spec.stop_grace_period_ms, 0);
+        assert_eq!(
+            with_grace(3600, 0).expect("1h").spec.stop_grace_period_ms,
+            3_600_000
+        );
+        let msg = refused_on(with_grace(3600, 1), "spec.stop_grace_period");
+        assert!(msg.contains("above the maximum of 1h"), "{msg}");
+        refused_on(with_grace(-1, 0), "spec.stop_grace_period");
+    }
+
+    #[test]
+    fn duration_from_proto_refuses_negative_and_out_of_range() {
+        let f = "x.d";
+        assert_eq!(
+            duration_from_proto(f, &proto_duration(1, 500)),
+            Ok(Duration::new(1, 500))
+        );
+        assert_eq!(
+            duration_from_proto(f, &proto_duration(315_576_000_000, 999_999_999)),
+            Ok(Duration::new(315_576_000_000, 999_999_999))
+        );
+        for (s, n) in [
+            (-1, 0),
+            (0, -1),
+            (-1, -1),
+            (1, -1),
+            (0, 1_000_000_000),
+            (315_576_000_001, 0),
+            (i64::MIN, 0),
+            (i64::MAX, i32::MAX),
+        ] {
+            let err =
+                duration_from_proto(f, &proto_duration(s, n)).expect_err(&format!("{s}s {n}ns"));
+            assert_eq!(err.field, f);
+        }
+    }
+
+    fn with_network(network: &str) -> Result<Submission, InvalidField> {
+        submit_spec(ContainerSpec {
+            network: network.to_owned(),
+            ..spec()
+        })
+    }
+
+    #[test]
+    fn network_defaults_to_none_and_refuses_host() {
+        assert_eq!(with_network("").expect("empty").spec.network, "none");
+        for ok in ["none", "bridge", "my_net.1-a", &"n".repeat(128)] {
+            assert_eq!(with_network(ok).expect(ok).spec.network, ok);
+        }
+        let msg = refused_on(with_network("host"), "spec.network");
+        assert_eq!(
+            msg,
+            "network 'host' is not allowed: it would give the job the worker's network namespace"
+        );
+        for bad in [
+            "container:abc",
+            "container:",
+            "-net",
+            "_net",
+            "a b",
+            "net/x",
+            &"n".repeat(129),
+        ] {
+            refused_on(with_network(bad), "spec.network");
+        }
+    }
+
+    #[test]
+    fn pull_policy_maps_and_refuses_unknown_numbers() {
+        for (value, expected) in [
+            (PullPolicy::Unspecified, StoredPullPolicy::IfNotPresent),
+            (PullPolicy::Always, StoredPullPolicy::Always),
+            (PullPolicy::IfNotPresent, StoredPullPolicy::IfNotPresent),
+            (PullPolicy::Never, StoredPullPolicy::Never),
+        ] {
+            let s = submit_spec(ContainerSpec {
+                pull_policy: value as i32,
+                ..spec()
+            })
+            .expect("known policy");
+            assert_eq!(s.spec.pull_policy, expected);
+        }
+        for bad in [4, 99, -1] {
+            let msg = refused_on(
+                submit_spec(ContainerSpec {
+                    pull_policy: bad,
+                    ..spec()
+                }),
+                "spec.pull_policy",
+            );
+            assert!(msg.contains(&format!("unknown value {bad}")), "{msg}");
+        }
+    }
+
+    fn with_requirements(entries: HashMap<String, String>) -> Result<Submission, InvalidField> {
+        submit(&SubmitWorkRequestRequest {
+            requirements: entries,
+            ..request(spec())
+        })
+    }
+
+    #[test]
+    fn requirement_count_bounds() {
+        let n = |count: usize| {
+            (0..count)
+                .map(|i| (format!("k{i}"), "v".to_owned()))
+                .collect::<HashMap<_, _>>()
+        };
+        with_requirements(n(64)).expect("64 requirements");
+        let msg = refused_on(with_requirements(n(65)), "requirements");
+        assert_eq!(msg, "65 requirements; at most 64 are allowed");
+    }
+
+    #[test]
+    fn requirement_keys_and_values() {
+        let key63 = format!("k{}", "x".repeat(62));
+        let value255 = "v".repeat(255);
+        with_requirements(map(&[
+            (&key63, &value255),
+            ("example.com/gpu-model_x", ""),
+            ("9lives", "caf\u{e9}"),
+        ]))
+        .expect("valid labels");
+
+        let key64 = format!("{key63}x");
+        for (key, value) in [
+            ("a b", "v"),
+            ("", "v"),
+            ("-a", "v"),
+            ("/a", "v"),
+            ("a:b", "v"),
+            (key64.as_str(), "v"),
+            ("k", &"v".repeat(256)),
+            ("k", "line\nbreak"),
+            ("k", "tab\t"),
+            ("k", "\u{7f}"),
+        ] {
+            refused_on(
+                with_requirements(map(&[(key, value)])),
+                &format!("requirements[{key:?}]"),
+            );
+        }
+        let msg = refused_on(
+            with_requirements(map(&[("a b", "v")])),
+            "requirements[\"a b\"]",
+        );
+        assert!(msg.contains("key"), "{msg}");
+    }
+
+    #[test]
+    fn label_value_length_counts_characters_not_bytes() {
+        assert_eq!(validate_label("k", &"\u{e9}".repeat(255)), Ok(()));
+        assert!(validate_label("k", &"\u{e9}".repeat(256)).is_err());
+    }
+
+    fn with_priority(priority: i32) -> Result<Submission, InvalidField> {
+        submit(&SubmitWorkRequestRequest {
+            priority,
+            ..request(spec())
+        })
+    }
+
+    #[test]
+    fn priority_bounds() {
+        assert_eq!(with_priority(-1000).expect("-1000").priority, -1000);
+        assert_eq!(with_priority(1000).expect("1000").priority, 1000);
+        for bad in [-1001, 1001, i32::MIN, i32::MAX] {
+            refused_on(with_priority(bad), "priority");
+        }
+    }
+
+    fn with_workspace(workspace: &str) -> Result<Submission, InvalidField> {
+        submit(&SubmitWorkRequestRequest {
+            workspace: workspace.to_owned(),
+            ..request(spec())
+        })
+    }
+
+    #[test]
+    fn workspace_defaults_and_is_a_name() {
+        assert_eq!(with_workspace("").expect("empty").workspace, "default");
+        assert_eq!(
+            with_workspace("Team.a_1-x").expect("ok").workspace,
+            "Team.a_1-x"
+        );
+        let msg = refused_on(with_workspace("a b"), "workspace");
+        assert!(msg.contains("workspace name \"a b\""), "{msg}");
+        refused_on(with_workspace("-a"), "workspace");
+    }
+
+    #[test]
+    fn names() {
+        let max = format!("a{}", "b".repeat(62));
+        for ok in ["a", "0", "A.b_c-d", "worker-01", max.as_str()] {
+            assert_eq!(validate_name("worker", ok), Ok(()), "{ok}");
+        }
+        let too_long = format!("{max}b");
+        for bad in [
+            "",
+            ".a",
+            "_a",
+            "-a",
+            "a b",
+            "a/b",
+            "a:b",
+            "\u{e9}",
+            too_long.as_str(),
+        ] {
+            let err = validate_name("worker", bad).expect_err(bad);
+            assert!(err.contains("worker name"), "{err}");
+        }
+    }
+
+    #[test]
+    fn first_bad_field_is_reported_in_a_fixed_order() {
+        let all_bad = SubmitWorkRequestRequest {
+            spec: Some(ContainerSpec {
+                image: "Bad".to_owned(),
+                command: vec![String::new()],
+                env: map(&[("2B", "x"), ("1A", "x")]),
+                secret_env: map(&[("1S", SECRET)]),
+                working_dir: "rel".to_owned(),
+                memory_bytes: Some(0),
+                cpus: Some(0.0),
+                pids_limit: Some(0),
+                timeout: Some(proto_duration(0, 0)),
+                network: "host".to_owned(),
+                pull_policy: 42,
+                stop_grace_period: Some(proto_duration(-1, 0)),
+            }),
+            requirements: map(&[("b b", "v"), ("a a", "v")]),
+            priority: 5000,
+            workspace: "bad name".to_owned(),
+        };
+        let mut req = all_bad;
+        let expected = [
+            "spec.image",
+            "spec.command[0]",
+            "spec.env[\"1A\"]",
+            "spec.env[\"2B\"]",
+            "spec.secret_env[\"1S\"]",
+            "spec.working_dir",
+            "spec.memory_bytes",
+            "spec.cpus",
+            "spec.pids_limit",
+            "spec.timeout",
+            "spec.stop_grace_period",
+            "spec.network",
+            "spec.pull_policy",
+            "requirements[\"a a\"]",
+            "requirements[\"b b\"]",
+            "priority",
+            "workspace",
+        ];
+        for field in expected {
+            let err = submit(&req).expect_err(field);
+            assert_eq!(err.field, field);
+            // Fix the reported field, and expect the next one.
+            let spec = req.spec.as_mut().expect("spec");
+            match field {
+                "spec.image" => spec.image = "busybox".to_owned(),
+                "spec.command[0]" => spec.command.clear(),
+                "spec.env[\"1A\"]" => drop(spec.env.remove("1A")),
+                "spec.env[\"2B\"]" => drop(spec.env.remove("2B")),
+                "spec.secret_env[\"1S\"]" => drop(spec.secret_env.remove("1S")),
+                "spec.working_dir" => spec.working_dir.clear(),
+                "spec.memory_bytes" => spec.memory_bytes = None,
+                "spec.cpus" => spec.cpus = None,
+                "spec.pids_limit" => spec.pids_limit = None,
+                "spec.timeout" => spec.timeout = None,
+                "spec.stop_grace_period" => spec.stop_grace_period = None,
+                "spec.network" => spec.network.clear(),
+                "spec.pull_policy" => spec.pull_policy = 0,
+                "requirements[\"a a\"]" => drop(req.requirements.remove("a a")),
+                "requirements[\"b b\"]" => drop(req.requirements.remove("b b")),
+                "priority" => req.priority = 0,
+                "workspace" => req.workspace.clear(),
+                _ => unreachable!(),
+            }
+        }
+        submit(&req).expect("every field fixed");
+    }
+
+    #[test]
+    fn debug_output_shows_secret_keys_but_never_values() {
+        let s = submit_spec(ContainerSpec {
+            secret_env: map(&[("API_TOKEN", SECRET)]),
+            ..spec()
+        })
+        .expect("valid");
+        for out in [format!("{s:?}"), format!("{s:#?}")] {
+            assert!(out.contains("API_TOKEN"), "{out}");
+            assert!(out.contains("<redacted>"), "{out}");
+            assert!(!out.contains(SECRET), "{out}");
+        }
+    }
+
+    #[test]
+    fn to_proto_round_trips_through_validation() {
+        let req = SubmitWorkRequestRequest {
+            spec: Some(ContainerSpec {
+                image: format!("ghcr.io/org/img:tag@{DIGEST64}"),
+                command: vec!["run".to_owned()],
+                env: map(&[("A", "1")]),
+                secret_env: map(&[("S", SECRET)]),
+                working_dir: "/w".to_owned(),
+                memory_bytes: Some(100 * MIB),
+                cpus: Some(1.5),
+                pids_limit: Some(10),
+                timeout: Some(proto_duration(61, 250_000_000)),
+                network: "bridge".to_owned(),
+                pull_policy: PullPolicy::Always as i32,
+                stop_grace_period: Some(proto_duration(3, 0)),
+            }),
+            ..Default::default()
+        };
+        let stored = submit(&req).expect("valid").spec;
+        let proto = stored.to_proto();
+        assert!(proto.secret_env.is_empty(), "secrets are never returned");
+        assert_eq!(proto.image, stored.image);
+        assert_eq!(proto.env, map(&[("A", "1")]));
+        assert_eq!(proto.working_dir, "/w");
+        assert_eq!(proto.memory_bytes, Some(100 * MIB));
+        assert_eq!(proto.cpus, Some(1.5));
+        assert_eq!(proto.pids_limit, Some(10));
+        assert_eq!(proto.timeout, Some(proto_duration(61, 250_000_000)));
+        assert_eq!(proto.stop_grace_period, Some(proto_duration(3, 0)));
+        assert_eq!(proto.network, "bridge");
+        assert_eq!(proto.pull_policy, PullPolicy::Always as i32);
+
+        let again = submit(&request(proto))
+            .expect("the returned spec is valid")
+            .spec;
+        assert_eq!(again, stored);
+    }
+
+    #[test]
+    fn to_proto_fills_every_optional_from_defaults() {
+        let proto = submit_spec(spec()).expect("valid").spec.to_proto();
+        assert_eq!(proto.working_dir, "");
+        assert_eq!(proto.memory_bytes, Some(GIB));
+        assert_eq!(proto.cpus, Some(1.0));
+        assert_eq!(proto.pids_limit, Some(1024));
+        assert_eq!(proto.timeout, Some(proto_duration(3600, 0)));
+        assert_eq!(proto.stop_grace_period, Some(proto_duration(10, 0)));
+        assert_eq!(proto.network, "none");
+        assert_eq!(proto.pull_policy, PullPolicy::IfNotPresent as i32);
+    }
+
+    #[test]
+    fn stored_spec_json_round_trips_with_kebab_case_pull_policy() {
+        let stored = submit_spec(ContainerSpec {
+            env: map(&[("A", "1")]),
+            ..spec()
+        })
+        .expect("valid")
+        .spec;
+        let json = serde_json::to_string(&stored).expect("serialize");
+        assert!(
+            json.contains("\"pull_policy\":\"if-not-present\""),
+            "{json}"
+        );
+        let back: StoredSpec = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back, stored);
+    }
+
+    #[test]
+    fn invalid_field_displays_field_then_message() {
+        let err = InvalidField::new("spec.memory_bytes", "too small");
+        assert_eq!(err.to_string(), "spec.memory_bytes: too small");
+    }
+}
