@@ -43,6 +43,7 @@ pub struct Cli {
 
 /// Flags every command takes, before or after the subcommand.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The server's address (http:// or https://).
     #[arg(long, global = true, env = "BERTH_SERVER", value_name = "URL", default_value = DEFAULT_SERVER)]
@@ -89,6 +90,10 @@ pub enum OutputFormat {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only obscure the clap definition"
+)]
 pub enum Command {
     /// Create, list, enable, disable and delete API tokens.
     #[command(subcommand, arg_required_else_help = true)]
@@ -343,9 +348,20 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let mut matches = Cli::command().try_get_matches_from(args)?;
+        Cli::parse_args_with(Cli::command(), args)
+    }
+
+    /// [`Cli::parse_args`] with a given clap command (tests change its environment names).
+    fn parse_args_with<I, T>(command: clap::Command, args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut matches = command.try_get_matches_from(args)?;
+        // Read before `from_arg_matches_mut`, which takes the values out of `matches`.
+        let token_from_env = matches.value_source("token") == Some(ValueSource::EnvVariable);
         let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
-        cli.global.token_from_env = matches.value_source("token") == Some(ValueSource::EnvVariable);
+        cli.global.token_from_env = token_from_env;
         Ok(cli)
     }
 }
@@ -455,8 +471,8 @@ mod tests {
         assert_eq!(
             run.secret_env,
             [
-                parse_secret_env("TOKEN=x").unwrap(),
-                parse_secret_env("FROM_ENV").unwrap()
+                parse_secret_env("TOKEN=x").expect("should succeed"),
+                parse_secret_env("FROM_ENV").expect("should succeed")
             ]
         );
         assert_eq!(run.memory, Some(256 << 20));
@@ -491,6 +507,21 @@ mod tests {
         assert_eq!(cli.global.token.as_deref(), Some("berth_usr_abc"));
         assert!(!cli.global.token_from_env);
         let cli = parse(&["--token-file", "/t", "get", "x"]);
+        assert_eq!(cli.global.token_file, Some(PathBuf::from("/t")));
+    }
+
+    #[test]
+    fn a_token_from_the_environment_is_marked_as_such() {
+        // Setting a variable would need `unsafe`; read the token from PATH instead, which
+        // any environment that runs cargo has.
+        if std::env::var_os("PATH").is_none() {
+            return;
+        }
+        let command = Cli::command().mut_arg("token", |arg| arg.env("PATH"));
+        let cli = Cli::parse_args_with(command, ["berth", "get", "x", "--token-file", "/t"])
+            .expect("should parse");
+        assert!(cli.global.token.is_some());
+        assert!(cli.global.token_from_env);
         assert_eq!(cli.global.token_file, Some(PathBuf::from("/t")));
     }
 

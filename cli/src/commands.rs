@@ -500,7 +500,7 @@ mod tests {
     #[test]
     fn missing_secret_env_variable_is_a_usage_error() {
         let args = run_args(&["run", "busybox", "--secret-env", "NOT_SET_ANYWHERE"]);
-        let error = submit_request(&args, |_| None).unwrap_err();
+        let error = submit_request(&args, |_| None).expect_err("should fail");
         assert_eq!(error.exit_status(), 2);
         assert_eq!(
             error.to_string(),
@@ -533,30 +533,34 @@ mod tests {
 
     #[test]
     fn token_comes_from_flag_or_environment_trimmed() {
-        let token = resolve_token(&global(Some(" berth_usr_x\n"), false, None)).unwrap();
+        let token =
+            resolve_token(&global(Some(" berth_usr_x\n"), false, None)).expect("should succeed");
         assert_eq!(token, "berth_usr_x");
-        let token = resolve_token(&global(Some("berth_usr_env"), true, None)).unwrap();
+        let token =
+            resolve_token(&global(Some("berth_usr_env"), true, None)).expect("should succeed");
         assert_eq!(token, "berth_usr_env");
     }
 
     #[test]
     fn token_file_is_read_trimmed_and_beats_the_environment() {
         let file = TempFile::new("token", "berth_adm_file\n");
-        let token = resolve_token(&global(Some("berth_usr_env"), true, Some(&file))).unwrap();
+        let token = resolve_token(&global(Some("berth_usr_env"), true, Some(&file)))
+            .expect("should succeed");
         assert_eq!(token, "berth_adm_file");
     }
 
     #[test]
     fn token_flag_and_token_file_together_are_refused() {
         let file = TempFile::new("both", "berth_adm_file");
-        let error = resolve_token(&global(Some("berth_usr_x"), false, Some(&file))).unwrap_err();
+        let error = resolve_token(&global(Some("berth_usr_x"), false, Some(&file)))
+            .expect_err("should fail");
         assert_eq!(error.exit_status(), 2);
     }
 
     #[test]
     fn no_token_at_all_says_how_to_give_one() {
         for global in [global(None, false, None), global(Some("  "), true, None)] {
-            let error = resolve_token(&global).unwrap_err();
+            let error = resolve_token(&global).expect_err("should fail");
             assert_eq!(
                 error.to_string(),
                 "no token: pass --token, --token-file or set BERTH_TOKEN"
@@ -567,13 +571,13 @@ mod tests {
     #[test]
     fn unreadable_or_empty_token_file_is_an_error() {
         let empty = TempFile::new("empty", " \n");
-        let error = resolve_token(&global(None, false, Some(&empty))).unwrap_err();
+        let error = resolve_token(&global(None, false, Some(&empty))).expect_err("should fail");
         assert!(error.to_string().contains("is empty"), "{error}");
         let missing = GlobalArgs {
             token_file: Some(PathBuf::from("/nonexistent/berth-token")),
             ..global(None, false, None)
         };
-        let error = resolve_token(&missing).unwrap_err();
+        let error = resolve_token(&missing).expect_err("should fail");
         assert!(
             error
                 .to_string()

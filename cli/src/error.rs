@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn bad_server_urls_are_usage_errors() {
-        let error = berth_common::client::endpoint("ftp://x", None).unwrap_err();
+        let error = berth_common::client::endpoint("ftp://x", None).expect_err("should fail");
         let error = CliError::from_connect(error);
         assert_eq!(error.exit_status(), 2);
         assert!(error.to_string().contains("--server"), "{error}");

@@ -83,7 +83,9 @@ fn report_clap_error(error: &clap::Error, out: &mut dyn Write, err: &mut dyn Wri
     // Failing to print help or an error leaves nothing better to do than to exit.
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            let _ = write!(out, "{}", error.render());
+            // The version comes without a final newline.
+            let text = error.render().to_string();
+            let _ = writeln!(out, "{}", text.trim_end());
             0
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {

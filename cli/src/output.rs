@@ -785,8 +785,8 @@ mod tests {
     #[test]
     fn secret_env_values_are_never_printed() {
         let view = WorkRequestView::from(&completed_request());
-        let json = render(&view, OutputFormat::Json).unwrap();
-        let table = render(&view, OutputFormat::Table).unwrap();
+        let json = render(&view, OutputFormat::Json).expect("should succeed");
+        let table = render(&view, OutputFormat::Table).expect("should succeed");
         for text in [&json, &table] {
             assert!(!text.contains("hunter2"), "{text}");
             assert!(text.contains("PASSWORD"), "{text}");
@@ -842,7 +842,7 @@ mod tests {
             token: "berth_adm_secret".into(),
         };
         let view = CreatedTokenView {
-            info: TokenView::from(response.info.as_ref().unwrap()),
+            info: TokenView::from(response.info.as_ref().expect("should succeed")),
             token: response.token.clone(),
         };
         let json = to_json(&view);

@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
-        let error = parse_duration("soon").unwrap_err();
+        let error = parse_duration("soon").expect_err("should fail");
         assert!(
             error.starts_with(r#"cannot parse "soon" as a duration (examples: 30s"#),
             "{error}"
@@ -323,8 +323,8 @@ mod tests {
     #[test]
     fn repeated_keys_keep_the_last_value() {
         let pairs = [
-            parse_key_value("A=1").unwrap(),
-            parse_key_value("A=2").unwrap(),
+            parse_key_value("A=1").expect("should succeed"),
+            parse_key_value("A=2").expect("should succeed"),
         ];
         assert_eq!(into_map(&pairs).get("A").map(String::as_str), Some("2"));
     }
@@ -332,11 +332,11 @@ mod tests {
     #[test]
     fn bare_secret_env_reads_the_clis_environment() {
         let secrets = [
-            parse_secret_env("API_KEY").unwrap(),
-            parse_secret_env("INLINE=on the command line").unwrap(),
+            parse_secret_env("API_KEY").expect("should succeed"),
+            parse_secret_env("INLINE=on the command line").expect("should succeed"),
         ];
         let env = |key: &str| (key == "API_KEY").then(|| OsString::from("s3cret"));
-        let resolved = resolve_secret_env(&secrets, env).unwrap();
+        let resolved = resolve_secret_env(&secrets, env).expect("should succeed");
         assert_eq!(resolved.get("API_KEY").map(String::as_str), Some("s3cret"));
         assert_eq!(
             resolved.get("INLINE").map(String::as_str),
@@ -350,14 +350,15 @@ mod tests {
         let Some(path) = std::env::var("PATH").ok() else {
             return;
         };
-        let secrets = [parse_secret_env("PATH").unwrap()];
-        let resolved = resolve_secret_env(&secrets, |key| std::env::var_os(key)).unwrap();
+        let secrets = [parse_secret_env("PATH").expect("should succeed")];
+        let resolved =
+            resolve_secret_env(&secrets, |key| std::env::var_os(key)).expect("should succeed");
         assert_eq!(resolved.get("PATH"), Some(&path));
     }
 
     #[test]
     fn missing_secret_env_variable_is_an_error_not_an_empty_secret() {
-        let secrets = [parse_secret_env("NOT_THERE").unwrap()];
+        let secrets = [parse_secret_env("NOT_THERE").expect("should succeed")];
         assert_eq!(
             resolve_secret_env(&secrets, |_| None),
             Err("--secret-env NOT_THERE: environment variable NOT_THERE is not set".to_owned())
@@ -368,7 +369,7 @@ mod tests {
 
     #[test]
     fn secret_env_debug_hides_the_value() {
-        let secret = parse_secret_env("PASSWORD=hunter2").unwrap();
+        let secret = parse_secret_env("PASSWORD=hunter2").expect("should succeed");
         assert!(!format!("{secret:?}").contains("hunter2"));
     }
 }

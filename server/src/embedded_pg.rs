@@ -142,9 +142,9 @@ pub enum EmbeddedPgError {
     },
 
     #[error(
-        "PostgreSQL refuses to run as root, so Berth runs it as user `{user}`, which does not \
-         exist; create it (useradd --system --user-group {user}), name another unprivileged \
-         user, or give a database URL"
+        "there is no user `{user}` to run PostgreSQL as (it refuses to run as root); create \
+         it (useradd --system --user-group {user}), name another unprivileged user, or give a \
+         database URL"
     )]
     NoSuchUser { user: String },
 
@@ -152,7 +152,7 @@ pub enum EmbeddedPgError {
     UserLookup { user: String, source: nix::Error },
 
     #[error(
-        "user `{user}` is root, and PostgreSQL refuses to run as root; name an unprivileged user"
+        "user `{user}` has uid 0, and PostgreSQL refuses to run as root; name an unprivileged user"
     )]
     RunAsRoot { user: String },
 
@@ -347,15 +347,15 @@ impl EmbeddedPostgres {
         let output = self
             .run(
                 "pg_ctl",
-                [
-                    OsStr::new("stop"),
-                    OsStr::new("-D"),
-                    self.data_dir.as_os_str(),
-                    OsStr::new("-m"),
-                    OsStr::new("fast"),
-                    OsStr::new("-w"),
-                    OsStr::new("-t"),
-                    OsStr::new(PG_CTL_TIMEOUT_SECS),
+                &[
+                    &"stop",
+                    &"-D",
+                    &self.data_dir,
+                    &"-m",
+                    &"fast",
+                    &"-w",
+                    &"-t",
+                    &PG_CTL_TIMEOUT_SECS,
                 ],
             )
             .await?;
@@ -438,15 +438,15 @@ impl EmbeddedPostgres {
         let output = self
             .run(
                 "initdb",
-                [
-                    OsStr::new("-D"),
-                    self.data_dir.as_os_str(),
-                    OsStr::new("-U"),
-                    OsStr::new(SUPERUSER),
-                    OsStr::new("--auth=trust"),
-                    OsStr::new("-E"),
-                    OsStr::new("UTF8"),
-                    OsStr::new("--locale=C"),
+                &[
+                    &"-D",
+                    &self.data_dir,
+                    &"-U",
+                    &SUPERUSER,
+                    &"--auth=trust",
+                    &"-E",
+                    &"UTF8",
+                    &"--locale=C",
                 ],
             )
             .await?;
@@ -500,14 +500,7 @@ impl EmbeddedPostgres {
 
     async fn start_postmaster(&mut self) -> Result<(), EmbeddedPgError> {
         let status = self
-            .run(
-                "pg_ctl",
-                [
-                    OsStr::new("status"),
-                    OsStr::new("-D"),
-                    self.data_dir.as_os_str(),
-                ],
-            )
+            .run("pg_ctl", &[&"status", &"-D", &self.data_dir])
             .await?;
         if status.status.success() {
             tracing::info!(
@@ -518,18 +511,20 @@ impl EmbeddedPostgres {
             return Ok(());
         }
 
+        // Only what this attempt logs is worth quoting if it fails.
+        let log_start = fs::metadata(&self.log_file).map_or(0, |metadata| metadata.len());
         let output = self
             .run(
                 "pg_ctl",
-                [
-                    OsStr::new("start"),
-                    OsStr::new("-D"),
-                    self.data_dir.as_os_str(),
-                    OsStr::new("-l"),
-                    self.log_file.as_os_str(),
-                    OsStr::new("-w"),
-                    OsStr::new("-t"),
-                    OsStr::new(PG_CTL_TIMEOUT_SECS),
+                &[
+                    &"start",
+                    &"-D",
+                    &self.data_dir,
+                    &"-l",
+                    &self.log_file,
+                    &"-w",
+                    &"-t",
+                    &PG_CTL_TIMEOUT_SECS,
                 ],
             )
             .await?;
@@ -539,7 +534,7 @@ impl EmbeddedPostgres {
             return Err(EmbeddedPgError::StartFailed {
                 log: self.log_file.clone(),
                 status: output.status,
-                log_tail: self.log_tail(),
+                log_tail: self.log_tail(log_start, &output),
             });
         }
         Ok(())
@@ -616,14 +611,10 @@ impl EmbeddedPostgres {
     }
 
     /// A PostgreSQL command, run as the cluster's user.
-    fn command<I, S>(&self, program: &str, args: I) -> Command
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
+    fn command(&self, program: &str, args: &[&(dyn AsRef<OsStr> + Sync)]) -> Command {
         let mut command = Command::new(self.bin_dir.join(program));
         command
-            .args(args)
+            .args(args.iter().map(|arg| arg.as_ref()))
             // Our own cwd may be unreadable for the cluster's user (e.g. /root).
             .current_dir(&self.dir)
             .stdin(Stdio::null());
@@ -646,11 +637,11 @@ impl EmbeddedPostgres {
     }
 
     /// Runs a PostgreSQL command to completion, capturing its output.
-    async fn run<I, S>(&self, program: &str, args: I) -> Result<Output, EmbeddedPgError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
+    async fn run(
+        &self,
+        program: &str,
+        args: &[&(dyn AsRef<OsStr> + Sync)],
+    ) -> Result<Output, EmbeddedPgError> {
         let mut command = tokio::process::Command::from(self.command(program, args));
         command
             .output()
@@ -678,10 +669,21 @@ impl EmbeddedPostgres {
         self.data_dir.join("postmaster.pid").exists()
     }
 
-    fn log_tail(&self) -> String {
-        match fs::read(&self.log_file) {
-            Ok(log) => last_lines(&log),
-            Err(err) => format!("(could not read the log: {err})"),
+    /// The last lines logged after byte `log_start`, or what pg_ctl printed if the
+    /// postmaster logged nothing (say, because it could not be started at all).
+    fn log_tail(&self, log_start: u64, pg_ctl_output: &Output) -> String {
+        let log = match fs::read(&self.log_file) {
+            Ok(log) => log,
+            Err(err) => return format!("(could not read the log: {err})"),
+        };
+        let new = usize::try_from(log_start)
+            .ok()
+            .and_then(|start| log.get(start..))
+            .unwrap_or(&log);
+        if new.iter().all(u8::is_ascii_whitespace) {
+            command_output(pg_ctl_output)
+        } else {
+            last_lines(new)
         }
     }
 }
@@ -696,14 +698,7 @@ impl Drop for EmbeddedPostgres {
         let status = self
             .command(
                 "pg_ctl",
-                [
-                    OsStr::new("stop"),
-                    OsStr::new("-D"),
-                    self.data_dir.as_os_str(),
-                    OsStr::new("-m"),
-                    OsStr::new("immediate"),
-                    OsStr::new("-w"),
-                ],
+                &[&"stop", &"-D", &self.data_dir, &"-m", &"immediate", &"-w"],
             )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -982,7 +977,7 @@ mod tests {
 
     use tempfile::TempDir;
 
-    /// A temp dir the cluster's user can enter (tempfile makes it 0700, owned by us), and the
+    /// A temp dir the cluster's user can enter (older tempfile versions make it 0700), and the
     /// cluster directory inside it, which `start` creates.
     fn cluster_dir() -> (TempDir, PathBuf) {
         let tmp = tempfile::tempdir().expect("create temp dir");

@@ -690,20 +690,21 @@ pub fn validate_label(key: &str, value: &str) -> Result<(), String> {
 }
 
 /// Owner/user/worker names: 1-63 chars of [A-Za-z0-9._-], starting with a letter or digit.
-/// `what` names the kind of name in the message, e.g. `workspace` or `worker`.
+/// `what` is how the caller's user knows the value (a field or flag such as `name`,
+/// `workspace` or `--name`); every message starts with it, so it can be returned as is.
 pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err(format!("the {what} name must not be empty"));
+        return Err(format!("{what} must not be empty"));
     }
-    if name.chars().count() > 63 {
+    let chars = name.chars().count();
+    if chars > 63 {
         return Err(format!(
-            "the {what} name is {} characters long; at most 63 are allowed",
-            name.chars().count()
+            "{what} is {chars} characters long; at most 63 are allowed"
         ));
     }
     if !NAME.is_match(name) {
         return Err(format!(
-            "{what} name {name:?} is not valid; use letters, digits, '.', '_' and '-', starting with a letter or digit"
+            "{what} {name:?} is not valid; use 1-63 letters, digits, '.', '_' and '-', starting with a letter or digit"
         ));
     }
     Ok(())
@@ -748,7 +749,7 @@ pub fn duration_from_proto(
 
 /// Whole milliseconds, rounded up so that a positive duration stays positive.
 fn millis_rounded_up(d: Duration) -> u64 {
-    let millis = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+    let millis = d.as_millis() + u128::from(!d.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
@@ -1455,7 +1456,7 @@ mod tests {
             "Team.a_1-x"
         );
         let msg = refused_on(with_workspace("a b"), "workspace");
-        assert!(msg.contains("workspace name \"a b\""), "{msg}");
+        assert!(msg.starts_with("workspace \"a b\" is not valid"), "{msg}");
         refused_on(with_workspace("-a"), "workspace");
     }
 
@@ -1478,7 +1479,7 @@ mod tests {
             too_long.as_str(),
         ] {
             let err = validate_name("worker", bad).expect_err(bad);
-            assert!(err.contains("worker name"), "{err}");
+            assert!(err.starts_with("worker "), "{err}");
         }
     }
 
