@@ -5,7 +5,7 @@
 //! so, rather than accepting workers it cannot give anything to.
 
 use berth_common::proto::agent_service_server::AgentService;
-use berth_common::proto::{ServerMessage, WorkerMessage};
+use berth_common::proto::{AppendLogRequest, AppendLogResponse, ServerMessage, WorkerMessage};
 use futures::stream::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -23,6 +23,15 @@ impl AgentService for AgentApi {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         Err(Status::unimplemented(
             "this server does not run work yet: AgentService.Connect is not available in this version",
+        ))
+    }
+
+    async fn append_log(
+        &self,
+        _request: Request<AppendLogRequest>,
+    ) -> Result<Response<AppendLogResponse>, Status> {
+        Err(Status::unimplemented(
+            "this server does not run work yet: AgentService.AppendLog is not available in this version",
         ))
     }
 }

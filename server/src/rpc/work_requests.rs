@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_common::proto::work_request_service_server::WorkRequestService;
 use berth_common::proto::{
     Attempt, CancelWorkRequestRequest, GetWorkRequestRequest, ListWorkRequestsRequest,
-    ListWorkRequestsResponse, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
+    ListWorkRequestsResponse, LogChunk, StreamLogsRequest, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
 };
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -327,6 +327,20 @@ impl WorkRequestApi {
 
 #[tonic::async_trait]
 impl WorkRequestService for WorkRequestApi {
+    type StreamLogsStream = futures::stream::BoxStream<'static, Result<LogChunk, Status>>;
+
+    async fn stream_logs(
+        &self,
+        request: Request<StreamLogsRequest>,
+    ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        let id = parse_id("id", &request.get_ref().id)?;
+        let mut conn = self.pool.get().await.map_err(ApiError::from)?;
+        load(&mut conn, id).await?;
+        Err(Status::unimplemented(
+            "this server does not run work yet, so work requests have no logs",
+        ))
+    }
+
     async fn submit_work_request(
         &self,
         request: Request<SubmitWorkRequestRequest>,
