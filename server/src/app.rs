@@ -9,6 +9,10 @@
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
@@ -23,10 +27,12 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError, DbPool, DbSettings};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use crate::hub::Hub;
 use crate::rpc::agent::AgentApi;
 use crate::rpc::tokens::TokenApi;
 use crate::rpc::work_requests::WorkRequestApi;
 use crate::rpc::workers::WorkerApi;
+use crate::scheduler::Scheduler;
 use crate::secrets::{SecretBox, SecretError};
 
 /// Why the server could not start or stopped badly. Each says what to do in one line.
@@ -210,6 +216,12 @@ async fn serve_inner(
 ) -> Result<(), StartError> {
     let config = &prepared.config;
     let pool = prepared.pool.clone();
+    let hub = Arc::new(Hub::default());
+    // Ends worker streams and background tasks when the server shuts down.
+    let background = CancellationToken::new();
+    let scheduler = Scheduler::new(pool.clone(), hub.clone(), prepared.secrets.clone());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(scheduler.clone().run(background.clone()));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let service_names = [
@@ -247,14 +259,27 @@ async fn serve_inner(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TokenServiceServer::new(TokenApi::new(pool.clone())))
-        .add_service(WorkerServiceServer::new(WorkerApi::new(pool.clone())))
+        .add_service(TokenServiceServer::new(TokenApi::new(
+            pool.clone(),
+            hub.clone(),
+        )))
+        .add_service(WorkerServiceServer::new(WorkerApi::new(
+            pool.clone(),
+            hub.clone(),
+        )))
         .add_service(WorkRequestServiceServer::new(WorkRequestApi::new(
             pool.clone(),
             prepared.secrets.clone(),
             config.spec_defaults.clone(),
+            hub.clone(),
         )))
-        .add_service(AgentServiceServer::new(AgentApi));
+        .add_service(AgentServiceServer::new(AgentApi::new(
+            pool.clone(),
+            hub.clone(),
+            scheduler,
+            config.agent.clone(),
+            background.clone(),
+        )));
 
     let local = listener
         .local_addr()
@@ -289,6 +314,10 @@ async fn serve_inner(
             .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
+    // Worker streams would hold the drain open forever: end them now (workers reconnect,
+    // to another replica or to this one after its restart) and stop background tasks.
+    background.cancel();
+    while tasks.join_next().await.is_some() {}
     let _ = stop_tx.send(());
     match tokio::time::timeout(config.shutdown_grace, &mut server).await {
         Ok(Ok(Ok(()))) => tracing::info!("all calls finished"),

@@ -165,6 +165,30 @@ impl Authenticator {
         self.lookup(&token).await
     }
 
+    /// Whether the token with this id still exists, is enabled and has not expired; used
+    /// by long-lived streams, which authenticated once at their start.
+    pub async fn token_usable(&self, token_id: Uuid) -> Result<(), Status> {
+        let mut conn =
+            self.pool.get().await.map_err(|_| {
+                Status::unavailable("the database is unavailable; try again shortly")
+            })?;
+        let row: Option<(bool, Option<DateTime<Utc>>)> = tokens::table
+            .find(token_id)
+            .select((tokens::enabled, tokens::expires_at))
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(|_| Status::unavailable("the database is unavailable; try again shortly"))?;
+        match row {
+            None => Err(Status::unauthenticated("this token was deleted")),
+            Some((false, _)) => Err(Status::unauthenticated("this token is disabled")),
+            Some((true, Some(at))) if at <= Utc::now() => {
+                Err(Status::unauthenticated("this token has expired"))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Finds a well-formed token in the database and checks it is usable now.
     pub async fn lookup(&self, token: &Token) -> Result<Identity, Status> {
         let mut conn =

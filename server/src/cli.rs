@@ -47,7 +47,8 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    berth_common::logging::init(config.log_format);
+    let log_format = config.log_format;
+    berth_common::logging::init(log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -70,7 +71,11 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "berth-server stopped");
+            // People read the `error:` line; a text log line would only repeat it. JSON logs
+            // get the record too, for whatever collects them.
+            if log_format == berth_common::logging::LogFormat::Json {
+                tracing::error!(error = %e, "berth-server stopped");
+            }
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

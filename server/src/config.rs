@@ -11,6 +11,7 @@ use std::time::Duration;
 use berth_common::logging::LogFormat;
 use serde::Deserialize;
 
+use crate::rpc::agent::AgentSettings;
 use crate::validate::SpecDefaults;
 
 /// Flags shared by every `berth-server` subcommand.
@@ -70,6 +71,9 @@ struct FileConfig {
     secret_key_file: Option<PathBuf>,
     pg_bin_dir: Option<PathBuf>,
     shutdown_grace: Option<String>,
+    heartbeat_interval: Option<String>,
+    lease_ttl: Option<String>,
+    max_log_bytes: Option<u64>,
     #[serde(default)]
     defaults: FileDefaults,
 }
@@ -110,6 +114,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Defaults for unset work request limits.
     pub spec_defaults: SpecDefaults,
+    /// Timing of the worker protocol and the log cap.
+    pub agent: AgentSettings,
 }
 
 /// A configuration mistake, said in one line.
@@ -213,7 +219,25 @@ impl Config {
         if let Some(t) = &file.defaults.stop_grace_period {
             spec_defaults.stop_grace_period = duration("defaults.stop_grace_period", t)?;
         }
+        let mut agent = AgentSettings::default();
+        if let Some(text) = &file.heartbeat_interval {
+            agent.heartbeat_interval = duration("heartbeat_interval", text)?;
+        }
+        if let Some(text) = &file.lease_ttl {
+            agent.lease_ttl = duration("lease_ttl", text)?;
+        }
+        if agent.heartbeat_interval < Duration::from_secs(1)
+            || agent.lease_ttl < agent.heartbeat_interval * 2
+        {
+            return Err(ConfigError(
+                "heartbeat_interval must be at least 1s and lease_ttl at least twice it".into(),
+            ));
+        }
+        if let Some(bytes) = file.max_log_bytes {
+            agent.max_log_bytes = bytes;
+        }
         Ok(Config {
+            agent,
             listen,
             data_dir,
             database_url,

@@ -728,7 +728,12 @@ impl Drop for EmbeddedPostgres {
 /// `/usr/local/opt/postgresql*/bin`, highest version first.
 pub fn find_bin_dir(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedPgError> {
     if let Some(dir) = explicit {
-        return require_binaries(dir, "the configured PostgreSQL bin dir");
+        // The server fills `explicit` from its flag, which also reads the environment
+        // variable and the config file; name them all, since any may hold the bad value.
+        return require_binaries(
+            dir,
+            "--pg-bin-dir, BERTH_PG_BIN_DIR or pg_bin_dir in the config file",
+        );
     }
     if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|dir| !dir.is_empty()) {
         return require_binaries(Path::new(&dir), BIN_DIR_ENV);

@@ -61,6 +61,8 @@ pub struct WorkRequestRow {
     pub reason: String,
     pub parent_id: Option<Uuid>,
     pub attempt_count: i32,
+    pub message: String,
+    pub log_truncated: bool,
 }
 
 /// An attempt row.
@@ -79,6 +81,9 @@ pub struct AttemptRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub peak_memory_bytes: Option<i64>,
     pub cpu_time_ns: Option<i64>,
+    pub message: String,
+    pub pull_ms: Option<i64>,
+    pub run_ms: Option<i64>,
 }
 
 /// A work request's place in its lifecycle (see DESIGN.md).

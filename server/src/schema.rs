@@ -71,6 +71,9 @@ diesel::table! {
         allow_failure -> Bool,
         retry_budget -> Int4,
         attempt_count -> Int4,
+        log_bytes -> Int8,
+        log_truncated -> Bool,
+        message -> Text,
     }
 }
 
@@ -98,6 +101,12 @@ diesel::table! {
         peak_memory_bytes -> Nullable<Int8>,
         cpu_time_ns -> Nullable<Int8>,
         pull_ms -> Nullable<Int8>,
+        stdout_bytes -> Int8,
+        stderr_bytes -> Int8,
+        system_bytes -> Int8,
+        outcome -> Nullable<Text>,
+        message -> Text,
+        run_ms -> Nullable<Int8>,
     }
 }
 
@@ -109,6 +118,7 @@ diesel::table! {
         byte_offset -> Int8,
         data -> Bytea,
         created_at -> Timestamptz,
+        seq -> Int8,
     }
 }
 

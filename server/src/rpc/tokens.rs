@@ -17,9 +17,12 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{parse_id, timestamp, timestamp_opt};
+use std::sync::Arc;
+
 use crate::auth::{Identity, identity};
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
 use crate::models::TokenRow;
 use crate::schema::{tokens, users};
 use crate::validate::{duration_from_proto, validate_name};
@@ -31,12 +34,13 @@ const MAX_EXPIRY: std::time::Duration = std::time::Duration::from_secs(10 * 366 
 #[derive(Clone)]
 pub struct TokenApi {
     pool: DbPool,
+    hub: Arc<Hub>,
 }
 
 impl TokenApi {
-    /// A service over `pool`.
-    pub fn new(pool: DbPool) -> TokenApi {
-        TokenApi { pool }
+    /// A service over `pool`; `hub` ends worker streams of disabled or deleted tokens.
+    pub fn new(pool: DbPool, hub: Arc<Hub>) -> TokenApi {
+        TokenApi { pool, hub }
     }
 }
 
@@ -231,13 +235,24 @@ impl TokenApi {
     ) -> ApiResult<TokenInfo> {
         let id = parse_id("id", id)?;
         let mut conn = self.pool.get().await?;
-        let (_, owner) = self.visible(&mut conn, caller, id).await?;
+        let (row, owner) = self.visible(&mut conn, caller, id).await?;
+        // Switching a token off only gives up power, but switching one back on grants it: a
+        // user token must not restore an admin token that an admin revoked.
+        if enabled && !caller.is_admin() && row.role != TokenKind::User.as_str() {
+            return Err(ApiError::PermissionDenied(format!(
+                "only an admin may re-enable a {} token",
+                row.role
+            )));
+        }
         let row = diesel::update(tokens::table.find(id))
             .set(tokens::enabled.eq(enabled))
             .returning(TokenRow::as_returning())
             .get_result(&mut conn)
             .await?;
         tracing::info!(token_id = %id, enabled, by = %caller.name, "token updated");
+        if !enabled {
+            self.hub.close_token(id);
+        }
         Ok(info(row, owner))
     }
 }
@@ -313,6 +328,7 @@ impl TokenService for TokenApi {
             .await
             .map_err(ApiError::from)?;
         tracing::info!(token_id = %id, by = %caller.name, "token deleted");
+        self.hub.close_token(id);
         Ok(Response::new(DeleteTokenResponse {}))
     }
 }

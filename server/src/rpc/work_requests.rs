@@ -9,7 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_common::proto::work_request_service_server::WorkRequestService;
 use berth_common::proto::{
     Attempt, CancelWorkRequestRequest, GetWorkRequestRequest, ListWorkRequestsRequest,
-    ListWorkRequestsResponse, LogChunk, StreamLogsRequest, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
+    ListWorkRequestsResponse, LogChunk, StreamLogsRequest, SubmitWorkRequestRequest, WorkRequest,
+    WorkRequestStatus, WorkResult,
 };
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -17,10 +18,13 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{parse_id, string_map, timestamp, timestamp_opt};
+use super::{duration_ms, parse_id, string_map, timestamp, timestamp_opt};
+use std::sync::Arc;
+
 use crate::auth::{Identity, identity};
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
 use crate::models::{AttemptRow, Status as WrStatus, WorkRequestRow};
 use crate::schema::{attempts, users, work_requests, workspaces};
 use crate::secrets::SecretBox;
@@ -32,15 +36,22 @@ pub struct WorkRequestApi {
     pool: DbPool,
     secrets: SecretBox,
     defaults: SpecDefaults,
+    hub: Arc<Hub>,
 }
 
 impl WorkRequestApi {
     /// A service over `pool`, sealing secrets with `secrets` and filling `defaults`.
-    pub fn new(pool: DbPool, secrets: SecretBox, defaults: SpecDefaults) -> WorkRequestApi {
+    pub fn new(
+        pool: DbPool,
+        secrets: SecretBox,
+        defaults: SpecDefaults,
+        hub: Arc<Hub>,
+    ) -> WorkRequestApi {
         WorkRequestApi {
             pool,
             secrets,
             defaults,
+            hub,
         }
     }
 }
@@ -91,6 +102,15 @@ fn attempt_to_proto(row: AttemptRow) -> Attempt {
             seconds: ns / 1_000_000_000,
             nanos: i32::try_from(ns % 1_000_000_000).unwrap_or(0),
         }),
+        message: row.message,
+        pull_duration: row
+            .pull_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(duration_ms),
+        run_duration: row
+            .run_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(duration_ms),
     }
 }
 
@@ -122,6 +142,8 @@ fn to_proto(
         reason: row.reason,
         attempt_count: u32::try_from(row.attempt_count).unwrap_or(0),
         attempts: attempts.into_iter().map(attempt_to_proto).collect(),
+        message: row.message,
+        log_truncated: row.log_truncated,
     })
 }
 
@@ -219,6 +241,7 @@ impl WorkRequestApi {
             .execute(&mut conn)
             .await?;
         tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, "work request submitted");
+        self.hub.wake_scheduler();
         load(&mut conn, id).await
     }
 
@@ -280,7 +303,7 @@ impl WorkRequestApi {
         let id = parse_id("id", id)?;
         let mut conn = self.pool.get().await?;
         let caller_ref = caller;
-        conn.transaction::<_, ApiError, _>(async |conn| {
+        let live = conn.transaction::<_, ApiError, _>(async |conn| {
                 let (status, created_by): (String, Uuid) = work_requests::table
                     .find(id)
                     .select((work_requests::status, work_requests::created_by))
@@ -303,10 +326,7 @@ impl WorkRequestApi {
                             status.as_str()
                         )))
                     }
-                    WrStatus::Running => Err(ApiError::FailedPrecondition(format!(
-                        "work request {id} is running; this server cannot stop running containers yet"
-                    ))),
-                    WrStatus::Blocked | WrStatus::Pending => {
+                    WrStatus::Blocked | WrStatus::Pending | WrStatus::Running => {
                         diesel::update(work_requests::table.find(id))
                             .set((
                                 work_requests::status.eq(WrStatus::Aborted.as_str()),
@@ -315,12 +335,26 @@ impl WorkRequestApi {
                             ))
                             .execute(conn)
                             .await?;
-                        Ok(())
+                        // A live attempt's container must be stopped by its worker.
+                        let live: Option<(Option<Uuid>, i32)> = attempts::table
+                            .filter(attempts::work_request_id.eq(id))
+                            .filter(attempts::state.ne("finished"))
+                            .select((attempts::worker_id, attempts::number))
+                            .first(conn)
+                            .await
+                            .optional()?;
+                        Ok(live.and_then(|(worker, n)| worker.map(|w| (w, n))))
                     }
                 }
         })
         .await?;
         tracing::info!(work_request = %id, by = %caller.name, "work request cancelled");
+        if let Some((worker_id, attempt)) = live {
+            if !crate::rpc::agent::send_cancel(&self.hub, worker_id, id, attempt).await {
+                tracing::warn!(work_request = %id, %worker_id, "the worker is not connected here; it stops the container when it reconnects");
+            }
+        }
+        self.hub.changed();
         load(&mut conn, id).await
     }
 }
@@ -333,12 +367,33 @@ impl WorkRequestService for WorkRequestApi {
         &self,
         request: Request<StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
+        let req = request.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let attempt = i32::try_from(req.attempt)
+            .map_err(|_| ApiError::InvalidArgument("attempt: out of range".into()))?;
         let mut conn = self.pool.get().await.map_err(ApiError::from)?;
-        load(&mut conn, id).await?;
-        Err(Status::unimplemented(
-            "this server does not run work yet, so work requests have no logs",
-        ))
+        let found = load(&mut conn, id).await?;
+        if attempt > 0 && req.attempt > found.attempt_count {
+            return Err(ApiError::NotFound(format!(
+                "work request {id} has {} attempts; there is no attempt {attempt}",
+                found.attempt_count
+            ))
+            .into());
+        }
+        drop(conn);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let follower = LogFollower {
+            pool: self.pool.clone(),
+            hub: self.hub.clone(),
+            id,
+            attempt,
+            follow: req.follow,
+            skip: [req.stdout_offset, req.stderr_offset, 0],
+        };
+        tokio::spawn(follower.run(tx));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn submit_work_request(
@@ -375,6 +430,92 @@ impl WorkRequestService for WorkRequestApi {
         Ok(Response::new(
             self.cancel(&caller, &request.get_ref().id).await?,
         ))
+    }
+}
+
+/// Streams one request's log to one client.
+struct LogFollower {
+    pool: DbPool,
+    hub: Arc<Hub>,
+    id: Uuid,
+    attempt: i32,
+    follow: bool,
+    /// Bytes to skip per stream (stdout, stderr, system).
+    skip: [u64; 3],
+}
+
+impl LogFollower {
+    /// Reads chunks in production order and sends them; when following, waits for more
+    /// until the request is terminal and everything stored was sent. Ends quietly when
+    /// the client goes away.
+    async fn run(self, tx: tokio::sync::mpsc::Sender<Result<LogChunk, Status>>) {
+        let mut changes = self.hub.subscribe();
+        let mut after = 0i64;
+        loop {
+            // Read the status before the chunks: if it was terminal then, every chunk
+            // written before it is in this read.
+            let status: Result<String, ApiError> = async {
+                let mut conn = self.pool.get().await?;
+                Ok(work_requests::table
+                    .find(self.id)
+                    .select(work_requests::status)
+                    .first::<String>(&mut conn)
+                    .await?)
+            }
+            .await;
+            let terminal = match status {
+                Ok(status) => WrStatus::parse(&status).is_some_and(WrStatus::is_terminal),
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            loop {
+                let batch = async {
+                    let mut conn = self.pool.get().await?;
+                    crate::logstore::read_after(&mut conn, self.id, self.attempt, after, 64).await
+                }
+                .await;
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                let full = batch.len() == 64;
+                for (seq, mut chunk) in batch {
+                    after = seq;
+                    let skip = self.skip[(chunk.stream as usize).saturating_sub(1).min(2)];
+                    let end = chunk.offset + chunk.data.len() as u64;
+                    if end <= skip {
+                        continue;
+                    }
+                    if chunk.offset < skip {
+                        chunk
+                            .data
+                            .drain(..usize::try_from(skip - chunk.offset).unwrap_or(0));
+                        chunk.offset = skip;
+                    }
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+            if !self.follow || terminal {
+                return;
+            }
+            // Wait for a change here, or re-check after a while (another replica may
+            // have stored the bytes), or stop when the client is gone.
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                () = tx.closed() => return,
+            }
+        }
     }
 }
 

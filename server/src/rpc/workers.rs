@@ -13,9 +13,12 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{string_map, timestamp, timestamp_opt};
+use std::sync::Arc;
+
 use crate::auth::identity;
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
 use crate::models::WorkerRow;
 use crate::schema::{attempts, workers};
 
@@ -23,12 +26,13 @@ use crate::schema::{attempts, workers};
 #[derive(Clone)]
 pub struct WorkerApi {
     pool: DbPool,
+    hub: Arc<Hub>,
 }
 
 impl WorkerApi {
-    /// A service over `pool`.
-    pub fn new(pool: DbPool) -> WorkerApi {
-        WorkerApi { pool }
+    /// A service over `pool`; `hub` wakes the scheduler when a worker is enabled.
+    pub fn new(pool: DbPool, hub: Arc<Hub>) -> WorkerApi {
+        WorkerApi { pool, hub }
     }
 }
 
@@ -98,6 +102,9 @@ impl WorkerApi {
             return Err(ApiError::NotFound(format!("no worker named {name:?}")));
         }
         tracing::info!(worker = name, enabled, by, "worker updated");
+        if enabled {
+            self.hub.wake_scheduler();
+        }
         drop(conn);
         self.by_name(name).await
     }

@@ -1,0 +1,128 @@
+//! The in-process meeting point of this replica's moving parts.
+//!
+//! Worker streams register here so the scheduler can hand them work and the API can send
+//! them cancels; API calls poke the scheduler when there may be new work; log writes and
+//! status changes bump a counter that log followers wait on. Everything here is a wake-up
+//! or a channel, never state: the database stays the only source of truth, and every
+//! waiter also re-checks it on a timer, so a missed poke costs latency, not correctness.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_common::proto::ServerMessage;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A live worker stream on this replica.
+#[derive(Clone)]
+pub struct Session {
+    /// Distinguishes this stream from an earlier one of the same worker.
+    pub id: u64,
+    /// The worker.
+    pub worker_id: Uuid,
+    /// The token the stream authenticated with.
+    pub token_id: Uuid,
+    /// Messages to the worker.
+    pub tx: mpsc::Sender<ServerMessage>,
+    /// Cancelled to end the stream (token disabled, replaced by a newer stream).
+    pub close: CancellationToken,
+}
+
+/// See the module docs.
+pub struct Hub {
+    sessions: Mutex<HashMap<Uuid, Session>>,
+    next_session: AtomicU64,
+    wake_scheduler: Notify,
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            wake_scheduler: Notify::new(),
+            changes: watch::channel(0).0,
+        }
+    }
+}
+
+impl Hub {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Session>> {
+        // A poisoned lock only means another thread panicked while holding it; the map
+        // itself is still consistent (every operation on it is a single insert/remove).
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a worker's stream, closing an older stream of the same worker.
+    pub fn register(
+        &self,
+        worker_id: Uuid,
+        token_id: Uuid,
+        tx: mpsc::Sender<ServerMessage>,
+    ) -> Session {
+        let session = Session {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            worker_id,
+            token_id,
+            tx,
+            close: CancellationToken::new(),
+        };
+        if let Some(old) = self.sessions().insert(worker_id, session.clone()) {
+            old.close.cancel();
+        }
+        session
+    }
+
+    /// Removes a stream if it is still the registered one.
+    pub fn unregister(&self, session: &Session) {
+        let mut sessions = self.sessions();
+        if sessions
+            .get(&session.worker_id)
+            .is_some_and(|s| s.id == session.id)
+        {
+            sessions.remove(&session.worker_id);
+        }
+    }
+
+    /// The live stream of a worker on this replica.
+    pub fn session(&self, worker_id: Uuid) -> Option<Session> {
+        self.sessions().get(&worker_id).cloned()
+    }
+
+    /// Workers with a live stream on this replica.
+    pub fn connected_workers(&self) -> Vec<Uuid> {
+        self.sessions().keys().copied().collect()
+    }
+
+    /// Ends every stream authenticated with `token_id` (the token was disabled or deleted).
+    pub fn close_token(&self, token_id: Uuid) {
+        for session in self.sessions().values() {
+            if session.token_id == token_id {
+                session.close.cancel();
+            }
+        }
+    }
+
+    /// Asks the scheduler to look for work to assign now.
+    pub fn wake_scheduler(&self) {
+        self.wake_scheduler.notify_one();
+    }
+
+    /// Completes when someone called [`Hub::wake_scheduler`].
+    pub async fn scheduler_woken(&self) {
+        self.wake_scheduler.notified().await;
+    }
+
+    /// Says that logs or statuses changed (log followers re-read).
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every [`Hub::changed`].
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}

@@ -1,0 +1,218 @@
+//! Logs in PostgreSQL: appending what workers send, and reading it back for followers.
+//!
+//! Each stream of each attempt is a sequence of bytes addressed by offset. A worker sends
+//! (offset, bytes); the server keeps the logical end of every stream on the attempt row
+//! and stores only what extends it, so a resend after a reconnect is acknowledged without
+//! storing anything twice, and a gap is answered with the true end so the worker rewinds.
+//! Appends are fenced like every other worker write.
+//!
+//! A request's stored log is capped (`max_log_bytes`, 64 MiB by default). Past the cap the
+//! job keeps running and its bytes are still acknowledged, but dropped; one marker on the
+//! system stream says so, and the request shows `log_truncated`.
+
+use berth_common::proto::{LogChunk, LogStream};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::schema::{attempts, log_chunks, work_requests};
+
+/// Largest chunk a worker may send in one call.
+pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
+
+/// What happened to an append.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored (or already had); everything before this offset is stored.
+    Acknowledged(u64),
+    /// The attempt is not this worker's current attempt.
+    Fenced,
+}
+
+fn stream_code(stream: LogStream) -> Option<i16> {
+    match stream {
+        LogStream::Stdout => Some(1),
+        LogStream::Stderr => Some(2),
+        LogStream::System => Some(3),
+        LogStream::Unspecified => None,
+    }
+}
+
+/// Appends `data` at `offset` to one stream of an attempt owned by `worker_id`.
+pub async fn append(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    id: Uuid,
+    attempt: i32,
+    stream: LogStream,
+    offset: u64,
+    data: &[u8],
+    max_log_bytes: u64,
+) -> ApiResult<Appended> {
+    let code = stream_code(stream).ok_or_else(|| {
+        ApiError::InvalidArgument("stream: must be STDOUT, STDERR or SYSTEM".into())
+    })?;
+    if data.len() > MAX_CHUNK {
+        return Err(ApiError::InvalidArgument(format!(
+            "data: {} bytes; send at most {MAX_CHUNK} bytes per call",
+            data.len()
+        )));
+    }
+    let offset = i64::try_from(offset)
+        .map_err(|_| ApiError::InvalidArgument("offset: out of range".into()))?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let row: Option<(Option<Uuid>, String, i64, i64, i64, i32)> = attempts::table
+            .inner_join(work_requests::table)
+            .filter(attempts::work_request_id.eq(id))
+            .filter(attempts::number.eq(attempt))
+            .select((
+                attempts::worker_id,
+                attempts::state,
+                attempts::stdout_bytes,
+                attempts::stderr_bytes,
+                attempts::system_bytes,
+                work_requests::attempt_count,
+            ))
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((owner, state, out_end, err_end, sys_end, current)) = row else {
+            return Ok(Appended::Fenced);
+        };
+        if owner != Some(worker_id) || current != attempt {
+            return Ok(Appended::Fenced);
+        }
+        let end = match code {
+            1 => out_end,
+            2 => err_end,
+            _ => sys_end,
+        };
+        let data_len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+        // A gap: tell the worker where we are so it resends from there.
+        if offset > end {
+            return Ok(Appended::Acknowledged(end as u64));
+        }
+        // Nothing new: a resend of bytes already stored.
+        if offset + data_len <= end {
+            return Ok(Appended::Acknowledged(end as u64));
+        }
+        // Logs of a finished attempt were all flushed before it finished.
+        if state == "finished" {
+            return Ok(Appended::Fenced);
+        }
+        let new = &data[usize::try_from(end - offset).unwrap_or(0)..];
+        let new_end = offset + data_len;
+        let (stored, truncated): (i64, bool) = work_requests::table
+            .find(id)
+            .select((work_requests::log_bytes, work_requests::log_truncated))
+            .first(conn)
+            .await?;
+        let cap = i64::try_from(max_log_bytes).unwrap_or(i64::MAX);
+        let room = usize::try_from((cap - stored).max(0)).unwrap_or(0);
+        let keep = &new[..new.len().min(room)];
+        if !keep.is_empty() {
+            diesel::insert_into(log_chunks::table)
+                .values((
+                    log_chunks::work_request_id.eq(id),
+                    log_chunks::attempt.eq(attempt),
+                    log_chunks::stream.eq(code),
+                    log_chunks::byte_offset.eq(end),
+                    log_chunks::data.eq(keep),
+                ))
+                .execute(conn)
+                .await?;
+        }
+        let kept = i64::try_from(keep.len()).unwrap_or(0);
+        let mut sys_end = sys_end;
+        let now_truncated = keep.len() < new.len();
+        if now_truncated && !truncated {
+            let marker = format!(
+                "\n[berth] log truncated: this work request reached the {} MiB log limit; further output is dropped (the job keeps running)\n",
+                max_log_bytes / (1024 * 1024)
+            );
+            // The marker goes past the cap on purpose: it must be seen.
+            let marker_at = if code == 3 { new_end } else { sys_end };
+            diesel::insert_into(log_chunks::table)
+                .values((
+                    log_chunks::work_request_id.eq(id),
+                    log_chunks::attempt.eq(attempt),
+                    log_chunks::stream.eq(3i16),
+                    log_chunks::byte_offset.eq(marker_at),
+                    log_chunks::data.eq(marker.as_bytes()),
+                ))
+                .execute(conn)
+                .await?;
+            if code != 3 {
+                sys_end += i64::try_from(marker.len()).unwrap_or(0);
+            }
+        }
+        diesel::update(work_requests::table.find(id))
+            .set((
+                work_requests::log_bytes.eq(stored + kept),
+                work_requests::log_truncated.eq(truncated || now_truncated),
+            ))
+            .execute(conn)
+            .await?;
+        let target = attempts::table.find((id, attempt));
+        match code {
+            1 => diesel::update(target)
+                .set((attempts::stdout_bytes.eq(new_end), attempts::system_bytes.eq(sys_end)))
+                .execute(conn)
+                .await?,
+            2 => diesel::update(target)
+                .set((attempts::stderr_bytes.eq(new_end), attempts::system_bytes.eq(sys_end)))
+                .execute(conn)
+                .await?,
+            _ => diesel::update(target)
+                .set(attempts::system_bytes.eq(new_end.max(sys_end)))
+                .execute(conn)
+                .await?,
+        };
+        Ok(Appended::Acknowledged(new_end as u64))
+    })
+    .await
+}
+
+/// Reads up to `limit` chunks of request `id` after sequence number `after`, in production
+/// order; only `attempt` if it is not 0. Returns the chunks and the last sequence number.
+pub async fn read_after(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    attempt: i32,
+    after: i64,
+    limit: i64,
+) -> ApiResult<Vec<(i64, LogChunk)>> {
+    let mut query = log_chunks::table
+        .filter(log_chunks::work_request_id.eq(id))
+        .filter(log_chunks::seq.gt(after))
+        .select((
+            log_chunks::seq,
+            log_chunks::attempt,
+            log_chunks::stream,
+            log_chunks::byte_offset,
+            log_chunks::data,
+        ))
+        .order(log_chunks::seq)
+        .limit(limit)
+        .into_boxed();
+    if attempt != 0 {
+        query = query.filter(log_chunks::attempt.eq(attempt));
+    }
+    let rows: Vec<(i64, i32, i16, i64, Vec<u8>)> = query.load(conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, attempt, stream, offset, data)| {
+            (
+                seq,
+                LogChunk {
+                    attempt: u32::try_from(attempt).unwrap_or(0),
+                    stream: u32::try_from(stream).unwrap_or(0),
+                    offset: u64::try_from(offset).unwrap_or(0),
+                    data,
+                },
+            )
+        })
+        .collect())
+}

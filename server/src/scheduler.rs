@@ -1,0 +1,574 @@
+//! Assignment of pending work to connected workers, and every state change an attempt
+//! goes through afterwards.
+//!
+//! The database decides: assignment runs in one transaction that locks the worker row
+//! (so one worker is never over-filled) and claims pending requests with
+//! `FOR UPDATE SKIP LOCKED` (so two claimers never take the same request, and a request
+//! no worker can run never blocks the ones behind it). Only after the commit is the
+//! `Assign` sent; if it cannot be delivered the attempt is withdrawn and the request goes
+//! back to pending.
+//!
+//! Every later write names its attempt and is checked against the request's current
+//! attempt (fencing): a stale attempt changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_common::proto::{self, AttemptRef, Outcome, ServerMessage, server_message};
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bytea, Integer, Jsonb, Nullable, Uuid as SqlUuid};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::DbPool;
+use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
+use crate::models::Status;
+use crate::schema::{attempts, work_requests, workers};
+use crate::secrets::SecretBox;
+use crate::validate::StoredSpec;
+
+/// How often the scheduler looks for work even when nobody woke it.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A claimed attempt, ready to send.
+#[derive(QueryableByName)]
+struct Claimed {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = Integer)]
+    attempt_count: i32,
+    #[diesel(sql_type = Jsonb)]
+    spec: serde_json::Value,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    secret_env: Option<Vec<u8>>,
+}
+
+/// Hands pending work to the workers connected to this replica.
+#[derive(Clone)]
+pub struct Scheduler {
+    pool: DbPool,
+    hub: Arc<Hub>,
+    secrets: SecretBox,
+}
+
+impl Scheduler {
+    /// A scheduler over `pool`.
+    pub fn new(pool: DbPool, hub: Arc<Hub>, secrets: SecretBox) -> Scheduler {
+        Scheduler { pool, hub, secrets }
+    }
+
+    /// Runs until `shutdown`: on every wake-up and every sweep interval, offers work to
+    /// each connected worker.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.hub.scheduler_woken() => {}
+                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+            for worker_id in self.hub.connected_workers() {
+                if let Err(e) = self.assign_for(worker_id).await {
+                    let status: tonic::Status = e.into();
+                    tracing::debug!(%worker_id, error = %status.message(), "assignment round failed");
+                }
+            }
+        }
+    }
+
+    /// Claims as much pending work as `worker_id` has room for and sends it.
+    pub async fn assign_for(&self, worker_id: Uuid) -> ApiResult<usize> {
+        let Some(session) = self.hub.session(worker_id) else {
+            return Ok(0);
+        };
+        let mut conn = self.pool.get().await?;
+        let claimed: Vec<Claimed> = conn
+            .transaction::<_, ApiError, _>(async |conn| claim(conn, worker_id).await)
+            .await?;
+        let count = claimed.len();
+        for claim in claimed {
+            let attempt = u32::try_from(claim.attempt_count).unwrap_or(0);
+            let reference = AttemptRef {
+                work_request_id: claim.id.to_string(),
+                attempt,
+            };
+            let spec = match self.assignment_spec(&claim) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::error!(work_request = %claim.id, error = %e, "cannot build the assignment");
+                    finish_without_running(
+                        &mut conn,
+                        claim.id,
+                        claim.attempt_count,
+                        Outcome::StartFailed,
+                        &e.to_string(),
+                    )
+                    .await?;
+                    continue;
+                }
+            };
+            let message = ServerMessage {
+                msg: Some(server_message::Msg::Assign(proto::Assign {
+                    attempt: Some(reference),
+                    spec: Some(spec),
+                })),
+            };
+            let sent = tokio::time::timeout(Duration::from_secs(5), session.tx.send(message)).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::warn!(work_request = %claim.id, %worker_id, "could not hand the assignment to the worker; requeueing");
+                withdraw(&mut conn, claim.id, claim.attempt_count, "handoff-failed").await?;
+            } else {
+                tracing::info!(work_request = %claim.id, attempt, %worker_id, "assigned");
+            }
+        }
+        if count > 0 {
+            self.hub.changed();
+        }
+        Ok(count)
+    }
+
+    fn assignment_spec(&self, claim: &Claimed) -> Result<proto::ContainerSpec, ApiError> {
+        let stored: StoredSpec = serde_json::from_value(claim.spec.clone())
+            .map_err(|e| ApiError::internal(format!("stored spec unreadable: {e}")))?;
+        let mut spec = stored.to_proto();
+        if let Some(sealed) = &claim.secret_env {
+            spec.secret_env = self
+                .secrets
+                .open(sealed)
+                .map_err(ApiError::internal)?
+                .into_iter()
+                .collect();
+        }
+        Ok(spec)
+    }
+}
+
+/// In one transaction: locks the worker, counts its free slots, claims that many matching
+/// pending requests and records an attempt for each.
+async fn claim(conn: &mut AsyncPgConnection, worker_id: Uuid) -> ApiResult<Vec<Claimed>> {
+    let worker: Option<(String, bool, bool, i32, Option<chrono::DateTime<Utc>>)> = workers::table
+        .find(worker_id)
+        .select((
+            workers::name,
+            workers::enabled,
+            workers::draining,
+            workers::concurrency,
+            workers::connected_at,
+        ))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((name, enabled, draining, concurrency, connected_at)) = worker else {
+        return Ok(Vec::new());
+    };
+    if !enabled || draining || connected_at.is_none() {
+        return Ok(Vec::new());
+    }
+    let live: i64 = attempts::table
+        .filter(attempts::worker_id.eq(worker_id))
+        .filter(attempts::state.ne("finished"))
+        .count()
+        .get_result(conn)
+        .await?;
+    let free = i64::from(concurrency) - live;
+    if free <= 0 {
+        return Ok(Vec::new());
+    }
+    // Reported facts first, static labels over them: configuration wins.
+    let claimed: Vec<Claimed> = diesel::sql_query(
+        "WITH worker AS (SELECT metadata || labels AS labels FROM workers WHERE id = $1), \
+         picked AS ( \
+           SELECT wr.id FROM work_requests wr, worker \
+           WHERE wr.status = 'pending' AND wr.requirements <@ worker.labels \
+           ORDER BY wr.priority_base + wr.priority_adjustment DESC, wr.created_at, wr.id \
+           LIMIT $2 FOR UPDATE OF wr SKIP LOCKED) \
+         UPDATE work_requests SET status = 'running', attempt_count = attempt_count + 1 \
+         FROM picked WHERE work_requests.id = picked.id \
+         RETURNING work_requests.id, work_requests.attempt_count, work_requests.spec, work_requests.secret_env",
+    )
+    .bind::<SqlUuid, _>(worker_id)
+    .bind::<BigInt, _>(free)
+    .load(conn)
+    .await?;
+    for claim in &claimed {
+        diesel::insert_into(attempts::table)
+            .values((
+                attempts::work_request_id.eq(claim.id),
+                attempts::number.eq(claim.attempt_count),
+                attempts::worker_id.eq(worker_id),
+                attempts::worker_name.eq(&name),
+                attempts::state.eq("assigned"),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    Ok(claimed)
+}
+
+/// Whether `attempt` is the current, unfinished attempt of `id` on `worker_id`; locks the
+/// request row for the caller's transaction. Returns the request's status.
+async fn lock_current(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    attempt: i32,
+    worker_id: Option<Uuid>,
+) -> ApiResult<Option<Status>> {
+    let row: Option<(String, i32)> = work_requests::table
+        .find(id)
+        .select((work_requests::status, work_requests::attempt_count))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((status, current)) = row else {
+        return Ok(None);
+    };
+    if current != attempt {
+        return Ok(None);
+    }
+    let attempt_row: Option<(Option<Uuid>, String)> = attempts::table
+        .find((id, attempt))
+        .select((attempts::worker_id, attempts::state))
+        .first(conn)
+        .await
+        .optional()?;
+    match attempt_row {
+        Some((owner, state))
+            if state != "finished" && (worker_id.is_none() || owner == worker_id) =>
+        {
+            Ok(Status::parse(&status))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Ends an attempt that never ran and puts its request back in the queue.
+pub async fn withdraw(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    attempt: i32,
+    reason: &str,
+) -> ApiResult<bool> {
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let Some(status) = lock_current(conn, id, attempt, None).await? else {
+            return Ok(false);
+        };
+        diesel::update(attempts::table.find((id, attempt)))
+            .set((
+                attempts::state.eq("finished"),
+                attempts::reason.eq(reason),
+                attempts::finished_at.eq(Utc::now()),
+            ))
+            .execute(conn)
+            .await?;
+        if status == Status::Running {
+            diesel::update(work_requests::table.find(id))
+                .set(work_requests::status.eq(Status::Pending.as_str()))
+                .execute(conn)
+                .await?;
+        }
+        Ok(true)
+    })
+    .await
+}
+
+async fn finish_without_running(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    attempt: i32,
+    outcome: Outcome,
+    message: &str,
+) -> ApiResult<()> {
+    let report = proto::Finished {
+        attempt: Some(AttemptRef {
+            work_request_id: id.to_string(),
+            attempt: u32::try_from(attempt).unwrap_or(0),
+        }),
+        outcome: outcome as i32,
+        message: message.to_owned(),
+        ..Default::default()
+    };
+    finish(conn, None, &report).await.map(|_| ())
+}
+
+/// The attempt referred to by a worker message, parsed.
+pub fn parse_ref(reference: Option<&AttemptRef>) -> ApiResult<(Uuid, i32)> {
+    let reference =
+        reference.ok_or_else(|| ApiError::InvalidArgument("attempt: is required".into()))?;
+    let id = Uuid::parse_str(&reference.work_request_id)
+        .map_err(|_| ApiError::InvalidArgument("attempt.work_request_id: not a valid id".into()))?;
+    let attempt = i32::try_from(reference.attempt)
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| ApiError::InvalidArgument("attempt.attempt: must be 1 or more".into()))?;
+    Ok((id, attempt))
+}
+
+/// The worker took the attempt.
+pub async fn accepted(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    id: Uuid,
+    attempt: i32,
+) -> ApiResult<bool> {
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        if lock_current(conn, id, attempt, Some(worker_id))
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        diesel::update(attempts::table.find((id, attempt)))
+            .filter(attempts::state.eq("assigned"))
+            .set((
+                attempts::state.eq("accepted"),
+                attempts::accepted_at.eq(Utc::now()),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// The attempt's container started.
+pub async fn started(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    report: &proto::Started,
+) -> ApiResult<bool> {
+    let (id, attempt) = parse_ref(report.attempt.as_ref())?;
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        if lock_current(conn, id, attempt, Some(worker_id))
+            .await?
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let now = Utc::now();
+        diesel::update(attempts::table.find((id, attempt)))
+            .set((
+                attempts::state.eq("running"),
+                attempts::container_id.eq(&report.container_id),
+                attempts::started_at.eq(now),
+                attempts::pull_ms.eq(report.pull_duration.as_ref().map(duration_ms)),
+            ))
+            .execute(conn)
+            .await?;
+        diesel::update(work_requests::table.find(id))
+            .filter(work_requests::started_at.is_null())
+            .set(work_requests::started_at.eq(now))
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
+}
+
+fn duration_ms(d: &prost_types::Duration) -> i64 {
+    d.seconds.saturating_mul(1000) + i64::from(d.nanos / 1_000_000)
+}
+
+fn duration_ns(d: &prost_types::Duration) -> i64 {
+    d.seconds.saturating_mul(1_000_000_000) + i64::from(d.nanos)
+}
+
+/// What a finished attempt means for its request: (status, result, reason).
+fn verdict(
+    outcome: Outcome,
+    exit_code: Option<i32>,
+) -> (Status, Option<&'static str>, &'static str) {
+    match outcome {
+        Outcome::Exited if exit_code == Some(0) => (Status::Completed, Some("success"), ""),
+        Outcome::Exited => (Status::Completed, Some("failure"), ""),
+        Outcome::TimedOut => (Status::Completed, Some("failure"), "timeout"),
+        Outcome::OomKilled => (Status::Completed, Some("failure"), "oom"),
+        Outcome::ImagePullFailed => (Status::Completed, Some("error"), "image-pull"),
+        Outcome::StartFailed | Outcome::Unspecified => {
+            (Status::Completed, Some("error"), "start-failed")
+        }
+        Outcome::Cancelled => (Status::Aborted, None, "cancelled"),
+        Outcome::Interrupted => (Status::Pending, None, "interrupted"),
+    }
+}
+
+/// Records a finished attempt and settles its request. `worker_id` None skips the
+/// ownership check (server-side endings). Returns false for a stale attempt.
+pub async fn finish(
+    conn: &mut AsyncPgConnection,
+    worker_id: Option<Uuid>,
+    report: &proto::Finished,
+) -> ApiResult<bool> {
+    let (id, attempt) = parse_ref(report.attempt.as_ref())?;
+    let outcome = Outcome::try_from(report.outcome).unwrap_or(Outcome::Unspecified);
+    let (status, result, reason) = verdict(outcome, report.exit_code);
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let Some(current) = lock_current(conn, id, attempt, worker_id).await? else {
+            return Ok(false);
+        };
+        let now = Utc::now();
+        diesel::update(attempts::table.find((id, attempt)))
+            .set((
+                attempts::state.eq("finished"),
+                attempts::outcome.eq(outcome.as_str_name()),
+                attempts::exit_code.eq(report.exit_code),
+                attempts::reason.eq(reason),
+                attempts::message.eq(&report.message),
+                attempts::finished_at.eq(now),
+                attempts::peak_memory_bytes
+                    .eq(report.peak_memory_bytes.and_then(|b| i64::try_from(b).ok())),
+                attempts::cpu_time_ns.eq(report.cpu_time.as_ref().map(duration_ns)),
+                attempts::run_ms.eq(report.run_duration.as_ref().map(duration_ms)),
+            ))
+            .execute(conn)
+            .await?;
+        if !report.container_id.is_empty() {
+            diesel::update(attempts::table.find((id, attempt)))
+                .set(attempts::container_id.eq(&report.container_id))
+                .execute(conn)
+                .await?;
+        }
+        if report.pull_duration.is_some() {
+            diesel::update(attempts::table.find((id, attempt)))
+                .set(attempts::pull_ms.eq(report.pull_duration.as_ref().map(duration_ms)))
+                .execute(conn)
+                .await?;
+        }
+        // A request cancelled while it ran is already aborted: keep that, record the exit.
+        if current == Status::Aborted {
+            diesel::update(work_requests::table.find(id))
+                .set(work_requests::exit_code.eq(report.exit_code))
+                .execute(conn)
+                .await?;
+            return Ok(true);
+        }
+        if current != Status::Running {
+            return Ok(true);
+        }
+        let completed_at = (status != Status::Pending).then_some(now);
+        diesel::update(work_requests::table.find(id))
+            .set((
+                work_requests::status.eq(status.as_str()),
+                work_requests::result.eq(result),
+                work_requests::reason.eq(reason),
+                work_requests::message.eq(&report.message),
+                work_requests::exit_code.eq(report.exit_code),
+                work_requests::completed_at.eq(completed_at),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// Ends the live attempts of `worker_id` that the worker no longer runs: each request goes
+/// back to pending while its retry budget lasts, else completes with `error`.
+pub async fn worker_lost(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    keep: &[(Uuid, i32)],
+) -> ApiResult<Vec<(Uuid, i32)>> {
+    let live: Vec<(Uuid, i32)> = attempts::table
+        .filter(attempts::worker_id.eq(worker_id))
+        .filter(attempts::state.ne("finished"))
+        .select((attempts::work_request_id, attempts::number))
+        .load(conn)
+        .await?;
+    let mut lost = Vec::new();
+    for (id, attempt) in live.into_iter().filter(|a| !keep.contains(a)) {
+        let ended = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                let Some(status) = lock_current(conn, id, attempt, Some(worker_id)).await? else {
+                    return Ok(false);
+                };
+                let now = Utc::now();
+                diesel::update(attempts::table.find((id, attempt)))
+                    .set((
+                        attempts::state.eq("finished"),
+                        attempts::reason.eq("worker-lost"),
+                        attempts::finished_at.eq(now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                if status != Status::Running {
+                    return Ok(true);
+                }
+                let budget: i32 = work_requests::table
+                    .find(id)
+                    .select(work_requests::retry_budget)
+                    .first(conn)
+                    .await?;
+                if budget > 0 {
+                    diesel::update(work_requests::table.find(id))
+                        .set((
+                            work_requests::status.eq(Status::Pending.as_str()),
+                            work_requests::retry_budget.eq(budget - 1),
+                        ))
+                        .execute(conn)
+                        .await?;
+                } else {
+                    diesel::update(work_requests::table.find(id))
+                        .set((
+                            work_requests::status.eq(Status::Completed.as_str()),
+                            work_requests::result.eq("error"),
+                            work_requests::reason.eq("worker-lost"),
+                            work_requests::message
+                                .eq("the worker was lost and the retry budget is spent"),
+                            work_requests::completed_at.eq(now),
+                        ))
+                        .execute(conn)
+                        .await?;
+                }
+                Ok(true)
+            })
+            .await?;
+        if ended {
+            lost.push((id, attempt));
+        }
+    }
+    Ok(lost)
+}
+
+/// Which of the attempts a reconnecting worker reports are still current for it; the rest
+/// it must abandon. Also returns current attempts whose request was aborted meanwhile
+/// (the worker must stop those).
+pub async fn reconcile(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    reported: &[(Uuid, i32)],
+) -> ApiResult<(Vec<(Uuid, i32)>, Vec<(Uuid, i32)>, Vec<(Uuid, i32)>)> {
+    let mut keep = Vec::new();
+    let mut abandon = Vec::new();
+    let mut cancel = Vec::new();
+    for &(id, attempt) in reported {
+        let row: Option<(String, i32, Option<Uuid>, String)> = work_requests::table
+            .inner_join(attempts::table)
+            .filter(work_requests::id.eq(id))
+            .filter(attempts::number.eq(attempt))
+            .select((
+                work_requests::status,
+                work_requests::attempt_count,
+                attempts::worker_id,
+                attempts::state,
+            ))
+            .first(conn)
+            .await
+            .optional()?;
+        match row {
+            Some((status, current, owner, state))
+                if current == attempt && owner == Some(worker_id) && state != "finished" =>
+            {
+                keep.push((id, attempt));
+                if status == Status::Aborted.as_str() {
+                    cancel.push((id, attempt));
+                }
+            }
+            _ => abandon.push((id, attempt)),
+        }
+    }
+    Ok((keep, abandon, cancel))
+}
