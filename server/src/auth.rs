@@ -54,7 +54,9 @@ pub const RULES: &[(&str, &[TokenKind])] = &[
         "/berth.v1.WorkRequestService/CancelWorkRequest",
         &[Admin, User],
     ),
+    ("/berth.v1.WorkRequestService/StreamLogs", &[Admin, User]),
     ("/berth.v1.AgentService/Connect", &[Worker]),
+    ("/berth.v1.AgentService/AppendLog", &[Worker]),
 ];
 
 /// Services anyone may call without a token: health checks and reflection carry no data.

@@ -1,0 +1,603 @@
+//! The worker's side of the agent protocol: one control stream to the server, kept alive
+//! across server restarts, and one task per running attempt.
+//!
+//! The stream carries Hello/Welcome, heartbeats both ways, Assign/Cancel from the server
+//! and Accept/Reject/Started/Finished/GoingAway from the worker. Log bytes never travel
+//! on it: each attempt's output is masked, spooled to disk and uploaded with `AppendLog`
+//! (see `logs`), and `Finished` is sent only once every byte is acknowledged.
+//!
+//! Reconnects use jittered exponential backoff. After a reconnect the Hello lists every
+//! attempt still running here (and every finished one whose report may not have
+//! arrived), so the server lets them go on instead of running them again; the Welcome
+//! names those it no longer wants, which are stopped without a report.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_common::PROTOCOL_VERSION;
+use berth_common::client::BearerAuth;
+use berth_common::proto::agent_service_client::AgentServiceClient;
+use berth_common::proto::{
+    self, AttemptRef, LogStream, Outcome, ServerMessage, WorkerMessage, server_message,
+    worker_message,
+};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+use crate::config::WorkerConfig;
+use crate::executor::{DockerExecutor, Job, OutputEvent, RunReport};
+use crate::logs::{LogSpool, UploadError, upload};
+use crate::mask::Masker;
+
+type Key = (String, u32);
+type Client = crate::logs::AgentClient;
+
+/// Why the worker stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The server speaks another protocol version.
+    #[error("the server refused this worker: {0}")]
+    Refused(String),
+    /// Docker is not usable.
+    #[error(transparent)]
+    Docker(#[from] crate::executor::ExecutorError),
+    /// The server URL or CA is unusable.
+    #[error(transparent)]
+    Connect(#[from] berth_common::client::ConnectError),
+}
+
+/// A running attempt.
+struct Running {
+    /// Stops the container (cancel or drain deadline).
+    cancel: CancellationToken,
+    /// Set when the server no longer wants the attempt: stop it, report nothing.
+    abandoned: CancellationToken,
+    /// Set when the worker stops it for its own shutdown: report Interrupted.
+    interrupted: CancellationToken,
+}
+
+/// Shared between the stream loop and the attempt tasks.
+struct State {
+    config: WorkerConfig,
+    executor: DockerExecutor,
+    client: Client,
+    running: Mutex<HashMap<Key, Running>>,
+    /// Finished reports sent but not yet known to have been applied (resent after a
+    /// reconnect; the server ignores a repeat).
+    unconfirmed: Mutex<HashMap<Key, proto::Finished>>,
+    outbox: mpsc::UnboundedSender<WorkerMessage>,
+}
+
+impl State {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unconfirmed(&self) -> std::sync::MutexGuard<'_, HashMap<Key, proto::Finished>> {
+        self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live_keys(&self) -> HashSet<Key> {
+        self.running().keys().cloned().collect()
+    }
+}
+
+fn attempt_ref(key: &Key) -> AttemptRef {
+    AttemptRef {
+        work_request_id: key.0.clone(),
+        attempt: key.1,
+    }
+}
+
+fn key_of(reference: Option<&AttemptRef>) -> Option<Key> {
+    reference.map(|r| (r.work_request_id.clone(), r.attempt))
+}
+
+fn message(msg: worker_message::Msg) -> WorkerMessage {
+    WorkerMessage { msg: Some(msg) }
+}
+
+fn proto_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Runs the worker until `shutdown` (first SIGTERM: drain) and `force` (drain deadline or
+/// second signal: stop everything) say so.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+    force: CancellationToken,
+) -> Result<(), WorkerError> {
+    let executor = DockerExecutor::connect(
+        config.docker_host.as_deref(),
+        config.docker_tls,
+        &config.name,
+    )
+    .await?;
+    let facts = executor.host_facts().await?;
+    // A fresh worker process runs nothing: whatever of ours is left is an orphan.
+    match executor.reap_orphans(&HashSet::new()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed containers left over from an earlier run"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not look for leftover containers"),
+    }
+    tokio::fs::create_dir_all(&config.spool_dir)
+        .await
+        .map_err(|e| {
+            WorkerError::Refused(format!(
+                "cannot create the spool dir {}: {e}",
+                config.spool_dir.display()
+            ))
+        })?;
+    let channel =
+        berth_common::client::endpoint(&config.server, config.ca_cert.as_deref())?.connect_lazy();
+    let client = AgentServiceClient::with_interceptor(channel, BearerAuth::new(&config.token))
+        .max_decoding_message_size(64 * 1024 * 1024);
+    let (outbox, mut outbox_rx) = mpsc::unbounded_channel();
+    let state = Arc::new(State {
+        config,
+        executor,
+        client,
+        running: Mutex::new(HashMap::new()),
+        unconfirmed: Mutex::new(HashMap::new()),
+        outbox,
+    });
+
+    let reaper = tokio::spawn(reap_periodically(state.clone(), shutdown.clone()));
+    let mut backoff = Duration::from_millis(500);
+    let mut drain_deadline = None;
+    let result = loop {
+        let started = tokio::time::Instant::now();
+        let ended = session(
+            &state,
+            &facts,
+            &mut outbox_rx,
+            &shutdown,
+            &force,
+            &mut drain_deadline,
+        )
+        .await;
+        match ended {
+            Ok(()) => break Ok(()),
+            Err(SessionError::Fatal(e)) => break Err(e),
+            Err(SessionError::Lost(reason)) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff = Duration::from_millis(500);
+                }
+                let jitter = rand::rng().random_range(0.5..1.5);
+                let wait = backoff.mul_f64(jitter);
+                tracing::warn!(server = %state.config.server, %reason, retry_in = ?wait, "not connected to the server; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = force.cancelled(), if state.running().is_empty() => break Ok(()),
+                }
+                if shutdown.is_cancelled() && state.running().is_empty() {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    reaper.abort();
+    // Nothing of ours may outlive the worker.
+    let _ = state.executor.reap_orphans(&HashSet::new()).await;
+    result
+}
+
+enum SessionError {
+    Fatal(WorkerError),
+    Lost(String),
+}
+
+/// One connection to the server, from Hello to its end.
+async fn session(
+    state: &Arc<State>,
+    facts: &HashMap<String, String>,
+    outbox_rx: &mut mpsc::UnboundedReceiver<WorkerMessage>,
+    shutdown: &CancellationToken,
+    force: &CancellationToken,
+    drain_deadline: &mut Option<tokio::time::Instant>,
+) -> Result<(), SessionError> {
+    let config = &state.config;
+    let mut still_ours: Vec<AttemptRef> = state.live_keys().iter().map(attempt_ref).collect();
+    still_ours.extend(state.unconfirmed().keys().map(attempt_ref));
+    let hello = proto::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        name: config.name.clone(),
+        labels: config.labels.clone().into_iter().collect(),
+        metadata: facts.clone(),
+        concurrency: config.concurrency,
+        running: still_ours,
+    };
+    let (tx, rx) = mpsc::channel::<WorkerMessage>(64);
+    let _ = tx.send(message(worker_message::Msg::Hello(hello))).await;
+    let mut client = state.client.clone();
+    let response = client
+        .connect(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| classify(&status))?;
+    let mut inbound = response.into_inner();
+    let welcome = match inbound.message().await {
+        Ok(Some(ServerMessage {
+            msg: Some(server_message::Msg::Welcome(welcome)),
+        })) => welcome,
+        Ok(_) => {
+            return Err(SessionError::Lost(
+                "the server did not answer Hello with Welcome".into(),
+            ));
+        }
+        Err(status) => return Err(classify(&status)),
+    };
+    tracing::info!(name = %welcome.name, worker_id = %welcome.worker_id, server = %config.server, "connected to the server");
+    for reference in &welcome.abandon {
+        if let Some(key) = key_of(Some(reference)) {
+            state.unconfirmed().remove(&key);
+            if let Some(job) = state.running().get(&key) {
+                tracing::warn!(work_request = %key.0, attempt = key.1, "the server no longer wants this attempt; stopping it");
+                job.abandoned.cancel();
+                job.cancel.cancel();
+            }
+        }
+    }
+    let resend: Vec<proto::Finished> = state.unconfirmed().values().cloned().collect();
+    for finished in resend {
+        if tx
+            .send(message(worker_message::Msg::Finished(finished)))
+            .await
+            .is_err()
+        {
+            return Err(SessionError::Lost("the stream closed".into()));
+        }
+    }
+    let interval = Duration::from_secs(u64::from(welcome.heartbeat_interval_seconds.max(1)));
+    let lease = Duration::from_secs(u64::from(welcome.lease_ttl_seconds.max(2)));
+    let mut heartbeat = tokio::time::interval(interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = tokio::time::Instant::now();
+    let mut said_going_away = false;
+    // Finished reports older than two heartbeats on a healthy stream were applied.
+    let mut sent_at: HashMap<Key, tokio::time::Instant> = HashMap::new();
+    loop {
+        if shutdown.is_cancelled() {
+            if !said_going_away {
+                said_going_away = true;
+                let deadline = *drain_deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + config.drain_timeout);
+                tracing::info!(running = state.running().len(), deadline = ?deadline.saturating_duration_since(tokio::time::Instant::now()), "draining: finishing running work, taking no more");
+                let going = proto::GoingAway {
+                    reason: "the worker is shutting down".into(),
+                };
+                let _ = tx
+                    .send(message(worker_message::Msg::GoingAway(going)))
+                    .await;
+            }
+            if state.running().is_empty() && state.unconfirmed().is_empty() {
+                return Ok(());
+            }
+        }
+        let deadline = drain_deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            () = shutdown.cancelled(), if !said_going_away => {}
+            () = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {
+                interrupt_all(state, "the drain deadline passed");
+                *drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
+            }
+            () = force.cancelled(), if !state.running().is_empty() => {
+                interrupt_all(state, "the worker was told to stop now");
+            }
+            outgoing = outbox_rx.recv() => {
+                let Some(outgoing) = outgoing else { return Ok(()) };
+                if let Some(worker_message::Msg::Finished(finished)) = &outgoing.msg
+                    && let Some(key) = key_of(finished.attempt.as_ref())
+                {
+                    sent_at.insert(key, tokio::time::Instant::now());
+                }
+                if tx.send(outgoing).await.is_err() {
+                    return Err(SessionError::Lost("the stream closed".into()));
+                }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > lease {
+                    return Err(SessionError::Lost(format!("no word from the server for {lease:?}")));
+                }
+                let beat = message(worker_message::Msg::Heartbeat(proto::Heartbeat {}));
+                if tx.send(beat).await.is_err() {
+                    return Err(SessionError::Lost("the stream closed".into()));
+                }
+                let settled: Vec<Key> = sent_at
+                    .iter()
+                    .filter(|(_, at)| at.elapsed() > interval * 2)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in settled {
+                    sent_at.remove(&key);
+                    state.unconfirmed().remove(&key);
+                }
+            }
+            incoming = inbound.message() => {
+                match incoming {
+                    Ok(Some(incoming)) => {
+                        last_heard = tokio::time::Instant::now();
+                        handle(state, incoming, &tx, said_going_away).await;
+                    }
+                    Ok(None) => return Err(SessionError::Lost("the server closed the stream".into())),
+                    Err(status) => return Err(classify(&status)),
+                }
+            }
+        }
+    }
+}
+
+/// Sorts a stream error into "retry" and "give up".
+fn classify(status: &tonic::Status) -> SessionError {
+    match status.code() {
+        Code::FailedPrecondition | Code::InvalidArgument => {
+            SessionError::Fatal(WorkerError::Refused(status.message().to_owned()))
+        }
+        Code::Unauthenticated | Code::PermissionDenied => SessionError::Lost(format!(
+            "the server refused the worker token ({}); an admin must enable it or give this worker a new one",
+            status.message()
+        )),
+        _ => SessionError::Lost(berth_common::client::describe_status(status)),
+    }
+}
+
+fn interrupt_all(state: &State, why: &str) {
+    let running = state.running();
+    if !running.is_empty() {
+        tracing::warn!(
+            count = running.len(),
+            why,
+            "stopping running attempts; the server will run them again"
+        );
+    }
+    for job in running.values() {
+        job.interrupted.cancel();
+        job.cancel.cancel();
+    }
+}
+
+async fn handle(
+    state: &Arc<State>,
+    incoming: ServerMessage,
+    tx: &mpsc::Sender<WorkerMessage>,
+    going_away: bool,
+) {
+    match incoming.msg {
+        Some(server_message::Msg::Assign(assign)) => {
+            let Some(key) = key_of(assign.attempt.as_ref()) else {
+                return;
+            };
+            let reference = attempt_ref(&key);
+            let reject = |reason: &str| {
+                message(worker_message::Msg::Reject(proto::Reject {
+                    attempt: Some(reference.clone()),
+                    reason: reason.to_owned(),
+                }))
+            };
+            let Some(spec) = assign.spec else {
+                let _ = tx.send(reject("the assignment had no spec")).await;
+                return;
+            };
+            let reply = {
+                let mut running = state.running();
+                if running.contains_key(&key) {
+                    None
+                } else if going_away {
+                    Some(reject("the worker is shutting down"))
+                } else if running.len() >= state.config.concurrency as usize {
+                    Some(reject("the worker has no free slot"))
+                } else {
+                    let job = Running {
+                        cancel: CancellationToken::new(),
+                        abandoned: CancellationToken::new(),
+                        interrupted: CancellationToken::new(),
+                    };
+                    let tokens = (
+                        job.cancel.clone(),
+                        job.abandoned.clone(),
+                        job.interrupted.clone(),
+                    );
+                    running.insert(key.clone(), job);
+                    let job = Job {
+                        work_request_id: key.0.clone(),
+                        attempt: key.1,
+                        spec,
+                    };
+                    tokio::spawn(run_attempt(state.clone(), job, tokens));
+                    None
+                }
+            };
+            let reply = reply.unwrap_or_else(|| {
+                message(worker_message::Msg::Accept(proto::Accept {
+                    attempt: Some(reference.clone()),
+                }))
+            });
+            let _ = tx.send(reply).await;
+        }
+        Some(server_message::Msg::Cancel(cancel)) => {
+            let Some(key) = key_of(cancel.attempt.as_ref()) else {
+                return;
+            };
+            if let Some(job) = state.running().get(&key) {
+                tracing::info!(work_request = %key.0, attempt = key.1, "cancel received; stopping the container");
+                job.cancel.cancel();
+            }
+        }
+        Some(server_message::Msg::Heartbeat(_)) | Some(server_message::Msg::Welcome(_)) | None => {}
+    }
+}
+
+/// Runs one attempt: container, masking, spool, upload, then the Finished report.
+async fn run_attempt(
+    state: Arc<State>,
+    job: Job,
+    (cancel, abandoned, interrupted): (CancellationToken, CancellationToken, CancellationToken),
+) {
+    let key: Key = (job.work_request_id.clone(), job.attempt);
+    let report = run_attempt_inner(&state, &job, &cancel, &abandoned).await;
+    state.running().remove(&key);
+    let Some(report) = report else {
+        tracing::info!(work_request = %key.0, attempt = key.1, "attempt abandoned; nothing reported");
+        return;
+    };
+    let outcome = if interrupted.is_cancelled() && report.outcome == Outcome::Cancelled {
+        Outcome::Interrupted
+    } else {
+        report.outcome
+    };
+    let finished = proto::Finished {
+        attempt: Some(attempt_ref(&key)),
+        outcome: outcome as i32,
+        exit_code: report.exit_code,
+        message: report.message.clone(),
+        peak_memory_bytes: report.peak_memory_bytes,
+        cpu_time: report.cpu_time.map(proto_duration),
+        pull_duration: Some(proto_duration(report.pull_duration)),
+        run_duration: Some(proto_duration(report.run_duration)),
+        container_id: report.container_id.clone(),
+    };
+    tracing::info!(work_request = %key.0, attempt = key.1, outcome = outcome.as_str_name(), exit_code = ?report.exit_code, "attempt finished");
+    state.unconfirmed().insert(key, finished.clone());
+    let _ = state
+        .outbox
+        .send(message(worker_message::Msg::Finished(finished)));
+}
+
+/// Returns the report, or None if the attempt was abandoned (the server moved on).
+async fn run_attempt_inner(
+    state: &Arc<State>,
+    job: &Job,
+    cancel: &CancellationToken,
+    abandoned: &CancellationToken,
+) -> Option<RunReport> {
+    let spool =
+        match LogSpool::open(&state.config.spool_dir, &job.work_request_id, job.attempt).await {
+            Ok(spool) => Arc::new(spool),
+            Err(e) => {
+                return Some(RunReport {
+                    outcome: Outcome::StartFailed,
+                    exit_code: None,
+                    message: format!(
+                        "the worker cannot open its log spool in {}: {e}",
+                        state.config.spool_dir.display()
+                    ),
+                    peak_memory_bytes: None,
+                    cpu_time: None,
+                    pull_duration: Duration::ZERO,
+                    run_duration: Duration::ZERO,
+                    container_id: String::new(),
+                });
+            }
+        };
+    let upload_cancel = CancellationToken::new();
+    let uploader = {
+        let spool = spool.clone();
+        let client = state.client.clone();
+        let cancel = upload_cancel.clone();
+        tokio::spawn(async move { upload(&spool, client, cancel).await })
+    };
+    let secrets: Vec<String> = job.spec.secret_env.values().cloned().collect();
+    let mut out_mask = Masker::new(secrets.clone());
+    let mut err_mask = Masker::new(secrets);
+    let (out_tx, mut out_rx) = mpsc::channel::<OutputEvent>(64);
+    let outbox = state.outbox.clone();
+    let reference = attempt_ref(&(job.work_request_id.clone(), job.attempt));
+    let forward = async {
+        let mut spool_error = None;
+        while let Some(event) = out_rx.recv().await {
+            let written = match event {
+                OutputEvent::Started {
+                    container_id,
+                    pull_duration,
+                } => {
+                    let started = proto::Started {
+                        attempt: Some(reference.clone()),
+                        container_id,
+                        pull_duration: Some(proto_duration(pull_duration)),
+                    };
+                    let _ = outbox.send(message(worker_message::Msg::Started(started)));
+                    Ok(())
+                }
+                OutputEvent::Stdout(bytes) => {
+                    spool.write(LogStream::Stdout, &out_mask.push(&bytes)).await
+                }
+                OutputEvent::Stderr(bytes) => {
+                    spool.write(LogStream::Stderr, &err_mask.push(&bytes)).await
+                }
+                OutputEvent::System(line) => {
+                    spool
+                        .write(LogStream::System, format!("[berth] {line}\n").as_bytes())
+                        .await
+                }
+            };
+            if let Err(e) = written {
+                spool_error.get_or_insert(e);
+            }
+        }
+        let tails = [
+            spool.write(LogStream::Stdout, &out_mask.finish()).await,
+            spool.write(LogStream::Stderr, &err_mask.finish()).await,
+        ];
+        spool_error.or(tails.into_iter().find_map(Result::err))
+    };
+    let (report, spool_error) =
+        tokio::join!(state.executor.run(job, out_tx, cancel.clone()), forward);
+    if let Some(e) = spool_error {
+        tracing::error!(work_request = %job.work_request_id, error = %e, "writing the log spool failed; some output may be missing");
+    }
+    spool.close().await;
+    let uploaded = tokio::select! {
+        result = uploader => result,
+        () = abandoned.cancelled() => {
+            upload_cancel.cancel();
+            let _ = spool.remove().await;
+            return None;
+        }
+    };
+    match uploaded {
+        Ok(Ok(_)) => {
+            let _ = spool.remove().await;
+            Some(report)
+        }
+        Ok(Err(UploadError::Fenced)) => {
+            let _ = spool.remove().await;
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::error!(work_request = %job.work_request_id, error = %e, "log upload failed; the log kept in the spool dir is incomplete on the server");
+            Some(report)
+        }
+        Err(e) => {
+            tracing::error!(work_request = %job.work_request_id, error = %e, "log upload task failed");
+            Some(report)
+        }
+    }
+}
+
+/// Removes leftover containers of this worker every sweep interval.
+async fn reap_periodically(state: Arc<State>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(state.config.orphan_sweep_interval) => {}
+        }
+        let live = state.live_keys();
+        match state.executor.reap_orphans(&live).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed leftover containers"),
+            Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+        }
+    }
+}

@@ -1,0 +1,1202 @@
+//! Runs one attempt of a work request as a Docker container, from image to removal.
+//!
+//! [`DockerExecutor::run`] is the whole life of a container: make the image available
+//! (per the pull policy), create the container, attach to its output *before* starting it
+//! (so a container that exits at once loses nothing), start it, forward its output frame by
+//! frame, wait for it to exit, and remove it. Every way this can go wrong ends in a
+//! [`RunReport`] rather than an error or a panic: the session code reports what happened to
+//! the server, and the server decides what it means.
+//!
+//! # Security defaults, and why
+//!
+//! A work request is code from a user of the cluster, and the worker's Docker engine is
+//! root on the worker's host. The container therefore gets as little as it can work with:
+//!
+//! - **Not privileged; all capabilities dropped but a small set** (see [`ADDED_CAPABILITIES`]).
+//!   Docker's default set includes `NET_RAW`, `MKNOD`, `SYS_CHROOT`, `AUDIT_WRITE`, ... which
+//!   ordinary batch jobs do not need and which widen the kernel surface an escape can use.
+//! - **`no-new-privileges`**: set-uid binaries in the image cannot raise privileges again.
+//! - **No network** (`none`) unless the job names one; `host` and `container:<id>` are
+//!   refused here too (the server refuses them first), since both share a namespace with
+//!   something that is not the job.
+//! - **Limits**: memory with swap equal to memory (no swap, so the limit is real and an OOM
+//!   kill is visible), CPU, and a pids limit against fork bombs. The OOM killer stays enabled.
+//! - **No binds, no mounts**, so never the Docker socket nor any host path. (Anonymous
+//!   volumes an image declares are removed together with the container.)
+//! - **An init process** (`init = true`): it reaps zombies and forwards SIGTERM to the
+//!   command, which as PID 1 would otherwise ignore signals it has no handler for, making
+//!   every graceful stop wait out the grace period.
+//!
+//! Secret environment variables reach the container like ordinary ones (there is no other
+//! way to hand them to an arbitrary image), so anyone who can `docker inspect` on the worker
+//! sees them; they never appear in this module's `Debug` output or logs.
+//!
+//! # Stopping
+//!
+//! On timeout, cancel, or when the receiver of the output goes away, the container gets
+//! SIGTERM, then SIGKILL once the stop grace period is over. This module sends the signals
+//! itself instead of calling `docker stop`, because a grace period may be up to an hour and a
+//! single API request that long would outlive the client's request timeout.
+//!
+//! # Clean-up
+//!
+//! Containers carry the labels [`LABEL_MANAGED`], [`LABEL_WORKER`], [`LABEL_WORK_REQUEST`] and
+//! [`LABEL_ATTEMPT`]. `run` force-removes its container whatever happened; if the `run`
+//! future is dropped half-way, a best-effort removal is started from `Drop`, and
+//! [`DockerExecutor::reap_orphans`], which the worker calls on start and periodically, removes
+//! whatever is still left.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use berth_common::proto::{ContainerSpec, Outcome, PullPolicy};
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerStatsResponse, ContainerSummary, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Label on everything Berth creates; always `"true"`.
+pub const LABEL_MANAGED: &str = "berth.managed";
+/// Label naming the worker that created the container.
+pub const LABEL_WORKER: &str = "berth.worker";
+/// Label holding the work request's id.
+pub const LABEL_WORK_REQUEST: &str = "berth.work-request";
+/// Label holding the attempt number.
+pub const LABEL_ATTEMPT: &str = "berth.attempt";
+
+/// Capabilities a job keeps after `cap_drop: ALL`. They let the usual image set-up steps
+/// work (package managers and entrypoints that `chown` files, switch users with
+/// `su`/`gosu`, or signal their own children) without granting anything that reaches
+/// beyond the container: no raw sockets, no device nodes, no chroot, no audit writes.
+pub const ADDED_CAPABILITIES: [&str; 6] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETGID",
+    "SETUID",
+    "KILL",
+];
+
+/// Docker's own default stop grace period, used when a spec carries none.
+const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+/// How long to wait for the exit after SIGKILL before giving up on the container.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How long the output stream may stay silent after the container exited before the
+/// rest of the output is given up on. Docker closes it as soon as the container's output
+/// pipes close, so this only matters when the engine misbehaves.
+const DRAIN_IDLE: Duration = Duration::from_secs(30);
+/// Docker's default local socket.
+const DEFAULT_LOCAL_HOST: &str = "unix:///var/run/docker.sock";
+/// Timeout (seconds) for each Docker API request to answer with its headers. Streams
+/// (attach, wait, stats, pull) are not limited once the answer has begun.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// Why the executor could not do what was asked; the message names the host and the step.
+///
+/// The underlying error is part of the message rather than a `source`, so the one line is
+/// complete wherever it is printed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The Docker host setting cannot be used.
+    #[error("invalid Docker host {host:?}: {reason}")]
+    InvalidHost {
+        /// The host as configured.
+        host: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The engine did not answer.
+    #[error("cannot reach the Docker engine at {host}: {cause}")]
+    Unreachable {
+        /// The host tried.
+        host: String,
+        /// Docker's or the transport's error.
+        cause: String,
+    },
+    /// The engine answered a request with an error.
+    #[error("Docker {operation} failed on {host}: {cause}")]
+    Docker {
+        /// The request that failed, e.g. `list containers`.
+        operation: &'static str,
+        /// The engine's host.
+        host: String,
+        /// Docker's message.
+        cause: String,
+    },
+}
+
+/// One attempt to run: what the session code hands to [`DockerExecutor::run`].
+#[derive(Clone)]
+pub struct Job {
+    /// The work request's id.
+    pub work_request_id: String,
+    /// The attempt number (1, 2, ...).
+    pub attempt: u32,
+    /// What to run, with `secret_env` filled in.
+    pub spec: ContainerSpec,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut spec = self.spec.clone();
+        for value in spec.secret_env.values_mut() {
+            *value = "[REDACTED]".to_owned();
+        }
+        f.debug_struct("Job")
+            .field("work_request_id", &self.work_request_id)
+            .field("attempt", &self.attempt)
+            .field("spec", &spec)
+            .finish()
+    }
+}
+
+/// What [`DockerExecutor::run`] reports while the attempt runs, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputEvent {
+    /// The container has started; sent once, before any output.
+    Started {
+        /// Docker's id for the container.
+        container_id: String,
+        /// Time spent making the image available.
+        pull_duration: Duration,
+    },
+    /// Bytes the container wrote to standard output, as Docker delivered them.
+    Stdout(Bytes),
+    /// Bytes the container wrote to standard error, as Docker delivered them.
+    Stderr(Bytes),
+    /// The worker's own notes (pulls, timeouts, stops).
+    System(String),
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The outcome the server derives status, result and reason from.
+    pub outcome: Outcome,
+    /// The container's exit code, when it ran and the code is known.
+    pub exit_code: Option<i32>,
+    /// Docker's or the worker's message; empty for a plain exit.
+    pub message: String,
+    /// Peak memory use, when Docker's statistics caught it.
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU time used, when Docker's statistics caught it.
+    pub cpu_time: Option<Duration>,
+    /// Time spent making the image available.
+    pub pull_duration: Duration,
+    /// Time from container start to exit.
+    pub run_duration: Duration,
+    /// Docker's id for the container; empty when none was created.
+    pub container_id: String,
+}
+
+impl RunReport {
+    /// A report for an attempt that ended before a container existed.
+    fn without_container(outcome: Outcome, message: String, pull_duration: Duration) -> Self {
+        RunReport {
+            outcome,
+            exit_code: None,
+            message,
+            peak_memory_bytes: None,
+            cpu_time: None,
+            pull_duration,
+            run_duration: Duration::ZERO,
+            container_id: String::new(),
+        }
+    }
+}
+
+/// Runs attempts on one Docker engine, on behalf of one worker.
+#[derive(Debug, Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+    worker_name: String,
+    /// The engine's address, for messages.
+    host: String,
+}
+
+impl DockerExecutor {
+    /// Connects to the engine and checks that it answers.
+    ///
+    /// `docker_host`: `None` uses the local default (`DOCKER_HOST` honoured, as the docker
+    /// CLI does); `unix:///path`; `tcp://host:port`, over TLS with the client certificates
+    /// `ca.pem`, `cert.pem` and `key.pem` from `DOCKER_CERT_PATH` (else `~/.docker`) when
+    /// `tls` is set, plain HTTP otherwise. The API version is negotiated with the engine.
+    pub async fn connect(
+        docker_host: Option<&str>,
+        tls: bool,
+        worker_name: &str,
+    ) -> Result<DockerExecutor, ExecutorError> {
+        let env_host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty());
+        let host = docker_host
+            .map(str::to_owned)
+            .or(env_host)
+            .unwrap_or_else(|| DEFAULT_LOCAL_HOST.to_owned());
+        let docker = if docker_host.is_none() && !tls {
+            Docker::connect_with_defaults()
+        } else {
+            client_for(&host, tls)?
+        }
+        .map_err(|e| ExecutorError::InvalidHost {
+            host: host.clone(),
+            reason: error_chain(&e),
+        })?;
+        let unreachable = |e: DockerError| ExecutorError::Unreachable {
+            host: host.clone(),
+            cause: error_chain(&e),
+        };
+        // Engines older than the client's API version refuse every request until the
+        // version is lowered to theirs; negotiating also proves the engine answers.
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(DockerExecutor {
+            docker,
+            worker_name: worker_name.to_owned(),
+            host,
+        })
+    }
+
+    /// The engine's facts for `Hello.metadata`: `docker_version`, `os`, `arch`, `cpus`,
+    /// `memory_bytes`. Facts the engine does not report are left out.
+    pub async fn host_facts(&self) -> Result<HashMap<String, String>, ExecutorError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| self.docker_error("version", &e))?;
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| self.docker_error("info", &e))?;
+        let facts = [
+            ("docker_version", version.version),
+            ("os", version.os),
+            ("arch", version.arch),
+            ("cpus", info.ncpu.map(|n| n.to_string())),
+            ("memory_bytes", info.mem_total.map(|n| n.to_string())),
+        ];
+        Ok(facts
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect())
+    }
+
+    /// Runs one attempt to its end and reports how it ended.
+    ///
+    /// Sends [`OutputEvent::Started`], then the output as Docker delivers it (standard
+    /// output and error apart, each in order) and the worker's notes, on `output`; every
+    /// event is sent before this returns. Cancelling `cancel` stops the container
+    /// (`CANCELLED`), so does `spec.timeout` elapsing (`TIMED_OUT`), and so does the
+    /// receiver of `output` going away (`INTERRUPTED`). The container is always removed.
+    pub async fn run(
+        &self,
+        job: &Job,
+        output: mpsc::Sender<OutputEvent>,
+        cancel: CancellationToken,
+    ) -> RunReport {
+        let plan = match Plan::for_job(job, &self.worker_name) {
+            Ok(plan) => plan,
+            Err(message) => {
+                return RunReport::without_container(Outcome::StartFailed, message, Duration::ZERO);
+            }
+        };
+
+        let pull_started = Instant::now();
+        let image = tokio::select! {
+            biased;
+            () = cancel.cancelled() => Err((Outcome::Cancelled, "cancelled while making the image available".to_owned())),
+            ready = self.ensure_image(&job.spec.image, plan.pull_policy, &output) => ready,
+        };
+        let pull_duration = pull_started.elapsed();
+        if let Err((outcome, message)) = image {
+            return RunReport::without_container(outcome, message, pull_duration);
+        }
+        if cancel.is_cancelled() {
+            return RunReport::without_container(
+                Outcome::Cancelled,
+                "cancelled before the container was created".to_owned(),
+                pull_duration,
+            );
+        }
+
+        let name = container_name(&job.work_request_id, job.attempt);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let id = match self
+            .docker
+            .create_container(Some(options), plan.config.clone())
+            .await
+        {
+            Ok(created) => created.id,
+            Err(e) => {
+                return RunReport::without_container(
+                    Outcome::StartFailed,
+                    format!(
+                        "Docker refused to create the container: {}",
+                        docker_message(&e)
+                    ),
+                    pull_duration,
+                );
+            }
+        };
+        let removal = Removal::new(self.docker.clone(), id.clone());
+        let report = self
+            .run_container(&id, &plan, pull_duration, &output, &cancel)
+            .await;
+        removal.remove().await;
+        report
+    }
+
+    /// Force-removes this worker's containers whose (work request, attempt) is not in
+    /// `live`, and those whose labels cannot be read. Returns how many were removed; a
+    /// container that cannot be removed is logged and left for the next round.
+    pub async fn reap_orphans(
+        &self,
+        live: &HashSet<(String, u32)>,
+    ) -> Result<usize, ExecutorError> {
+        let mut removed = 0;
+        for container in self.list_own_containers(true).await? {
+            let Some(id) = container.id.as_deref() else {
+                continue;
+            };
+            let keep = attempt_of(&container).is_some_and(|attempt| live.contains(&attempt));
+            if keep {
+                continue;
+            }
+            debug!(container_id = id, "removing orphaned container");
+            if remove_container(&self.docker, id).await {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// This worker's containers that still run: (work request id, attempt, container id).
+    pub async fn running_attempts(&self) -> Result<Vec<(String, u32, String)>, ExecutorError> {
+        Ok(self
+            .list_own_containers(false)
+            .await?
+            .iter()
+            .filter_map(|container| {
+                let (work_request_id, attempt) = attempt_of(container)?;
+                Some((work_request_id, attempt, container.id.clone()?))
+            })
+            .collect())
+    }
+
+    /// Containers labelled for this worker; with `all`, stopped ones too.
+    async fn list_own_containers(&self, all: bool) -> Result<Vec<ContainerSummary>, ExecutorError> {
+        let filters = HashMap::from([(
+            "label",
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_WORKER}={}", self.worker_name),
+            ],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(all)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.docker_error("list containers", &e))
+    }
+
+    fn docker_error(&self, operation: &'static str, e: &DockerError) -> ExecutorError {
+        ExecutorError::Docker {
+            operation,
+            host: self.host.clone(),
+            cause: docker_message(e),
+        }
+    }
+
+    /// Makes `image` available per `policy`; the error is the outcome and message to report.
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        output: &mpsc::Sender<OutputEvent>,
+    ) -> Result<(), (Outcome, String)> {
+        let present = || async { self.docker.inspect_image(image).await.is_ok() };
+        match policy {
+            PullPolicy::Always => {}
+            PullPolicy::IfNotPresent | PullPolicy::Unspecified => {
+                if present().await {
+                    return Ok(());
+                }
+            }
+            PullPolicy::Never => {
+                return if present().await {
+                    Ok(())
+                } else {
+                    Err((
+                        Outcome::ImagePullFailed,
+                        format!(
+                            "image {image} is not present on this worker and the pull policy is never"
+                        ),
+                    ))
+                };
+            }
+        }
+
+        let receiver_gone = || {
+            (
+                Outcome::Interrupted,
+                "the receiver of the output went away".to_owned(),
+            )
+        };
+        let started = Instant::now();
+        emit(
+            output,
+            OutputEvent::System(format!("pulling image {image}")),
+        )
+        .await
+        .map_err(|ReceiverGone| receiver_gone())?;
+        let (from_image, tag) = split_reference(image);
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(from_image)
+            .tag(tag)
+            .build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            if let Err(e) = step {
+                let message = format!("pulling image {image} failed: {}", docker_message(&e));
+                // The report carries the message; the note only completes the log.
+                let _ = emit(output, OutputEvent::System(message.clone())).await;
+                return Err((Outcome::ImagePullFailed, message));
+            }
+        }
+        let note = format!(
+            "pulled image {image} in {}",
+            humantime::format_duration(round_to_millis(started.elapsed()))
+        );
+        emit(output, OutputEvent::System(note))
+            .await
+            .map_err(|ReceiverGone| receiver_gone())
+    }
+
+    /// Attaches, starts, supervises and reports on the created container `id`; the caller
+    /// removes it.
+    async fn run_container(
+        &self,
+        id: &str,
+        plan: &Plan,
+        pull_duration: Duration,
+        output: &mpsc::Sender<OutputEvent>,
+        cancel: &CancellationToken,
+    ) -> RunReport {
+        let mut report = RunReport {
+            container_id: id.to_owned(),
+            ..RunReport::without_container(Outcome::StartFailed, String::new(), pull_duration)
+        };
+
+        // Attached before the start, so not even the first byte of a container that exits
+        // at once is missed; `logs` replays anything written before the attach took hold.
+        let options = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .logs(true)
+            .build();
+        let attached = match self.docker.attach_container(id, Some(options)).await {
+            Ok(attached) => attached,
+            Err(e) => {
+                report.message = format!("cannot attach to the container: {}", docker_message(&e));
+                return report;
+            }
+        };
+        // The input half stays open until the end: closing it early may close the whole
+        // connection on some transports.
+        let (frames, _stdin) = (attached.output, attached.input);
+
+        if cancel.is_cancelled() {
+            report.outcome = Outcome::Cancelled;
+            report.message = "cancelled before the container started".to_owned();
+            return report;
+        }
+        if let Err(e) = self.docker.start_container(id, None).await {
+            report.message = format!(
+                "Docker refused to start the container: {}",
+                docker_message(&e)
+            );
+            return report;
+        }
+        let started = Instant::now();
+
+        let receiver_gone = CancellationToken::new();
+        let started_event = OutputEvent::Started {
+            container_id: id.to_owned(),
+            pull_duration,
+        };
+        if emit(output, started_event).await.is_err() {
+            receiver_gone.cancel();
+        }
+
+        let exited = CancellationToken::new();
+        let mut usage = ResourceUsage::default();
+        let (supervised, pumped) = {
+            let supervise =
+                self.supervise(id, plan, started, output, cancel, &receiver_gone, &exited);
+            let pump = pump_output(frames, output, &receiver_gone, &exited);
+            let both = async { tokio::join!(supervise, pump) };
+            let collect = self.collect_stats(id, &mut usage);
+            tokio::pin!(both, collect);
+            let mut collecting = true;
+            loop {
+                tokio::select! {
+                    done = &mut both => break done,
+                    () = &mut collect, if collecting => collecting = false,
+                }
+            }
+        };
+
+        report.run_duration = supervised.run_duration;
+        report.peak_memory_bytes = usage.peak_memory_bytes;
+        report.cpu_time = usage.cpu_time;
+
+        // The exit code from `wait` is the truth; inspect adds the OOM verdict and stands
+        // in for the code when `wait` could not deliver it.
+        let state = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected.state,
+            Err(e) => {
+                warn!(container_id = id, error = %error_chain(&e), "cannot inspect the exited container");
+                None
+            }
+        };
+        let oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+        let exit_code = match &supervised.exit {
+            Ok(code) => Some(*code),
+            Err(_) => state.as_ref().and_then(|s| s.exit_code),
+        };
+        report.exit_code = exit_code.and_then(|code| i32::try_from(code).ok());
+
+        let mut notes = Vec::new();
+        report.outcome = match supervised.stop {
+            Some(StopReason::TimedOut) => {
+                let timeout = plan.timeout.unwrap_or_default();
+                notes.push(format!(
+                    "timed out after {}",
+                    humantime::format_duration(timeout)
+                ));
+                Outcome::TimedOut
+            }
+            Some(StopReason::Cancelled) => {
+                notes.push("cancelled".to_owned());
+                Outcome::Cancelled
+            }
+            Some(StopReason::ReceiverGone) => {
+                notes.push(
+                    "the receiver of the output went away; the container was stopped".to_owned(),
+                );
+                Outcome::Interrupted
+            }
+            None if oom_killed => {
+                notes.push(match plan.memory_bytes {
+                    Some(limit) => {
+                        format!("killed for exceeding its memory limit of {limit} bytes")
+                    }
+                    None => "killed by the kernel for lack of memory".to_owned(),
+                });
+                Outcome::OomKilled
+            }
+            // Lost track of the container: it may or may not have finished its work.
+            None if report.exit_code.is_none() => Outcome::Interrupted,
+            None => Outcome::Exited,
+        };
+        if let Err(why) = &supervised.exit {
+            notes.push(why.clone());
+        }
+        if let Err(why) = pumped {
+            warn!(container_id = id, "{why}");
+            notes.push(format!("output may be incomplete: {why}"));
+        }
+        report.message = notes.join("; ");
+        report
+    }
+
+    /// Waits for the container to exit, stopping it on timeout, cancel or when the output
+    /// receiver goes away. Cancels `exited` once the exit is known.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one private call site; each is distinct"
+    )]
+    async fn supervise(
+        &self,
+        id: &str,
+        plan: &Plan,
+        started: Instant,
+        output: &mpsc::Sender<OutputEvent>,
+        cancel: &CancellationToken,
+        receiver_gone: &CancellationToken,
+        exited: &CancellationToken,
+    ) -> Supervised {
+        let wait = self.wait_for_exit(id);
+        tokio::pin!(wait);
+        let deadline = async {
+            match plan.timeout {
+                Some(timeout) => tokio::time::sleep_until(started + timeout).await,
+                None => std::future::pending().await,
+            }
+        };
+        let grace = humantime::format_duration(plan.grace);
+        let (stop, note) = tokio::select! {
+            biased;
+            exit = &mut wait => {
+                let run_duration = started.elapsed();
+                exited.cancel();
+                return Supervised { stop: None, exit, run_duration };
+            }
+            () = receiver_gone.cancelled() => (StopReason::ReceiverGone, None),
+            () = cancel.cancelled() => (
+                StopReason::Cancelled,
+                Some(format!("cancelled: stopping (SIGTERM, then SIGKILL after {grace})")),
+            ),
+            () = deadline => (
+                StopReason::TimedOut,
+                Some(format!(
+                    "timeout after {}: stopping (SIGTERM, then SIGKILL after {grace})",
+                    humantime::format_duration(plan.timeout.unwrap_or_default()),
+                )),
+            ),
+        };
+        let exit = self.stop(id, plan.grace, wait, note, output).await;
+        let run_duration = started.elapsed();
+        exited.cancel();
+        Supervised {
+            stop: Some(stop),
+            exit,
+            run_duration,
+        }
+    }
+
+    /// SIGTERM, up to `grace` for the exit, then SIGKILL; returns the exit code.
+    async fn stop(
+        &self,
+        id: &str,
+        grace: Duration,
+        mut wait: Pin<&mut impl Future<Output = Result<i64, String>>>,
+        note: Option<String>,
+        output: &mpsc::Sender<OutputEvent>,
+    ) -> Result<i64, String> {
+        let grace_over = Instant::now() + grace;
+        self.signal(id, "SIGTERM").await;
+        if let Some(note) = note {
+            // Nobody to tell if the receiver is gone; the stop goes on regardless.
+            let _ = emit(output, OutputEvent::System(note)).await;
+        }
+        if let Ok(exit) = tokio::time::timeout_at(grace_over, wait.as_mut()).await {
+            return exit;
+        }
+        self.signal(id, "SIGKILL").await;
+        let note = format!(
+            "still running after the grace period of {}: sent SIGKILL",
+            humantime::format_duration(grace)
+        );
+        let _ = emit(output, OutputEvent::System(note)).await;
+        match tokio::time::timeout(KILL_WAIT, wait).await {
+            Ok(exit) => exit,
+            Err(_) => Err(format!(
+                "the container did not exit within {} of SIGKILL",
+                humantime::format_duration(KILL_WAIT)
+            )),
+        }
+    }
+
+    /// Sends `signal` to the container; a container that already stopped is no error.
+    async fn signal(&self, id: &str, signal: &str) {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => {}
+            // 409: not running any more, which is what the signal was for.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {}
+            Err(e) => {
+                warn!(container_id = id, signal, error = %error_chain(&e), "cannot signal the container")
+            }
+        }
+    }
+
+    /// Waits until the container is not running and returns its exit code.
+    ///
+    /// Called after the start: the `not-running` condition answers at once for a container
+    /// that has already exited, so an instant exit is caught as well.
+    async fn wait_for_exit(&self, id: &str) -> Result<i64, String> {
+        loop {
+            let options = WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build();
+            let trouble = match self.docker.wait_container(id, Some(options)).next().await {
+                Some(Ok(response)) => return Ok(response.status_code),
+                // bollard turns every non-zero exit into this error; the code is the answer.
+                Some(Err(DockerError::DockerContainerWaitError { code, .. })) => return Ok(code),
+                Some(Err(e)) => error_chain(&e),
+                None => "the wait ended without an answer".to_owned(),
+            };
+            // The wait failed (the connection broke, say): ask whether the container runs.
+            match self.docker.inspect_container(id, None).await {
+                Ok(inspected) => {
+                    let state = inspected.state.unwrap_or_default();
+                    if state.running != Some(true) {
+                        return state.exit_code.ok_or_else(|| {
+                            format!("waiting for the container failed ({trouble}) and Docker reports no exit code")
+                        });
+                    }
+                    warn!(container_id = id, error = %trouble, "waiting for the container failed; waiting again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot learn how the container ended: {trouble}; inspect: {}",
+                        docker_message(&e)
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Follows Docker's statistics of the running container, keeping the peaks. Returns
+    /// when the stream ends (the container stopped) or fails; the figures are best effort.
+    async fn collect_stats(&self, id: &str, usage: &mut ResourceUsage) {
+        let options = StatsOptionsBuilder::default().stream(true).build();
+        let mut stats = self.docker.stats(id, Some(options));
+        while let Some(sample) = stats.next().await {
+            match sample {
+                Ok(sample) => usage.record(&sample),
+                Err(e) => {
+                    debug!(container_id = id, error = %error_chain(&e), "container statistics ended");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What the executor makes of a job's spec before touching Docker.
+#[derive(Debug)]
+struct Plan {
+    config: ContainerCreateBody,
+    pull_policy: PullPolicy,
+    timeout: Option<Duration>,
+    grace: Duration,
+    memory_bytes: Option<u64>,
+}
+
+impl Plan {
+    /// Builds the container configuration; the error names what is wrong with the spec.
+    fn for_job(job: &Job, worker_name: &str) -> Result<Plan, String> {
+        let spec = &job.spec;
+        if spec.image.is_empty() {
+            return Err("the spec names no image".to_owned());
+        }
+        let timeout = spec
+            .timeout
+            .map(|d| std_duration(d, "timeout"))
+            .transpose()?;
+        let grace = spec
+            .stop_grace_period
+            .map(|d| std_duration(d, "stop grace period"))
+            .transpose()?
+            .unwrap_or(DEFAULT_GRACE);
+        let memory = spec
+            .memory_bytes
+            .map(|m| i64::try_from(m).map_err(|_| format!("memory limit {m} is too large")))
+            .transpose()?;
+        let nano_cpus = spec.cpus.map(nano_cpus).transpose()?;
+        let network = match spec.network.as_str() {
+            "" => "none",
+            "host" => return Err("network host is not allowed".to_owned()),
+            other if other.starts_with("container:") => {
+                return Err(format!("network {other} is not allowed"));
+            }
+            other => other,
+        };
+
+        // Sorted so the same spec always gives the same container; a secret overrides an
+        // ordinary variable of the same name (Docker keeps the last).
+        let mut plain: Vec<_> = spec.env.iter().collect();
+        plain.sort();
+        let mut secret: Vec<_> = spec.secret_env.iter().collect();
+        secret.sort();
+        let mut env = Vec::with_capacity(plain.len() + secret.len());
+        for (key, value) in plain.into_iter().chain(secret) {
+            if key.is_empty() || key.contains('=') {
+                return Err(format!("invalid environment variable name {key:?}"));
+            }
+            env.push(format!("{key}={value}"));
+        }
+
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_WORKER.to_owned(), worker_name.to_owned()),
+            (LABEL_WORK_REQUEST.to_owned(), job.work_request_id.clone()),
+            (LABEL_ATTEMPT.to_owned(), job.attempt.to_string()),
+        ]);
+        let host_config = HostConfig {
+            memory,
+            memory_swap: memory,
+            nano_cpus,
+            pids_limit: spec.pids_limit,
+            network_mode: Some(network.to_owned()),
+            init: Some(true),
+            privileged: Some(false),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: Some(ADDED_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            binds: None,
+            mounts: None,
+            auto_remove: Some(false),
+            readonly_rootfs: Some(false),
+            oom_kill_disable: Some(false),
+            publish_all_ports: Some(false),
+            ..HostConfig::default()
+        };
+        let config = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(env),
+            working_dir: (!spec.working_dir.is_empty()).then(|| spec.working_dir.clone()),
+            labels: Some(labels),
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(false),
+            tty: Some(false),
+            // Should the engine itself stop the container (on its own shutdown, say), it
+            // gives the same grace.
+            stop_timeout: Some(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)),
+            host_config: Some(host_config),
+            ..ContainerCreateBody::default()
+        };
+        Ok(Plan {
+            config,
+            pull_policy: PullPolicy::try_from(spec.pull_policy).unwrap_or(PullPolicy::Unspecified),
+            timeout,
+            grace,
+            memory_bytes: spec.memory_bytes,
+        })
+    }
+}
+
+/// Why the worker stopped a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    TimedOut,
+    Cancelled,
+    ReceiverGone,
+}
+
+/// How the supervision of a running container ended.
+#[derive(Debug)]
+struct Supervised {
+    /// Why the worker stopped it; `None` when it exited by itself.
+    stop: Option<StopReason>,
+    /// The exit code, or why it is not known.
+    exit: Result<i64, String>,
+    run_duration: Duration,
+}
+
+/// Peaks from Docker's statistics.
+#[derive(Debug, Default)]
+struct ResourceUsage {
+    peak_memory_bytes: Option<u64>,
+    cpu_time: Option<Duration>,
+}
+
+impl ResourceUsage {
+    fn record(&mut self, sample: &ContainerStatsResponse) {
+        // cgroup v1 keeps a high-water mark; cgroup v2 only the current use. The last
+        // sample of a stopping container may be all zeros, hence the filter on zero.
+        let memory = sample
+            .memory_stats
+            .as_ref()
+            .and_then(|m| m.max_usage.or(m.usage))
+            .filter(|&bytes| bytes > 0);
+        if let Some(bytes) = memory {
+            self.peak_memory_bytes = Some(self.peak_memory_bytes.map_or(bytes, |p| p.max(bytes)));
+        }
+        let cpu_nanos = sample
+            .cpu_stats
+            .as_ref()
+            .and_then(|c| c.cpu_usage.as_ref())
+            .and_then(|u| u.total_usage)
+            .filter(|&nanos| nanos > 0);
+        if let Some(nanos) = cpu_nanos {
+            let used = Duration::from_nanos(nanos);
+            self.cpu_time = Some(self.cpu_time.map_or(used, |c| c.max(used)));
+        }
+    }
+}
+
+/// The receiver of the output events has gone away.
+#[derive(Debug)]
+struct ReceiverGone;
+
+async fn emit(output: &mpsc::Sender<OutputEvent>, event: OutputEvent) -> Result<(), ReceiverGone> {
+    output.send(event).await.map_err(|_| ReceiverGone)
+}
+
+/// Forwards the container's output frames until Docker closes the stream. Cancels
+/// `receiver_gone` if the receiver goes away; the error says why output may be missing.
+async fn pump_output(
+    mut frames: Pin<Box<dyn Stream<Item = Result<LogOutput, DockerError>> + Send>>,
+    output: &mpsc::Sender<OutputEvent>,
+    receiver_gone: &CancellationToken,
+    exited: &CancellationToken,
+) -> Result<(), String> {
+    loop {
+        let frame = if exited.is_cancelled() {
+            match tokio::time::timeout(DRAIN_IDLE, frames.next()).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    return Err(format!(
+                        "the output stream was still open {} after the container exited",
+                        humantime::format_duration(DRAIN_IDLE)
+                    ));
+                }
+            }
+        } else {
+            tokio::select! {
+                frame = frames.next() => frame,
+                // Re-enter the loop to read with the idle limit from now on.
+                () = exited.cancelled() => continue,
+            }
+        };
+        let event = match frame {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(format!("the output stream broke: {}", error_chain(&e))),
+            Some(Ok(LogOutput::StdOut { message })) => OutputEvent::Stdout(message),
+            Some(Ok(LogOutput::StdErr { message })) => OutputEvent::Stderr(message),
+            // Only a container with a TTY produces unframed output; Berth never asks for one.
+            Some(Ok(LogOutput::Console { message })) => OutputEvent::Stdout(message),
+            Some(Ok(LogOutput::StdIn { .. })) => continue,
+        };
+        if emit(output, event).await.is_err() {
+            receiver_gone.cancel();
+            return Ok(());
+        }
+    }
+}
+
+/// Force-removes a container created by `run`; dropped without `remove`, it starts the
+/// removal in the background.
+struct Removal {
+    docker: Docker,
+    id: Option<String>,
+}
+
+impl Removal {
+    fn new(docker: Docker, id: String) -> Self {
+        Removal {
+            docker,
+            id: Some(id),
+        }
+    }
+
+    async fn remove(mut self) {
+        if let Some(id) = self.id.take() {
+            remove_container(&self.docker, &id).await;
+        }
+    }
+}
+
+impl Drop for Removal {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        // `run` was dropped half-way (its task aborted). Drop cannot await, so the removal
+        // runs detached: the one place this module lets a task go unowned, because the
+        // alternative is a container nobody removes until the next reaping round, which
+        // stays the backstop should this fail or no runtime be left.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let docker = self.docker.clone();
+                runtime.spawn(async move {
+                    remove_container(&docker, &id).await;
+                });
+            }
+            Err(_) => {
+                warn!(container_id = %id, "no runtime to remove the container; leaving it to the reaper")
+            }
+        }
+    }
+}
+
+/// Force-removes a container with its anonymous volumes; true when it is gone. Retries
+/// briefly, since Docker refuses while a removal of the same container is under way.
+async fn remove_container(docker: &Docker, id: &str) -> bool {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    let mut attempts_left = 3;
+    loop {
+        attempts_left -= 1;
+        match docker.remove_container(id, Some(options.clone())).await {
+            Ok(()) => return true,
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return true,
+            Err(e) if attempts_left > 0 => {
+                debug!(container_id = id, error = %error_chain(&e), "removing the container failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                warn!(container_id = id, error = %error_chain(&e), "cannot remove the container; leaving it to the reaper");
+                return false;
+            }
+        }
+    }
+}
+
+/// The (work request, attempt) a listed container belongs to, from its labels.
+fn attempt_of(container: &ContainerSummary) -> Option<(String, u32)> {
+    let labels = container.labels.as_ref()?;
+    let work_request_id = labels.get(LABEL_WORK_REQUEST)?.clone();
+    let attempt = labels.get(LABEL_ATTEMPT)?.parse().ok()?;
+    Some((work_request_id, attempt))
+}
+
+/// `berth-<first 12 of the request id>-<attempt>-<random>`: readable in `docker ps`,
+/// unique even when an attempt is retried on the same engine.
+fn container_name(work_request_id: &str, attempt: u32) -> String {
+    let prefix: String = work_request_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(12)
+        .collect();
+    format!("berth-{prefix}-{attempt}-{:08x}", rand::random::<u32>())
+}
+
+/// Splits an image reference into the name and the tag or digest for a pull. Docker pulls
+/// every tag of a name given without one, so a missing tag means `latest`, as for the CLI.
+fn split_reference(image: &str) -> (&str, &str) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name, digest);
+    }
+    let last_component = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[last_component..].rfind(':') {
+        Some(colon) => {
+            let at = last_component + colon;
+            (&image[..at], &image[at + 1..])
+        }
+        None => (image, "latest"),
+    }
+}
+
+fn std_duration(d: prost_types::Duration, what: &str) -> Result<Duration, String> {
+    Duration::try_from(d).map_err(|_| format!("the {what} is negative or out of range"))
+}
+
+fn nano_cpus(cpus: f64) -> Result<i64, String> {
+    if !cpus.is_finite() || cpus <= 0.0 || cpus > 1_000_000.0 {
+        return Err(format!("CPU limit {cpus} is out of range"));
+    }
+    // In range by the check above, so the conversion neither saturates nor truncates.
+    Ok(((cpus * 1e9).round() as i64).max(1))
+}
+
+fn round_to_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Docker's own message when the engine sent one, else the error with its causes.
+fn docker_message(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
+        other => error_chain(other),
+    }
+}
+
+/// The error and its sources on one line, skipping a source its parent already quotes.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
+/// A client for an explicitly configured host.
+fn client_for(host: &str, tls: bool) -> Result<Result<Docker, DockerError>, ExecutorError> {
+    let invalid = |reason: &str| ExecutorError::InvalidHost {
+        host: host.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if host.starts_with("unix://") {
+        if tls {
+            return Err(invalid("TLS applies to tcp:// hosts, not to a unix socket"));
+        }
+        return Ok(Docker::connect_with_unix(
+            host,
+            REQUEST_TIMEOUT_SECS,
+            bollard::API_DEFAULT_VERSION,
+        ));
+    }
+    if !(host.starts_with("tcp://") || host.starts_with("http://") || host.starts_with("https://"))
+    {
+        return Err(invalid("expected unix:///path or tcp://host:port"));
+    }
+    if !tls {
+        if host.starts_with("https://") {
+            return Err(invalid("an https:// host needs TLS to be enabled"));
+        }
+        return Ok(Docker::connect_with_http(
+            host,
+            REQUEST_TIMEOUT_SECS,
+            bollard::API_DEFAULT_VERSION,
+        ));
+    }
+    let cert_dir = match std::env::var_os("DOCKER_CERT_PATH").filter(|p| !p.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => match std::env::var_os("HOME") {
+            Some(home) => std::path::PathBuf::from(home).join(".docker"),
+            None => {
+                return Err(invalid(
+                    "TLS needs DOCKER_CERT_PATH (or HOME) to find ca.pem, cert.pem and key.pem",
+                ));
+            }
+        },
+    };
+    let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|file| cert_dir.join(file));
+    for path in [&ca, &cert, &key] {
+        if !path.is_file() {
+            return Err(invalid(&format!(
+                "TLS certificate file {} is missing (set DOCKER_CERT_PATH)",
+                path.display()
+            )));
+        }
+    }
+    Ok(Docker::connect_with_ssl(
+        host,
+        &key,
+        &cert,
+        &ca,
+        REQUEST_TIMEOUT_SECS,
+        bollard::API_DEFAULT_VERSION,
+    ))
+}
