@@ -159,6 +159,9 @@ pub type Authed = InterceptedService<Channel, BearerAuth>;
 pub struct TestServer {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// The address it listens on (kept across restarts).
+    pub addr: std::net::SocketAddr,
+    config: Config,
     /// The first admin token the server bootstrapped.
     pub admin_token: String,
     /// The server's database URL.
@@ -190,7 +193,8 @@ impl TestServer {
         adjust(&mut config);
         let listener = app::bind(&config).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let prepared = app::prepare(config).await.unwrap();
+        config.listen = addr;
+        let prepared = app::prepare(config.clone()).await.unwrap();
         let admin_token = std::fs::read_to_string(data_dir.path().join("admin.token"))
             .unwrap()
             .trim()
@@ -201,6 +205,8 @@ impl TestServer {
         }));
         TestServer {
             url: format!("http://{addr}"),
+            addr,
+            config,
             admin_token,
             database_url,
             data_dir,
@@ -255,6 +261,30 @@ impl TestServer {
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown().await;
+    }
+
+    /// Stops the server and starts it again on the same address, database and data dir
+    /// (as an operator restarting it would).
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        let mut attempts = 0;
+        let listener = loop {
+            match app::bind(&self.config).await {
+                Ok(listener) => break listener,
+                Err(e) if attempts < 100 => {
+                    attempts += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot bind {} again: {e}", self.addr),
+            }
+        };
+        let prepared = app::prepare(self.config.clone()).await.unwrap();
+        let (stop, stopped) = oneshot::channel();
+        self.task = Some(tokio::spawn(app::serve(prepared, listener, async {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
     }
 
     async fn shutdown(&mut self) {
@@ -338,5 +368,193 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The image execution tests run: `berth-test/busybox:latest`, built locally from the
+/// static busybox binary (Debian's busybox-static) because no registry can be reached.
+pub const TEST_IMAGE: &str = "berth-test/busybox:latest";
+
+static IMAGE_READY: OnceCell<()> = OnceCell::const_new();
+
+/// Runs `docker ARGS` and returns stdout; panics with Docker's message on failure.
+pub async fn docker(args: &[&str]) -> String {
+    let output = tokio::process::Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot run `docker`: {e}. These tests need a Docker engine and its CLI.")
+        });
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Makes sure [`TEST_IMAGE`] exists, building it if needed.
+pub async fn ensure_test_image() -> &'static str {
+    IMAGE_READY
+        .get_or_init(|| async {
+            let present = tokio::process::Command::new("docker")
+                .args(["image", "inspect", TEST_IMAGE])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("cannot run `docker`: {e}. These tests need a Docker engine and its CLI.")
+                })
+                .success();
+            if present {
+                return;
+            }
+            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+                .into_iter()
+                .map(std::path::Path::new)
+                .find(|p| p.exists())
+                .expect("a static busybox is needed to build the test image: apt-get install busybox-static");
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"sh\"]\n",
+            )
+            .unwrap();
+            docker(&["build", "-q", "-t", TEST_IMAGE, dir.path().to_str().unwrap()]).await;
+        })
+        .await;
+    TEST_IMAGE
+}
+
+/// Ids of containers labelled for `worker` (running or not).
+pub async fn worker_containers(worker: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=berth.managed=true",
+        "--filter",
+        &format!("label=berth.worker={worker}"),
+    ])
+    .await
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// A `berth-worker` process connected to a test server.
+pub struct TestWorker {
+    /// The name it registers as (unique per test).
+    pub name: String,
+    /// Its worker token.
+    pub token: String,
+    /// Its spool and log directory.
+    pub dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+    server_url: String,
+    extra: Vec<String>,
+}
+
+impl TestWorker {
+    /// Creates a worker token and starts a worker with `extra` flags (e.g. labels).
+    pub async fn start(server: &TestServer, extra: &[&str]) -> TestWorker {
+        let name = format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let (_, token) = server
+            .create_token(berth_common::proto::Role::Worker, &name)
+            .await;
+        let mut worker = TestWorker {
+            name,
+            token,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            server_url: server.url.clone(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        worker.spawn();
+        worker
+    }
+
+    /// Starts the process (again) with the same token, name and spool dir.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("worker.log"))
+            .unwrap();
+        let child = tokio::process::Command::new(binary("berth-worker"))
+            .args(["--server", &self.server_url, "--name", &self.name])
+            .arg("--spool-dir")
+            .arg(self.dir.path().join("spool"))
+            .args(&self.extra)
+            .env("BERTH_TOKEN", &self.token)
+            .env_remove("BERTH_TOKEN_FILE")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// The worker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (no clean-up on its side) and waits for it.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its status.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = child.id()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.kill().await;
+                panic!(
+                    "worker did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// Waits until the server lists this worker as connected.
+    pub async fn wait_connected(&self, server: &TestServer) {
+        let name = self.name.clone();
+        let token = server.admin_token.clone();
+        eventually(
+            &format!("worker {name} to connect"),
+            Duration::from_secs(30),
+            || {
+                let name = name.clone();
+                let token = token.clone();
+                async move {
+                    let worker = server
+                        .workers(&token)
+                        .await
+                        .get_worker(berth_common::proto::GetWorkerRequest { name })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    worker.connected.then_some(())
+                }
+            },
+        )
+        .await;
     }
 }
