@@ -148,6 +148,9 @@ pub async fn open_database(
 
 /// Makes the server ready: database, migrations, pool, secret key, first admin token.
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
+    // A bad certificate or key is found before the database is started, not after the
+    // first admin token was made.
+    server_builder(&config)?;
     let (settings, embedded) = open_database(&config).await?;
     let mut prepared = Prepared {
         pool: db::connect_pool(&settings).await?,
@@ -196,6 +199,17 @@ fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
     };
     let identity = TlsIdentity::from_pem(read(cert)?, read(key)?);
     Ok(Some(ServerTlsConfig::new().identity(identity)))
+}
+
+/// A server builder, with TLS when configured (the certificate and key are parsed here).
+fn server_builder(config: &Config) -> Result<Server, StartError> {
+    let builder = Server::builder();
+    match tls_config(config)? {
+        Some(tls) => builder
+            .tls_config(tls)
+            .map_err(|e| StartError::Tls(db::with_causes(&e))),
+        None => Ok(builder),
+    }
 }
 
 /// Serves gRPC on `listener` until `shutdown` completes, then drains and stops.
@@ -248,13 +262,7 @@ async fn serve_inner(
         .build_v1alpha()
         .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
 
-    let mut builder = Server::builder();
-    if let Some(tls) = tls_config(config)? {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| StartError::Tls(e.to_string()))?;
-    }
-    let router = builder
+    let router = server_builder(config)?
         .layer(AuthLayer::new(Authenticator::new(pool.clone())))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -83,10 +83,14 @@ pub fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), StartError> {
+    // Handlers first: a signal that comes while the server starts (or once it answers, but
+    // before the shutdown future is first polled) must drain and stop the embedded
+    // PostgreSQL, not kill the process with the default action.
+    let shutdown = shutdown_signal();
     // Bind first: a port in use is found before the database is started.
     let listener = app::bind(&config).await?;
     let prepared = app::prepare(config).await?;
-    app::serve(prepared, listener, shutdown_signal()).await
+    app::serve(prepared, listener, shutdown).await
 }
 
 async fn migrate(config: Config) -> Result<(), StartError> {
@@ -118,26 +122,31 @@ async fn admin_token(config: Config, name: &str, comment: &str) -> Result<(), St
     Ok(())
 }
 
-/// Completes on the first SIGTERM or SIGINT; a second one exits the process at once.
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers at once (a signal from then on is never lost)
+/// and returns a future that completes on the first of them; a second one exits the
+/// process at once. Must be called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    tokio::spawn(async move {
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+            return std::future::pending().await;
+        };
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(130);
-    });
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    }
 }

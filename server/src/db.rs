@@ -148,6 +148,24 @@ fn tls_connector(
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// `error` and its causes on one line. tokio-postgres keeps what matters to the reader
+/// ("Connection refused", "database \"x\" does not exist", a failed password) in the
+/// source; its own message is only "error connecting to server" or "db error".
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    // A server error may add DETAIL and HINT lines; errors here are one line.
+    text.replace('\n', " ")
+}
+
 /// Opens one connection (TLS as the URL asks).
 pub async fn connect_once(settings: &DbSettings) -> Result<AsyncPgConnection, DbError> {
     let redacted = redact_url(&settings.url);
@@ -157,11 +175,11 @@ pub async fn connect_once(settings: &DbSettings) -> Result<AsyncPgConnection, Db
             .parse()
             .map_err(|e: tokio_postgres::Error| DbError::BadUrl {
                 url: redacted.clone(),
-                reason: e.to_string(),
+                reason: with_causes(&e),
             })?;
-    let connect_error = |e: &dyn std::fmt::Display| DbError::Connect {
+    let connect_error = |e: &dyn std::error::Error| DbError::Connect {
         url: redacted.clone(),
-        reason: e.to_string(),
+        reason: with_causes(e),
     };
     let connection = if wants_tls(&settings.url) {
         let tls = tls_connector(settings.ca_cert.as_deref())?;

@@ -39,17 +39,37 @@ fn stream_code(stream: LogStream) -> Option<i16> {
     }
 }
 
+/// One `AppendLog` call, checked for shape.
+#[derive(Debug)]
+pub struct Append<'a> {
+    /// The worker that sent it (from its token).
+    pub worker_id: Uuid,
+    /// The work request.
+    pub id: Uuid,
+    /// The attempt number.
+    pub attempt: i32,
+    /// The stream.
+    pub stream: LogStream,
+    /// Byte offset of `data[0]` in the stream.
+    pub offset: u64,
+    /// The bytes.
+    pub data: &'a [u8],
+}
+
 /// Appends `data` at `offset` to one stream of an attempt owned by `worker_id`.
 pub async fn append(
     conn: &mut AsyncPgConnection,
-    worker_id: Uuid,
-    id: Uuid,
-    attempt: i32,
-    stream: LogStream,
-    offset: u64,
-    data: &[u8],
+    append: Append<'_>,
     max_log_bytes: u64,
 ) -> ApiResult<Appended> {
+    let Append {
+        worker_id,
+        id,
+        attempt,
+        stream,
+        offset,
+        data,
+    } = append;
     let code = stream_code(stream).ok_or_else(|| {
         ApiError::InvalidArgument("stream: must be STDOUT, STDERR or SYSTEM".into())
     })?;

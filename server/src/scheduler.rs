@@ -148,7 +148,8 @@ impl Scheduler {
 /// In one transaction: locks the worker, counts its free slots, claims that many matching
 /// pending requests and records an attempt for each.
 async fn claim(conn: &mut AsyncPgConnection, worker_id: Uuid) -> ApiResult<Vec<Claimed>> {
-    let worker: Option<(String, bool, bool, i32, Option<chrono::DateTime<Utc>>)> = workers::table
+    type WorkerGate = (String, bool, bool, i32, Option<chrono::DateTime<Utc>>);
+    let worker: Option<WorkerGate> = workers::table
         .find(worker_id)
         .select((
             workers::name,

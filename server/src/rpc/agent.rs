@@ -325,12 +325,14 @@ impl AgentService for AgentApi {
         let mut conn = self.pool.get().await.map_err(ApiError::from)?;
         let appended = logstore::append(
             &mut conn,
-            worker_id,
-            id,
-            attempt,
-            stream,
-            append.offset,
-            &append.data,
+            logstore::Append {
+                worker_id,
+                id,
+                attempt,
+                stream,
+                offset: append.offset,
+                data: &append.data,
+            },
             self.settings.max_log_bytes,
         )
         .await?;

@@ -349,10 +349,10 @@ impl WorkRequestApi {
         })
         .await?;
         tracing::info!(work_request = %id, by = %caller.name, "work request cancelled");
-        if let Some((worker_id, attempt)) = live {
-            if !crate::rpc::agent::send_cancel(&self.hub, worker_id, id, attempt).await {
-                tracing::warn!(work_request = %id, %worker_id, "the worker is not connected here; it stops the container when it reconnects");
-            }
+        if let Some((worker_id, attempt)) = live
+            && !crate::rpc::agent::send_cancel(&self.hub, worker_id, id, attempt).await
+        {
+            tracing::warn!(work_request = %id, %worker_id, "the worker is not connected here; it stops the container when it reconnects");
         }
         self.hub.changed();
         load(&mut conn, id).await
