@@ -17,6 +17,11 @@ ALTER TABLE work_requests
     ADD COLUMN log_truncated  boolean NOT NULL DEFAULT false,
     ADD COLUMN message        text NOT NULL DEFAULT '';
 
+-- Stream 4 holds the server's own notes (such as the truncation marker), so they never
+-- take offsets in the streams the worker writes.
+ALTER TABLE log_chunks DROP CONSTRAINT log_chunks_stream_check;
+ALTER TABLE log_chunks ADD CONSTRAINT log_chunks_stream_check CHECK (stream IN (1, 2, 3, 4));
+
 -- Production order across the streams of a request, for followers.
 ALTER TABLE log_chunks ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;
 CREATE INDEX log_chunks_by_seq ON log_chunks (work_request_id, seq);

@@ -8,7 +8,7 @@
 //!
 //! A request's stored log is capped (`max_log_bytes`, 64 MiB by default). Past the cap the
 //! job keeps running and its bytes are still acknowledged, but dropped; one marker on the
-//! system stream says so, and the request shows `log_truncated`.
+//! server's notes stream (4) says so, and the request shows `log_truncated`.
 
 use berth_common::proto::{LogChunk, LogStream};
 use diesel::prelude::*;
@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::schema::{attempts, log_chunks, work_requests};
+
+/// Stream code of the server's own notes (never written by workers).
+pub const NOTES_STREAM: i16 = 4;
 
 /// Largest chunk a worker may send in one call.
 pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
@@ -145,28 +148,25 @@ pub async fn append(
                 .await?;
         }
         let kept = i64::try_from(keep.len()).unwrap_or(0);
-        let mut sys_end = sys_end;
         let now_truncated = keep.len() < new.len();
         if now_truncated && !truncated {
+            // The marker goes past the cap on purpose (it must be seen), on the server's
+            // own notes stream so it takes no offset in a stream the worker writes.
             let marker = format!(
-                "\n[berth] log truncated: this work request reached the {} MiB log limit; further output is dropped (the job keeps running)\n",
+                "[berth] log truncated: this work request reached the {} MiB log limit; further output is dropped (the job keeps running)\n",
                 max_log_bytes / (1024 * 1024)
             );
-            // The marker goes past the cap on purpose: it must be seen.
-            let marker_at = if code == 3 { new_end } else { sys_end };
             diesel::insert_into(log_chunks::table)
                 .values((
                     log_chunks::work_request_id.eq(id),
                     log_chunks::attempt.eq(attempt),
-                    log_chunks::stream.eq(3i16),
-                    log_chunks::byte_offset.eq(marker_at),
+                    log_chunks::stream.eq(NOTES_STREAM),
+                    log_chunks::byte_offset.eq(0i64),
                     log_chunks::data.eq(marker.as_bytes()),
                 ))
+                .on_conflict_do_nothing()
                 .execute(conn)
                 .await?;
-            if code != 3 {
-                sys_end += i64::try_from(marker.len()).unwrap_or(0);
-            }
         }
         diesel::update(work_requests::table.find(id))
             .set((
@@ -178,15 +178,15 @@ pub async fn append(
         let target = attempts::table.find((id, attempt));
         match code {
             1 => diesel::update(target)
-                .set((attempts::stdout_bytes.eq(new_end), attempts::system_bytes.eq(sys_end)))
+                .set(attempts::stdout_bytes.eq(new_end))
                 .execute(conn)
                 .await?,
             2 => diesel::update(target)
-                .set((attempts::stderr_bytes.eq(new_end), attempts::system_bytes.eq(sys_end)))
+                .set(attempts::stderr_bytes.eq(new_end))
                 .execute(conn)
                 .await?,
             _ => diesel::update(target)
-                .set(attempts::system_bytes.eq(new_end.max(sys_end)))
+                .set(attempts::system_bytes.eq(new_end))
                 .execute(conn)
                 .await?,
         };

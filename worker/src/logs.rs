@@ -294,7 +294,11 @@ async fn read_acked(path: &Path, written: u64) -> u64 {
         Ok(text) => text,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return 0,
         Err(error) => {
-            tracing::warn!(path = %path.display(), %error, "cannot read a saved log offset; starting from 0");
+            tracing::warn!(
+                path = %path.display(),
+                %error,
+                "cannot read a saved log offset; starting from 0",
+            );
             return 0;
         }
     };
@@ -485,6 +489,8 @@ impl StreamUploader<'_> {
         // with the server even when there is nothing left to send.
         let mut confirmed = acked == 0;
         let mut failures: u32 = 0;
+        // Answers in a row that took none of the bytes sent; see below.
+        let mut stalls: u32 = 0;
         loop {
             let Progress { written, closed } = *progress.borrow_and_update();
             if confirmed && acked >= written {
@@ -513,8 +519,12 @@ impl StreamUploader<'_> {
             {
                 // A server may refuse a gap (we resumed past what it has) with the code it
                 // also uses for fencing. An empty append at offset 0 only asks for the
-                // acknowledged offset, so its answer tells the two apart.
-                answer = self.send(0, Vec::new()).await?;
+                // acknowledged offset, so its answer tells the two apart: an offset behind
+                // ours is a gap to fill; anything else leaves the refusal standing.
+                match self.send(0, Vec::new()).await? {
+                    Answer::Acknowledged(server) if server >= acked => {}
+                    probe => answer = probe,
+                }
             }
 
             match answer {
@@ -558,10 +568,34 @@ impl StreamUploader<'_> {
                         );
                     }
                     self.stats.bytes += server.saturating_sub(acked);
+                    if len > 0 && server <= acked {
+                        stalls = stalls.saturating_add(1);
+                    } else {
+                        stalls = 0;
+                    }
                     if server != acked {
                         acked = server;
                         self.stream.acked.store(acked, Ordering::Release);
                         save_acked(&self.stream.acked_path, acked).await;
+                    }
+                    // One rewind is normal; a server that keeps taking nothing must not
+                    // turn this loop into a busy one.
+                    if stalls > 1 {
+                        if stalls == 2 {
+                            tracing::warn!(
+                                work_request_id = %self.spool.inner.work_request_id,
+                                attempt = self.spool.inner.attempt,
+                                stream = name,
+                                offset = acked,
+                                "the server keeps acknowledging no new log bytes; slowing down",
+                            );
+                        }
+                        let delay = backoff(self.policy, stalls - 1);
+                        tokio::select! {
+                            biased;
+                            () = self.cancel.cancelled() => return Err(UploadError::Cancelled),
+                            () = tokio::time::sleep(delay) => {}
+                        }
                     }
                 }
                 Answer::Failed(status) => match status.code() {
@@ -583,7 +617,7 @@ impl StreamUploader<'_> {
                         failures = failures.saturating_add(1);
                         // The first failure, then now and then: an outage of hours must
                         // not flood the log.
-                        if failures == 1 || failures % 50 == 0 {
+                        if failures == 1 || failures.is_multiple_of(50) {
                             tracing::warn!(
                                 work_request_id = %self.spool.inner.work_request_id,
                                 attempt = self.spool.inner.attempt,
@@ -711,6 +745,9 @@ mod tests {
         /// Every call that reached the handler: (stream, offset, bytes).
         calls: Vec<(i32, u64, usize)>,
         fenced: HashSet<(String, u32)>,
+        /// Attempts that have finished: resends are acknowledged, new bytes refused, as
+        /// the real server does.
+        finished: HashSet<(String, u32)>,
     }
 
     /// How the fake answers an offset past the end of what it has.
@@ -729,6 +766,8 @@ mod tests {
         fail_every: Option<usize>,
         /// Calls after the first n fail with UNAVAILABLE.
         unavailable_after: Option<usize>,
+        /// Acknowledges what it has and stores nothing.
+        swallow: bool,
     }
 
     impl Fake {
@@ -738,6 +777,7 @@ mod tests {
                 gap: Gap::AckStored,
                 fail_every: None,
                 unavailable_after: None,
+                swallow: false,
             }
         }
     }
@@ -773,8 +813,8 @@ mod tests {
             if self.unavailable_after.is_some_and(|after| n > after) {
                 return Err(Status::unavailable("down"));
             }
-            let flaky = self.fail_every.is_some_and(|every| n % every == 0);
-            if flaky && (n / self.fail_every.unwrap_or(1)) % 2 == 0 {
+            let flaky = self.fail_every.is_some_and(|every| n.is_multiple_of(every));
+            if flaky && (n / self.fail_every.unwrap_or(1)).is_multiple_of(2) {
                 return Err(Status::unavailable("flaky, before storing"));
             }
             if request.data.len() > MIB {
@@ -789,6 +829,10 @@ mod tests {
             {
                 return Err(Status::failed_precondition("attempt is not current"));
             }
+            let finished = store
+                .finished
+                .contains(&(attempt.work_request_id.clone(), attempt.attempt));
+            let swallow = self.swallow;
             let log = store
                 .logs
                 .entry((attempt.work_request_id, attempt.attempt, request.stream))
@@ -805,6 +849,14 @@ mod tests {
                 };
             }
             let skip = usize::try_from(stored - request.offset).unwrap();
+            if swallow {
+                return Ok(Response::new(AppendLogResponse {
+                    acknowledged: stored,
+                }));
+            }
+            if request.data.len() > skip && finished {
+                return Err(Status::failed_precondition("attempt finished"));
+            }
             if request.data.len() > skip {
                 log.extend_from_slice(&request.data[skip..]);
             }
@@ -1148,6 +1200,62 @@ mod tests {
         assert!(matches!(result, Err(UploadError::Fenced)), "{result:?}");
         let offsets: Vec<u64> = store.lock().unwrap().calls.iter().map(|c| c.1).collect();
         assert_eq!(offsets, [5, 0]);
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn new_bytes_for_a_finished_attempt_end_as_fenced_not_in_a_loop() {
+        // The server acknowledges resends and probes for a finished attempt but refuses
+        // new bytes; the probe's answer (not behind us) must leave the refusal standing.
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<SyncMutex<Store>> = Arc::default();
+        {
+            let mut store = store.lock().unwrap();
+            store.finished.insert((WR.to_owned(), 1));
+            store.logs.insert(
+                (WR.to_owned(), 1, LogStream::Stdout as i32),
+                b"01234".to_vec(),
+            );
+        }
+        let server = serve(Fake::new(&store), local()).await;
+        let spool = LogSpool::open(dir.path(), WR, 1).await.unwrap();
+        spool.write(LogStream::Stdout, b"0123456789").await.unwrap();
+        drop(spool);
+        tokio::fs::write(dir.path().join(format!("{WR}.1.stdout.acked")), "5")
+            .await
+            .unwrap();
+        let spool = LogSpool::open(dir.path(), WR, 1).await.unwrap();
+        let result = upload(&spool, client(server.addr, TOKEN), CancellationToken::new()).await;
+        assert!(matches!(result, Err(UploadError::Fenced)), "{result:?}");
+        let offsets: Vec<u64> = store.lock().unwrap().calls.iter().map(|c| c.1).collect();
+        assert_eq!(offsets, [5, 0]);
+        server.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn server_that_takes_nothing_is_not_called_in_a_busy_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<SyncMutex<Store>> = Arc::default();
+        let fake = Fake {
+            swallow: true,
+            ..Fake::new(&store)
+        };
+        let server = serve(fake, local()).await;
+        let spool = LogSpool::open(dir.path(), WR, 1).await.unwrap();
+        spool.write(LogStream::Stdout, b"hello").await.unwrap();
+        let cancel = CancellationToken::new();
+        let uploading = spawn_upload(
+            &spool,
+            client(server.addr, TOKEN),
+            &cancel,
+            UploadPolicy::default(),
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel();
+        let result = uploading.await.unwrap();
+        assert!(matches!(result, Err(UploadError::Cancelled)), "{result:?}");
+        let calls = store.lock().unwrap().calls.len();
+        assert!((2..20).contains(&calls), "{calls} calls in half a second");
         server.stop().await;
     }
 

@@ -83,9 +83,9 @@ impl Masker {
                 self.add_run(self.pos - u64::from(matched), self.pos);
             }
         }
-        // No occurrence still to be completed can start before the automaton's current
-        // match: the bytes it spans are exactly the tail that could be a secret's start.
-        let frontier = self.pos - u64::from(self.automaton.depth(self.state));
+        // An occurrence still to be completed can only start in the longest tail that is
+        // an unfinished secret prefix; everything before it is final.
+        let frontier = self.pos - u64::from(self.automaton.open_prefix(self.state));
         self.release(frontier)
     }
 
@@ -185,6 +185,9 @@ struct Automaton {
     depth: Vec<u32>,
     /// Length of the longest secret that ends at this state (a suffix of its prefix), or 0.
     longest: Vec<u32>,
+    /// Length of the longest suffix of this state's prefix that some secret continues
+    /// (a state with children): how much input could still become a secret.
+    open: Vec<u32>,
 }
 
 impl Automaton {
@@ -196,6 +199,7 @@ impl Automaton {
             fail: vec![ROOT],
             depth: vec![0],
             longest: vec![0],
+            open: vec![0],
         };
         for secret in secrets {
             automaton.insert(secret.as_bytes());
@@ -238,6 +242,7 @@ impl Automaton {
         self.fail.push(ROOT);
         self.depth.push(depth);
         self.longest.push(0);
+        self.open.push(0);
         u32::try_from(self.edges.len() - 1).unwrap_or(u32::MAX)
     }
 
@@ -249,11 +254,14 @@ impl Automaton {
             .map(|at| edges[at].1)
     }
 
-    /// Computes failure links and `longest` breadth-first, so a state's failure target
-    /// is always finished before the state itself.
+    /// Computes failure links, `longest` and `open` breadth-first, so a state's failure
+    /// target is always finished before the state itself.
     fn link(&mut self) {
         for &(byte, next) in &self.edges[ROOT as usize] {
             self.root[usize::from(byte)] = next;
+            if !self.edges[next as usize].is_empty() {
+                self.open[next as usize] = 1;
+            }
         }
         let mut queue: std::collections::VecDeque<u32> =
             self.edges[ROOT as usize].iter().map(|&(_, s)| s).collect();
@@ -265,6 +273,11 @@ impl Automaton {
                 if self.longest[next as usize] == 0 {
                     self.longest[next as usize] = self.longest[target as usize];
                 }
+                self.open[next as usize] = if self.edges[next as usize].is_empty() {
+                    self.open[target as usize]
+                } else {
+                    self.depth[next as usize]
+                };
                 queue.push_back(next);
             }
         }
@@ -282,8 +295,8 @@ impl Automaton {
         }
     }
 
-    fn depth(&self, state: u32) -> u32 {
-        self.depth[state as usize]
+    fn open_prefix(&self, state: u32) -> u32 {
+        self.open[state as usize]
     }
 
     fn longest_match(&self, state: u32) -> u32 {
@@ -515,7 +528,7 @@ mod tests {
     /// the one-shot output, and no secret survives.
     #[test]
     fn random_splits_match_one_shot_masking_and_never_leak() {
-        let mut rng = StdRng::seed_from_u64(0x6265_7274_68);
+        let mut rng = StdRng::seed_from_u64(0x0062_6572_7468);
         for round in 0..3000 {
             // A small alphabet makes overlaps, prefixes and near-misses common.
             let alphabet: &[u8] = if round % 3 == 0 {
@@ -566,6 +579,16 @@ mod tests {
                 let (chunk, tail) = rest.split_at(cut);
                 out.extend(m.push(chunk));
                 rest = tail;
+                // Nothing is held back unless it could still become a secret.
+                let seen = &text[..text.len() - rest.len()];
+                let could_grow = (0..seen.len()).any(|start| {
+                    secrets
+                        .iter()
+                        .any(|s| s.len() > seen.len() - start && s.starts_with(&seen[start..]))
+                });
+                if !could_grow {
+                    assert_eq!(out, reference(&secrets, seen), "held back needlessly");
+                }
             }
             out.extend(m.finish());
             assert_eq!(
