@@ -67,7 +67,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Label on everything Berth creates; always `"true"`.
 pub const LABEL_MANAGED: &str = "berth.managed";
@@ -250,9 +250,17 @@ impl DockerExecutor {
         } else {
             client_for(&host, tls)?
         }
-        .map_err(|e| ExecutorError::InvalidHost {
-            host: host.clone(),
-            reason: error_chain(&e),
+        .map_err(|e| match e {
+            // bollard looks for the socket file before any request; its absence is the
+            // usual face of an engine that is not running.
+            DockerError::SocketNotFoundError(path) => ExecutorError::Unreachable {
+                host: host.clone(),
+                cause: format!("no socket at {path}"),
+            },
+            e => ExecutorError::InvalidHost {
+                host: host.clone(),
+                reason: error_chain(&e),
+            },
         })?;
         let unreachable = |e: DockerError| ExecutorError::Unreachable {
             host: host.clone(),
@@ -318,7 +326,10 @@ impl DockerExecutor {
         let pull_started = Instant::now();
         let image = tokio::select! {
             biased;
-            () = cancel.cancelled() => Err((Outcome::Cancelled, "cancelled while making the image available".to_owned())),
+            () = cancel.cancelled() => Err((
+                Outcome::Cancelled,
+                "cancelled while making the image available".to_owned(),
+            )),
             ready = self.ensure_image(&job.spec.image, plan.pull_policy, &output) => ready,
         };
         let pull_duration = pull_started.elapsed();
@@ -376,7 +387,7 @@ impl DockerExecutor {
             if keep {
                 continue;
             }
-            debug!(container_id = id, "removing orphaned container");
+            info!(container_id = id, "removing an orphaned container");
             if remove_container(&self.docker, id).await {
                 removed += 1;
             }
@@ -505,12 +516,16 @@ impl DockerExecutor {
         };
 
         // Attached before the start, so not even the first byte of a container that exits
-        // at once is missed; `logs` replays anything written before the attach took hold.
+        // at once is missed: the engine connects the container's output pipes to this
+        // attachment before it answers the request. `logs` stays off on purpose: there are
+        // no logs before the start, and the engine replays them from the log file *after*
+        // connecting the pipes, so output written while that replay is still reading would
+        // arrive twice.
         let options = AttachContainerOptionsBuilder::default()
             .stream(true)
             .stdout(true)
             .stderr(true)
-            .logs(true)
+            .logs(false)
             .build();
         let attached = match self.docker.attach_container(id, Some(options)).await {
             Ok(attached) => attached,
@@ -573,7 +588,8 @@ impl DockerExecutor {
         let state = match self.docker.inspect_container(id, None).await {
             Ok(inspected) => inspected.state,
             Err(e) => {
-                warn!(container_id = id, error = %error_chain(&e), "cannot inspect the exited container");
+                let error = error_chain(&e);
+                warn!(container_id = id, %error, "cannot inspect the exited container");
                 None
             }
         };
@@ -648,7 +664,11 @@ impl DockerExecutor {
         tokio::pin!(wait);
         let deadline = async {
             match plan.timeout {
-                Some(timeout) => tokio::time::sleep_until(started + timeout).await,
+                // Relative, not `started + timeout`: tokio caps a far-off sleep, while
+                // adding to an Instant would overflow (and panic) for absurd timeouts.
+                Some(timeout) => {
+                    tokio::time::sleep(timeout.saturating_sub(started.elapsed())).await
+                }
                 None => std::future::pending().await,
             }
         };
@@ -692,13 +712,15 @@ impl DockerExecutor {
         note: Option<String>,
         output: &mpsc::Sender<OutputEvent>,
     ) -> Result<i64, String> {
-        let grace_over = Instant::now() + grace;
+        let term_sent = Instant::now();
         self.signal(id, "SIGTERM").await;
         if let Some(note) = note {
             // Nobody to tell if the receiver is gone; the stop goes on regardless.
             let _ = emit(output, OutputEvent::System(note)).await;
         }
-        if let Ok(exit) = tokio::time::timeout_at(grace_over, wait.as_mut()).await {
+        // The grace period counts from SIGTERM, however long telling the receiver took.
+        let grace_left = grace.saturating_sub(term_sent.elapsed());
+        if let Ok(exit) = tokio::time::timeout(grace_left, wait.as_mut()).await {
             return exit;
         }
         self.signal(id, "SIGKILL").await;
@@ -728,7 +750,8 @@ impl DockerExecutor {
                 status_code: 409, ..
             }) => {}
             Err(e) => {
-                warn!(container_id = id, signal, error = %error_chain(&e), "cannot signal the container")
+                let error = error_chain(&e);
+                warn!(container_id = id, signal, %error, "cannot signal the container");
             }
         }
     }
@@ -758,7 +781,8 @@ impl DockerExecutor {
                             format!("waiting for the container failed ({trouble}) and Docker reports no exit code")
                         });
                     }
-                    warn!(container_id = id, error = %trouble, "waiting for the container failed; waiting again");
+                    let error = &trouble;
+                    warn!(container_id = id, %error, "waiting for the container failed; again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 Err(e) => {
@@ -780,7 +804,8 @@ impl DockerExecutor {
             match sample {
                 Ok(sample) => usage.record(&sample),
                 Err(e) => {
-                    debug!(container_id = id, error = %error_chain(&e), "container statistics ended");
+                    let error = error_chain(&e);
+                    debug!(container_id = id, %error, "container statistics ended");
                     return;
                 }
             }
@@ -1033,7 +1058,7 @@ impl Drop for Removal {
                 });
             }
             Err(_) => {
-                warn!(container_id = %id, "no runtime to remove the container; leaving it to the reaper")
+                warn!(container_id = %id, "no runtime to remove the container; left to the reaper");
             }
         }
     }
@@ -1055,11 +1080,13 @@ async fn remove_container(docker: &Docker, id: &str) -> bool {
                 status_code: 404, ..
             }) => return true,
             Err(e) if attempts_left > 0 => {
-                debug!(container_id = id, error = %error_chain(&e), "removing the container failed; retrying");
+                let error = error_chain(&e);
+                debug!(container_id = id, %error, "removing the container failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => {
-                warn!(container_id = id, error = %error_chain(&e), "cannot remove the container; leaving it to the reaper");
+                let error = error_chain(&e);
+                warn!(container_id = id, %error, "cannot remove the container; left to the reaper");
                 return false;
             }
         }
@@ -1199,4 +1226,766 @@ fn client_for(host: &str, tls: bool) -> Result<Result<Docker, DockerError>, Exec
         REQUEST_TIMEOUT_SECS,
         bollard::API_DEFAULT_VERSION,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    //! These tests run real containers on the local Docker engine; they fail (never skip)
+    //! when it is unreachable. The image `berth-test/busybox:latest` is built from the
+    //! host's static busybox when missing. Each test uses its own worker name and checks
+    //! that no container labelled with it is left behind.
+
+    #![expect(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    const TEST_IMAGE: &str = "berth-test/busybox:latest";
+    const MIB: u64 = 1024 * 1024;
+
+    async fn executor(test: &str) -> DockerExecutor {
+        let worker = format!("test-{test}-{:08x}", rand::random::<u32>());
+        let executor = DockerExecutor::connect(None, false, &worker)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("these tests need a Docker engine, and it is unreachable: {e}")
+            });
+        ensure_test_image(&executor).await;
+        executor
+    }
+
+    async fn ensure_test_image(executor: &DockerExecutor) {
+        if executor.docker.inspect_image(TEST_IMAGE).await.is_ok() {
+            return;
+        }
+        let built = tokio::task::spawn_blocking(|| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::copy("/bin/busybox", dir.path().join("busybox"))
+                .expect("a static busybox at /bin/busybox (Debian's busybox-static) to build the test image");
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"sh\"]\n",
+            )
+            .unwrap();
+            std::process::Command::new("docker")
+                .args(["build", "-q", "-t", TEST_IMAGE])
+                .arg(dir.path())
+                .status()
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(built, Ok(status) if status.success()),
+            "cannot build the test image {TEST_IMAGE}: {built:?}"
+        );
+    }
+
+    fn random_id() -> String {
+        let hex = format!("{:032x}", rand::random::<u128>());
+        format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        )
+    }
+
+    fn secs(seconds: i64) -> prost_types::Duration {
+        prost_types::Duration { seconds, nanos: 0 }
+    }
+
+    fn job(command: &[&str]) -> Job {
+        Job {
+            work_request_id: random_id(),
+            attempt: 1,
+            spec: ContainerSpec {
+                image: TEST_IMAGE.to_owned(),
+                command: command.iter().map(|s| (*s).to_owned()).collect(),
+                memory_bytes: Some(64 * MIB),
+                cpus: Some(1.0),
+                pids_limit: Some(64),
+                timeout: Some(secs(60)),
+                stop_grace_period: Some(secs(1)),
+                pull_policy: PullPolicy::Never as i32,
+                ..ContainerSpec::default()
+            },
+        }
+    }
+
+    /// Everything `run` sent, sorted by kind.
+    #[derive(Debug, Default)]
+    struct Collected {
+        events: Vec<OutputEvent>,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        system: Vec<String>,
+    }
+
+    impl Collected {
+        fn from_events(events: Vec<OutputEvent>) -> Self {
+            let mut collected = Collected::default();
+            for event in &events {
+                match event {
+                    OutputEvent::Stdout(bytes) => collected.stdout.extend_from_slice(bytes),
+                    OutputEvent::Stderr(bytes) => collected.stderr.extend_from_slice(bytes),
+                    OutputEvent::System(note) => collected.system.push(note.clone()),
+                    OutputEvent::Started { .. } => {}
+                }
+            }
+            collected.events = events;
+            collected
+        }
+
+        fn stdout(&self) -> String {
+            String::from_utf8_lossy(&self.stdout).into_owned()
+        }
+
+        fn stderr(&self) -> String {
+            String::from_utf8_lossy(&self.stderr).into_owned()
+        }
+    }
+
+    async fn run(
+        executor: &DockerExecutor,
+        job: &Job,
+        cancel: CancellationToken,
+    ) -> (RunReport, Collected) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let collector = tokio::spawn(async move {
+            let mut events = Vec::new();
+            while let Some(event) = rx.recv().await {
+                events.push(event);
+            }
+            events
+        });
+        let report = executor.run(job, tx, cancel).await;
+        // `run` has dropped the sender, so the collector has everything once it ends.
+        let events = collector.await.unwrap();
+        (report, Collected::from_events(events))
+    }
+
+    async fn assert_container_gone(executor: &DockerExecutor, id: &str) {
+        assert!(!id.is_empty(), "the report names no container");
+        match executor.docker.inspect_container(id, None).await {
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            other => panic!("container {id} still exists: {other:?}"),
+        }
+    }
+
+    async fn assert_nothing_left(executor: &DockerExecutor) {
+        let left = executor.list_own_containers(true).await.unwrap();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+    }
+
+    fn assert_started_first(collected: &Collected, report: &RunReport) {
+        match collected.events.first() {
+            Some(OutputEvent::Started { container_id, .. }) => {
+                assert_eq!(container_id, &report.container_id)
+            }
+            other => panic!("the first event is not Started: {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn exit_zero_reports_exited_with_output() {
+        let executor = executor("exit-zero").await;
+        let job = job(&["sh", "-c", "echo hello"]);
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::Exited, "{report:?}");
+        assert_eq!(report.exit_code, Some(0));
+        assert_eq!(report.message, "");
+        assert_eq!(collected.stdout(), "hello\n");
+        assert_started_first(&collected, &report);
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn nonzero_exit_code_is_reported_with_output() {
+        let executor = executor("exit-three").await;
+        let job = job(&["sh", "-c", "echo before; echo failing >&2; exit 3"]);
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::Exited, "{report:?}");
+        assert_eq!(report.exit_code, Some(3));
+        assert_eq!(collected.stdout(), "before\n");
+        assert_eq!(collected.stderr(), "failing\n");
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn instant_exit_code_is_truthful() {
+        let executor = executor("instant-exit").await;
+        for (command, code) in [("exit 3", 3), ("exit 0", 0), ("exit 255", 255)] {
+            let job = job(&["sh", "-c", command]);
+            let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+            assert_eq!(report.outcome, Outcome::Exited, "{command}: {report:?}");
+            assert_eq!(report.exit_code, Some(code), "{command}: {report:?}");
+            assert!(collected.stdout.is_empty() && collected.stderr.is_empty());
+            assert_container_gone(&executor, &report.container_id).await;
+        }
+        // A command that is not in the image: the init process reports it and exits 127.
+        let (report, collected) = run(
+            &executor,
+            &job(&["no-such-command"]),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.outcome, Outcome::Exited, "{report:?}");
+        assert_eq!(report.exit_code, Some(127), "{report:?}");
+        assert!(
+            collected.stderr().contains("no-such-command"),
+            "{collected:?}"
+        );
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn instant_output_is_not_lost() {
+        let executor = executor("instant-output").await;
+        for _ in 0..5 {
+            let job = job(&["echo", "quick"]);
+            let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+            assert_eq!(report.exit_code, Some(0), "{report:?}");
+            assert_eq!(collected.stdout(), "quick\n");
+        }
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stdout_and_stderr_are_separate_and_ordered() {
+        let executor = executor("streams").await;
+        let script = "i=1; while [ $i -le 200 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+        let (report, collected) = run(
+            &executor,
+            &job(&["sh", "-c", script]),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.exit_code, Some(0), "{report:?}");
+        let expected = |stream: &str| {
+            (1..=200)
+                .map(|i| format!("{stream}{i}\n"))
+                .collect::<String>()
+        };
+        assert_eq!(collected.stdout(), expected("out"));
+        assert_eq!(collected.stderr(), expected("err"));
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn large_output_arrives_whole_and_in_order() {
+        let executor = executor("large-output").await;
+        let (report, collected) = run(
+            &executor,
+            &job(&["seq", "1", "1500000"]),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.exit_code, Some(0), "{report:?}");
+        let expected: String = (1..=1_500_000).map(|i| format!("{i}\n")).collect();
+        assert!(expected.len() > 10 * 1024 * 1024);
+        assert_eq!(collected.stdout.len(), expected.len());
+        assert!(
+            collected.stdout == expected.as_bytes(),
+            "the output differs from seq's"
+        );
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn timeout_stops_the_container() {
+        let executor = executor("timeout").await;
+        let mut job = job(&["sleep", "60"]);
+        job.spec.timeout = Some(secs(1));
+        let began = std::time::Instant::now();
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        let took = began.elapsed();
+        assert_eq!(report.outcome, Outcome::TimedOut, "{report:?}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+        // The init process passes SIGTERM on to `sleep`, which dies of it: 128 + 15.
+        assert_eq!(report.exit_code, Some(143), "{report:?}");
+        assert!(report.run_duration >= Duration::from_secs(1), "{report:?}");
+        assert!(
+            collected
+                .system
+                .iter()
+                .any(|n| n == "timeout after 1s: stopping (SIGTERM, then SIGKILL after 1s)"),
+            "{:?}",
+            collected.system
+        );
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn timeout_escalates_to_sigkill_when_sigterm_is_ignored() {
+        let executor = executor("sigkill").await;
+        let mut job = job(&["sh", "-c", "trap '' TERM; sleep 60"]);
+        job.spec.timeout = Some(secs(1));
+        job.spec.stop_grace_period = Some(secs(2));
+        let began = std::time::Instant::now();
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        let took = began.elapsed();
+        assert_eq!(report.outcome, Outcome::TimedOut, "{report:?}");
+        assert_eq!(report.exit_code, Some(137), "{report:?}");
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_secs(15),
+            "took {took:?}"
+        );
+        assert!(
+            collected.system.iter().any(|n| n.contains("SIGKILL")),
+            "{:?}",
+            collected.system
+        );
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cancel_stops_the_container() {
+        let executor = executor("cancel").await;
+        let job = job(&["sh", "-c", "echo running; sleep 60"]);
+        let cancel = CancellationToken::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let runner = {
+            let executor = executor.clone();
+            let job = job.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move { executor.run(&job, tx, cancel).await })
+        };
+        let mut events = Vec::new();
+        while let Some(event) = rx.recv().await {
+            let running = event == OutputEvent::Stdout(Bytes::from_static(b"running\n"));
+            events.push(event);
+            if running {
+                break;
+            }
+        }
+        let began = std::time::Instant::now();
+        cancel.cancel();
+        while let Some(event) = rx.recv().await {
+            events.push(event);
+        }
+        let report = runner.await.unwrap();
+        assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            began.elapsed()
+        );
+        assert_eq!(report.message, "cancelled");
+        let collected = Collected::from_events(events);
+        assert!(
+            collected
+                .system
+                .iter()
+                .any(|n| n.starts_with("cancelled: stopping")),
+            "{collected:?}"
+        );
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn cancel_before_start_creates_nothing() {
+        let executor = executor("cancel-early").await;
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let (report, collected) = run(&executor, &job(&["true"]), cancel).await;
+        assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+        assert!(
+            !collected
+                .events
+                .iter()
+                .any(|e| matches!(e, OutputEvent::Started { .. }))
+        );
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn receiver_going_away_stops_and_removes_the_container() {
+        let executor = executor("receiver-gone").await;
+        let (tx, rx) = mpsc::channel(16);
+        drop(rx);
+        let began = std::time::Instant::now();
+        let report = executor
+            .run(&job(&["sleep", "60"]), tx, CancellationToken::new())
+            .await;
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            began.elapsed()
+        );
+        assert_eq!(report.outcome, Outcome::Interrupted, "{report:?}");
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dropping_run_midway_still_removes_the_container() {
+        let executor = executor("dropped").await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let runner = {
+            let executor = executor.clone();
+            tokio::spawn(async move {
+                executor
+                    .run(&job(&["sleep", "60"]), tx, CancellationToken::new())
+                    .await
+            })
+        };
+        let started = rx.recv().await;
+        assert!(
+            matches!(started, Some(OutputEvent::Started { .. })),
+            "{started:?}"
+        );
+        runner.abort();
+        assert!(runner.await.unwrap_err().is_cancelled());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !executor.list_own_containers(true).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the container was not removed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_hog_is_reported_oom_killed() {
+        let executor = executor("oom").await;
+        let mut job = job(&["tail", "/dev/zero"]);
+        job.spec.memory_bytes = Some(8 * MIB);
+        let (report, _) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::OomKilled, "{report:?}");
+        assert_eq!(report.exit_code, Some(137), "{report:?}");
+        assert!(report.message.contains("memory limit"), "{report:?}");
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn resource_figures_are_collected_for_a_running_container() {
+        let executor = executor("stats").await;
+        // Busy for about three seconds, so Docker's statistics get a few samples.
+        let script = "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do :; done";
+        let (report, _) = run(
+            &executor,
+            &job(&["sh", "-c", script]),
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(report.exit_code, Some(0), "{report:?}");
+        let peak = report.peak_memory_bytes.expect("a peak memory figure");
+        assert!(peak > 0 && peak <= 64 * MIB, "{report:?}");
+        let cpu = report.cpu_time.expect("a CPU time figure");
+        assert!(cpu > Duration::from_millis(500), "{report:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn pull_policy_never_with_missing_image_fails_clearly() {
+        let executor = executor("pull-never").await;
+        let mut job = job(&["true"]);
+        job.spec.image = "berth-test/does-not-exist:never".to_owned();
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::ImagePullFailed, "{report:?}");
+        assert_eq!(
+            report.message,
+            "image berth-test/does-not-exist:never is not present on this worker and the pull policy is never"
+        );
+        assert_eq!(report.container_id, "");
+        assert!(collected.events.is_empty(), "{collected:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn failed_pull_reports_dockers_message() {
+        let executor = executor("pull-fails").await;
+        let mut job = job(&["true"]);
+        // Nothing listens on the discard port, so the pull fails fast.
+        job.spec.image = "127.0.0.1:9/berth-test/missing:1".to_owned();
+        job.spec.pull_policy = PullPolicy::IfNotPresent as i32;
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::ImagePullFailed, "{report:?}");
+        assert!(
+            report
+                .message
+                .starts_with("pulling image 127.0.0.1:9/berth-test/missing:1 failed: "),
+            "{report:?}"
+        );
+        assert!(report.message.contains("127.0.0.1:9"), "{report:?}");
+        assert_eq!(
+            collected.system.first().map(String::as_str),
+            Some("pulling image 127.0.0.1:9/berth-test/missing:1")
+        );
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn refused_create_is_start_failed() {
+        let executor = executor("start-failed").await;
+        let mut job = job(&["true"]);
+        job.spec.working_dir = "relative/dir".to_owned();
+        let (report, _) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::StartFailed, "{report:?}");
+        assert!(report.message.contains("working directory"), "{report:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn env_and_secret_env_reach_the_container() {
+        let executor = executor("env").await;
+        let mut job = job(&["sh", "-c", "echo \"$PLAIN/$SECRET\""]);
+        job.spec
+            .env
+            .insert("PLAIN".to_owned(), "visible value".to_owned());
+        job.spec
+            .secret_env
+            .insert("SECRET".to_owned(), "s3cr3t-value".to_owned());
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.exit_code, Some(0), "{report:?}");
+        assert_eq!(collected.stdout(), "visible value/s3cr3t-value\n");
+        assert_nothing_left(&executor).await;
+    }
+
+    #[test]
+    fn job_debug_does_not_show_secret_values() {
+        let mut job = job(&["true"]);
+        job.spec
+            .env
+            .insert("PLAIN".to_owned(), "visible value".to_owned());
+        job.spec
+            .secret_env
+            .insert("SECRET".to_owned(), "s3cr3t-value".to_owned());
+        let printed = format!("{job:?}");
+        assert!(!printed.contains("s3cr3t-value"), "{printed}");
+        assert!(
+            printed.contains("SECRET") && printed.contains("[REDACTED]"),
+            "{printed}"
+        );
+        assert!(printed.contains("visible value"), "{printed}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn security_defaults_are_applied() {
+        let executor = executor("security").await;
+        let job = job(&["sleep", "60"]);
+        let cancel = CancellationToken::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let runner = {
+            let executor = executor.clone();
+            let job = job.clone();
+            let cancel = cancel.clone();
+            tokio::spawn(async move { executor.run(&job, tx, cancel).await })
+        };
+        let container_id = loop {
+            match rx.recv().await {
+                Some(OutputEvent::Started { container_id, .. }) => break container_id,
+                Some(_) => {}
+                None => panic!("run ended without starting: {:?}", runner.await),
+            }
+        };
+        let inspected = executor
+            .docker
+            .inspect_container(&container_id, None)
+            .await
+            .unwrap();
+        cancel.cancel();
+        while rx.recv().await.is_some() {}
+        let report = runner.await.unwrap();
+        assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+
+        let host = inspected.host_config.unwrap();
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        let mut added = host.cap_add.unwrap();
+        added.sort();
+        assert_eq!(
+            added,
+            [
+                "CHOWN",
+                "DAC_OVERRIDE",
+                "FOWNER",
+                "KILL",
+                "SETGID",
+                "SETUID"
+            ]
+        );
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_owned()])
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.pids_limit, Some(64));
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.memory_swap, Some(64 * 1024 * 1024));
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.oom_kill_disable, Some(false));
+        assert!(host.binds.unwrap_or_default().is_empty());
+        assert!(host.mounts.unwrap_or_default().is_empty());
+        assert!(inspected.mounts.unwrap_or_default().is_empty());
+        let labels = inspected.config.unwrap().labels.unwrap();
+        assert_eq!(labels.get(LABEL_MANAGED).map(String::as_str), Some("true"));
+        assert_eq!(labels.get(LABEL_WORKER), Some(&executor.worker_name));
+        assert_eq!(labels.get(LABEL_WORK_REQUEST), Some(&job.work_request_id));
+        assert_eq!(labels.get(LABEL_ATTEMPT).map(String::as_str), Some("1"));
+        let name = inspected.name.unwrap();
+        assert!(
+            name.starts_with(&format!("/berth-{}-1-", &job.work_request_id[..12])),
+            "{name}"
+        );
+        assert_container_gone(&executor, &container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    /// Creates and starts a labelled container the way an earlier worker process would have.
+    async fn leftover(executor: &DockerExecutor, work_request_id: &str, attempt: &str) -> String {
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_WORKER.to_owned(), executor.worker_name.clone()),
+            (LABEL_WORK_REQUEST.to_owned(), work_request_id.to_owned()),
+            (LABEL_ATTEMPT.to_owned(), attempt.to_owned()),
+        ]);
+        let config = ContainerCreateBody {
+            image: Some(TEST_IMAGE.to_owned()),
+            cmd: Some(vec!["sleep".to_owned(), "60".to_owned()]),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".to_owned()),
+                init: Some(true),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let id = executor
+            .docker
+            .create_container(None, config)
+            .await
+            .unwrap()
+            .id;
+        executor.docker.start_container(&id, None).await.unwrap();
+        id
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reap_orphans_removes_only_containers_without_a_live_attempt() {
+        let other = executor("reap-other").await;
+        let executor = executor("reap").await;
+        let live_id = leftover(&executor, "live-request", "2").await;
+        let orphan_id = leftover(&executor, "dead-request", "1").await;
+        let unreadable_id = leftover(&executor, "odd-request", "not-a-number").await;
+        let foreign_id = leftover(&other, "dead-request", "1").await;
+
+        let mut running = executor.running_attempts().await.unwrap();
+        running.sort();
+        assert_eq!(
+            running,
+            [
+                ("dead-request".to_owned(), 1, orphan_id.clone()),
+                ("live-request".to_owned(), 2, live_id.clone()),
+            ]
+        );
+
+        let live = HashSet::from([("live-request".to_owned(), 2)]);
+        assert_eq!(executor.reap_orphans(&live).await.unwrap(), 2);
+        assert_container_gone(&executor, &orphan_id).await;
+        assert_container_gone(&executor, &unreadable_id).await;
+        assert_eq!(
+            executor.running_attempts().await.unwrap(),
+            [("live-request".to_owned(), 2, live_id.clone())]
+        );
+        // Another worker's containers are not this worker's business.
+        assert_eq!(other.running_attempts().await.unwrap().len(), 1);
+
+        assert_eq!(executor.reap_orphans(&HashSet::new()).await.unwrap(), 1);
+        assert_eq!(other.reap_orphans(&HashSet::new()).await.unwrap(), 1);
+        assert_container_gone(&executor, &foreign_id).await;
+        assert_nothing_left(&executor).await;
+        assert_nothing_left(&other).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn host_facts_describe_the_engine() {
+        let executor = executor("facts").await;
+        let facts = executor.host_facts().await.unwrap();
+        for key in ["docker_version", "os", "arch", "cpus", "memory_bytes"] {
+            assert!(
+                facts.get(key).is_some_and(|v| !v.is_empty()),
+                "{key} missing: {facts:?}"
+            );
+        }
+        assert!(facts["cpus"].parse::<u32>().unwrap() > 0);
+        assert!(facts["memory_bytes"].parse::<u64>().unwrap() > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn unreachable_engine_is_named_in_the_error() {
+        let error = DockerExecutor::connect(Some("unix:///nonexistent/docker.sock"), false, "w")
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("unix:///nonexistent/docker.sock"),
+            "{message}"
+        );
+        assert!(
+            message.starts_with("cannot reach the Docker engine"),
+            "{message}"
+        );
+
+        let error = DockerExecutor::connect(Some("tcp://127.0.0.1:9"), false, "w")
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with("cannot reach the Docker engine at tcp://127.0.0.1:9: "),
+            "{message}"
+        );
+
+        let error = DockerExecutor::connect(Some("ftp://example"), false, "w")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("ftp://example"), "{error}");
+    }
+
+    #[test]
+    fn image_references_split_into_name_and_tag() {
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+        assert_eq!(split_reference("busybox:1.36"), ("busybox", "1.36"));
+        assert_eq!(
+            split_reference("registry.example:5000/team/app"),
+            ("registry.example:5000/team/app", "latest")
+        );
+        assert_eq!(
+            split_reference("registry.example:5000/team/app:v2"),
+            ("registry.example:5000/team/app", "v2")
+        );
+        assert_eq!(
+            split_reference("team/app@sha256:abc"),
+            ("team/app", "sha256:abc")
+        );
+    }
+
+    #[test]
+    fn spec_problems_are_named() {
+        let mut bad = job(&["true"]);
+        bad.spec.network = "host".to_owned();
+        assert_eq!(
+            Plan::for_job(&bad, "w").unwrap_err(),
+            "network host is not allowed"
+        );
+        let mut bad = job(&["true"]);
+        bad.spec.cpus = Some(-1.0);
+        assert!(Plan::for_job(&bad, "w").unwrap_err().contains("CPU limit"));
+        let mut bad = job(&["true"]);
+        bad.spec.timeout = Some(secs(-5));
+        assert!(Plan::for_job(&bad, "w").unwrap_err().contains("timeout"));
+        let plan = Plan::for_job(&job(&[]), "w").unwrap();
+        assert_eq!(
+            plan.config.cmd, None,
+            "an empty command keeps the image's default"
+        );
+    }
 }
