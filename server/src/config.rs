@@ -219,6 +219,7 @@ impl Config {
         if let Some(t) = &file.defaults.stop_grace_period {
             spec_defaults.stop_grace_period = duration("defaults.stop_grace_period", t)?;
         }
+        check_defaults(&spec_defaults)?;
         let mut agent = AgentSettings::default();
         if let Some(text) = &file.heartbeat_interval {
             agent.heartbeat_interval = duration("heartbeat_interval", text)?;
@@ -251,6 +252,21 @@ impl Config {
             spec_defaults,
         })
     }
+}
+
+/// Runs the configured defaults through the same validation a submission gets, so a
+/// default no request could set is refused at start-up.
+fn check_defaults(defaults: &SpecDefaults) -> Result<(), ConfigError> {
+    let probe = berth_common::proto::SubmitWorkRequestRequest {
+        spec: Some(berth_common::proto::ContainerSpec {
+            image: "berth/config-check".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    crate::validate::validate_submission(&probe, defaults)
+        .map(|_| ())
+        .map_err(|e| ConfigError(format!("[defaults] {e}")))
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -324,6 +340,14 @@ mod tests {
         };
         let error = Config::resolve(&typo).expect_err("typo");
         assert!(error.to_string().contains("lisen"), "{error}");
+
+        std::fs::write(&path, "[defaults]\ncpus = 0.0\n").expect("write");
+        let bad_default = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        let error = Config::resolve(&bad_default).expect_err("bad default");
+        assert!(error.to_string().contains("spec.cpus"), "{error}");
 
         let mysql = ServerArgs {
             database_url: Some("mysql://x".into()),

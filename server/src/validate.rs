@@ -53,6 +53,9 @@ const TIB: u64 = 1024 * GIB;
 const MIN_MEMORY_BYTES: u64 = 6 * MIB;
 const MAX_MEMORY_BYTES: u64 = TIB;
 const MAX_CPUS: f64 = 1024.0;
+/// Docker refuses less than a hundredth of a CPU; refusing it here says so at submission
+/// rather than as a start failure on the worker.
+const MIN_CPUS: f64 = 0.01;
 /// The kernel's `PID_MAX_LIMIT` on 64-bit systems.
 const MAX_PIDS_LIMIT: i64 = 4_194_304;
 const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -426,9 +429,9 @@ fn validate_cpus(cpus: f64) -> Result<f64, InvalidField> {
             "{cpus} is not a finite number; give a number of CPUs greater than 0 and at most {MAX_CPUS}"
         ));
     }
-    if cpus <= 0.0 {
+    if cpus < MIN_CPUS {
         return invalid(format!(
-            "{cpus} CPUs is not allowed; give a number greater than 0 (fractions such as 0.5 are fine)"
+            "{cpus} CPUs is not allowed; give at least {MIN_CPUS} (fractions such as 0.5 are fine)"
         ));
     }
     if cpus > MAX_CPUS {
@@ -1198,12 +1201,10 @@ mod tests {
     #[test]
     fn cpus_bounds() {
         assert_eq!(with_cpus(1024.0).expect("1024").spec.cpus, 1024.0);
-        assert_eq!(with_cpus(0.001).expect("small").spec.cpus, 0.001);
-        assert_eq!(
-            with_cpus(f64::MIN_POSITIVE).expect("tiny").spec.cpus,
-            f64::MIN_POSITIVE
-        );
+        assert_eq!(with_cpus(0.01).expect("smallest").spec.cpus, 0.01);
         for bad in [
+            0.001,
+            f64::MIN_POSITIVE,
             0.0,
             -0.0,
             -1.0,

@@ -325,10 +325,10 @@ pub async fn run_binary(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32
     let mut command = tokio::process::Command::new(binary(name));
     command
         .args(args)
-        .envs(env.iter().copied())
         .env_remove("BERTH_TOKEN")
         .env_remove("BERTH_SERVER")
         .env_remove("BERTH_DATABASE_URL")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(120), command.output())
