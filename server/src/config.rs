@@ -335,7 +335,7 @@ mod tests {
         let path = dir.path().join("berth.toml");
         std::fs::write(&path, "lisen = \"x\"\n").expect("write");
         let typo = ServerArgs {
-            config: Some(path),
+            config: Some(path.clone()),
             ..ServerArgs::default()
         };
         let error = Config::resolve(&typo).expect_err("typo");
