@@ -29,7 +29,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
     version,
     about = "The command-line client for a Berth server",
     long_about = "The command-line client for a Berth server: manage API tokens and workers, \
-                  and submit, inspect, list and cancel work requests.",
+                  and submit, follow, inspect, list and cancel work requests.",
     arg_required_else_help = true
 )]
 pub struct Cli {
@@ -70,7 +70,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH")]
     pub ca_cert: Option<PathBuf>,
 
-    /// Output format: aligned text for people, or one JSON object for programs.
+    /// Output format: aligned text for people, or one JSON object for programs. `logs`
+    /// and `run` without --detach print the job's own output either way.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
@@ -102,12 +103,21 @@ pub enum Command {
     #[command(subcommand, arg_required_else_help = true)]
     Worker(WorkerCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
+    ///
+    /// Without --detach, `run` follows the request as `docker run` does: the container's
+    /// standard output goes to stdout (and nothing else does), its standard error to
+    /// stderr, and Berth's own notes (lines starting with `[berth] `) to stderr too. Ctrl-C
+    /// stops following without cancelling the request (`berth cancel ID` does that).
+    #[command(after_help = RUN_EXIT_STATUS)]
     Run(RunArgs),
     /// Show one work request with its attempts.
     Get {
         /// The work request's id.
         id: String,
     },
+    /// Print a work request's log: the container's stdout to stdout, its stderr and
+    /// Berth's notes to stderr.
+    Logs(LogsArgs),
     /// List work requests, newest first.
     List(ListArgs),
     /// Cancel a work request that has not completed (a running container is stopped).
@@ -116,6 +126,19 @@ pub enum Command {
         id: String,
     },
 }
+
+/// The exit statuses of `berth run` without --detach, for its help.
+const RUN_EXIT_STATUS: &str = "\
+Exit status (without --detach):
+  0-255  the container's exit code (a code outside 0-255 becomes 255)
+  124    timed out (the container was stopped by Berth)
+  125    Berth could not run it (result `error`, e.g. the image could not be pulled), or
+         berth itself failed (server refused the request, lost the connection for a minute)
+  130    the request was cancelled, or following was stopped with Ctrl-C
+  137    killed for lack of memory, and the container left no exit code
+  2      the command line is wrong (nothing was submitted)
+Whenever the status is not the container's own, one `error:` line on stderr says why.
+With --detach: 0 once submitted, 1 if that failed, 2 for a usage error.";
 
 /// `berth token ...`
 #[derive(Debug, Subcommand)]
@@ -271,9 +294,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "W")]
     pub workspace: Option<String>,
 
-    /// Print the work request's id and return at once.
+    /// Print the work request's id (with -o json: the whole request) and return at once,
+    /// instead of following its output.
     #[arg(short = 'd', long)]
     pub detach: bool,
+}
+
+/// `berth logs ...`
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The work request's id.
+    pub id: String,
+    /// Keep printing new output until the request completes or is cancelled.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only this attempt (1 for the first; default: every attempt, oldest first).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: Option<u32>,
 }
 
 /// An image pull policy, as written on the command line.
@@ -572,6 +609,25 @@ mod tests {
             parse(&["cancel", "abc"]).command,
             Command::Cancel { id } if id == "abc"
         ));
+    }
+
+    #[test]
+    fn logs_takes_follow_and_attempt() {
+        let Command::Logs(logs) = parse(&["logs", "abc", "-f", "--attempt", "2"]).command else {
+            panic!("expected logs");
+        };
+        assert_eq!(logs.id, "abc");
+        assert!(logs.follow);
+        assert_eq!(logs.attempt, Some(2));
+        let Command::Logs(logs) = parse(&["logs", "abc"]).command else {
+            panic!("expected logs");
+        };
+        assert!(!logs.follow);
+        assert_eq!(logs.attempt, None);
+        assert_eq!(
+            refused(&["logs", "abc", "--attempt", "0"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
     }
 
     #[test]

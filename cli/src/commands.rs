@@ -5,10 +5,16 @@
 //! variables) is checked before connecting, so a usage mistake is reported as such even
 //! when the server is down. Building requests is kept apart from sending them
 //! ([`submit_request`]) so it can be tested without a server.
+//!
+//! Commands return the process exit status: 0, except for the two that follow a log
+//! ([`crate::follow`]): `run` without `--detach` ends with the job's status, and both end
+//! with 130 when stopped with Ctrl-C.
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use berth_common::client::{self, BearerAuth};
 use berth_common::proto;
@@ -19,10 +25,11 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::args::{
-    Cli, Command, GlobalArgs, ListArgs, OutputFormat, RunArgs, TokenCommand, TokenCreateArgs,
-    WorkerCommand,
+    Cli, Command, GlobalArgs, ListArgs, LogsArgs, OutputFormat, RunArgs, TokenCommand,
+    TokenCreateArgs, WorkerCommand,
 };
 use crate::error::CliError;
+use crate::follow::{self, EXIT_INTERRUPTED, LogTarget, Reconnect, RunEnd};
 use crate::output::{
     CreatedTokenView, DeletedTokenView, Render, TokenListView, TokenView, WorkRequestListView,
     WorkRequestView, WorkerListView, WorkerView, render,
@@ -64,21 +71,31 @@ impl Printer<'_> {
     }
 }
 
-/// Runs a parsed command line.
-pub async fn execute(cli: Cli, printer: &mut Printer<'_>) -> Result<(), CliError> {
+/// Resolves when the person at the terminal asks to stop (Ctrl-C in real use). Only
+/// commands that follow a log wait for it.
+pub type Interrupt<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
+
+/// Runs a parsed command line and returns its exit status.
+pub async fn execute(
+    cli: Cli,
+    printer: &mut Printer<'_>,
+    interrupt: Interrupt<'_>,
+) -> Result<u8, CliError> {
     let server = Server {
         token: resolve_token(&cli.global)?,
         url: cli.global.server,
         ca_cert: cli.global.ca_cert,
     };
-    match cli.command {
+    let done = match cli.command {
         Command::Token(command) => token(command, &server, printer).await,
         Command::Worker(command) => worker(command, &server, printer).await,
-        Command::Run(args) => run(args, &server, printer).await,
+        Command::Run(args) => return run(args, &server, printer, interrupt).await,
         Command::Get { id } => get(id, &server, printer).await,
+        Command::Logs(args) => return logs(args, &server, printer, interrupt).await,
         Command::List(args) => list(args, &server, printer).await,
         Command::Cancel { id } => cancel(id, &server, printer).await,
-    }
+    };
+    done.map(|()| 0)
 }
 
 /// Picks the token: `--token` or `--token-file` on the command line, else BERTH_TOKEN.
@@ -133,7 +150,8 @@ impl Server {
     }
 }
 
-type Authenticated = InterceptedService<Channel, BearerAuth>;
+/// A channel whose calls carry the bearer token.
+pub type Authenticated = InterceptedService<Channel, BearerAuth>;
 
 /// An open channel and the token every call carries.
 struct Connection {
@@ -253,37 +271,113 @@ async fn worker(
     printer.show(&WorkerView::from(&worker))
 }
 
-// ----- berth run / get / list / cancel -----
+// ----- berth run / logs / get / list / cancel -----
 
-async fn run(args: RunArgs, server: &Server, printer: &mut Printer<'_>) -> Result<(), CliError> {
+async fn run(
+    args: RunArgs,
+    server: &Server,
+    printer: &mut Printer<'_>,
+    interrupt: Interrupt<'_>,
+) -> Result<u8, CliError> {
     let request = submit_request(&args, |key| std::env::var_os(key))?;
-    let connection = server.connect().await?;
-    let submitted = connection
-        .work_requests()
-        .submit_work_request(request)
-        .await?
-        .into_inner();
-    match printer.format {
-        // The bare id, so `id=$(berth run -d ...)` works.
-        OutputFormat::Table => printer.line(&submitted.id)?,
-        OutputFormat::Json => printer.show(&WorkRequestView::from(&submitted))?,
-    }
     if args.detach {
-        return Ok(());
+        let submitted = server
+            .connect()
+            .await?
+            .work_requests()
+            .submit_work_request(request)
+            .await?
+            .into_inner();
+        match printer.format {
+            // The bare id, so `id=$(berth run -d ...)` works.
+            OutputFormat::Table => printer.line(&submitted.id)?,
+            OutputFormat::Json => printer.show(&WorkRequestView::from(&submitted))?,
+        }
+        return Ok(0);
     }
-    follow(&connection, &submitted, printer).await
+    run_attached(request, server, printer, interrupt)
+        .await
+        .map_err(CliError::while_running)
 }
 
-/// What `run` does after submitting unless `--detach` is given. Workers do not execute
-/// anything yet, so there is nothing to follow and this returns at once: `run` behaves like
-/// `run --detach` for now. Once execution exists, this is where the request's logs are
-/// streamed until it ends, and where the command's exit status becomes the job's.
-async fn follow(
-    _connection: &Connection,
-    _submitted: &proto::WorkRequest,
-    _printer: &mut Printer<'_>,
-) -> Result<(), CliError> {
-    Ok(())
+/// `run` without `--detach`: submits, then writes the request's log as it comes and exits
+/// with the job's status. Stdout carries the container's output and nothing else, in either
+/// output format: a JSON object after it could not be told apart from it.
+async fn run_attached(
+    request: proto::SubmitWorkRequestRequest,
+    server: &Server,
+    printer: &mut Printer<'_>,
+    interrupt: Interrupt<'_>,
+) -> Result<u8, CliError> {
+    let connection = server.connect().await?;
+    let mut client = connection.work_requests();
+    let submitted = client.submit_work_request(request).await?.into_inner();
+    let target = LogTarget {
+        id: submitted.id,
+        attempt: 0,
+        follow: true,
+    };
+    let Some(ended) = write_log_until_interrupted(&mut client, &target, printer, interrupt).await
+    else {
+        printer.note(&format!(
+            "stopped following; the work request goes on: berth logs -f {}\n",
+            target.id
+        ))?;
+        return Ok(EXIT_INTERRUPTED);
+    };
+    let Some(request) = ended? else {
+        return Err(CliError::Local(format!(
+            "the log of work request {} ended without its result",
+            target.id
+        )));
+    };
+    match follow::run_exit_status(&request) {
+        RunEnd::Exit(status) => Ok(status),
+        RunEnd::Failed { status, message } => Err(CliError::Ended { status, message }),
+    }
+}
+
+/// [`follow::write_log`] to the printer's stdout and stderr, or None once `interrupt`
+/// resolves first. Stopping drops the call: the server sees the stream closed, and the
+/// request goes on.
+async fn write_log_until_interrupted(
+    client: &mut WorkRequestServiceClient<Authenticated>,
+    target: &LogTarget,
+    printer: &mut Printer<'_>,
+    interrupt: Interrupt<'_>,
+) -> Option<Result<Option<proto::WorkRequest>, CliError>> {
+    tokio::select! {
+        biased;
+        () = interrupt => None,
+        ended = follow::write_log(
+            client,
+            target,
+            Reconnect::default(),
+            &mut *printer.out,
+            &mut *printer.err,
+        ) => Some(ended),
+    }
+}
+
+/// `logs`: the log as stored (or, with `-f`, until the request is over), in any output
+/// format: it is the container's bytes, not something to render.
+async fn logs(
+    args: LogsArgs,
+    server: &Server,
+    printer: &mut Printer<'_>,
+    interrupt: Interrupt<'_>,
+) -> Result<u8, CliError> {
+    let mut client = server.connect().await?.work_requests();
+    let target = LogTarget {
+        id: args.id,
+        attempt: args.attempt.unwrap_or(0),
+        follow: args.follow,
+    };
+    match write_log_until_interrupted(&mut client, &target, printer, interrupt).await {
+        // Ctrl-C is the ordinary way to stop `logs -f`; nothing to explain.
+        None => Ok(EXIT_INTERRUPTED),
+        Some(ended) => ended.map(|_| 0),
+    }
 }
 
 /// Builds the request `run` submits. Bare `--secret-env KEY`s are looked up with `lookup`

@@ -3,7 +3,10 @@
 //! Every error becomes exactly one line on stderr, `error: <what is wrong>`, so scripts can
 //! show it as is. The exit status tells a script whose fault it was: 2 for a command line
 //! that cannot work (the same status clap uses for its own usage errors), 1 for everything
-//! that went wrong afterwards (connection, server, files).
+//! that went wrong afterwards (connection, server, files). `berth run` without `--detach`
+//! is the exception: it exits with its container's status, so Berth's own failures there
+//! get 125 and endings without an exit code get the statuses `run --help` lists (see
+//! [`crate::follow`]).
 
 use berth_common::client::{ConnectError, describe_status};
 
@@ -25,6 +28,19 @@ pub enum CliError {
     /// Writing to stdout or stderr failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// A followed work request ended without an exit code of its container to pass on;
+    /// `status` is one of Berth's own (see [`crate::follow::run_exit_status`]).
+    #[error("{message}")]
+    Ended {
+        /// The exit status.
+        status: u8,
+        /// What happened.
+        message: String,
+    },
+    /// Berth itself failed while `run` followed a request: exit status 125, as `docker
+    /// run` does, so that it cannot pass for the container's own exit status 1.
+    #[error(transparent)]
+    WhileRunning(Box<CliError>),
 }
 
 impl CliError {
@@ -32,6 +48,8 @@ impl CliError {
     pub fn exit_status(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
+            CliError::Ended { status, .. } => *status,
+            CliError::WhileRunning(_) => crate::follow::EXIT_BERTH_ERROR,
             _ => 1,
         }
     }
@@ -39,7 +57,20 @@ impl CliError {
     /// True when stdout was closed by its reader (`berth list | head`): not worth a
     /// message, since whoever closed it no longer listens.
     pub fn is_broken_pipe(&self) -> bool {
-        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+        match self {
+            CliError::Output(e) => e.kind() == std::io::ErrorKind::BrokenPipe,
+            CliError::WhileRunning(inner) => inner.is_broken_pipe(),
+            _ => false,
+        }
+    }
+
+    /// This error as `run` reports it while following: usage errors keep status 2 and
+    /// statuses already chosen for the request stay; Berth's own failures become 125.
+    pub fn while_running(self) -> CliError {
+        match self {
+            CliError::Usage(_) | CliError::Ended { .. } | CliError::WhileRunning(_) => self,
+            other => CliError::WhileRunning(Box::new(other)),
+        }
     }
 
     /// Explains a failed connection to `server`, pointing at how to change the address.
@@ -104,6 +135,21 @@ mod tests {
             CliError::from(tonic::Status::invalid_argument("bad")).exit_status(),
             1
         );
+    }
+
+    #[test]
+    fn berths_own_failures_while_running_exit_125() {
+        let lost = CliError::Connect("lost the log".into()).while_running();
+        assert_eq!(lost.exit_status(), 125);
+        assert_eq!(lost.to_string(), "lost the log");
+        assert_eq!(CliError::Usage("x".into()).while_running().exit_status(), 2);
+        let cancelled = CliError::Ended {
+            status: 130,
+            message: "cancelled".into(),
+        };
+        assert_eq!(cancelled.while_running().exit_status(), 130);
+        let pipe = CliError::Output(std::io::ErrorKind::BrokenPipe.into()).while_running();
+        assert!(pipe.is_broken_pipe());
     }
 
     #[test]

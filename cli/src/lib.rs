@@ -11,20 +11,26 @@
 //! - [`args`]: the command-line contract (clap derive). Scripts depend on it; keep it stable.
 //! - [`values`]: parsers for sizes, durations and `KEY=VALUE` pairs.
 //! - `commands`: one function per command, building requests and calling the server.
+//! - [`follow`]: streaming a work request's log (`run` without `--detach`, `logs`),
+//!   resuming broken streams, and `run`'s exit statuses.
 //! - [`output`]: views of protocol messages and their table and JSON renderings.
 //! - `error`: the error type and its exit statuses.
 //!
 //! Errors are always exactly one line on stderr, `error: <what is wrong>`, with exit status
 //! 2 for usage errors (clap's own convention) and 1 for anything that failed after the
-//! command line was accepted (connection, server, files).
+//! command line was accepted (connection, server, files). `berth run` without `--detach`
+//! exits with its container's status instead, and uses 124, 125, 130 and 137 of its own
+//! (listed in `berth run --help`, chosen in [`follow::run_exit_status`]).
 
 pub mod args;
 mod commands;
 mod error;
+pub mod follow;
 pub mod output;
 pub mod values;
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -46,11 +52,27 @@ where
 }
 
 /// Runs `berth` with `args`, writing results to `out` and errors and notes to `err`;
-/// returns the exit status (0 success, 1 failure, 2 usage error).
+/// returns the exit status (0 success, 1 failure, 2 usage error; `run` without `--detach`
+/// passes its container's on). Ctrl-C stops a command that follows a log.
 pub async fn run_with<I, T>(
     args: I,
     out: &mut (dyn Write + Send),
     err: &mut (dyn Write + Send),
+) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    run_with_interrupt(args, out, err, ctrl_c()).await
+}
+
+/// [`run_with`], with `interrupt` in place of Ctrl-C: when it resolves, a command that
+/// follows a log stops as after Ctrl-C.
+pub async fn run_with_interrupt<I, T>(
+    args: I,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+    interrupt: impl Future<Output = ()> + Send,
 ) -> u8
 where
     I: IntoIterator<Item = T>,
@@ -65,8 +87,9 @@ where
         out,
         err,
     };
-    match commands::execute(cli, &mut printer).await {
-        Ok(()) => 0,
+    let interrupt = std::pin::pin!(interrupt);
+    match commands::execute(cli, &mut printer, interrupt).await {
+        Ok(status) => status,
         Err(error) => {
             if !error.is_broken_pipe() {
                 // Nothing sensible is left to do if stderr itself is gone.
@@ -74,6 +97,15 @@ where
             }
             error.exit_status()
         }
+    }
+}
+
+/// Resolves on Ctrl-C (SIGINT). The handler is installed when this is first polled, that
+/// is only by commands that follow a log; if it cannot be installed, this never resolves
+/// and Ctrl-C keeps its default effect of ending the process.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

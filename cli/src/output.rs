@@ -96,7 +96,7 @@ fn role_name(value: i32) -> String {
     enum_name(value, name)
 }
 
-fn status_name(value: i32) -> String {
+pub(crate) fn status_name(value: i32) -> String {
     use proto::WorkRequestStatus as S;
     let name = S::try_from(value).ok().map(|status| match status {
         S::Unspecified => "unspecified",
@@ -370,6 +370,8 @@ pub struct WorkRequestView {
     pub result: Option<String>,
     pub exit_code: Option<i32>,
     pub reason: String,
+    pub message: String,
+    pub log_truncated: bool,
     pub priority: i32,
     pub priority_base: i32,
     pub priority_adjustment: i32,
@@ -407,6 +409,8 @@ impl From<&proto::WorkRequest> for WorkRequestView {
             result: result_name(request.result),
             exit_code: request.exit_code,
             reason: request.reason.clone(),
+            message: request.message.clone(),
+            log_truncated: request.log_truncated,
             priority: request.priority,
             priority_base: request.priority_base,
             priority_adjustment: request.priority_adjustment,
@@ -442,6 +446,8 @@ impl Render for WorkRequestView {
             ("result", opt(self.result.as_ref())),
             ("exit_code", opt(self.exit_code)),
             ("reason", self.reason.clone()),
+            ("message", self.message.clone()),
+            ("log_truncated", yes_no(self.log_truncated)),
             (
                 "priority",
                 format!(
@@ -480,6 +486,9 @@ impl Render for WorkRequestView {
                 "FINISHED",
                 "PEAK_MEMORY",
                 "CPU_TIME",
+                "PULL",
+                "RUN",
+                "MESSAGE",
             ]);
             for attempt in &self.attempts {
                 table.row([
@@ -492,6 +501,9 @@ impl Render for WorkRequestView {
                     time(attempt.finished_at),
                     opt(attempt.peak_memory_bytes.map(size)),
                     opt(attempt.cpu_time),
+                    opt(attempt.pull_duration),
+                    opt(attempt.run_duration),
+                    attempt.message.clone(),
                 ]);
             }
             for line in table.render().lines() {
@@ -515,6 +527,9 @@ pub struct AttemptView {
     pub finished_at: Option<Time>,
     pub peak_memory_bytes: Option<u64>,
     pub cpu_time: Option<Span>,
+    pub pull_duration: Option<Span>,
+    pub run_duration: Option<Span>,
+    pub message: String,
 }
 
 impl From<&proto::Attempt> for AttemptView {
@@ -530,6 +545,9 @@ impl From<&proto::Attempt> for AttemptView {
             finished_at: Time::from_proto(attempt.finished_at.as_ref()),
             peak_memory_bytes: attempt.peak_memory_bytes,
             cpu_time: Span::from_proto(attempt.cpu_time.as_ref()),
+            pull_duration: Span::from_proto(attempt.pull_duration.as_ref()),
+            run_duration: Span::from_proto(attempt.run_duration.as_ref()),
+            message: attempt.message.clone(),
         }
     }
 }
@@ -630,12 +648,17 @@ fn shell_words(argv: &[String]) -> String {
     quoted.join(" ")
 }
 
-/// `key: value` lines with the values aligned.
+/// `key: value` lines with the values aligned. A line break in a value (Docker's
+/// message, say) would start what looks like another key, so it becomes a space.
 fn fields(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0) + 1;
     let mut text = String::new();
     for (key, value) in rows {
-        let value = if value.is_empty() { NONE } else { value };
+        let value = if value.is_empty() {
+            NONE.to_owned()
+        } else {
+            value.replace(['\n', '\r'], " ")
+        };
         let _ = writeln!(text, "{:width$} {value}", format!("{key}:"));
     }
     text
@@ -816,6 +839,82 @@ mod tests {
         assert_eq!(line("memory_bytes").as_deref(), Some("256MiB"));
         assert_eq!(line("started_at").as_deref(), Some("-"));
         assert!(table.contains("0123456789ab "), "{table}");
+    }
+
+    /// A request whose only attempt could not pull its image.
+    fn failed_pull() -> proto::WorkRequest {
+        let ms = |millis: i32| {
+            Some(prost_types::Duration {
+                seconds: 0,
+                nanos: millis * 1_000_000,
+            })
+        };
+        proto::WorkRequest {
+            id: "wr-2".into(),
+            status: proto::WorkRequestStatus::Completed as i32,
+            result: proto::WorkResult::Error as i32,
+            reason: "image-pull".into(),
+            message: "pull access denied\nfor nope".into(),
+            log_truncated: true,
+            attempt_count: 1,
+            attempts: vec![proto::Attempt {
+                number: 1,
+                worker: "host1".into(),
+                reason: "image-pull".into(),
+                message: "pull access denied\nfor nope".into(),
+                pull_duration: ms(1500),
+                run_duration: ms(250),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn work_request_json_has_message_truncation_and_attempt_details() {
+        let json = to_json(&WorkRequestView::from(&failed_pull()));
+        assert_eq!(json["result"], "error");
+        assert_eq!(json["message"], "pull access denied\nfor nope");
+        assert_eq!(json["log_truncated"], true);
+        let attempt = &json["attempts"][0];
+        assert_eq!(attempt["reason"], "image-pull");
+        assert_eq!(attempt["message"], "pull access denied\nfor nope");
+        assert_eq!(attempt["pull_duration"], "1s 500ms");
+        assert_eq!(attempt["run_duration"], "250ms");
+        assert_eq!(attempt["exit_code"], Value::Null);
+        let json = to_json(&WorkRequestView::from(&completed_request()));
+        assert_eq!(json["message"], "");
+        assert_eq!(json["log_truncated"], false);
+        assert_eq!(json["attempts"][0]["pull_duration"], Value::Null);
+    }
+
+    #[test]
+    fn work_request_table_shows_message_truncation_and_attempt_details() {
+        let table = WorkRequestView::from(&failed_pull()).table();
+        let value = |key: &str| {
+            table
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}:")))
+                .map(str::trim)
+        };
+        assert_eq!(value("message"), Some("pull access denied for nope"));
+        assert_eq!(value("log_truncated"), Some("yes"));
+        let header = table
+            .lines()
+            .find(|l| l.trim_start().starts_with('#'))
+            .expect("attempts header");
+        assert!(
+            header.ends_with("CPU_TIME  PULL      RUN    MESSAGE"),
+            "{table}"
+        );
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with("1 "))
+            .expect("attempt row");
+        assert!(
+            row.ends_with("-         1s 500ms  250ms  pull access denied for nope"),
+            "{table}"
+        );
     }
 
     #[test]
