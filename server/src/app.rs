@@ -214,11 +214,21 @@ fn server_builder(config: &Config) -> Result<Server, StartError> {
 
 /// Serves gRPC on `listener` until `shutdown` completes, then drains and stops.
 pub async fn serve(
-    mut prepared: Prepared,
+    prepared: Prepared,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
-    let result = serve_inner(&prepared, listener, shutdown).await;
+    serve_until(prepared, listener, shutdown, CancellationToken::new()).await
+}
+
+/// Like [`serve`]; cancelling `force` during the drain closes open calls at once.
+pub async fn serve_until(
+    mut prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    force: CancellationToken,
+) -> Result<(), StartError> {
+    let result = serve_inner(&prepared, listener, shutdown, force).await;
     prepared.stop_database().await;
     result
 }
@@ -227,6 +237,7 @@ async fn serve_inner(
     prepared: &Prepared,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
+    force: CancellationToken,
 ) -> Result<(), StartError> {
     let config = &prepared.config;
     let pool = prepared.pool.clone();
@@ -327,7 +338,15 @@ async fn serve_inner(
     background.cancel();
     while tasks.join_next().await.is_some() {}
     let _ = stop_tx.send(());
-    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+    let drained = tokio::select! {
+        drained = tokio::time::timeout(config.shutdown_grace, &mut server) => drained,
+        () = force.cancelled() => {
+            tracing::warn!("closing open calls now");
+            server.abort();
+            return Ok(());
+        }
+    };
+    match drained {
         Ok(Ok(Ok(()))) => tracing::info!("all calls finished"),
         Ok(Ok(Err(e))) => return Err(StartError::Serve(e.to_string())),
         Ok(Err(e)) => return Err(StartError::Serve(e.to_string())),

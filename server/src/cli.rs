@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, StartError};
 use crate::config::{Config, ServerArgs};
@@ -86,11 +87,17 @@ async fn serve(config: Config) -> Result<(), StartError> {
     // Handlers first: a signal that comes while the server starts (or once it answers, but
     // before the shutdown future is first polled) must drain and stop the embedded
     // PostgreSQL, not kill the process with the default action.
-    let shutdown = shutdown_signal();
+    let force = CancellationToken::new();
+    let shutdown = shutdown_signal(force.clone());
     // Bind first: a port in use is found before the database is started.
     let listener = app::bind(&config).await?;
     let prepared = app::prepare(config).await?;
-    app::serve(prepared, listener, shutdown).await
+    app::serve_until(prepared, listener, shutdown, force.clone()).await?;
+    if force.is_cancelled() {
+        // The second signal asked for an immediate exit; the database is stopped already.
+        std::process::exit(130);
+    }
+    Ok(())
 }
 
 async fn migrate(config: Config) -> Result<(), StartError> {
@@ -123,9 +130,10 @@ async fn admin_token(config: Config, name: &str, comment: &str) -> Result<(), St
 }
 
 /// Installs the SIGTERM and SIGINT handlers at once (a signal from then on is never lost)
-/// and returns a future that completes on the first of them; a second one exits the
-/// process at once. Must be called inside the runtime.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+/// and returns a future that completes on the first of them; a second one cancels
+/// `force`, which cuts the drain short (the embedded PostgreSQL is still stopped).
+/// Must be called inside the runtime.
+fn shutdown_signal(force: CancellationToken) -> impl std::future::Future<Output = ()> + Send {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
         signal(SignalKind::terminate()),
@@ -145,8 +153,8 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            tracing::warn!("second signal: exiting now");
-            std::process::exit(130);
+            tracing::warn!("second signal: closing open calls now");
+            force.cancel();
         });
     }
 }

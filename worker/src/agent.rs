@@ -178,9 +178,24 @@ pub async fn run(
                 let wait = backoff.mul_f64(jitter);
                 tracing::warn!(server = %state.config.server, %reason, retry_in = ?wait, "not connected to the server; retrying");
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+                if shutdown.is_cancelled() && drain_deadline.is_none() {
+                    drain_deadline = Some(tokio::time::Instant::now() + state.config.drain_timeout);
+                }
+                let deadline = drain_deadline
+                    .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+                // While the server is out of reach, running attempts cannot report; a
+                // stop request (or the drain deadline) must still end the worker.
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
-                    () = force.cancelled(), if state.running().is_empty() => break Ok(()),
+                    () = shutdown.cancelled(), if state.running().is_empty() => break Ok(()),
+                    () = force.cancelled() => {
+                        give_up(&state, "the worker was told to stop now").await;
+                        break Ok(());
+                    }
+                    () = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {
+                        give_up(&state, "the drain deadline passed while the server was out of reach").await;
+                        break Ok(());
+                    }
                 }
                 if shutdown.is_cancelled() && state.running().is_empty() {
                     break Ok(());
@@ -350,6 +365,16 @@ fn classify(status: &tonic::Status) -> SessionError {
             status.message()
         )),
         _ => SessionError::Lost(berth_common::client::describe_status(status)),
+    }
+}
+
+/// Stops every running attempt and waits a little for their tasks; what cannot report
+/// now runs again elsewhere once the server notices this worker is gone.
+async fn give_up(state: &State, why: &str) {
+    interrupt_all(state, why);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !state.running().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
