@@ -244,7 +244,13 @@ async fn serve_inner(
     let hub = Arc::new(Hub::default());
     // Ends worker streams and background tasks when the server shuts down.
     let background = CancellationToken::new();
-    let scheduler = Scheduler::new(pool.clone(), hub.clone(), prepared.secrets.clone());
+    let scheduler = Scheduler::new(
+        pool.clone(),
+        hub.clone(),
+        prepared.secrets.clone(),
+        config.agent.lease_ttl,
+        config.agent.handoff_deadline,
+    );
     let mut tasks = JoinSet::new();
     tasks.spawn(scheduler.clone().run(background.clone()));
 

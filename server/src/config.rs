@@ -73,6 +73,7 @@ struct FileConfig {
     shutdown_grace: Option<String>,
     heartbeat_interval: Option<String>,
     lease_ttl: Option<String>,
+    handoff_deadline: Option<String>,
     max_log_bytes: Option<u64>,
     #[serde(default)]
     defaults: FileDefaults,
@@ -226,6 +227,9 @@ impl Config {
         }
         if let Some(text) = &file.lease_ttl {
             agent.lease_ttl = duration("lease_ttl", text)?;
+        }
+        if let Some(text) = &file.handoff_deadline {
+            agent.handoff_deadline = duration("handoff_deadline", text)?;
         }
         if agent.heartbeat_interval < Duration::from_secs(1)
             || agent.lease_ttl < agent.heartbeat_interval * 2

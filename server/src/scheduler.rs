@@ -46,18 +46,34 @@ struct Claimed {
     secret_env: Option<Vec<u8>>,
 }
 
-/// Hands pending work to the workers connected to this replica.
+/// Hands pending work to the workers connected to this replica, and takes work back
+/// from workers that fell silent or never took what they were offered.
 #[derive(Clone)]
 pub struct Scheduler {
     pool: DbPool,
     hub: Arc<Hub>,
     secrets: SecretBox,
+    lease_ttl: Duration,
+    handoff_deadline: Duration,
 }
 
 impl Scheduler {
-    /// A scheduler over `pool`.
-    pub fn new(pool: DbPool, hub: Arc<Hub>, secrets: SecretBox) -> Scheduler {
-        Scheduler { pool, hub, secrets }
+    /// A scheduler over `pool`. A worker silent for `lease_ttl` is lost; an assignment
+    /// not accepted within `handoff_deadline` is offered again.
+    pub fn new(
+        pool: DbPool,
+        hub: Arc<Hub>,
+        secrets: SecretBox,
+        lease_ttl: Duration,
+        handoff_deadline: Duration,
+    ) -> Scheduler {
+        Scheduler {
+            pool,
+            hub,
+            secrets,
+            lease_ttl,
+            handoff_deadline,
+        }
     }
 
     /// Runs until `shutdown`: on every wake-up and every sweep interval, offers work to
@@ -69,6 +85,10 @@ impl Scheduler {
                 () = self.hub.scheduler_woken() => {}
                 () = tokio::time::sleep(SWEEP_INTERVAL) => {}
             }
+            if let Err(e) = self.sweep().await {
+                let status: tonic::Status = e.into();
+                tracing::warn!(error = %status.message(), "lease sweep failed");
+            }
             for worker_id in self.hub.connected_workers() {
                 if let Err(e) = self.assign_for(worker_id).await {
                     let status: tonic::Status = e.into();
@@ -76,6 +96,77 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Ends the attempts of workers silent for longer than the lease TTL (their requests
+    /// go back to pending within the retry budget) and withdraws assignments nobody
+    /// accepted in time. Safe to run on every replica at once: each worker row is taken
+    /// with `SKIP LOCKED` and each attempt ends at most once (fencing).
+    pub async fn sweep(&self) -> ApiResult<()> {
+        let mut conn = self.pool.get().await?;
+        let ttl =
+            chrono::TimeDelta::from_std(self.lease_ttl).unwrap_or(chrono::TimeDelta::seconds(30));
+        let silent_since = Utc::now() - ttl;
+        // Workers whose lease ran out that still hold attempts or still look connected.
+        let expired: Vec<(Uuid, String)> = workers::table
+            .filter(workers::last_heartbeat_at.lt(silent_since))
+            .filter(
+                workers::connected_at.is_not_null().or(diesel::dsl::exists(
+                    attempts::table
+                        .filter(attempts::worker_id.eq(workers::id.nullable()))
+                        .filter(attempts::state.ne("finished")),
+                )),
+            )
+            .select((workers::id, workers::name))
+            .load(&mut conn)
+            .await?;
+        for (worker_id, name) in expired {
+            // A stream on this replica that is still open keeps its worker.
+            if self.hub.session(worker_id).is_some() {
+                continue;
+            }
+            let claimed = conn
+                .transaction::<_, ApiError, _>(async |conn| {
+                    let locked: Option<Uuid> = workers::table
+                        .find(worker_id)
+                        .filter(workers::last_heartbeat_at.lt(silent_since))
+                        .select(workers::id)
+                        .for_update()
+                        .skip_locked()
+                        .first(conn)
+                        .await
+                        .optional()?;
+                    if locked.is_none() {
+                        return Ok(Vec::new());
+                    }
+                    diesel::update(workers::table.find(worker_id))
+                        .set(workers::connected_at.eq(None::<chrono::DateTime<Utc>>))
+                        .execute(conn)
+                        .await?;
+                    worker_lost(conn, worker_id, &[]).await
+                })
+                .await?;
+            if !claimed.is_empty() {
+                tracing::warn!(worker = %name, attempts = claimed.len(), ttl = ?self.lease_ttl, "worker lost: no heartbeat within the lease TTL; its attempts were ended");
+                self.hub.changed();
+                self.hub.wake_scheduler();
+            }
+        }
+        let handoff = chrono::TimeDelta::from_std(self.handoff_deadline)
+            .unwrap_or(chrono::TimeDelta::seconds(10));
+        let unaccepted: Vec<(Uuid, i32)> = attempts::table
+            .filter(attempts::state.eq("assigned"))
+            .filter(attempts::assigned_at.lt(Utc::now() - handoff))
+            .select((attempts::work_request_id, attempts::number))
+            .load(&mut conn)
+            .await?;
+        for (id, attempt) in unaccepted {
+            if withdraw(&mut conn, id, attempt, "not-accepted").await? {
+                tracing::warn!(work_request = %id, attempt, deadline = ?self.handoff_deadline, "assignment not accepted in time; offering the request again");
+                self.hub.wake_scheduler();
+            }
+        }
+        Ok(())
     }
 
     /// Claims as much pending work as `worker_id` has room for and sends it.

@@ -45,6 +45,8 @@ pub struct AgentSettings {
     pub lease_ttl: Duration,
     /// Per-request cap on stored log bytes.
     pub max_log_bytes: u64,
+    /// How long an assignment may wait for the worker's Accept before it is offered again.
+    pub handoff_deadline: Duration,
 }
 
 impl Default for AgentSettings {
@@ -53,6 +55,7 @@ impl Default for AgentSettings {
             heartbeat_interval: Duration::from_secs(5),
             lease_ttl: Duration::from_secs(30),
             max_log_bytes: 64 * 1024 * 1024,
+            handoff_deadline: Duration::from_secs(10),
         }
     }
 }
@@ -422,7 +425,10 @@ impl AgentApi {
             worker_message::Msg::Accept(accept) => {
                 let (id, attempt) = scheduler::parse_ref(accept.attempt.as_ref())?;
                 if !scheduler::accepted(&mut conn, worker_id, id, attempt).await? {
-                    tracing::warn!(work_request = %id, attempt, "accept for a stale attempt ignored");
+                    // Withdrawn meanwhile (hand-off deadline, cancel): the worker must not
+                    // run it.
+                    tracing::warn!(work_request = %id, attempt, "accept for an attempt that is no longer current; telling the worker to stop it");
+                    send_cancel(&self.hub, worker_id, id, attempt).await;
                 }
             }
             worker_message::Msg::Reject(reject) => {
