@@ -409,6 +409,7 @@ pub fn submit_request(
         requirements: into_map(&args.require),
         priority: args.priority,
         workspace: args.workspace.clone().unwrap_or_default(),
+        ..Default::default()
     })
 }
 

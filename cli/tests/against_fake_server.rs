@@ -200,6 +200,41 @@ fn pending_request(id: &str) -> proto::WorkRequest {
 
 #[tonic::async_trait]
 impl WorkRequestService for Fake {
+    async fn adjust_priority(
+        &self,
+        _request: Request<proto::AdjustPriorityRequest>,
+    ) -> Result<Response<proto::WorkRequest>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn list_queue(
+        &self,
+        _request: Request<proto::ListQueueRequest>,
+    ) -> Result<Response<proto::ListQueueResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn unblock_work_request(
+        &self,
+        _request: Request<proto::UnblockWorkRequestRequest>,
+    ) -> Result<Response<proto::WorkRequest>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn retry_work_request(
+        &self,
+        _request: Request<proto::RetryWorkRequestRequest>,
+    ) -> Result<Response<proto::WorkRequest>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn submit_workflow(
+        &self,
+        _request: Request<proto::SubmitWorkflowRequest>,
+    ) -> Result<Response<proto::WorkRequest>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     async fn submit_work_request(
         &self,
         request: Request<proto::SubmitWorkRequestRequest>,

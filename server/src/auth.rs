@@ -38,6 +38,7 @@ pub const RULES: &[(&str, &[TokenKind])] = &[
     ("/berth.v1.WorkerService/GetWorker", &[Admin, User]),
     ("/berth.v1.WorkerService/EnableWorker", &[Admin]),
     ("/berth.v1.WorkerService/DisableWorker", &[Admin]),
+    ("/berth.v1.WorkerService/DrainWorker", &[Admin]),
     (
         "/berth.v1.WorkRequestService/SubmitWorkRequest",
         &[Admin, User],
@@ -55,6 +56,20 @@ pub const RULES: &[(&str, &[TokenKind])] = &[
         &[Admin, User],
     ),
     ("/berth.v1.WorkRequestService/StreamLogs", &[Admin, User]),
+    ("/berth.v1.WorkRequestService/AdjustPriority", &[Admin]),
+    ("/berth.v1.WorkRequestService/ListQueue", &[Admin, User]),
+    (
+        "/berth.v1.WorkRequestService/UnblockWorkRequest",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.WorkRequestService/RetryWorkRequest",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.WorkRequestService/SubmitWorkflow",
+        &[Admin, User],
+    ),
     ("/berth.v1.AgentService/Connect", &[Worker]),
     ("/berth.v1.AgentService/AppendLog", &[Worker]),
 ];

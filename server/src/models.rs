@@ -63,6 +63,10 @@ pub struct WorkRequestRow {
     pub attempt_count: i32,
     pub message: String,
     pub log_truncated: bool,
+    pub unblock_strategy: String,
+    pub allow_failure: bool,
+    pub retries_left: i32,
+    pub name: String,
 }
 
 /// An attempt row.

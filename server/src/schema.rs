@@ -74,6 +74,10 @@ diesel::table! {
         log_bytes -> Int8,
         log_truncated -> Bool,
         message -> Text,
+        retries_left -> Int4,
+        retry_backoff_ms -> Int8,
+        not_before -> Nullable<Timestamptz>,
+        name -> Text,
     }
 }
 

@@ -8,8 +8,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use berth_common::proto::work_request_service_server::WorkRequestService;
 use berth_common::proto::{
-    Attempt, CancelWorkRequestRequest, GetWorkRequestRequest, ListWorkRequestsRequest,
-    ListWorkRequestsResponse, LogChunk, StreamLogsRequest, SubmitWorkRequestRequest, WorkRequest,
+    AdjustPriorityRequest, Attempt, CancelWorkRequestRequest, GetWorkRequestRequest,
+    ListQueueRequest, ListQueueResponse, ListWorkRequestsRequest, ListWorkRequestsResponse,
+    LogChunk, RetryWorkRequestRequest, StreamLogsRequest, SubmitWorkRequestRequest,
+    SubmitWorkflowRequest, UnblockStrategy, UnblockWorkRequestRequest, WorkRequest,
     WorkRequestStatus, WorkResult,
 };
 use chrono::{DateTime, Utc};
@@ -144,6 +146,19 @@ fn to_proto(
         attempts: attempts.into_iter().map(attempt_to_proto).collect(),
         message: row.message,
         log_truncated: row.log_truncated,
+        pending_reason: String::new(),
+        queue_position: 0,
+        depends_on: Vec::new(),
+        parent_id: row.parent_id.map(|p| p.to_string()).unwrap_or_default(),
+        children: Vec::new(),
+        unblock: if row.unblock_strategy == "manual" {
+            UnblockStrategy::Manual
+        } else {
+            UnblockStrategy::Deps
+        } as i32,
+        allow_failure: row.allow_failure,
+        retries_left: u32::try_from(row.retries_left).unwrap_or(0),
+        name: row.name,
     })
 }
 
@@ -362,6 +377,45 @@ impl WorkRequestApi {
 #[tonic::async_trait]
 impl WorkRequestService for WorkRequestApi {
     type StreamLogsStream = futures::stream::BoxStream<'static, Result<LogChunk, Status>>;
+
+    async fn adjust_priority(
+        &self,
+        _request: Request<AdjustPriorityRequest>,
+    ) -> Result<Response<WorkRequest>, Status> {
+        Err(Status::unimplemented("AdjustPriority is not available yet"))
+    }
+
+    async fn list_queue(
+        &self,
+        _request: Request<ListQueueRequest>,
+    ) -> Result<Response<ListQueueResponse>, Status> {
+        Err(Status::unimplemented("ListQueue is not available yet"))
+    }
+
+    async fn unblock_work_request(
+        &self,
+        _request: Request<UnblockWorkRequestRequest>,
+    ) -> Result<Response<WorkRequest>, Status> {
+        Err(Status::unimplemented(
+            "UnblockWorkRequest is not available yet",
+        ))
+    }
+
+    async fn retry_work_request(
+        &self,
+        _request: Request<RetryWorkRequestRequest>,
+    ) -> Result<Response<WorkRequest>, Status> {
+        Err(Status::unimplemented(
+            "RetryWorkRequest is not available yet",
+        ))
+    }
+
+    async fn submit_workflow(
+        &self,
+        _request: Request<SubmitWorkflowRequest>,
+    ) -> Result<Response<WorkRequest>, Status> {
+        Err(Status::unimplemented("SubmitWorkflow is not available yet"))
+    }
 
     async fn stream_logs(
         &self,

@@ -3,8 +3,8 @@
 
 use berth_common::proto::worker_service_server::WorkerService;
 use berth_common::proto::{
-    DisableWorkerRequest, EnableWorkerRequest, GetWorkerRequest, ListWorkersRequest,
-    ListWorkersResponse, Worker,
+    DisableWorkerRequest, DrainWorkerRequest, EnableWorkerRequest, GetWorkerRequest,
+    ListWorkersRequest, ListWorkersResponse, Worker,
 };
 use diesel::dsl::count_star;
 use diesel::prelude::*;
@@ -152,6 +152,13 @@ impl WorkerService for WorkerApi {
             self.set_enabled(&request.get_ref().name, true, &caller.name)
                 .await?,
         ))
+    }
+
+    async fn drain_worker(
+        &self,
+        _request: Request<DrainWorkerRequest>,
+    ) -> Result<Response<Worker>, Status> {
+        Err(Status::unimplemented("DrainWorker is not available yet"))
     }
 
     async fn disable_worker(
