@@ -125,6 +125,7 @@ async fn submitted_request_is_pending_with_defaults_filled_and_no_secret_values(
             requirements: map(&[("arch", "amd64")]),
             priority: 7,
             workspace: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()
