@@ -896,6 +896,7 @@ mod tests {
             requirements: map(&[("gpu", "a100"), ("arch", "amd64")]),
             priority: -5,
             workspace: "team-a".to_owned(),
+            ..Default::default()
         };
         let s = submit(&req).expect("valid");
         assert_eq!(s.spec.image, "localhost:5000/team/app:v1.2-rc_3");
@@ -1504,6 +1505,7 @@ mod tests {
             requirements: map(&[("b b", "v"), ("a a", "v")]),
             priority: 5000,
             workspace: "bad name".to_owned(),
+            ..Default::default()
         };
         let mut req = all_bad;
         let expected = [
