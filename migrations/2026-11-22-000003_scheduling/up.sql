@@ -5,3 +5,7 @@ ALTER TABLE work_requests
     -- A pending request is not offered before this time (automatic retry backoff).
     ADD COLUMN not_before        timestamptz,
     ADD COLUMN name              text NOT NULL DEFAULT '';
+
+-- A workflow parent is a request no worker runs: its status follows its steps.
+ALTER TABLE work_requests
+    ADD COLUMN kind text NOT NULL DEFAULT 'job' CHECK (kind IN ('job', 'workflow'));

@@ -269,19 +269,29 @@ async fn claim(conn: &mut AsyncPgConnection, worker_id: Uuid) -> ApiResult<Vec<C
     if free <= 0 {
         return Ok(Vec::new());
     }
-    // Reported facts first, static labels over them: configuration wins.
+    let (labels, metadata): (serde_json::Value, serde_json::Value) = workers::table
+        .find(worker_id)
+        .select((workers::labels, workers::metadata))
+        .first(conn)
+        .await?;
+    let (matching, exclusive) = match_labels(&labels, &metadata);
+    // Requirements must be a subset of what the worker has, and must name every
+    // exclusive label of the worker. Never a workflow parent; never before a retry's
+    // backoff has passed.
     let claimed: Vec<Claimed> = diesel::sql_query(
-        "WITH worker AS (SELECT metadata || labels AS labels FROM workers WHERE id = $1), \
-         picked AS ( \
-           SELECT wr.id FROM work_requests wr, worker \
-           WHERE wr.status = 'pending' AND wr.requirements <@ worker.labels \
+        "WITH picked AS ( \
+           SELECT wr.id FROM work_requests wr \
+           WHERE wr.status = 'pending' AND wr.kind = 'job' \
+             AND (wr.not_before IS NULL OR wr.not_before <= now()) \
+             AND wr.requirements <@ $1 AND wr.requirements @> $2 \
            ORDER BY wr.priority_base + wr.priority_adjustment DESC, wr.created_at, wr.id \
-           LIMIT $2 FOR UPDATE OF wr SKIP LOCKED) \
+           LIMIT $3 FOR UPDATE OF wr SKIP LOCKED) \
          UPDATE work_requests SET status = 'running', attempt_count = attempt_count + 1 \
          FROM picked WHERE work_requests.id = picked.id \
          RETURNING work_requests.id, work_requests.attempt_count, work_requests.spec, work_requests.secret_env",
     )
-    .bind::<SqlUuid, _>(worker_id)
+    .bind::<Jsonb, _>(matching)
+    .bind::<Jsonb, _>(exclusive)
     .bind::<BigInt, _>(free)
     .load(conn)
     .await?;
@@ -298,6 +308,31 @@ async fn claim(conn: &mut AsyncPgConnection, worker_id: Uuid) -> ApiResult<Vec<C
             .await?;
     }
     Ok(claimed)
+}
+
+/// What a worker offers to requirements: its reported facts with its static labels over
+/// them (configuration wins), and separately its exclusive labels: a static label whose
+/// value ends in `!` (e.g. `gpu=yes!`) matches as `gpu=yes` and admits only requests
+/// that require it.
+pub fn match_labels(
+    labels: &serde_json::Value,
+    metadata: &serde_json::Value,
+) -> (serde_json::Value, serde_json::Value) {
+    let mut matching = metadata.as_object().cloned().unwrap_or_default();
+    let mut exclusive = serde_json::Map::new();
+    for (key, value) in labels.as_object().into_iter().flatten() {
+        let Some(text) = value.as_str() else { continue };
+        match text.strip_suffix('!') {
+            Some(stripped) => {
+                matching.insert(key.clone(), stripped.into());
+                exclusive.insert(key.clone(), stripped.into());
+            }
+            None => {
+                matching.insert(key.clone(), text.into());
+            }
+        }
+    }
+    (matching.into(), exclusive.into())
 }
 
 /// Whether `attempt` is the current, unfinished attempt of `id` on `worker_id`; locks the
@@ -663,4 +698,32 @@ pub async fn reconcile(
         }
     }
     Ok((keep, abandon, cancel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_labels_win_and_bang_marks_exclusive() {
+        let labels = serde_json::json!({"arch": "arm64", "gpu": "yes!"});
+        let metadata = serde_json::json!({"arch": "amd64", "os": "linux"});
+        let (matching, exclusive) = match_labels(&labels, &metadata);
+        assert_eq!(
+            matching,
+            serde_json::json!({"arch": "arm64", "os": "linux", "gpu": "yes"})
+        );
+        assert_eq!(exclusive, serde_json::json!({"gpu": "yes"}));
+    }
+
+    #[test]
+    fn a_failed_attempt_maps_to_its_result() {
+        assert_eq!(verdict(Outcome::Exited, Some(0)).1, Some("success"));
+        assert_eq!(verdict(Outcome::Exited, Some(2)).1, Some("failure"));
+        assert_eq!(verdict(Outcome::TimedOut, Some(143)).2, "timeout");
+        assert_eq!(verdict(Outcome::OomKilled, Some(137)).2, "oom");
+        assert_eq!(verdict(Outcome::ImagePullFailed, None).1, Some("error"));
+        assert_eq!(verdict(Outcome::Cancelled, None).0, Status::Aborted);
+        assert_eq!(verdict(Outcome::Interrupted, None).0, Status::Pending);
+    }
 }

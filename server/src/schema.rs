@@ -78,6 +78,7 @@ diesel::table! {
         retry_backoff_ms -> Int8,
         not_before -> Nullable<Timestamptz>,
         name -> Text,
+        kind -> Text,
     }
 }
 
