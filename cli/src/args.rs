@@ -15,8 +15,8 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::values::{
-    KeyValue, SecretEnv, parse_cpus, parse_duration, parse_key_value, parse_pids, parse_priority,
-    parse_secret_env, parse_size,
+    KeyValue, PriorityChange, SecretEnv, parse_cpus, parse_duration, parse_key_value, parse_pids,
+    parse_priority, parse_priority_change, parse_secret_env, parse_size,
 };
 
 /// The default server address: a server on this machine with its default port.
@@ -125,6 +125,94 @@ pub enum Command {
         /// The work request's id.
         id: String,
     },
+    /// Decide a request submitted with `--unblock manual`: accept queues it (once its
+    /// dependencies have completed), reject aborts it.
+    Unblock(UnblockArgs),
+    /// Queue a failed or aborted work request again; its next attempt gets the next
+    /// number.
+    Retry {
+        /// The work request's id.
+        id: String,
+    },
+    /// Change a work request's priority (admins only). The queue orders by base priority
+    /// plus adjustment, highest first; the result must stay within -10000 to 10000.
+    Priority(PriorityArgs),
+    /// Show the pending queue in the order requests will be offered, with why each waits.
+    Queue(QueueArgs),
+    /// Submit workflows: DAGs of named steps, each a container that runs once the steps
+    /// it needs have completed. `berth get ID` shows a workflow's steps.
+    #[command(subcommand, arg_required_else_help = true)]
+    Workflow(WorkflowCommand),
+}
+
+/// `berth workflow ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Submit the workflow described in FILE (YAML, or JSON) and print its id (with -o
+    /// json: the workflow with its steps). All steps are created or none is.
+    #[command(after_help = WORKFLOW_FILE_HELP)]
+    Submit(WorkflowSubmitArgs),
+}
+
+/// `berth workflow submit ...`
+#[derive(Debug, Args)]
+pub struct WorkflowSubmitArgs {
+    /// The workflow file: `*.json` is read as JSON, anything else as YAML (or as JSON if
+    /// it starts with `{`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Workspace to submit to (default: the file's `workspace`, else default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+}
+
+/// The workflow file format, for `berth workflow submit --help`.
+const WORKFLOW_FILE_HELP: &str = "\
+File format (YAML shown; JSON with the same keys works too):
+  name: release                  # the workflow's name
+  workspace: default             # optional; --workspace overrides it
+  steps:
+    - name: build                # unique; letters, digits, '.', '_', '-'
+      image: busybox:1.36        # required
+      command: [sh, -c, make]    # optional
+      env: {MODE: release}       # string values (quote numbers)
+      secret_env_from: [TOKEN]   # values from berth's own environment, never the file
+      memory: 512M               # or bytes
+      cpus: 2
+      pids: 256
+      timeout: 30m
+      grace_period: 10s
+      network: build
+      pull: if-not-present       # always | if-not-present | never
+      workdir: /src
+      requires: {arch: amd64}    # worker labels
+      priority: 0                # -1000 to 1000
+      allow_failure: false       # true: dependants run and the workflow is not failed by it
+    - name: test
+      image: busybox:1.36
+      needs: [build]             # starts once build has completed successfully
+Unknown keys are refused. A step whose need fails is aborted (reason dependency-failed).";
+
+/// `berth priority ...`
+#[derive(Debug, Args)]
+pub struct PriorityArgs {
+    /// The work request's id.
+    pub id: String,
+    /// `+N` raises the adjustment by N, `-N` lowers it by N; `N` or `=N` (`=-N` for a
+    /// negative one) sets it.
+    #[arg(value_name = "[+|-|=]N", allow_negative_numbers = true, value_parser = parse_priority_change)]
+    pub change: PriorityChange,
+}
+
+/// `berth queue ...`
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// Only requests in this workspace (their positions still count the whole queue).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// At most this many entries (1-1000; default: the server's, 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
 }
 
 /// The exit statuses of `berth run` without --detach, for its help.
@@ -223,6 +311,11 @@ pub enum WorkerCommand {
         /// The worker's name.
         name: String,
     },
+    /// Drain a worker: it finishes what it runs and takes nothing new; `enable` ends it.
+    Drain {
+        /// The worker's name.
+        name: String,
+    },
 }
 
 /// `berth run ...`
@@ -294,10 +387,60 @@ pub struct RunArgs {
     #[arg(long, value_name = "W")]
     pub workspace: Option<String>,
 
+    /// Run only after this work request has completed (repeatable). If it fails or is
+    /// aborted, this one is aborted too, unless it was submitted with --allow-failure.
+    #[arg(long = "after", value_name = "ID")]
+    pub after: Vec<String>,
+
+    /// How this request leaves `blocked`: when its dependencies are done (deps), or when
+    /// someone accepts it with `berth unblock ID --accept` (manual).
+    #[arg(long, value_enum, value_name = "HOW", conflicts_with = "manual")]
+    pub unblock: Option<UnblockArg>,
+
+    /// Shorthand for `--unblock manual`.
+    #[arg(long)]
+    pub manual: bool,
+
+    /// Let requests that run --after this one run even if this one fails.
+    #[arg(long)]
+    pub allow_failure: bool,
+
+    /// Retry automatically up to N times (0-10) when the job fails (non-zero exit,
+    /// timeout, out of memory).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: Option<u32>,
+
+    /// Wait before an automatic retry, doubling each time (default 1s, at most 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_backoff: Option<Duration>,
+
     /// Print the work request's id (with -o json: the whole request) and return at once,
     /// instead of following its output.
     #[arg(short = 'd', long)]
     pub detach: bool,
+}
+
+/// `berth unblock ...`
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("decision").required(true).args(["accept", "reject"]))]
+pub struct UnblockArgs {
+    /// The work request's id.
+    pub id: String,
+    /// Accept it: it is queued.
+    #[arg(long)]
+    pub accept: bool,
+    /// Reject it: it is aborted (and so are the requests waiting on it).
+    #[arg(long)]
+    pub reject: bool,
+}
+
+/// How a request submitted with `--after` or `--manual` leaves `blocked`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum UnblockArg {
+    /// When every dependency has completed.
+    Deps,
+    /// When someone runs `berth unblock ID --accept` (after the dependencies completed).
+    Manual,
 }
 
 /// `berth logs ...`
@@ -606,6 +749,10 @@ mod tests {
             Command::Worker(WorkerCommand::Disable { name }) if name == "h1"
         ));
         assert!(matches!(
+            parse(&["worker", "drain", "h1"]).command,
+            Command::Worker(WorkerCommand::Drain { name }) if name == "h1"
+        ));
+        assert!(matches!(
             parse(&["cancel", "abc"]).command,
             Command::Cancel { id } if id == "abc"
         ));
@@ -628,6 +775,90 @@ mod tests {
             refused(&["logs", "abc", "--attempt", "0"]).kind(),
             clap::error::ErrorKind::ValueValidation
         );
+    }
+
+    #[test]
+    fn priority_takes_relative_and_absolute_changes() {
+        for (text, expected) in [
+            ("+5", PriorityChange::Add(5)),
+            ("-5", PriorityChange::Add(-5)),
+            ("7", PriorityChange::Set(7)),
+            ("=-3", PriorityChange::Set(-3)),
+        ] {
+            let Command::Priority(args) = parse(&["priority", "abc", text]).command else {
+                panic!("expected priority");
+            };
+            assert_eq!(args.id, "abc");
+            assert_eq!(args.change, expected, "{text}");
+        }
+        let Command::Priority(args) = parse(&["priority", "abc", "-5", "-o", "json"]).command
+        else {
+            panic!("expected priority");
+        };
+        assert_eq!(args.change, PriorityChange::Add(-5));
+        assert_eq!(
+            refused(&["priority", "abc", "+x"]).kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+    }
+
+    #[test]
+    fn queue_takes_workspace_and_limit() {
+        let Command::Queue(queue) = parse(&["queue", "--workspace", "w", "--limit", "5"]).command
+        else {
+            panic!("expected queue");
+        };
+        assert_eq!(queue.workspace.as_deref(), Some("w"));
+        assert_eq!(queue.limit, Some(5));
+    }
+
+    #[test]
+    fn run_takes_dependencies_and_retries_and_unblock_needs_a_decision() {
+        let run = run_args(&[
+            "run",
+            "--after",
+            "a",
+            "--after",
+            "b",
+            "--manual",
+            "--allow-failure",
+            "--retries",
+            "3",
+            "--retry-backoff",
+            "5s",
+            "busybox",
+        ]);
+        assert_eq!(run.after, ["a", "b"]);
+        assert!(run.manual && run.allow_failure);
+        assert_eq!(run.retries, Some(3));
+        assert_eq!(run.retry_backoff, Some(Duration::from_secs(5)));
+        let run = run_args(&["run", "--unblock", "deps", "busybox"]);
+        assert_eq!(run.unblock, Some(UnblockArg::Deps));
+        use clap::error::ErrorKind;
+        assert_eq!(
+            refused(&["run", "--retries", "11", "busybox"]).kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            refused(&["run", "--unblock", "deps", "--manual", "busybox"]).kind(),
+            ErrorKind::ArgumentConflict
+        );
+        let Command::Unblock(unblock) = parse(&["unblock", "x", "--reject"]).command else {
+            panic!("expected unblock");
+        };
+        assert!(unblock.reject && !unblock.accept);
+        assert_eq!(
+            refused(&["unblock", "x"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            refused(&["unblock", "x", "--accept", "--reject"]).kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert!(matches!(
+            parse(&["retry", "x"]).command,
+            Command::Retry { id } if id == "x"
+        ));
     }
 
     #[test]

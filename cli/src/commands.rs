@@ -25,8 +25,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::args::{
-    Cli, Command, GlobalArgs, ListArgs, LogsArgs, OutputFormat, RunArgs, TokenCommand,
-    TokenCreateArgs, WorkerCommand,
+    Cli, Command, GlobalArgs, ListArgs, LogsArgs, OutputFormat, PriorityArgs, QueueArgs, RunArgs,
+    TokenCommand, TokenCreateArgs, UnblockArg, UnblockArgs, WorkerCommand, WorkflowCommand,
 };
 use crate::error::CliError;
 use crate::follow::{self, EXIT_INTERRUPTED, LogTarget, Reconnect, RunEnd};
@@ -34,7 +34,8 @@ use crate::output::{
     CreatedTokenView, DeletedTokenView, Render, TokenListView, TokenView, WorkRequestListView,
     WorkRequestView, WorkerListView, WorkerView, render,
 };
-use crate::values::{into_map, resolve_secret_env, to_proto_duration};
+use crate::output::{QueueEntryView, QueueView};
+use crate::values::{PriorityChange, into_map, resolve_secret_env, to_proto_duration};
 
 /// Where output goes and in which format.
 pub struct Printer<'a> {
@@ -94,6 +95,11 @@ pub async fn execute(
         Command::Logs(args) => return logs(args, &server, printer, interrupt).await,
         Command::List(args) => list(args, &server, printer).await,
         Command::Cancel { id } => cancel(id, &server, printer).await,
+        Command::Unblock(args) => unblock(args, &server, printer).await,
+        Command::Retry { id } => retry(id, &server, printer).await,
+        Command::Priority(args) => priority(args, &server, printer).await,
+        Command::Queue(args) => queue(args, &server, printer).await,
+        Command::Workflow(command) => workflow(command, &server, printer).await,
     };
     done.map(|()| 0)
 }
@@ -266,9 +272,49 @@ async fn worker(
                 .disable_worker(proto::DisableWorkerRequest { name })
                 .await
         }
+        WorkerCommand::Drain { name } => {
+            workers
+                .drain_worker(proto::DrainWorkerRequest { name })
+                .await
+        }
     }?
     .into_inner();
     printer.show(&WorkerView::from(&worker))
+}
+
+// ----- berth workflow -----
+
+async fn workflow(
+    command: WorkflowCommand,
+    server: &Server,
+    printer: &mut Printer<'_>,
+) -> Result<(), CliError> {
+    match command {
+        WorkflowCommand::Submit(args) => {
+            let text = std::fs::read_to_string(&args.file).map_err(|e| {
+                CliError::Local(format!("cannot read {}: {e}", args.file.display()))
+            })?;
+            let in_file = |e: String| CliError::Local(format!("{}: {e}", args.file.display()));
+            let file = crate::workflow::parse(&args.file, &text).map_err(in_file)?;
+            let request =
+                crate::workflow::submit_request(&file, args.workspace.as_deref(), |key| {
+                    std::env::var_os(key)
+                })
+                .map_err(in_file)?;
+            let submitted = server
+                .connect()
+                .await?
+                .work_requests()
+                .submit_workflow(request)
+                .await?
+                .into_inner();
+            match printer.format {
+                // The bare id, so `id=$(berth workflow submit f.yaml)` works.
+                OutputFormat::Table => printer.line(&submitted.id),
+                OutputFormat::Json => printer.show(&WorkRequestView::from(&submitted)),
+            }
+        }
+    }
 }
 
 // ----- berth run / logs / get / list / cancel -----
@@ -404,12 +450,21 @@ pub fn submit_request(
             .into(),
         stop_grace_period: args.grace_period.map(to_proto_duration),
     };
+    let unblock = match (args.unblock, args.manual) {
+        (Some(UnblockArg::Manual), _) | (None, true) => proto::UnblockStrategy::Manual,
+        (Some(UnblockArg::Deps), _) => proto::UnblockStrategy::Deps,
+        (None, false) => proto::UnblockStrategy::Unspecified,
+    };
     Ok(proto::SubmitWorkRequestRequest {
         spec: Some(spec),
         requirements: into_map(&args.require),
         priority: args.priority,
         workspace: args.workspace.clone().unwrap_or_default(),
-        ..Default::default()
+        after: args.after.clone(),
+        unblock: unblock.into(),
+        allow_failure: args.allow_failure,
+        retries: args.retries.unwrap_or(0),
+        retry_backoff: args.retry_backoff.map(to_proto_duration),
     })
 }
 
@@ -459,6 +514,38 @@ async fn list(args: ListArgs, server: &Server, printer: &mut Printer<'_>) -> Res
     Ok(())
 }
 
+// ----- berth unblock / retry -----
+
+async fn unblock(
+    args: UnblockArgs,
+    server: &Server,
+    printer: &mut Printer<'_>,
+) -> Result<(), CliError> {
+    let request = server
+        .connect()
+        .await?
+        .work_requests()
+        .unblock_work_request(proto::UnblockWorkRequestRequest {
+            id: args.id,
+            // clap requires exactly one of --accept and --reject.
+            accept: args.accept && !args.reject,
+        })
+        .await?
+        .into_inner();
+    printer.show(&WorkRequestView::from(&request))
+}
+
+async fn retry(id: String, server: &Server, printer: &mut Printer<'_>) -> Result<(), CliError> {
+    let request = server
+        .connect()
+        .await?
+        .work_requests()
+        .retry_work_request(proto::RetryWorkRequestRequest { id })
+        .await?
+        .into_inner();
+    printer.show(&WorkRequestView::from(&request))
+}
+
 async fn cancel(id: String, server: &Server, printer: &mut Printer<'_>) -> Result<(), CliError> {
     let request = server
         .connect()
@@ -468,6 +555,56 @@ async fn cancel(id: String, server: &Server, printer: &mut Printer<'_>) -> Resul
         .await?
         .into_inner();
     printer.show(&WorkRequestView::from(&request))
+}
+
+// ----- berth priority / queue -----
+
+/// The AdjustPriority call for a parsed `berth priority`.
+fn adjust_priority_request(args: PriorityArgs) -> proto::AdjustPriorityRequest {
+    let (delta, set) = match args.change {
+        PriorityChange::Add(delta) => (delta, None),
+        PriorityChange::Set(value) => (0, Some(value)),
+    };
+    proto::AdjustPriorityRequest {
+        id: args.id,
+        delta,
+        set,
+    }
+}
+
+async fn priority(
+    args: PriorityArgs,
+    server: &Server,
+    printer: &mut Printer<'_>,
+) -> Result<(), CliError> {
+    let request = server
+        .connect()
+        .await?
+        .work_requests()
+        .adjust_priority(adjust_priority_request(args))
+        .await?
+        .into_inner();
+    printer.show(&WorkRequestView::from(&request))
+}
+
+async fn queue(
+    args: QueueArgs,
+    server: &Server,
+    printer: &mut Printer<'_>,
+) -> Result<(), CliError> {
+    let response = server
+        .connect()
+        .await?
+        .work_requests()
+        .list_queue(proto::ListQueueRequest {
+            workspace: args.workspace.unwrap_or_default(),
+            limit: args.limit.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    printer.show(&QueueView {
+        entries: response.entries.iter().map(QueueEntryView::from).collect(),
+    })
 }
 
 #[cfg(test)]
@@ -578,6 +715,37 @@ mod tests {
         );
         assert_eq!(request.priority, 7);
         assert_eq!(request.workspace, "team");
+        assert!(request.after.is_empty());
+        assert_eq!(request.unblock, proto::UnblockStrategy::Unspecified as i32);
+        assert_eq!(request.retries, 0);
+        assert_eq!(request.retry_backoff, None);
+    }
+
+    #[test]
+    fn submit_request_carries_dependencies_unblock_and_retries() {
+        let args = run_args(&[
+            "run",
+            "--after",
+            "a",
+            "--after",
+            "b",
+            "--manual",
+            "--allow-failure",
+            "--retries",
+            "2",
+            "--retry-backoff",
+            "3s",
+            "busybox",
+        ]);
+        let request = submit_request(&args, |_| None).expect("valid");
+        assert_eq!(request.after, ["a", "b"]);
+        assert_eq!(request.unblock, proto::UnblockStrategy::Manual as i32);
+        assert!(request.allow_failure);
+        assert_eq!(request.retries, 2);
+        assert_eq!(request.retry_backoff.map(|d| d.seconds), Some(3));
+        let deps_args = run_args(&["run", "--unblock", "deps", "busybox"]);
+        let deps = submit_request(&deps_args, |_| None).expect("valid");
+        assert_eq!(deps.unblock, proto::UnblockStrategy::Deps as i32);
     }
 
     #[test]
@@ -601,6 +769,20 @@ mod tests {
             error.to_string(),
             "--secret-env NOT_SET_ANYWHERE: environment variable NOT_SET_ANYWHERE is not set"
         );
+    }
+
+    #[test]
+    fn priority_changes_become_delta_or_set() {
+        let request = |text: &str| match cli(&["priority", "id1", text]).command {
+            Command::Priority(args) => adjust_priority_request(args),
+            other => panic!("expected priority, got {other:?}"),
+        };
+        let add = request("-5");
+        assert_eq!((add.id.as_str(), add.delta, add.set), ("id1", -5, None));
+        let set = request("12");
+        assert_eq!((set.delta, set.set), (0, Some(12)));
+        let set = request("=0");
+        assert_eq!(set.set, Some(0));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!
 //! - [`args`]: the command-line contract (clap derive). Scripts depend on it; keep it stable.
 //! - [`values`]: parsers for sizes, durations and `KEY=VALUE` pairs.
+//! - [`workflow`]: workflow files (YAML or JSON) for `berth workflow submit`.
 //! - `commands`: one function per command, building requests and calling the server.
 //! - [`follow`]: streaming a work request's log (`run` without `--detach`, `logs`),
 //!   resuming broken streams, and `run`'s exit statuses.
@@ -28,6 +29,7 @@ mod error;
 pub mod follow;
 pub mod output;
 pub mod values;
+pub mod workflow;
 
 use std::ffi::OsString;
 use std::future::Future;

@@ -372,6 +372,10 @@ pub struct WorkRequestView {
     pub reason: String,
     pub message: String,
     pub log_truncated: bool,
+    /// For pending requests: 1 for the next to be offered; null otherwise.
+    pub queue_position: Option<u32>,
+    /// For blocked and pending requests: why it waits.
+    pub pending_reason: String,
     pub priority: i32,
     pub priority_base: i32,
     pub priority_adjustment: i32,
@@ -393,7 +397,21 @@ pub struct WorkRequestView {
     pub started_at: Option<Time>,
     pub completed_at: Option<Time>,
     pub attempt_count: u32,
+    /// Ids of the requests this one runs after.
+    pub depends_on: Vec<String>,
+    /// How it leaves `blocked`: `deps` or `manual`.
+    pub unblock: String,
+    /// Whether its dependants run even if it fails.
+    pub allow_failure: bool,
+    /// Automatic retries left on failure.
+    pub retries_left: u32,
     pub attempts: Vec<AttemptView>,
+    /// The step name (for a workflow step) or the workflow name (for a workflow).
+    pub name: String,
+    /// The workflow this request is a step of; empty otherwise.
+    pub parent_id: String,
+    /// A workflow's steps, in an order they can run in; empty for other requests.
+    pub children: Vec<WorkRequestView>,
 }
 
 impl From<&proto::WorkRequest> for WorkRequestView {
@@ -411,6 +429,8 @@ impl From<&proto::WorkRequest> for WorkRequestView {
             reason: request.reason.clone(),
             message: request.message.clone(),
             log_truncated: request.log_truncated,
+            queue_position: (request.queue_position > 0).then_some(request.queue_position),
+            pending_reason: request.pending_reason.clone(),
             priority: request.priority,
             priority_base: request.priority_base,
             priority_adjustment: request.priority_adjustment,
@@ -432,7 +452,18 @@ impl From<&proto::WorkRequest> for WorkRequestView {
             started_at: Time::from_proto(request.started_at.as_ref()),
             completed_at: Time::from_proto(request.completed_at.as_ref()),
             attempt_count: request.attempt_count,
+            depends_on: request.depends_on.clone(),
+            unblock: match proto::UnblockStrategy::try_from(request.unblock) {
+                Ok(proto::UnblockStrategy::Manual) => "manual".to_owned(),
+                Ok(_) => "deps".to_owned(),
+                Err(_) => format!("unknown({})", request.unblock),
+            },
+            allow_failure: request.allow_failure,
+            retries_left: request.retries_left,
             attempts: request.attempts.iter().map(AttemptView::from).collect(),
+            name: request.name.clone(),
+            parent_id: request.parent_id.clone(),
+            children: request.children.iter().map(WorkRequestView::from).collect(),
         }
     }
 }
@@ -441,6 +472,8 @@ impl Render for WorkRequestView {
     fn table(&self) -> String {
         let mut text = fields(&[
             ("id", self.id.clone()),
+            ("name", self.name.clone()),
+            ("parent_id", self.parent_id.clone()),
             ("workspace", self.workspace.clone()),
             ("status", self.status.clone()),
             ("result", opt(self.result.as_ref())),
@@ -448,6 +481,8 @@ impl Render for WorkRequestView {
             ("reason", self.reason.clone()),
             ("message", self.message.clone()),
             ("log_truncated", yes_no(self.log_truncated)),
+            ("queue_position", opt(self.queue_position)),
+            ("pending_reason", self.pending_reason.clone()),
             (
                 "priority",
                 format!(
@@ -473,6 +508,10 @@ impl Render for WorkRequestView {
             ("started_at", time(self.started_at)),
             ("completed_at", time(self.completed_at)),
             ("attempt_count", self.attempt_count.to_string()),
+            ("depends_on", self.depends_on.join(", ")),
+            ("unblock", self.unblock.clone()),
+            ("allow_failure", yes_no(self.allow_failure)),
+            ("retries_left", self.retries_left.to_string()),
         ]);
         if !self.attempts.is_empty() {
             text.push_str("attempts:\n");
@@ -510,8 +549,47 @@ impl Render for WorkRequestView {
                 let _ = writeln!(text, "  {line}");
             }
         }
+        if !self.children.is_empty() {
+            text.push_str("steps:\n");
+            text.push_str(&steps_table(&self.children));
+        }
         text
     }
+}
+
+/// A workflow's steps, one per line and indented, each with the names of the steps it
+/// needs.
+fn steps_table(steps: &[WorkRequestView]) -> String {
+    let names: HashMap<&str, &str> = steps
+        .iter()
+        .map(|s| (s.id.as_str(), s.name.as_str()))
+        .collect();
+    let mut table = Table::new([
+        "NAME", "ID", "STATUS", "RESULT", "EXIT", "NEEDS", "STARTED", "FINISHED", "REASON",
+    ]);
+    for step in steps {
+        let needs: Vec<&str> = step
+            .depends_on
+            .iter()
+            .map(|id| names.get(id.as_str()).copied().unwrap_or(id.as_str()))
+            .collect();
+        table.row([
+            step.name.clone(),
+            step.id.clone(),
+            step.status.clone(),
+            opt(step.result.as_ref()),
+            opt(step.exit_code),
+            needs.join(","),
+            time(step.started_at),
+            time(step.completed_at),
+            step.reason.clone(),
+        ]);
+    }
+    let mut text = String::new();
+    for line in table.render().lines() {
+        let _ = writeln!(text, "  {line}");
+    }
+    text
 }
 
 /// One attempt of a work request.
@@ -581,6 +659,51 @@ impl Render for WorkRequestListView {
                 request.workspace.clone(),
                 time(request.created_at),
                 request.image.clone(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+// ----- the queue -----
+
+/// One pending request in `queue`.
+#[derive(Debug, Serialize)]
+pub struct QueueEntryView {
+    pub position: u32,
+    pub pending_reason: String,
+    pub work_request: WorkRequestView,
+}
+
+impl From<&proto::QueueEntry> for QueueEntryView {
+    fn from(entry: &proto::QueueEntry) -> QueueEntryView {
+        let request = entry.work_request.clone().unwrap_or_default();
+        QueueEntryView {
+            position: entry.position,
+            pending_reason: entry.pending_reason.clone(),
+            work_request: WorkRequestView::from(&request),
+        }
+    }
+}
+
+/// `queue`: the pending queue, next to be offered first.
+#[derive(Debug, Serialize)]
+pub struct QueueView {
+    pub entries: Vec<QueueEntryView>,
+}
+
+impl Render for QueueView {
+    fn table(&self) -> String {
+        let mut table = Table::new(["POS", "ID", "PRIORITY", "CREATED", "IMAGE", "REASON"]);
+        for entry in &self.entries {
+            let request = &entry.work_request;
+            table.row([
+                entry.position.to_string(),
+                request.id.clone(),
+                request.priority.to_string(),
+                time(request.created_at),
+                request.image.clone(),
+                entry.pending_reason.clone(),
             ]);
         }
         table.render()
@@ -915,6 +1038,71 @@ mod tests {
             row.ends_with("-         1s 500ms  250ms  pull access denied for nope"),
             "{table}"
         );
+    }
+
+    #[test]
+    fn queue_lists_positions_and_reasons_in_both_formats() {
+        let entry = |position: u32, id: &str, reason: &str| proto::QueueEntry {
+            work_request: Some(proto::WorkRequest {
+                id: id.into(),
+                status: proto::WorkRequestStatus::Pending as i32,
+                priority: 10,
+                queue_position: position,
+                pending_reason: reason.into(),
+                spec: Some(proto::ContainerSpec {
+                    image: "busybox".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            position,
+            pending_reason: reason.into(),
+        };
+        let view = QueueView {
+            entries: vec![
+                QueueEntryView::from(&entry(1, "a", "next in line")),
+                QueueEntryView::from(&entry(2, "b", "no connected worker has labels gpu=yes")),
+            ],
+        };
+        let json = to_json(&view);
+        assert_eq!(json["entries"][1]["position"], 2);
+        assert_eq!(
+            json["entries"][1]["pending_reason"],
+            "no connected worker has labels gpu=yes"
+        );
+        assert_eq!(json["entries"][1]["work_request"]["id"], "b");
+        assert_eq!(json["entries"][1]["work_request"]["queue_position"], 2);
+        let table = view.table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("POS  ID  PRIORITY  CREATED"),
+            "{table}"
+        );
+        assert!(
+            lines[2].ends_with("busybox  no connected worker has labels gpu=yes"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_pending_requests_place_and_reason_are_shown() {
+        let request = proto::WorkRequest {
+            status: proto::WorkRequestStatus::Pending as i32,
+            queue_position: 3,
+            pending_reason: "all 2 matching workers are busy".into(),
+            ..Default::default()
+        };
+        let view = WorkRequestView::from(&request);
+        assert_eq!(to_json(&view)["queue_position"], 3);
+        let table = view.table();
+        assert!(table.contains("queue_position:"), "{table}");
+        assert!(
+            table.contains(" all 2 matching workers are busy\n"),
+            "{table}"
+        );
+        let json = to_json(&WorkRequestView::from(&completed_request()));
+        assert_eq!(json["queue_position"], Value::Null);
+        assert_eq!(json["pending_reason"], "");
     }
 
     #[test]

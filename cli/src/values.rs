@@ -107,6 +107,39 @@ pub fn parse_priority(text: &str) -> Result<i32, String> {
         .map_err(|_| format!("cannot parse {text:?} as a priority (examples: 10, -5)"))
 }
 
+/// How `berth priority` changes a request's priority adjustment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PriorityChange {
+    /// Add this (negative lowers) to the current adjustment.
+    Add(i32),
+    /// Replace the adjustment with this.
+    Set(i32),
+}
+
+/// Parses `+N` / `-N` (relative) or `N` / `=N` (absolute) for `berth priority`.
+pub fn parse_priority_change(text: &str) -> Result<PriorityChange, String> {
+    let trimmed = text.trim();
+    let number = |digits: &str| {
+        digits.parse::<i32>().map_err(|_| {
+            format!("cannot parse {text:?} as a priority change (examples: +10, -5, 3, =-2)")
+        })
+    };
+    if let Some(rest) = trimmed.strip_prefix('+') {
+        if rest.starts_with(['+', '-']) {
+            return Err(format!(
+                "cannot parse {text:?} as a priority change (examples: +10, -5, 3, =-2)"
+            ));
+        }
+        number(rest).map(PriorityChange::Add)
+    } else if trimmed.starts_with('-') {
+        number(trimmed).map(PriorityChange::Add)
+    } else if let Some(rest) = trimmed.strip_prefix('=') {
+        number(rest).map(PriorityChange::Set)
+    } else {
+        number(trimmed).map(PriorityChange::Set)
+    }
+}
+
 /// A `KEY=VALUE` pair from the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {

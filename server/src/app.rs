@@ -28,6 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError, DbPool, DbSettings};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
 use crate::hub::Hub;
+use crate::notify;
 use crate::rpc::agent::AgentApi;
 use crate::rpc::tokens::TokenApi;
 use crate::rpc::work_requests::WorkRequestApi;
@@ -250,9 +251,19 @@ async fn serve_inner(
         prepared.secrets.clone(),
         config.agent.lease_ttl,
         config.agent.handoff_deadline,
-    );
+    )
+    .with_sweep_interval(config.agent.sweep_interval);
     let mut tasks = JoinSet::new();
     tasks.spawn(scheduler.clone().run(background.clone()));
+    // Wake-ups to and from the other replicas on the same database.
+    let (outbox, events) = tokio::sync::mpsc::channel(notify::OUTBOX_CAPACITY);
+    hub.set_outbox(outbox);
+    tasks.spawn(notify::publish(pool.clone(), events, background.clone()));
+    tasks.spawn(notify::listen(
+        prepared.db.clone(),
+        hub.clone(),
+        background.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let service_names = [

@@ -74,6 +74,7 @@ struct FileConfig {
     heartbeat_interval: Option<String>,
     lease_ttl: Option<String>,
     handoff_deadline: Option<String>,
+    sweep_interval: Option<String>,
     max_log_bytes: Option<u64>,
     #[serde(default)]
     defaults: FileDefaults,
@@ -231,6 +232,14 @@ impl Config {
         if let Some(text) = &file.handoff_deadline {
             agent.handoff_deadline = duration("handoff_deadline", text)?;
         }
+        if let Some(text) = &file.sweep_interval {
+            agent.sweep_interval = duration("sweep_interval", text)?;
+            if !(Duration::from_millis(100)..=Duration::from_secs(3600))
+                .contains(&agent.sweep_interval)
+            {
+                return Err(ConfigError("sweep_interval: use 100ms to 1h".into()));
+            }
+        }
         if agent.heartbeat_interval < Duration::from_secs(1)
             || agent.lease_ttl < agent.heartbeat_interval * 2
         {
@@ -317,6 +326,24 @@ mod tests {
         assert_eq!(config.listen.port(), 9100);
         assert_eq!(config.data_dir, PathBuf::from("/srv/berth"));
         assert_eq!(config.spec_defaults.timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn sweep_interval_is_read_from_the_file_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(&path, "sweep_interval = \"30s\"\n").expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.agent.sweep_interval, Duration::from_secs(30));
+        std::fs::write(&path, "sweep_interval = \"1ms\"\n").expect("write");
+        let error = Config::resolve(&args).expect_err("too short");
+        assert!(error.to_string().contains("sweep_interval"), "{error}");
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.agent.sweep_interval, Duration::from_secs(1));
     }
 
     #[test]

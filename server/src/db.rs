@@ -108,7 +108,7 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Whether the URL asks for TLS (`sslmode=require|verify-ca|verify-full`).
-fn wants_tls(url: &str) -> bool {
+pub(crate) fn wants_tls(url: &str) -> bool {
     let query = url.split_once('?').map_or("", |(_, q)| q);
     query.split('&').any(|pair| {
         matches!(
@@ -118,7 +118,7 @@ fn wants_tls(url: &str) -> bool {
     })
 }
 
-fn tls_connector(
+pub(crate) fn tls_connector(
     ca_cert: Option<&Path>,
 ) -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
     let mut roots = rustls::RootCertStore::empty();

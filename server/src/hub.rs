@@ -5,15 +5,22 @@
 //! status changes bump a counter that log followers wait on. Everything here is a wake-up
 //! or a channel, never state: the database stays the only source of truth, and every
 //! waiter also re-checks it on a timer, so a missed poke costs latency, not correctness.
+//!
+//! Other replicas must hear most of these pokes too: [`Hub::wake_scheduler`],
+//! [`Hub::changed`] and [`Hub::close_token`] also hand an [`Event`] to the outbox that
+//! `notify::publish` sends with `NOTIFY`, and `notify::listen` applies what it hears with
+//! the `*_local` methods, which never send anything on.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use berth_common::proto::ServerMessage;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::notify::Event;
 
 /// A live worker stream on this replica.
 #[derive(Clone)]
@@ -36,6 +43,7 @@ pub struct Hub {
     next_session: AtomicU64,
     wake_scheduler: Notify,
     changes: watch::Sender<u64>,
+    outbox: OnceLock<mpsc::Sender<Event>>,
 }
 
 impl Default for Hub {
@@ -45,6 +53,7 @@ impl Default for Hub {
             next_session: AtomicU64::new(1),
             wake_scheduler: Notify::new(),
             changes: watch::channel(0).0,
+            outbox: OnceLock::new(),
         }
     }
 }
@@ -97,8 +106,34 @@ impl Hub {
         self.sessions().keys().copied().collect()
     }
 
-    /// Ends every stream authenticated with `token_id` (the token was disabled or deleted).
+    /// Sends this hub's events to the other replicas through `outbox` from now on
+    /// (`notify::publish` reads it). Only the first call has an effect.
+    pub fn set_outbox(&self, outbox: mpsc::Sender<Event>) {
+        let _ = self.outbox.set(outbox);
+    }
+
+    /// Tells the other replicas (and this one) about `event`. Without an outbox, or when
+    /// it is full, the event is dropped: the other replicas' timers cover for it.
+    pub fn publish(&self, event: Event) {
+        if let Some(outbox) = self.outbox.get()
+            && outbox.try_send(event).is_err()
+        {
+            tracing::debug!(
+                ?event,
+                "event outbox full or closed; other replicas find out on their timers"
+            );
+        }
+    }
+
+    /// Ends every stream authenticated with `token_id` (the token was disabled or deleted),
+    /// here and on the other replicas.
     pub fn close_token(&self, token_id: Uuid) {
+        self.close_token_local(token_id);
+        self.publish(Event::CloseToken(token_id));
+    }
+
+    /// Ends this replica's streams authenticated with `token_id`.
+    pub fn close_token_local(&self, token_id: Uuid) {
         for session in self.sessions().values() {
             if session.token_id == token_id {
                 session.close.cancel();
@@ -106,8 +141,14 @@ impl Hub {
         }
     }
 
-    /// Asks the scheduler to look for work to assign now.
+    /// Asks the scheduler of every replica to look for work to assign now.
     pub fn wake_scheduler(&self) {
+        self.wake_local();
+        self.publish(Event::Work);
+    }
+
+    /// Asks this replica's scheduler to look for work to assign now.
+    pub fn wake_local(&self) {
         self.wake_scheduler.notify_one();
     }
 
@@ -116,8 +157,15 @@ impl Hub {
         self.wake_scheduler.notified().await;
     }
 
-    /// Says that logs or statuses changed (log followers re-read).
+    /// Says that logs or statuses changed (log followers here and on the other replicas
+    /// re-read).
     pub fn changed(&self) {
+        self.changed_local();
+        self.publish(Event::Changed);
+    }
+
+    /// Says that logs or statuses changed, to this replica's log followers only.
+    pub fn changed_local(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 

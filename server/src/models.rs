@@ -67,6 +67,8 @@ pub struct WorkRequestRow {
     pub allow_failure: bool,
     pub retries_left: i32,
     pub name: String,
+    /// `job`, or `workflow` for a parent whose status follows its steps (never run).
+    pub kind: String,
 }
 
 /// An attempt row.

@@ -30,7 +30,8 @@ use crate::schema::{attempts, work_requests, workers};
 use crate::secrets::SecretBox;
 use crate::validate::StoredSpec;
 
-/// How often the scheduler looks for work even when nobody woke it.
+/// How often the scheduler looks for work even when nobody woke it, unless configured
+/// (`sweep_interval`).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A claimed attempt, ready to send.
@@ -55,6 +56,7 @@ pub struct Scheduler {
     secrets: SecretBox,
     lease_ttl: Duration,
     handoff_deadline: Duration,
+    sweep_interval: Duration,
 }
 
 impl Scheduler {
@@ -73,7 +75,14 @@ impl Scheduler {
             secrets,
             lease_ttl,
             handoff_deadline,
+            sweep_interval: SWEEP_INTERVAL,
         }
+    }
+
+    /// The same scheduler, sweeping every `interval` when nobody wakes it.
+    pub fn with_sweep_interval(mut self, interval: Duration) -> Scheduler {
+        self.sweep_interval = interval;
+        self
     }
 
     /// Runs until `shutdown`: on every wake-up and every sweep interval, offers work to
@@ -83,7 +92,7 @@ impl Scheduler {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.hub.scheduler_woken() => {}
-                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                () = tokio::time::sleep(self.sweep_interval) => {}
             }
             if let Err(e) = self.sweep().await {
                 let status: tonic::Status = e.into();
@@ -303,9 +312,14 @@ async fn claim(conn: &mut AsyncPgConnection, worker_id: Uuid) -> ApiResult<Vec<C
                 attempts::worker_id.eq(worker_id),
                 attempts::worker_name.eq(&name),
                 attempts::state.eq("assigned"),
+                // The server's clock, like the attempt's other times, read after the
+                // slot count: a finish committed during this transaction has an earlier
+                // finished_at than this assigned_at.
+                attempts::assigned_at.eq(Utc::now()),
             ))
             .execute(conn)
             .await?;
+        crate::workflow::refresh_parent_of(conn, claim.id).await?;
     }
     Ok(claimed)
 }
@@ -396,6 +410,7 @@ pub async fn withdraw(
                 .set(work_requests::status.eq(Status::Pending.as_str()))
                 .execute(conn)
                 .await?;
+            crate::workflow::refresh_parent_of(conn, id).await?;
         }
         Ok(true)
     })
@@ -575,6 +590,12 @@ pub async fn finish(
         if current != Status::Running {
             return Ok(true);
         }
+        // A failure with automatic retries left goes back to the queue instead.
+        if result == Some("failure")
+            && crate::deps::auto_retry(conn, id, attempt, report.exit_code, &report.message).await?
+        {
+            return Ok(true);
+        }
         let completed_at = (status != Status::Pending).then_some(now);
         diesel::update(work_requests::table.find(id))
             .set((
@@ -587,6 +608,10 @@ pub async fn finish(
             ))
             .execute(conn)
             .await?;
+        if status.is_terminal() {
+            crate::deps::settle(conn, id).await?;
+        }
+        crate::workflow::refresh_parent_of(conn, id).await?;
         Ok(true)
     })
     .await
@@ -649,7 +674,9 @@ pub async fn worker_lost(
                         ))
                         .execute(conn)
                         .await?;
+                    crate::deps::settle(conn, id).await?;
                 }
+                crate::workflow::refresh_parent_of(conn, id).await?;
                 Ok(true)
             })
             .await?;

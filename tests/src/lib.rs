@@ -215,6 +215,44 @@ impl TestServer {
         }
     }
 
+    /// Starts another replica of this server: the same database and secret key (copied
+    /// into its own data dir, as replicas must share it) and its own address. Bootstrap
+    /// creates no token on a database that has some, so the replica's `admin_token` is
+    /// this server's.
+    pub async fn replica(&self) -> TestServer {
+        self.replica_with(|_| {}).await
+    }
+
+    /// [`TestServer::replica`] after `adjust` has changed a copy of this server's
+    /// configuration.
+    pub async fn replica_with(&self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.data_dir = data_dir.path().to_owned();
+        config.secret_key_file = data_dir.path().join("secret.key");
+        std::fs::copy(&self.config.secret_key_file, &config.secret_key_file).unwrap();
+        adjust(&mut config);
+        let listener = app::bind(&config).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        config.listen = addr;
+        let prepared = app::prepare(config.clone()).await.unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(app::serve(prepared, listener, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            url: format!("http://{addr}"),
+            addr,
+            config,
+            admin_token: self.admin_token.clone(),
+            database_url: self.database_url.clone(),
+            data_dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
     /// A fresh connection to the server.
     pub async fn channel(&self) -> Channel {
         berth_common::client::connect(&self.url, None)

@@ -47,6 +47,9 @@ pub struct AgentSettings {
     pub max_log_bytes: u64,
     /// How long an assignment may wait for the worker's Accept before it is offered again.
     pub handoff_deadline: Duration,
+    /// How often the scheduler sweeps leases and looks for work when nobody woke it
+    /// (NOTIFY from any replica wakes it sooner).
+    pub sweep_interval: Duration,
 }
 
 impl Default for AgentSettings {
@@ -56,6 +59,7 @@ impl Default for AgentSettings {
             lease_ttl: Duration::from_secs(30),
             max_log_bytes: 64 * 1024 * 1024,
             handoff_deadline: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(1),
         }
     }
 }
@@ -255,6 +259,7 @@ impl AgentService for AgentApi {
         drop(conn);
         if !lost.is_empty() {
             tracing::warn!(worker = %name, lost = lost.len(), "attempts the worker no longer runs were ended as worker-lost");
+            self.hub.wake_scheduler();
         }
 
         let (tx, rx) = mpsc::channel::<ServerMessage>(64);
@@ -436,6 +441,7 @@ impl AgentApi {
                 tracing::info!(work_request = %id, attempt, reason = %reject.reason, "worker rejected an assignment");
                 scheduler::withdraw(&mut conn, id, attempt, "rejected").await?;
                 self.hub.changed();
+                self.hub.wake_scheduler();
             }
             worker_message::Msg::Started(started) => {
                 if !scheduler::started(&mut conn, worker_id, &started).await? {
@@ -450,6 +456,8 @@ impl AgentApi {
                     tracing::warn!(attempt = ?finished.attempt, "finished for a stale attempt ignored");
                 }
                 self.hub.changed();
+                // Dependants it released may suit other workers.
+                self.hub.wake_scheduler();
                 drop(conn);
                 // The slot is free: refill it at once rather than at the next sweep.
                 self.scheduler.assign_for(worker_id).await?;

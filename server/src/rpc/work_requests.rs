@@ -1,7 +1,8 @@
 //! `berth.v1.WorkRequestService`: submit, inspect, list and cancel work requests.
 //!
 //! Submission validates the whole spec (see `validate`), seals secret env values with the
-//! server's key, and stores the request as `pending`. Responses never carry secret
+//! server's key, and stores the request as `pending` (or `blocked`, with dependencies or
+//! manual approval; see `crate::deps`). Responses never carry secret
 //! values, only their names.
 
 use base64::Engine;
@@ -10,7 +11,7 @@ use berth_common::proto::work_request_service_server::WorkRequestService;
 use berth_common::proto::{
     AdjustPriorityRequest, Attempt, CancelWorkRequestRequest, GetWorkRequestRequest,
     ListQueueRequest, ListQueueResponse, ListWorkRequestsRequest, ListWorkRequestsResponse,
-    LogChunk, RetryWorkRequestRequest, StreamLogsRequest, SubmitWorkRequestRequest,
+    LogChunk, QueueEntry, RetryWorkRequestRequest, StreamLogsRequest, SubmitWorkRequestRequest,
     SubmitWorkflowRequest, UnblockStrategy, UnblockWorkRequestRequest, WorkRequest,
     WorkRequestStatus, WorkResult,
 };
@@ -28,7 +29,7 @@ use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
 use crate::models::{AttemptRow, Status as WrStatus, WorkRequestRow};
-use crate::schema::{attempts, users, work_requests, workspaces};
+use crate::schema::{attempts, users, work_request_dependencies, work_requests, workspaces};
 use crate::secrets::SecretBox;
 use crate::validate::{SpecDefaults, StoredSpec, validate_submission};
 
@@ -123,14 +124,21 @@ fn to_proto(
     created_by: String,
     attempts: Vec<AttemptRow>,
 ) -> ApiResult<WorkRequest> {
-    let spec: StoredSpec = serde_json::from_value(row.spec)
-        .map_err(|e| ApiError::internal(format!("stored spec of {} unreadable: {e}", row.id)))?;
+    // A workflow parent runs nothing itself, so it has no spec (its column holds `{}`).
+    let spec = if row.kind == "workflow" {
+        None
+    } else {
+        let stored: StoredSpec = serde_json::from_value(row.spec).map_err(|e| {
+            ApiError::internal(format!("stored spec of {} unreadable: {e}", row.id))
+        })?;
+        Some(stored.to_proto())
+    };
     Ok(WorkRequest {
         id: row.id.to_string(),
         workspace,
         status: status_to_proto(&row.status) as i32,
         result: result_to_proto(row.result.as_deref()) as i32,
-        spec: Some(spec.to_proto()),
+        spec,
         secret_env_keys: row.secret_env_keys,
         requirements: string_map(&row.requirements),
         priority_base: row.priority_base,
@@ -179,7 +187,52 @@ async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<WorkRequest> 
         .order(attempts::number)
         .load(conn)
         .await?;
-    to_proto(row, workspace, created_by, attempts)
+    let depends_on = crate::deps::depends_on(conn, id).await?;
+    let is_workflow = row.kind == "workflow";
+    let mut request = to_proto(row, workspace, created_by, attempts)?;
+    request.depends_on = depends_on.iter().map(Uuid::to_string).collect();
+    if is_workflow {
+        request.children = load_children(conn, id).await?;
+    }
+    Ok(request)
+}
+
+/// The steps of a workflow parent, in creation order (an order they can run in), each
+/// with its `depends_on` but without attempts.
+async fn load_children(conn: &mut AsyncPgConnection, parent: Uuid) -> ApiResult<Vec<WorkRequest>> {
+    let rows: Vec<(WorkRequestRow, String, String)> = work_requests::table
+        .inner_join(workspaces::table)
+        .inner_join(users::table)
+        .filter(work_requests::parent_id.eq(parent))
+        .select((WorkRequestRow::as_select(), workspaces::name, users::name))
+        .order((work_requests::created_at, work_requests::id))
+        .load(conn)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|(row, _, _)| row.id).collect();
+    let edges: Vec<(Uuid, Uuid)> = work_request_dependencies::table
+        .filter(work_request_dependencies::work_request_id.eq_any(&ids))
+        .select((
+            work_request_dependencies::work_request_id,
+            work_request_dependencies::depends_on_id,
+        ))
+        .order((
+            work_request_dependencies::work_request_id,
+            work_request_dependencies::depends_on_id,
+        ))
+        .load(conn)
+        .await?;
+    rows.into_iter()
+        .map(|(row, workspace, by)| {
+            let id = row.id;
+            let mut child = to_proto(row, workspace, by, Vec::new())?;
+            child.depends_on = edges
+                .iter()
+                .filter(|(from, _)| *from == id)
+                .map(|(_, to)| to.to_string())
+                .collect();
+            Ok(child)
+        })
+        .collect()
 }
 
 /// The position after which the next page starts: the last row's (created_at, id).
@@ -211,6 +264,7 @@ impl WorkRequestApi {
     ) -> ApiResult<WorkRequest> {
         let submission = validate_submission(&req, &self.defaults)
             .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+        let scheduling = scheduling(&req)?;
         let creator = caller.user_id.ok_or_else(|| {
             ApiError::PermissionDenied("only users and admins may submit work requests".into())
         })?;
@@ -241,22 +295,40 @@ impl WorkRequestApi {
                 ))
             })?;
         let id = Uuid::now_v7();
-        diesel::insert_into(work_requests::table)
-            .values((
-                work_requests::id.eq(id),
-                work_requests::workspace_id.eq(workspace_id),
-                work_requests::status.eq(WrStatus::Pending.as_str()),
-                work_requests::spec.eq(spec),
-                work_requests::secret_env.eq(sealed),
-                work_requests::secret_env_keys.eq(secret_keys),
-                work_requests::requirements.eq(requirements),
-                work_requests::priority_base.eq(submission.priority),
-                work_requests::created_by.eq(creator),
-            ))
-            .execute(&mut conn)
+        // The request and its dependency rows are stored together or not at all.
+        let status = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                let status = crate::deps::initial_status(conn, &scheduling).await?;
+                diesel::insert_into(work_requests::table)
+                    .values((
+                        work_requests::id.eq(id),
+                        work_requests::workspace_id.eq(workspace_id),
+                        work_requests::status.eq(status.as_str()),
+                        work_requests::spec.eq(spec),
+                        work_requests::secret_env.eq(sealed),
+                        work_requests::secret_env_keys.eq(secret_keys),
+                        work_requests::requirements.eq(requirements),
+                        work_requests::priority_base.eq(submission.priority),
+                        work_requests::created_by.eq(creator),
+                        work_requests::unblock_strategy.eq(if scheduling.manual {
+                            "manual"
+                        } else {
+                            "deps"
+                        }),
+                        work_requests::allow_failure.eq(scheduling.allow_failure),
+                        work_requests::retries_left.eq(scheduling.retries),
+                        work_requests::retry_backoff_ms.eq(scheduling.retry_backoff_ms),
+                    ))
+                    .execute(conn)
+                    .await?;
+                crate::deps::insert_dependencies(conn, id, &scheduling).await?;
+                Ok(status)
+            })
             .await?;
-        tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, "work request submitted");
-        self.hub.wake_scheduler();
+        tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, status = status.as_str(), "work request submitted");
+        if status == WrStatus::Pending {
+            self.hub.wake_scheduler();
+        }
         load(&mut conn, id).await
     }
 
@@ -314,11 +386,32 @@ impl WorkRequestApi {
         })
     }
 
+    /// `SubmitWorkflow`: checks everything, stores the parent and its steps in one
+    /// transaction (see `crate::workflow`), and returns the parent with its steps.
+    async fn submit_workflow(
+        &self,
+        caller: &Identity,
+        req: &SubmitWorkflowRequest,
+    ) -> ApiResult<WorkRequest> {
+        let workflow = crate::workflow::validate(req, &self.defaults)?;
+        let creator = caller.user_id.ok_or_else(|| {
+            ApiError::PermissionDenied("only users and admins may submit workflows".into())
+        })?;
+        let mut conn = self.pool.get().await?;
+        let id = crate::workflow::create(&mut conn, &self.secrets, creator, &workflow).await?;
+        tracing::info!(work_request = %id, workflow = %workflow.name, steps = workflow.steps.len(), by = %caller.name, "workflow submitted");
+        self.hub.wake_scheduler();
+        self.hub.changed();
+        load(&mut conn, id).await
+    }
+
     async fn cancel(&self, caller: &Identity, id: &str) -> ApiResult<WorkRequest> {
         let id = parse_id("id", id)?;
         let mut conn = self.pool.get().await?;
         let caller_ref = caller;
         let live = conn.transaction::<_, ApiError, _>(async |conn| {
+                // A workflow's steps are locked before the workflow (see `crate::workflow`).
+                crate::workflow::lock_children(conn, id).await?;
                 let (status, created_by): (String, Uuid) = work_requests::table
                     .find(id)
                     .select((work_requests::status, work_requests::created_by))
@@ -350,6 +443,14 @@ impl WorkRequestApi {
                             ))
                             .execute(conn)
                             .await?;
+                        // Its blocked dependants are aborted too (or, with allow_failure, released).
+                        crate::deps::settle(conn, id).await?;
+                        // Cancelling a workflow aborts its steps that have not ended.
+                        let (steps, mut stopping) = crate::workflow::abort_children(conn, id).await?;
+                        for step in steps {
+                            crate::deps::settle(conn, step).await?;
+                        }
+                        crate::workflow::refresh_parent_of(conn, id).await?;
                         // A live attempt's container must be stopped by its worker.
                         let live: Option<(Option<Uuid>, i32)> = attempts::table
                             .filter(attempts::work_request_id.eq(id))
@@ -358,20 +459,85 @@ impl WorkRequestApi {
                             .first(conn)
                             .await
                             .optional()?;
-                        Ok(live.and_then(|(worker, n)| worker.map(|w| (w, n))))
+                        if let Some((Some(worker_id), attempt)) = live {
+                            stopping.push(crate::workflow::LiveAttempt { work_request_id: id, worker_id, attempt });
+                        }
+                        Ok(stopping)
                     }
                 }
         })
         .await?;
         tracing::info!(work_request = %id, by = %caller.name, "work request cancelled");
-        if let Some((worker_id, attempt)) = live
-            && !crate::rpc::agent::send_cancel(&self.hub, worker_id, id, attempt).await
-        {
-            tracing::warn!(work_request = %id, %worker_id, "the worker is not connected here; it stops the container when it reconnects");
+        for stop in live {
+            if !crate::rpc::agent::send_cancel(
+                &self.hub,
+                stop.worker_id,
+                stop.work_request_id,
+                stop.attempt,
+            )
+            .await
+            {
+                tracing::info!(work_request = %stop.work_request_id, worker_id = %stop.worker_id, "the worker is not connected here; asking the other replicas (else it stops the container when it reconnects)");
+                self.hub.publish(crate::notify::Event::Cancel {
+                    worker_id: stop.worker_id,
+                    work_request_id: stop.work_request_id,
+                    attempt: stop.attempt,
+                });
+            }
+        }
+        self.hub.changed();
+        // Dependants released by an allow_failure request may be queued now.
+        self.hub.wake_scheduler();
+        load(&mut conn, id).await
+    }
+
+    async fn unblock(
+        &self,
+        caller: &Identity,
+        req: &UnblockWorkRequestRequest,
+    ) -> ApiResult<WorkRequest> {
+        let id = parse_id("id", &req.id)?;
+        let mut conn = self.pool.get().await?;
+        let queued = crate::deps::unblock(&mut conn, caller, id, req.accept).await?;
+        tracing::info!(work_request = %id, by = %caller.name, accept = req.accept, "manual unblock decided");
+        if queued {
+            self.hub.wake_scheduler();
         }
         self.hub.changed();
         load(&mut conn, id).await
     }
+
+    async fn retry(&self, caller: &Identity, id: &str) -> ApiResult<WorkRequest> {
+        let id = parse_id("id", id)?;
+        let mut conn = self.pool.get().await?;
+        if crate::deps::retry(&mut conn, caller, id).await? {
+            self.hub.wake_scheduler();
+        }
+        self.hub.changed();
+        load(&mut conn, id).await
+    }
+}
+
+/// The scheduling fields of a submission (dependencies, unblock strategy, retries),
+/// converted from the wire and checked.
+fn scheduling(req: &SubmitWorkRequestRequest) -> ApiResult<crate::deps::Scheduling> {
+    let manual = match UnblockStrategy::try_from(req.unblock) {
+        Ok(UnblockStrategy::Unspecified | UnblockStrategy::Deps) => false,
+        Ok(UnblockStrategy::Manual) => true,
+        Err(_) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "unblock: unknown strategy {}; use UNBLOCK_STRATEGY_DEPS or UNBLOCK_STRATEGY_MANUAL",
+                req.unblock
+            )));
+        }
+    };
+    crate::deps::Scheduling::check(
+        &req.after,
+        manual,
+        req.allow_failure,
+        req.retries,
+        req.retry_backoff.as_ref().map(|d| (d.seconds, d.nanos)),
+    )
 }
 
 #[tonic::async_trait]
@@ -380,41 +546,49 @@ impl WorkRequestService for WorkRequestApi {
 
     async fn adjust_priority(
         &self,
-        _request: Request<AdjustPriorityRequest>,
+        request: Request<AdjustPriorityRequest>,
     ) -> Result<Response<WorkRequest>, Status> {
-        Err(Status::unimplemented("AdjustPriority is not available yet"))
+        let caller = identity(&request)?;
+        Ok(Response::new(
+            self.adjust_priority(&caller, request.get_ref()).await?,
+        ))
     }
 
     async fn list_queue(
         &self,
-        _request: Request<ListQueueRequest>,
+        request: Request<ListQueueRequest>,
     ) -> Result<Response<ListQueueResponse>, Status> {
-        Err(Status::unimplemented("ListQueue is not available yet"))
+        Ok(Response::new(self.queue(request.get_ref()).await?))
     }
 
     async fn unblock_work_request(
         &self,
-        _request: Request<UnblockWorkRequestRequest>,
+        request: Request<UnblockWorkRequestRequest>,
     ) -> Result<Response<WorkRequest>, Status> {
-        Err(Status::unimplemented(
-            "UnblockWorkRequest is not available yet",
+        let caller = identity(&request)?;
+        Ok(Response::new(
+            self.unblock(&caller, request.get_ref()).await?,
         ))
     }
 
     async fn retry_work_request(
         &self,
-        _request: Request<RetryWorkRequestRequest>,
+        request: Request<RetryWorkRequestRequest>,
     ) -> Result<Response<WorkRequest>, Status> {
-        Err(Status::unimplemented(
-            "RetryWorkRequest is not available yet",
+        let caller = identity(&request)?;
+        Ok(Response::new(
+            self.retry(&caller, &request.get_ref().id).await?,
         ))
     }
 
     async fn submit_workflow(
         &self,
-        _request: Request<SubmitWorkflowRequest>,
+        request: Request<SubmitWorkflowRequest>,
     ) -> Result<Response<WorkRequest>, Status> {
-        Err(Status::unimplemented("SubmitWorkflow is not available yet"))
+        let caller = identity(&request)?;
+        Ok(Response::new(
+            self.submit_workflow(&caller, request.get_ref()).await?,
+        ))
     }
 
     async fn stream_logs(
@@ -466,7 +640,12 @@ impl WorkRequestService for WorkRequestApi {
     ) -> Result<Response<WorkRequest>, Status> {
         let id = parse_id("id", &request.get_ref().id)?;
         let mut conn = self.pool.get().await.map_err(ApiError::from)?;
-        Ok(Response::new(load(&mut conn, id).await?))
+        let mut found = load(&mut conn, id).await?;
+        describe_wait(&mut conn, id, &mut found).await?;
+        if found.status == WorkRequestStatus::Blocked as i32 {
+            found.pending_reason = crate::deps::blocked_reason(&mut conn, id).await?;
+        }
+        Ok(Response::new(found))
     }
 
     async fn list_work_requests(
@@ -484,6 +663,115 @@ impl WorkRequestService for WorkRequestApi {
         Ok(Response::new(
             self.cancel(&caller, &request.get_ref().id).await?,
         ))
+    }
+}
+
+// ----- the queue: priority adjustments, positions and reasons (see `crate::queue`) -----
+
+/// Fills in why a blocked or pending request waits and, if pending, its place in line.
+async fn describe_wait(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    request: &mut WorkRequest,
+) -> ApiResult<()> {
+    let pending = request.status == WorkRequestStatus::Pending as i32;
+    if pending || request.status == WorkRequestStatus::Blocked as i32 {
+        request.pending_reason = crate::queue::pending_reason(conn, id).await?;
+    }
+    if pending {
+        request.queue_position = crate::queue::queue_position(conn, id).await?;
+    }
+    Ok(())
+}
+
+impl WorkRequestApi {
+    async fn adjust_priority(
+        &self,
+        caller: &Identity,
+        req: &AdjustPriorityRequest,
+    ) -> ApiResult<WorkRequest> {
+        // The auth rules already admit only admins; this keeps the handler safe on its own.
+        if !caller.is_admin() {
+            return Err(ApiError::PermissionDenied(
+                "only admins may change a work request's priority".into(),
+            ));
+        }
+        let id = parse_id("id", &req.id)?;
+        let mut conn = self.pool.get().await?;
+        let (delta, set) = (req.delta, req.set);
+        let (before, after) = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                let (status, base, current): (String, i32, i32) = work_requests::table
+                    .find(id)
+                    .select((
+                        work_requests::status,
+                        work_requests::priority_base,
+                        work_requests::priority_adjustment,
+                    ))
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?
+                    .ok_or_else(|| ApiError::NotFound(format!("work request {id} not found")))?;
+                if WrStatus::parse(&status).is_none_or(WrStatus::is_terminal) {
+                    return Err(ApiError::FailedPrecondition(format!(
+                        "work request {id} is already {status}; only blocked, pending or running requests can be reprioritised"
+                    )));
+                }
+                let adjustment = crate::queue::new_adjustment(base, current, delta, set)?;
+                diesel::update(work_requests::table.find(id))
+                    .set(work_requests::priority_adjustment.eq(adjustment))
+                    .execute(conn)
+                    .await?;
+                Ok((current, adjustment))
+            })
+            .await?;
+        tracing::info!(work_request = %id, by = %caller.name, before, after, "priority adjustment changed");
+        self.hub.wake_scheduler();
+        self.hub.changed();
+        let mut found = load(&mut conn, id).await?;
+        describe_wait(&mut conn, id, &mut found).await?;
+        Ok(found)
+    }
+
+    async fn queue(&self, req: &ListQueueRequest) -> ApiResult<ListQueueResponse> {
+        let limit = match req.limit {
+            0 => 100,
+            n @ 1..=1000 => i64::from(n),
+            n => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "limit: {n} is out of range; use 1 to 1000"
+                )));
+            }
+        };
+        let mut conn = self.pool.get().await?;
+        if !req.workspace.is_empty() {
+            workspaces::table
+                .filter(workspaces::name.eq(&req.workspace))
+                .select(workspaces::id)
+                .first::<Uuid>(&mut conn)
+                .await
+                .optional()?
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("workspace: no workspace named {:?}", req.workspace))
+                })?;
+        }
+        let workspace = (!req.workspace.is_empty()).then_some(req.workspace.as_str());
+        let items = crate::queue::list_queue(&mut conn, workspace, limit).await?;
+        let entries = items
+            .into_iter()
+            .map(|item| {
+                let mut request = to_proto(item.row, item.workspace, item.created_by, Vec::new())?;
+                request.queue_position = item.position;
+                request.pending_reason.clone_from(&item.reason);
+                Ok(QueueEntry {
+                    work_request: Some(request),
+                    position: item.position,
+                    pending_reason: item.reason,
+                })
+            })
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(ListQueueResponse { entries })
     }
 }
 

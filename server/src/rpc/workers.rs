@@ -1,5 +1,9 @@
 //! `berth.v1.WorkerService`: the operators' view of workers, and switching them on and off
 //! for new work.
+//!
+//! Disabling and draining both stop new assignments (the scheduler skips such workers);
+//! what a worker runs goes on either way. Draining is the worker's own state too: a worker
+//! shutting down on SIGTERM says GoingAway and is marked draining. EnableWorker ends both.
 
 use berth_common::proto::worker_service_server::WorkerService;
 use berth_common::proto::{
@@ -94,10 +98,18 @@ impl WorkerApi {
             return Err(ApiError::InvalidArgument("name: is required".into()));
         }
         let mut conn = self.pool.get().await?;
-        let updated = diesel::update(workers::table.filter(workers::name.eq(name)))
-            .set(workers::enabled.eq(enabled))
-            .execute(&mut conn)
-            .await?;
+        let updated = if enabled {
+            // Enabling also ends a drain.
+            diesel::update(workers::table.filter(workers::name.eq(name)))
+                .set((workers::enabled.eq(true), workers::draining.eq(false)))
+                .execute(&mut conn)
+                .await?
+        } else {
+            diesel::update(workers::table.filter(workers::name.eq(name)))
+                .set(workers::enabled.eq(false))
+                .execute(&mut conn)
+                .await?
+        };
         if updated == 0 {
             return Err(ApiError::NotFound(format!("no worker named {name:?}")));
         }
@@ -105,6 +117,27 @@ impl WorkerApi {
         if enabled {
             self.hub.wake_scheduler();
         }
+        drop(conn);
+        self.by_name(name).await
+    }
+
+    async fn drain(&self, name: &str, by: &str) -> ApiResult<Worker> {
+        if name.is_empty() {
+            return Err(ApiError::InvalidArgument("name: is required".into()));
+        }
+        let mut conn = self.pool.get().await?;
+        let updated = diesel::update(workers::table.filter(workers::name.eq(name)))
+            .set(workers::draining.eq(true))
+            .execute(&mut conn)
+            .await?;
+        if updated == 0 {
+            return Err(ApiError::NotFound(format!("no worker named {name:?}")));
+        }
+        tracing::info!(
+            worker = name,
+            by,
+            "worker draining: it finishes what it runs and takes nothing new"
+        );
         drop(conn);
         self.by_name(name).await
     }
@@ -156,9 +189,12 @@ impl WorkerService for WorkerApi {
 
     async fn drain_worker(
         &self,
-        _request: Request<DrainWorkerRequest>,
+        request: Request<DrainWorkerRequest>,
     ) -> Result<Response<Worker>, Status> {
-        Err(Status::unimplemented("DrainWorker is not available yet"))
+        let caller = identity(&request)?;
+        Ok(Response::new(
+            self.drain(&request.get_ref().name, &caller.name).await?,
+        ))
     }
 
     async fn disable_worker(

@@ -1,0 +1,315 @@
+//! Workflow files for `berth workflow submit FILE`: a DAG of named steps in YAML or JSON.
+//!
+//! ```yaml
+//! name: release                 # the workflow's name (required)
+//! workspace: default            # optional; --workspace overrides it
+//! steps:
+//!   - name: build               # unique; 1-63 of [A-Za-z0-9._-]
+//!     image: busybox:1.36       # required
+//!     command: [sh, -c, "make"] # optional; the image's default command otherwise
+//!     env: {MODE: release}      # values are strings: quote numbers ("1")
+//!     secret_env_from: [TOKEN]  # secret values come from berth's own environment
+//!     memory: 512M              # or a number of bytes
+//!     cpus: 2
+//!     pids: 256
+//!     timeout: 30m
+//!     grace_period: 10s
+//!     network: build
+//!     pull: if-not-present      # always | if-not-present | never
+//!     workdir: /src
+//!     requires: {arch: amd64}   # worker labels
+//!     priority: 10
+//!     allow_failure: false      # if true, its failure neither stops dependants nor fails the workflow
+//!   - name: test
+//!     image: busybox:1.36
+//!     needs: [build]            # runs once these steps completed successfully
+//! ```
+//!
+//! A file named `*.json` is read as JSON, `*.yaml`/`*.yml` as YAML; any other name is
+//! read as JSON if it starts with `{`, else as YAML. Unknown keys are refused (a typo
+//! such as `need:` must not silently drop a dependency). Secret values are never written
+//! in a file: `secret_env` is refused, and `secret_env_from: [NAME]` takes the value of
+//! the environment variable NAME of the `berth` process.
+//!
+//! YAML is parsed with `serde-saphyr`: pure Rust, free of panics on malformed input, and
+//! maintained (`serde_yaml` is archived, and its forks sit on a C-to-Rust translation of
+//! libyaml full of `unsafe`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::path::Path;
+
+use berth_common::proto;
+use serde::Deserialize;
+
+use crate::args::PullArg;
+use crate::values::{parse_duration, parse_size, to_proto_duration};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowFile {
+    pub name: String,
+    #[serde(default)]
+    pub workspace: Option<String>,
+    pub steps: Vec<StepFile>,
+}
+
+/// A memory size: `512M` or a number of bytes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// One step as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepFile {
+    pub name: String,
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Present only to refuse it with a helpful message.
+    #[serde(default)]
+    pub secret_env: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    pub secret_env_from: Vec<String>,
+    #[serde(default)]
+    pub memory: Option<SizeValue>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub pids: Option<i64>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub grace_period: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub pull: Option<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub needs: Vec<String>,
+    #[serde(default)]
+    pub requires: BTreeMap<String, String>,
+    #[serde(default)]
+    pub allow_failure: bool,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// Parses a workflow file's text; `path` picks the format (see the module docs).
+pub fn parse(path: &Path, text: &str) -> Result<WorkflowFile, String> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let json = match extension.as_deref() {
+        Some("json") => true,
+        Some("yaml" | "yml") => false,
+        _ => text.trim_start().starts_with('{'),
+    };
+    if json {
+        serde_json::from_str(text).map_err(|e| format!("not a valid workflow (JSON): {e}"))
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| format!("not a valid workflow (YAML): {e}"))
+    }
+}
+
+/// Builds the request from a parsed file. `workspace` (the flag) beats the file's;
+/// `secret_env_from` names are looked up with `lookup` (the process environment in real
+/// use). Errors name the step and the key.
+pub fn submit_request(
+    file: &WorkflowFile,
+    workspace: Option<&str>,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<proto::SubmitWorkflowRequest, String> {
+    let mut steps = Vec::with_capacity(file.steps.len());
+    for (i, step) in file.steps.iter().enumerate() {
+        let at = if step.name.is_empty() {
+            format!("steps[{i}]")
+        } else {
+            format!("steps[{i}] ({:?})", step.name)
+        };
+        steps.push(step_request(step, &at, &lookup)?);
+    }
+    Ok(proto::SubmitWorkflowRequest {
+        name: file.name.clone(),
+        steps,
+        workspace: workspace
+            .map(str::to_owned)
+            .or_else(|| file.workspace.clone())
+            .unwrap_or_default(),
+    })
+}
+
+fn step_request(
+    step: &StepFile,
+    at: &str,
+    lookup: &impl Fn(&str) -> Option<OsString>,
+) -> Result<proto::WorkflowStep, String> {
+    if step.secret_env.is_some() {
+        return Err(format!(
+            "{at}.secret_env: secret values do not belong in a file; list their names in \
+             secret_env_from and set them in berth's environment"
+        ));
+    }
+    let mut secret_env = HashMap::new();
+    for key in &step.secret_env_from {
+        let value = lookup(key)
+            .ok_or_else(|| format!("{at}.secret_env_from: environment variable {key} is not set"))?
+            .into_string()
+            .map_err(|_| {
+                format!("{at}.secret_env_from: environment variable {key} is not valid UTF-8")
+            })?;
+        secret_env.insert(key.clone(), value);
+    }
+    let memory_bytes = match &step.memory {
+        None => None,
+        Some(SizeValue::Bytes(bytes)) => Some(*bytes),
+        Some(SizeValue::Text(text)) => {
+            Some(parse_size(text).map_err(|e| format!("{at}.memory: {e}"))?)
+        }
+    };
+    let duration = |key: &str, value: &Option<String>| -> Result<_, String> {
+        value
+            .as_deref()
+            .map(|text| parse_duration(text).map(to_proto_duration))
+            .transpose()
+            .map_err(|e| format!("{at}.{key}: {e}"))
+    };
+    let pull = match step.pull.as_deref() {
+        None => proto::PullPolicy::Unspecified,
+        Some(text) => {
+            let arg = <PullArg as clap::ValueEnum>::from_str(text, true).map_err(|_| {
+                format!(
+                    "{at}.pull: {text:?} is not a pull policy; use always, if-not-present or never"
+                )
+            })?;
+            proto::PullPolicy::from(arg)
+        }
+    };
+    Ok(proto::WorkflowStep {
+        name: step.name.clone(),
+        spec: Some(proto::ContainerSpec {
+            image: step.image.clone(),
+            command: step.command.clone(),
+            env: step
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secret_env,
+            working_dir: step.workdir.clone().unwrap_or_default(),
+            memory_bytes,
+            cpus: step.cpus,
+            pids_limit: step.pids,
+            timeout: duration("timeout", &step.timeout)?,
+            network: step.network.clone().unwrap_or_default(),
+            pull_policy: pull.into(),
+            stop_grace_period: duration("grace_period", &step.grace_period)?,
+        }),
+        needs: step.needs.clone(),
+        requirements: step
+            .requires
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        allow_failure: step.allow_failure,
+        priority: step.priority,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const YAML: &str = "
+name: release
+steps:
+  - name: build
+    image: busybox:1.36
+    command: [sh, -c, 'echo hi']
+    env: {MODE: release}
+    secret_env_from: [API_KEY]
+    memory: 512M
+    timeout: 30m
+    pull: never
+    requires: {arch: amd64}
+    priority: 5
+  - name: test
+    image: busybox:1.36
+    memory: 1048576
+    needs: [build]
+    allow_failure: true
+";
+
+    fn lookup(key: &str) -> Option<OsString> {
+        (key == "API_KEY").then(|| OsString::from("s3cret"))
+    }
+
+    #[test]
+    fn yaml_files_become_requests() {
+        let file = parse(Path::new("wf.yaml"), YAML).expect("valid");
+        let request = submit_request(&file, Some("team"), lookup).expect("valid");
+        assert_eq!(request.name, "release");
+        assert_eq!(request.workspace, "team");
+        let build = &request.steps[0];
+        let spec = build.spec.as_ref().expect("spec");
+        assert_eq!(spec.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(spec.memory_bytes, Some(512 << 20));
+        assert_eq!(spec.timeout.map(|d| d.seconds), Some(1800));
+        assert_eq!(spec.pull_policy, proto::PullPolicy::Never as i32);
+        assert_eq!(
+            spec.secret_env.get("API_KEY").map(String::as_str),
+            Some("s3cret")
+        );
+        assert_eq!(
+            build.requirements.get("arch").map(String::as_str),
+            Some("amd64")
+        );
+        assert_eq!(build.priority, 5);
+        let test = &request.steps[1];
+        assert_eq!(test.needs, ["build"]);
+        assert!(test.allow_failure);
+        assert_eq!(
+            test.spec.as_ref().and_then(|s| s.memory_bytes),
+            Some(1 << 20)
+        );
+    }
+
+    #[test]
+    fn json_files_are_read_by_extension_or_content() {
+        let text = r#"{"name": "wf", "steps": [{"name": "a", "image": "busybox"}]}"#;
+        for name in ["wf.json", "wf.txt"] {
+            let file = parse(Path::new(name), text).expect("valid");
+            assert_eq!(file.steps[0].name, "a");
+        }
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_place() {
+        let typo = "name: wf\nsteps:\n  - name: a\n    image: busybox\n    need: [b]\n";
+        let error = parse(Path::new("wf.yml"), typo).expect_err("refused");
+        assert!(error.contains("need"), "{error}");
+        let secret = "name: wf\nsteps:\n  - name: a\n    image: busybox\n    secret_env: {A: b}\n";
+        let file = parse(Path::new("wf.yml"), secret).expect("parses");
+        let error = submit_request(&file, None, lookup).expect_err("refused");
+        assert!(error.starts_with("steps[0] (\"a\").secret_env:"), "{error}");
+        let unset =
+            "name: wf\nsteps:\n  - name: a\n    image: busybox\n    secret_env_from: [NOPE]\n";
+        let file = parse(Path::new("wf.yml"), unset).expect("parses");
+        let error = submit_request(&file, None, lookup).expect_err("refused");
+        assert!(error.contains("NOPE is not set"), "{error}");
+        let bad = "name: wf\nsteps:\n  - name: a\n    image: busybox\n    memory: lots\n";
+        let file = parse(Path::new("wf.yml"), bad).expect("parses");
+        let error = submit_request(&file, None, lookup).expect_err("refused");
+        assert!(error.starts_with("steps[0] (\"a\").memory:"), "{error}");
+    }
+}

@@ -1,0 +1,676 @@
+//! Dependencies between work requests, manual approval, and retries.
+//!
+//! A request submitted with `after` ids starts `blocked` and waits in
+//! `work_request_dependencies` until every dependency is *satisfied*: completed with
+//! `success`, or ended any other way (failure, error, aborted) while the dependency was
+//! submitted with `allow_failure`. A dependency that ends unsatisfied aborts its blocked
+//! dependants (reason `dependency-failed`), and that abort travels on to their own
+//! dependants. A request with the `manual` unblock strategy also starts `blocked`, and
+//! leaves it only through [`unblock`], which is allowed once its dependencies are satisfied.
+//!
+//! [`settle`] is the one place that moves dependants along. It must run in the same
+//! transaction that made a request terminal, after that request's row was locked: the
+//! submit path takes its dependencies `FOR SHARE`, so either the submitter sees the
+//! terminal status, or the terminal transition waits for the submit to commit and then
+//! sees the new dependency rows. Either way no dependant is left blocked forever.
+//!
+//! Retries come in two kinds. [`retry`] is the user's `berth retry`: a failed or aborted
+//! request goes back to the queue (or to `blocked`, if its dependencies or its approval
+//! are still outstanding), and its next attempt continues the numbering. Automatic
+//! retries ([`auto_retry`]) happen when an attempt ends with result `failure` while the
+//! request has `retries_left`: the request goes back to pending, and the claim query does
+//! not offer it before `not_before` (the backoff, doubling with every retry used).
+
+use chrono::Utc;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::auth::Identity;
+use crate::error::{ApiError, ApiResult};
+use crate::models::Status;
+use crate::schema::{attempts, work_request_dependencies, work_requests};
+
+/// The most dependencies one request may name.
+pub const MAX_DEPENDENCIES: usize = 100;
+/// The most automatic retries one request may ask for.
+pub const MAX_RETRIES: u32 = 10;
+/// The automatic retry backoff when none is given.
+pub const DEFAULT_RETRY_BACKOFF_MS: i64 = 1000;
+/// The longest automatic retry backoff a request may ask for.
+pub const MAX_RETRY_BACKOFF_MS: i64 = 3_600_000;
+/// The reason recorded on a request aborted because a dependency did not succeed.
+pub const DEPENDENCY_FAILED: &str = "dependency-failed";
+/// The reason recorded on a request rejected with `berth unblock --reject`.
+pub const REJECTED: &str = "rejected";
+
+/// The scheduling part of a submission, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scheduling {
+    /// The dependencies, without duplicates, in the order given.
+    pub after: Vec<Uuid>,
+    /// Leaves `blocked` only by [`unblock`].
+    pub manual: bool,
+    /// Dependants run even if this request fails.
+    pub allow_failure: bool,
+    /// Automatic retries on result `failure`.
+    pub retries: i32,
+    /// Wait before the first automatic retry; doubles each time.
+    pub retry_backoff_ms: i64,
+}
+
+impl Scheduling {
+    /// Checks the scheduling fields of a submission. `after` are ids as sent; the
+    /// backoff is (seconds, nanos) as sent, or None for the default.
+    pub fn check(
+        after: &[String],
+        manual: bool,
+        allow_failure: bool,
+        retries: u32,
+        retry_backoff: Option<(i64, i32)>,
+    ) -> ApiResult<Scheduling> {
+        if after.len() > MAX_DEPENDENCIES {
+            return Err(ApiError::InvalidArgument(format!(
+                "after: {} dependencies given; at most {MAX_DEPENDENCIES} are allowed",
+                after.len()
+            )));
+        }
+        let mut ids = Vec::with_capacity(after.len());
+        for (i, text) in after.iter().enumerate() {
+            let id = crate::rpc::parse_id(&format!("after[{i}]"), text)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if retries > MAX_RETRIES {
+            return Err(ApiError::InvalidArgument(format!(
+                "retries: {retries} is too many; give 0 to {MAX_RETRIES}"
+            )));
+        }
+        let retry_backoff_ms = match retry_backoff {
+            None => DEFAULT_RETRY_BACKOFF_MS,
+            Some((seconds, nanos)) => backoff_ms(seconds, nanos)?,
+        };
+        Ok(Scheduling {
+            after: ids,
+            manual,
+            allow_failure,
+            retries: i32::try_from(retries).unwrap_or(0),
+            retry_backoff_ms,
+        })
+    }
+}
+
+/// A retry backoff in milliseconds (rounded up), or why it is refused.
+fn backoff_ms(seconds: i64, nanos: i32) -> ApiResult<i64> {
+    let refuse = || {
+        ApiError::InvalidArgument(
+            "retry_backoff: must be more than 0 and at most 1 hour, e.g. 5s".into(),
+        )
+    };
+    if seconds < 0 || nanos < 0 || (seconds == 0 && nanos == 0) {
+        return Err(refuse());
+    }
+    let ms = seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add((i64::from(nanos) + 999_999) / 1_000_000))
+        .ok_or_else(refuse)?;
+    if ms > MAX_RETRY_BACKOFF_MS {
+        return Err(refuse());
+    }
+    Ok(ms)
+}
+
+/// Where one dependency stands for its dependants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepState {
+    /// Completed successfully, or ended otherwise with `allow_failure`.
+    Satisfied,
+    /// Not terminal yet.
+    Waiting,
+    /// Ended without success and without `allow_failure`: dependants are aborted.
+    Failed,
+}
+
+/// Classifies a dependency by its stored status, result and `allow_failure`.
+pub fn dep_state(status: &str, result: Option<&str>, allow_failure: bool) -> DepState {
+    match Status::parse(status) {
+        Some(Status::Completed) if result == Some("success") => DepState::Satisfied,
+        Some(Status::Completed | Status::Aborted) if allow_failure => DepState::Satisfied,
+        Some(Status::Completed | Status::Aborted) => DepState::Failed,
+        _ => DepState::Waiting,
+    }
+}
+
+/// A dependency of some request, as read for a decision.
+struct Dep {
+    id: Uuid,
+    status: String,
+    result: Option<String>,
+    state: DepState,
+}
+
+impl Dep {
+    /// How it ended, for messages: `failed`, `ended in error`, `was aborted`.
+    fn ending(&self) -> &'static str {
+        match (self.status.as_str(), self.result.as_deref()) {
+            ("aborted", _) => "was aborted",
+            (_, Some("error")) => "ended in error",
+            _ => "failed",
+        }
+    }
+}
+
+/// The dependencies of `id`, oldest first.
+async fn dependencies_of(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<Vec<Dep>> {
+    let rows: Vec<(Uuid, String, Option<String>, bool)> = work_request_dependencies::table
+        .inner_join(
+            work_requests::table.on(work_requests::id.eq(work_request_dependencies::depends_on_id)),
+        )
+        .filter(work_request_dependencies::work_request_id.eq(id))
+        .select((
+            work_requests::id,
+            work_requests::status,
+            work_requests::result,
+            work_requests::allow_failure,
+        ))
+        .order((work_requests::created_at, work_requests::id))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, status, result, allow_failure)| Dep {
+            state: dep_state(&status, result.as_deref(), allow_failure),
+            id,
+            status,
+            result,
+        })
+        .collect())
+}
+
+/// The ids `id` depends on (for `WorkRequest.depends_on`), in one query.
+pub async fn depends_on(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<Vec<Uuid>> {
+    Ok(work_request_dependencies::table
+        .filter(work_request_dependencies::work_request_id.eq(id))
+        .select(work_request_dependencies::depends_on_id)
+        .order(work_request_dependencies::depends_on_id)
+        .load(conn)
+        .await?)
+}
+
+/// At submission, inside the submit transaction: locks the dependencies (`FOR SHARE`,
+/// see the module docs), checks that each exists and has not already failed, and says
+/// which status the new request starts in.
+pub async fn initial_status(
+    conn: &mut AsyncPgConnection,
+    scheduling: &Scheduling,
+) -> ApiResult<Status> {
+    let mut all_satisfied = true;
+    let mut ordered = scheduling.after.clone();
+    // A fixed lock order keeps concurrent submitters from deadlocking on each other.
+    ordered.sort();
+    for dep in ordered {
+        let row: Option<(String, Option<String>, bool)> = work_requests::table
+            .find(dep)
+            .select((
+                work_requests::status,
+                work_requests::result,
+                work_requests::allow_failure,
+            ))
+            .for_share()
+            .first(conn)
+            .await
+            .optional()?;
+        let Some((status, result, allow_failure)) = row else {
+            return Err(ApiError::NotFound(format!(
+                "after: work request {dep} not found; depend only on requests that exist"
+            )));
+        };
+        match dep_state(&status, result.as_deref(), allow_failure) {
+            DepState::Satisfied => {}
+            DepState::Waiting => all_satisfied = false,
+            DepState::Failed => {
+                let ended = Dep {
+                    id: dep,
+                    state: DepState::Failed,
+                    status,
+                    result,
+                };
+                return Err(ApiError::FailedPrecondition(format!(
+                    "dependency {dep} already {}; retry it first (berth retry {dep}) or leave it out of --after",
+                    ended.ending()
+                )));
+            }
+        }
+    }
+    Ok(if all_satisfied && !scheduling.manual {
+        Status::Pending
+    } else {
+        Status::Blocked
+    })
+}
+
+/// At submission, inside the submit transaction, after the request row: records its
+/// dependencies.
+pub async fn insert_dependencies(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    scheduling: &Scheduling,
+) -> ApiResult<()> {
+    if scheduling.after.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = scheduling
+        .after
+        .iter()
+        .map(|dep| {
+            (
+                work_request_dependencies::work_request_id.eq(id),
+                work_request_dependencies::depends_on_id.eq(*dep),
+            )
+        })
+        .collect();
+    diesel::insert_into(work_request_dependencies::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves the blocked dependants of `id`, which just became terminal, along: each whose
+/// dependencies are all satisfied becomes pending (strategy `deps`) or stays blocked for
+/// approval (strategy `manual`); each with a failed dependency is aborted, and so on
+/// down the chain. Runs in the caller's transaction, after `id`'s row was locked and
+/// updated. Returns how many requests became pending (the caller wakes the scheduler).
+pub async fn settle(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<usize> {
+    let mut ended = vec![id];
+    let mut released = 0;
+    while let Some(done) = ended.pop() {
+        let dependants: Vec<(Uuid, String)> = work_requests::table
+            .filter(
+                work_requests::id.eq_any(
+                    work_request_dependencies::table
+                        .filter(work_request_dependencies::depends_on_id.eq(done))
+                        .select(work_request_dependencies::work_request_id),
+                ),
+            )
+            .filter(work_requests::status.eq(Status::Blocked.as_str()))
+            .select((work_requests::id, work_requests::unblock_strategy))
+            .order(work_requests::id)
+            .for_update()
+            .load(conn)
+            .await?;
+        for (dependant, strategy) in dependants {
+            let deps = dependencies_of(conn, dependant).await?;
+            if let Some(failed) = deps.iter().find(|d| d.state == DepState::Failed) {
+                diesel::update(work_requests::table.find(dependant))
+                    .set((
+                        work_requests::status.eq(Status::Aborted.as_str()),
+                        work_requests::reason.eq(DEPENDENCY_FAILED),
+                        work_requests::message.eq(format!(
+                            "dependency {} {}",
+                            failed.id,
+                            failed.ending()
+                        )),
+                        work_requests::completed_at.eq(Utc::now()),
+                    ))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(work_request = %dependant, dependency = %failed.id, "aborted: a dependency did not succeed");
+                ended.push(dependant);
+            } else if strategy != "manual" && deps.iter().all(|d| d.state == DepState::Satisfied) {
+                diesel::update(work_requests::table.find(dependant))
+                    .set(work_requests::status.eq(Status::Pending.as_str()))
+                    .execute(conn)
+                    .await?;
+                tracing::info!(work_request = %dependant, "dependencies done; queued");
+                released += 1;
+            }
+            crate::workflow::refresh_parent_of(conn, dependant).await?;
+        }
+    }
+    Ok(released)
+}
+
+/// Why a blocked request waits, for `WorkRequest.pending_reason`; empty for a request
+/// that is not blocked.
+pub async fn blocked_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<String> {
+    let row: Option<(String, String)> = work_requests::table
+        .find(id)
+        .select((work_requests::status, work_requests::unblock_strategy))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((status, strategy)) = row else {
+        return Err(ApiError::NotFound(format!("work request {id} not found")));
+    };
+    if status != Status::Blocked.as_str() {
+        return Ok(String::new());
+    }
+    let deps = dependencies_of(conn, id).await?;
+    let waiting: Vec<String> = deps
+        .iter()
+        .filter(|d| d.state != DepState::Satisfied)
+        .map(|d| format!("{} ({})", d.id, d.status))
+        .collect();
+    let manual = strategy == "manual";
+    Ok(match (waiting.as_slice(), manual) {
+        ([], true) => format!("blocked for manual approval: berth unblock {id} --accept"),
+        ([], false) => "dependencies done; about to be queued".to_owned(),
+        ([one], _) => format!(
+            "waiting on dependency {one}{}",
+            if manual { ", then manual approval" } else { "" }
+        ),
+        (many, _) => format!(
+            "waiting on dependencies {}{}",
+            many.join(", "),
+            if manual { ", then manual approval" } else { "" }
+        ),
+    })
+}
+
+/// What the caller may do with a request it did not submit: nothing, unless an admin.
+fn check_owner(caller: &Identity, created_by: Uuid, id: Uuid, verb: &str) -> ApiResult<()> {
+    if caller.is_admin() || caller.user_id == Some(created_by) {
+        return Ok(());
+    }
+    Err(ApiError::PermissionDenied(format!(
+        "work request {id} was submitted by another user; only its submitter or an admin may {verb} it"
+    )))
+}
+
+/// `UnblockWorkRequest`: accepts (pending) or rejects (aborted, settling its dependants)
+/// a blocked request with the `manual` strategy. Returns whether it became pending.
+pub async fn unblock(
+    conn: &mut AsyncPgConnection,
+    caller: &Identity,
+    id: Uuid,
+    accept: bool,
+) -> ApiResult<bool> {
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let (status, strategy, created_by): (String, String, Uuid) = work_requests::table
+            .find(id)
+            .select((
+                work_requests::status,
+                work_requests::unblock_strategy,
+                work_requests::created_by,
+            ))
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| ApiError::NotFound(format!("work request {id} not found")))?;
+        check_owner(caller, created_by, id, "unblock")?;
+        if status != Status::Blocked.as_str() {
+            return Err(ApiError::FailedPrecondition(format!(
+                "work request {id} is {status}, not blocked; only a blocked request submitted with --unblock manual can be unblocked"
+            )));
+        }
+        if strategy != "manual" {
+            return Err(ApiError::FailedPrecondition(format!(
+                "work request {id} is blocked on its dependencies, not on approval (unblock strategy {strategy}); it is queued when they complete"
+            )));
+        }
+        if !accept {
+            diesel::update(work_requests::table.find(id))
+                .set((
+                    work_requests::status.eq(Status::Aborted.as_str()),
+                    work_requests::reason.eq(REJECTED),
+                    work_requests::message.eq(format!("rejected by {}", caller.name)),
+                    work_requests::completed_at.eq(Utc::now()),
+                ))
+                .execute(conn)
+                .await?;
+            settle(conn, id).await?;
+            return Ok(false);
+        }
+        let deps = dependencies_of(conn, id).await?;
+        if let Some(waiting) = deps.iter().find(|d| d.state != DepState::Satisfied) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "work request {id} is still waiting on dependency {} ({}); accept it once its dependencies have completed",
+                waiting.id, waiting.status
+            )));
+        }
+        diesel::update(work_requests::table.find(id))
+            .set(work_requests::status.eq(Status::Pending.as_str()))
+            .execute(conn)
+            .await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// `RetryWorkRequest`: puts a failed (result failure or error) or aborted request back,
+/// as pending, or as blocked when its dependencies are not all satisfied yet or it still
+/// needs approval. Returns whether it became pending.
+pub async fn retry(conn: &mut AsyncPgConnection, caller: &Identity, id: Uuid) -> ApiResult<bool> {
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        type Row = (String, Option<String>, String, Uuid, i32, String);
+        let (status, result, strategy, created_by, attempt_count, kind): Row =
+            work_requests::table
+                .find(id)
+                .select((
+                    work_requests::status,
+                    work_requests::result,
+                    work_requests::unblock_strategy,
+                    work_requests::created_by,
+                    work_requests::attempt_count,
+                    work_requests::kind,
+                ))
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or_else(|| ApiError::NotFound(format!("work request {id} not found")))?;
+        check_owner(caller, created_by, id, "retry")?;
+        if kind != "job" {
+            return Err(ApiError::FailedPrecondition(format!(
+                "work request {id} is a workflow; retry its failed steps instead"
+            )));
+        }
+        let retryable = match Status::parse(&status) {
+            Some(Status::Aborted) => true,
+            Some(Status::Completed) => result.as_deref() != Some("success"),
+            _ => false,
+        };
+        if !retryable {
+            let what = if status == Status::Completed.as_str() {
+                "completed successfully".to_owned()
+            } else {
+                format!("{status} and has not completed")
+            };
+            return Err(ApiError::FailedPrecondition(format!(
+                "work request {id} {what}; only failed or aborted requests can be retried"
+            )));
+        }
+        // An aborted request's container may still be stopping; its attempt must end
+        // first, or it would hold its worker's slot with no request to fence it.
+        let live: i64 = attempts::table
+            .filter(attempts::work_request_id.eq(id))
+            .filter(attempts::state.ne("finished"))
+            .count()
+            .get_result(conn)
+            .await?;
+        if live > 0 {
+            return Err(ApiError::FailedPrecondition(format!(
+                "work request {id} is still stopping its last attempt's container; retry in a few seconds"
+            )));
+        }
+        let deps = dependencies_of(conn, id).await?;
+        if let Some(failed) = deps.iter().find(|d| d.state == DepState::Failed) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "dependency {} of work request {id} {}; retry it first (berth retry {})",
+                failed.id,
+                failed.ending(),
+                failed.id
+            )));
+        }
+        let waiting = deps.iter().any(|d| d.state == DepState::Waiting);
+        // A manual request that never ran was never accepted: it needs approval again.
+        let next = if waiting || (strategy == "manual" && attempt_count == 0) {
+            Status::Blocked
+        } else {
+            Status::Pending
+        };
+        diesel::update(work_requests::table.find(id))
+            .set((
+                work_requests::status.eq(next.as_str()),
+                work_requests::result.eq(None::<String>),
+                work_requests::reason.eq(""),
+                work_requests::message.eq(format!("retried by {}", caller.name)),
+                work_requests::exit_code.eq(None::<i32>),
+                work_requests::completed_at.eq(None::<chrono::DateTime<Utc>>),
+                work_requests::not_before.eq(None::<chrono::DateTime<Utc>>),
+            ))
+            .execute(conn)
+            .await?;
+        tracing::info!(work_request = %id, by = %caller.name, status = next.as_str(), "work request retried");
+        Ok(next == Status::Pending)
+    })
+    .await
+}
+
+/// Failed attempt outcomes, as stored in `attempts.outcome`, that count as retries used.
+const FAILURE_OUTCOMES: [&str; 2] = ["OUTCOME_TIMED_OUT", "OUTCOME_OOM_KILLED"];
+
+/// The wait before the next automatic retry: the base doubled for every retry used.
+pub fn backoff_after(base_ms: i64, used: i64) -> i64 {
+    let doublings = u32::try_from(used.clamp(0, 20)).unwrap_or(0);
+    base_ms.saturating_mul(1_i64 << doublings)
+}
+
+/// In `scheduler::finish`'s transaction, for a running request whose attempt `attempt`
+/// just ended with result `failure`: when it has automatic retries left, puts it back
+/// to pending with the backoff as `not_before` and returns true (the caller then leaves
+/// the request alone); otherwise returns false.
+pub async fn auto_retry(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    attempt: i32,
+    exit_code: Option<i32>,
+    message: &str,
+) -> ApiResult<bool> {
+    let (retries_left, base_ms): (i32, i64) = work_requests::table
+        .find(id)
+        .select((work_requests::retries_left, work_requests::retry_backoff_ms))
+        .first(conn)
+        .await?;
+    if retries_left <= 0 {
+        return Ok(false);
+    }
+    // Earlier attempts that ended in failure are the automatic retries already used.
+    let used: i64 = attempts::table
+        .filter(attempts::work_request_id.eq(id))
+        .filter(attempts::number.lt(attempt))
+        .filter(
+            attempts::outcome
+                .eq_any(FAILURE_OUTCOMES)
+                .or(attempts::outcome
+                    .eq("OUTCOME_EXITED")
+                    .and(attempts::exit_code.ne(0))),
+        )
+        .count()
+        .get_result(conn)
+        .await?;
+    let wait_ms = backoff_after(base_ms, used);
+    let not_before = Utc::now() + chrono::TimeDelta::milliseconds(wait_ms);
+    let exit = exit_code.map_or_else(String::new, |c| format!(" with exit code {c}"));
+    let detail = if message.is_empty() {
+        String::new()
+    } else {
+        format!(" ({message})")
+    };
+    diesel::update(work_requests::table.find(id))
+        .set((
+            work_requests::status.eq(Status::Pending.as_str()),
+            work_requests::result.eq(None::<String>),
+            work_requests::reason.eq(""),
+            work_requests::message.eq(format!(
+                "attempt {attempt} failed{exit}{detail}; retrying automatically in {:.1}s ({} retries left after this one)",
+                wait_ms as f64 / 1000.0,
+                retries_left - 1
+            )),
+            work_requests::exit_code.eq(exit_code),
+            work_requests::retries_left.eq(retries_left - 1),
+            work_requests::not_before.eq(not_before),
+        ))
+        .execute(conn)
+        .await?;
+    tracing::info!(work_request = %id, attempt, wait_ms, retries_left = retries_left - 1, "attempt failed; automatic retry scheduled");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependency_states_follow_status_result_and_allow_failure() {
+        assert_eq!(
+            dep_state("completed", Some("success"), false),
+            DepState::Satisfied
+        );
+        assert_eq!(
+            dep_state("completed", Some("failure"), false),
+            DepState::Failed
+        );
+        assert_eq!(
+            dep_state("completed", Some("error"), false),
+            DepState::Failed
+        );
+        assert_eq!(dep_state("aborted", None, false), DepState::Failed);
+        assert_eq!(
+            dep_state("completed", Some("failure"), true),
+            DepState::Satisfied
+        );
+        assert_eq!(dep_state("aborted", None, true), DepState::Satisfied);
+        for waiting in ["blocked", "pending", "running"] {
+            assert_eq!(dep_state(waiting, None, false), DepState::Waiting);
+            assert_eq!(dep_state(waiting, None, true), DepState::Waiting);
+        }
+    }
+
+    #[test]
+    fn scheduling_checks_counts_ids_retries_and_backoff() {
+        let id = Uuid::now_v7().to_string();
+        let ok = Scheduling::check(&[id.clone(), id.clone()], true, false, 3, None).expect("valid");
+        assert_eq!(ok.after.len(), 1, "duplicates are dropped");
+        assert_eq!(ok.retries, 3);
+        assert_eq!(ok.retry_backoff_ms, DEFAULT_RETRY_BACKOFF_MS);
+
+        let too_many = vec![id.clone(); MAX_DEPENDENCIES + 1];
+        assert!(matches!(
+            Scheduling::check(&too_many, false, false, 0, None),
+            Err(ApiError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            Scheduling::check(&["nope".into()], false, false, 0, None),
+            Err(ApiError::InvalidArgument(m)) if m.starts_with("after[0]")
+        ));
+        assert!(matches!(
+            Scheduling::check(&[], false, false, 11, None),
+            Err(ApiError::InvalidArgument(m)) if m.starts_with("retries")
+        ));
+        for bad in [(0, 0), (-1, 0), (0, -5), (3601, 0)] {
+            assert!(
+                matches!(
+                    Scheduling::check(&[], false, false, 1, Some(bad)),
+                    Err(ApiError::InvalidArgument(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let fine = Scheduling::check(&[], false, false, 1, Some((2, 500_000_001))).expect("ok");
+        assert_eq!(fine.retry_backoff_ms, 2501);
+        let hour = Scheduling::check(&[], false, false, 1, Some((3600, 0))).expect("ok");
+        assert_eq!(hour.retry_backoff_ms, MAX_RETRY_BACKOFF_MS);
+    }
+
+    #[test]
+    fn backoff_doubles_with_every_retry_used() {
+        assert_eq!(backoff_after(1000, 0), 1000);
+        assert_eq!(backoff_after(1000, 1), 2000);
+        assert_eq!(backoff_after(1000, 3), 8000);
+        assert_eq!(backoff_after(i64::MAX, 5), i64::MAX);
+    }
+}

@@ -1,0 +1,732 @@
+//! Workflows: a parent request and one child request per step, forming a DAG.
+//!
+//! `SubmitWorkflow` checks the whole workflow before anything is stored: 1 to 1,000
+//! steps, unique step names, every step's spec as `SubmitWorkRequest` would check it
+//! (errors name the step: `steps["build"].spec.image: ...`), every `needs` naming a step
+//! of the workflow, and no cycle (`steps["a"].needs: steps form a cycle: a -> b -> a`).
+//! Then one transaction stores the parent, the children and their dependency rows, so a
+//! workflow exists completely or not at all.
+//!
+//! The parent (`kind = 'workflow'`) is never claimed by a worker: its spec column holds an
+//! empty object and the API returns no spec for it. Children are ordinary jobs with
+//! `parent_id` and `name` set, stored in dependency order (a step after the steps it
+//! needs, otherwise in the submitted order), so ordering children by creation lists
+//! them in an order they can run in. A step without needs starts `pending`, the others
+//! `blocked`; `deps::settle` unblocks them (or aborts them when a need failed).
+//!
+//! # How the parent's status follows its steps
+//!
+//! [`refresh_parent`] recomputes the parent whenever a step changes status, in the same
+//! transaction as the change. A step with `allow_failure` that failed, erred or was
+//! aborted does not count against the workflow. With that:
+//!
+//! - while some step has not ended: `running` once any step is running, has started or
+//!   has ended; otherwise `pending` if a step is queued; otherwise `blocked`;
+//! - once every step has ended: `completed` with result `error` if a step ended in
+//!   error, else `failure` if a step failed, else `aborted` if a step was aborted
+//!   (cancelled, or aborted because a step it needed failed), else `success`. The
+//!   parent's message names the step that decided it.
+//!
+//! A parent is created `pending` (every DAG has a step without needs). Like every
+//! request, a parent that ended never changes again. Cancelling the parent aborts every
+//! step that has not ended ([`abort_children`]); running containers are stopped by their
+//! workers.
+//!
+//! Locking: a step's change locks the step's row and then the parent's. Cancelling a
+//! parent locks the steps first (in id order, see [`lock_children`]) and then the
+//! parent, so the two never wait on each other in opposite orders.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+
+use berth_common::proto::{SubmitWorkRequestRequest, SubmitWorkflowRequest};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::models::Status;
+use crate::schema::{attempts, work_request_dependencies, work_requests, workspaces};
+use crate::secrets::SecretBox;
+use crate::validate::{SpecDefaults, Submission, validate_name, validate_submission};
+
+/// The most steps one workflow may have.
+pub const MAX_STEPS: usize = 1000;
+const DEFAULT_WORKSPACE: &str = "default";
+/// Rows per INSERT, well under PostgreSQL's 65,535 bind parameters.
+const INSERT_CHUNK: usize = 1000;
+
+/// A checked workflow, ready to store.
+#[derive(Debug)]
+pub struct Workflow {
+    pub name: String,
+    pub workspace: String,
+    /// In dependency order: every step comes after the steps it needs.
+    pub steps: Vec<Step>,
+}
+
+/// One checked step.
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    pub submission: Submission,
+    /// Indexes into [`Workflow::steps`] of the steps it needs; all smaller than its own.
+    pub needs: Vec<usize>,
+    pub allow_failure: bool,
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::InvalidArgument(message)
+}
+
+/// Checks a workflow and fills in each step's defaults. The first problem found is
+/// returned as INVALID_ARGUMENT naming the step.
+pub fn validate(req: &SubmitWorkflowRequest, defaults: &SpecDefaults) -> ApiResult<Workflow> {
+    validate_name("name", &req.name).map_err(|m| invalid(format!("name: {m}")))?;
+    let workspace = if req.workspace.is_empty() {
+        DEFAULT_WORKSPACE.to_owned()
+    } else {
+        validate_name("workspace", &req.workspace)
+            .map_err(|m| invalid(format!("workspace: {m}")))?;
+        req.workspace.clone()
+    };
+    if req.steps.is_empty() {
+        return Err(invalid(
+            "steps: a workflow needs at least one step".to_owned(),
+        ));
+    }
+    if req.steps.len() > MAX_STEPS {
+        return Err(invalid(format!(
+            "steps: {} steps; at most {MAX_STEPS} are allowed",
+            req.steps.len()
+        )));
+    }
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, step) in req.steps.iter().enumerate() {
+        let what = format!("steps[{i}].name");
+        validate_name(&what, &step.name).map_err(|m| invalid(format!("{what}: {m}")))?;
+        if let Some(first) = index.insert(step.name.as_str(), i) {
+            return Err(invalid(format!(
+                "{what}: {:?} is also the name of steps[{first}]; step names must be unique",
+                step.name
+            )));
+        }
+    }
+    let mut submissions = Vec::with_capacity(req.steps.len());
+    let mut needs: Vec<Vec<usize>> = Vec::with_capacity(req.steps.len());
+    for step in &req.steps {
+        let single = SubmitWorkRequestRequest {
+            spec: step.spec.clone(),
+            requirements: step.requirements.clone(),
+            priority: step.priority,
+            workspace: workspace.clone(),
+            allow_failure: step.allow_failure,
+            ..Default::default()
+        };
+        let submission = validate_submission(&single, defaults)
+            .map_err(|e| invalid(format!("steps[{:?}].{e}", step.name)))?;
+        submissions.push(submission);
+        let mut own = BTreeSet::new();
+        for need in &step.needs {
+            let Some(&j) = index.get(need.as_str()) else {
+                return Err(invalid(format!(
+                    "steps[{:?}].needs: no step is named {need:?}",
+                    step.name
+                )));
+            };
+            own.insert(j);
+        }
+        needs.push(own.into_iter().collect());
+    }
+    let order = dependency_order(&needs).map_err(|cycle| {
+        let names: Vec<&str> = cycle.iter().map(|&i| req.steps[i].name.as_str()).collect();
+        invalid(format!(
+            "steps[{:?}].needs: steps form a cycle: {}",
+            names[0],
+            names.join(" -> ")
+        ))
+    })?;
+    // Renumber `needs` into positions of the new order.
+    let mut position = vec![0; order.len()];
+    for (pos, &i) in order.iter().enumerate() {
+        position[i] = pos;
+    }
+    let mut submissions: Vec<Option<Submission>> = submissions.into_iter().map(Some).collect();
+    let mut steps = Vec::with_capacity(order.len());
+    for &i in &order {
+        let submission = submissions[i]
+            .take()
+            .ok_or_else(|| ApiError::internal("a step appears twice in the dependency order"))?;
+        steps.push(Step {
+            name: req.steps[i].name.clone(),
+            submission,
+            needs: needs[i].iter().map(|&j| position[j]).collect(),
+            allow_failure: req.steps[i].allow_failure,
+        });
+    }
+    Ok(Workflow {
+        name: req.name.clone(),
+        workspace,
+        steps,
+    })
+}
+
+/// A topological order of the steps (each after what it needs; ties in submitted order),
+/// or one cycle as a list of step indexes that starts and ends with the same step.
+fn dependency_order(needs: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
+    let n = needs.len();
+    let mut waiting: Vec<usize> = needs.iter().map(Vec::len).collect();
+    let mut needed_by: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, own) in needs.iter().enumerate() {
+        for &j in own {
+            needed_by[j].push(i);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| waiting[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &k in &needed_by[i] {
+            waiting[k] -= 1;
+            if waiting[k] == 0 {
+                ready.push(Reverse(k));
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Every step left over needs another step left over: walk those needs until a step
+    // repeats; the walk from its first visit is a cycle.
+    let left: Vec<bool> = waiting.iter().map(|&w| w > 0).collect();
+    let start = left.iter().position(|&l| l).unwrap_or(0);
+    let mut path = vec![start];
+    let mut seen = HashMap::from([(start, 0usize)]);
+    let mut at = start;
+    loop {
+        let Some(&next) = needs[at].iter().find(|&&j| left[j]) else {
+            return Err(path);
+        };
+        if let Some(&first) = seen.get(&next) {
+            let mut cycle = path.split_off(first);
+            cycle.push(next);
+            return Err(cycle);
+        }
+        seen.insert(next, path.len());
+        path.push(next);
+        at = next;
+    }
+}
+
+/// Stores a checked workflow in one transaction; returns the parent's id. Secret env
+/// values are sealed with `secrets` as for a single submission.
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    secrets: &SecretBox,
+    creator: Uuid,
+    workflow: &Workflow,
+) -> ApiResult<Uuid> {
+    // Everything that cannot touch the database is prepared before the transaction.
+    let parent = Uuid::now_v7();
+    let mut children = Vec::with_capacity(workflow.steps.len());
+    let mut ids = Vec::with_capacity(workflow.steps.len());
+    for step in &workflow.steps {
+        let s = &step.submission;
+        let sealed = if s.secret_env.is_empty() {
+            None
+        } else {
+            Some(secrets.seal(&s.secret_env).map_err(ApiError::internal)?)
+        };
+        let id = Uuid::now_v7();
+        ids.push(id);
+        let status = if step.needs.is_empty() {
+            Status::Pending
+        } else {
+            Status::Blocked
+        };
+        children.push((
+            work_requests::id.eq(id),
+            work_requests::status.eq(status.as_str()),
+            work_requests::spec.eq(serde_json::to_value(&s.spec).map_err(ApiError::internal)?),
+            work_requests::secret_env.eq(sealed),
+            work_requests::secret_env_keys.eq(s.secret_env.keys().cloned().collect::<Vec<_>>()),
+            work_requests::requirements
+                .eq(serde_json::to_value(&s.requirements).map_err(ApiError::internal)?),
+            work_requests::priority_base.eq(s.priority),
+            work_requests::allow_failure.eq(step.allow_failure),
+            work_requests::name.eq(step.name.clone()),
+        ));
+    }
+    let dependencies: Vec<_> = workflow
+        .steps
+        .iter()
+        .enumerate()
+        .flat_map(|(i, step)| {
+            let ids = &ids;
+            step.needs.iter().map(move |&j| {
+                (
+                    work_request_dependencies::work_request_id.eq(ids[i]),
+                    work_request_dependencies::depends_on_id.eq(ids[j]),
+                )
+            })
+        })
+        .collect();
+    conn.transaction::<_, ApiError, _>(async |conn| {
+        let workspace_id: Uuid = workspaces::table
+            .filter(workspaces::name.eq(&workflow.workspace))
+            .select(workspaces::id)
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!(
+                    "workspace: no workspace named {:?}",
+                    workflow.workspace
+                ))
+            })?;
+        diesel::insert_into(work_requests::table)
+            .values((
+                work_requests::id.eq(parent),
+                work_requests::workspace_id.eq(workspace_id),
+                work_requests::kind.eq("workflow"),
+                work_requests::status.eq(Status::Pending.as_str()),
+                work_requests::spec.eq(serde_json::json!({})),
+                work_requests::name.eq(&workflow.name),
+                work_requests::created_by.eq(creator),
+            ))
+            .execute(conn)
+            .await?;
+        for chunk in children.chunks(INSERT_CHUNK) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .cloned()
+                .map(|child| {
+                    (
+                        child,
+                        work_requests::workspace_id.eq(workspace_id),
+                        work_requests::parent_id.eq(parent),
+                        work_requests::kind.eq("job"),
+                        work_requests::created_by.eq(creator),
+                    )
+                })
+                .collect();
+            diesel::insert_into(work_requests::table)
+                .values(rows)
+                .execute(conn)
+                .await?;
+        }
+        for chunk in dependencies.chunks(INSERT_CHUNK * 10) {
+            diesel::insert_into(work_request_dependencies::table)
+                .values(chunk.to_vec())
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(parent)
+}
+
+/// What [`parent_state`] needs to know of one step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepState {
+    pub name: String,
+    pub status: Status,
+    pub result: Option<String>,
+    pub reason: String,
+    pub allow_failure: bool,
+    pub started: bool,
+}
+
+/// The parent's (status, result, message) given its steps; see the module docs.
+pub fn parent_state(steps: &[StepState]) -> (Status, Option<&'static str>, String) {
+    if steps.iter().any(|s| !s.status.is_terminal()) {
+        let status = if steps
+            .iter()
+            .any(|s| s.status == Status::Running || s.started || s.status.is_terminal())
+        {
+            Status::Running
+        } else if steps.iter().any(|s| s.status == Status::Pending) {
+            Status::Pending
+        } else {
+            Status::Blocked
+        };
+        return (status, None, String::new());
+    }
+    let counted = || steps.iter().filter(|s| !s.allow_failure);
+    let with_result = |result: &str| {
+        counted().find(|s| s.status == Status::Completed && s.result.as_deref() == Some(result))
+    };
+    if let Some(step) = with_result("error") {
+        return (
+            Status::Completed,
+            Some("error"),
+            format!("step {:?} ended in error", step.name),
+        );
+    }
+    if let Some(step) = with_result("failure") {
+        return (
+            Status::Completed,
+            Some("failure"),
+            format!("step {:?} failed", step.name),
+        );
+    }
+    if let Some(step) = counted().find(|s| s.status == Status::Aborted) {
+        let why = if step.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", step.reason)
+        };
+        return (
+            Status::Aborted,
+            None,
+            format!("step {:?} was aborted{why}", step.name),
+        );
+    }
+    (Status::Completed, Some("success"), String::new())
+}
+
+/// Recomputes a workflow parent from its steps (see the module docs) and stores it.
+/// Does nothing for a parent that has ended or for an id that is not a workflow. Call it
+/// in the transaction that changed a step.
+pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent_id: Uuid) -> ApiResult<()> {
+    let parent: Option<String> = work_requests::table
+        .find(parent_id)
+        .filter(work_requests::kind.eq("workflow"))
+        .select(work_requests::status)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(current) = parent.as_deref().and_then(Status::parse) else {
+        return Ok(());
+    };
+    if current.is_terminal() {
+        return Ok(());
+    }
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        String,
+        bool,
+        Option<DateTime<Utc>>,
+    );
+    let rows: Vec<Row> = work_requests::table
+        .filter(work_requests::parent_id.eq(parent_id))
+        .select((
+            work_requests::name,
+            work_requests::status,
+            work_requests::result,
+            work_requests::reason,
+            work_requests::allow_failure,
+            work_requests::started_at,
+        ))
+        .order((work_requests::created_at, work_requests::id))
+        .load(conn)
+        .await?;
+    let first_start = rows.iter().filter_map(|r| r.5).min();
+    let steps: Vec<StepState> = rows
+        .into_iter()
+        .map(
+            |(name, status, result, reason, allow_failure, started_at)| StepState {
+                name,
+                status: Status::parse(&status).unwrap_or(Status::Blocked),
+                result,
+                reason,
+                allow_failure,
+                started: started_at.is_some(),
+            },
+        )
+        .collect();
+    let (status, result, message) = parent_state(&steps);
+    let completed_at = status.is_terminal().then(Utc::now);
+    diesel::update(work_requests::table.find(parent_id))
+        .set((
+            work_requests::status.eq(status.as_str()),
+            work_requests::result.eq(result),
+            work_requests::message.eq(message),
+            work_requests::completed_at.eq(completed_at),
+        ))
+        .execute(conn)
+        .await?;
+    if let Some(at) = first_start {
+        diesel::update(work_requests::table.find(parent_id))
+            .filter(work_requests::started_at.is_null())
+            .set(work_requests::started_at.eq(at))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// [`refresh_parent`] for the parent of `child_id`, if it has one. The one call to make
+/// wherever a request's status changes.
+pub async fn refresh_parent_of(conn: &mut AsyncPgConnection, child_id: Uuid) -> ApiResult<()> {
+    let parent: Option<Option<Uuid>> = work_requests::table
+        .find(child_id)
+        .select(work_requests::parent_id)
+        .first(conn)
+        .await
+        .optional()?;
+    match parent.flatten() {
+        Some(parent_id) => refresh_parent(conn, parent_id).await,
+        None => Ok(()),
+    }
+}
+
+/// Locks the steps of `parent_id` in id order (nothing for a request without steps).
+/// Cancelling a request takes these locks before the request's own; see the module docs.
+pub async fn lock_children(conn: &mut AsyncPgConnection, parent_id: Uuid) -> ApiResult<()> {
+    work_requests::table
+        .filter(work_requests::parent_id.eq(parent_id))
+        .select(work_requests::id)
+        .order(work_requests::id)
+        .for_update()
+        .load::<Uuid>(conn)
+        .await?;
+    Ok(())
+}
+
+/// A live attempt of an aborted step, whose worker must stop the container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveAttempt {
+    pub work_request_id: Uuid,
+    pub worker_id: Uuid,
+    pub attempt: i32,
+}
+
+/// Aborts (reason `cancelled`) every step of `parent_id` that has not ended; returns
+/// their ids and the live attempts whose containers must be stopped.
+pub async fn abort_children(
+    conn: &mut AsyncPgConnection,
+    parent_id: Uuid,
+) -> ApiResult<(Vec<Uuid>, Vec<LiveAttempt>)> {
+    let aborted: Vec<Uuid> = diesel::update(
+        work_requests::table
+            .filter(work_requests::parent_id.eq(parent_id))
+            .filter(work_requests::status.eq_any([
+                Status::Blocked.as_str(),
+                Status::Pending.as_str(),
+                Status::Running.as_str(),
+            ])),
+    )
+    .set((
+        work_requests::status.eq(Status::Aborted.as_str()),
+        work_requests::reason.eq("cancelled"),
+        work_requests::completed_at.eq(Utc::now()),
+    ))
+    .returning(work_requests::id)
+    .get_results(conn)
+    .await?;
+    let live: Vec<(Uuid, Option<Uuid>, i32)> = attempts::table
+        .filter(attempts::work_request_id.eq_any(&aborted))
+        .filter(attempts::state.ne("finished"))
+        .select((
+            attempts::work_request_id,
+            attempts::worker_id,
+            attempts::number,
+        ))
+        .load(conn)
+        .await?;
+    let live = live
+        .into_iter()
+        .filter_map(|(work_request_id, worker, attempt)| {
+            worker.map(|worker_id| LiveAttempt {
+                work_request_id,
+                worker_id,
+                attempt,
+            })
+        })
+        .collect();
+    Ok((aborted, live))
+}
+
+#[cfg(test)]
+mod tests {
+    use berth_common::proto::{ContainerSpec, WorkflowStep};
+
+    use super::*;
+
+    fn step(name: &str, needs: &[&str]) -> WorkflowStep {
+        WorkflowStep {
+            name: name.into(),
+            spec: Some(ContainerSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            needs: needs.iter().map(|n| (*n).to_owned()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn workflow(steps: Vec<WorkflowStep>) -> SubmitWorkflowRequest {
+        SubmitWorkflowRequest {
+            name: "wf".into(),
+            steps,
+            workspace: String::new(),
+        }
+    }
+
+    fn refused(req: &SubmitWorkflowRequest) -> String {
+        match validate(req, &SpecDefaults::default()) {
+            Err(ApiError::InvalidArgument(m)) => m,
+            other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn steps_are_ordered_after_what_they_need() {
+        let req = workflow(vec![
+            step("d", &["b", "c"]),
+            step("b", &["a"]),
+            step("a", &[]),
+            step("c", &["a", "a"]),
+        ]);
+        let wf = validate(&req, &SpecDefaults::default()).expect("valid");
+        let names: Vec<&str> = wf.steps.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c", "d"]);
+        assert_eq!(wf.steps[3].needs, [1, 2]);
+        assert_eq!(wf.steps[2].needs, [0], "duplicate needs collapse");
+        assert_eq!(wf.workspace, "default");
+    }
+
+    #[test]
+    fn cycles_are_refused_naming_the_steps() {
+        let message = refused(&workflow(vec![
+            step("x", &[]),
+            step("a", &["b"]),
+            step("b", &["a"]),
+        ]));
+        assert_eq!(
+            message,
+            "steps[\"a\"].needs: steps form a cycle: a -> b -> a"
+        );
+        let message = refused(&workflow(vec![step("self", &["self"])]));
+        assert_eq!(
+            message,
+            "steps[\"self\"].needs: steps form a cycle: self -> self"
+        );
+        // A step that only leads into a cycle is not reported as part of it.
+        let message = refused(&workflow(vec![
+            step("tail", &["p"]),
+            step("p", &["q"]),
+            step("q", &["p"]),
+        ]));
+        assert!(message.ends_with("cycle: p -> q -> p"), "{message}");
+    }
+
+    #[test]
+    fn unknown_needs_and_bad_names_are_refused_naming_the_step() {
+        assert_eq!(
+            refused(&workflow(vec![step("a", &["nope"])])),
+            "steps[\"a\"].needs: no step is named \"nope\""
+        );
+        assert!(
+            refused(&workflow(vec![step("a", &[]), step("a", &[])])).starts_with("steps[1].name:")
+        );
+        assert!(refused(&workflow(vec![step("bad name", &[])])).starts_with("steps[0].name:"));
+        assert!(refused(&workflow(Vec::new())).starts_with("steps:"));
+        let mut no_name = workflow(vec![step("a", &[])]);
+        no_name.name.clear();
+        assert!(refused(&no_name).starts_with("name:"));
+    }
+
+    #[test]
+    fn a_bad_spec_is_refused_naming_the_step() {
+        let mut bad = step("build", &[]);
+        bad.spec = Some(ContainerSpec {
+            image: "Not An Image".into(),
+            ..Default::default()
+        });
+        let message = refused(&workflow(vec![step("a", &[]), bad]));
+        assert!(
+            message.starts_with("steps[\"build\"].spec.image: "),
+            "{message}"
+        );
+        let mut bad = step("p", &[]);
+        bad.priority = 5000;
+        assert!(refused(&workflow(vec![bad])).starts_with("steps[\"p\"].priority: "));
+    }
+
+    fn state(name: &str, status: Status, result: Option<&str>, allow_failure: bool) -> StepState {
+        StepState {
+            name: name.into(),
+            status,
+            result: result.map(str::to_owned),
+            reason: String::new(),
+            allow_failure,
+            started: false,
+        }
+    }
+
+    #[test]
+    fn the_parent_follows_its_steps() {
+        use Status::*;
+        let s = |steps: &[StepState]| {
+            let (status, result, _) = parent_state(steps);
+            (status, result)
+        };
+        assert_eq!(
+            s(&[
+                state("a", Pending, None, false),
+                state("b", Blocked, None, false)
+            ]),
+            (Pending, None)
+        );
+        assert_eq!(s(&[state("a", Blocked, None, false)]), (Blocked, None));
+        assert_eq!(
+            s(&[
+                state("a", Completed, Some("success"), false),
+                state("b", Pending, None, false)
+            ]),
+            (Running, None)
+        );
+        assert_eq!(
+            s(&[
+                state("a", Running, None, false),
+                state("b", Blocked, None, false)
+            ]),
+            (Running, None)
+        );
+        assert_eq!(
+            s(&[
+                state("a", Completed, Some("success"), false),
+                state("b", Completed, Some("success"), false)
+            ]),
+            (Completed, Some("success"))
+        );
+        assert_eq!(
+            s(&[
+                state("a", Completed, Some("failure"), false),
+                state("b", Aborted, None, false)
+            ]),
+            (Completed, Some("failure"))
+        );
+        assert_eq!(
+            s(&[
+                state("a", Completed, Some("failure"), false),
+                state("b", Completed, Some("error"), false)
+            ]),
+            (Completed, Some("error"))
+        );
+        assert_eq!(
+            s(&[
+                state("a", Completed, Some("failure"), true),
+                state("b", Completed, Some("success"), false)
+            ]),
+            (Completed, Some("success"))
+        );
+        assert_eq!(
+            s(&[
+                state("a", Aborted, None, false),
+                state("b", Completed, Some("success"), false)
+            ]),
+            (Aborted, None)
+        );
+        let (_, _, message) = parent_state(&[state("lint", Completed, Some("failure"), false)]);
+        assert_eq!(message, "step \"lint\" failed");
+    }
+}

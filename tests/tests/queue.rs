@@ -1,0 +1,457 @@
+//! The pending queue as users see it, with real workers and Docker: requests start in
+//! priority order (base + admin adjustment), requirements and exclusive labels decide
+//! which worker runs what, a request nobody can run holds nothing back, and every pending
+//! request says where it stands and why it waits (`GetWorkRequest`, `ListQueue`,
+//! `berth queue`, `berth priority`).
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "integration tests: an unexpected failure should fail the test"
+)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use berth_common::proto::{
+    AdjustPriorityRequest, CancelWorkRequestRequest, ContainerSpec, DisableWorkerRequest,
+    GetWorkRequestRequest, ListQueueRequest, PullPolicy, Role, SubmitWorkRequestRequest,
+    WorkRequest, WorkRequestStatus, WorkResult,
+};
+use berth_tests::{TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, run_binary};
+use tonic::Code;
+
+/// How long any job in these tests may take from submission to its end.
+const JOB_WAIT: Duration = Duration::from_secs(90);
+
+fn spec(command: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        image: TEST_IMAGE.to_owned(),
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+        pull_policy: PullPolicy::Never as i32,
+        stop_grace_period: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Submits `command` with `priority` and `requirements` as the admin.
+async fn submit(
+    server: &TestServer,
+    command: &[&str],
+    priority: i32,
+    requirements: &[(&str, &str)],
+) -> WorkRequest {
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .submit_work_request(SubmitWorkRequestRequest {
+            spec: Some(spec(command)),
+            priority,
+            requirements: requirements
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<HashMap<_, _>>(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn get(server: &TestServer, id: &str) -> WorkRequest {
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn status(request: &WorkRequest) -> WorkRequestStatus {
+    WorkRequestStatus::try_from(request.status).unwrap()
+}
+
+async fn wait_terminal(server: &TestServer, id: &str) -> WorkRequest {
+    eventually(&format!("work request {id} to end"), JOB_WAIT, || async {
+        let request = get(server, id).await;
+        matches!(
+            status(&request),
+            WorkRequestStatus::Completed | WorkRequestStatus::Aborted
+        )
+        .then_some(request)
+    })
+    .await
+}
+
+async fn wait_running(server: &TestServer, id: &str) -> WorkRequest {
+    eventually(&format!("work request {id} to run"), JOB_WAIT, || async {
+        let request = get(server, id).await;
+        let running = status(&request) == WorkRequestStatus::Running
+            && request
+                .attempts
+                .last()
+                .is_some_and(|a| a.started_at.is_some());
+        running.then_some(request)
+    })
+    .await
+}
+
+/// Waits until the pending request's reason is `reason` and returns the request.
+async fn wait_reason(server: &TestServer, id: &str, reason: &str) -> WorkRequest {
+    eventually(
+        &format!("work request {id} to wait because {reason:?}"),
+        Duration::from_secs(30),
+        || async {
+            let request = get(server, id).await;
+            (status(&request) == WorkRequestStatus::Pending && request.pending_reason == reason)
+                .then_some(request)
+        },
+    )
+    .await
+}
+
+fn worker_of(request: &WorkRequest) -> &str {
+    &request.attempts.last().unwrap().worker
+}
+
+/// Runs `berth ARGS --server URL --token ADMIN` and returns stdout, failing on a non-zero
+/// exit.
+async fn berth(server: &TestServer, args: &[&str]) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--server", &server.url, "--token", &server.admin_token]);
+    let (code, stdout, stderr) = run_binary("berth", &all, &[]).await;
+    assert_eq!(code, 0, "berth {args:?} failed: {stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_requests_start_by_priority_and_an_admin_bump_moves_one_ahead() {
+    ensure_test_image().await;
+    let server = TestServer::start().await;
+    let worker = TestWorker::start(&server, &["--concurrency", "1"]).await;
+    worker.wait_connected(&server).await;
+
+    // Occupy the only slot so everything after it queues up.
+    let blocker = submit(&server, &["sleep", "300"], 0, &[]).await;
+    wait_running(&server, &blocker.id).await;
+
+    let quick = ["true"];
+    let low = submit(&server, &quick, -5, &[]).await;
+    let high = submit(&server, &quick, 10, &[]).await;
+    let mid = submit(&server, &quick, 0, &[]).await;
+    let bumped = submit(&server, &quick, 0, &[]).await;
+    // Behind `high` and the older `mid` of equal priority until the admin raises it.
+    assert_eq!(get(&server, &bumped.id).await.queue_position, 3);
+    let raised = server
+        .work_requests(&server.admin_token)
+        .await
+        .adjust_priority(AdjustPriorityRequest {
+            id: bumped.id.clone(),
+            delta: 20,
+            set: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            raised.priority_base,
+            raised.priority_adjustment,
+            raised.priority
+        ),
+        (0, 20, 20)
+    );
+    assert_eq!(raised.queue_position, 1);
+
+    // `berth priority ID -5` lowers the adjustment by 5 (it must not read -5 as a flag).
+    let lowered = berth(&server, &["priority", &low.id, "-5", "-o", "json"]).await;
+    let lowered: serde_json::Value = serde_json::from_str(&lowered).unwrap();
+    assert_eq!(lowered["priority_adjustment"], -5, "{lowered}");
+    assert_eq!(lowered["priority"], -10, "{lowered}");
+    assert_eq!(lowered["queue_position"], 4, "{lowered}");
+
+    let order = [&bumped.id, &high.id, &mid.id, &low.id];
+    for (place, id) in order.iter().enumerate() {
+        let request = wait_reason(&server, id, "all 1 matching worker is busy").await;
+        assert_eq!(request.queue_position as usize, place + 1, "{id}");
+    }
+
+    // `berth queue -o json` lists the same order, positions and reasons.
+    let listed = berth(&server, &["queue", "-o", "json"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 4, "{listed}");
+    for (place, (entry, id)) in entries.iter().zip(order).enumerate() {
+        assert_eq!(entry["position"], place + 1, "{listed}");
+        assert_eq!(entry["work_request"]["id"], id.as_str(), "{listed}");
+        assert_eq!(
+            entry["pending_reason"], "all 1 matching worker is busy",
+            "{listed}"
+        );
+    }
+    let table = berth(&server, &["queue"]).await;
+    assert!(table.starts_with("POS"), "{table}");
+    assert!(table.contains(&bumped.id), "{table}");
+
+    // Free the slot: the four must start one at a time in queue order.
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .cancel_work_request(CancelWorkRequestRequest {
+            id: blocker.id.clone(),
+        })
+        .await
+        .unwrap();
+    let mut assigned = Vec::new();
+    for id in order {
+        let done = wait_terminal(&server, id).await;
+        assert_eq!(done.result, WorkResult::Success as i32, "{done:?}");
+        let attempt = done.attempts.first().unwrap();
+        assigned.push(attempt.assigned_at.unwrap());
+    }
+    for pair in assigned.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!(
+            (a.seconds, a.nanos) < (b.seconds, b.nanos),
+            "requests were assigned out of priority order: {assigned:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requirement_sends_the_request_to_the_worker_that_has_the_label() {
+    ensure_test_image().await;
+    let server = TestServer::start().await;
+    let a = TestWorker::start(&server, &["--label", "pool=a"]).await;
+    let b = TestWorker::start(&server, &["--label", "pool=b"]).await;
+    a.wait_connected(&server).await;
+    b.wait_connected(&server).await;
+
+    for _ in 0..3 {
+        let to_b = submit(&server, &["true"], 0, &[("pool", "b")]).await;
+        let to_a = submit(&server, &["true"], 0, &[("pool", "a")]).await;
+        let to_b = wait_terminal(&server, &to_b.id).await;
+        let to_a = wait_terminal(&server, &to_a.id).await;
+        assert_eq!(worker_of(&to_b), b.name);
+        assert_eq!(worker_of(&to_a), a.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exclusive_worker_runs_only_requests_that_require_its_label() {
+    ensure_test_image().await;
+    let server = TestServer::start().await;
+    let gpu = TestWorker::start(&server, &["--label", "gpu=yes!"]).await;
+    gpu.wait_connected(&server).await;
+
+    let plain = submit(&server, &["true"], 0, &[]).await;
+    let wanted = submit(&server, &["true"], 0, &[("gpu", "yes")]).await;
+    let wanted = wait_terminal(&server, &wanted.id).await;
+    assert_eq!(wanted.result, WorkResult::Success as i32, "{wanted:?}");
+    assert_eq!(worker_of(&wanted), gpu.name);
+
+    // The plain request stays pending with the GPU worker idle, and says why.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = get(&server, &plain.id).await;
+    assert_eq!(status(&waiting), WorkRequestStatus::Pending);
+    assert_eq!(waiting.attempt_count, 0);
+    assert_eq!(
+        waiting.pending_reason,
+        "the workers that could run it are reserved for requests that require gpu=yes"
+    );
+
+    // An ordinary worker takes it.
+    let ordinary = TestWorker::start(&server, &[]).await;
+    let plain = wait_terminal(&server, &plain.id).await;
+    assert_eq!(worker_of(&plain), ordinary.name);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_no_worker_can_run_holds_back_nothing_and_names_the_missing_labels() {
+    ensure_test_image().await;
+    let server = TestServer::start().await;
+    let worker = TestWorker::start(&server, &["--concurrency", "1", "--label", "pool=a"]).await;
+    worker.wait_connected(&server).await;
+
+    // First in line by far, but nobody has nope=1.
+    let stuck = submit(&server, &["true"], 1000, &[("nope", "1"), ("pool", "a")]).await;
+    let behind: Vec<WorkRequest> = {
+        let mut behind = Vec::new();
+        for _ in 0..3 {
+            behind.push(submit(&server, &["true"], 0, &[]).await);
+        }
+        behind
+    };
+    for request in &behind {
+        let done = wait_terminal(&server, &request.id).await;
+        assert_eq!(done.result, WorkResult::Success as i32, "{done:?}");
+    }
+    let stuck = get(&server, &stuck.id).await;
+    assert_eq!(status(&stuck), WorkRequestStatus::Pending);
+    assert_eq!(stuck.queue_position, 1);
+    assert_eq!(
+        stuck.pending_reason,
+        "no connected worker has labels nope=1"
+    );
+
+    // Disabled, the worker no longer counts as a place to run.
+    let ordinary = submit(&server, &["true"], 0, &[]).await;
+    let _ = wait_terminal(&server, &ordinary.id).await;
+    server
+        .workers(&server.admin_token)
+        .await
+        .disable_worker(DisableWorkerRequest {
+            name: worker.name.clone(),
+        })
+        .await
+        .unwrap();
+    let parked = submit(&server, &["true"], 0, &[("pool", "a")]).await;
+    let parked = wait_reason(
+        &server,
+        &parked.id,
+        "the matching workers are disabled or draining",
+    )
+    .await;
+    assert_eq!(parked.queue_position, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_workers_the_queue_says_so_and_keeps_its_order() {
+    let server = TestServer::start().await;
+    let first = submit(&server, &["true"], 5, &[]).await;
+    let second = submit(&server, &["true"], 5, &[]).await;
+    let urgent = submit(&server, &["true"], 6, &[]).await;
+    for (id, place) in [(&urgent.id, 1), (&first.id, 2), (&second.id, 3)] {
+        let request = get(&server, id).await;
+        assert_eq!(request.queue_position, place, "{id}");
+        assert_eq!(request.pending_reason, "no worker is connected");
+    }
+
+    let mut client = server.work_requests(&server.admin_token).await;
+    let page = client
+        .list_queue(ListQueueRequest {
+            workspace: "default".into(),
+            limit: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = page
+        .entries
+        .iter()
+        .map(|e| e.work_request.as_ref().unwrap().id.as_str())
+        .collect();
+    assert_eq!(ids, [urgent.id.as_str(), first.id.as_str()]);
+    assert_eq!(page.entries[1].position, 2);
+    assert_eq!(page.entries[1].pending_reason, "no worker is connected");
+
+    let unknown = client
+        .list_queue(ListQueueRequest {
+            workspace: "nowhere".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let too_many = client
+        .list_queue(ListQueueRequest {
+            workspace: String::new(),
+            limit: 1001,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::InvalidArgument);
+
+    // A blocked request is not in the queue; it says what it waits for.
+    let blocked = client
+        .submit_work_request(SubmitWorkRequestRequest {
+            spec: Some(spec(&["true"])),
+            after: vec![first.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let blocked = get(&server, &blocked.id).await;
+    assert_eq!(status(&blocked), WorkRequestStatus::Blocked);
+    assert_eq!(blocked.queue_position, 0);
+    assert!(
+        blocked
+            .pending_reason
+            .starts_with(&format!("waiting on dependency {}", first.id)),
+        "{blocked:?}"
+    );
+
+    // A user may look at the queue too.
+    let (_, user) = server.create_token(Role::User, "alice").await;
+    let seen = server
+        .work_requests(&user)
+        .await
+        .list_queue(ListQueueRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.entries.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_admins_adjust_priorities_and_only_of_live_requests_within_range() {
+    let server = TestServer::start().await;
+    let request = submit(&server, &["true"], 1000, &[]).await;
+    let adjust = |delta: i32, set: Option<i32>| AdjustPriorityRequest {
+        id: request.id.clone(),
+        delta,
+        set,
+    };
+
+    let (_, user) = server.create_token(Role::User, "alice").await;
+    let refused = server
+        .work_requests(&user)
+        .await
+        .adjust_priority(adjust(1, None))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    let mut admin = server.work_requests(&server.admin_token).await;
+    let set = admin
+        .adjust_priority(adjust(0, Some(9000)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((set.priority_adjustment, set.priority), (9000, 10_000));
+    let too_high = admin.adjust_priority(adjust(1, None)).await.unwrap_err();
+    assert_eq!(too_high.code(), Code::InvalidArgument);
+    assert!(too_high.message().contains("10000"), "{too_high:?}");
+    let down = admin
+        .adjust_priority(adjust(-100, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(down.priority_adjustment, 8900);
+
+    let missing = admin
+        .adjust_priority(AdjustPriorityRequest {
+            id: uuid::Uuid::now_v7().to_string(),
+            delta: 1,
+            set: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    admin
+        .cancel_work_request(CancelWorkRequestRequest {
+            id: request.id.clone(),
+        })
+        .await
+        .unwrap();
+    let terminal = admin.adjust_priority(adjust(1, None)).await.unwrap_err();
+    assert_eq!(terminal.code(), Code::FailedPrecondition);
+    let aborted = get(&server, &request.id).await;
+    assert_eq!(aborted.queue_position, 0);
+    assert_eq!(aborted.pending_reason, "");
+}

@@ -1,0 +1,367 @@
+//! Two `berth-server` replicas on one PostgreSQL behave as one server.
+//!
+//! Workers connect to either replica and requests are submitted to either. What must hold
+//! is what a user relies on: every request runs exactly once, no worker ever runs more
+//! than its concurrency, a request submitted on one replica starts promptly on a worker
+//! connected to the other (LISTEN/NOTIFY, not the sweep), and a cancel on one replica
+//! stops a container whose worker is connected to the other. The checks read the
+//! `attempts` table, which records every assignment whichever replica made it.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "integration tests: an unexpected failure should fail the test"
+)]
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use berth_common::proto::{
+    CancelWorkRequestRequest, ContainerSpec, GetWorkRequestRequest, PullPolicy,
+    SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
+};
+use berth_tests::{
+    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, query, worker_containers,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+fn secs(seconds: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds, nanos: 0 }
+}
+
+/// A spec running `command` in the test image, never pulling, with a short grace period.
+fn spec(command: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        image: TEST_IMAGE.to_owned(),
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+        pull_policy: PullPolicy::Never as i32,
+        stop_grace_period: Some(secs(2)),
+        memory_bytes: Some(64 * MIB),
+        ..Default::default()
+    }
+}
+
+async fn submit(server: &TestServer, spec: ContainerSpec) -> WorkRequest {
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .submit_work_request(SubmitWorkRequestRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn get(server: &TestServer, id: &str) -> WorkRequest {
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn status(request: &WorkRequest) -> WorkRequestStatus {
+    WorkRequestStatus::try_from(request.status).unwrap()
+}
+
+/// Whether a container with this id exists, running or not.
+async fn container_exists(id: &str) -> bool {
+    let output = tokio::process::Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter", &format!("id={id}")])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "docker ps failed");
+    !String::from_utf8_lossy(&output.stdout).trim().is_empty()
+}
+
+/// A server for these tests: one-second heartbeats so workers learn quickly that their
+/// reports arrived, then `adjust`.
+async fn start_server(adjust: impl FnOnce(&mut berth_server::config::Config)) -> TestServer {
+    ensure_test_image().await;
+    TestServer::start_with(|config| {
+        config.agent.heartbeat_interval = Duration::from_secs(1);
+        adjust(config);
+    })
+    .await
+}
+
+/// Stops the workers (checking none left a container behind), then the servers.
+async fn finish(servers: Vec<TestServer>, workers: Vec<TestWorker>) {
+    for mut worker in workers {
+        let name = worker.name.clone();
+        eventually(
+            &format!("no container of worker {name} to remain"),
+            Duration::from_secs(30),
+            || async { worker_containers(&name).await.is_empty().then_some(()) },
+        )
+        .await;
+        worker.terminate(Duration::from_secs(30)).await;
+    }
+    for server in servers {
+        server.stop().await;
+    }
+}
+
+/// The most intervals `[start, end]` open at one instant (an end at the same instant as a
+/// start counts as before it).
+fn max_overlap(intervals: &[(f64, f64)]) -> usize {
+    let mut edges: Vec<(f64, i32)> = intervals
+        .iter()
+        .flat_map(|&(start, end)| [(start, 1), (end, -1)])
+        .collect();
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut open = 0i32;
+    let mut most = 0i32;
+    for (_, delta) in edges {
+        open += delta;
+        most = most.max(open);
+    }
+    usize::try_from(most).unwrap()
+}
+
+#[test]
+fn overlap_counts_only_simultaneous_intervals() {
+    assert_eq!(max_overlap(&[(0.0, 1.0), (1.0, 2.0), (2.0, 3.0)]), 1);
+    assert_eq!(max_overlap(&[(0.0, 3.0), (1.0, 2.0), (1.5, 4.0)]), 3);
+    assert_eq!(max_overlap(&[]), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_run_every_request_exactly_once_within_each_workers_concurrency() {
+    const REQUESTS: usize = 200;
+    const CONCURRENCY: usize = 2;
+    let a = start_server(|_| {}).await;
+    let b = a.replica().await;
+    let mut workers = Vec::new();
+    for n in 0..5 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        workers.push(TestWorker::start(server, &["--concurrency", "2"]).await);
+    }
+    for (n, worker) in workers.iter().enumerate() {
+        worker
+            .wait_connected(if n % 2 == 0 { &a } else { &b })
+            .await;
+    }
+
+    let began = Instant::now();
+    let mut clients = [
+        a.work_requests(&a.admin_token).await,
+        b.work_requests(&b.admin_token).await,
+    ];
+    for n in 0..REQUESTS {
+        clients[n % 2]
+            .submit_work_request(SubmitWorkRequestRequest {
+                spec: Some(spec(&["true"])),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let submitted = began.elapsed();
+    eventually("every request to end", Duration::from_secs(600), || async {
+        let rows = query(
+            &a.database_url,
+            "SELECT count(*) FROM work_requests WHERE status IN ('completed', 'aborted')",
+        )
+        .await;
+        let done: i64 = rows[0].get(0);
+        (usize::try_from(done).unwrap() == REQUESTS).then_some(())
+    })
+    .await;
+    let took = began.elapsed();
+    println!(
+        "{REQUESTS} requests on 2 replicas, 5 workers x {CONCURRENCY} slots: submitted in {submitted:.1?}, all ended after {took:.1?}"
+    );
+
+    // Every request succeeded, with exactly one attempt.
+    let rows = query(
+        &a.database_url,
+        "SELECT wr.id::text, wr.status, coalesce(wr.result, ''), wr.attempt_count, \
+                (SELECT count(*) FROM attempts a WHERE a.work_request_id = wr.id) \
+         FROM work_requests wr",
+    )
+    .await;
+    assert_eq!(rows.len(), REQUESTS);
+    for row in &rows {
+        let (id, status, result, count, attempts): (String, String, String, i32, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        assert_eq!(
+            (status.as_str(), result.as_str(), count, attempts),
+            ("completed", "success", 1, 1),
+            "request {id}"
+        );
+    }
+
+    // No worker ever held more attempts than its concurrency, whichever replica assigned
+    // them, and the work was spread over both replicas' workers.
+    let rows = query(
+        &a.database_url,
+        "SELECT worker_name, extract(epoch FROM assigned_at)::float8, \
+                extract(epoch FROM finished_at)::float8 FROM attempts",
+    )
+    .await;
+    let mut per_worker: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
+    for row in &rows {
+        let finished: Option<f64> = row.get(2);
+        per_worker
+            .entry(row.get(0))
+            .or_default()
+            .push((row.get(1), finished.unwrap()));
+    }
+    for (worker, intervals) in &per_worker {
+        let most = max_overlap(intervals);
+        println!(
+            "worker {worker}: {} attempts, at most {most} at once",
+            intervals.len()
+        );
+        assert!(
+            most <= CONCURRENCY,
+            "worker {worker} held {most} attempts at once; its concurrency is {CONCURRENCY}"
+        );
+    }
+    for (n, worker) in workers.iter().enumerate() {
+        assert!(
+            per_worker.contains_key(&worker.name),
+            "worker {n} ({}) ran nothing",
+            worker.name
+        );
+    }
+    finish(vec![a, b], workers).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_submitted_on_one_replica_starts_promptly_on_a_worker_of_the_other() {
+    // A sweep every 30 s: only a NOTIFY can start the request within seconds.
+    let slow_sweep = |config: &mut berth_server::config::Config| {
+        config.agent.sweep_interval = Duration::from_secs(30);
+    };
+    let a = start_server(slow_sweep).await;
+    let b = a.replica_with(slow_sweep).await;
+    let worker = TestWorker::start(&b, &[]).await;
+    worker.wait_connected(&b).await;
+    // Let both replicas' first rounds (at start-up and at the worker's connection) pass.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let began = Instant::now();
+    let submitted = submit(&a, spec(&["true"])).await;
+    let assigned = eventually(
+        "the request to be assigned to the worker on the other replica",
+        Duration::from_secs(5),
+        || async {
+            let request = get(&a, &submitted.id).await;
+            (!request.attempts.is_empty()).then_some(request)
+        },
+    )
+    .await;
+    println!("assigned across replicas after {:?}", began.elapsed());
+    assert_eq!(assigned.attempts[0].worker, worker.name, "{assigned:?}");
+    let ended = eventually("the request to end", Duration::from_secs(60), || async {
+        let request = get(&a, &submitted.id).await;
+        (status(&request) == WorkRequestStatus::Completed).then_some(request)
+    })
+    .await;
+    assert_eq!(
+        WorkResult::try_from(ended.result).unwrap(),
+        WorkResult::Success,
+        "{ended:?}"
+    );
+
+    // The listening connections are cut: the replicas reconnect and listen again.
+    let cut = query(
+        &a.database_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query = 'LISTEN berth_events' \
+           AND pid <> pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(cut.len(), 2, "one listening connection per replica");
+    eventually(
+        "both replicas to listen again",
+        Duration::from_secs(10),
+        || async {
+            let rows = query(
+                &a.database_url,
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query = 'LISTEN berth_events'",
+            )
+            .await;
+            (rows[0].get::<_, i64>(0) == 2).then_some(())
+        },
+    )
+    .await;
+    let began = Instant::now();
+    let again = submit(&a, spec(&["true"])).await;
+    eventually(
+        "a request submitted after the reconnection to be assigned across replicas",
+        Duration::from_secs(5),
+        || async { (!get(&a, &again.id).await.attempts.is_empty()).then_some(()) },
+    )
+    .await;
+    println!(
+        "assigned across replicas after a reconnection after {:?}",
+        began.elapsed()
+    );
+    finish(vec![a, b], vec![worker]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_on_one_replica_stops_the_container_of_a_worker_on_the_other() {
+    let a = start_server(|_| {}).await;
+    let b = a.replica().await;
+    let worker = TestWorker::start(&b, &[]).await;
+    worker.wait_connected(&b).await;
+    let grace = 2;
+    let mut job = spec(&["sleep", "300"]);
+    job.stop_grace_period = Some(secs(grace));
+    let submitted = submit(&a, job).await;
+    let container = eventually(
+        "the request to run in a container",
+        Duration::from_secs(60),
+        || async {
+            let request = get(&a, &submitted.id).await;
+            if status(&request) != WorkRequestStatus::Running {
+                return None;
+            }
+            let container = request.attempts.last()?.container_id.clone();
+            (!container.is_empty()).then_some(container)
+        },
+    )
+    .await;
+    assert!(container_exists(&container).await);
+
+    let cancelled = a
+        .work_requests(&a.admin_token)
+        .await
+        .cancel_work_request(CancelWorkRequestRequest {
+            id: submitted.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status(&cancelled), WorkRequestStatus::Aborted);
+    eventually(
+        "the cancelled job's container to be removed",
+        Duration::from_secs(grace as u64 + 5),
+        || async { (!container_exists(&container).await).then_some(()) },
+    )
+    .await;
+    let ended = eventually(
+        "the attempt to be reported finished",
+        Duration::from_secs(30),
+        || async {
+            let request = get(&a, &submitted.id).await;
+            request.attempts[0].finished_at.is_some().then_some(request)
+        },
+    )
+    .await;
+    assert_eq!(status(&ended), WorkRequestStatus::Aborted, "{ended:?}");
+    assert_eq!(ended.attempts[0].reason, "cancelled", "{ended:?}");
+    finish(vec![a, b], vec![worker]).await;
+}
