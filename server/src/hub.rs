@@ -12,7 +12,8 @@
 //! the `*_local` methods, which never send anything on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use berth_common::proto::ServerMessage;
@@ -35,6 +36,9 @@ pub struct Session {
     pub tx: mpsc::Sender<ServerMessage>,
     /// Cancelled to end the stream (token disabled, replaced by a newer stream).
     pub close: CancellationToken,
+    /// Set when the worker said GoingAway: it gets nothing new on this stream. Kept apart
+    /// from an operator's drain (`workers.draining`), which must survive reconnects.
+    pub going_away: Arc<AtomicBool>,
 }
 
 /// See the module docs.
@@ -78,6 +82,7 @@ impl Hub {
             token_id,
             tx,
             close: CancellationToken::new(),
+            going_away: Arc::new(AtomicBool::new(false)),
         };
         if let Some(old) = self.sessions().insert(worker_id, session.clone()) {
             old.close.cancel();

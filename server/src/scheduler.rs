@@ -183,6 +183,12 @@ impl Scheduler {
         let Some(session) = self.hub.session(worker_id) else {
             return Ok(0);
         };
+        if std::sync::atomic::AtomicBool::load(
+            &session.going_away,
+            std::sync::atomic::Ordering::Relaxed,
+        ) {
+            return Ok(0);
+        }
         let mut conn = self.pool.get().await?;
         let claimed: Vec<Claimed> = conn
             .transaction::<_, ApiError, _>(async |conn| claim(conn, worker_id).await)

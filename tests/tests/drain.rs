@@ -157,6 +157,15 @@ async fn a_drained_worker_finishes_its_job_takes_nothing_new_until_enabled() {
     assert_eq!(status(&waiting), WorkRequestStatus::Pending, "{waiting:?}");
     assert!(waiting.attempts.is_empty(), "{waiting:?}");
 
+    // An operator's drain survives the worker restarting and reconnecting.
+    worker.terminate(Duration::from_secs(30)).await;
+    worker.spawn();
+    worker.wait_connected(&server).await;
+    let (_, shown, _) = berth_json(&server, &["worker", "get", &worker.name]).await;
+    assert_eq!(shown["draining"], Value::Bool(true), "{shown}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(get(&server, &second.id).await.attempts.is_empty());
+
     // Enabling ends the drain.
     let (code, enabled, err) = berth_json(&server, &["worker", "enable", &worker.name]).await;
     assert_eq!(code, 0, "worker enable: {err}");

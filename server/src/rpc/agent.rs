@@ -138,7 +138,6 @@ impl AgentApi {
                     workers::labels.eq(labels),
                     workers::metadata.eq(metadata),
                     workers::concurrency.eq(concurrency),
-                    workers::draining.eq(false),
                     workers::connected_at.eq(now),
                     workers::last_heartbeat_at.eq(now),
                 ))
@@ -464,10 +463,9 @@ impl AgentApi {
             }
             worker_message::Msg::GoingAway(going) => {
                 tracing::info!(%worker_id, reason = %going.reason, "worker is going away");
-                diesel::update(workers::table.find(worker_id))
-                    .set(workers::draining.eq(true))
-                    .execute(&mut conn)
-                    .await?;
+                session
+                    .going_away
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
         Ok(())
