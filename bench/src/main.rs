@@ -1,0 +1,89 @@
+//! `berth-bench`'s entry point; see the library's docs for what it does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use berth_bench::report;
+use berth_bench::scenarios::{Options, Scenario};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth-bench",
+    about = "Benchmarks a private Berth installation"
+)]
+struct Cli {
+    /// Which scenario to run
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Small sizes: every scenario together in under two minutes
+    #[arg(long)]
+    quick: bool,
+    /// Directory for the JSON results
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    report::set_quick(cli.quick);
+    let opts = Options {
+        quick: cli.quick,
+        out_dir: cli.out,
+    };
+    let list: Vec<Scenario> = if cli.scenario == Scenario::All {
+        Scenario::EACH.to_vec()
+    } else {
+        vec![cli.scenario]
+    };
+    let mut failed = Vec::new();
+    for scenario in list {
+        eprintln!("running {} ...", scenario.name());
+        // Dropping the scenario's future on Ctrl-C drops its stack, which kills the
+        // processes it started and stops PostgreSQL.
+        let result = tokio::select! {
+            result = scenario.run(&opts) => result,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted during {}", scenario.name()),
+        };
+        match result {
+            Ok(report) => {
+                report.print();
+                let path = report.write_json(&opts.out_dir)?;
+                println!("  (written to {})", path.display());
+            }
+            Err(e) => {
+                // Keep going with the other scenarios of `all`; report every failure at the end.
+                if cli.scenario == Scenario::All {
+                    eprintln!("{} failed: {e:#}", scenario.name());
+                }
+                failed.push(format!("{}: {e:#}", scenario.name()));
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", failed.join("; "))
+    }
+}

@@ -1,0 +1,67 @@
+//! The scenarios: each starts the stack it needs, measures one thing and returns a
+//! [`Report`]. See each module for what it measures and why.
+
+pub mod container;
+pub mod idle;
+pub mod logs;
+pub mod noop;
+
+use std::path::PathBuf;
+
+use crate::report::Report;
+
+/// Options every scenario gets.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Run at small sizes (every scenario together in under two minutes).
+    pub quick: bool,
+    /// Where JSON results go (default `bench-results`).
+    pub out_dir: PathBuf,
+}
+
+/// A scenario the command line can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// Dispatch throughput and latency with simulated workers, against pgbench.
+    Noop,
+    /// Server memory and CPU with 10,000 idle worker streams.
+    IdleStreams,
+    /// Real containers through real workers.
+    Container,
+    /// Log throughput.
+    Logs,
+    /// Every scenario, one after another.
+    All,
+}
+
+impl Scenario {
+    /// The scenarios `all` runs, in order.
+    pub const EACH: [Scenario; 4] = [
+        Scenario::Noop,
+        Scenario::IdleStreams,
+        Scenario::Container,
+        Scenario::Logs,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Noop => "noop",
+            Scenario::IdleStreams => "idle-streams",
+            Scenario::Container => "container",
+            Scenario::Logs => "logs",
+            Scenario::All => "all",
+        }
+    }
+
+    /// Runs one scenario (not `All`).
+    pub async fn run(self, opts: &Options) -> anyhow::Result<Report> {
+        match self {
+            Scenario::Noop => noop::run(opts).await,
+            Scenario::IdleStreams => idle::run(opts).await,
+            Scenario::Container => container::run(opts).await,
+            Scenario::Logs => logs::run(opts).await,
+            Scenario::All => anyhow::bail!("`all` is not a single scenario"),
+        }
+    }
+}

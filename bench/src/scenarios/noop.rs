@@ -1,0 +1,457 @@
+//! `noop`: how fast the server moves work requests through PostgreSQL, with execution
+//! taken out of the picture.
+//!
+//! Berth keeps all of its state in PostgreSQL, so every work request costs some number of
+//! transactions: submit, assign, accept, start, finish. This scenario measures what that
+//! costs end to end and puts it next to what the same PostgreSQL can do at best:
+//!
+//! 1. **Peak throughput.** Simulated workers (see [`crate::sim`]: the real protocol over
+//!    real gRPC, finishing each attempt at once) and M concurrent submitters that submit
+//!    in a closed loop for a fixed time. Throughput is the number of work requests
+//!    completed divided by the time from the first submission until the last one
+//!    completed, so a queue that grows faster than it drains shows up as a long tail.
+//!    Commits per work request come from `pg_stat_database.xact_commit` of the `berth`
+//!    database before and after; PostgreSQL publishes those counters lazily (an idle
+//!    backend may hold its counts for up to ten seconds), so the second reading waits
+//!    that long, and the bench's own queries are subtracted.
+//! 2. **Dispatch latency at half of peak.** The same submitters, now paced to half the
+//!    measured throughput: latency is the time from a submission returning (so it is
+//!    committed) until the worker received the `Assign`. Latency at saturation only
+//!    measures the queue; at half load it measures the dispatch path, which is what the
+//!    goal is about. The peak phase's latencies are reported too, for contrast.
+//! 3. **pgbench.** On the same cluster, in a separate database, `pgbench` runs a one-row
+//!    `UPDATE` with the same number of clients for the same time: the throughput of the
+//!    smallest useful write transaction on this machine. Work requests per second ÷
+//!    pgbench TPS says how close Berth comes to that bound.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use berth_common::proto::{ContainerSpec, Role, SubmitWorkRequestRequest};
+use serde_json::json;
+
+use crate::report::{Report, ms};
+use crate::scenarios::Options;
+use crate::sim::SimFleet;
+use crate::stack::{Stack, StackOptions, percentile, sql_connect};
+
+/// PostgreSQL publishes an idle backend's statistics at most this much later.
+const STATS_FLUSH_DELAY: Duration = Duration::from_millis(11_000);
+/// Rows in the pgbench table.
+const PGBENCH_ROWS: i32 = 100_000;
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    workers: usize,
+    concurrency: u32,
+    submitters: usize,
+    duration: Duration,
+}
+
+impl Sizes {
+    fn for_options(opts: &Options) -> Sizes {
+        if opts.quick {
+            Sizes {
+                workers: 2,
+                concurrency: 4,
+                submitters: 4,
+                duration: Duration::from_secs(5),
+            }
+        } else {
+            Sizes {
+                workers: 8,
+                concurrency: 8,
+                submitters: 16,
+                duration: Duration::from_secs(20),
+            }
+        }
+    }
+}
+
+/// Runs the scenario.
+pub async fn run(opts: &Options) -> anyhow::Result<Report> {
+    let sizes = Sizes::for_options(opts);
+    let stack = Stack::start(StackOptions::default()).await?;
+    let result = measure(&stack, sizes).await;
+    stack.stop().await?;
+    result
+}
+
+/// Latency figures of one phase, in milliseconds.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+    missing: usize,
+}
+
+fn latencies(fleet: &SimFleet, submitted: &[(String, Instant)]) -> Latency {
+    let mut values = Vec::with_capacity(submitted.len());
+    let mut missing = 0;
+    for (id, at) in submitted {
+        match fleet.assigned_at(id) {
+            // The Assign can arrive before the submit call has returned to us; that
+            // counts as zero, not as negative.
+            Some(assigned) => {
+                values.push(assigned.saturating_duration_since(*at).as_secs_f64() * 1e3)
+            }
+            None => missing += 1,
+        }
+    }
+    values.sort_by(f64::total_cmp);
+    Latency {
+        p50: percentile(&values, 50.0),
+        p99: percentile(&values, 99.0),
+        max: values.last().copied().unwrap_or(f64::NAN),
+        missing,
+    }
+}
+
+async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
+    let fleet = SimFleet::start(stack, "sim", sizes.workers, sizes.concurrency).await?;
+    fleet.wait_welcomed(Duration::from_secs(60)).await?;
+    let user_token = stack.create_token(Role::User, "bench").await?;
+    let sql = stack.sql().await?;
+    // Every statement the bench sends on `sql` is a transaction of its own in `berth`;
+    // they are counted so they can be subtracted from the server's commits.
+    let mut own_queries: u64 = 0;
+    let commits_before = xact_commit(&sql).await?;
+    own_queries += 1;
+
+    // Phase 1: peak throughput.
+    eprintln!(
+        "  peak: {} simulated workers x {} slots, {} submitters for {:?}",
+        sizes.workers, sizes.concurrency, sizes.submitters, sizes.duration
+    );
+    let start = Instant::now();
+    let peak = submit_phase(stack, &user_token, sizes.submitters, sizes.duration, None).await?;
+    let completed_at = wait_completed(&sql, peak.len() as i64, &mut own_queries, &fleet).await?;
+    let peak_elapsed = completed_at.duration_since(start).as_secs_f64();
+    let throughput = peak.len() as f64 / peak_elapsed;
+    let peak_latency = latencies(&fleet, &peak);
+    own_queries += 1;
+    let failed: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM work_requests WHERE result IS DISTINCT FROM 'success'",
+            &[],
+        )
+        .await
+        .context("cannot count failed work requests")?
+        .get(0);
+
+    // pgbench runs while the server is idle, in its own database, so its commits do not
+    // count against `berth`; meanwhile the server's backends publish their statistics.
+    eprintln!(
+        "  pgbench: {} clients for {:?}",
+        sizes.submitters, sizes.duration
+    );
+    let pgbench_tps = pgbench(stack, sizes.submitters, sizes.duration).await?;
+    let waited = completed_at.elapsed();
+    if waited < STATS_FLUSH_DELAY {
+        tokio::time::sleep(STATS_FLUSH_DELAY - waited).await;
+    }
+    let commits_after = xact_commit(&sql).await?;
+    let commits = commits_after
+        .saturating_sub(commits_before)
+        .saturating_sub(own_queries);
+    let commits_per_request = commits as f64 / peak.len() as f64;
+
+    // Phase 2: latency at half of peak.
+    let half_rate = throughput / 2.0;
+    eprintln!(
+        "  half load: {half_rate:.0} submissions/s for {:?}",
+        sizes.duration
+    );
+    let half_start = Instant::now();
+    let half = submit_phase(
+        stack,
+        &user_token,
+        sizes.submitters,
+        sizes.duration,
+        Some(half_rate),
+    )
+    .await?;
+    let half_submit_secs = half_start.elapsed().as_secs_f64();
+    let mut ignored = 0;
+    wait_completed(&sql, (peak.len() + half.len()) as i64, &mut ignored, &fleet).await?;
+    let half_latency = latencies(&fleet, &half);
+    fleet.check_errors()?;
+    fleet.stop().await;
+
+    let ratio = throughput / pgbench_tps;
+    let goal_mark = |ok: bool| if ok { "met" } else { "NOT met" };
+    let rows = vec![
+        (
+            "simulated workers".to_owned(),
+            format!("{} x concurrency {}", sizes.workers, sizes.concurrency),
+        ),
+        (
+            "submitters".to_owned(),
+            format!("{} for {:?} per phase", sizes.submitters, sizes.duration),
+        ),
+        (
+            "peak: completed".to_owned(),
+            format!(
+                "{} in {peak_elapsed:.1} s ({failed} not successful)",
+                peak.len()
+            ),
+        ),
+        (
+            "peak: throughput".to_owned(),
+            format!("{throughput:.0} work requests/s"),
+        ),
+        (
+            "peak: dispatch latency p50 / p99".to_owned(),
+            format!("{} / {}", ms(peak_latency.p50), ms(peak_latency.p99)),
+        ),
+        (
+            "commits per work request".to_owned(),
+            format!("{commits_per_request:.2} ({commits} commits)"),
+        ),
+        (
+            "half load: rate".to_owned(),
+            format!(
+                "{:.0} submissions/s (target {half_rate:.0})",
+                half.len() as f64 / half_submit_secs
+            ),
+        ),
+        (
+            "half load: dispatch latency p50".to_owned(),
+            format!(
+                "{} (goal <= 5 ms: {})",
+                ms(half_latency.p50),
+                goal_mark(half_latency.p50 <= 5.0)
+            ),
+        ),
+        (
+            "half load: dispatch latency p99".to_owned(),
+            format!(
+                "{} (goal <= 20 ms: {}; max {})",
+                ms(half_latency.p99),
+                goal_mark(half_latency.p99 <= 20.0),
+                ms(half_latency.max)
+            ),
+        ),
+        (
+            "pgbench one-row UPDATE".to_owned(),
+            format!("{pgbench_tps:.0} TPS ({} clients)", sizes.submitters),
+        ),
+        (
+            "work requests/s / pgbench TPS".to_owned(),
+            format!("{ratio:.3} (goal >= 1.0: {})", goal_mark(ratio >= 1.0)),
+        ),
+    ];
+    let json = json!({
+        "workers": sizes.workers,
+        "concurrency": sizes.concurrency,
+        "submitters": sizes.submitters,
+        "duration_seconds": sizes.duration.as_secs_f64(),
+        "peak": {
+            "completed": peak.len(),
+            "not_successful": failed,
+            "elapsed_seconds": peak_elapsed,
+            "throughput_per_second": throughput,
+            "dispatch_latency_ms": {"p50": peak_latency.p50, "p99": peak_latency.p99, "max": peak_latency.max, "missing": peak_latency.missing},
+            "commits": commits,
+            "commits_per_work_request": commits_per_request,
+        },
+        "half_load": {
+            "target_rate_per_second": half_rate,
+            "submitted": half.len(),
+            "achieved_rate_per_second": half.len() as f64 / half_submit_secs,
+            "dispatch_latency_ms": {"p50": half_latency.p50, "p99": half_latency.p99, "max": half_latency.max, "missing": half_latency.missing},
+            "goal_p50_ms": 5.0,
+            "goal_p99_ms": 20.0,
+        },
+        "pgbench": {
+            "clients": sizes.submitters,
+            "tps": pgbench_tps,
+        },
+        "throughput_over_pgbench": ratio,
+        "goal_throughput_over_pgbench": 1.0,
+    });
+    Ok(Report {
+        scenario: "noop".to_owned(),
+        rows,
+        json,
+    })
+}
+
+/// `xact_commit` of the `berth` database.
+async fn xact_commit(sql: &tokio_postgres::Client) -> anyhow::Result<u64> {
+    let commits: i64 = sql
+        .query_one(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = 'berth'",
+            &[],
+        )
+        .await
+        .context("cannot read pg_stat_database")?
+        .get(0);
+    Ok(u64::try_from(commits).unwrap_or(0))
+}
+
+/// Submits for `duration` from `submitters` concurrent loops, each on its own connection;
+/// unpaced when `rate` is `None`, else paced to `rate` submissions per second in total.
+/// Returns each submitted id with the instant its submit call returned.
+async fn submit_phase(
+    stack: &Stack,
+    token: &str,
+    submitters: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> anyhow::Result<Vec<(String, Instant)>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let deadline = tokio::time::Instant::now() + duration;
+    for i in 0..submitters {
+        let mut client = stack.work_requests(token).await?;
+        tasks.spawn(async move {
+            let mut submitted = Vec::new();
+            let mut pace = rate.map(|rate| {
+                let period = Duration::from_secs_f64((submitters as f64 / rate).max(1e-4));
+                // Stagger the submitters so that their submissions interleave evenly.
+                let offset = period.mul_f64(i as f64 / submitters as f64);
+                let mut interval =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                interval
+            });
+            loop {
+                if let Some(interval) = &mut pace {
+                    interval.tick().await;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok::<_, anyhow::Error>(submitted);
+                }
+                let request = SubmitWorkRequestRequest {
+                    spec: Some(ContainerSpec {
+                        image: "bench/noop".into(),
+                        command: vec!["true".into()],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let response = client
+                    .submit_work_request(request)
+                    .await
+                    .map_err(|s| anyhow::anyhow!(berth_common::client::describe_status(&s)))
+                    .context("SubmitWorkRequest failed")?;
+                submitted.push((response.into_inner().id, Instant::now()));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(joined.context("a submitter panicked")??);
+    }
+    Ok(all)
+}
+
+/// Polls until `total` work requests have completed (or were aborted); returns when that
+/// was seen. Fails when nothing moves for 30 s.
+async fn wait_completed(
+    sql: &tokio_postgres::Client,
+    total: i64,
+    own_queries: &mut u64,
+    fleet: &SimFleet,
+) -> anyhow::Result<Instant> {
+    let mut last = -1;
+    let mut last_change = Instant::now();
+    loop {
+        *own_queries += 1;
+        let done: i64 = sql
+            .query_one(
+                "SELECT count(*) FROM work_requests WHERE status IN ('completed', 'aborted')",
+                &[],
+            )
+            .await
+            .context("cannot count completed work requests")?
+            .get(0);
+        if done >= total {
+            return Ok(Instant::now());
+        }
+        fleet.check_errors()?;
+        if done != last {
+            last = done;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(30) {
+            bail!("only {done} of {total} work requests completed; nothing moved for 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs pgbench's one-row UPDATE against a fresh `pgbench` database; returns its TPS.
+async fn pgbench(stack: &Stack, clients: usize, duration: Duration) -> anyhow::Result<f64> {
+    let pgbench = {
+        let beside = stack.pg_bin.join("pgbench");
+        if beside.exists() {
+            beside
+        } else {
+            Path::new("pgbench").to_owned()
+        }
+    };
+    let admin = sql_connect(&stack.database_url).await?;
+    // Separate statements: DROP/CREATE DATABASE cannot share an implicit transaction.
+    for statement in ["DROP DATABASE IF EXISTS pgbench", "CREATE DATABASE pgbench"] {
+        admin
+            .batch_execute(statement)
+            .await
+            .context("cannot create the pgbench database")?;
+    }
+    let db = sql_connect(&stack.database_url_for("pgbench")).await?;
+    let fill = [
+        "CREATE TABLE bench_rows (id int PRIMARY KEY, v bigint NOT NULL)".to_owned(),
+        format!("INSERT INTO bench_rows SELECT g, 0 FROM generate_series(1, {PGBENCH_ROWS}) g"),
+        // Its own statement: VACUUM cannot run inside a (multi-statement) transaction.
+        "VACUUM ANALYZE bench_rows".to_owned(),
+    ];
+    for statement in &fill {
+        db.batch_execute(statement)
+            .await
+            .context("cannot fill the pgbench table")?;
+    }
+    drop(db);
+    let script = stack.dir.path().join("pgbench-update.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set id random(1, {PGBENCH_ROWS})\nUPDATE bench_rows SET v = v + 1 WHERE id = :id;\n"
+        ),
+    )
+    .context("cannot write the pgbench script")?;
+    let clients = clients.to_string();
+    let output = tokio::process::Command::new(&pgbench)
+        .args(["-n", "-c", &clients, "-j", &clients, "-T"])
+        .arg(duration.as_secs().max(1).to_string())
+        .arg("-f")
+        .arg(&script)
+        .arg("-h")
+        .arg(&stack.pg_socket_dir)
+        .args(["-U", "berth", "pgbench"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot run {} (install PostgreSQL's client tools)",
+                pgbench.display()
+            )
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "pgbench failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|tps| tps.parse::<f64>().ok())
+        .with_context(|| format!("no `tps = ` line in pgbench's output:\n{stdout}"))
+}
