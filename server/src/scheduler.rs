@@ -98,6 +98,16 @@ impl Scheduler {
                 let status: tonic::Status = e.into();
                 tracing::warn!(error = %status.message(), "lease sweep failed");
             }
+            // One cheap read instead of a claim transaction per connected worker when
+            // there is nothing to hand out (the common case for an idle fleet).
+            match self.work_is_waiting().await {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => {
+                    let status: tonic::Status = e.into();
+                    tracing::debug!(error = %status.message(), "pending check failed");
+                }
+            }
             for worker_id in self.hub.connected_workers() {
                 if let Err(e) = self.assign_for(worker_id).await {
                     let status: tonic::Status = e.into();
@@ -105,6 +115,24 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Whether any job is pending and past its retry backoff.
+    async fn work_is_waiting(&self) -> ApiResult<bool> {
+        let mut conn = self.pool.get().await?;
+        let waiting: bool = diesel::select(diesel::dsl::exists(
+            work_requests::table
+                .filter(work_requests::status.eq("pending"))
+                .filter(work_requests::kind.eq("job"))
+                .filter(
+                    work_requests::not_before
+                        .is_null()
+                        .or(work_requests::not_before.le(diesel::dsl::now)),
+                ),
+        ))
+        .get_result(&mut conn)
+        .await?;
+        Ok(waiting)
     }
 
     /// Ends the attempts of workers silent for longer than the lease TTL (their requests
