@@ -593,11 +593,32 @@ impl DockerExecutor {
                 None
             }
         };
-        let oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+        let mut oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
         let exit_code = match &supervised.exit {
             Ok(code) => Some(*code),
             Err(_) => state.as_ref().and_then(|s| s.exit_code),
         };
+        // The engine records an OOM kill when it handles the kernel's OOM event, which can
+        // come just after it handled the exit (seen with cgroup v1 under load). A SIGKILL
+        // exit (137) is worth a second look before the verdict: ask again for up to a
+        // second.
+        if !oom_killed && exit_code == Some(137) && supervised.stop.is_none() {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let again = self
+                    .docker
+                    .inspect_container(id, None)
+                    .await
+                    .ok()
+                    .and_then(|inspected| inspected.state)
+                    .and_then(|state| state.oom_killed)
+                    .unwrap_or(false);
+                if again {
+                    oom_killed = true;
+                    break;
+                }
+            }
+        }
         report.exit_code = exit_code.and_then(|code| i32::try_from(code).ok());
 
         let mut notes = Vec::new();
