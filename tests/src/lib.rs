@@ -596,3 +596,54 @@ impl TestWorker {
         .await;
     }
 }
+
+/// Submits `spec` as the server's admin and returns the stored request.
+pub async fn submit(
+    server: &TestServer,
+    spec: berth_common::proto::ContainerSpec,
+) -> berth_common::proto::WorkRequest {
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .submit_work_request(berth_common::proto::SubmitWorkRequestRequest {
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Reads a request (with its attempts) as the server's admin.
+pub async fn get(server: &TestServer, id: &str) -> berth_common::proto::WorkRequest {
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .get_work_request(berth_common::proto::GetWorkRequestRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Cancels a request as the server's admin.
+pub async fn cancel(server: &TestServer, id: &str) -> berth_common::proto::WorkRequest {
+    server
+        .work_requests(&server.admin_token)
+        .await
+        .cancel_work_request(berth_common::proto::CancelWorkRequestRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// A request's status as the enum.
+pub fn status(
+    request: &berth_common::proto::WorkRequest,
+) -> berth_common::proto::WorkRequestStatus {
+    berth_common::proto::WorkRequestStatus::try_from(request.status).unwrap()
+}
+
+/// A request's result as the enum.
+pub fn result(request: &berth_common::proto::WorkRequest) -> berth_common::proto::WorkResult {
+    berth_common::proto::WorkResult::try_from(request.result).unwrap()
+}

@@ -10,12 +10,11 @@
 use std::time::Duration;
 
 use berth_common::proto::{
-    CancelWorkRequestRequest, ContainerSpec, GetWorkRequestRequest, PullPolicy,
-    SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
+    CancelWorkRequestRequest, ContainerSpec, PullPolicy, WorkRequest, WorkRequestStatus, WorkResult,
 };
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, run_binary,
-    worker_containers,
+    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, get, result, run_binary,
+    status, submit, worker_containers,
 };
 use serde_json::Value;
 
@@ -35,37 +34,6 @@ fn spec(command: &[&str]) -> ContainerSpec {
         memory_bytes: Some(64 * MIB),
         ..Default::default()
     }
-}
-
-async fn submit(server: &TestServer, spec: ContainerSpec) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .submit_work_request(SubmitWorkRequestRequest {
-            spec: Some(spec),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn status(request: &WorkRequest) -> WorkRequestStatus {
-    WorkRequestStatus::try_from(request.status).unwrap()
-}
-
-fn result(request: &WorkRequest) -> WorkResult {
-    WorkResult::try_from(request.result).unwrap()
 }
 
 async fn wait_status(server: &TestServer, id: &str, wanted: WorkRequestStatus) -> WorkRequest {

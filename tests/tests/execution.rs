@@ -19,14 +19,13 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use berth_common::proto::{
-    CancelWorkRequestRequest, ContainerSpec, DisableTokenRequest, DisableWorkerRequest,
-    EnableWorkerRequest, GetWorkRequestRequest, GetWorkerRequest, ListTokensRequest,
-    ListWorkRequestsRequest, LogChunk, PullPolicy, Role, StreamLogsRequest,
-    SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
+    ContainerSpec, DisableTokenRequest, DisableWorkerRequest, EnableWorkerRequest,
+    GetWorkerRequest, ListTokensRequest, ListWorkRequestsRequest, LogChunk, PullPolicy, Role,
+    StreamLogsRequest, WorkRequest, WorkRequestStatus, WorkResult,
 };
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, run_binary,
-    worker_containers,
+    TEST_IMAGE, TestServer, TestWorker, cancel, ensure_test_image, eventually, get, result,
+    run_binary, status, submit, worker_containers,
 };
 use futures::StreamExt;
 use tonic::Streaming;
@@ -58,47 +57,6 @@ fn spec(command: &[&str]) -> ContainerSpec {
         memory_bytes: Some(128 * MIB),
         ..Default::default()
     }
-}
-
-async fn submit(server: &TestServer, spec: ContainerSpec) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .submit_work_request(SubmitWorkRequestRequest {
-            spec: Some(spec),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn cancel(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .cancel_work_request(CancelWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn status(request: &WorkRequest) -> WorkRequestStatus {
-    WorkRequestStatus::try_from(request.status).unwrap()
-}
-
-fn result(request: &WorkRequest) -> WorkResult {
-    WorkResult::try_from(request.result).unwrap()
 }
 
 /// Waits until the request is completed or aborted and returns it.

@@ -17,11 +17,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use berth_common::proto::{
-    CancelWorkRequestRequest, ContainerSpec, GetWorkRequestRequest, PullPolicy,
-    SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
+    CancelWorkRequestRequest, ContainerSpec, PullPolicy, SubmitWorkRequestRequest,
+    WorkRequestStatus, WorkResult,
 };
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, query, worker_containers,
+    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, get, query, status, submit,
+    worker_containers,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -40,33 +41,6 @@ fn spec(command: &[&str]) -> ContainerSpec {
         memory_bytes: Some(64 * MIB),
         ..Default::default()
     }
-}
-
-async fn submit(server: &TestServer, spec: ContainerSpec) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .submit_work_request(SubmitWorkRequestRequest {
-            spec: Some(spec),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn status(request: &WorkRequest) -> WorkRequestStatus {
-    WorkRequestStatus::try_from(request.status).unwrap()
 }
 
 /// Whether a container with this id exists, running or not.
