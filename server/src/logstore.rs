@@ -12,6 +12,7 @@
 
 use berth_common::proto::{LogChunk, LogStream};
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bytea, Integer, SmallInt, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -85,7 +86,9 @@ pub async fn append(
     let offset = i64::try_from(offset)
         .map_err(|_| ApiError::InvalidArgument("offset: out of range".into()))?;
     conn.transaction::<_, ApiError, _>(async |conn| {
-        let row: Option<(Option<Uuid>, String, i64, i64, i64, i32)> = attempts::table
+        // Both rows are locked: the attempt's stream ends, and the request's log total.
+        type Row = (Option<Uuid>, String, i64, i64, i64, i32, i64, bool);
+        let row: Option<Row> = attempts::table
             .inner_join(work_requests::table)
             .filter(attempts::work_request_id.eq(id))
             .filter(attempts::number.eq(attempt))
@@ -96,12 +99,15 @@ pub async fn append(
                 attempts::stderr_bytes,
                 attempts::system_bytes,
                 work_requests::attempt_count,
+                work_requests::log_bytes,
+                work_requests::log_truncated,
             ))
             .for_update()
             .first(conn)
             .await
             .optional()?;
-        let Some((owner, state, out_end, err_end, sys_end, current)) = row else {
+        let Some((owner, state, out_end, err_end, sys_end, current, stored, truncated)) = row
+        else {
             return Ok(Appended::Fenced);
         };
         if owner != Some(worker_id) || current != attempt {
@@ -127,11 +133,6 @@ pub async fn append(
         }
         let new = &data[usize::try_from(end - offset).unwrap_or(0)..];
         let new_end = offset + data_len;
-        let (stored, truncated): (i64, bool) = work_requests::table
-            .find(id)
-            .select((work_requests::log_bytes, work_requests::log_truncated))
-            .first(conn)
-            .await?;
         let cap = i64::try_from(max_log_bytes).unwrap_or(i64::MAX);
         let room = usize::try_from((cap - stored).max(0)).unwrap_or(0);
         let keep = &new[..new.len().min(room)];
@@ -195,42 +196,61 @@ pub async fn append(
     .await
 }
 
-/// Reads up to `limit` chunks of request `id` after sequence number `after`, in production
-/// order; only `attempt` if it is not 0. Returns the chunks and the last sequence number.
+/// One row of [`read_after`].
+#[derive(QueryableByName)]
+struct ChunkRow {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Integer)]
+    attempt: i32,
+    #[diesel(sql_type = SmallInt)]
+    stream: i16,
+    #[diesel(sql_type = BigInt)]
+    byte_offset: i64,
+    #[diesel(sql_type = Bytea)]
+    data: Vec<u8>,
+}
+
+/// Reads the chunks of request `id` after sequence number `after`, in production order;
+/// only `attempt` if it is not 0. Returns the chunks with their sequence numbers: at most
+/// `limit` of them, and no more than needed to reach `max_bytes` (at least one), so a
+/// follower holds a bounded amount of log whatever the chunk sizes.
 pub async fn read_after(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     attempt: i32,
     after: i64,
     limit: i64,
+    max_bytes: i64,
 ) -> ApiResult<Vec<(i64, LogChunk)>> {
-    let mut query = log_chunks::table
-        .filter(log_chunks::work_request_id.eq(id))
-        .filter(log_chunks::seq.gt(after))
-        .select((
-            log_chunks::seq,
-            log_chunks::attempt,
-            log_chunks::stream,
-            log_chunks::byte_offset,
-            log_chunks::data,
-        ))
-        .order(log_chunks::seq)
-        .limit(limit)
-        .into_boxed();
-    if attempt != 0 {
-        query = query.filter(log_chunks::attempt.eq(attempt));
-    }
-    let rows: Vec<(i64, i32, i16, i64, Vec<u8>)> = query.load(conn).await?;
+    // `octet_length` of a stored value reads its size from the TOAST pointer, so only
+    // the chunks returned are fetched and decompressed.
+    let rows: Vec<ChunkRow> = diesel::sql_query(
+        "SELECT seq, attempt, stream, byte_offset, data FROM ( \
+           SELECT seq, attempt, stream, byte_offset, data, \
+                  sum(octet_length(data)) OVER (ORDER BY seq) - octet_length(data) AS before \
+           FROM log_chunks \
+           WHERE work_request_id = $1 AND seq > $2 AND ($3 = 0 OR attempt = $3) \
+           ORDER BY seq LIMIT $4 \
+         ) batch WHERE before < $5 ORDER BY seq",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<BigInt, _>(after)
+    .bind::<Integer, _>(attempt)
+    .bind::<BigInt, _>(limit)
+    .bind::<BigInt, _>(max_bytes.max(1))
+    .load(conn)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(seq, attempt, stream, offset, data)| {
+        .map(|row| {
             (
-                seq,
+                row.seq,
                 LogChunk {
-                    attempt: u32::try_from(attempt).unwrap_or(0),
-                    stream: u32::try_from(stream).unwrap_or(0),
-                    offset: u64::try_from(offset).unwrap_or(0),
-                    data,
+                    attempt: u32::try_from(row.attempt).unwrap_or(0),
+                    stream: u32::try_from(row.stream).unwrap_or(0),
+                    offset: u64::try_from(row.byte_offset).unwrap_or(0),
+                    data: row.data,
                 },
             )
         })

@@ -31,21 +31,41 @@
 //! The spool survives the worker process dying (the bytes are in the page cache), not a
 //! power loss: it is not fsynced on every write, which would cost far more than the rare
 //! loss it would prevent.
+//!
+//! # Cost per byte
+//!
+//! A chatty job writes tens of MiB per second, on a host whose CPUs also run the job and
+//! the Docker engine, so every copy and every thread hop per write shows in the job's wall
+//! time. Two things keep the path short:
+//!
+//! - A write goes to the spool file with one plain `write(2)` on the calling task rather
+//!   than through `tokio::fs` (which copies the bytes and hands them to a blocking thread,
+//!   a round trip per container frame). Appending to the page cache does not wait for the
+//!   disk; it can only block under the kernel's dirty-page throttling, when the disk is
+//!   far behind anyway.
+//! - The bytes of each write are also kept in memory, in blocks of up to one call's size,
+//!   until the uploader takes them: when the upload keeps up, which is the normal case,
+//!   each block goes into an `AppendLog` request as it is, without reading the file back.
+//!   The memory is bounded ([`RECENT_BYTES`] per stream): when the uploader falls behind
+//!   (a slow or absent server), the oldest blocks are dropped and the uploader reads those
+//!   bytes from the file instead. Resends after a failure read the file too, so a block
+//!   is never needed twice.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, SeekFrom};
+use std::io::{self, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use berth_common::client::{BearerAuth, describe_status};
 use berth_common::proto::agent_service_client::AgentServiceClient;
 use berth_common::proto::{AppendLogRequest, AttemptRef, LogStream};
 use rand::Rng;
-use tokio::fs::{File, OpenOptions};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::{Mutex, watch};
+use tokio::fs::File;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
@@ -56,6 +76,16 @@ pub type AgentClient = AgentServiceClient<InterceptedService<Channel, BearerAuth
 
 /// The streams every attempt has, in the order of [`LogSpool`]'s files.
 const STREAMS: [LogStream; 3] = [LogStream::Stdout, LogStream::Stderr, LogStream::System];
+
+/// Most bytes sent in one `AppendLog` call. Fewer, larger calls cost the server and
+/// PostgreSQL less per byte (one transaction each), but every process on the way holds a
+/// few copies of a call at once (the server's peak RSS grows with it: about 125 MiB in
+/// the `logs` bench at the server's limit of 4 MiB, against 50 MiB at 1 MiB).
+const MAX_CHUNK: usize = 2 * 1024 * 1024;
+
+/// Most bytes of one stream kept in memory for the uploader (see the module docs): two
+/// full calls, so the next block fills while one is on its way.
+const RECENT_BYTES: usize = 2 * MAX_CHUNK;
 
 /// The spooled logs of one attempt: a file per stream, and what the server acknowledged
 /// of each. Cheap to clone; clones share the files.
@@ -76,11 +106,111 @@ struct StreamSpool {
     path: PathBuf,
     acked_path: PathBuf,
     /// The file opened for appending; the lock keeps each write whole and in order.
-    file: Mutex<File>,
+    file: SyncMutex<std::fs::File>,
+    /// The newest bytes, for the uploader to take without reading the file.
+    recent: SyncMutex<Recent>,
     /// How far the file is written and whether more may come; uploaders wait on it.
     progress: watch::Sender<Progress>,
     /// The last offset the server acknowledged (or that a restarted worker read back).
     acked: AtomicU64,
+}
+
+/// The bytes of one stream from `start` to the end of what is written, in blocks of at
+/// most `block` bytes, none of them empty. Every byte here is also in the spool file;
+/// this is only a shortcut past reading it back.
+struct Recent {
+    /// Stream offset of the first byte held.
+    start: u64,
+    blocks: VecDeque<Vec<u8>>,
+    /// Bytes held.
+    len: usize,
+    /// Largest block: the most the uploader sends in one call.
+    block: usize,
+    /// Most bytes held; the oldest blocks go first.
+    limit: usize,
+}
+
+impl Recent {
+    fn new(start: u64, block: usize, limit: usize) -> Recent {
+        Recent {
+            start,
+            blocks: VecDeque::new(),
+            len: 0,
+            block: block.max(1),
+            limit,
+        }
+    }
+
+    /// Appends the bytes written after the current end.
+    fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = match self.blocks.back() {
+                Some(last) => self.block.saturating_sub(last.len()),
+                None => 0,
+            };
+            let take = if room > 0 {
+                room.min(data.len())
+            } else {
+                // A fresh block sized for a whole call, so it never grows by copying.
+                self.blocks.push_back(Vec::with_capacity(self.block));
+                self.block.min(data.len())
+            };
+            let (now, rest) = data.split_at(take);
+            if let Some(last) = self.blocks.back_mut() {
+                last.extend_from_slice(now);
+            }
+            self.len += take;
+            data = rest;
+        }
+        while self.len > self.limit {
+            self.pop_front();
+        }
+    }
+
+    /// Hands over at most `max` bytes from `offset` on (to the end of the block holding
+    /// it at most), or `None` if they are no longer (or not yet) here. Everything before
+    /// `offset` is let go: the uploader only moves forward from what it takes, and a
+    /// rewind reads the file.
+    fn take(&mut self, offset: u64, max: usize) -> Option<Vec<u8>> {
+        if offset < self.start || max == 0 {
+            return None;
+        }
+        loop {
+            let first = self.blocks.front()?;
+            if offset < self.start + first.len() as u64 {
+                break;
+            }
+            self.pop_front();
+        }
+        let mut block = self.pop_front()?;
+        let block_start = self.start - block.len() as u64;
+        let skip = usize::try_from(offset - block_start).ok()?;
+        if skip > 0 {
+            // Only after a rewind, or a file read that ended inside a block.
+            block.drain(..skip);
+        }
+        if block.len() > max {
+            // Only when blocks are larger than the uploader's calls.
+            let rest = block.split_off(max);
+            self.start -= rest.len() as u64;
+            self.len += rest.len();
+            self.blocks.push_front(rest);
+        }
+        Some(block)
+    }
+
+    fn pop_front(&mut self) -> Option<Vec<u8>> {
+        let block = self.blocks.pop_front()?;
+        self.start += block.len() as u64;
+        self.len -= block.len();
+        Some(block)
+    }
+}
+
+/// Locks a mutex that a panicking holder may have poisoned: the data under these locks
+/// stays consistent at every step (a write that fails is cut off the file).
+fn lock<T>(mutex: &SyncMutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -98,6 +228,18 @@ impl LogSpool {
     /// offsets saved next to them. `work_request_id` becomes part of file names, so it may
     /// hold only ASCII letters, digits, `-` and `_`.
     pub async fn open(dir: &Path, work_request_id: &str, attempt: u32) -> io::Result<LogSpool> {
+        Self::open_with(dir, work_request_id, attempt, MAX_CHUNK, RECENT_BYTES).await
+    }
+
+    /// [`open`](LogSpool::open) with the block size and memory limit of [`Recent`] (tests
+    /// shrink them). Blocks should be the uploader's `max_chunk`; larger ones are split.
+    async fn open_with(
+        dir: &Path,
+        work_request_id: &str,
+        attempt: u32,
+        block: usize,
+        recent_limit: usize,
+    ) -> io::Result<LogSpool> {
         let safe = !work_request_id.is_empty()
             && work_request_id
                 .bytes()
@@ -114,12 +256,14 @@ impl LogSpool {
             let base = format!("{work_request_id}.{attempt}.{}", stream_name(stream));
             let path = dir.join(format!("{base}.log"));
             let acked_path = dir.join(format!("{base}.acked"));
-            let file = OpenOptions::new()
+            let file = tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
-                .await?;
-            let written = file.metadata().await?.len();
+                .await?
+                .into_std()
+                .await;
+            let written = file.metadata()?.len();
             let acked = read_acked(&acked_path, written).await;
             let (progress, _) = watch::channel(Progress {
                 written,
@@ -129,7 +273,8 @@ impl LogSpool {
                 stream,
                 path,
                 acked_path,
-                file: Mutex::new(file),
+                file: SyncMutex::new(file),
+                recent: SyncMutex::new(Recent::new(written, block, recent_limit)),
                 progress,
                 acked: AtomicU64::new(acked),
             });
@@ -159,12 +304,15 @@ impl LogSpool {
     /// Appends bytes to a stream's spool file and wakes the uploader. The bytes must
     /// already be masked: everything written here reaches the server. Fails after
     /// [`close`](LogSpool::close), since an upload may already have finished.
+    ///
+    /// The file is written on the calling task (see the module docs): the call returns
+    /// once the bytes are in the page cache.
     pub async fn write(&self, stream: LogStream, data: &[u8]) -> io::Result<()> {
         let spool = self.stream(stream)?;
         if data.is_empty() {
             return Ok(());
         }
-        let mut file = spool.file.lock().await;
+        let mut file = lock(&spool.file);
         let Progress { written, closed } = *spool.progress.borrow();
         if closed {
             return Err(io::Error::other(format!(
@@ -172,17 +320,12 @@ impl LogSpool {
                 self.inner.work_request_id, self.inner.attempt
             )));
         }
-        let result = async {
-            file.write_all(data).await?;
-            // The uploader reads through another handle: the bytes must be in the file
-            // before it hears about them.
-            file.flush().await
-        }
-        .await;
-        if let Err(error) = result {
+        // `File` is unbuffered: once `write_all` returns, the bytes are in the file for the
+        // uploader's reads through another handle.
+        if let Err(error) = file.write_all(data) {
             // Cut off a partial write so later bytes still land at the offsets the
             // uploader counts (these bytes are lost either way).
-            if let Err(truncate) = file.set_len(written).await {
+            if let Err(truncate) = file.set_len(written) {
                 tracing::error!(
                     path = %spool.path.display(),
                     error = %truncate,
@@ -191,6 +334,8 @@ impl LogSpool {
             }
             return Err(error);
         }
+        // In memory before the uploader hears of the bytes, so it finds them there.
+        lock(&spool.recent).push(data);
         spool
             .progress
             .send_modify(|progress| progress.written += data.len() as u64);
@@ -202,7 +347,7 @@ impl LogSpool {
     pub async fn close(&self) {
         for spool in &self.inner.streams {
             // Under the write lock, so no write can land after the uploader saw "closed".
-            let _file = spool.file.lock().await;
+            let _file = lock(&spool.file);
             spool
                 .progress
                 .send_modify(|progress| progress.closed = true);
@@ -423,7 +568,7 @@ pub(crate) struct UploadPolicy {
 impl Default for UploadPolicy {
     fn default() -> UploadPolicy {
         UploadPolicy {
-            max_chunk: 1024 * 1024,
+            max_chunk: MAX_CHUNK as u64,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             call_timeout: Duration::from_secs(60),
@@ -510,8 +655,8 @@ impl StreamUploader<'_> {
                 continue;
             }
 
-            let len = written.saturating_sub(acked).min(self.policy.max_chunk);
-            let data = self.read(acked, len).await?;
+            let data = self.next_chunk(acked, written).await?;
+            let len = data.len() as u64;
             let mut answer = self.send(acked, data).await?;
             if let Answer::Failed(status) = &answer
                 && status.code() == Code::FailedPrecondition
@@ -644,6 +789,17 @@ impl StreamUploader<'_> {
                 },
             }
         }
+    }
+
+    /// The bytes to send next: up to `max_chunk` from `offset`, which is before `written`.
+    /// Taken from memory when they are still there, else read from the file.
+    async fn next_chunk(&mut self, offset: u64, written: u64) -> Result<Vec<u8>, UploadError> {
+        let max = usize::try_from(self.policy.max_chunk).unwrap_or(usize::MAX);
+        if let Some(data) = lock(&self.stream.recent).take(offset, max) {
+            return Ok(data);
+        }
+        let len = written.saturating_sub(offset).min(self.policy.max_chunk);
+        self.read(offset, len).await
     }
 
     /// Reads `len` spooled bytes from `offset`.
@@ -817,8 +973,8 @@ mod tests {
             if flaky && (n / self.fail_every.unwrap_or(1)).is_multiple_of(2) {
                 return Err(Status::unavailable("flaky, before storing"));
             }
-            if request.data.len() > MIB {
-                return Err(Status::invalid_argument("chunk over 1 MiB"));
+            if request.data.len() > 4 * MIB {
+                return Err(Status::invalid_argument("chunk over 4 MiB"));
             }
             let attempt = request
                 .attempt
@@ -1003,7 +1159,7 @@ mod tests {
         assert_stored(&store, 1, &expected);
         assert_eq!(stats.bytes, 10 * MIB as u64);
         let calls = store.lock().unwrap().calls.clone();
-        assert!(calls.iter().all(|&(_, _, len)| len <= MIB));
+        assert!(calls.iter().all(|&(_, _, len)| len <= MAX_CHUNK));
         assert_eq!(stats.calls, calls.len() as u64);
         for stream in STREAMS {
             assert_eq!(spool.acknowledged(stream), spool.written(stream));
@@ -1012,13 +1168,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn chunks_are_at_most_one_mebibyte_and_coalesce_what_is_there() {
+    async fn chunks_are_at_most_two_mebibytes_and_coalesce_what_is_there() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::default();
         let server = serve(Fake::new(&store), local()).await;
         let spool = LogSpool::open(dir.path(), WR, 1).await.unwrap();
-        // Everything is spooled before the uploader starts: 2.5 MiB in 1 KiB writes.
-        let data: Vec<u8> = (0..5 * MIB / 2).map(|i| (i % 251) as u8).collect();
+        // Everything is spooled before the uploader starts: 10 MiB in 1 KiB writes. The
+        // first 6 MiB are no longer in memory and come from the file.
+        let data: Vec<u8> = (0..10 * MIB).map(|i| (i % 251) as u8).collect();
         for piece in data.chunks(1024) {
             spool.write(LogStream::Stdout, piece).await.unwrap();
         }
@@ -1029,12 +1186,12 @@ mod tests {
         assert_eq!(stored(&store, 1, LogStream::Stdout), data);
         let calls = store.lock().unwrap().calls.clone();
         let sizes: Vec<usize> = calls.iter().map(|&(_, _, len)| len).collect();
-        assert_eq!(sizes, [MIB, MIB, MIB / 2]);
+        assert_eq!(sizes, [2 * MIB; 5]);
         assert_eq!(
             stats,
             UploadStats {
                 bytes: data.len() as u64,
-                calls: 3
+                calls: 5
             }
         );
         server.stop().await;
@@ -1313,12 +1470,11 @@ mod tests {
         let spool = LogSpool::open(dir.path(), WR, 1).await.unwrap();
         spool.write(LogStream::Stdout, &data).await.unwrap();
         let cancel = CancellationToken::new();
-        let uploading = spawn_upload(
-            &spool,
-            client(server.addr, TOKEN),
-            &cancel,
-            UploadPolicy::default(),
-        );
+        let one_mib = UploadPolicy {
+            max_chunk: MIB as u64,
+            ..UploadPolicy::default()
+        };
+        let uploading = spawn_upload(&spool, client(server.addr, TOKEN), &cancel, one_mib);
         wait_until("third call refused", || {
             store.lock().unwrap().calls.len() >= 3
         })
@@ -1506,6 +1662,63 @@ mod tests {
             let error = LogSpool::open(dir.path(), id, 1).await.unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{id:?}");
         }
+    }
+
+    #[test]
+    fn recent_bytes_are_handed_over_in_blocks_and_bounded() {
+        let mut recent = Recent::new(100, 4, 8);
+        recent.push(b"abcdef");
+        recent.push(b"gh");
+        // Blocks of at most 4 bytes; a whole block is handed over as it is.
+        assert_eq!(recent.take(100, 10).unwrap(), b"abcd");
+        assert_eq!(recent.take(104, 10).unwrap(), b"efgh");
+        assert!(recent.take(108, 10).is_none());
+        // Past the limit the oldest blocks go; the uploader then reads the file.
+        recent.push(b"ijklmnopqrst");
+        assert_eq!(recent.len, 8);
+        assert!(recent.take(108, 10).is_none());
+        assert_eq!(recent.take(112, 2).unwrap(), b"mn");
+        // Resuming inside a block hands over its remainder only.
+        assert_eq!(recent.take(115, 10).unwrap(), b"p");
+        assert_eq!(recent.take(116, 10).unwrap(), b"qrst");
+        assert!(recent.take(120, 10).is_none());
+        assert_eq!((recent.start, recent.len), (120, 0));
+        // What was handed over is gone: a resend of it comes from the file.
+        recent.push(b"u");
+        assert!(recent.take(116, 10).is_none());
+        assert_eq!(recent.take(120, 10).unwrap(), b"u");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn bytes_beyond_the_memory_limit_come_from_the_file_once_each() {
+        // Tiny blocks and memory, a flaky server: most bytes are read back from the file,
+        // some are taken from memory, resends come from the file; every byte arrives once.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::default();
+        let fake = Fake {
+            fail_every: Some(4),
+            ..Fake::new(&store)
+        };
+        let server = serve(fake, local()).await;
+        let spool = LogSpool::open_with(dir.path(), WR, 1, 16 * 1024, 48 * 1024)
+            .await
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let policy = UploadPolicy {
+            max_chunk: 16 * 1024,
+            ..fast()
+        };
+        let uploading = spawn_upload(&spool, client(server.addr, TOKEN), &cancel, policy);
+        let mut rng = StdRng::seed_from_u64(4);
+        let expected = write_random(&spool, &mut rng, 2 * MIB, 40 * 1024).await;
+        spool.close().await;
+        let stats = uploading.await.unwrap().unwrap();
+        assert_stored(&store, 1, &expected);
+        assert_eq!(stats.bytes, 2 * MIB as u64);
+        for stream in &spool.inner.streams {
+            assert!(lock(&stream.recent).len <= 48 * 1024);
+        }
+        server.stop().await;
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! mean themselves) in binary output as well as text. Matching uses an Aho–Corasick
 //! automaton, so the cost per byte does not grow with the number of secrets.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -70,9 +71,12 @@ impl Masker {
 
     /// Takes the next chunk of the stream and returns the bytes that are now final: the
     /// output up to the start of the shortest tail that could still begin a secret.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+    ///
+    /// Without secrets the chunk itself is returned, neither copied nor scanned: most
+    /// jobs have no secrets, and their output is the bulk of what a worker handles.
+    pub fn push<'a>(&mut self, chunk: &'a [u8]) -> Cow<'a, [u8]> {
         if self.automaton.is_empty() {
-            return chunk.to_vec();
+            return Cow::Borrowed(chunk);
         }
         self.tail.extend_from_slice(chunk);
         for &byte in chunk {
@@ -86,7 +90,7 @@ impl Masker {
         // An occurrence still to be completed can only start in the longest tail that is
         // an unfinished secret prefix; everything before it is final.
         let frontier = self.pos - u64::from(self.automaton.open_prefix(self.state));
-        self.release(frontier)
+        Cow::Owned(self.release(frontier))
     }
 
     /// Ends the stream: returns the held-back tail, with any complete secret in it masked.
@@ -317,7 +321,7 @@ mod tests {
 
     fn one_shot(secrets: &[&str], text: &[u8]) -> Vec<u8> {
         let mut m = masker(secrets);
-        let mut out = m.push(text);
+        let mut out = m.push(text).into_owned();
         out.extend(m.finish());
         out
     }
@@ -325,7 +329,7 @@ mod tests {
     fn in_chunks(m: &mut Masker, chunks: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
         for chunk in chunks {
-            out.extend(m.push(chunk));
+            out.extend_from_slice(&m.push(chunk));
         }
         out.extend(m.finish());
         out
@@ -368,10 +372,20 @@ mod tests {
     #[test]
     fn output_without_secrets_passes_through_unchanged() {
         let mut m = masker(&[]);
-        assert_eq!(m.push(b"hello\n"), b"hello\n");
+        assert_eq!(*m.push(b"hello\n"), *b"hello\n");
         assert_eq!(m.finish(), b"");
         let mut m = masker(&[""]);
-        assert_eq!(m.push(b"hello\n"), b"hello\n");
+        assert_eq!(*m.push(b"hello\n"), *b"hello\n");
+    }
+
+    #[test]
+    fn output_without_secrets_is_passed_on_without_a_copy() {
+        let mut m = masker(&[""]);
+        let chunk = b"build output\n".to_vec();
+        assert!(matches!(m.push(&chunk), Cow::Borrowed(out) if out.as_ptr() == chunk.as_ptr()));
+        // With a secret, output is copied (it may be changed or held back).
+        let mut m = masker(&["hunter2"]);
+        assert!(matches!(m.push(&chunk), Cow::Owned(_)));
     }
 
     #[test]
@@ -415,18 +429,18 @@ mod tests {
     #[test]
     fn ordinary_output_is_passed_on_at_once() {
         let mut m = masker(&["hunter2"]);
-        assert_eq!(m.push(b"building...\n"), b"building...\n");
+        assert_eq!(*m.push(b"building...\n"), *b"building...\n");
         // Only the part that could start the secret waits.
-        assert_eq!(m.push(b"pw=hunt"), b"pw=");
-        assert_eq!(m.push(b"ing\n"), b"hunting\n");
-        assert_eq!(m.push(b"x h"), b"x ");
+        assert_eq!(*m.push(b"pw=hunt"), *b"pw=");
+        assert_eq!(*m.push(b"ing\n"), *b"hunting\n");
+        assert_eq!(*m.push(b"x h"), *b"x ");
         assert_eq!(m.finish(), b"h");
     }
 
     #[test]
     fn secret_completed_at_the_end_of_a_chunk_is_released_at_once() {
         let mut m = masker(&["hunter2"]);
-        assert_eq!(m.push(b"pw=hunter2"), b"pw=[MASKED]");
+        assert_eq!(*m.push(b"pw=hunter2"), *b"pw=[MASKED]");
         assert_eq!(m.finish(), b"");
     }
 
@@ -434,7 +448,7 @@ mod tests {
     fn finish_masks_a_complete_secret_in_the_held_back_tail() {
         // "ab" is complete but could still grow into "abc", so it is held back.
         let mut m = masker(&["ab", "abc"]);
-        assert_eq!(m.push(b"x ab"), b"x ");
+        assert_eq!(*m.push(b"x ab"), *b"x ");
         assert_eq!(m.finish(), b"[MASKED]");
     }
 
@@ -492,7 +506,7 @@ mod tests {
     #[test]
     fn a_partial_secret_at_the_end_is_released_unmasked() {
         let mut m = masker(&["hunter2"]);
-        assert_eq!(m.push(b"hunter"), b"");
+        assert_eq!(*m.push(b"hunter"), *b"");
         assert_eq!(m.finish(), b"hunter");
     }
 
@@ -509,10 +523,10 @@ mod tests {
         let mut m = masker(&["aa"]);
         let chunk = vec![b'a'; 4096];
         for _ in 0..256 {
-            assert_eq!(m.push(&chunk), b"");
+            assert_eq!(*m.push(&chunk), *b"");
             assert!(m.tail.len() <= 2, "tail grew to {}", m.tail.len());
         }
-        assert_eq!(m.push(b"b"), b"[MASKED]b");
+        assert_eq!(*m.push(b"b"), *b"[MASKED]b");
         assert_eq!(m.finish(), b"");
     }
 
@@ -567,7 +581,7 @@ mod tests {
 
             let expected = reference(&secrets, &text);
             let mut whole = Masker::new(secret_strings.clone());
-            let mut got_whole = whole.push(&text);
+            let mut got_whole = whole.push(&text).into_owned();
             got_whole.extend(whole.finish());
             assert_eq!(got_whole, expected, "one shot, secrets {secrets:?}");
 
@@ -577,7 +591,7 @@ mod tests {
             while !rest.is_empty() {
                 let cut = rng.random_range(0..=rest.len().min(9));
                 let (chunk, tail) = rest.split_at(cut);
-                out.extend(m.push(chunk));
+                out.extend_from_slice(&m.push(chunk));
                 rest = tail;
                 // Nothing is held back unless it could still become a secret.
                 let seen = &text[..text.len() - rest.len()];
