@@ -144,6 +144,11 @@ impl Stack {
                 bin_dir: None,
                 run_as: None,
                 database: "berth".to_owned(),
+                // Per-statement counts and times, for the statement profiles scenarios
+                // print (`statement_profile`).
+                extra_settings: "shared_preload_libraries = 'pg_stat_statements'\n\
+                                 pg_stat_statements.track = all"
+                    .to_owned(),
             },
         )
         .await
@@ -605,4 +610,61 @@ mod tests {
         assert!(s.rss_bytes > 0);
         assert!(s.peak_rss_bytes >= s.rss_bytes);
     }
+}
+
+/// One line of a statement profile: what PostgreSQL executed, how often per unit of work
+/// and how long it took.
+#[derive(Debug, Clone)]
+pub struct StatementLine {
+    /// Executions in the profiled window.
+    pub calls: i64,
+    /// Mean execution time inside PostgreSQL, in milliseconds.
+    pub mean_ms: f64,
+    /// Total execution time inside PostgreSQL, in milliseconds.
+    pub total_ms: f64,
+    /// The normalized statement, shortened to one line.
+    pub query: String,
+}
+
+/// Clears PostgreSQL's per-statement counters (`pg_stat_statements`) so that a following
+/// [`statement_profile`] covers only what ran in between.
+pub async fn reset_statement_profile(sql: &tokio_postgres::Client) -> anyhow::Result<()> {
+    sql.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset();",
+    )
+    .await
+    .context("cannot reset pg_stat_statements (is the extension preloaded?)")?;
+    Ok(())
+}
+
+/// The statements of the `berth` role since [`reset_statement_profile`], most executed
+/// first, `limit` of them, and the total of all calls.
+pub async fn statement_profile(
+    sql: &tokio_postgres::Client,
+    limit: i64,
+) -> anyhow::Result<(Vec<StatementLine>, i64)> {
+    let rows = sql
+        .query(
+            "SELECT calls, mean_exec_time, total_exec_time, \
+                    left(regexp_replace(query, '\\s+', ' ', 'g'), 90) \
+             FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND query NOT LIKE '%pg_stat_statements%' \
+             ORDER BY calls DESC",
+            &[],
+        )
+        .await
+        .context("cannot read pg_stat_statements")?;
+    let total: i64 = rows.iter().map(|r| r.get::<_, i64>(0)).sum();
+    let lines = rows
+        .iter()
+        .take(usize::try_from(limit).unwrap_or(0))
+        .map(|r| StatementLine {
+            calls: r.get(0),
+            mean_ms: r.get(1),
+            total_ms: r.get(2),
+            query: r.get(3),
+        })
+        .collect();
+    Ok((lines, total))
 }

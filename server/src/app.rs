@@ -28,7 +28,9 @@ use crate::config::{Config, ConfigError};
 use crate::db::{self, DbError, DbPool, DbSettings};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
 use crate::hub::Hub;
+use crate::leases;
 use crate::notify;
+use crate::recorder::{self, Recorder};
 use crate::rpc::agent::AgentApi;
 use crate::rpc::tokens::TokenApi;
 use crate::rpc::work_requests::WorkRequestApi;
@@ -255,6 +257,19 @@ async fn serve_inner(
     .with_sweep_interval(config.agent.sweep_interval);
     let mut tasks = JoinSet::new();
     tasks.spawn(scheduler.clone().run(background.clone()));
+    let (recorder, reports) = Recorder::channel();
+    tasks.spawn(recorder::run(
+        pool.clone(),
+        hub.clone(),
+        reports,
+        background.clone(),
+    ));
+    tasks.spawn(leases::run(
+        pool.clone(),
+        hub.clone(),
+        config.agent.heartbeat_interval,
+        background.clone(),
+    ));
     // Wake-ups to and from the other replicas on the same database.
     let (outbox, events) = tokio::sync::mpsc::channel(notify::OUTBOX_CAPACITY);
     hub.set_outbox(outbox);
@@ -291,7 +306,9 @@ async fn serve_inner(
         .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
 
     let router = server_builder(config)?
-        .layer(AuthLayer::new(Authenticator::new(pool.clone())))
+        .layer(AuthLayer::new(
+            Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -313,6 +330,7 @@ async fn serve_inner(
             pool.clone(),
             hub.clone(),
             scheduler,
+            recorder,
             config.agent.clone(),
             background.clone(),
         )));

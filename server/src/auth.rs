@@ -6,13 +6,20 @@
 //! role is not listed for the method is refused with PERMISSION_DENIED. The caller's
 //! [`Identity`] is put into the request's extensions for the handler.
 //!
+//! A successful lookup is remembered for a few seconds ([`TokenCache`]) so that a busy
+//! client does not cost a database read per call. Disabling or deleting a token evicts it
+//! at once on this replica and, through `NOTIFY`, on the others; expiry is checked on
+//! every call from the remembered expiry time.
+//!
 //! Architecture invariant: identity comes from the token alone, never from ids in
 //! metadata or message fields. A method with no rule is refused for everybody (fail
 //! closed); the authorization matrix test walks every method in the descriptor set so a
 //! new RPC without a rule fails the suite. Only health checks and reflection are open.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use berth_common::token::{Token, TokenKind};
 use chrono::{DateTime, Utc};
@@ -119,16 +126,82 @@ pub fn identity<T>(request: &tonic::Request<T>) -> Result<Identity, Status> {
         .ok_or_else(|| Status::internal("request reached a handler without authentication"))
 }
 
+/// How long a looked-up token is trusted without asking the database again. Disabling
+/// and deleting evict at once ([`TokenCache::evict`]); this bounds how late a change
+/// that was not announced (a lost `NOTIFY`) takes effect.
+const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Past this many remembered tokens the cache starts over, so it cannot grow without
+/// bound.
+const CACHE_CAPACITY: usize = 50_000;
+
+/// Recently authenticated tokens, keyed by their SHA-256 (never the token itself).
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], Cached>>,
+}
+
+struct Cached {
+    identity: Identity,
+    expires_at: Option<DateTime<Utc>>,
+    fetched: Instant,
+}
+
+impl TokenCache {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Cached>> {
+        // Every operation is a single insert, lookup or retain: still consistent after a
+        // panic elsewhere.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<(Identity, Option<DateTime<Utc>>)> {
+        let entries = self.entries();
+        let cached = entries.get(hash)?;
+        (cached.fetched.elapsed() < CACHE_TTL).then(|| (cached.identity.clone(), cached.expires_at))
+    }
+
+    fn put(&self, hash: [u8; 32], identity: Identity, expires_at: Option<DateTime<Utc>>) {
+        let mut entries = self.entries();
+        if entries.len() >= CACHE_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(
+            hash,
+            Cached {
+                identity,
+                expires_at,
+                fetched: Instant::now(),
+            },
+        );
+    }
+
+    /// Forgets the token with this id (it was disabled or deleted).
+    pub fn evict(&self, token_id: Uuid) {
+        self.entries()
+            .retain(|_, cached| cached.identity.token_id != token_id);
+    }
+}
+
 /// Looks tokens up; shared by the layer and by long-lived streams that re-check.
 #[derive(Clone)]
 pub struct Authenticator {
     pool: DbPool,
+    cache: Arc<TokenCache>,
 }
 
 impl Authenticator {
-    /// An authenticator over `pool`.
+    /// An authenticator over `pool` with a cache of its own.
     pub fn new(pool: DbPool) -> Authenticator {
-        Authenticator { pool }
+        Authenticator {
+            pool,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The same authenticator remembering tokens in `cache` (the one the hub evicts
+    /// from).
+    pub fn with_cache(mut self, cache: Arc<TokenCache>) -> Authenticator {
+        self.cache = cache;
+        self
     }
 
     /// Authenticates a bearer header value and authorizes `path`. `Ok(None)` for open
@@ -206,13 +279,26 @@ impl Authenticator {
         }
     }
 
-    /// Finds a well-formed token in the database and checks it is usable now.
+    /// Finds a well-formed token (in the cache, else in the database) and checks it is
+    /// usable now.
     pub async fn lookup(&self, token: &Token) -> Result<Identity, Status> {
+        let hash = token.hash().0;
+        if let Some((identity, expires_at)) = self.cache.get(&hash) {
+            if expires_at.is_some_and(|at| at <= Utc::now()) {
+                return Err(Status::unauthenticated("this token has expired"));
+            }
+            return Ok(identity);
+        }
+        let identity = self.lookup_stored(&hash).await?;
+        Ok(identity)
+    }
+
+    async fn lookup_stored(&self, hash: &[u8; 32]) -> Result<Identity, Status> {
         let mut conn =
             self.pool.get().await.map_err(|_| {
                 Status::unavailable("the database is unavailable; try again shortly")
             })?;
-        let hash = token.hash().0.to_vec();
+        let hash_bytes = hash.to_vec();
         type Row = (
             Uuid,
             String,
@@ -225,7 +311,7 @@ impl Authenticator {
         );
         let row: Option<Row> = tokens::table
             .left_join(users::table)
-            .filter(tokens::hash.eq(&hash))
+            .filter(tokens::hash.eq(&hash_bytes))
             .select((
                 tokens::id,
                 tokens::role,
@@ -267,12 +353,14 @@ impl Authenticator {
                 tracing::warn!(error = %e, "could not record token last use");
             }
         }
-        Ok(Identity {
+        let identity = Identity {
             token_id: id,
             role,
             user_id,
             name: user_name.unwrap_or(worker_name),
-        })
+        };
+        self.cache.put(*hash, identity.clone(), expires_at);
+        Ok(identity)
     }
 }
 

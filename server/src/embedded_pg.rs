@@ -107,6 +107,9 @@ pub struct EmbeddedOptions {
     pub run_as: Option<String>,
     /// Database to create if it does not exist yet.
     pub database: String,
+    /// Further `postgresql.conf` lines, written after Berth's own (a benchmark loads
+    /// `pg_stat_statements` this way). Empty for the server.
+    pub extra_settings: String,
 }
 
 impl Default for EmbeddedOptions {
@@ -115,6 +118,7 @@ impl Default for EmbeddedOptions {
             bin_dir: None,
             run_as: None,
             database: "berth".to_owned(),
+            extra_settings: String::new(),
         }
     }
 }
@@ -307,7 +311,7 @@ impl EmbeddedPostgres {
         } else {
             pg.initdb().await?;
         }
-        pg.write_settings()?;
+        pg.write_settings(&options.extra_settings)?;
         pg.start_postmaster().await?;
         // From here on a failure drops `pg`, and `Drop` stops the postmaster again.
         pg.create_database(&options.database).await?;
@@ -461,7 +465,7 @@ impl EmbeddedPostgres {
     }
 
     /// Rewrites `berth.conf` and makes sure `postgresql.conf` includes it.
-    fn write_settings(&self) -> Result<(), EmbeddedPgError> {
+    fn write_settings(&self, extra: &str) -> Result<(), EmbeddedPgError> {
         let socket_dir = self
             .socket_dir
             .to_str()
@@ -477,7 +481,8 @@ impl EmbeddedPostgres {
              max_connections = 200\n\
              log_min_messages = warning\n\
              log_checkpoints = off\n\
-             log_line_prefix = '%m [%p] '\n",
+             log_line_prefix = '%m [%p] '\n\
+             {extra}\n",
             conf_string(socket_dir)
         );
         let settings_path = self.data_dir.join(SETTINGS_FILE);

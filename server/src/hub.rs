@@ -21,6 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::TokenCache;
 use crate::notify::Event;
 
 /// A live worker stream on this replica.
@@ -36,6 +37,9 @@ pub struct Session {
     pub tx: mpsc::Sender<ServerMessage>,
     /// Cancelled to end the stream (token disabled, replaced by a newer stream).
     pub close: CancellationToken,
+    /// Set whenever a message arrives from the worker; the lease keeper takes it to
+    /// record one heartbeat per interval for all streams in one statement.
+    pub heard: Arc<AtomicBool>,
     /// Set when the worker said GoingAway: it gets nothing new on this stream. Kept apart
     /// from an operator's drain (`workers.draining`), which must survive reconnects.
     pub going_away: Arc<AtomicBool>,
@@ -48,6 +52,7 @@ pub struct Hub {
     wake_scheduler: Notify,
     changes: watch::Sender<u64>,
     outbox: OnceLock<mpsc::Sender<Event>>,
+    tokens: Arc<TokenCache>,
 }
 
 impl Default for Hub {
@@ -58,6 +63,7 @@ impl Default for Hub {
             wake_scheduler: Notify::new(),
             changes: watch::channel(0).0,
             outbox: OnceLock::new(),
+            tokens: Arc::default(),
         }
     }
 }
@@ -82,6 +88,7 @@ impl Hub {
             token_id,
             tx,
             close: CancellationToken::new(),
+            heard: Arc::new(AtomicBool::new(true)),
             going_away: Arc::new(AtomicBool::new(false)),
         };
         if let Some(old) = self.sessions().insert(worker_id, session.clone()) {
@@ -106,9 +113,30 @@ impl Hub {
         self.sessions().get(&worker_id).cloned()
     }
 
-    /// Workers with a live stream on this replica.
+    /// Workers with a live stream on this replica, in id order (the order claims lock
+    /// worker rows in).
     pub fn connected_workers(&self) -> Vec<Uuid> {
-        self.sessions().keys().copied().collect()
+        let mut ids: Vec<Uuid> = self.sessions().keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Every live stream on this replica.
+    pub fn all_sessions(&self) -> Vec<Session> {
+        self.sessions().values().cloned().collect()
+    }
+
+    /// The worker whose live stream on this replica authenticated with `token_id`.
+    pub fn worker_for_token(&self, token_id: Uuid) -> Option<Uuid> {
+        self.sessions()
+            .values()
+            .find(|s| s.token_id == token_id)
+            .map(|s| s.worker_id)
+    }
+
+    /// The cache of authenticated tokens that [`Hub::close_token`] evicts from.
+    pub fn token_cache(&self) -> Arc<TokenCache> {
+        self.tokens.clone()
     }
 
     /// Sends this hub's events to the other replicas through `outbox` from now on
@@ -139,6 +167,7 @@ impl Hub {
 
     /// Ends this replica's streams authenticated with `token_id`.
     pub fn close_token_local(&self, token_id: Uuid) {
+        self.tokens.evict(token_id);
         for session in self.sessions().values() {
             if session.token_id == token_id {
                 session.close.cancel();

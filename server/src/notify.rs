@@ -11,7 +11,9 @@
 //!   that pile up while a batch is in flight are sent together and deduplicated, and
 //!   `changed` (log and status changes, one per log append at worst) goes out at most
 //!   once every [`CHANGED_MIN_GAP`]: followers also re-read every 500 ms, so a coarser
-//!   cross-replica wake-up costs them nothing but saves a NOTIFY per log chunk.
+//!   cross-replica wake-up costs them nothing but saves a NOTIFY per log chunk. `work`
+//!   (one per submission and per finished attempt) likewise goes out at most once every
+//!   [`WORK_MIN_GAP`].
 //! - [`listen`] holds one dedicated connection (not from the pool: a pooled connection
 //!   could be recycled and stop listening) with `LISTEN berth_events`, and applies each
 //!   event to the local hub with its local-only methods, so an event is never sent on
@@ -44,6 +46,12 @@ pub const CHANNEL: &str = "berth_events";
 
 /// The shortest time between two cross-replica `changed` notifications from one replica.
 pub const CHANGED_MIN_GAP: Duration = Duration::from_millis(100);
+
+/// The shortest time between two cross-replica `work` notifications from one replica.
+/// Each submission and each finished attempt says `work`; under load one notification
+/// per few milliseconds wakes the other schedulers just as well, and this replica's own
+/// scheduler is woken at once, in process.
+pub const WORK_MIN_GAP: Duration = Duration::from_millis(5);
 
 /// How many events may wait for the publisher before new ones are dropped (a dropped
 /// event costs latency only; see the module docs).
@@ -116,32 +124,68 @@ impl Event {
     }
 }
 
+/// A frequent event that goes out at most once per `gap`; one that arrives sooner is held
+/// back and sent when the gap has passed.
+struct Throttle {
+    event: Event,
+    gap: Duration,
+    held: bool,
+    sent_at: Option<tokio::time::Instant>,
+}
+
+impl Throttle {
+    fn new(event: Event, gap: Duration) -> Throttle {
+        Throttle {
+            event,
+            gap,
+            held: false,
+            sent_at: None,
+        }
+    }
+
+    /// When the held event may go out, if one is held.
+    fn due(&self) -> Option<tokio::time::Instant> {
+        self.held.then(|| {
+            self.sent_at
+                .map_or_else(tokio::time::Instant::now, |at| at + self.gap)
+        })
+    }
+
+    /// Whether to send the held event now (and note that it was sent).
+    fn release(&mut self, now: tokio::time::Instant) -> bool {
+        if self.held && self.sent_at.is_none_or(|at| now >= at + self.gap) {
+            self.held = false;
+            self.sent_at = Some(now);
+            return true;
+        }
+        false
+    }
+}
+
 /// Sends the hub's events to every replica until `shutdown`. See the module docs.
 pub async fn publish(pool: DbPool, mut events: mpsc::Receiver<Event>, shutdown: CancellationToken) {
     let mut batch: Vec<Event> = Vec::new();
-    // A `changed` held back because one went out less than CHANGED_MIN_GAP ago.
-    let mut changed_held = false;
-    let mut changed_sent_at: Option<tokio::time::Instant> = None;
+    let mut throttles = [
+        Throttle::new(Event::Changed, CHANGED_MIN_GAP),
+        Throttle::new(Event::Work, WORK_MIN_GAP),
+    ];
     loop {
-        let changed_due =
-            changed_sent_at.map_or_else(tokio::time::Instant::now, |at| at + CHANGED_MIN_GAP);
+        let due = throttles.iter().filter_map(Throttle::due).min();
         tokio::select! {
             () = shutdown.cancelled() => return,
             event = events.recv() => match event {
                 Some(event) => batch.push(event),
                 None => return,
             },
-            () = tokio::time::sleep_until(changed_due), if changed_held => {}
+            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {}
         }
         while let Ok(event) = events.try_recv() {
             batch.push(event);
         }
-        let now = tokio::time::Instant::now();
-        let changed_allowed = changed_sent_at.is_none_or(|at| now >= at + CHANGED_MIN_GAP);
         let mut payloads: Vec<String> = Vec::new();
         for event in batch.drain(..) {
-            if event == Event::Changed {
-                changed_held = true;
+            if let Some(throttle) = throttles.iter_mut().find(|t| t.event == event) {
+                throttle.held = true;
                 continue;
             }
             let payload = event.encode();
@@ -149,10 +193,11 @@ pub async fn publish(pool: DbPool, mut events: mpsc::Receiver<Event>, shutdown: 
                 payloads.push(payload);
             }
         }
-        if changed_held && changed_allowed {
-            changed_held = false;
-            changed_sent_at = Some(now);
-            payloads.push(Event::Changed.encode());
+        let now = tokio::time::Instant::now();
+        for throttle in &mut throttles {
+            if throttle.release(now) {
+                payloads.push(throttle.event.encode());
+            }
         }
         if payloads.is_empty() {
             continue;

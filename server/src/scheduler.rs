@@ -12,6 +12,7 @@
 //! attempt (fencing): a stale attempt changes nothing.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use berth_common::proto::{self, AttemptRef, Outcome, ServerMessage, server_message};
@@ -34,6 +35,15 @@ use crate::validate::StoredSpec;
 /// (`sweep_interval`).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// What one assignment round did.
+#[derive(Default)]
+struct Round {
+    /// Attempts handed out.
+    assigned: usize,
+    /// Whether any worker had a free slot.
+    had_room: bool,
+}
+
 /// A claimed attempt, ready to send.
 #[derive(QueryableByName)]
 struct Claimed {
@@ -45,6 +55,8 @@ struct Claimed {
     spec: serde_json::Value,
     #[diesel(sql_type = Nullable<Bytea>)]
     secret_env: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    parent_id: Option<Uuid>,
 }
 
 /// Hands pending work to the workers connected to this replica, and takes work back
@@ -86,34 +98,48 @@ impl Scheduler {
     }
 
     /// Runs until `shutdown`: on every wake-up and every sweep interval, offers work to
-    /// each connected worker.
+    /// the connected workers, all of them in one transaction. Wake-ups that arrive while
+    /// a round runs fold into the next round, so a burst of submissions or finishes costs
+    /// a few rounds, not one each. Leases are swept once per sweep interval.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_sweep: Option<tokio::time::Instant> = None;
+        // Whether the last round handed anything out, or found no free slot: then the
+        // pending check below would not save a claim transaction, and is skipped.
+        let mut busy = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.hub.scheduler_woken() => {}
                 () = tokio::time::sleep(self.sweep_interval) => {}
             }
-            if let Err(e) = self.sweep().await {
-                let status: tonic::Status = e.into();
-                tracing::warn!(error = %status.message(), "lease sweep failed");
+            if last_sweep.is_none_or(|at| at.elapsed() >= self.sweep_interval) {
+                last_sweep = Some(tokio::time::Instant::now());
+                if let Err(e) = self.sweep().await {
+                    let status: tonic::Status = e.into();
+                    tracing::warn!(error = %status.message(), "lease sweep failed");
+                }
             }
-            // One cheap read instead of a claim transaction per connected worker when
-            // there is nothing to hand out (the common case for an idle fleet).
-            match self.work_is_waiting().await {
-                Ok(false) => continue,
-                Ok(true) => {}
+            // One cheap read instead of a claim transaction when there is nothing to
+            // hand out (the common case for an idle fleet).
+            if !busy {
+                match self.work_is_waiting().await {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(e) => {
+                        let status: tonic::Status = e.into();
+                        tracing::debug!(error = %status.message(), "pending check failed");
+                    }
+                }
+            }
+            let workers = self.hub.connected_workers();
+            busy = match self.assign_round(&workers).await {
+                Ok(Round { assigned, had_room }) => assigned > 0 || !had_room,
                 Err(e) => {
                     let status: tonic::Status = e.into();
-                    tracing::debug!(error = %status.message(), "pending check failed");
+                    tracing::debug!(error = %status.message(), "assignment round failed");
+                    false
                 }
-            }
-            for worker_id in self.hub.connected_workers() {
-                if let Err(e) = self.assign_for(worker_id).await {
-                    let status: tonic::Status = e.into();
-                    tracing::debug!(%worker_id, error = %status.message(), "assignment round failed");
-                }
-            }
+            };
         }
     }
 
@@ -208,59 +234,92 @@ impl Scheduler {
 
     /// Claims as much pending work as `worker_id` has room for and sends it.
     pub async fn assign_for(&self, worker_id: Uuid) -> ApiResult<usize> {
-        let Some(session) = self.hub.session(worker_id) else {
-            return Ok(0);
-        };
-        if std::sync::atomic::AtomicBool::load(
-            &session.going_away,
-            std::sync::atomic::Ordering::Relaxed,
-        ) {
-            return Ok(0);
+        self.assign(&[worker_id]).await
+    }
+
+    /// Claims as much pending work as each of `workers` (connected here, in id order) has
+    /// room for, in one transaction, and sends it. Returns how many were assigned.
+    pub async fn assign(&self, workers: &[Uuid]) -> ApiResult<usize> {
+        Ok(self.assign_round(workers).await?.assigned)
+    }
+
+    async fn assign_round(&self, workers: &[Uuid]) -> ApiResult<Round> {
+        let open: Vec<Uuid> = workers
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.hub
+                    .session(*id)
+                    .is_some_and(|s| !AtomicBool::load(&s.going_away, Ordering::Relaxed))
+            })
+            .collect();
+        if open.is_empty() {
+            return Ok(Round::default());
         }
         let mut conn = self.pool.get().await?;
-        let claimed: Vec<Claimed> = conn
-            .transaction::<_, ApiError, _>(async |conn| claim(conn, worker_id).await)
+        let (claimed, had_room) = conn
+            .transaction::<_, ApiError, _>(async |conn| claim(conn, &open).await)
             .await?;
         let count = claimed.len();
-        for claim in claimed {
-            let attempt = u32::try_from(claim.attempt_count).unwrap_or(0);
-            let reference = AttemptRef {
-                work_request_id: claim.id.to_string(),
-                attempt,
-            };
-            let spec = match self.assignment_spec(&claim) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    tracing::error!(work_request = %claim.id, error = %e, "cannot build the assignment");
-                    finish_without_running(
-                        &mut conn,
-                        claim.id,
-                        claim.attempt_count,
-                        Outcome::StartFailed,
-                        &e.to_string(),
-                    )
-                    .await?;
-                    continue;
-                }
-            };
-            let message = ServerMessage {
-                msg: Some(server_message::Msg::Assign(proto::Assign {
-                    attempt: Some(reference),
-                    spec: Some(spec),
-                })),
-            };
-            let sent = tokio::time::timeout(Duration::from_secs(5), session.tx.send(message)).await;
-            if !matches!(sent, Ok(Ok(()))) {
-                tracing::warn!(work_request = %claim.id, %worker_id, "could not hand the assignment to the worker; requeueing");
-                withdraw(&mut conn, claim.id, claim.attempt_count, "handoff-failed").await?;
-            } else {
-                tracing::info!(work_request = %claim.id, attempt, %worker_id, "assigned");
-            }
+        for (worker_id, claim) in claimed {
+            self.send_assignment(&mut conn, worker_id, claim).await?;
         }
         if count > 0 {
             self.hub.changed();
         }
-        Ok(count)
+        Ok(Round {
+            assigned: count,
+            had_room,
+        })
+    }
+
+    /// Sends one committed claim to its worker; withdraws it if that fails.
+    async fn send_assignment(
+        &self,
+        conn: &mut AsyncPgConnection,
+        worker_id: Uuid,
+        claim: Claimed,
+    ) -> ApiResult<()> {
+        let attempt = u32::try_from(claim.attempt_count).unwrap_or(0);
+        let spec = match self.assignment_spec(&claim) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::error!(work_request = %claim.id, error = %e, "cannot build the assignment");
+                return finish_without_running(
+                    conn,
+                    claim.id,
+                    claim.attempt_count,
+                    Outcome::StartFailed,
+                    &e.to_string(),
+                )
+                .await;
+            }
+        };
+        let message = ServerMessage {
+            msg: Some(server_message::Msg::Assign(proto::Assign {
+                attempt: Some(AttemptRef {
+                    work_request_id: claim.id.to_string(),
+                    attempt,
+                }),
+                spec: Some(spec),
+            })),
+        };
+        let sent = match self.hub.session(worker_id) {
+            Some(session) => {
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(5), session.tx.send(message)).await,
+                    Ok(Ok(()))
+                )
+            }
+            None => false,
+        };
+        if sent {
+            tracing::info!(work_request = %claim.id, attempt, %worker_id, "assigned");
+        } else {
+            tracing::warn!(work_request = %claim.id, %worker_id, "could not hand the assignment to the worker; requeueing");
+            withdraw(conn, claim.id, claim.attempt_count, "handoff-failed").await?;
+        }
+        Ok(())
     }
 
     fn assignment_spec(&self, claim: &Claimed) -> Result<proto::ContainerSpec, ApiError> {
@@ -279,83 +338,124 @@ impl Scheduler {
     }
 }
 
-/// In one transaction: locks the worker, counts its free slots, claims that many matching
-/// pending requests and records an attempt for each.
-async fn claim(conn: &mut AsyncPgConnection, worker_id: Uuid) -> ApiResult<Vec<Claimed>> {
-    type WorkerGate = (String, bool, bool, i32, Option<chrono::DateTime<Utc>>);
-    let worker: Option<WorkerGate> = workers::table
-        .find(worker_id)
+/// In the caller's transaction: locks the workers that may take work (id order, so two
+/// claimers never deadlock), counts their free slots, claims that many matching pending
+/// requests for each and records an attempt for each claim.
+/// Also says whether any of them had a free slot.
+async fn claim(
+    conn: &mut AsyncPgConnection,
+    worker_ids: &[Uuid],
+) -> ApiResult<(Vec<(Uuid, Claimed)>, bool)> {
+    type WorkerGate = (Uuid, String, i32, serde_json::Value, serde_json::Value);
+    // The queue table grows and drains faster than statistics follow: with an estimate of
+    // a handful of pending rows the planner reads and sorts the whole backlog instead of
+    // walking `work_requests_queue` in order and stopping at the limit. A backlog is
+    // exactly when claims must be cheap, so this transaction never uses bitmap scans.
+    diesel::sql_query("SET LOCAL enable_bitmapscan = off")
+        .execute(conn)
+        .await?;
+    let gates: Vec<WorkerGate> = workers::table
+        .filter(workers::id.eq_any(worker_ids))
+        .filter(workers::enabled.eq(true))
+        .filter(workers::draining.eq(false))
+        .filter(workers::connected_at.is_not_null())
+        .order(workers::id)
         .select((
+            workers::id,
             workers::name,
-            workers::enabled,
-            workers::draining,
             workers::concurrency,
-            workers::connected_at,
+            workers::labels,
+            workers::metadata,
         ))
-        .for_update()
-        .first(conn)
-        .await
-        .optional()?;
-    let Some((name, enabled, draining, concurrency, connected_at)) = worker else {
-        return Ok(Vec::new());
-    };
-    if !enabled || draining || connected_at.is_none() {
-        return Ok(Vec::new());
+        // Serializes claimers of the same worker without waiting for transactions that
+        // only reference it (updating an attempt twice in one transaction re-checks
+        // the attempt's foreign key with a key-share lock on the worker).
+        .for_no_key_update()
+        .load(conn)
+        .await?;
+    if gates.is_empty() {
+        return Ok((Vec::new(), false));
     }
-    let live: i64 = attempts::table
-        .filter(attempts::worker_id.eq(worker_id))
+    let gated: Vec<Uuid> = gates.iter().map(|g| g.0).collect();
+    let live: std::collections::HashMap<Option<Uuid>, i64> = attempts::table
+        .filter(attempts::worker_id.eq_any(&gated))
         .filter(attempts::state.ne("finished"))
-        .count()
-        .get_result(conn)
+        .group_by(attempts::worker_id)
+        .select((attempts::worker_id, diesel::dsl::count_star()))
+        .load::<(Option<Uuid>, i64)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    // The server's clock, like the attempt's other times, read after the slot counts: a
+    // finish committed during this transaction has an earlier finished_at than this.
+    let assigned_at = Utc::now();
+    let mut claimed: Vec<(Uuid, Claimed)> = Vec::new();
+    let mut new_attempts = Vec::new();
+    // Label sets that found less work than they had room for: another worker offering
+    // the same labels would find nothing either, in this same transaction.
+    let mut exhausted: Vec<(serde_json::Value, serde_json::Value)> = Vec::new();
+    let mut had_room = false;
+    for (worker_id, name, concurrency, labels, metadata) in &gates {
+        let free = i64::from(*concurrency) - live.get(&Some(*worker_id)).copied().unwrap_or(0);
+        if free <= 0 {
+            continue;
+        }
+        had_room = true;
+        let offer = match_labels(labels, metadata);
+        if exhausted.contains(&offer) {
+            continue;
+        }
+        let (matching, exclusive) = offer.clone();
+        // Requirements must be a subset of what the worker has, and must name every
+        // exclusive label of the worker. Never a workflow parent; never before a retry's
+        // backoff has passed.
+        let rows: Vec<Claimed> = diesel::sql_query(
+            "WITH picked AS ( \
+               SELECT wr.id FROM work_requests wr \
+               WHERE wr.status = 'pending' AND wr.kind = 'job' \
+                 AND (wr.not_before IS NULL OR wr.not_before <= now()) \
+                 AND wr.requirements <@ $1 AND wr.requirements @> $2 \
+               ORDER BY wr.priority_base + wr.priority_adjustment DESC, wr.created_at, wr.id \
+               LIMIT $3 FOR UPDATE OF wr SKIP LOCKED) \
+             UPDATE work_requests SET status = 'running', attempt_count = attempt_count + 1 \
+             FROM picked WHERE work_requests.id = picked.id \
+             RETURNING work_requests.id, work_requests.attempt_count, work_requests.spec, \
+               work_requests.secret_env, work_requests.parent_id",
+        )
+        .bind::<Jsonb, _>(matching)
+        .bind::<Jsonb, _>(exclusive)
+        .bind::<BigInt, _>(free)
+        .load(conn)
         .await?;
-    let free = i64::from(concurrency) - live;
-    if free <= 0 {
-        return Ok(Vec::new());
-    }
-    let (labels, metadata): (serde_json::Value, serde_json::Value) = workers::table
-        .find(worker_id)
-        .select((workers::labels, workers::metadata))
-        .first(conn)
-        .await?;
-    let (matching, exclusive) = match_labels(&labels, &metadata);
-    // Requirements must be a subset of what the worker has, and must name every
-    // exclusive label of the worker. Never a workflow parent; never before a retry's
-    // backoff has passed.
-    let claimed: Vec<Claimed> = diesel::sql_query(
-        "WITH picked AS ( \
-           SELECT wr.id FROM work_requests wr \
-           WHERE wr.status = 'pending' AND wr.kind = 'job' \
-             AND (wr.not_before IS NULL OR wr.not_before <= now()) \
-             AND wr.requirements <@ $1 AND wr.requirements @> $2 \
-           ORDER BY wr.priority_base + wr.priority_adjustment DESC, wr.created_at, wr.id \
-           LIMIT $3 FOR UPDATE OF wr SKIP LOCKED) \
-         UPDATE work_requests SET status = 'running', attempt_count = attempt_count + 1 \
-         FROM picked WHERE work_requests.id = picked.id \
-         RETURNING work_requests.id, work_requests.attempt_count, work_requests.spec, work_requests.secret_env",
-    )
-    .bind::<Jsonb, _>(matching)
-    .bind::<Jsonb, _>(exclusive)
-    .bind::<BigInt, _>(free)
-    .load(conn)
-    .await?;
-    for claim in &claimed {
-        diesel::insert_into(attempts::table)
-            .values((
-                attempts::work_request_id.eq(claim.id),
-                attempts::number.eq(claim.attempt_count),
-                attempts::worker_id.eq(worker_id),
-                attempts::worker_name.eq(&name),
+        if (rows.len() as i64) < free {
+            exhausted.push(offer);
+        }
+        for row in rows {
+            new_attempts.push((
+                attempts::work_request_id.eq(row.id),
+                attempts::number.eq(row.attempt_count),
+                attempts::worker_id.eq(*worker_id),
+                attempts::worker_name.eq(name.clone()),
                 attempts::state.eq("assigned"),
-                // The server's clock, like the attempt's other times, read after the
-                // slot count: a finish committed during this transaction has an earlier
-                // finished_at than this assigned_at.
-                attempts::assigned_at.eq(Utc::now()),
-            ))
-            .execute(conn)
-            .await?;
-        crate::workflow::refresh_parent_of(conn, claim.id).await?;
+                attempts::assigned_at.eq(assigned_at),
+            ));
+            claimed.push((*worker_id, row));
+        }
     }
-    Ok(claimed)
+    if new_attempts.is_empty() {
+        return Ok((claimed, had_room));
+    }
+    diesel::insert_into(attempts::table)
+        .values(new_attempts)
+        .execute(conn)
+        .await?;
+    let mut parents: Vec<Uuid> = claimed.iter().filter_map(|(_, c)| c.parent_id).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    for parent_id in parents {
+        crate::workflow::refresh_parent(conn, parent_id).await?;
+    }
+    Ok((claimed, had_room))
 }
 
 /// What a worker offers to requirements: its reported facts with its static labels over
@@ -383,38 +483,48 @@ pub fn match_labels(
     (matching.into(), exclusive.into())
 }
 
+/// The request an attempt belongs to, as [`lock_current`] found it.
+struct Current {
+    status: Status,
+    parent_id: Option<Uuid>,
+}
+
 /// Whether `attempt` is the current, unfinished attempt of `id` on `worker_id`; locks the
-/// request row for the caller's transaction. Returns the request's status.
+/// request row (and the attempt's) for the caller's transaction, in one statement.
+///
+/// The lock is `FOR NO KEY UPDATE`: it serializes the writers of the request as `FOR
+/// UPDATE` would, but does not wait for transactions that merely reference the row
+/// (inserting attempts or log chunks takes a key-share lock for the foreign key).
 async fn lock_current(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     attempt: i32,
     worker_id: Option<Uuid>,
-) -> ApiResult<Option<Status>> {
-    let row: Option<(String, i32)> = work_requests::table
-        .find(id)
-        .select((work_requests::status, work_requests::attempt_count))
-        .for_update()
+) -> ApiResult<Option<Current>> {
+    // (status, current attempt, parent, attempt's worker, attempt's state)
+    type Row = (String, i32, Option<Uuid>, Option<Uuid>, String);
+    let row: Option<Row> = work_requests::table
+        .inner_join(attempts::table)
+        .filter(work_requests::id.eq(id))
+        .filter(attempts::number.eq(attempt))
+        .select((
+            work_requests::status,
+            work_requests::attempt_count,
+            work_requests::parent_id,
+            attempts::worker_id,
+            attempts::state,
+        ))
+        .for_no_key_update()
         .first(conn)
         .await
         .optional()?;
-    let Some((status, current)) = row else {
-        return Ok(None);
-    };
-    if current != attempt {
-        return Ok(None);
-    }
-    let attempt_row: Option<(Option<Uuid>, String)> = attempts::table
-        .find((id, attempt))
-        .select((attempts::worker_id, attempts::state))
-        .first(conn)
-        .await
-        .optional()?;
-    match attempt_row {
-        Some((owner, state))
-            if state != "finished" && (worker_id.is_none() || owner == worker_id) =>
+    match row {
+        Some((status, current, parent_id, owner, state))
+            if current == attempt
+                && state != "finished"
+                && (worker_id.is_none() || owner == worker_id) =>
         {
-            Ok(Status::parse(&status))
+            Ok(Status::parse(&status).map(|status| Current { status, parent_id }))
         }
         _ => Ok(None),
     }
@@ -428,7 +538,8 @@ pub async fn withdraw(
     reason: &str,
 ) -> ApiResult<bool> {
     conn.transaction::<_, ApiError, _>(async |conn| {
-        let Some(status) = lock_current(conn, id, attempt, None).await? else {
+        let Some(Current { status, parent_id }) = lock_current(conn, id, attempt, None).await?
+        else {
             return Ok(false);
         };
         diesel::update(attempts::table.find((id, attempt)))
@@ -444,7 +555,9 @@ pub async fn withdraw(
                 .set(work_requests::status.eq(Status::Pending.as_str()))
                 .execute(conn)
                 .await?;
-            crate::workflow::refresh_parent_of(conn, id).await?;
+            if let Some(parent_id) = parent_id {
+                crate::workflow::refresh_parent(conn, parent_id).await?;
+            }
         }
         Ok(true)
     })
@@ -490,7 +603,18 @@ pub async fn accepted(
     id: Uuid,
     attempt: i32,
 ) -> ApiResult<bool> {
-    conn.transaction::<_, ApiError, _>(async |conn| {
+    conn.transaction::<_, ApiError, _>(async |conn| accepted_in(conn, worker_id, id, attempt).await)
+        .await
+}
+
+/// [`accepted`] inside the caller's transaction.
+pub async fn accepted_in(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    id: Uuid,
+    attempt: i32,
+) -> ApiResult<bool> {
+    {
         if lock_current(conn, id, attempt, Some(worker_id))
             .await?
             .is_none()
@@ -506,8 +630,7 @@ pub async fn accepted(
             .execute(conn)
             .await?;
         Ok(true)
-    })
-    .await
+    }
 }
 
 /// The attempt's container started.
@@ -516,8 +639,18 @@ pub async fn started(
     worker_id: Uuid,
     report: &proto::Started,
 ) -> ApiResult<bool> {
+    conn.transaction::<_, ApiError, _>(async |conn| started_in(conn, worker_id, report).await)
+        .await
+}
+
+/// [`started`] inside the caller's transaction.
+pub async fn started_in(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    report: &proto::Started,
+) -> ApiResult<bool> {
     let (id, attempt) = parse_ref(report.attempt.as_ref())?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
+    {
         if lock_current(conn, id, attempt, Some(worker_id))
             .await?
             .is_none()
@@ -540,8 +673,22 @@ pub async fn started(
             .execute(conn)
             .await?;
         Ok(true)
-    })
-    .await
+    }
+}
+
+/// The container id to record at the end: the Finished report's, else a folded
+/// Started's.
+fn container_id<'a>(
+    report: &'a proto::Finished,
+    started: Option<&'a proto::Started>,
+) -> Option<&'a str> {
+    [
+        Some(report.container_id.as_str()),
+        started.map(|s| s.container_id.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|c| !c.is_empty())
 }
 
 fn duration_ms(d: &prost_types::Duration) -> i64 {
@@ -578,11 +725,46 @@ pub async fn finish(
     worker_id: Option<Uuid>,
     report: &proto::Finished,
 ) -> ApiResult<bool> {
+    conn.transaction::<_, ApiError, _>(async |conn| finish_in(conn, worker_id, report).await)
+        .await
+}
+
+/// [`finish`] inside the caller's transaction.
+pub async fn finish_in(
+    conn: &mut AsyncPgConnection,
+    worker_id: Option<Uuid>,
+    report: &proto::Finished,
+) -> ApiResult<bool> {
+    finish_folded_in(conn, worker_id, report, Folded::default()).await
+}
+
+/// Reports about an attempt that arrived together with its Finished and are recorded by
+/// the same statements (see `crate::recorder`): the result is what applying them one
+/// after the other in one transaction would give.
+#[derive(Clone, Copy, Default)]
+pub struct Folded<'a> {
+    /// The worker's Accept came first.
+    pub accepted: bool,
+    /// The worker's Started came first.
+    pub started: Option<&'a proto::Started>,
+}
+
+/// [`finish_in`], also recording the Accept and Started in `folded`.
+pub async fn finish_folded_in(
+    conn: &mut AsyncPgConnection,
+    worker_id: Option<Uuid>,
+    report: &proto::Finished,
+    folded: Folded<'_>,
+) -> ApiResult<bool> {
     let (id, attempt) = parse_ref(report.attempt.as_ref())?;
     let outcome = Outcome::try_from(report.outcome).unwrap_or(Outcome::Unspecified);
     let (status, result, reason) = verdict(outcome, report.exit_code);
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        let Some(current) = lock_current(conn, id, attempt, worker_id).await? else {
+    {
+        let Some(Current {
+            status: current,
+            parent_id,
+        }) = lock_current(conn, id, attempt, worker_id).await?
+        else {
             return Ok(false);
         };
         let now = Utc::now();
@@ -598,28 +780,49 @@ pub async fn finish(
                     .eq(report.peak_memory_bytes.and_then(|b| i64::try_from(b).ok())),
                 attempts::cpu_time_ns.eq(report.cpu_time.as_ref().map(duration_ns)),
                 attempts::run_ms.eq(report.run_duration.as_ref().map(duration_ms)),
+                // Only what the reports carry; an earlier Started may have set them.
+                container_id(report, folded.started).map(|c| attempts::container_id.eq(c)),
+                report
+                    .pull_duration
+                    .as_ref()
+                    .or(folded.started.and_then(|s| s.pull_duration.as_ref()))
+                    .map(|d| attempts::pull_ms.eq(duration_ms(d))),
+                folded.accepted.then_some(attempts::accepted_at.eq(now)),
+                folded
+                    .started
+                    .is_some()
+                    .then_some(attempts::started_at.eq(now)),
             ))
             .execute(conn)
             .await?;
-        if !report.container_id.is_empty() {
-            diesel::update(attempts::table.find((id, attempt)))
-                .set(attempts::container_id.eq(&report.container_id))
-                .execute(conn)
-                .await?;
-        }
-        if report.pull_duration.is_some() {
-            diesel::update(attempts::table.find((id, attempt)))
-                .set(attempts::pull_ms.eq(report.pull_duration.as_ref().map(duration_ms)))
-                .execute(conn)
-                .await?;
-        }
+        // The request's start time, when the Started was folded in here.
+        let request_started =
+            folded.started.is_some().then(|| {
+                work_requests::started_at.eq(diesel::dsl::sql::<
+                    Nullable<diesel::sql_types::Timestamptz>,
+                >("coalesce(started_at, ")
+                .bind::<diesel::sql_types::Timestamptz, _>(now)
+                .sql(")"))
+            });
         // A request cancelled while it ran is already aborted: keep that, record the exit.
         if current == Status::Aborted {
             diesel::update(work_requests::table.find(id))
-                .set(work_requests::exit_code.eq(report.exit_code))
+                .set((
+                    work_requests::exit_code.eq(report.exit_code),
+                    request_started.clone(),
+                ))
                 .execute(conn)
                 .await?;
             return Ok(true);
+        }
+        if let Some(started) = request_started.clone()
+            && (current != Status::Running || result == Some("failure"))
+        {
+            // Paths below that may not write the request row themselves.
+            diesel::update(work_requests::table.find(id))
+                .set(started)
+                .execute(conn)
+                .await?;
         }
         if current != Status::Running {
             return Ok(true);
@@ -639,16 +842,18 @@ pub async fn finish(
                 work_requests::message.eq(&report.message),
                 work_requests::exit_code.eq(report.exit_code),
                 work_requests::completed_at.eq(completed_at),
+                request_started,
             ))
             .execute(conn)
             .await?;
         if status.is_terminal() {
             crate::deps::settle(conn, id).await?;
         }
-        crate::workflow::refresh_parent_of(conn, id).await?;
+        if let Some(parent_id) = parent_id {
+            crate::workflow::refresh_parent(conn, parent_id).await?;
+        }
         Ok(true)
-    })
-    .await
+    }
 }
 
 /// Ends the live attempts of `worker_id` that the worker no longer runs: each request goes
@@ -668,7 +873,9 @@ pub async fn worker_lost(
     for (id, attempt) in live.into_iter().filter(|a| !keep.contains(a)) {
         let ended = conn
             .transaction::<_, ApiError, _>(async |conn| {
-                let Some(status) = lock_current(conn, id, attempt, Some(worker_id)).await? else {
+                let Some(Current { status, parent_id }) =
+                    lock_current(conn, id, attempt, Some(worker_id)).await?
+                else {
                     return Ok(false);
                 };
                 let now = Utc::now();
@@ -710,7 +917,9 @@ pub async fn worker_lost(
                         .await?;
                     crate::deps::settle(conn, id).await?;
                 }
-                crate::workflow::refresh_parent_of(conn, id).await?;
+                if let Some(parent_id) = parent_id {
+                    crate::workflow::refresh_parent(conn, parent_id).await?;
+                }
                 Ok(true)
             })
             .await?;

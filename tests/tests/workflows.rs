@@ -118,9 +118,15 @@ async fn a_diamond_runs_in_dependency_order_and_the_workflow_succeeds() {
     for c in &submitted.children {
         assert_eq!(c.parent_id, submitted.id);
     }
-    assert_eq!(
-        child(&submitted, "a").status,
-        WorkRequestStatus::Pending as i32
+    // The answer is read after the commit, so a worker may already have taken `a`.
+    assert!(
+        [
+            WorkRequestStatus::Pending as i32,
+            WorkRequestStatus::Running as i32
+        ]
+        .contains(&child(&submitted, "a").status),
+        "a step without needs is ready at once: {:?}",
+        child(&submitted, "a")
     );
     assert_eq!(
         child(&submitted, "d").status,

@@ -34,10 +34,14 @@ use serde_json::json;
 use crate::report::{Report, ms};
 use crate::scenarios::Options;
 use crate::sim::SimFleet;
-use crate::stack::{Stack, StackOptions, percentile, sql_connect};
+use crate::stack::{
+    Stack, StackOptions, percentile, reset_statement_profile, sql_connect, statement_profile,
+};
 
 /// PostgreSQL publishes an idle backend's statistics at most this much later.
 const STATS_FLUSH_DELAY: Duration = Duration::from_millis(11_000);
+/// Statements shown in the profile of the peak phase.
+const PROFILE_LINES: i64 = 12;
 /// Rows in the pgbench table.
 const PGBENCH_ROWS: i32 = 100_000;
 
@@ -119,6 +123,9 @@ async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
     let mut own_queries: u64 = 0;
     let commits_before = xact_commit(&sql).await?;
     own_queries += 1;
+    // One implicit transaction.
+    reset_statement_profile(&sql).await?;
+    own_queries += 1;
 
     // Phase 1: peak throughput.
     eprintln!(
@@ -131,6 +138,8 @@ async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
     let peak_elapsed = completed_at.duration_since(start).as_secs_f64();
     let throughput = peak.len() as f64 / peak_elapsed;
     let peak_latency = latencies(&fleet, &peak);
+    let (statements, statement_calls) = statement_profile(&sql, PROFILE_LINES).await?;
+    own_queries += 1;
     own_queries += 1;
     let failed: i64 = sql
         .query_one(
@@ -243,7 +252,33 @@ async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
             format!("{ratio:.3} (goal >= 1.0: {})", goal_mark(ratio >= 1.0)),
         ),
     ];
+    let mut rows = rows;
+    let per_request = |calls: i64| calls as f64 / peak.len() as f64;
+    rows.push((
+        "peak: statements per work request".to_owned(),
+        format!(
+            "{:.2} ({statement_calls} statements; most executed below)",
+            per_request(statement_calls)
+        ),
+    ));
+    for line in &statements {
+        rows.push((
+            format!(
+                "  {:.2}/req, {:.3} ms",
+                per_request(line.calls),
+                line.mean_ms
+            ),
+            line.query.clone(),
+        ));
+    }
+    let profile: Vec<serde_json::Value> = statements
+        .iter()
+        .map(|l| {
+            json!({"calls": l.calls, "per_work_request": per_request(l.calls), "mean_ms": l.mean_ms, "total_ms": l.total_ms, "query": l.query})
+        })
+        .collect();
     let json = json!({
+        "statement_profile": {"statements": statement_calls, "per_work_request": per_request(statement_calls), "top": profile},
         "workers": sizes.workers,
         "concurrency": sizes.concurrency,
         "submitters": sizes.submitters,

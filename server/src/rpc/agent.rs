@@ -27,11 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::auth::{Authenticator, Identity, identity};
+use crate::auth::{Identity, identity};
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::{Hub, Session};
 use crate::logstore::{self, Appended};
+use crate::recorder::{Recorder, Report};
 use crate::scheduler::{self, Scheduler};
 use crate::schema::{tokens, workers};
 use crate::validate::{validate_label, validate_name};
@@ -70,7 +71,7 @@ pub struct AgentApi {
     pool: DbPool,
     hub: Arc<Hub>,
     scheduler: Scheduler,
-    auth: Authenticator,
+    recorder: Recorder,
     settings: AgentSettings,
     shutdown: CancellationToken,
 }
@@ -81,11 +82,12 @@ impl AgentApi {
         pool: DbPool,
         hub: Arc<Hub>,
         scheduler: Scheduler,
+        recorder: Recorder,
         settings: AgentSettings,
         shutdown: CancellationToken,
     ) -> AgentApi {
         AgentApi {
-            auth: Authenticator::new(pool.clone()),
+            recorder,
             pool,
             hub,
             scheduler,
@@ -94,8 +96,12 @@ impl AgentApi {
         }
     }
 
-    /// The worker bound to this token, if it registered already.
+    /// The worker bound to this token, if it registered already: the live stream's
+    /// worker when it is connected here (no database read), else the stored binding.
     async fn bound_worker(&self, token_id: Uuid) -> ApiResult<Option<Uuid>> {
+        if let Some(worker_id) = self.hub.worker_for_token(token_id) {
+            return Ok(Some(worker_id));
+        }
         let mut conn = self.pool.get().await?;
         Ok(workers::table
             .filter(workers::token_id.eq(token_id))
@@ -288,10 +294,9 @@ impl AgentService for AgentApi {
         }
 
         let this = self.clone();
-        let token_id = caller.token_id;
         let (end_tx, end_rx) = tokio::sync::oneshot::channel::<Status>();
         tokio::spawn(async move {
-            let reason = this.run_session(&session, token_id, inbound).await;
+            let reason = this.run_session(&session, inbound).await;
             this.hub.unregister(&session);
             if let Ok(mut conn) = this.pool.get().await {
                 let _ = diesel::update(workers::table.find(worker_id))
@@ -360,7 +365,6 @@ impl AgentApi {
     async fn run_session(
         &self,
         session: &Session,
-        token_id: Uuid,
         mut inbound: Streaming<WorkerMessage>,
     ) -> Status {
         let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
@@ -376,9 +380,6 @@ impl AgentApi {
                     if last_heard.elapsed() > self.settings.lease_ttl {
                         return Status::deadline_exceeded("no message from the worker within the lease TTL");
                     }
-                    if let Err(status) = self.auth.token_usable(token_id).await {
-                        return status;
-                    }
                     let beat = ServerMessage { msg: Some(server_message::Msg::Heartbeat(proto::Heartbeat {})) };
                     if session.tx.send(beat).await.is_err() {
                         return Status::cancelled("the worker stopped listening");
@@ -388,6 +389,7 @@ impl AgentApi {
                     match message {
                         Ok(Some(message)) => {
                             last_heard = tokio::time::Instant::now();
+                            session.heard.store(true, std::sync::atomic::Ordering::Relaxed);
                             if let Err(e) = self.handle(session, message).await {
                                 let status: Status = e.into();
                                 tracing::warn!(worker_id = %session.worker_id, error = %status.message(), "worker message not applied");
@@ -406,68 +408,40 @@ impl AgentApi {
         let Some(msg) = message.msg else {
             return Ok(());
         };
-        let mut conn = self.pool.get().await?;
-        match msg {
+        let report = match msg {
             worker_message::Msg::Hello(_) => {
                 return Err(ApiError::InvalidArgument(
                     "Hello may only be sent once".into(),
                 ));
             }
-            worker_message::Msg::Heartbeat(_) => {
-                diesel::update(workers::table.find(worker_id))
-                    .set((
-                        workers::last_heartbeat_at.eq(Utc::now()),
-                        workers::connected_at.eq(diesel::dsl::sql::<
-                            diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-                        >(
-                            "coalesce(connected_at, now())"
-                        )),
-                    ))
-                    .execute(&mut conn)
-                    .await?;
-            }
-            worker_message::Msg::Accept(accept) => {
-                let (id, attempt) = scheduler::parse_ref(accept.attempt.as_ref())?;
-                if !scheduler::accepted(&mut conn, worker_id, id, attempt).await? {
-                    // Withdrawn meanwhile (hand-off deadline, cancel): the worker must not
-                    // run it.
-                    tracing::warn!(work_request = %id, attempt, "accept for an attempt that is no longer current; telling the worker to stop it");
-                    send_cancel(&self.hub, worker_id, id, attempt).await;
-                }
-            }
-            worker_message::Msg::Reject(reject) => {
-                let (id, attempt) = scheduler::parse_ref(reject.attempt.as_ref())?;
-                tracing::info!(work_request = %id, attempt, reason = %reject.reason, "worker rejected an assignment");
-                scheduler::withdraw(&mut conn, id, attempt, "rejected").await?;
-                self.hub.changed();
-                self.hub.wake_scheduler();
-            }
-            worker_message::Msg::Started(started) => {
-                if !scheduler::started(&mut conn, worker_id, &started).await? {
-                    tracing::warn!(attempt = ?started.attempt, "started for a stale attempt ignored");
-                }
-                self.hub.changed();
-            }
-            worker_message::Msg::Finished(finished) => {
-                if scheduler::finish(&mut conn, Some(worker_id), &finished).await? {
-                    tracing::info!(attempt = ?finished.attempt, outcome = finished.outcome, exit_code = ?finished.exit_code, "attempt finished");
-                } else {
-                    tracing::warn!(attempt = ?finished.attempt, "finished for a stale attempt ignored");
-                }
-                self.hub.changed();
-                // Dependants it released may suit other workers.
-                self.hub.wake_scheduler();
-                drop(conn);
-                // The slot is free: refill it at once rather than at the next sweep.
-                self.scheduler.assign_for(worker_id).await?;
-            }
+            // Any message renews the lease (`session.heard`, written by `leases`).
+            worker_message::Msg::Heartbeat(_) => return Ok(()),
             worker_message::Msg::GoingAway(going) => {
                 tracing::info!(%worker_id, reason = %going.reason, "worker is going away");
                 session
                     .going_away
                     .store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
             }
-        }
-        Ok(())
+            worker_message::Msg::Accept(accept) => {
+                let (id, attempt) = scheduler::parse_ref(accept.attempt.as_ref())?;
+                Report::Accept { id, attempt }
+            }
+            worker_message::Msg::Reject(reject) => {
+                let (id, attempt) = scheduler::parse_ref(reject.attempt.as_ref())?;
+                tracing::info!(work_request = %id, attempt, reason = %reject.reason, "worker rejected an assignment");
+                Report::Reject { id, attempt }
+            }
+            worker_message::Msg::Started(started) => {
+                scheduler::parse_ref(started.attempt.as_ref())?;
+                Report::Started(started)
+            }
+            worker_message::Msg::Finished(finished) => {
+                scheduler::parse_ref(finished.attempt.as_ref())?;
+                Report::Finished(finished)
+            }
+        };
+        // Recorded in order with every other worker's reports, many per transaction.
+        self.recorder.record(worker_id, report).await
     }
 }

@@ -22,7 +22,8 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use super::{duration_ms, parse_id, string_map, timestamp, timestamp_opt};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::auth::{Identity, identity};
 use crate::db::DbPool;
@@ -40,6 +41,8 @@ pub struct WorkRequestApi {
     secrets: SecretBox,
     defaults: SpecDefaults,
     hub: Arc<Hub>,
+    /// Workspace ids by name (see [`WorkRequestApi::workspace_id`]).
+    workspaces: Arc<Mutex<HashMap<String, Uuid>>>,
 }
 
 impl WorkRequestApi {
@@ -55,6 +58,7 @@ impl WorkRequestApi {
             secrets,
             defaults,
             hub,
+            workspaces: Arc::default(),
         }
     }
 }
@@ -282,54 +286,83 @@ impl WorkRequestApi {
         let requirements =
             serde_json::to_value(&submission.requirements).map_err(ApiError::internal)?;
         let mut conn = self.pool.get().await?;
-        let workspace_id: Uuid = workspaces::table
-            .filter(workspaces::name.eq(&submission.workspace))
-            .select(workspaces::id)
-            .first(&mut conn)
-            .await
-            .optional()?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "workspace: no workspace named {:?}",
-                    submission.workspace
-                ))
-            })?;
+        let workspace_id = self.workspace_id(&mut conn, &submission.workspace).await?;
         let id = Uuid::now_v7();
-        // The request and its dependency rows are stored together or not at all.
-        let status = conn
-            .transaction::<_, ApiError, _>(async |conn| {
-                let status = crate::deps::initial_status(conn, &scheduling).await?;
-                diesel::insert_into(work_requests::table)
-                    .values((
-                        work_requests::id.eq(id),
-                        work_requests::workspace_id.eq(workspace_id),
-                        work_requests::status.eq(status.as_str()),
-                        work_requests::spec.eq(spec),
-                        work_requests::secret_env.eq(sealed),
-                        work_requests::secret_env_keys.eq(secret_keys),
-                        work_requests::requirements.eq(requirements),
-                        work_requests::priority_base.eq(submission.priority),
-                        work_requests::created_by.eq(creator),
-                        work_requests::unblock_strategy.eq(if scheduling.manual {
-                            "manual"
-                        } else {
-                            "deps"
-                        }),
-                        work_requests::allow_failure.eq(scheduling.allow_failure),
-                        work_requests::retries_left.eq(scheduling.retries),
-                        work_requests::retry_backoff_ms.eq(scheduling.retry_backoff_ms),
-                    ))
-                    .execute(conn)
-                    .await?;
-                crate::deps::insert_dependencies(conn, id, &scheduling).await?;
-                Ok(status)
-            })
-            .await?;
-        tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, status = status.as_str(), "work request submitted");
-        if status == WrStatus::Pending {
+        // The request and its dependency rows are stored together or not at all. The
+        // stored row comes back from the insert, so the answer costs no further reads.
+        let insert = async |conn: &mut AsyncPgConnection| -> ApiResult<WorkRequestRow> {
+            let status = crate::deps::initial_status(conn, &scheduling).await?;
+            let row = diesel::insert_into(work_requests::table)
+                .values((
+                    work_requests::id.eq(id),
+                    work_requests::workspace_id.eq(workspace_id),
+                    work_requests::status.eq(status.as_str()),
+                    work_requests::spec.eq(spec),
+                    work_requests::secret_env.eq(sealed),
+                    work_requests::secret_env_keys.eq(secret_keys),
+                    work_requests::requirements.eq(requirements),
+                    work_requests::priority_base.eq(submission.priority),
+                    work_requests::created_by.eq(creator),
+                    work_requests::unblock_strategy.eq(if scheduling.manual {
+                        "manual"
+                    } else {
+                        "deps"
+                    }),
+                    work_requests::allow_failure.eq(scheduling.allow_failure),
+                    work_requests::retries_left.eq(scheduling.retries),
+                    work_requests::retry_backoff_ms.eq(scheduling.retry_backoff_ms),
+                ))
+                .returning(WorkRequestRow::as_returning())
+                .get_result(conn)
+                .await?;
+            crate::deps::insert_dependencies(conn, id, &scheduling).await?;
+            Ok(row)
+        };
+        // Without dependencies the insert is the only statement: no transaction needed.
+        let row = if scheduling.after.is_empty() {
+            insert(&mut conn).await?
+        } else {
+            conn.transaction::<_, ApiError, _>(async |conn| insert(conn).await)
+                .await?
+        };
+        let status = row.status.clone();
+        tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, status = %status, "work request submitted");
+        if status == WrStatus::Pending.as_str() {
             self.hub.wake_scheduler();
         }
-        load(&mut conn, id).await
+        let mut request = to_proto(
+            row,
+            submission.workspace.clone(),
+            caller.name.clone(),
+            Vec::new(),
+        )?;
+        request.depends_on = scheduling.after.iter().map(Uuid::to_string).collect();
+        Ok(request)
+    }
+
+    /// The id of the workspace named `name`. Workspaces are never renamed or removed, so
+    /// a name once found is remembered.
+    async fn workspace_id(&self, conn: &mut AsyncPgConnection, name: &str) -> ApiResult<Uuid> {
+        if let Some(id) = self
+            .workspaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(*id);
+        }
+        let id: Uuid = workspaces::table
+            .filter(workspaces::name.eq(name))
+            .select(workspaces::id)
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| ApiError::NotFound(format!("workspace: no workspace named {name:?}")))?;
+        self.workspaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), id);
+        Ok(id)
     }
 
     async fn list(&self, req: ListWorkRequestsRequest) -> ApiResult<ListWorkRequestsResponse> {
@@ -775,6 +808,12 @@ impl WorkRequestApi {
     }
 }
 
+/// Most chunks a follower reads from the database at once.
+const BATCH_CHUNKS: i64 = 64;
+/// About the most log bytes a follower reads at once (one chunk more at most): chunks
+/// are up to 4 MiB, and a follower should not hold 64 of them.
+const BATCH_BYTES: i64 = 8 * 1024 * 1024;
+
 /// Streams one request's log to one client.
 struct LogFollower {
     pool: DbPool,
@@ -815,7 +854,15 @@ impl LogFollower {
             loop {
                 let batch = async {
                     let mut conn = self.pool.get().await?;
-                    crate::logstore::read_after(&mut conn, self.id, self.attempt, after, 64).await
+                    crate::logstore::read_after(
+                        &mut conn,
+                        self.id,
+                        self.attempt,
+                        after,
+                        BATCH_CHUNKS,
+                        BATCH_BYTES,
+                    )
+                    .await
                 }
                 .await;
                 let batch = match batch {
@@ -825,7 +872,9 @@ impl LogFollower {
                         return;
                     }
                 };
-                let full = batch.len() == 64;
+                // A batch cut by size holds at least BATCH_BYTES.
+                let bytes: usize = batch.iter().map(|(_, chunk)| chunk.data.len()).sum();
+                let more = batch.len() as i64 == BATCH_CHUNKS || bytes as i64 >= BATCH_BYTES;
                 for (seq, mut chunk) in batch {
                     after = seq;
                     let skip = self.skip[(chunk.stream as usize).saturating_sub(1).min(2)];
@@ -843,7 +892,7 @@ impl LogFollower {
                         return;
                     }
                 }
-                if !full {
+                if !more {
                     break;
                 }
             }

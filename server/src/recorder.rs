@@ -1,0 +1,391 @@
+//! Group commit of what workers report.
+//!
+//! Accept, Reject, Started and Finished each change an attempt and its request. Applied
+//! one transaction each, a work request costs three commits on this path alone, and the
+//! commit (a WAL flush) is the most expensive part of each. Worker streams therefore hand
+//! their reports to one task per replica, which applies everything that queued up while
+//! the previous batch was being written in a single transaction. Under load a batch holds
+//! the reports of many workers; when the server is idle a batch holds one report and
+//! costs what it did before, with no waiting on a timer.
+//!
+//! Reports of one worker keep their order: one stream sends them in order into one
+//! channel, and the task applies them in channel order. Every report is fenced as
+//! before, so a stale one changes nothing and the others in its batch are unaffected. If
+//! the batch transaction fails (a deadlock with another transaction, say), each report is
+//! applied again in a transaction of its own, so one bad report cannot lose the rest.
+//!
+//! Within a batch, an Accept and a Started followed by the Finished of the same attempt
+//! are folded into the Finished: the attempt row and the request row are each written
+//! once, with the times and ids all three reports carry.
+//!
+//! A report is queued, not yet applied, when `record` returns: the stream goes on reading
+//! the worker's messages at once. At shutdown the task applies what is queued before it
+//! ends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use berth_common::proto;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::DbPool;
+use crate::error::{ApiError, ApiResult};
+use crate::hub::Hub;
+use crate::rpc::agent::send_cancel;
+use crate::scheduler;
+
+/// Reports waiting to be applied, across all streams of this replica.
+const QUEUE: usize = 8192;
+/// Most reports applied in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Something a worker reported about one of its attempts.
+#[derive(Debug)]
+pub enum Report {
+    /// The worker took the assignment.
+    Accept { id: Uuid, attempt: i32 },
+    /// The worker refused the assignment; it goes back to the queue.
+    Reject { id: Uuid, attempt: i32 },
+    /// The container started.
+    Started(proto::Started),
+    /// The attempt ended.
+    Finished(proto::Finished),
+}
+
+/// The sending side, held by every worker stream of this replica.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<(Uuid, Report)>,
+}
+
+impl Recorder {
+    /// A recorder and the receiving end that [`run`] drains.
+    pub fn channel() -> (Recorder, mpsc::Receiver<(Uuid, Report)>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Recorder { tx }, rx)
+    }
+
+    /// Queues a report of `worker_id`. Waits only while the queue is full.
+    pub async fn record(&self, worker_id: Uuid, report: Report) -> ApiResult<()> {
+        self.tx
+            .send((worker_id, report))
+            .await
+            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))
+    }
+}
+
+/// Applies queued reports in batches until `shutdown`, then applies what is left.
+pub async fn run(
+    pool: DbPool,
+    hub: Arc<Hub>,
+    mut rx: mpsc::Receiver<(Uuid, Report)>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let received = tokio::select! {
+            () = shutdown.cancelled() => {
+                rx.close();
+                rx.recv_many(&mut batch, MAX_BATCH).await
+            }
+            n = rx.recv_many(&mut batch, MAX_BATCH) => n,
+        };
+        if received == 0 {
+            return;
+        }
+        apply(&pool, &hub, &mut batch).await;
+    }
+}
+
+/// What applying one report found.
+enum Applied {
+    /// Recorded.
+    Current,
+    /// The attempt is no longer this worker's current attempt: nothing changed.
+    Stale,
+    /// Could not be applied.
+    Failed(ApiError),
+}
+
+async fn apply(pool: &DbPool, hub: &Hub, batch: &mut Vec<(Uuid, Report)>) {
+    let results = match pool.get().await {
+        Ok(mut conn) => match apply_together(&mut conn, batch).await {
+            Ok(results) => results,
+            Err(e) => {
+                if batch.len() > 1 {
+                    let status: tonic::Status = e.into();
+                    tracing::debug!(reports = batch.len(), error = %status.message(), "batch of worker reports failed; applying them one by one");
+                }
+                apply_one_by_one(&mut conn, batch).await
+            }
+        },
+        Err(e) => {
+            let message = format!("the database is unavailable: {e}");
+            batch
+                .iter()
+                .map(|_| Applied::Failed(ApiError::Unavailable(message.clone())))
+                .collect()
+        }
+    };
+    let mut freed = false;
+    for ((worker_id, report), applied) in batch.drain(..).zip(results) {
+        freed |= matches!(report, Report::Finished(_) | Report::Reject { .. });
+        after(hub, worker_id, &report, applied).await;
+    }
+    hub.changed();
+    if freed {
+        // Slots are free and dependants may be released: look for work now.
+        hub.wake_scheduler();
+    }
+}
+
+/// How each report of a batch is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// On its own.
+    Alone,
+    /// Together with the Finished at this index, which comes later in the batch.
+    FoldedInto(usize),
+    /// As a Finished that also records the Accept and/or Started at these indices.
+    FinishWith {
+        accept: Option<usize>,
+        started: Option<usize>,
+    },
+}
+
+/// Folds each Accept and Started into a later Finished of the same attempt and worker in
+/// the same batch: a job that ends quickly then costs one set of statements, not three.
+fn plan(batch: &[(Uuid, Report)]) -> Vec<Plan> {
+    let mut plans = vec![Plan::Alone; batch.len()];
+    // (worker, request, attempt) -> (Accept index, Started index) not yet folded.
+    type Earlier = (Option<usize>, Option<usize>);
+    let mut open: HashMap<(Uuid, Uuid, i32), Earlier> = HashMap::new();
+    for (i, (worker_id, report)) in batch.iter().enumerate() {
+        let key = |reference: Option<&proto::AttemptRef>| {
+            scheduler::parse_ref(reference)
+                .ok()
+                .map(|(id, attempt)| (*worker_id, id, attempt))
+        };
+        match report {
+            Report::Accept { id, attempt } => {
+                open.entry((*worker_id, *id, *attempt)).or_default().0 = Some(i);
+            }
+            Report::Started(started) => {
+                if let Some(key) = key(started.attempt.as_ref()) {
+                    open.entry(key).or_default().1 = Some(i);
+                }
+            }
+            Report::Reject { id, attempt } => {
+                open.remove(&(*worker_id, *id, *attempt));
+            }
+            Report::Finished(finished) => {
+                let Some((accept, started)) =
+                    key(finished.attempt.as_ref()).and_then(|key| open.remove(&key))
+                else {
+                    continue;
+                };
+                for earlier in [accept, started].into_iter().flatten() {
+                    plans[earlier] = Plan::FoldedInto(i);
+                }
+                plans[i] = Plan::FinishWith { accept, started };
+            }
+        }
+    }
+    plans
+}
+
+/// All reports in one transaction.
+async fn apply_together(
+    conn: &mut AsyncPgConnection,
+    batch: &[(Uuid, Report)],
+) -> ApiResult<Vec<Applied>> {
+    let plans = plan(batch);
+    let current = conn
+        .transaction::<_, ApiError, _>(async |conn| {
+            let mut current = vec![false; batch.len()];
+            for (i, ((worker_id, report), plan)) in batch.iter().zip(&plans).enumerate() {
+                current[i] = match (report, plan) {
+                    (_, Plan::FoldedInto(_)) => continue,
+                    (Report::Finished(finished), Plan::FinishWith { accept, started }) => {
+                        let folded = scheduler::Folded {
+                            accepted: accept.is_some(),
+                            started: started.and_then(|j| match &batch[j].1 {
+                                Report::Started(started) => Some(started),
+                                _ => None,
+                            }),
+                        };
+                        scheduler::finish_folded_in(conn, Some(*worker_id), finished, folded)
+                            .await?
+                    }
+                    _ => apply_report(conn, *worker_id, report).await?,
+                };
+            }
+            Ok(current)
+        })
+        .await?;
+    // A folded report fared as the Finished it was folded into.
+    Ok(plans
+        .iter()
+        .enumerate()
+        .map(|(i, plan)| {
+            let j = match plan {
+                Plan::FoldedInto(j) => *j,
+                _ => i,
+            };
+            if current[j] {
+                Applied::Current
+            } else {
+                Applied::Stale
+            }
+        })
+        .collect())
+}
+
+/// Each report in a transaction of its own.
+async fn apply_one_by_one(conn: &mut AsyncPgConnection, batch: &[(Uuid, Report)]) -> Vec<Applied> {
+    let mut results = Vec::with_capacity(batch.len());
+    for (worker_id, report) in batch {
+        let applied = conn
+            .transaction::<_, ApiError, _>(async |conn| {
+                apply_report(conn, *worker_id, report).await
+            })
+            .await;
+        results.push(match applied {
+            Ok(true) => Applied::Current,
+            Ok(false) => Applied::Stale,
+            Err(e) => Applied::Failed(e),
+        });
+    }
+    results
+}
+
+async fn apply_report(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    report: &Report,
+) -> ApiResult<bool> {
+    match report {
+        Report::Accept { id, attempt } => {
+            scheduler::accepted_in(conn, worker_id, *id, *attempt).await
+        }
+        Report::Reject { id, attempt } => {
+            scheduler::withdraw(conn, *id, *attempt, "rejected").await
+        }
+        Report::Started(started) => scheduler::started_in(conn, worker_id, started).await,
+        Report::Finished(finished) => scheduler::finish_in(conn, Some(worker_id), finished).await,
+    }
+}
+
+/// Logs the outcome and tells the worker to stop an attempt it may no longer run.
+async fn after(hub: &Hub, worker_id: Uuid, report: &Report, applied: Applied) {
+    match (report, applied) {
+        (Report::Accept { id, attempt }, Applied::Stale) => {
+            // Withdrawn meanwhile (hand-off deadline, cancel): the worker must not run it.
+            tracing::warn!(work_request = %id, attempt, "accept for an attempt that is no longer current; telling the worker to stop it");
+            send_cancel(hub, worker_id, *id, *attempt).await;
+        }
+        (Report::Started(started), Applied::Stale) => {
+            tracing::warn!(attempt = ?started.attempt, "started for a stale attempt ignored");
+        }
+        (Report::Finished(finished), Applied::Current) => {
+            tracing::info!(attempt = ?finished.attempt, outcome = finished.outcome, exit_code = ?finished.exit_code, "attempt finished");
+        }
+        (Report::Finished(finished), Applied::Stale) => {
+            tracing::warn!(attempt = ?finished.attempt, "finished for a stale attempt ignored");
+        }
+        (report, Applied::Failed(e)) => {
+            let status: tonic::Status = e.into();
+            tracing::warn!(%worker_id, ?report, error = %status.message(), "worker report not applied");
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(id: Uuid, attempt: u32) -> Option<proto::AttemptRef> {
+        Some(proto::AttemptRef {
+            work_request_id: id.to_string(),
+            attempt,
+        })
+    }
+
+    fn started(id: Uuid, attempt: u32) -> Report {
+        Report::Started(proto::Started {
+            attempt: reference(id, attempt),
+            ..Default::default()
+        })
+    }
+
+    fn finished(id: Uuid, attempt: u32) -> Report {
+        Report::Finished(proto::Finished {
+            attempt: reference(id, attempt),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn accept_and_started_fold_into_a_later_finished_of_the_same_attempt_and_worker() {
+        let (w1, w2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let batch = vec![
+            (w1, Report::Accept { id: a, attempt: 1 }),
+            (w2, Report::Accept { id: b, attempt: 1 }),
+            (w1, started(a, 1)),
+            (w2, started(b, 1)),
+            (w1, finished(a, 1)),
+            // Another worker's Finished for a's attempt folds nothing.
+            (w2, finished(a, 1)),
+        ];
+        assert_eq!(
+            plan(&batch),
+            vec![
+                Plan::FoldedInto(4),
+                Plan::Alone,
+                Plan::FoldedInto(4),
+                Plan::Alone,
+                Plan::FinishWith {
+                    accept: Some(0),
+                    started: Some(2)
+                },
+                Plan::Alone,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reject_or_another_attempt_stops_folding() {
+        let w = Uuid::now_v7();
+        let a = Uuid::now_v7();
+        let batch = vec![
+            (w, Report::Accept { id: a, attempt: 1 }),
+            (w, Report::Reject { id: a, attempt: 1 }),
+            (w, finished(a, 1)),
+            (w, started(a, 2)),
+            (w, finished(a, 3)),
+        ];
+        assert_eq!(plan(&batch), vec![Plan::Alone; 5]);
+    }
+
+    #[test]
+    fn a_finished_with_only_a_started_before_it_folds_the_started() {
+        let w = Uuid::now_v7();
+        let a = Uuid::now_v7();
+        let batch = vec![(w, started(a, 1)), (w, finished(a, 1))];
+        assert_eq!(
+            plan(&batch),
+            vec![
+                Plan::FoldedInto(1),
+                Plan::FinishWith {
+                    accept: None,
+                    started: Some(0)
+                }
+            ]
+        );
+    }
+}
