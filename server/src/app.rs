@@ -268,6 +268,7 @@ async fn serve_inner(
         pool.clone(),
         hub.clone(),
         config.agent.heartbeat_interval,
+        config.agent.lease_ttl,
         background.clone(),
     ));
     // Wake-ups to and from the other replicas on the same database.

@@ -24,6 +24,13 @@ use uuid::Uuid;
 use crate::auth::TokenCache;
 use crate::notify::Event;
 
+/// Milliseconds on a clock private to this process, for cheap timestamps in atomics.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A live worker stream on this replica.
 #[derive(Clone)]
 pub struct Session {
@@ -34,12 +41,15 @@ pub struct Session {
     /// The token the stream authenticated with.
     pub token_id: Uuid,
     /// Messages to the worker.
-    pub tx: mpsc::Sender<ServerMessage>,
+    pub tx: mpsc::Sender<Box<ServerMessage>>,
     /// Cancelled to end the stream (token disabled, replaced by a newer stream).
     pub close: CancellationToken,
-    /// Set whenever a message arrives from the worker; the lease keeper takes it to
-    /// record one heartbeat per interval for all streams in one statement.
-    pub heard: Arc<AtomicBool>,
+    /// When the worker was last heard from ([`now_ms`]); `leases` renews the leases of
+    /// all streams heard since its last round in one statement, and ends streams silent
+    /// for longer than the lease TTL.
+    pub last_heard: Arc<AtomicU64>,
+    /// Cancelled by `leases` when the worker fell silent for longer than the lease TTL.
+    pub lapsed: CancellationToken,
     /// Set when the worker said GoingAway: it gets nothing new on this stream. Kept apart
     /// from an operator's drain (`workers.draining`), which must survive reconnects.
     pub going_away: Arc<AtomicBool>,
@@ -80,7 +90,7 @@ impl Hub {
         &self,
         worker_id: Uuid,
         token_id: Uuid,
-        tx: mpsc::Sender<ServerMessage>,
+        tx: mpsc::Sender<Box<ServerMessage>>,
     ) -> Session {
         let session = Session {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
@@ -88,7 +98,8 @@ impl Hub {
             token_id,
             tx,
             close: CancellationToken::new(),
-            heard: Arc::new(AtomicBool::new(true)),
+            last_heard: Arc::new(AtomicU64::new(now_ms())),
+            lapsed: CancellationToken::new(),
             going_away: Arc::new(AtomicBool::new(false)),
         };
         if let Some(old) = self.sessions().insert(worker_id, session.clone()) {

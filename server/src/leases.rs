@@ -2,9 +2,14 @@
 //!
 //! A worker's lease is `workers.last_heartbeat_at`: the sweep of any replica ends the
 //! attempts of a worker whose lease ran out. Writing it on every heartbeat of every stream
-//! would cost one commit per worker per interval, so each stream only marks itself heard
-//! ([`crate::hub::Session::heard`]) and this task, once per heartbeat interval, renews the
-//! leases of every stream heard since the last round in one statement.
+//! would cost one commit per worker per interval, so each stream only notes when it last
+//! heard from its worker ([`crate::hub::Session::last_heard`]) and this task, once per
+//! heartbeat interval, renews the leases of every stream heard since its last round in
+//! one statement.
+//!
+//! The same round sends the server's heartbeat to every stream and ends the streams whose
+//! worker has been silent for longer than the lease TTL: one timer for the whole replica
+//! instead of one per stream, which is most of what an idle stream costs.
 //!
 //! The same round re-checks, in one query, that the tokens of this replica's streams are
 //! still enabled and unexpired: a stream whose token was disabled, deleted or expired is
@@ -13,9 +18,10 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use berth_common::proto::{self, ServerMessage, server_message};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tokio_util::sync::CancellationToken;
@@ -23,36 +29,69 @@ use uuid::Uuid;
 
 use crate::db::DbPool;
 use crate::error::ApiResult;
-use crate::hub::Hub;
+use crate::hub::{Hub, Session, now_ms};
 use crate::schema::{tokens, workers};
 
-/// Renews leases and re-checks tokens every `interval` until `shutdown`.
-pub async fn run(pool: DbPool, hub: Arc<Hub>, interval: Duration, shutdown: CancellationToken) {
+/// Every `interval` until `shutdown`: heartbeats to every stream of this replica, ends the
+/// streams silent for longer than `lease_ttl`, renews the leases of the rest and
+/// re-checks their tokens.
+pub async fn run(
+    pool: DbPool,
+    hub: Arc<Hub>,
+    interval: Duration,
+    lease_ttl: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_round = now_ms();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = round(&pool, &hub).await {
+        let sessions = hub.all_sessions();
+        let started = now_ms();
+        let heard = beat(&sessions, last_round, lease_ttl);
+        last_round = started;
+        if let Err(e) = renew(&pool, &hub, &sessions, &heard).await {
             let status: tonic::Status = e.into();
             tracing::warn!(error = %status.message(), "lease renewal failed; retrying next interval");
         }
     }
 }
 
-/// One round: renew what was heard, close what lost its token.
-async fn round(pool: &DbPool, hub: &Hub) -> ApiResult<()> {
-    let sessions = hub.all_sessions();
+/// Sends every stream a heartbeat, ends those silent for longer than `lease_ttl`, and
+/// returns the workers heard from since `since` (a [`now_ms`] reading).
+fn beat(sessions: &[Session], since: u64, lease_ttl: Duration) -> Vec<Uuid> {
+    let now = now_ms();
+    let ttl = u64::try_from(lease_ttl.as_millis()).unwrap_or(u64::MAX);
+    let mut heard = Vec::new();
+    for session in sessions {
+        let last = AtomicU64::load(&session.last_heard, Ordering::Relaxed);
+        if now.saturating_sub(last) > ttl {
+            session.lapsed.cancel();
+            continue;
+        }
+        if last >= since {
+            heard.push(session.worker_id);
+        }
+        let beat = ServerMessage {
+            msg: Some(server_message::Msg::Heartbeat(proto::Heartbeat {})),
+        };
+        // A worker that does not read its stream misses a heartbeat, and falls silent
+        // itself soon enough; a closed stream is ending anyway.
+        let _ = session.tx.try_send(Box::new(beat));
+    }
+    heard
+}
+
+/// Renews the leases of the `heard` workers and closes the streams whose token is no
+/// longer usable.
+async fn renew(pool: &DbPool, hub: &Hub, sessions: &[Session], heard: &[Uuid]) -> ApiResult<()> {
     if sessions.is_empty() {
         return Ok(());
     }
-    let heard: Vec<Uuid> = sessions
-        .iter()
-        .filter(|s| s.heard.swap(false, Ordering::Relaxed))
-        .map(|s| s.worker_id)
-        .collect();
     let token_ids: Vec<Uuid> = sessions
         .iter()
         .map(|s| s.token_id)
@@ -61,7 +100,7 @@ async fn round(pool: &DbPool, hub: &Hub) -> ApiResult<()> {
         .collect();
     let mut conn = pool.get().await?;
     if !heard.is_empty() {
-        diesel::update(workers::table.filter(workers::id.eq_any(&heard)))
+        diesel::update(workers::table.filter(workers::id.eq_any(heard)))
             .set((
                 workers::last_heartbeat_at.eq(chrono::Utc::now()),
                 // A stream the sweep of another replica took for lost is back.

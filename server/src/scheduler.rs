@@ -307,7 +307,11 @@ impl Scheduler {
         let sent = match self.hub.session(worker_id) {
             Some(session) => {
                 matches!(
-                    tokio::time::timeout(Duration::from_secs(5), session.tx.send(message)).await,
+                    tokio::time::timeout(
+                        Duration::from_secs(5),
+                        session.tx.send(Box::new(message))
+                    )
+                    .await,
                     Ok(Ok(()))
                 )
             }

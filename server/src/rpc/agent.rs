@@ -219,7 +219,7 @@ pub async fn send_cancel(hub: &Hub, worker_id: Uuid, id: Uuid, attempt: i32) -> 
             }),
         })),
     };
-    session.tx.send(message).await.is_ok()
+    session.tx.send(Box::new(message)).await.is_ok()
 }
 
 #[tonic::async_trait]
@@ -267,7 +267,9 @@ impl AgentService for AgentApi {
             self.hub.wake_scheduler();
         }
 
-        let (tx, rx) = mpsc::channel::<ServerMessage>(64);
+        // Boxed: a channel allocates its slots in blocks, and an unboxed ServerMessage
+        // (an Assign carries a whole spec) made that block about 10 KiB per idle stream.
+        let (tx, rx) = mpsc::channel::<Box<ServerMessage>>(64);
         let welcome = ServerMessage {
             msg: Some(server_message::Msg::Welcome(proto::Welcome {
                 worker_id: worker_id.to_string(),
@@ -280,7 +282,7 @@ impl AgentService for AgentApi {
                 abandon: refs(&abandon),
             })),
         };
-        tx.send(welcome)
+        tx.send(Box::new(welcome))
             .await
             .map_err(|_| Status::cancelled("stream closed"))?;
         let session = self.hub.register(worker_id, caller.token_id, tx.clone());
@@ -318,7 +320,9 @@ impl AgentService for AgentApi {
             }
         })
         .filter_map(|end| async move { end });
-        let outbound = ReceiverStream::new(rx).map(Ok::<_, Status>).chain(ending);
+        let outbound = ReceiverStream::new(rx)
+            .map(|message| Ok::<_, Status>(*message))
+            .chain(ending);
         Ok(Response::new(Box::pin(outbound)))
     }
 
@@ -367,29 +371,23 @@ impl AgentApi {
         session: &Session,
         mut inbound: Streaming<WorkerMessage>,
     ) -> Status {
-        let mut heartbeat = tokio::time::interval(self.settings.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Status::unavailable("the server is shutting down"),
                 () = session.close.cancelled() => {
                     return Status::unauthenticated("the stream was closed: its token was disabled or deleted, or the worker connected again");
                 }
-                _ = heartbeat.tick() => {
-                    if last_heard.elapsed() > self.settings.lease_ttl {
-                        return Status::deadline_exceeded("no message from the worker within the lease TTL");
-                    }
-                    let beat = ServerMessage { msg: Some(server_message::Msg::Heartbeat(proto::Heartbeat {})) };
-                    if session.tx.send(beat).await.is_err() {
-                        return Status::cancelled("the worker stopped listening");
-                    }
+                // Heartbeats to the worker, and this check, are `leases`'s: one timer for
+                // all streams rather than one each.
+                () = session.lapsed.cancelled() => {
+                    return Status::deadline_exceeded("no message from the worker within the lease TTL");
                 }
                 message = inbound.message() => {
                     match message {
                         Ok(Some(message)) => {
-                            last_heard = tokio::time::Instant::now();
-                            session.heard.store(true, std::sync::atomic::Ordering::Relaxed);
+                            session
+                                .last_heard
+                                .store(crate::hub::now_ms(), std::sync::atomic::Ordering::Relaxed);
                             if let Err(e) = self.handle(session, message).await {
                                 let status: Status = e.into();
                                 tracing::warn!(worker_id = %session.worker_id, error = %status.message(), "worker message not applied");
@@ -414,7 +412,7 @@ impl AgentApi {
                     "Hello may only be sent once".into(),
                 ));
             }
-            // Any message renews the lease (`session.heard`, written by `leases`).
+            // Any message renews the lease (`session.last_heard`, written by `leases`).
             worker_message::Msg::Heartbeat(_) => return Ok(()),
             worker_message::Msg::GoingAway(going) => {
                 tracing::info!(%worker_id, reason = %going.reason, "worker is going away");
