@@ -339,3 +339,40 @@ async fn a_cancel_on_one_replica_stops_the_container_of_a_worker_on_the_other() 
     assert_eq!(ended.attempts[0].reason, "cancelled", "{ended:?}");
     finish(vec![a, b], vec![worker]).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_disabled_on_one_replica_is_refused_by_the_other_that_had_it_cached() {
+    use berth_common::proto::{DisableTokenRequest, ListTokensRequest, Role};
+    let a = start_server(|_| {}).await;
+    let b = a.replica().await;
+    let (id, secret) = a.create_token(Role::User, "alice").await;
+    // Replica b authenticates alice's token and remembers it for a few seconds.
+    let mut on_b = b.tokens(&secret).await;
+    on_b.list_tokens(ListTokensRequest {})
+        .await
+        .expect("the token works on b before it is disabled");
+    a.tokens(&a.admin_token)
+        .await
+        .disable_token(DisableTokenRequest { id })
+        .await
+        .expect("disable on a");
+    // Well within the cache's lifetime: only the eviction announced by a can do this.
+    let began = Instant::now();
+    let refused = eventually(
+        "replica b to refuse the disabled token",
+        Duration::from_secs(2),
+        || {
+            let mut on_b = on_b.clone();
+            async move {
+                match on_b.list_tokens(ListTokensRequest {}).await {
+                    Err(status) if status.code() == tonic::Code::Unauthenticated => Some(status),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    println!("refused on b after {:?}", began.elapsed());
+    assert!(refused.message().contains("disabled"), "{refused:?}");
+    finish(vec![a, b], Vec::new()).await;
+}
