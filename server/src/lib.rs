@@ -12,6 +12,7 @@ pub mod deps;
 pub mod embedded_pg;
 pub mod error;
 pub mod hub;
+pub mod intake;
 pub mod leases;
 pub mod logstore;
 pub mod models;

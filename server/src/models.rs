@@ -71,6 +71,26 @@ pub struct WorkRequestRow {
     pub kind: String,
 }
 
+/// A work request as submitted, ready to insert.
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = work_requests)]
+pub struct NewWorkRequest {
+    pub id: Uuid,
+    pub workspace_id: Uuid,
+    pub status: String,
+    pub spec: serde_json::Value,
+    /// Sealed with the server's key (`crate::secrets`), never plain.
+    pub secret_env: Option<Vec<u8>>,
+    pub secret_env_keys: Vec<String>,
+    pub requirements: serde_json::Value,
+    pub priority_base: i32,
+    pub created_by: Uuid,
+    pub unblock_strategy: String,
+    pub allow_failure: bool,
+    pub retries_left: i32,
+    pub retry_backoff_ms: i64,
+}
+
 /// An attempt row.
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = attempts)]

@@ -29,7 +29,8 @@ use crate::auth::{Identity, identity};
 use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
 use crate::hub::Hub;
-use crate::models::{AttemptRow, Status as WrStatus, WorkRequestRow};
+use crate::intake::Intake;
+use crate::models::{AttemptRow, NewWorkRequest, Status as WrStatus, WorkRequestRow};
 use crate::schema::{attempts, users, work_request_dependencies, work_requests, workspaces};
 use crate::secrets::SecretBox;
 use crate::validate::{SpecDefaults, StoredSpec, validate_submission};
@@ -41,6 +42,7 @@ pub struct WorkRequestApi {
     secrets: SecretBox,
     defaults: SpecDefaults,
     hub: Arc<Hub>,
+    intake: Intake,
     /// Workspace ids by name (see [`WorkRequestApi::workspace_id`]).
     workspaces: Arc<Mutex<HashMap<String, Uuid>>>,
 }
@@ -54,6 +56,7 @@ impl WorkRequestApi {
         hub: Arc<Hub>,
     ) -> WorkRequestApi {
         WorkRequestApi {
+            intake: Intake::start(pool.clone()),
             pool,
             secrets,
             defaults,
@@ -287,43 +290,51 @@ impl WorkRequestApi {
             serde_json::to_value(&submission.requirements).map_err(ApiError::internal)?;
         let mut conn = self.pool.get().await?;
         let workspace_id = self.workspace_id(&mut conn, &submission.workspace).await?;
+        drop(conn);
         let id = Uuid::now_v7();
-        // The request and its dependency rows are stored together or not at all. The
-        // stored row comes back from the insert, so the answer costs no further reads.
-        let insert = async |conn: &mut AsyncPgConnection| -> ApiResult<WorkRequestRow> {
-            let status = crate::deps::initial_status(conn, &scheduling).await?;
-            let row = diesel::insert_into(work_requests::table)
-                .values((
-                    work_requests::id.eq(id),
-                    work_requests::workspace_id.eq(workspace_id),
-                    work_requests::status.eq(status.as_str()),
-                    work_requests::spec.eq(spec),
-                    work_requests::secret_env.eq(sealed),
-                    work_requests::secret_env_keys.eq(secret_keys),
-                    work_requests::requirements.eq(requirements),
-                    work_requests::priority_base.eq(submission.priority),
-                    work_requests::created_by.eq(creator),
-                    work_requests::unblock_strategy.eq(if scheduling.manual {
-                        "manual"
-                    } else {
-                        "deps"
-                    }),
-                    work_requests::allow_failure.eq(scheduling.allow_failure),
-                    work_requests::retries_left.eq(scheduling.retries),
-                    work_requests::retry_backoff_ms.eq(scheduling.retry_backoff_ms),
-                ))
-                .returning(WorkRequestRow::as_returning())
-                .get_result(conn)
-                .await?;
-            crate::deps::insert_dependencies(conn, id, &scheduling).await?;
-            Ok(row)
+        let new = NewWorkRequest {
+            id,
+            workspace_id,
+            // Without dependencies this is final; with them `initial_status` decides.
+            status: if scheduling.manual {
+                WrStatus::Blocked
+            } else {
+                WrStatus::Pending
+            }
+            .as_str()
+            .to_owned(),
+            spec,
+            secret_env: sealed,
+            secret_env_keys: secret_keys,
+            requirements,
+            priority_base: submission.priority,
+            created_by: creator,
+            unblock_strategy: if scheduling.manual { "manual" } else { "deps" }.to_owned(),
+            allow_failure: scheduling.allow_failure,
+            retries_left: scheduling.retries,
+            retry_backoff_ms: scheduling.retry_backoff_ms,
         };
-        // Without dependencies the insert is the only statement: no transaction needed.
+        // The stored row comes back from the insert, so the answer costs no further reads.
         let row = if scheduling.after.is_empty() {
-            insert(&mut conn).await?
+            // One row, inserted with whatever other submissions are queued (see `intake`).
+            self.intake.insert(new).await?
         } else {
-            conn.transaction::<_, ApiError, _>(async |conn| insert(conn).await)
-                .await?
+            // The request and its dependency rows are stored together or not at all.
+            let mut conn = self.pool.get().await?;
+            conn.transaction::<_, ApiError, _>(async |conn| {
+                let status = crate::deps::initial_status(conn, &scheduling).await?;
+                let row = diesel::insert_into(work_requests::table)
+                    .values(NewWorkRequest {
+                        status: status.as_str().to_owned(),
+                        ..new
+                    })
+                    .returning(WorkRequestRow::as_returning())
+                    .get_result(conn)
+                    .await?;
+                crate::deps::insert_dependencies(conn, id, &scheduling).await?;
+                Ok(row)
+            })
+            .await?
         };
         let status = row.status.clone();
         tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, status = %status, "work request submitted");
