@@ -246,10 +246,13 @@ async fn exit_code_decides_success_or_failure_and_the_attempt_records_where_and_
             "{attempt:?}"
         );
         assert!(attempt.run_duration.is_some(), "{attempt:?}");
-        assert!(
-            !container_exists(&attempt.container_id).await,
-            "{attempt:?}"
-        );
+        // The worker reports first and removes the container right after.
+        eventually(
+            "the finished job's container to be removed",
+            Duration::from_secs(10),
+            || async { (!container_exists(&attempt.container_id).await).then_some(()) },
+        )
+        .await;
     }
     finish(server, worker).await;
 }
@@ -535,10 +538,13 @@ async fn a_job_past_its_timeout_is_stopped_and_fails_with_reason_timeout() {
     assert_eq!(result(&request), WorkResult::Failure, "{request:?}");
     assert_eq!(request.reason, "timeout", "{request:?}");
     let container = &request.attempts[0].container_id;
-    assert!(
-        !container_exists(container).await,
-        "{container} still exists"
-    );
+    // The worker reports first and removes the container right after.
+    eventually(
+        "the timed-out job's container to be removed",
+        Duration::from_secs(10),
+        || async { (!container_exists(container).await).then_some(()) },
+    )
+    .await;
     let system = Logs::read(&server, &request.id).await.text(SYSTEM);
     assert!(system.contains("timeout"), "system stream: {system:?}");
     finish(server, worker).await;

@@ -4,7 +4,9 @@
 //! The stream carries Hello/Welcome, heartbeats both ways, Assign/Cancel from the server
 //! and Accept/Reject/Started/Finished/GoingAway from the worker. Log bytes never travel
 //! on it: each attempt's output is masked, spooled to disk and uploaded with `AppendLog`
-//! (see `logs`), and `Finished` is sent only once every byte is acknowledged.
+//! (see `logs`), and `Finished` is sent only once every byte is acknowledged. The
+//! container is removed just after `Finished` is sent, with the slot already free, so the
+//! removal delays neither the result nor the next job.
 //!
 //! Reconnects use jittered exponential backoff. After a reconnect the Hello lists every
 //! attempt still running here (and every finished one whose report may not have
@@ -26,15 +28,20 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::Code;
 
 use crate::config::WorkerConfig;
-use crate::executor::{DockerExecutor, Job, OutputEvent, RunReport};
+use crate::executor::{Cleanup, DockerExecutor, Job, OutputEvent, RunReport};
 use crate::logs::{LogSpool, UploadError, upload};
 use crate::mask::Masker;
 
 type Key = (String, u32);
 type Client = crate::logs::AgentClient;
+
+/// How long a stopping worker waits for its attempt tasks (by then only removing
+/// containers, normally) before its last sweep removes what is left.
+const TIDY_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the worker stopped for good.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +77,9 @@ struct State {
     /// reconnect; the server ignores a repeat).
     unconfirmed: Mutex<HashMap<Key, proto::Finished>>,
     outbox: mpsc::UnboundedSender<WorkerMessage>,
+    /// The attempt tasks. One outlives its slot in `running` while it removes its
+    /// container after the report; the worker waits for them before its last sweep.
+    attempts: TaskTracker,
 }
 
 impl State {
@@ -151,6 +161,7 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
         unconfirmed: Mutex::new(HashMap::new()),
         outbox,
+        attempts: TaskTracker::new(),
     });
 
     let reaper = tokio::spawn(reap_periodically(state.clone(), shutdown.clone()));
@@ -204,6 +215,19 @@ pub async fn run(
         }
     };
     reaper.abort();
+    // Attempts that have reported may still be removing their containers: that takes
+    // milliseconds, so give them a moment rather than racing them with the sweep. Attempts
+    // still running (a stop that outlasted `give_up`) are not waited for: the sweep
+    // force-removes their containers now, as a forced stop asks.
+    state.attempts.close();
+    let all_reported = state.running().is_empty();
+    if all_reported
+        && tokio::time::timeout(TIDY_WAIT, state.attempts.wait())
+            .await
+            .is_err()
+    {
+        tracing::warn!("removing containers took too long; the last sweep removes them");
+    }
     // Nothing of ours may outlive the worker.
     let _ = state.executor.reap_orphans(&HashSet::new()).await;
     result
@@ -440,7 +464,9 @@ async fn handle(
                         attempt: key.1,
                         spec,
                     };
-                    tokio::spawn(run_attempt(state.clone(), job, tokens));
+                    state
+                        .attempts
+                        .spawn(run_attempt(state.clone(), job, tokens));
                     None
                 }
             };
@@ -464,26 +490,47 @@ async fn handle(
     }
 }
 
-/// Runs one attempt: container, masking, spool, upload, then the Finished report.
+/// Runs one attempt: container, masking, spool, upload, then the Finished report, and
+/// last the removal of the container and the spool.
 async fn run_attempt(
     state: Arc<State>,
     job: Job,
     (cancel, abandoned, interrupted): (CancellationToken, CancellationToken, CancellationToken),
 ) {
     let key: Key = (job.work_request_id.clone(), job.attempt);
-    let report = run_attempt_inner(&state, &job, &cancel, &abandoned).await;
+    let ended = run_attempt_inner(&state, &job, &cancel, &abandoned).await;
+    // The slot is free before the report goes out: the server may answer the report with
+    // the next assignment at once, and it must not find the slot still taken.
     state.running().remove(&key);
-    let Some(report) = report else {
-        tracing::info!(work_request = %key.0, attempt = key.1, "attempt abandoned; nothing reported");
-        return;
-    };
-    let outcome = if interrupted.is_cancelled() && report.outcome == Outcome::Cancelled {
+    match ended.report {
+        Some(report) => report_finished(&state, &key, &report, interrupted.is_cancelled()),
+        None => {
+            tracing::info!(work_request = %key.0, attempt = key.1, "attempt abandoned; nothing reported");
+        }
+    }
+    // Tidying comes after the report, so neither the result nor the next job waits for it:
+    // the container has exited and been inspected, and the spool's every byte is
+    // acknowledged. Should this task die first, the reaper removes the container.
+    if let Some(container) = ended.container {
+        container.remove().await;
+    }
+    if let Some(spool) = ended.spool
+        && let Err(e) = spool.remove().await
+    {
+        tracing::warn!(work_request = %key.0, attempt = key.1, error = %e, "cannot remove the log spool");
+    }
+}
+
+/// Queues the Finished report for `key`, and keeps it until the server has surely applied
+/// it.
+fn report_finished(state: &State, key: &Key, report: &RunReport, interrupted: bool) {
+    let outcome = if interrupted && report.outcome == Outcome::Cancelled {
         Outcome::Interrupted
     } else {
         report.outcome
     };
     let finished = proto::Finished {
-        attempt: Some(attempt_ref(&key)),
+        attempt: Some(attempt_ref(key)),
         outcome: outcome as i32,
         exit_code: report.exit_code,
         message: report.message.clone(),
@@ -494,24 +541,35 @@ async fn run_attempt(
         container_id: report.container_id.clone(),
     };
     tracing::info!(work_request = %key.0, attempt = key.1, outcome = outcome.as_str_name(), exit_code = ?report.exit_code, "attempt finished");
-    state.unconfirmed().insert(key, finished.clone());
+    state.unconfirmed().insert(key.clone(), finished.clone());
     let _ = state
         .outbox
         .send(message(worker_message::Msg::Finished(finished)));
 }
 
-/// Returns the report, or None if the attempt was abandoned (the server moved on).
+/// How an attempt ended, and what is left to tidy once that is reported.
+struct Ended {
+    /// What to report; `None` if the attempt was abandoned (the server moved on).
+    report: Option<RunReport>,
+    /// The container, when one was created.
+    container: Option<Cleanup>,
+    /// The spool, when nothing in it is needed any more (every byte acknowledged, or the
+    /// server refused the attempt).
+    spool: Option<Arc<LogSpool>>,
+}
+
+/// Runs the container and uploads its log; see [`Ended`].
 async fn run_attempt_inner(
     state: &Arc<State>,
     job: &Job,
     cancel: &CancellationToken,
     abandoned: &CancellationToken,
-) -> Option<RunReport> {
+) -> Ended {
     let spool =
         match LogSpool::open(&state.config.spool_dir, &job.work_request_id, job.attempt).await {
             Ok(spool) => Arc::new(spool),
             Err(e) => {
-                return Some(RunReport {
+                let report = RunReport {
                     outcome: Outcome::StartFailed,
                     exit_code: None,
                     message: format!(
@@ -523,7 +581,12 @@ async fn run_attempt_inner(
                     pull_duration: Duration::ZERO,
                     run_duration: Duration::ZERO,
                     container_id: String::new(),
-                });
+                };
+                return Ended {
+                    report: Some(report),
+                    container: None,
+                    spool: None,
+                };
             }
         };
     let upload_cancel = CancellationToken::new();
@@ -577,36 +640,46 @@ async fn run_attempt_inner(
         ];
         spool_error.or(tails.into_iter().find_map(Result::err))
     };
-    let (report, spool_error) =
+    let ((report, container), spool_error) =
         tokio::join!(state.executor.run(job, out_tx, cancel.clone()), forward);
     if let Some(e) = spool_error {
         tracing::error!(work_request = %job.work_request_id, error = %e, "writing the log spool failed; some output may be missing");
     }
     spool.close().await;
+    let container = Some(container);
     let uploaded = tokio::select! {
         result = uploader => result,
         () = abandoned.cancelled() => {
             upload_cancel.cancel();
-            let _ = spool.remove().await;
-            return None;
+            return Ended { report: None, container, spool: Some(spool) };
         }
     };
     match uploaded {
-        Ok(Ok(_)) => {
-            let _ = spool.remove().await;
-            Some(report)
-        }
-        Ok(Err(UploadError::Fenced)) => {
-            let _ = spool.remove().await;
-            None
-        }
+        Ok(Ok(_)) => Ended {
+            report: Some(report),
+            container,
+            spool: Some(spool),
+        },
+        Ok(Err(UploadError::Fenced)) => Ended {
+            report: None,
+            container,
+            spool: Some(spool),
+        },
         Ok(Err(e)) => {
             tracing::error!(work_request = %job.work_request_id, error = %e, "log upload failed; the log kept in the spool dir is incomplete on the server");
-            Some(report)
+            Ended {
+                report: Some(report),
+                container,
+                spool: None,
+            }
         }
         Err(e) => {
             tracing::error!(work_request = %job.work_request_id, error = %e, "log upload task failed");
-            Some(report)
+            Ended {
+                report: Some(report),
+                container,
+                spool: None,
+            }
         }
     }
 }

@@ -3,9 +3,9 @@
 //! [`DockerExecutor::run`] is the whole life of a container: make the image available
 //! (per the pull policy), create the container, attach to its output *before* starting it
 //! (so a container that exits at once loses nothing), start it, forward its output frame by
-//! frame, wait for it to exit, and remove it. Every way this can go wrong ends in a
-//! [`RunReport`] rather than an error or a panic: the session code reports what happened to
-//! the server, and the server decides what it means.
+//! frame, wait for it to exit, and hand its removal to the caller (a [`Cleanup`]). Every
+//! way this can go wrong ends in a [`RunReport`] rather than an error or a panic: the
+//! session code reports what happened to the server, and the server decides what it means.
 //!
 //! # Security defaults, and why
 //!
@@ -41,10 +41,20 @@
 //! # Clean-up
 //!
 //! Containers carry the labels [`LABEL_MANAGED`], [`LABEL_WORKER`], [`LABEL_WORK_REQUEST`] and
-//! [`LABEL_ATTEMPT`]. `run` force-removes its container whatever happened; if the `run`
-//! future is dropped half-way, a best-effort removal is started from `Drop`, and
+//! [`LABEL_ATTEMPT`]. `run` returns, with its report, a [`Cleanup`] that force-removes the
+//! container whatever happened; the worker reports first and removes after, so the removal
+//! holds up neither the result nor the next job. If the `run` future is dropped half-way,
+//! or the `Cleanup` unused, a best-effort removal is started from `Drop`, and
 //! [`DockerExecutor::reap_orphans`], which the worker calls on start and periodically, removes
 //! whatever is still left.
+//!
+//! # Docker requests per attempt
+//!
+//! An attempt costs the requests `docker run` makes (create, attach, start, wait, remove)
+//! plus a statistics stream for the resource figures and one inspect of the exited
+//! container for the OOM verdict. The image is not inspected beforehand: the create itself
+//! says when it is missing, and only then is it looked at and, if the pull policy allows,
+//! pulled (with `always`, it is pulled before the create).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -303,72 +313,146 @@ impl DockerExecutor {
             .collect())
     }
 
-    /// Runs one attempt to its end and reports how it ended.
+    /// Runs one attempt to its end and reports how it ended; the container is left for the
+    /// caller to remove with the returned [`Cleanup`].
     ///
     /// Sends [`OutputEvent::Started`], then the output as Docker delivers it (standard
     /// output and error apart, each in order) and the worker's notes, on `output`; every
     /// event is sent before this returns. Cancelling `cancel` stops the container
     /// (`CANCELLED`), so does `spec.timeout` elapsing (`TIMED_OUT`), and so does the
-    /// receiver of `output` going away (`INTERRUPTED`). The container is always removed.
+    /// receiver of `output` going away (`INTERRUPTED`).
+    ///
+    /// The report is final when this returns: the container has exited (or was given up
+    /// on) and has been inspected, so removing it cannot change what is reported. That is
+    /// why the removal is the caller's next step rather than part of this call: the
+    /// caller can report first and remove after, so the removal (tens of milliseconds, more
+    /// on a busy engine) delays neither the result nor the next job.
     pub async fn run(
         &self,
         job: &Job,
         output: mpsc::Sender<OutputEvent>,
         cancel: CancellationToken,
-    ) -> RunReport {
+    ) -> (RunReport, Cleanup) {
         let plan = match Plan::for_job(job, &self.worker_name) {
             Ok(plan) => plan,
             Err(message) => {
-                return RunReport::without_container(Outcome::StartFailed, message, Duration::ZERO);
+                let report =
+                    RunReport::without_container(Outcome::StartFailed, message, Duration::ZERO);
+                return (report, Cleanup::nothing());
             }
         };
+        let (id, pull_duration) = match self.create(job, &plan, &output, &cancel).await {
+            Ok(created) => created,
+            Err(report) => return (report, Cleanup::nothing()),
+        };
+        let cleanup = Cleanup {
+            removal: Some(Removal::new(self.docker.clone(), id.clone())),
+        };
+        let report = self
+            .run_container(&id, &plan, pull_duration, &output, &cancel)
+            .await;
+        (report, cleanup)
+    }
 
-        let pull_started = Instant::now();
-        let image = tokio::select! {
+    /// Makes the image available per the pull policy and creates the container; returns
+    /// its id and the time spent pulling, or the report of an attempt that ends here.
+    ///
+    /// Unless the policy is `always`, the container is created straight away, as
+    /// `docker run` does: the image is looked at (and pulled, if the policy allows) only
+    /// when the engine says it is missing. A present image, the usual case, so costs no
+    /// request beyond the create.
+    async fn create(
+        &self,
+        job: &Job,
+        plan: &Plan,
+        output: &mpsc::Sender<OutputEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<(String, Duration), RunReport> {
+        let image = job.spec.image.as_str();
+        let mut pull_duration = Duration::ZERO;
+        let mut pulled = false;
+        if plan.pull_policy == PullPolicy::Always {
+            pull_duration = self.pull_unless_cancelled(image, output, cancel).await?;
+            pulled = true;
+        }
+        let name = container_name(&job.work_request_id, job.attempt);
+        loop {
+            if cancel.is_cancelled() {
+                return Err(RunReport::without_container(
+                    Outcome::Cancelled,
+                    "cancelled before the container was created".to_owned(),
+                    pull_duration,
+                ));
+            }
+            let options = CreateContainerOptionsBuilder::default().name(&name).build();
+            let refused = match self
+                .docker
+                .create_container(Some(options), plan.config.clone())
+                .await
+            {
+                Ok(created) => return Ok((created.id, pull_duration)),
+                Err(e) => e,
+            };
+            // 404 is also the answer for a missing network; only the image's own inspect
+            // tells the two apart, whatever words the engine chose.
+            let image_missing = !pulled
+                && matches!(
+                    refused,
+                    DockerError::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }
+                )
+                && self.docker.inspect_image(image).await.is_err();
+            if !image_missing {
+                return Err(RunReport::without_container(
+                    Outcome::StartFailed,
+                    format!(
+                        "Docker refused to create the container: {}",
+                        docker_message(&refused)
+                    ),
+                    pull_duration,
+                ));
+            }
+            if plan.pull_policy == PullPolicy::Never {
+                return Err(RunReport::without_container(
+                    Outcome::ImagePullFailed,
+                    format!(
+                        "image {image} is not present on this worker and the pull policy is never"
+                    ),
+                    pull_duration,
+                ));
+            }
+            pull_duration = self.pull_unless_cancelled(image, output, cancel).await?;
+            pulled = true;
+        }
+    }
+
+    /// [`Self::pull`], given up when `cancel` is cancelled; returns the time it took.
+    async fn pull_unless_cancelled(
+        &self,
+        image: &str,
+        output: &mpsc::Sender<OutputEvent>,
+        cancel: &CancellationToken,
+    ) -> Result<Duration, RunReport> {
+        let started = Instant::now();
+        let pulled = tokio::select! {
             biased;
             () = cancel.cancelled() => Err((
                 Outcome::Cancelled,
                 "cancelled while making the image available".to_owned(),
             )),
-            ready = self.ensure_image(&job.spec.image, plan.pull_policy, &output) => ready,
+            pulled = self.pull(image, output) => pulled,
         };
-        let pull_duration = pull_started.elapsed();
-        if let Err((outcome, message)) = image {
-            return RunReport::without_container(outcome, message, pull_duration);
-        }
-        if cancel.is_cancelled() {
-            return RunReport::without_container(
-                Outcome::Cancelled,
-                "cancelled before the container was created".to_owned(),
+        let pull_duration = started.elapsed();
+        match pulled {
+            Ok(()) => Ok(pull_duration),
+            Err((outcome, message)) => Err(RunReport::without_container(
+                outcome,
+                message,
                 pull_duration,
-            );
+            )),
         }
-
-        let name = container_name(&job.work_request_id, job.attempt);
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let id = match self
-            .docker
-            .create_container(Some(options), plan.config.clone())
-            .await
-        {
-            Ok(created) => created.id,
-            Err(e) => {
-                return RunReport::without_container(
-                    Outcome::StartFailed,
-                    format!(
-                        "Docker refused to create the container: {}",
-                        docker_message(&e)
-                    ),
-                    pull_duration,
-                );
-            }
-        };
-        let removal = Removal::new(self.docker.clone(), id.clone());
-        let report = self
-            .run_container(&id, &plan, pull_duration, &output, &cancel)
-            .await;
-        removal.remove().await;
-        report
     }
 
     /// Force-removes this worker's containers whose (work request, attempt) is not in
@@ -435,35 +519,13 @@ impl DockerExecutor {
         }
     }
 
-    /// Makes `image` available per `policy`; the error is the outcome and message to report.
-    async fn ensure_image(
+    /// Pulls `image`, with notes on `output`; the error is the outcome and message to
+    /// report.
+    async fn pull(
         &self,
         image: &str,
-        policy: PullPolicy,
         output: &mpsc::Sender<OutputEvent>,
     ) -> Result<(), (Outcome, String)> {
-        let present = || async { self.docker.inspect_image(image).await.is_ok() };
-        match policy {
-            PullPolicy::Always => {}
-            PullPolicy::IfNotPresent | PullPolicy::Unspecified => {
-                if present().await {
-                    return Ok(());
-                }
-            }
-            PullPolicy::Never => {
-                return if present().await {
-                    Ok(())
-                } else {
-                    Err((
-                        Outcome::ImagePullFailed,
-                        format!(
-                            "image {image} is not present on this worker and the pull policy is never"
-                        ),
-                    ))
-                };
-            }
-        }
-
         let receiver_gone = || {
             (
                 Outcome::Interrupted,
@@ -1040,8 +1102,43 @@ async fn pump_output(
     }
 }
 
+/// What is left of an attempt once [`DockerExecutor::run`] has reported: its container,
+/// exited or given up on, to be removed.
+///
+/// [`Cleanup::remove`] removes it. Dropped without that (its task aborted, say), it starts
+/// the removal in the background; [`DockerExecutor::reap_orphans`] is the backstop for
+/// both.
+#[derive(Debug)]
+#[must_use = "the container is left on the host until removed"]
+pub struct Cleanup {
+    removal: Option<Removal>,
+}
+
+impl Cleanup {
+    /// For an attempt that never created a container.
+    fn nothing() -> Self {
+        Cleanup { removal: None }
+    }
+
+    /// The container to remove, if one was created.
+    pub fn container_id(&self) -> Option<&str> {
+        self.removal.as_ref().and_then(|r| r.id.as_deref())
+    }
+
+    /// Force-removes the container with its anonymous volumes; true when it is gone (or
+    /// there was none). A container that cannot be removed is logged and left for the
+    /// reaper.
+    pub async fn remove(mut self) -> bool {
+        match self.removal.take() {
+            Some(removal) => removal.remove().await,
+            None => true,
+        }
+    }
+}
+
 /// Force-removes a container created by `run`; dropped without `remove`, it starts the
 /// removal in the background.
+#[derive(Debug)]
 struct Removal {
     docker: Docker,
     id: Option<String>,
@@ -1055,9 +1152,10 @@ impl Removal {
         }
     }
 
-    async fn remove(mut self) {
-        if let Some(id) = self.id.take() {
-            remove_container(&self.docker, &id).await;
+    async fn remove(mut self) -> bool {
+        match self.id.take() {
+            Some(id) => remove_container(&self.docker, &id).await,
+            None => true,
         }
     }
 }
@@ -1067,10 +1165,11 @@ impl Drop for Removal {
         let Some(id) = self.id.take() else {
             return;
         };
-        // `run` was dropped half-way (its task aborted). Drop cannot await, so the removal
-        // runs detached: the one place this module lets a task go unowned, because the
-        // alternative is a container nobody removes until the next reaping round, which
-        // stays the backstop should this fail or no runtime be left.
+        // `run` was dropped half-way, or its `Cleanup` was dropped unused (a task aborted).
+        // Drop cannot await, so the removal runs detached: the one place this module lets
+        // a task go unowned, because the alternative is a container nobody removes until
+        // the next reaping round, which stays the backstop should this fail or no runtime
+        // be left.
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let docker = self.docker.clone();
@@ -1380,10 +1479,24 @@ mod tests {
             }
             events
         });
-        let report = executor.run(job, tx, cancel).await;
+        let report = run_and_remove(executor, job, tx, cancel).await;
         // `run` has dropped the sender, so the collector has everything once it ends.
         let events = collector.await.unwrap();
         (report, Collected::from_events(events))
+    }
+
+    /// `run`, then the removal it leaves to its caller, as the worker does.
+    async fn run_and_remove(
+        executor: &DockerExecutor,
+        job: &Job,
+        output: mpsc::Sender<OutputEvent>,
+        cancel: CancellationToken,
+    ) -> RunReport {
+        let (report, cleanup) = executor.run(job, output, cancel).await;
+        let expected = (!report.container_id.is_empty()).then_some(report.container_id.as_str());
+        assert_eq!(cleanup.container_id(), expected, "{report:?}");
+        assert!(cleanup.remove().await, "{report:?}");
+        report
     }
 
     async fn assert_container_gone(executor: &DockerExecutor, id: &str) {
@@ -1576,7 +1689,7 @@ mod tests {
             let executor = executor.clone();
             let job = job.clone();
             let cancel = cancel.clone();
-            tokio::spawn(async move { executor.run(&job, tx, cancel).await })
+            tokio::spawn(async move { run_and_remove(&executor, &job, tx, cancel).await })
         };
         let mut events = Vec::new();
         while let Some(event) = rx.recv().await {
@@ -1633,9 +1746,13 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         drop(rx);
         let began = std::time::Instant::now();
-        let report = executor
-            .run(&job(&["sleep", "60"]), tx, CancellationToken::new())
-            .await;
+        let report = run_and_remove(
+            &executor,
+            &job(&["sleep", "60"]),
+            tx,
+            CancellationToken::new(),
+        )
+        .await;
         assert!(
             began.elapsed() < Duration::from_secs(10),
             "took {:?}",
@@ -1643,6 +1760,86 @@ mod tests {
         );
         assert_eq!(report.outcome, Outcome::Interrupted, "{report:?}");
         assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn report_comes_before_the_removal_and_cleanup_removes_the_container() {
+        let executor = executor("cleanup").await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (report, cleanup) = executor
+            .run(&job(&["sh", "-c", "exit 3"]), tx, CancellationToken::new())
+            .await;
+        drain.await.unwrap();
+        assert_eq!(report.outcome, Outcome::Exited, "{report:?}");
+        assert_eq!(report.exit_code, Some(3), "{report:?}");
+        // The report is final while the container still exists, exited: removing it is
+        // all that is left, and it is the caller's to do.
+        assert_eq!(cleanup.container_id(), Some(report.container_id.as_str()));
+        let state = executor
+            .docker
+            .inspect_container(&report.container_id, None)
+            .await
+            .unwrap()
+            .state
+            .unwrap();
+        assert_eq!(state.running, Some(false), "{state:?}");
+        assert_eq!(state.exit_code, Some(3), "{state:?}");
+        assert!(cleanup.remove().await);
+        assert_container_gone(&executor, &report.container_id).await;
+        assert_nothing_left(&executor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dropping_an_unused_cleanup_still_removes_the_container() {
+        let executor = executor("cleanup-dropped").await;
+        let (tx, mut rx) = mpsc::channel(16);
+        let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let (report, cleanup) = executor
+            .run(&job(&["true"]), tx, CancellationToken::new())
+            .await;
+        drain.await.unwrap();
+        assert_eq!(report.exit_code, Some(0), "{report:?}");
+        drop(cleanup);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !executor.list_own_containers(true).await.unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "the container was not removed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn present_image_is_used_without_a_pull_under_if_not_present() {
+        let executor = executor("pull-if-not-present").await;
+        let mut job = job(&["echo", "hi"]);
+        job.spec.pull_policy = PullPolicy::IfNotPresent as i32;
+        let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+        assert_eq!(report.exit_code, Some(0), "{report:?}");
+        assert_eq!(report.pull_duration, Duration::ZERO, "{report:?}");
+        assert_eq!(collected.stdout(), "hi\n");
+        assert!(collected.system.is_empty(), "{collected:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    /// Engines answer 404 for a missing network too: at the create (newer ones) or at the
+    /// start (20.10). Either way it must not be taken for a missing image.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn missing_network_is_a_start_failure_not_a_missing_image() {
+        let executor = executor("no-network").await;
+        for policy in [PullPolicy::Never, PullPolicy::IfNotPresent] {
+            let mut job = job(&["true"]);
+            job.spec.network = format!("berth-test-missing-{:08x}", rand::random::<u32>());
+            job.spec.pull_policy = policy as i32;
+            let (report, collected) = run(&executor, &job, CancellationToken::new()).await;
+            assert_eq!(report.outcome, Outcome::StartFailed, "{report:?}");
+            assert!(
+                report.message.starts_with("Docker refused to ")
+                    && report.message.contains(&job.spec.network),
+                "{report:?}"
+            );
+            assert!(collected.system.is_empty(), "{collected:?}");
+        }
         assert_nothing_left(&executor).await;
     }
 
@@ -1798,7 +1995,7 @@ mod tests {
             let executor = executor.clone();
             let job = job.clone();
             let cancel = cancel.clone();
-            tokio::spawn(async move { executor.run(&job, tx, cancel).await })
+            tokio::spawn(async move { run_and_remove(&executor, &job, tx, cancel).await })
         };
         let container_id = loop {
             match rx.recv().await {
