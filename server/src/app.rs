@@ -257,6 +257,7 @@ async fn serve_inner(
     .with_sweep_interval(config.agent.sweep_interval);
     let mut tasks = JoinSet::new();
     tasks.spawn(scheduler.clone().run(background.clone()));
+    tasks.spawn(scheduler.clone().sweep_forever(background.clone()));
     let (recorder, reports) = Recorder::channel();
     tasks.spawn(recorder::run(
         pool.clone(),

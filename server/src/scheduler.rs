@@ -100,9 +100,9 @@ impl Scheduler {
     /// Runs until `shutdown`: on every wake-up and every sweep interval, offers work to
     /// the connected workers, all of them in one transaction. Wake-ups that arrive while
     /// a round runs fold into the next round, so a burst of submissions or finishes costs
-    /// a few rounds, not one each. Leases are swept once per sweep interval.
+    /// a few rounds, not one each. The lease sweep runs in a task of its own
+    /// ([`Scheduler::sweep_forever`]) so that it never delays a round.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut last_sweep: Option<tokio::time::Instant> = None;
         // Whether the last round handed anything out, or found no free slot: then the
         // pending check below would not save a claim transaction, and is skipped.
         let mut busy = false;
@@ -111,13 +111,6 @@ impl Scheduler {
                 () = shutdown.cancelled() => return,
                 () = self.hub.scheduler_woken() => {}
                 () = tokio::time::sleep(self.sweep_interval) => {}
-            }
-            if last_sweep.is_none_or(|at| at.elapsed() >= self.sweep_interval) {
-                last_sweep = Some(tokio::time::Instant::now());
-                if let Err(e) = self.sweep().await {
-                    let status: tonic::Status = e.into();
-                    tracing::warn!(error = %status.message(), "lease sweep failed");
-                }
             }
             // One cheap read instead of a claim transaction when there is nothing to
             // hand out (the common case for an idle fleet).
@@ -143,22 +136,44 @@ impl Scheduler {
         }
     }
 
+    /// Runs [`Scheduler::sweep`] every sweep interval until `shutdown`.
+    pub async fn sweep_forever(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.sweep().await {
+                let status: tonic::Status = e.into();
+                tracing::warn!(error = %status.message(), "lease sweep failed");
+            }
+        }
+    }
+
     /// Whether any job is pending and past its retry backoff.
     async fn work_is_waiting(&self) -> ApiResult<bool> {
         let mut conn = self.pool.get().await?;
-        let waiting: bool = diesel::select(diesel::dsl::exists(
-            work_requests::table
-                .filter(work_requests::status.eq("pending"))
-                .filter(work_requests::kind.eq("job"))
-                .filter(
-                    work_requests::not_before
-                        .is_null()
-                        .or(work_requests::not_before.le(diesel::dsl::now)),
-                ),
-        ))
-        .get_result(&mut conn)
-        .await?;
-        Ok(waiting)
+        conn.transaction::<_, ApiError, _>(async |conn| {
+            // Stops at the first pending row only when walking the queue index (see
+            // `no_bitmap_scans`); a bitmap scan visits every entry, dead ones included.
+            no_bitmap_scans(conn).await?;
+            let waiting: bool = diesel::select(diesel::dsl::exists(
+                work_requests::table
+                    .filter(work_requests::status.eq("pending"))
+                    .filter(work_requests::kind.eq("job"))
+                    .filter(
+                        work_requests::not_before
+                            .is_null()
+                            .or(work_requests::not_before.le(diesel::dsl::now)),
+                    ),
+            ))
+            .get_result(conn)
+            .await?;
+            Ok(waiting)
+        })
+        .await
     }
 
     /// Ends the attempts of workers silent for longer than the lease TTL (their requests
@@ -351,13 +366,7 @@ async fn claim(
     worker_ids: &[Uuid],
 ) -> ApiResult<(Vec<(Uuid, Claimed)>, bool)> {
     type WorkerGate = (Uuid, String, i32, serde_json::Value, serde_json::Value);
-    // The queue table grows and drains faster than statistics follow: with an estimate of
-    // a handful of pending rows the planner reads and sorts the whole backlog instead of
-    // walking `work_requests_queue` in order and stopping at the limit. A backlog is
-    // exactly when claims must be cheap, so this transaction never uses bitmap scans.
-    diesel::sql_query("SET LOCAL enable_bitmapscan = off")
-        .execute(conn)
-        .await?;
+    no_bitmap_scans(conn).await?;
     let gates: Vec<WorkerGate> = workers::table
         .filter(workers::id.eq_any(worker_ids))
         .filter(workers::enabled.eq(true))
@@ -460,6 +469,20 @@ async fn claim(
         crate::workflow::refresh_parent(conn, parent_id).await?;
     }
     Ok((claimed, had_room))
+}
+
+/// Turns bitmap scans off for the rest of the caller's transaction.
+///
+/// The queue table grows and drains faster than statistics follow: with an estimate of a
+/// handful of pending rows the planner reads (and for a claim, sorts) every entry of
+/// `work_requests_queue`, including the dead ones a drained backlog leaves until vacuum,
+/// instead of walking the index in order and stopping at the limit. A backlog is exactly
+/// when claims must be cheap.
+async fn no_bitmap_scans(conn: &mut AsyncPgConnection) -> ApiResult<()> {
+    diesel::sql_query("SET LOCAL enable_bitmapscan = off")
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// What a worker offers to requirements: its reported facts with its static labels over

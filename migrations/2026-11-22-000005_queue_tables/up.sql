@@ -10,3 +10,7 @@ ALTER TABLE attempts SET (
     autovacuum_vacuum_scale_factor = 0.02,
     autovacuum_analyze_scale_factor = 0.02
 );
+
+-- The scheduler's sweep looks for assignments not accepted in time every second; without
+-- this index that is a scan of every attempt ever made.
+CREATE INDEX attempts_unaccepted ON attempts (assigned_at) WHERE state = 'assigned';
