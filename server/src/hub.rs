@@ -58,6 +58,10 @@ pub struct Session {
 /// See the module docs.
 pub struct Hub {
     sessions: Mutex<HashMap<Uuid, Session>>,
+    /// The worker of each token with a live stream here (a worker token binds to one
+    /// worker), for `AppendLog`, which names only its token. Changed only with
+    /// `sessions` held.
+    workers_by_token: Mutex<HashMap<Uuid, Uuid>>,
     next_session: AtomicU64,
     wake_scheduler: Notify,
     changes: watch::Sender<u64>,
@@ -69,6 +73,7 @@ impl Default for Hub {
     fn default() -> Self {
         Hub {
             sessions: Mutex::new(HashMap::new()),
+            workers_by_token: Mutex::new(HashMap::new()),
             next_session: AtomicU64::new(1),
             wake_scheduler: Notify::new(),
             changes: watch::channel(0).0,
@@ -83,6 +88,13 @@ impl Hub {
         // A poisoned lock only means another thread panicked while holding it; the map
         // itself is still consistent (every operation on it is a single insert/remove).
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn workers_by_token(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Uuid>> {
+        // As for `sessions`: single inserts and removes, consistent after a panic.
+        self.workers_by_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Registers a worker's stream, closing an older stream of the same worker.
@@ -102,9 +114,12 @@ impl Hub {
             lapsed: CancellationToken::new(),
             going_away: Arc::new(AtomicBool::new(false)),
         };
-        if let Some(old) = self.sessions().insert(worker_id, session.clone()) {
+        let mut sessions = self.sessions();
+        if let Some(old) = sessions.insert(worker_id, session.clone()) {
             old.close.cancel();
         }
+        self.workers_by_token().insert(token_id, worker_id);
+        drop(sessions);
         session
     }
 
@@ -116,6 +131,7 @@ impl Hub {
             .is_some_and(|s| s.id == session.id)
         {
             sessions.remove(&session.worker_id);
+            self.workers_by_token().remove(&session.token_id);
         }
     }
 
@@ -139,10 +155,7 @@ impl Hub {
 
     /// The worker whose live stream on this replica authenticated with `token_id`.
     pub fn worker_for_token(&self, token_id: Uuid) -> Option<Uuid> {
-        self.sessions()
-            .values()
-            .find(|s| s.token_id == token_id)
-            .map(|s| s.worker_id)
+        self.workers_by_token().get(&token_id).copied()
     }
 
     /// The cache of authenticated tokens that [`Hub::close_token`] evicts from.
