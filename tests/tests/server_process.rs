@@ -272,7 +272,14 @@ fn assert_embedded_postgres_stopped(data_dir: &Path) {
         pg_data.display()
     );
     let canonical = pg_data.canonicalize().unwrap();
-    let left = processes_mentioning(path_str(&canonical));
+    // The postmaster removes its pid file as its last step (which is when `pg_ctl stop -w`
+    // returns) and exits just after: give the process a moment to be gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut left = processes_mentioning(path_str(&canonical));
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left = processes_mentioning(path_str(&canonical));
+    }
     assert!(
         left.is_empty(),
         "processes still running for {}: {left:?}",
