@@ -2,9 +2,10 @@
 //!
 //! Worker streams register here so the scheduler can hand them work and the API can send
 //! them cancels; API calls poke the scheduler when there may be new work; log writes and
-//! status changes bump a counter that log followers wait on. Everything here is a wake-up
-//! or a channel, never state: the database stays the only source of truth, and every
-//! waiter also re-checks it on a timer, so a missed poke costs latency, not correctness.
+//! status changes bump a counter that log followers wait on. Everything here is a wake-up,
+//! a channel or a cache (authenticated tokens, the worker of each live stream's token),
+//! never state of its own: the database stays the only source of truth, and every waiter
+//! also re-checks it on a timer, so a missed poke costs latency, not correctness.
 //!
 //! Other replicas must hear most of these pokes too: [`Hub::wake_scheduler`],
 //! [`Hub::changed`] and [`Hub::close_token`] also hand an [`Event`] to the outbox that

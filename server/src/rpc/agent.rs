@@ -1,10 +1,12 @@
 //! `berth.v1.AgentService`: the worker-facing protocol.
 //!
 //! `Connect` is one long-lived stream per worker. After Hello/Welcome the session task
-//! owns it: it forwards the scheduler's Assign and the API's Cancel messages, records
-//! Accept/Started/Finished through `scheduler`, sends heartbeats, and ends the stream when
-//! the worker falls silent for the lease TTL, when its token is disabled, deleted or
-//! expires, or when the server shuts down. `AppendLog` carries the bulk log bytes.
+//! owns it: it forwards the scheduler's Assign and the API's Cancel messages, notes when
+//! the worker was last heard, hands Accept/Reject/Started/Finished in order to the
+//! `recorder`, and ends the stream when `leases` finds the worker silent for the lease
+//! TTL, when its token is disabled, deleted or expires (the hub, or the `leases` re-check),
+//! or when the server shuts down. Heartbeats to the worker come from `leases`, one timer
+//! for all streams. `AppendLog` carries the bulk log bytes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
