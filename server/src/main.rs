@@ -1,5 +1,5 @@
 //! The `berth-server` binary; everything is in the library.
 
 fn main() -> std::process::ExitCode {
-    berth_server::cli::main()
+    berth_server::app::cli::main()
 }

@@ -22,8 +22,8 @@ use berth_common::client::BearerAuth;
 use berth_common::proto::token_service_client::TokenServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::worker_service_client::WorkerServiceClient;
+use berth_server::app::config::{Config, ServerArgs};
 use berth_server::app::{self, StartError};
-use berth_server::config::{Config, ServerArgs};
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
@@ -95,12 +95,12 @@ async fn ensure_template() {
                     .execute(&format!("CREATE DATABASE {TEMPLATE}"), &[])
                     .await
                     .unwrap();
-                let settings = berth_server::db::DbSettings {
+                let settings = berth_server::store::db::DbSettings {
                     url: database_url(TEMPLATE),
                     ca_cert: None,
                     pool_size: 1,
                 };
-                berth_server::db::migrate(&settings)
+                berth_server::store::db::migrate(&settings)
                     .await
                     .unwrap_or_else(|e| panic!("migrating the template database: {e}"));
                 // Nobody may stay connected to a template while it is copied.

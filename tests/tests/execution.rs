@@ -188,7 +188,7 @@ async fn finish(server: TestServer, mut worker: TestWorker) {
 /// Starts a server for execution tests: `adjust` as for `start_with`, and a one-second
 /// heartbeat, so a worker learns quickly that its reports arrived (it waits for that
 /// before a clean exit) and a restarted server is noticed quickly.
-async fn start_server(adjust: impl FnOnce(&mut berth_server::config::Config)) -> TestServer {
+async fn start_server(adjust: impl FnOnce(&mut berth_server::app::config::Config)) -> TestServer {
     ensure_test_image().await;
     TestServer::start_with(|config| {
         config.agent.heartbeat_interval = Duration::from_secs(1);

@@ -18,7 +18,7 @@ use berth_common::proto::{
     PullPolicy, Role, ServerMessage, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus,
     WorkResult, WorkerMessage, server_message, worker_message,
 };
-use berth_server::config::Config;
+use berth_server::app::config::Config;
 use berth_tests::{
     TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, worker_containers,
 };

@@ -57,7 +57,7 @@ async fn container_exists(id: &str) -> bool {
 
 /// A server for these tests: one-second heartbeats so workers learn quickly that their
 /// reports arrived, then `adjust`.
-async fn start_server(adjust: impl FnOnce(&mut berth_server::config::Config)) -> TestServer {
+async fn start_server(adjust: impl FnOnce(&mut berth_server::app::config::Config)) -> TestServer {
     ensure_test_image().await;
     TestServer::start_with(|config| {
         config.agent.heartbeat_interval = Duration::from_secs(1);
@@ -213,7 +213,7 @@ async fn two_replicas_run_every_request_exactly_once_within_each_workers_concurr
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_submitted_on_one_replica_starts_promptly_on_a_worker_of_the_other() {
     // A sweep every 30 s: only a NOTIFY can start the request within seconds.
-    let slow_sweep = |config: &mut berth_server::config::Config| {
+    let slow_sweep = |config: &mut berth_server::app::config::Config| {
         config.agent.sweep_interval = Duration::from_secs(30);
     };
     let a = start_server(slow_sweep).await;

@@ -3,7 +3,7 @@
 //! A worker's lease is `workers.last_heartbeat_at`: the sweep of any replica ends the
 //! attempts of a worker whose lease ran out. Writing it on every heartbeat of every stream
 //! would cost one commit per worker per interval, so each stream only notes when it last
-//! heard from its worker ([`crate::hub::Session::last_heard`]) and this task, once per
+//! heard from its worker ([`crate::live::hub::Session::last_heard`]) and this task, once per
 //! heartbeat interval, renews the leases of every stream heard since its last round in
 //! one statement.
 //!
@@ -27,10 +27,10 @@ use diesel_async::RunQueryDsl;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::DbPool;
 use crate::error::ApiResult;
-use crate::hub::{Hub, Session, now_ms};
-use crate::schema::{tokens, workers};
+use crate::live::hub::{Hub, Session, now_ms};
+use crate::store::db::DbPool;
+use crate::store::schema::{tokens, workers};
 
 /// Every `interval` until `shutdown`: heartbeats to every stream of this replica, ends the
 /// streams silent for longer than `lease_ttl`, renews the leases of the rest and

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::schema::{attempts, tokens, work_requests, workers};
+use crate::store::schema::{attempts, tokens, work_requests, workers};
 
 /// A token row (the hash is never read back out).
 #[derive(Clone, Debug, Queryable, Selectable)]

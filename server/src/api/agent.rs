@@ -29,15 +29,15 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
-use crate::auth::{Identity, identity};
-use crate::db::DbPool;
+use crate::access::auth::{Identity, identity};
 use crate::error::{ApiError, ApiResult};
-use crate::hub::{Hub, Session};
-use crate::logstore::{self, Appended};
-use crate::recorder::{Recorder, Report};
-use crate::scheduler::{self, Scheduler};
-use crate::schema::{tokens, workers};
-use crate::validate::{validate_label, validate_name};
+use crate::live::hub::{Hub, Session};
+use crate::store::db::DbPool;
+use crate::store::schema::{tokens, workers};
+use crate::work::logs::{self, Appended};
+use crate::work::recorder::{Recorder, Report};
+use crate::work::scheduler::{self, Scheduler};
+use crate::work::spec::{validate_label, validate_name};
 
 /// Timing of the worker protocol.
 #[derive(Clone, Debug)]
@@ -341,9 +341,9 @@ impl AgentService for AgentApi {
             Status::failed_precondition("this token has no registered worker; connect first")
         })?;
         let mut conn = self.pool.get().await.map_err(ApiError::from)?;
-        let appended = logstore::append(
+        let appended = logs::append(
             &mut conn,
-            logstore::Append {
+            logs::Append {
                 worker_id,
                 id,
                 attempt,
@@ -389,7 +389,7 @@ impl AgentApi {
                         Ok(Some(message)) => {
                             session
                                 .last_heard
-                                .store(crate::hub::now_ms(), std::sync::atomic::Ordering::Relaxed);
+                                .store(crate::live::hub::now_ms(), std::sync::atomic::Ordering::Relaxed);
                             if let Err(e) = self.handle(session, message).await {
                                 let status: Status = e.into();
                                 tracing::warn!(worker_id = %session.worker_id, error = %status.message(), "worker message not applied");

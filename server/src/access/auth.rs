@@ -29,8 +29,8 @@ use futures::future::BoxFuture;
 use tonic::Status;
 use uuid::Uuid;
 
-use crate::db::DbPool;
-use crate::schema::{tokens, users};
+use crate::store::db::DbPool;
+use crate::store::schema::{tokens, users};
 
 use TokenKind::{Admin, User, Worker};
 

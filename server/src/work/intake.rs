@@ -16,10 +16,10 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
-use crate::models::{NewWorkRequest, WorkRequestRow};
-use crate::schema::work_requests;
+use crate::store::db::DbPool;
+use crate::store::models::{NewWorkRequest, WorkRequestRow};
+use crate::store::schema::work_requests;
 use diesel::prelude::*;
 
 /// Rows waiting to be inserted, across all submit calls of this replica.

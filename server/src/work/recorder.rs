@@ -31,11 +31,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::DbPool;
+use crate::api::agent::send_cancel;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
-use crate::rpc::agent::send_cancel;
-use crate::scheduler;
+use crate::live::hub::Hub;
+use crate::store::db::DbPool;
+use crate::work::scheduler;
 
 /// Reports waiting to be applied, across all streams of this replica.
 const QUEUE: usize = 8192;

@@ -22,8 +22,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::auth::TokenCache;
-use crate::notify::Event;
+use crate::access::auth::TokenCache;
+use crate::live::notify::Event;
 
 /// Milliseconds on a clock private to this process, for cheap timestamps in atomics.
 pub fn now_ms() -> u64 {

@@ -17,7 +17,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::schema::{attempts, log_chunks, work_requests};
+use crate::store::schema::{attempts, log_chunks, work_requests};
 
 /// Stream code of the server's own notes (never written by workers).
 pub const NOTES_STREAM: i16 = 4;

@@ -2,7 +2,7 @@
 //!
 //! Submission validates the whole spec (see `validate`), seals secret env values with the
 //! server's key, and stores the request as `pending` (or `blocked`, with dependencies or
-//! manual approval; see `crate::deps`). Responses never carry secret
+//! manual approval; see `crate::work::deps`). Responses never carry secret
 //! values, only their names.
 
 use base64::Engine;
@@ -25,15 +25,15 @@ use super::{duration_ms, parse_id, string_map, timestamp, timestamp_opt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::auth::{Identity, identity};
-use crate::db::DbPool;
+use crate::access::auth::{Identity, identity};
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
-use crate::intake::Intake;
-use crate::models::{AttemptRow, NewWorkRequest, Status as WrStatus, WorkRequestRow};
-use crate::schema::{attempts, users, work_request_dependencies, work_requests, workspaces};
-use crate::secrets::SecretBox;
-use crate::validate::{SpecDefaults, StoredSpec, validate_submission};
+use crate::live::hub::Hub;
+use crate::store::db::DbPool;
+use crate::store::models::{AttemptRow, NewWorkRequest, Status as WrStatus, WorkRequestRow};
+use crate::store::schema::{attempts, users, work_request_dependencies, work_requests, workspaces};
+use crate::store::secrets::SecretBox;
+use crate::work::intake::Intake;
+use crate::work::spec::{SpecDefaults, StoredSpec, validate_submission};
 
 /// The WorkRequestService implementation.
 #[derive(Clone)]
@@ -194,7 +194,7 @@ async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<WorkRequest> 
         .order(attempts::number)
         .load(conn)
         .await?;
-    let depends_on = crate::deps::depends_on(conn, id).await?;
+    let depends_on = crate::work::deps::depends_on(conn, id).await?;
     let is_workflow = row.kind == "workflow";
     let mut request = to_proto(row, workspace, created_by, attempts)?;
     request.depends_on = depends_on.iter().map(Uuid::to_string).collect();
@@ -322,7 +322,7 @@ impl WorkRequestApi {
             // The request and its dependency rows are stored together or not at all.
             let mut conn = self.pool.get().await?;
             conn.transaction::<_, ApiError, _>(async |conn| {
-                let status = crate::deps::initial_status(conn, &scheduling).await?;
+                let status = crate::work::deps::initial_status(conn, &scheduling).await?;
                 let row = diesel::insert_into(work_requests::table)
                     .values(NewWorkRequest {
                         status: status.as_str().to_owned(),
@@ -331,7 +331,7 @@ impl WorkRequestApi {
                     .returning(WorkRequestRow::as_returning())
                     .get_result(conn)
                     .await?;
-                crate::deps::insert_dependencies(conn, id, &scheduling).await?;
+                crate::work::deps::insert_dependencies(conn, id, &scheduling).await?;
                 Ok(row)
             })
             .await?
@@ -431,18 +431,19 @@ impl WorkRequestApi {
     }
 
     /// `SubmitWorkflow`: checks everything, stores the parent and its steps in one
-    /// transaction (see `crate::workflow`), and returns the parent with its steps.
+    /// transaction (see `crate::work::workflow`), and returns the parent with its steps.
     async fn submit_workflow(
         &self,
         caller: &Identity,
         req: &SubmitWorkflowRequest,
     ) -> ApiResult<WorkRequest> {
-        let workflow = crate::workflow::validate(req, &self.defaults)?;
+        let workflow = crate::work::workflow::validate(req, &self.defaults)?;
         let creator = caller.user_id.ok_or_else(|| {
             ApiError::PermissionDenied("only users and admins may submit workflows".into())
         })?;
         let mut conn = self.pool.get().await?;
-        let id = crate::workflow::create(&mut conn, &self.secrets, creator, &workflow).await?;
+        let id =
+            crate::work::workflow::create(&mut conn, &self.secrets, creator, &workflow).await?;
         tracing::info!(work_request = %id, workflow = %workflow.name, steps = workflow.steps.len(), by = %caller.name, "workflow submitted");
         self.hub.wake_scheduler();
         self.hub.changed();
@@ -454,8 +455,8 @@ impl WorkRequestApi {
         let mut conn = self.pool.get().await?;
         let caller_ref = caller;
         let live = conn.transaction::<_, ApiError, _>(async |conn| {
-                // A workflow's steps are locked before the workflow (see `crate::workflow`).
-                crate::workflow::lock_children(conn, id).await?;
+                // A workflow's steps are locked before the workflow (see `crate::work::workflow`).
+                crate::work::workflow::lock_children(conn, id).await?;
                 let (status, created_by): (String, Uuid) = work_requests::table
                     .find(id)
                     .select((work_requests::status, work_requests::created_by))
@@ -488,13 +489,13 @@ impl WorkRequestApi {
                             .execute(conn)
                             .await?;
                         // Its blocked dependants are aborted too (or, with allow_failure, released).
-                        crate::deps::settle(conn, id).await?;
+                        crate::work::deps::settle(conn, id).await?;
                         // Cancelling a workflow aborts its steps that have not ended.
-                        let (steps, mut stopping) = crate::workflow::abort_children(conn, id).await?;
+                        let (steps, mut stopping) = crate::work::workflow::abort_children(conn, id).await?;
                         for step in steps {
-                            crate::deps::settle(conn, step).await?;
+                            crate::work::deps::settle(conn, step).await?;
                         }
-                        crate::workflow::refresh_parent_of(conn, id).await?;
+                        crate::work::workflow::refresh_parent_of(conn, id).await?;
                         // A live attempt's container must be stopped by its worker.
                         let live: Option<(Option<Uuid>, i32)> = attempts::table
                             .filter(attempts::work_request_id.eq(id))
@@ -504,7 +505,7 @@ impl WorkRequestApi {
                             .await
                             .optional()?;
                         if let Some((Some(worker_id), attempt)) = live {
-                            stopping.push(crate::workflow::LiveAttempt { work_request_id: id, worker_id, attempt });
+                            stopping.push(crate::work::workflow::LiveAttempt { work_request_id: id, worker_id, attempt });
                         }
                         Ok(stopping)
                     }
@@ -513,7 +514,7 @@ impl WorkRequestApi {
         .await?;
         tracing::info!(work_request = %id, by = %caller.name, "work request cancelled");
         for stop in live {
-            if !crate::rpc::agent::send_cancel(
+            if !crate::api::agent::send_cancel(
                 &self.hub,
                 stop.worker_id,
                 stop.work_request_id,
@@ -522,7 +523,7 @@ impl WorkRequestApi {
             .await
             {
                 tracing::info!(work_request = %stop.work_request_id, worker_id = %stop.worker_id, "the worker is not connected here; asking the other replicas (else it stops the container when it reconnects)");
-                self.hub.publish(crate::notify::Event::Cancel {
+                self.hub.publish(crate::live::notify::Event::Cancel {
                     worker_id: stop.worker_id,
                     work_request_id: stop.work_request_id,
                     attempt: stop.attempt,
@@ -542,7 +543,7 @@ impl WorkRequestApi {
     ) -> ApiResult<WorkRequest> {
         let id = parse_id("id", &req.id)?;
         let mut conn = self.pool.get().await?;
-        let queued = crate::deps::unblock(&mut conn, caller, id, req.accept).await?;
+        let queued = crate::work::deps::unblock(&mut conn, caller, id, req.accept).await?;
         tracing::info!(work_request = %id, by = %caller.name, accept = req.accept, "manual unblock decided");
         if queued {
             self.hub.wake_scheduler();
@@ -554,7 +555,7 @@ impl WorkRequestApi {
     async fn retry(&self, caller: &Identity, id: &str) -> ApiResult<WorkRequest> {
         let id = parse_id("id", id)?;
         let mut conn = self.pool.get().await?;
-        if crate::deps::retry(&mut conn, caller, id).await? {
+        if crate::work::deps::retry(&mut conn, caller, id).await? {
             self.hub.wake_scheduler();
         }
         self.hub.changed();
@@ -564,7 +565,7 @@ impl WorkRequestApi {
 
 /// The scheduling fields of a submission (dependencies, unblock strategy, retries),
 /// converted from the wire and checked.
-fn scheduling(req: &SubmitWorkRequestRequest) -> ApiResult<crate::deps::Scheduling> {
+fn scheduling(req: &SubmitWorkRequestRequest) -> ApiResult<crate::work::deps::Scheduling> {
     let manual = match UnblockStrategy::try_from(req.unblock) {
         Ok(UnblockStrategy::Unspecified | UnblockStrategy::Deps) => false,
         Ok(UnblockStrategy::Manual) => true,
@@ -575,7 +576,7 @@ fn scheduling(req: &SubmitWorkRequestRequest) -> ApiResult<crate::deps::Scheduli
             )));
         }
     };
-    crate::deps::Scheduling::check(
+    crate::work::deps::Scheduling::check(
         &req.after,
         manual,
         req.allow_failure,
@@ -687,7 +688,7 @@ impl WorkRequestService for WorkRequestApi {
         let mut found = load(&mut conn, id).await?;
         describe_wait(&mut conn, id, &mut found).await?;
         if found.status == WorkRequestStatus::Blocked as i32 {
-            found.pending_reason = crate::deps::blocked_reason(&mut conn, id).await?;
+            found.pending_reason = crate::work::deps::blocked_reason(&mut conn, id).await?;
         }
         Ok(Response::new(found))
     }
@@ -720,10 +721,10 @@ async fn describe_wait(
 ) -> ApiResult<()> {
     let pending = request.status == WorkRequestStatus::Pending as i32;
     if pending || request.status == WorkRequestStatus::Blocked as i32 {
-        request.pending_reason = crate::queue::pending_reason(conn, id).await?;
+        request.pending_reason = crate::work::queue::pending_reason(conn, id).await?;
     }
     if pending {
-        request.queue_position = crate::queue::queue_position(conn, id).await?;
+        request.queue_position = crate::work::queue::queue_position(conn, id).await?;
     }
     Ok(())
 }
@@ -762,7 +763,7 @@ impl WorkRequestApi {
                         "work request {id} is already {status}; only blocked, pending or running requests can be reprioritised"
                     )));
                 }
-                let adjustment = crate::queue::new_adjustment(base, current, delta, set)?;
+                let adjustment = crate::work::queue::new_adjustment(base, current, delta, set)?;
                 diesel::update(work_requests::table.find(id))
                     .set(work_requests::priority_adjustment.eq(adjustment))
                     .execute(conn)
@@ -801,7 +802,7 @@ impl WorkRequestApi {
                 })?;
         }
         let workspace = (!req.workspace.is_empty()).then_some(req.workspace.as_str());
-        let items = crate::queue::list_queue(&mut conn, workspace, limit).await?;
+        let items = crate::work::queue::list_queue(&mut conn, workspace, limit).await?;
         let entries = items
             .into_iter()
             .map(|item| {
@@ -865,7 +866,7 @@ impl LogFollower {
             loop {
                 let batch = async {
                     let mut conn = self.pool.get().await?;
-                    crate::logstore::read_after(
+                    crate::work::logs::read_after(
                         &mut conn,
                         self.id,
                         self.attempt,

@@ -38,8 +38,8 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::{self, DbPool, DbSettings};
-use crate::hub::Hub;
+use crate::live::hub::Hub;
+use crate::store::db::{self, DbPool, DbSettings};
 
 /// The PostgreSQL notification channel every replica listens on.
 pub const CHANNEL: &str = "berth_events";
@@ -353,7 +353,7 @@ async fn apply(hub: &Hub, event: Event) {
             // A worker that does not read its stream must not stall the listener.
             let sent = tokio::time::timeout(
                 Duration::from_secs(5),
-                crate::rpc::agent::send_cancel(hub, worker_id, work_request_id, attempt),
+                crate::api::agent::send_cancel(hub, worker_id, work_request_id, attempt),
             )
             .await;
             if matches!(sent, Ok(true)) {

@@ -26,10 +26,10 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::auth::Identity;
+use crate::access::auth::Identity;
 use crate::error::{ApiError, ApiResult};
-use crate::models::Status;
-use crate::schema::{attempts, work_request_dependencies, work_requests};
+use crate::store::models::Status;
+use crate::store::schema::{attempts, work_request_dependencies, work_requests};
 
 /// The most dependencies one request may name.
 pub const MAX_DEPENDENCIES: usize = 100;
@@ -77,7 +77,7 @@ impl Scheduling {
         }
         let mut ids = Vec::with_capacity(after.len());
         for (i, text) in after.iter().enumerate() {
-            let id = crate::rpc::parse_id(&format!("after[{i}]"), text)?;
+            let id = crate::api::parse_id(&format!("after[{i}]"), text)?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
@@ -331,7 +331,7 @@ pub async fn settle(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<usize> 
                 tracing::info!(work_request = %dependant, "dependencies done; queued");
                 released += 1;
             }
-            crate::workflow::refresh_parent_of(conn, dependant).await?;
+            crate::work::workflow::refresh_parent_of(conn, dependant).await?;
         }
     }
     Ok(released)

@@ -23,13 +23,13 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::db::DbPool;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
-use crate::models::Status;
-use crate::schema::{attempts, work_requests, workers};
-use crate::secrets::SecretBox;
-use crate::validate::StoredSpec;
+use crate::live::hub::Hub;
+use crate::store::db::DbPool;
+use crate::store::models::Status;
+use crate::store::schema::{attempts, work_requests, workers};
+use crate::store::secrets::SecretBox;
+use crate::work::spec::StoredSpec;
 
 /// How often the scheduler looks for work even when nobody woke it, unless configured
 /// (`sweep_interval`).
@@ -466,7 +466,7 @@ async fn claim(
     parents.sort_unstable();
     parents.dedup();
     for parent_id in parents {
-        crate::workflow::refresh_parent(conn, parent_id).await?;
+        crate::work::workflow::refresh_parent(conn, parent_id).await?;
     }
     Ok((claimed, had_room))
 }
@@ -583,7 +583,7 @@ pub async fn withdraw(
                 .execute(conn)
                 .await?;
             if let Some(parent_id) = parent_id {
-                crate::workflow::refresh_parent(conn, parent_id).await?;
+                crate::work::workflow::refresh_parent(conn, parent_id).await?;
             }
         }
         Ok(true)
@@ -766,7 +766,7 @@ pub async fn finish_in(
 }
 
 /// Reports about an attempt that arrived together with its Finished and are recorded by
-/// the same statements (see `crate::recorder`): the result is what applying them one
+/// the same statements (see `crate::work::recorder`): the result is what applying them one
 /// after the other in one transaction would give.
 #[derive(Clone, Copy, Default)]
 pub struct Folded<'a> {
@@ -856,7 +856,8 @@ pub async fn finish_folded_in(
         }
         // A failure with automatic retries left goes back to the queue instead.
         if result == Some("failure")
-            && crate::deps::auto_retry(conn, id, attempt, report.exit_code, &report.message).await?
+            && crate::work::deps::auto_retry(conn, id, attempt, report.exit_code, &report.message)
+                .await?
         {
             return Ok(true);
         }
@@ -874,10 +875,10 @@ pub async fn finish_folded_in(
             .execute(conn)
             .await?;
         if status.is_terminal() {
-            crate::deps::settle(conn, id).await?;
+            crate::work::deps::settle(conn, id).await?;
         }
         if let Some(parent_id) = parent_id {
-            crate::workflow::refresh_parent(conn, parent_id).await?;
+            crate::work::workflow::refresh_parent(conn, parent_id).await?;
         }
         Ok(true)
     }
@@ -942,10 +943,10 @@ pub async fn worker_lost(
                         ))
                         .execute(conn)
                         .await?;
-                    crate::deps::settle(conn, id).await?;
+                    crate::work::deps::settle(conn, id).await?;
                 }
                 if let Some(parent_id) = parent_id {
-                    crate::workflow::refresh_parent(conn, parent_id).await?;
+                    crate::work::workflow::refresh_parent(conn, parent_id).await?;
                 }
                 Ok(true)
             })

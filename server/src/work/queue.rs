@@ -9,7 +9,7 @@
 //! - a worker may take a request when it is connected, enabled, not draining, has a free
 //!   slot (concurrency minus its unfinished attempts), offers every required label and is
 //!   not reserved by an exclusive label the request does not require
-//!   ([`crate::scheduler::match_labels`] says what a worker offers);
+//!   ([`crate::work::scheduler::match_labels`] says what a worker offers);
 //! - a request whose retry backoff (`not_before`) has not passed is not offered yet.
 //!
 //! The reason is a snapshot: by the time a person reads "next in line" the request may
@@ -28,9 +28,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::models::{Status, WorkRequestRow};
-use crate::scheduler::match_labels;
-use crate::schema::{attempts, users, work_requests, workers, workspaces};
+use crate::store::models::{Status, WorkRequestRow};
+use crate::store::schema::{attempts, users, work_requests, workers, workspaces};
+use crate::work::scheduler::match_labels;
 
 /// The queue's order as SQL, shared by the position and the listing so both agree with
 /// the scheduler's claim query.
@@ -209,7 +209,7 @@ impl Fleet {
 
 /// Why the request `id` waits: for a pending request, what the fleet lacks (see
 /// [`Fleet::reason`]); for a blocked one, its dependencies or the approval it needs (see
-/// [`crate::deps::blocked_reason`]). Empty for every other status.
+/// [`crate::work::deps::blocked_reason`]). Empty for every other status.
 pub async fn pending_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<String> {
     let row: Option<(String, String, serde_json::Value, Option<DateTime<Utc>>)> =
         work_requests::table
@@ -228,7 +228,7 @@ pub async fn pending_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult
     };
     match Status::parse(&status) {
         Some(Status::Pending) => {}
-        Some(Status::Blocked) => return crate::deps::blocked_reason(conn, id).await,
+        Some(Status::Blocked) => return crate::work::deps::blocked_reason(conn, id).await,
         _ => return Ok(String::new()),
     }
     if kind != "job" {

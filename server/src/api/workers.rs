@@ -19,12 +19,12 @@ use uuid::Uuid;
 use super::{string_map, timestamp, timestamp_opt};
 use std::sync::Arc;
 
-use crate::auth::identity;
-use crate::db::DbPool;
+use crate::access::auth::identity;
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
-use crate::models::WorkerRow;
-use crate::schema::{attempts, workers};
+use crate::live::hub::Hub;
+use crate::store::db::DbPool;
+use crate::store::models::WorkerRow;
+use crate::store::schema::{attempts, workers};
 
 /// The WorkerService implementation.
 #[derive(Clone)]

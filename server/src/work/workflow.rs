@@ -46,10 +46,10 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
-use crate::models::Status;
-use crate::schema::{attempts, work_request_dependencies, work_requests, workspaces};
-use crate::secrets::SecretBox;
-use crate::validate::{SpecDefaults, Submission, validate_name, validate_submission};
+use crate::store::models::Status;
+use crate::store::schema::{attempts, work_request_dependencies, work_requests, workspaces};
+use crate::store::secrets::SecretBox;
+use crate::work::spec::{SpecDefaults, Submission, validate_name, validate_submission};
 
 /// The most steps one workflow may have.
 pub const MAX_STEPS: usize = 1000;

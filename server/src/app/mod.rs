@@ -7,6 +7,9 @@
 //! connections are taken, in-flight calls get `shutdown_grace` to finish, and the embedded
 //! PostgreSQL is stopped last.
 
+pub mod cli;
+pub mod config;
+
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
@@ -23,20 +26,20 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use crate::auth::{AuthLayer, Authenticator};
-use crate::config::{Config, ConfigError};
-use crate::db::{self, DbError, DbPool, DbSettings};
+use crate::access::auth::{AuthLayer, Authenticator};
+use crate::api::agent::AgentApi;
+use crate::api::tokens::TokenApi;
+use crate::api::work_requests::WorkRequestApi;
+use crate::api::workers::WorkerApi;
+use crate::app::config::{Config, ConfigError};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
-use crate::hub::Hub;
-use crate::leases;
-use crate::notify;
-use crate::recorder::{self, Recorder};
-use crate::rpc::agent::AgentApi;
-use crate::rpc::tokens::TokenApi;
-use crate::rpc::work_requests::WorkRequestApi;
-use crate::rpc::workers::WorkerApi;
-use crate::scheduler::Scheduler;
-use crate::secrets::{SecretBox, SecretError};
+use crate::live::hub::Hub;
+use crate::live::leases;
+use crate::live::notify;
+use crate::store::db::{self, DbError, DbPool, DbSettings};
+use crate::store::secrets::{SecretBox, SecretError};
+use crate::work::recorder::{self, Recorder};
+use crate::work::scheduler::Scheduler;
 
 /// Why the server could not start or stopped badly. Each says what to do in one line.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +167,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     };
     let bootstrap = async {
         let mut conn = db::connect_once(&prepared.db).await?;
-        crate::bootstrap::first_admin_token(&mut conn, &prepared.config.data_dir)
+        crate::access::bootstrap::first_admin_token(&mut conn, &prepared.config.data_dir)
             .await
             .map_err(|e| StartError::Bootstrap(e.to_string()))
     }

@@ -19,13 +19,13 @@ use uuid::Uuid;
 use super::{parse_id, timestamp, timestamp_opt};
 use std::sync::Arc;
 
-use crate::auth::{Identity, identity};
-use crate::db::DbPool;
+use crate::access::auth::{Identity, identity};
 use crate::error::{ApiError, ApiResult};
-use crate::hub::Hub;
-use crate::models::TokenRow;
-use crate::schema::{tokens, users};
-use crate::validate::{duration_from_proto, validate_name};
+use crate::live::hub::Hub;
+use crate::store::db::DbPool;
+use crate::store::models::TokenRow;
+use crate::store::schema::{tokens, users};
+use crate::work::spec::{duration_from_proto, validate_name};
 
 /// The longest a token may be made to last.
 const MAX_EXPIRY: std::time::Duration = std::time::Duration::from_secs(10 * 366 * 24 * 3600);

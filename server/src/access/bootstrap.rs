@@ -13,9 +13,9 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
+use crate::api::tokens::{ensure_user, insert_token};
 use crate::error::ApiError;
-use crate::rpc::tokens::{ensure_user, insert_token};
-use crate::schema::tokens;
+use crate::store::schema::tokens;
 
 const BOOTSTRAP_LOCK_KEY: i64 = 0x6265_7274_685f_6274; // "berth_bt"
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 use berth_common::logging::LogFormat;
 use serde::Deserialize;
 
-use crate::rpc::agent::AgentSettings;
-use crate::validate::SpecDefaults;
+use crate::api::agent::AgentSettings;
+use crate::work::spec::SpecDefaults;
 
 /// Flags shared by every `berth-server` subcommand.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -277,7 +277,7 @@ fn check_defaults(defaults: &SpecDefaults) -> Result<(), ConfigError> {
         }),
         ..Default::default()
     };
-    crate::validate::validate_submission(&probe, defaults)
+    crate::work::spec::validate_submission(&probe, defaults)
         .map(|_| ())
         .map_err(|e| ConfigError(format!("[defaults] {e}")))
 }
