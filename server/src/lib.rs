@@ -7,6 +7,7 @@ pub mod api;
 pub mod app;
 pub mod embedded_pg;
 pub mod error;
+pub mod fleet;
 pub mod live;
 pub mod store;
 pub mod work;

@@ -1,5 +1,5 @@
 //! The authorization matrix: every RPC of every Berth service, called over real gRPC with
-//! every kind of credential, against the rules in `berth_server::access::auth::RULES`.
+//! every kind of credential, against the rules in `berth_server::api::auth::RULES`.
 //!
 //! The list of methods comes from the compiled descriptor set, not from a hand-kept list,
 //! so a new RPC is checked the moment it is added to a `.proto` file: without a rule it
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use berth_common::proto::{DisableTokenRequest, Role};
 use berth_common::token::{Token, TokenKind};
-use berth_server::access::auth::RULES;
+use berth_server::api::auth::RULES;
 use berth_tests::TestServer;
 use prost::Message as _;
 use tonic::Code;

@@ -1,10 +1,10 @@
-//! Authentication and authorization of every call.
+//! Who is calling: a token, checked, becomes an [`Identity`].
 //!
-//! A tower layer in front of all services reads `authorization: Bearer <token>`, checks the
-//! token's format and checksum offline, looks its SHA-256 up, refuses disabled and expired
-//! tokens (UNAUTHENTICATED), and then checks the method against [`RULES`]: a token whose
-//! role is not listed for the method is refused with PERMISSION_DENIED. The caller's
-//! [`Identity`] is put into the request's extensions for the handler.
+//! [`Authenticator::authenticate`] checks a token's format and checksum offline, looks its
+//! SHA-256 up, and refuses disabled and expired tokens (UNAUTHENTICATED). What each role
+//! may call is the API edge's business (`api::auth::RULES`); what a caller may do with a
+//! particular thing (its own request, its own token) is checked by the domain with the
+//! identity, e.g. [`Identity::check_owner`].
 //!
 //! A successful lookup is remembered for a few seconds ([`TokenCache`]) so that a busy
 //! client does not cost a database read per call. Disabling or deleting a token evicts it
@@ -12,89 +12,21 @@
 //! every call from the remembered expiry time.
 //!
 //! Architecture invariant: identity comes from the token alone, never from ids in
-//! metadata or message fields. A method with no rule is refused for everybody (fail
-//! closed); the authorization matrix test walks every method in the descriptor set so a
-//! new RPC without a rule fails the suite. Only health checks and reflection are open.
+//! metadata or message fields.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use berth_common::token::{Token, TokenKind};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use futures::future::BoxFuture;
-use tonic::Status;
 use uuid::Uuid;
 
+use crate::error::{Error, Result};
 use crate::store::db::DbPool;
 use crate::store::schema::{tokens, users};
-
-use TokenKind::{Admin, User, Worker};
-
-/// Which roles may call each method. Every method of every Berth service must be here.
-pub const RULES: &[(&str, &[TokenKind])] = &[
-    ("/berth.v1.TokenService/CreateToken", &[Admin, User]),
-    ("/berth.v1.TokenService/ListTokens", &[Admin, User]),
-    ("/berth.v1.TokenService/EnableToken", &[Admin, User]),
-    ("/berth.v1.TokenService/DisableToken", &[Admin, User]),
-    ("/berth.v1.TokenService/DeleteToken", &[Admin, User]),
-    ("/berth.v1.WorkerService/ListWorkers", &[Admin, User]),
-    ("/berth.v1.WorkerService/GetWorker", &[Admin, User]),
-    ("/berth.v1.WorkerService/EnableWorker", &[Admin]),
-    ("/berth.v1.WorkerService/DisableWorker", &[Admin]),
-    ("/berth.v1.WorkerService/DrainWorker", &[Admin]),
-    (
-        "/berth.v1.WorkRequestService/SubmitWorkRequest",
-        &[Admin, User],
-    ),
-    (
-        "/berth.v1.WorkRequestService/GetWorkRequest",
-        &[Admin, User],
-    ),
-    (
-        "/berth.v1.WorkRequestService/ListWorkRequests",
-        &[Admin, User],
-    ),
-    (
-        "/berth.v1.WorkRequestService/CancelWorkRequest",
-        &[Admin, User],
-    ),
-    ("/berth.v1.WorkRequestService/StreamLogs", &[Admin, User]),
-    ("/berth.v1.WorkRequestService/AdjustPriority", &[Admin]),
-    ("/berth.v1.WorkRequestService/ListQueue", &[Admin, User]),
-    (
-        "/berth.v1.WorkRequestService/UnblockWorkRequest",
-        &[Admin, User],
-    ),
-    (
-        "/berth.v1.WorkRequestService/RetryWorkRequest",
-        &[Admin, User],
-    ),
-    (
-        "/berth.v1.WorkRequestService/SubmitWorkflow",
-        &[Admin, User],
-    ),
-    ("/berth.v1.AgentService/Connect", &[Worker]),
-    ("/berth.v1.AgentService/AppendLog", &[Worker]),
-];
-
-/// Services anyone may call without a token: health checks and reflection carry no data.
-pub const OPEN_SERVICES: &[&str] = &[
-    "/grpc.health.v1.Health/",
-    "/grpc.reflection.v1.ServerReflection/",
-    "/grpc.reflection.v1alpha.ServerReflection/",
-];
-
-/// The roles allowed to call `path` (`/package.Service/Method`), if it has a rule.
-pub fn rule_for(path: &str) -> Option<&'static [TokenKind]> {
-    RULES
-        .iter()
-        .find(|(method, _)| *method == path)
-        .map(|(_, roles)| *roles)
-}
 
 /// Who is calling, derived from the token alone.
 #[derive(Clone, Debug)]
@@ -112,18 +44,24 @@ pub struct Identity {
 impl Identity {
     /// Whether this is an admin.
     pub fn is_admin(&self) -> bool {
-        self.role == Admin
+        self.role == TokenKind::Admin
     }
-}
 
-/// Takes the identity the auth layer put on a request. Its absence is a server bug (a
-/// service mounted without the layer), reported as INTERNAL rather than a panic.
-pub fn identity<T>(request: &tonic::Request<T>) -> Result<Identity, Status> {
-    request
-        .extensions()
-        .get::<Identity>()
-        .cloned()
-        .ok_or_else(|| Status::internal("request reached a handler without authentication"))
+    /// Refuses a caller other than the submitter `created_by` of work request `what`, or an
+    /// admin, to `verb` it.
+    pub fn check_owner(
+        &self,
+        created_by: Uuid,
+        what: impl std::fmt::Display,
+        verb: &str,
+    ) -> Result<()> {
+        if self.is_admin() || self.user_id == Some(created_by) {
+            return Ok(());
+        }
+        Err(Error::PermissionDenied(format!(
+            "work request {what} was submitted by another user; only its submitter or an admin may {verb} it"
+        )))
+    }
 }
 
 /// How long a looked-up token is trusted without asking the database again. Disabling
@@ -204,76 +142,27 @@ impl Authenticator {
         self
     }
 
-    /// Authenticates a bearer header value and authorizes `path`. `Ok(None)` for open
-    /// services.
-    pub async fn check(
-        &self,
-        path: &str,
-        authorization: Option<&http::HeaderValue>,
-    ) -> Result<Option<Identity>, Status> {
-        if OPEN_SERVICES.iter().any(|prefix| path.starts_with(prefix)) {
-            return Ok(None);
-        }
-        let identity = self.authenticate(authorization).await?;
-        match rule_for(path) {
-            None => Err(Status::permission_denied(format!(
-                "{path} has no authorization rule; refused for every caller"
-            ))),
-            Some(roles) if roles.contains(&identity.role) => Ok(Some(identity)),
-            Some(roles) => Err(Status::permission_denied(format!(
-                "a {} token may not call {path} (allowed: {})",
-                identity.role,
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-        }
-    }
-
-    /// Turns a bearer header into an identity, or UNAUTHENTICATED.
-    pub async fn authenticate(
-        &self,
-        authorization: Option<&http::HeaderValue>,
-    ) -> Result<Identity, Status> {
-        let header = authorization.ok_or_else(|| {
-            Status::unauthenticated("missing `authorization: Bearer <token>` header")
-        })?;
-        let text = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .ok_or_else(|| {
-                Status::unauthenticated("the authorization header must be `Bearer <token>`")
-            })?;
-        let token =
-            Token::parse(text.trim()).map_err(|e| Status::unauthenticated(e.to_string()))?;
+    /// Turns a token as presented (`berth_usr_...`) into an identity, or UNAUTHENTICATED.
+    pub async fn authenticate(&self, text: &str) -> Result<Identity> {
+        let token = Token::parse(text.trim()).map_err(|e| Error::Unauthenticated(e.to_string()))?;
         self.lookup(&token).await
     }
 
     /// Whether the token with this id still exists, is enabled and has not expired; used
     /// by long-lived streams, which authenticated once at their start.
-    pub async fn token_usable(&self, token_id: Uuid) -> Result<(), Status> {
-        let mut conn =
-            self.pool.get().await.map_err(|_| {
-                Status::unavailable("the database is unavailable; try again shortly")
-            })?;
+    pub async fn token_usable(&self, token_id: Uuid) -> Result<()> {
+        let mut conn = self.pool.get().await?;
         let row: Option<(bool, Option<DateTime<Utc>>)> = tokens::table
             .find(token_id)
             .select((tokens::enabled, tokens::expires_at))
             .first(&mut conn)
             .await
-            .optional()
-            .map_err(|_| Status::unavailable("the database is unavailable; try again shortly"))?;
+            .optional()?;
         match row {
-            None => Err(Status::unauthenticated("this token was deleted")),
-            Some((false, _)) => Err(Status::unauthenticated("this token is disabled")),
+            None => Err(Error::Unauthenticated("this token was deleted".into())),
+            Some((false, _)) => Err(Error::Unauthenticated("this token is disabled".into())),
             Some((true, Some(at))) if at <= Utc::now() => {
-                Err(Status::unauthenticated("this token has expired"))
+                Err(Error::Unauthenticated("this token has expired".into()))
             }
             Some(_) => Ok(()),
         }
@@ -281,11 +170,11 @@ impl Authenticator {
 
     /// Finds a well-formed token (in the cache, else in the database) and checks it is
     /// usable now.
-    pub async fn lookup(&self, token: &Token) -> Result<Identity, Status> {
+    pub async fn lookup(&self, token: &Token) -> Result<Identity> {
         let hash = token.hash().0;
         if let Some((identity, expires_at)) = self.cache.get(&hash) {
             if expires_at.is_some_and(|at| at <= Utc::now()) {
-                return Err(Status::unauthenticated("this token has expired"));
+                return Err(Error::Unauthenticated("this token has expired".into()));
             }
             return Ok(identity);
         }
@@ -293,11 +182,8 @@ impl Authenticator {
         Ok(identity)
     }
 
-    async fn lookup_stored(&self, hash: &[u8; 32]) -> Result<Identity, Status> {
-        let mut conn =
-            self.pool.get().await.map_err(|_| {
-                Status::unavailable("the database is unavailable; try again shortly")
-            })?;
+    async fn lookup_stored(&self, hash: &[u8; 32]) -> Result<Identity> {
+        let mut conn = self.pool.get().await?;
         let hash_bytes = hash.to_vec();
         type Row = (
             Uuid,
@@ -324,25 +210,24 @@ impl Authenticator {
             ))
             .first(&mut conn)
             .await
-            .optional()
-            .map_err(|e| {
-                tracing::error!(error = %e, "token lookup failed");
-                Status::unavailable("the database is unavailable; try again shortly")
-            })?;
+            .optional()?;
         let Some((id, role, user_id, worker_name, enabled, expires_at, last_used_at, user_name)) =
             row
         else {
-            return Err(Status::unauthenticated("unknown token"));
+            return Err(Error::Unauthenticated("unknown token".into()));
         };
         if !enabled {
-            return Err(Status::unauthenticated("this token is disabled"));
+            return Err(Error::Unauthenticated("this token is disabled".into()));
         }
         let now = Utc::now();
         if expires_at.is_some_and(|at| at <= now) {
-            return Err(Status::unauthenticated("this token has expired"));
+            return Err(Error::Unauthenticated("this token has expired".into()));
         }
-        let role = TokenKind::from_name(&role)
-            .ok_or_else(|| Status::internal("token with an unknown role in the database"))?;
+        let role = TokenKind::from_name(&role).ok_or_else(|| {
+            Error::internal(format!(
+                "token {id} has the unknown role {role:?} in the database"
+            ))
+        })?;
         // Keep last-used roughly right without a write on every call.
         if last_used_at.is_none_or(|at| now - at > chrono::TimeDelta::seconds(60)) {
             let updated = diesel::update(tokens::table.find(id))
@@ -361,80 +246,5 @@ impl Authenticator {
         };
         self.cache.put(*hash, identity.clone(), expires_at);
         Ok(identity)
-    }
-}
-
-/// The tower layer that runs [`Authenticator::check`] before every call.
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Arc<Authenticator>,
-}
-
-impl AuthLayer {
-    /// A layer using `auth`.
-    pub fn new(auth: Authenticator) -> AuthLayer {
-        AuthLayer {
-            auth: Arc::new(auth),
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for AuthLayer {
-    type Service = AuthService<S>;
-    fn layer(&self, inner: S) -> AuthService<S> {
-        AuthService {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// See [`AuthLayer`].
-#[derive(Clone)]
-pub struct AuthService<S> {
-    inner: S,
-    auth: Arc<Authenticator>,
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AuthService<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = http::Response<ResBody>;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        // The ready service is the one we were polled with; leave a clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let auth = self.auth.clone();
-        Box::pin(async move {
-            let path = request.uri().path().to_owned();
-            let verdict = auth
-                .check(&path, request.headers().get(http::header::AUTHORIZATION))
-                .await;
-            match verdict {
-                Ok(Some(identity)) => {
-                    request.extensions_mut().insert(identity);
-                    inner.call(request).await
-                }
-                Ok(None) => inner.call(request).await,
-                Err(status) => {
-                    tracing::debug!(path, code = ?status.code(), "call refused");
-                    Ok(status.into_http())
-                }
-            }
-        })
     }
 }

@@ -13,8 +13,8 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::api::tokens::{ensure_user, insert_token};
-use crate::error::ApiError;
+use crate::access::tokens::{ensure_user, insert_token};
+use crate::error::Error;
 use crate::store::schema::tokens;
 
 const BOOTSTRAP_LOCK_KEY: i64 = 0x6265_7274_685f_6274; // "berth_bt"
@@ -41,9 +41,9 @@ pub fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
 pub async fn first_admin_token(
     conn: &mut AsyncPgConnection,
     data_dir: &Path,
-) -> Result<Option<PathBuf>, ApiError> {
+) -> Result<Option<PathBuf>, Error> {
     let path = data_dir.join("admin.token");
-    conn.transaction::<_, ApiError, _>(async |conn| {
+    conn.transaction::<_, Error, _>(async |conn| {
         diesel::sql_query(format!(
             "SELECT pg_advisory_xact_lock({BOOTSTRAP_LOCK_KEY})"
         ))
@@ -59,7 +59,7 @@ pub async fn first_admin_token(
         // Written before the commit: if writing fails, nothing is committed and the next
         // start tries again, so there is never an admin token nobody holds.
         write_private(&path, token.expose_secret())
-            .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", path.display())))?;
+            .map_err(|e| Error::internal(format!("cannot write {}: {e}", path.display())))?;
         Ok(Some(path.clone()))
     })
     .await
@@ -70,7 +70,7 @@ pub async fn new_admin_token(
     conn: &mut AsyncPgConnection,
     name: &str,
     comment: &str,
-) -> Result<Token, ApiError> {
+) -> Result<Token, Error> {
     let token = Token::generate(TokenKind::Admin);
     let user_id = ensure_user(conn, name).await?;
     insert_token(conn, &token, Some(user_id), "", comment, None).await?;

@@ -1,4 +1,9 @@
-//! Who is calling and what they may do: tokens, identities, the first admin token.
+//! Who is calling and what they may do: tokens become identities ([`auth`]), tokens are
+//! managed ([`tokens`]), and the first admin token is made at start-up ([`bootstrap`]).
+//!
+//! Which role may call which method is the API edge's rule table; what a caller may do
+//! with a particular thing is checked by the domain with the caller's identity.
 
 pub mod auth;
 pub mod bootstrap;
+pub mod tokens;

@@ -1,15 +1,20 @@
-//! The gRPC edge: one module per service. Handlers check input, call the database through
-//! diesel, and convert rows to wire types here; nothing below this layer sees prost types.
+//! The gRPC edge: the only code that knows tonic and the generated `berth.v1` types.
+//!
+//! One module per service. Each handler takes the caller's identity from the request
+//! (the [`auth`] layer put it there), converts the wire message to the domain's plain
+//! input, calls the domain, and converts the answer back; errors become statuses in
+//! [`error`] and nowhere else. No handler touches the database or decides anything.
 
 pub mod agent;
+pub mod auth;
+pub mod error;
 pub mod tokens;
 pub mod work_requests;
 pub mod workers;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::work::spec::RawDuration;
 
 /// A wire timestamp from a database one.
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -26,23 +31,36 @@ pub fn timestamp_opt(at: Option<DateTime<Utc>>) -> Option<prost_types::Timestamp
 
 /// A wire duration from milliseconds.
 pub fn duration_ms(ms: u64) -> prost_types::Duration {
+    raw_to_proto(RawDuration::from_millis(ms))
+}
+
+/// A wire duration from the domain's form.
+pub fn raw_to_proto(d: RawDuration) -> prost_types::Duration {
     prost_types::Duration {
-        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
-        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+        seconds: d.seconds,
+        nanos: d.nanos,
     }
 }
 
-/// Parses an id field, naming it in the error.
-pub fn parse_id(field: &str, text: &str) -> Result<Uuid, ApiError> {
-    if text.is_empty() {
-        return Err(ApiError::InvalidArgument(format!("{field}: is required")));
+/// A duration as sent, for the domain to check.
+pub fn raw_from_proto(d: &prost_types::Duration) -> RawDuration {
+    RawDuration {
+        seconds: d.seconds,
+        nanos: d.nanos,
     }
-    Uuid::parse_str(text).map_err(|_| {
-        ApiError::InvalidArgument(format!("{field}: {text:?} is not a valid id (a UUID)"))
-    })
 }
 
-/// A JSON object of strings as a sorted map (tolerates anything else as empty).
+/// Whole milliseconds of a wire duration (negative ones as sent; the worker sends these).
+pub fn millis(d: &prost_types::Duration) -> i64 {
+    d.seconds.saturating_mul(1000) + i64::from(d.nanos / 1_000_000)
+}
+
+/// Nanoseconds of a wire duration.
+pub fn nanos(d: &prost_types::Duration) -> i64 {
+    d.seconds.saturating_mul(1_000_000_000) + i64::from(d.nanos)
+}
+
+/// A JSON object of strings as a map (tolerates anything else as empty).
 pub fn string_map(value: &serde_json::Value) -> std::collections::HashMap<String, String> {
     value
         .as_object()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use berth_common::logging::LogFormat;
 use serde::Deserialize;
 
-use crate::api::agent::AgentSettings;
+use crate::live::AgentSettings;
 use crate::work::spec::SpecDefaults;
 
 /// Flags shared by every `berth-server` subcommand.
@@ -270,14 +270,11 @@ impl Config {
 /// Runs the configured defaults through the same validation a submission gets, so a
 /// default no request could set is refused at start-up.
 fn check_defaults(defaults: &SpecDefaults) -> Result<(), ConfigError> {
-    let probe = berth_common::proto::SubmitWorkRequestRequest {
-        spec: Some(berth_common::proto::ContainerSpec {
-            image: "berth/config-check".into(),
-            ..Default::default()
-        }),
+    let probe = crate::work::spec::SpecInput {
+        image: "berth/config-check".into(),
         ..Default::default()
     };
-    crate::work::spec::validate_submission(&probe, defaults)
+    crate::work::spec::validate_spec(&probe, defaults)
         .map(|_| ())
         .map_err(|e| ConfigError(format!("[defaults] {e}")))
 }

@@ -26,19 +26,24 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use crate::access::auth::{AuthLayer, Authenticator};
+use crate::access::auth::Authenticator;
+use crate::access::tokens::Tokens;
 use crate::api::agent::AgentApi;
+use crate::api::auth::AuthLayer;
 use crate::api::tokens::TokenApi;
 use crate::api::work_requests::WorkRequestApi;
 use crate::api::workers::WorkerApi;
 use crate::app::config::{Config, ConfigError};
 use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use crate::fleet::agents::Agents;
+use crate::fleet::workers::Workers;
 use crate::live::hub::Hub;
 use crate::live::leases;
 use crate::live::notify;
 use crate::store::db::{self, DbError, DbPool, DbSettings};
 use crate::store::secrets::{SecretBox, SecretError};
 use crate::work::recorder::{self, Recorder};
+use crate::work::requests::WorkRequests;
 use crate::work::scheduler::Scheduler;
 
 /// Why the server could not start or stopped badly. Each says what to do in one line.
@@ -247,7 +252,7 @@ async fn serve_inner(
 ) -> Result<(), StartError> {
     let config = &prepared.config;
     let pool = prepared.pool.clone();
-    let hub = Arc::new(Hub::default());
+    let hub = Arc::new(Hub::new(&config.agent));
     // Ends worker streams and background tasks when the server shuts down.
     let background = CancellationToken::new();
     let scheduler = Scheduler::new(
@@ -317,26 +322,30 @@ async fn serve_inner(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TokenServiceServer::new(TokenApi::new(
+        .add_service(TokenServiceServer::new(TokenApi::new(Tokens::new(
             pool.clone(),
             hub.clone(),
-        )))
-        .add_service(WorkerServiceServer::new(WorkerApi::new(
+        ))))
+        .add_service(WorkerServiceServer::new(WorkerApi::new(Workers::new(
             pool.clone(),
             hub.clone(),
-        )))
+        ))))
         .add_service(WorkRequestServiceServer::new(WorkRequestApi::new(
-            pool.clone(),
-            prepared.secrets.clone(),
-            config.spec_defaults.clone(),
-            hub.clone(),
+            WorkRequests::new(
+                pool.clone(),
+                prepared.secrets.clone(),
+                config.spec_defaults.clone(),
+                hub.clone(),
+            ),
         )))
         .add_service(AgentServiceServer::new(AgentApi::new(
-            pool.clone(),
-            hub.clone(),
-            scheduler,
-            recorder,
-            config.agent.clone(),
+            Agents::new(
+                pool.clone(),
+                hub.clone(),
+                scheduler,
+                recorder,
+                config.agent.clone(),
+            ),
             background.clone(),
         )));
 

@@ -1,29 +1,88 @@
 //! The in-process meeting point of this replica's moving parts.
 //!
-//! Worker streams register here so the scheduler can hand them work and the API can send
-//! them cancels; API calls poke the scheduler when there may be new work; log writes and
-//! status changes bump a counter that log followers wait on. Everything here is a wake-up,
-//! a channel or a cache (authenticated tokens, the worker of each live stream's token),
-//! never state of its own: the database stays the only source of truth, and every waiter
-//! also re-checks it on a timer, so a missed poke costs latency, not correctness.
+//! Worker streams register here, and the hub is the **one outbox to workers**: the
+//! scheduler, the recorder, the API and `leases` say what a worker must hear as a
+//! [`ToWorker`] and hand it to [`Hub::send`] (or [`Hub::cancel`]); only the agent stream
+//! turns it into a wire message. API calls poke the scheduler when there may be new
+//! work; log writes and status changes bump a counter that log followers wait on.
+//! Everything here is a wake-up, a channel or a cache (authenticated tokens, the worker of
+//! each live stream's token), never state of its own: the database stays the only source
+//! of truth, and every waiter also re-checks it on a timer, so a missed poke costs
+//! latency, not correctness.
+//!
+//! Sending never waits. Each stream has a bounded queue (room for two messages per slot
+//! of the worker, plus [`AgentSettings::outbox_slack`]). A worker that stops reading its
+//! stream fills it; the next message for it closes the stream instead of waiting
+//! ([`Delivery::Overflowed`]), so one stuck worker never delays another worker's
+//! assignments or reports. The worker reconnects, and its Hello reconciles what it runs
+//! with what the database says: assignments it never got are withdrawn (the hand-off
+//! deadline), and cancelled attempts are cancelled again.
 //!
 //! Other replicas must hear most of these pokes too: [`Hub::wake_scheduler`],
-//! [`Hub::changed`] and [`Hub::close_token`] also hand an [`Event`] to the outbox that
-//! `notify::publish` sends with `NOTIFY`, and `notify::listen` applies what it hears with
-//! the `*_local` methods, which never send anything on.
+//! [`Hub::changed`], [`Hub::close_token`] and a [`Hub::cancel`] for a worker connected
+//! elsewhere also hand an [`Event`] to the outbox that `notify::publish` sends with
+//! `NOTIFY`, and `notify::listen` applies what it hears with the `*_local` methods, which
+//! never send anything on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use berth_common::proto::ServerMessage;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::access::auth::TokenCache;
+use crate::live::AgentSettings;
 use crate::live::notify::Event;
+use crate::work::ids::AttemptKey;
+use crate::work::spec::StoredSpec;
+
+/// What the server tells a worker. Only the agent stream knows how this is said on the
+/// wire.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// Run this attempt.
+    Assign(Box<Assignment>),
+    /// Stop this attempt: SIGTERM, its grace period, SIGKILL; then report Finished.
+    Cancel(AttemptKey),
+    /// A sign of life.
+    Heartbeat,
+}
+
+/// An attempt to run, with its secret values opened (the only place they leave the
+/// server).
+#[derive(Clone, PartialEq)]
+pub struct Assignment {
+    /// The attempt.
+    pub key: AttemptKey,
+    /// What to run.
+    pub spec: StoredSpec,
+    /// The secret env values, in plain form.
+    pub secret_env: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assignment")
+            .field("key", &self.key)
+            .field("spec", &self.spec)
+            .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// What became of a message for a worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued on the worker's stream.
+    Queued,
+    /// The worker has no stream on this replica.
+    NotHere,
+    /// The worker's queue was full: its stream is being closed, and the message dropped.
+    Overflowed,
+}
 
 /// Milliseconds on a clock private to this process, for cheap timestamps in atomics.
 pub fn now_ms() -> u64 {
@@ -41,10 +100,12 @@ pub struct Session {
     pub worker_id: Uuid,
     /// The token the stream authenticated with.
     pub token_id: Uuid,
-    /// Messages to the worker.
-    pub tx: mpsc::Sender<Box<ServerMessage>>,
+    /// Messages to the worker; see [`Hub::send`].
+    tx: mpsc::Sender<ToWorker>,
     /// Cancelled to end the stream (token disabled, replaced by a newer stream).
     pub close: CancellationToken,
+    /// Cancelled when the worker's queue overflowed: the stream ends so it reconnects.
+    pub overflowed: CancellationToken,
     /// When the worker was last heard from ([`now_ms`]); `leases` renews the leases of
     /// all streams heard since its last round in one statement, and ends streams silent
     /// for longer than the lease TTL.
@@ -54,6 +115,29 @@ pub struct Session {
     /// Set when the worker said GoingAway: it gets nothing new on this stream. Kept apart
     /// from an operator's drain (`workers.draining`), which must survive reconnects.
     pub going_away: Arc<AtomicBool>,
+}
+
+impl Session {
+    /// Notes that the worker was heard from just now (any message renews its lease).
+    pub fn heard(&self) {
+        self.last_heard.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Queues `message` on this stream; see [`Hub::send`].
+    pub fn send(&self, message: ToWorker) -> Delivery {
+        match self.tx.try_send(message) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                if !self.overflowed.is_cancelled() {
+                    tracing::warn!(worker_id = %self.worker_id, dropped = ?message, "the worker does not read its stream and its queue is full; closing the stream so it reconnects");
+                }
+                self.overflowed.cancel();
+                Delivery::Overflowed
+            }
+            // The stream is ending; its worker reconnects.
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::NotHere,
+        }
+    }
 }
 
 /// See the module docs.
@@ -68,10 +152,19 @@ pub struct Hub {
     changes: watch::Sender<u64>,
     outbox: OnceLock<mpsc::Sender<Event>>,
     tokens: Arc<TokenCache>,
+    /// Room in each stream's queue beyond two messages per slot.
+    outbox_slack: usize,
 }
 
 impl Default for Hub {
     fn default() -> Self {
+        Hub::new(&AgentSettings::default())
+    }
+}
+
+impl Hub {
+    /// A hub for streams with `settings`.
+    pub fn new(settings: &AgentSettings) -> Self {
         Hub {
             sessions: Mutex::new(HashMap::new()),
             workers_by_token: Mutex::new(HashMap::new()),
@@ -80,11 +173,10 @@ impl Default for Hub {
             changes: watch::channel(0).0,
             outbox: OnceLock::new(),
             tokens: Arc::default(),
+            outbox_slack: settings.outbox_slack,
         }
     }
-}
 
-impl Hub {
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Session>> {
         // A poisoned lock only means another thread panicked while holding it; the map
         // itself is still consistent (every operation on it is a single insert/remove).
@@ -98,19 +190,27 @@ impl Hub {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a worker's stream, closing an older stream of the same worker.
+    /// Registers a worker's stream with `concurrency` slots, closing an older stream of
+    /// the same worker. The receiver yields what [`Hub::send`] queues for it.
     pub fn register(
         &self,
         worker_id: Uuid,
         token_id: Uuid,
-        tx: mpsc::Sender<Box<ServerMessage>>,
-    ) -> Session {
+        concurrency: usize,
+    ) -> (Session, mpsc::Receiver<ToWorker>) {
+        let (tx, rx) = mpsc::channel(
+            concurrency
+                .saturating_mul(2)
+                .saturating_add(self.outbox_slack)
+                .max(1),
+        );
         let session = Session {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
             worker_id,
             token_id,
             tx,
             close: CancellationToken::new(),
+            overflowed: CancellationToken::new(),
             last_heard: Arc::new(AtomicU64::new(now_ms())),
             lapsed: CancellationToken::new(),
             going_away: Arc::new(AtomicBool::new(false)),
@@ -121,7 +221,29 @@ impl Hub {
         }
         self.workers_by_token().insert(token_id, worker_id);
         drop(sessions);
-        session
+        (session, rx)
+    }
+
+    /// Queues `message` for `worker_id`'s stream on this replica. Never waits: when the
+    /// worker's queue is full its stream is closed (see the module docs).
+    pub fn send(&self, worker_id: Uuid, message: ToWorker) -> Delivery {
+        let Some(session) = self.session(worker_id) else {
+            return Delivery::NotHere;
+        };
+        session.send(message)
+    }
+
+    /// Tells `worker_id` to stop the attempt `key`: on its stream here, else through the
+    /// other replicas (the one holding its stream sends it). A worker connected nowhere
+    /// is told when it reconnects: its Hello lists the attempt, and reconciling finds it
+    /// cancelled.
+    pub fn cancel(&self, worker_id: Uuid, key: AttemptKey) {
+        match self.send(worker_id, ToWorker::Cancel(key)) {
+            Delivery::Queued => {}
+            Delivery::NotHere => self.publish(Event::Cancel { worker_id, key }),
+            // The stream is closing; the reconnect reconciles.
+            Delivery::Overflowed => {}
+        }
     }
 
     /// Removes a stream if it is still the registered one.
@@ -231,5 +353,86 @@ impl Hub {
     /// A receiver that sees every [`Hub::changed`].
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::work::ids::WorkRequestId;
+
+    fn hub_with_slack(outbox_slack: usize) -> Hub {
+        Hub::new(&AgentSettings {
+            outbox_slack,
+            ..AgentSettings::default()
+        })
+    }
+
+    #[test]
+    fn a_worker_that_does_not_read_gets_its_stream_closed_instead_of_blocking_the_sender() {
+        let hub = hub_with_slack(0);
+        let worker = Uuid::now_v7();
+        // One slot: room for two messages.
+        let (session, mut rx) = hub.register(worker, Uuid::now_v7(), 1);
+        assert_eq!(hub.send(worker, ToWorker::Heartbeat), Delivery::Queued);
+        assert_eq!(hub.send(worker, ToWorker::Heartbeat), Delivery::Queued);
+        assert!(!session.overflowed.is_cancelled());
+        // Full: the send returns at once and the stream is told to end.
+        assert_eq!(hub.send(worker, ToWorker::Heartbeat), Delivery::Overflowed);
+        assert!(session.overflowed.is_cancelled());
+        // What was queued is still there for the stream to flush.
+        assert!(matches!(rx.try_recv(), Ok(ToWorker::Heartbeat)));
+    }
+
+    #[test]
+    fn another_workers_stream_is_unaffected_by_a_full_one() {
+        let hub = hub_with_slack(0);
+        let (stuck, fine) = (Uuid::now_v7(), Uuid::now_v7());
+        let (stuck_session, _stuck_rx) = hub.register(stuck, Uuid::now_v7(), 1);
+        let (fine_session, mut fine_rx) = hub.register(fine, Uuid::now_v7(), 1);
+        for _ in 0..3 {
+            hub.send(stuck, ToWorker::Heartbeat);
+        }
+        assert!(stuck_session.overflowed.is_cancelled());
+        let key = AttemptKey::new(WorkRequestId::new(), 1);
+        assert_eq!(hub.send(fine, ToWorker::Cancel(key)), Delivery::Queued);
+        assert!(matches!(fine_rx.try_recv(), Ok(ToWorker::Cancel(k)) if k == key));
+        assert!(!fine_session.overflowed.is_cancelled());
+    }
+
+    #[test]
+    fn a_cancel_for_a_worker_connected_elsewhere_goes_to_the_other_replicas() {
+        let hub = Hub::default();
+        let (events, mut heard) = mpsc::channel(8);
+        hub.set_outbox(events);
+        let worker = Uuid::now_v7();
+        let key = AttemptKey::new(WorkRequestId::new(), 2);
+        assert_eq!(hub.send(worker, ToWorker::Cancel(key)), Delivery::NotHere);
+        hub.cancel(worker, key);
+        assert_eq!(
+            heard.try_recv().ok(),
+            Some(Event::Cancel {
+                worker_id: worker,
+                key
+            })
+        );
+        // A worker connected here is told directly, and nothing goes to the others.
+        let (_session, mut rx) = hub.register(worker, Uuid::now_v7(), 1);
+        hub.cancel(worker, key);
+        assert!(matches!(rx.try_recv(), Ok(ToWorker::Cancel(k)) if k == key));
+        assert!(heard.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_newer_stream_of_the_same_worker_replaces_and_closes_the_older() {
+        let hub = Hub::default();
+        let worker = Uuid::now_v7();
+        let (old, _old_rx) = hub.register(worker, Uuid::now_v7(), 1);
+        let (new, mut new_rx) = hub.register(worker, Uuid::now_v7(), 1);
+        assert!(old.close.is_cancelled());
+        hub.unregister(&old);
+        assert_eq!(hub.session(worker).map(|s| s.id), Some(new.id));
+        assert_eq!(hub.send(worker, ToWorker::Heartbeat), Delivery::Queued);
+        assert!(new_rx.try_recv().is_ok());
     }
 }

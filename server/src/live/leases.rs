@@ -21,14 +21,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use berth_common::proto::{self, ServerMessage, server_message};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::error::ApiResult;
-use crate::live::hub::{Hub, Session, now_ms};
+use crate::error::Result;
+use crate::live::hub::{Hub, Session, ToWorker, now_ms};
 use crate::store::db::DbPool;
 use crate::store::schema::{tokens, workers};
 
@@ -55,8 +54,7 @@ pub async fn run(
         let heard = beat(&sessions, last_round, lease_ttl);
         last_round = started;
         if let Err(e) = renew(&pool, &hub, &sessions, &heard).await {
-            let status: tonic::Status = e.into();
-            tracing::warn!(error = %status.message(), "lease renewal failed; retrying next interval");
+            tracing::warn!(error = %e, "lease renewal failed; retrying next interval");
         }
     }
 }
@@ -76,19 +74,16 @@ fn beat(sessions: &[Session], since: u64, lease_ttl: Duration) -> Vec<Uuid> {
         if last >= since {
             heard.push(session.worker_id);
         }
-        let beat = ServerMessage {
-            msg: Some(server_message::Msg::Heartbeat(proto::Heartbeat {})),
-        };
-        // A worker that does not read its stream misses a heartbeat, and falls silent
-        // itself soon enough; a closed stream is ending anyway.
-        let _ = session.tx.try_send(Box::new(beat));
+        // A worker that does not read its stream gets its stream closed once its queue is
+        // full (see `hub`); a closed stream is ending anyway.
+        session.send(ToWorker::Heartbeat);
     }
     heard
 }
 
 /// Renews the leases of the `heard` workers and closes the streams whose token is no
 /// longer usable.
-async fn renew(pool: &DbPool, hub: &Hub, sessions: &[Session], heard: &[Uuid]) -> ApiResult<()> {
+async fn renew(pool: &DbPool, hub: &Hub, sessions: &[Session], heard: &[Uuid]) -> Result<()> {
     if sessions.is_empty() {
         return Ok(());
     }

@@ -38,8 +38,9 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::live::hub::Hub;
+use crate::live::hub::{Delivery, Hub, ToWorker};
 use crate::store::db::{self, DbPool, DbSettings};
+use crate::work::ids::{AttemptKey, WorkRequestId};
 
 /// The PostgreSQL notification channel every replica listens on.
 pub const CHANNEL: &str = "berth_events";
@@ -67,15 +68,13 @@ pub enum Event {
     Work,
     /// Logs or statuses changed: log followers re-read.
     Changed,
-    /// Attempt `attempt` of `work_request_id` was cancelled: the replica holding
-    /// `worker_id`'s stream sends it a Cancel.
+    /// The attempt `key` was cancelled: the replica holding `worker_id`'s stream sends
+    /// it a Cancel.
     Cancel {
         /// The worker running the attempt.
         worker_id: Uuid,
-        /// The cancelled request.
-        work_request_id: Uuid,
-        /// Its attempt number.
-        attempt: i32,
+        /// The cancelled attempt.
+        key: AttemptKey,
     },
     /// The token was disabled or deleted: every replica closes the streams using it.
     CloseToken(Uuid),
@@ -88,11 +87,9 @@ impl Event {
         match self {
             Event::Work => "work".into(),
             Event::Changed => "changed".into(),
-            Event::Cancel {
-                worker_id,
-                work_request_id,
-                attempt,
-            } => format!("cancel:{worker_id}:{work_request_id}:{attempt}"),
+            Event::Cancel { worker_id, key } => {
+                format!("cancel:{worker_id}:{}:{}", key.id, key.attempt)
+            }
             Event::CloseToken(id) => format!("close-token:{id}"),
         }
     }
@@ -115,8 +112,7 @@ impl Event {
             }
             return Some(Event::Cancel {
                 worker_id,
-                work_request_id,
-                attempt,
+                key: AttemptKey::new(WorkRequestId(work_request_id), attempt),
             });
         }
         let token = payload.strip_prefix("close-token:")?;
@@ -320,7 +316,7 @@ where
         match message {
             Some(Ok(AsyncMessage::Notification(notification))) => {
                 match Event::parse(notification.payload()) {
-                    Some(event) => apply(hub, event).await,
+                    Some(event) => apply(hub, event),
                     None => {
                         tracing::debug!(
                             payload = notification.payload(),
@@ -337,29 +333,16 @@ where
 }
 
 /// Applies an event heard from any replica (this one included) to the local hub only.
-async fn apply(hub: &Hub, event: Event) {
+fn apply(hub: &Hub, event: Event) {
     match event {
         Event::Work => hub.wake_local(),
         Event::Changed => hub.changed_local(),
         Event::CloseToken(token_id) => hub.close_token_local(token_id),
-        Event::Cancel {
-            worker_id,
-            work_request_id,
-            attempt,
-        } => {
-            if hub.session(worker_id).is_none() {
-                return;
-            }
-            // A worker that does not read its stream must not stall the listener.
-            let sent = tokio::time::timeout(
-                Duration::from_secs(5),
-                crate::api::agent::send_cancel(hub, worker_id, work_request_id, attempt),
-            )
-            .await;
-            if matches!(sent, Ok(true)) {
-                tracing::info!(work_request = %work_request_id, attempt, %worker_id, "sent a cancel asked for by another replica");
-            } else {
-                tracing::warn!(work_request = %work_request_id, attempt, %worker_id, "could not send a cancel asked for by another replica; the worker learns of it when it reconnects");
+        Event::Cancel { worker_id, key } => {
+            // Only the replica holding the worker's stream has anything to do; sending
+            // never waits, so a worker that does not read its stream cannot stall this.
+            if hub.send(worker_id, ToWorker::Cancel(key)) == Delivery::Queued {
+                tracing::info!(%key, %worker_id, "sent a cancel asked for by another replica");
             }
         }
     }
@@ -373,8 +356,7 @@ mod tests {
     fn events_round_trip_and_garbage_is_ignored() {
         let cancel = Event::Cancel {
             worker_id: Uuid::now_v7(),
-            work_request_id: Uuid::now_v7(),
-            attempt: 3,
+            key: AttemptKey::new(WorkRequestId::new(), 3),
         };
         for event in [
             Event::Work,

@@ -1,12 +1,15 @@
-//! Rows as diesel reads them, and the domain enums stored as text.
+//! Rows as diesel reads them. State columns read as the typed enums of `work::state`, ids
+//! of work requests as `work::ids::WorkRequestId`.
 //!
-//! These are the core's types; `rpc/` converts them to and from the wire types at the edge.
+//! These are the core's types; the API edge converts them to and from the wire types.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use uuid::Uuid;
 
 use crate::store::schema::{attempts, tokens, work_requests, workers};
+use crate::work::ids::WorkRequestId;
+use crate::work::state::{AttemptState, Kind, Reason, Status, UnblockStrategy, WorkResult};
 
 /// A token row (the hash is never read back out).
 #[derive(Clone, Debug, Queryable, Selectable)]
@@ -44,10 +47,10 @@ pub struct WorkerRow {
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = work_requests)]
 pub struct WorkRequestRow {
-    pub id: Uuid,
+    pub id: WorkRequestId,
     pub workspace_id: Uuid,
-    pub status: String,
-    pub result: Option<String>,
+    pub status: Status,
+    pub result: Option<WorkResult>,
     pub spec: serde_json::Value,
     pub secret_env_keys: Vec<String>,
     pub requirements: serde_json::Value,
@@ -58,26 +61,26 @@ pub struct WorkRequestRow {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i32>,
-    pub reason: String,
-    pub parent_id: Option<Uuid>,
+    pub reason: Reason,
+    pub parent_id: Option<WorkRequestId>,
     pub attempt_count: i32,
     pub message: String,
     pub log_truncated: bool,
-    pub unblock_strategy: String,
+    pub unblock_strategy: UnblockStrategy,
     pub allow_failure: bool,
     pub retries_left: i32,
     pub name: String,
-    /// `job`, or `workflow` for a parent whose status follows its steps (never run).
-    pub kind: String,
+    /// A job, or a workflow parent whose status follows its steps (never run).
+    pub kind: Kind,
 }
 
 /// A work request as submitted, ready to insert.
 #[derive(Clone, Debug, Insertable)]
 #[diesel(table_name = work_requests)]
 pub struct NewWorkRequest {
-    pub id: Uuid,
+    pub id: WorkRequestId,
     pub workspace_id: Uuid,
-    pub status: String,
+    pub status: Status,
     pub spec: serde_json::Value,
     /// Sealed with the server's key (`crate::secrets`), never plain.
     pub secret_env: Option<Vec<u8>>,
@@ -85,7 +88,7 @@ pub struct NewWorkRequest {
     pub requirements: serde_json::Value,
     pub priority_base: i32,
     pub created_by: Uuid,
-    pub unblock_strategy: String,
+    pub unblock_strategy: UnblockStrategy,
     pub allow_failure: bool,
     pub retries_left: i32,
     pub retry_backoff_ms: i64,
@@ -95,13 +98,13 @@ pub struct NewWorkRequest {
 #[derive(Clone, Debug, Queryable, Selectable)]
 #[diesel(table_name = attempts)]
 pub struct AttemptRow {
-    pub work_request_id: Uuid,
+    pub work_request_id: WorkRequestId,
     pub number: i32,
     pub worker_name: String,
-    pub state: String,
+    pub state: AttemptState,
     pub container_id: String,
     pub exit_code: Option<i32>,
-    pub reason: String,
+    pub reason: Reason,
     pub assigned_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -110,45 +113,4 @@ pub struct AttemptRow {
     pub message: String,
     pub pull_ms: Option<i64>,
     pub run_ms: Option<i64>,
-}
-
-/// A work request's place in its lifecycle (see DESIGN.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Blocked,
-    Pending,
-    Running,
-    Completed,
-    Aborted,
-}
-
-impl Status {
-    /// The stored text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Blocked => "blocked",
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Completed => "completed",
-            Status::Aborted => "aborted",
-        }
-    }
-
-    /// Parses the stored text.
-    pub fn parse(text: &str) -> Option<Status> {
-        [
-            Status::Blocked,
-            Status::Pending,
-            Status::Running,
-            Status::Completed,
-            Status::Aborted,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-    }
-
-    /// Completed and aborted requests never change again.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Completed | Status::Aborted)
-    }
 }

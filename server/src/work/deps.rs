@@ -21,15 +21,17 @@
 //! request has `retries_left`: the request goes back to pending, and the claim query does
 //! not offer it before `not_before` (the backoff, doubling with every retry used).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use uuid::Uuid;
 
 use crate::access::auth::Identity;
-use crate::error::{ApiError, ApiResult};
-use crate::store::models::Status;
+use crate::error::{Error, Result};
 use crate::store::schema::{attempts, work_request_dependencies, work_requests};
+use crate::work::ids::{AttemptKey, WorkRequestId};
+use crate::work::lifecycle::{self, Finished};
+use crate::work::spec::RawDuration;
+use crate::work::state::{AttemptState, Kind, Outcome, Status, UnblockStrategy, WorkResult};
 
 /// The most dependencies one request may name.
 pub const MAX_DEPENDENCIES: usize = 100;
@@ -39,18 +41,14 @@ pub const MAX_RETRIES: u32 = 10;
 pub const DEFAULT_RETRY_BACKOFF_MS: i64 = 1000;
 /// The longest automatic retry backoff a request may ask for.
 pub const MAX_RETRY_BACKOFF_MS: i64 = 3_600_000;
-/// The reason recorded on a request aborted because a dependency did not succeed.
-pub const DEPENDENCY_FAILED: &str = "dependency-failed";
-/// The reason recorded on a request rejected with `berth unblock --reject`.
-pub const REJECTED: &str = "rejected";
 
 /// The scheduling part of a submission, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scheduling {
     /// The dependencies, without duplicates, in the order given.
-    pub after: Vec<Uuid>,
-    /// Leaves `blocked` only by [`unblock`].
-    pub manual: bool,
+    pub after: Vec<WorkRequestId>,
+    /// How it leaves `blocked`: manual means only by [`unblock`].
+    pub unblock: UnblockStrategy,
     /// Dependants run even if this request fails.
     pub allow_failure: bool,
     /// Automatic retries on result `failure`.
@@ -61,39 +59,39 @@ pub struct Scheduling {
 
 impl Scheduling {
     /// Checks the scheduling fields of a submission. `after` are ids as sent; the
-    /// backoff is (seconds, nanos) as sent, or None for the default.
+    /// backoff is as sent, or None for the default.
     pub fn check(
         after: &[String],
-        manual: bool,
+        unblock: UnblockStrategy,
         allow_failure: bool,
         retries: u32,
-        retry_backoff: Option<(i64, i32)>,
-    ) -> ApiResult<Scheduling> {
+        retry_backoff: Option<RawDuration>,
+    ) -> Result<Scheduling> {
         if after.len() > MAX_DEPENDENCIES {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "after: {} dependencies given; at most {MAX_DEPENDENCIES} are allowed",
                 after.len()
             )));
         }
         let mut ids = Vec::with_capacity(after.len());
         for (i, text) in after.iter().enumerate() {
-            let id = crate::api::parse_id(&format!("after[{i}]"), text)?;
+            let id = WorkRequestId::parse(&format!("after[{i}]"), text)?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
         if retries > MAX_RETRIES {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "retries: {retries} is too many; give 0 to {MAX_RETRIES}"
             )));
         }
         let retry_backoff_ms = match retry_backoff {
             None => DEFAULT_RETRY_BACKOFF_MS,
-            Some((seconds, nanos)) => backoff_ms(seconds, nanos)?,
+            Some(RawDuration { seconds, nanos }) => backoff_ms(seconds, nanos)?,
         };
         Ok(Scheduling {
             after: ids,
-            manual,
+            unblock,
             allow_failure,
             retries: i32::try_from(retries).unwrap_or(0),
             retry_backoff_ms,
@@ -102,9 +100,9 @@ impl Scheduling {
 }
 
 /// A retry backoff in milliseconds (rounded up), or why it is refused.
-fn backoff_ms(seconds: i64, nanos: i32) -> ApiResult<i64> {
+fn backoff_ms(seconds: i64, nanos: i32) -> Result<i64> {
     let refuse = || {
-        ApiError::InvalidArgument(
+        Error::InvalidArgument(
             "retry_backoff: must be more than 0 and at most 1 hour, e.g. 5s".into(),
         )
     };
@@ -132,55 +130,57 @@ pub enum DepState {
     Failed,
 }
 
-/// Classifies a dependency by its stored status, result and `allow_failure`.
-pub fn dep_state(status: &str, result: Option<&str>, allow_failure: bool) -> DepState {
-    match Status::parse(status) {
-        Some(Status::Completed) if result == Some("success") => DepState::Satisfied,
-        Some(Status::Completed | Status::Aborted) if allow_failure => DepState::Satisfied,
-        Some(Status::Completed | Status::Aborted) => DepState::Failed,
+/// Classifies a dependency by its status, result and `allow_failure`.
+pub fn dep_state(status: Status, result: Option<WorkResult>, allow_failure: bool) -> DepState {
+    match status {
+        Status::Completed if result == Some(WorkResult::Success) => DepState::Satisfied,
+        Status::Completed | Status::Aborted if allow_failure => DepState::Satisfied,
+        Status::Completed | Status::Aborted => DepState::Failed,
         _ => DepState::Waiting,
     }
 }
 
 /// A dependency of some request, as read for a decision.
 struct Dep {
-    id: Uuid,
-    status: String,
-    result: Option<String>,
+    id: WorkRequestId,
+    status: Status,
+    result: Option<WorkResult>,
     state: DepState,
 }
 
 impl Dep {
     /// How it ended, for messages: `failed`, `ended in error`, `was aborted`.
     fn ending(&self) -> &'static str {
-        match (self.status.as_str(), self.result.as_deref()) {
-            ("aborted", _) => "was aborted",
-            (_, Some("error")) => "ended in error",
+        match (self.status, self.result) {
+            (Status::Aborted, _) => "was aborted",
+            (_, Some(WorkResult::Error)) => "ended in error",
             _ => "failed",
         }
     }
 }
 
 /// The dependencies of `id`, oldest first.
-async fn dependencies_of(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<Vec<Dep>> {
-    let rows: Vec<(Uuid, String, Option<String>, bool)> = work_request_dependencies::table
-        .inner_join(
-            work_requests::table.on(work_requests::id.eq(work_request_dependencies::depends_on_id)),
-        )
-        .filter(work_request_dependencies::work_request_id.eq(id))
-        .select((
-            work_requests::id,
-            work_requests::status,
-            work_requests::result,
-            work_requests::allow_failure,
-        ))
-        .order((work_requests::created_at, work_requests::id))
-        .load(conn)
-        .await?;
+async fn dependencies_of(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<Vec<Dep>> {
+    let rows: Vec<(WorkRequestId, Status, Option<WorkResult>, bool)> =
+        work_request_dependencies::table
+            .inner_join(
+                work_requests::table
+                    .on(work_requests::id.eq(work_request_dependencies::depends_on_id)),
+            )
+            .filter(work_request_dependencies::work_request_id.eq(id))
+            .select((
+                work_requests::id,
+                work_requests::status,
+                work_requests::result,
+                work_requests::allow_failure,
+            ))
+            .order((work_requests::created_at, work_requests::id))
+            .load(conn)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|(id, status, result, allow_failure)| Dep {
-            state: dep_state(&status, result.as_deref(), allow_failure),
+            state: dep_state(status, result, allow_failure),
             id,
             status,
             result,
@@ -189,7 +189,10 @@ async fn dependencies_of(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<Ve
 }
 
 /// The ids `id` depends on (for `WorkRequest.depends_on`), in one query.
-pub async fn depends_on(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<Vec<Uuid>> {
+pub async fn depends_on(
+    conn: &mut AsyncPgConnection,
+    id: WorkRequestId,
+) -> Result<Vec<WorkRequestId>> {
     Ok(work_request_dependencies::table
         .filter(work_request_dependencies::work_request_id.eq(id))
         .select(work_request_dependencies::depends_on_id)
@@ -204,13 +207,13 @@ pub async fn depends_on(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<Vec
 pub async fn initial_status(
     conn: &mut AsyncPgConnection,
     scheduling: &Scheduling,
-) -> ApiResult<Status> {
+) -> Result<Status> {
     let mut all_satisfied = true;
     let mut ordered = scheduling.after.clone();
     // A fixed lock order keeps concurrent submitters from deadlocking on each other.
     ordered.sort();
     for dep in ordered {
-        let row: Option<(String, Option<String>, bool)> = work_requests::table
+        let row: Option<(Status, Option<WorkResult>, bool)> = work_requests::table
             .find(dep)
             .select((
                 work_requests::status,
@@ -222,11 +225,11 @@ pub async fn initial_status(
             .await
             .optional()?;
         let Some((status, result, allow_failure)) = row else {
-            return Err(ApiError::NotFound(format!(
+            return Err(Error::NotFound(format!(
                 "after: work request {dep} not found; depend only on requests that exist"
             )));
         };
-        match dep_state(&status, result.as_deref(), allow_failure) {
+        match dep_state(status, result, allow_failure) {
             DepState::Satisfied => {}
             DepState::Waiting => all_satisfied = false,
             DepState::Failed => {
@@ -236,27 +239,29 @@ pub async fn initial_status(
                     status,
                     result,
                 };
-                return Err(ApiError::FailedPrecondition(format!(
+                return Err(Error::FailedPrecondition(format!(
                     "dependency {dep} already {}; retry it first (berth retry {dep}) or leave it out of --after",
                     ended.ending()
                 )));
             }
         }
     }
-    Ok(if all_satisfied && !scheduling.manual {
-        Status::Pending
-    } else {
-        Status::Blocked
-    })
+    Ok(
+        if all_satisfied && scheduling.unblock == UnblockStrategy::Deps {
+            Status::Pending
+        } else {
+            Status::Blocked
+        },
+    )
 }
 
 /// At submission, inside the submit transaction, after the request row: records its
 /// dependencies.
 pub async fn insert_dependencies(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: WorkRequestId,
     scheduling: &Scheduling,
-) -> ApiResult<()> {
+) -> Result<()> {
     if scheduling.after.is_empty() {
         return Ok(());
     }
@@ -277,79 +282,79 @@ pub async fn insert_dependencies(
     Ok(())
 }
 
-/// Moves the blocked dependants of `id`, which just became terminal, along: each whose
-/// dependencies are all satisfied becomes pending (strategy `deps`) or stays blocked for
-/// approval (strategy `manual`); each with a failed dependency is aborted, and so on
-/// down the chain. Runs in the caller's transaction, after `id`'s row was locked and
-/// updated. Returns how many requests became pending (the caller wakes the scheduler).
-pub async fn settle(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<usize> {
-    let mut ended = vec![id];
-    let mut released = 0;
-    while let Some(done) = ended.pop() {
-        // Two steps rather than one `IN (subquery)`: most requests have no dependants, and
-        // this index lookup is all they cost (the planner's generic plan for the combined
-        // query scanned the blocked requests).
-        let ids: Vec<Uuid> = work_request_dependencies::table
-            .filter(work_request_dependencies::depends_on_id.eq(done))
-            .select(work_request_dependencies::work_request_id)
-            .load(conn)
-            .await?;
-        if ids.is_empty() {
-            continue;
-        }
-        let dependants: Vec<(Uuid, String)> = work_requests::table
+/// What becomes of a blocked dependant when one of its dependencies ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// A dependency failed: it is aborted, with this message.
+    Abort(String),
+    /// Every dependency is satisfied and it waits for nothing else: it is queued.
+    Release,
+    /// It still waits (on other dependencies, or for manual approval).
+    Wait,
+}
+
+/// The blocked dependants of `done`, which just ended, each with its workflow parent and
+/// its fate, in id order. Locks them (`FOR UPDATE`) for the caller's transaction, after
+/// `done`'s row was locked and updated (see the module docs); `lifecycle::end` applies
+/// the fates.
+pub async fn fates_of_dependants(
+    conn: &mut AsyncPgConnection,
+    done: WorkRequestId,
+) -> Result<Vec<(WorkRequestId, Option<WorkRequestId>, Fate)>> {
+    // Two steps rather than one `IN (subquery)`: most requests have no dependants, and
+    // this index lookup is all they cost (the planner's generic plan for the combined
+    // query scanned the blocked requests).
+    let ids: Vec<WorkRequestId> = work_request_dependencies::table
+        .filter(work_request_dependencies::depends_on_id.eq(done))
+        .select(work_request_dependencies::work_request_id)
+        .load(conn)
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dependants: Vec<(WorkRequestId, UnblockStrategy, Option<WorkRequestId>)> =
+        work_requests::table
             .filter(work_requests::id.eq_any(&ids))
-            .filter(work_requests::status.eq(Status::Blocked.as_str()))
-            .select((work_requests::id, work_requests::unblock_strategy))
+            .filter(work_requests::status.eq(Status::Blocked))
+            .select((
+                work_requests::id,
+                work_requests::unblock_strategy,
+                work_requests::parent_id,
+            ))
             .order(work_requests::id)
             .for_update()
             .load(conn)
             .await?;
-        for (dependant, strategy) in dependants {
-            let deps = dependencies_of(conn, dependant).await?;
-            if let Some(failed) = deps.iter().find(|d| d.state == DepState::Failed) {
-                diesel::update(work_requests::table.find(dependant))
-                    .set((
-                        work_requests::status.eq(Status::Aborted.as_str()),
-                        work_requests::reason.eq(DEPENDENCY_FAILED),
-                        work_requests::message.eq(format!(
-                            "dependency {} {}",
-                            failed.id,
-                            failed.ending()
-                        )),
-                        work_requests::completed_at.eq(Utc::now()),
-                    ))
-                    .execute(conn)
-                    .await?;
-                tracing::info!(work_request = %dependant, dependency = %failed.id, "aborted: a dependency did not succeed");
-                ended.push(dependant);
-            } else if strategy != "manual" && deps.iter().all(|d| d.state == DepState::Satisfied) {
-                diesel::update(work_requests::table.find(dependant))
-                    .set(work_requests::status.eq(Status::Pending.as_str()))
-                    .execute(conn)
-                    .await?;
-                tracing::info!(work_request = %dependant, "dependencies done; queued");
-                released += 1;
-            }
-            crate::work::workflow::refresh_parent_of(conn, dependant).await?;
-        }
+    let mut fates = Vec::with_capacity(dependants.len());
+    for (dependant, strategy, parent) in dependants {
+        let deps = dependencies_of(conn, dependant).await?;
+        let fate = if let Some(failed) = deps.iter().find(|d| d.state == DepState::Failed) {
+            Fate::Abort(format!("dependency {} {}", failed.id, failed.ending()))
+        } else if strategy == UnblockStrategy::Deps
+            && deps.iter().all(|d| d.state == DepState::Satisfied)
+        {
+            Fate::Release
+        } else {
+            Fate::Wait
+        };
+        fates.push((dependant, parent, fate));
     }
-    Ok(released)
+    Ok(fates)
 }
 
 /// Why a blocked request waits, for `WorkRequest.pending_reason`; empty for a request
 /// that is not blocked.
-pub async fn blocked_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<String> {
-    let row: Option<(String, String)> = work_requests::table
+pub async fn blocked_reason(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<String> {
+    let row: Option<(Status, UnblockStrategy)> = work_requests::table
         .find(id)
         .select((work_requests::status, work_requests::unblock_strategy))
         .first(conn)
         .await
         .optional()?;
     let Some((status, strategy)) = row else {
-        return Err(ApiError::NotFound(format!("work request {id} not found")));
+        return Err(Error::NotFound(format!("work request {id} not found")));
     };
-    if status != Status::Blocked.as_str() {
+    if status != Status::Blocked {
         return Ok(String::new());
     }
     let deps = dependencies_of(conn, id).await?;
@@ -358,7 +363,7 @@ pub async fn blocked_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult
         .filter(|d| d.state != DepState::Satisfied)
         .map(|d| format!("{} ({})", d.id, d.status))
         .collect();
-    let manual = strategy == "manual";
+    let manual = strategy == UnblockStrategy::Manual;
     Ok(match (waiting.as_slice(), manual) {
         ([], true) => format!("blocked for manual approval: berth unblock {id} --accept"),
         ([], false) => "dependencies done; about to be queued".to_owned(),
@@ -374,72 +379,53 @@ pub async fn blocked_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult
     })
 }
 
-/// What the caller may do with a request it did not submit: nothing, unless an admin.
-fn check_owner(caller: &Identity, created_by: Uuid, id: Uuid, verb: &str) -> ApiResult<()> {
-    if caller.is_admin() || caller.user_id == Some(created_by) {
-        return Ok(());
-    }
-    Err(ApiError::PermissionDenied(format!(
-        "work request {id} was submitted by another user; only its submitter or an admin may {verb} it"
-    )))
-}
-
-/// `UnblockWorkRequest`: accepts (pending) or rejects (aborted, settling its dependants)
-/// a blocked request with the `manual` strategy. Returns whether it became pending.
+/// `UnblockWorkRequest`: accepts (pending) or rejects (aborted, through the door, which
+/// settles its dependants) a blocked request with the `manual` strategy. Returns whether
+/// it became pending.
 pub async fn unblock(
     conn: &mut AsyncPgConnection,
     caller: &Identity,
-    id: Uuid,
+    id: WorkRequestId,
     accept: bool,
-) -> ApiResult<bool> {
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        let (status, strategy, created_by): (String, String, Uuid) = work_requests::table
+) -> Result<bool> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        type Row = (Status, UnblockStrategy, uuid::Uuid, Option<WorkRequestId>);
+        let (status, strategy, created_by, parent_id): Row = work_requests::table
             .find(id)
             .select((
                 work_requests::status,
                 work_requests::unblock_strategy,
                 work_requests::created_by,
+                work_requests::parent_id,
             ))
             .for_update()
             .first(conn)
             .await
             .optional()?
-            .ok_or_else(|| ApiError::NotFound(format!("work request {id} not found")))?;
-        check_owner(caller, created_by, id, "unblock")?;
-        if status != Status::Blocked.as_str() {
-            return Err(ApiError::FailedPrecondition(format!(
+            .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
+        caller.check_owner(created_by, id, "unblock")?;
+        if status != Status::Blocked {
+            return Err(Error::FailedPrecondition(format!(
                 "work request {id} is {status}, not blocked; only a blocked request submitted with --unblock manual can be unblocked"
             )));
         }
-        if strategy != "manual" {
-            return Err(ApiError::FailedPrecondition(format!(
+        if strategy != UnblockStrategy::Manual {
+            return Err(Error::FailedPrecondition(format!(
                 "work request {id} is blocked on its dependencies, not on approval (unblock strategy {strategy}); it is queued when they complete"
             )));
         }
         if !accept {
-            diesel::update(work_requests::table.find(id))
-                .set((
-                    work_requests::status.eq(Status::Aborted.as_str()),
-                    work_requests::reason.eq(REJECTED),
-                    work_requests::message.eq(format!("rejected by {}", caller.name)),
-                    work_requests::completed_at.eq(Utc::now()),
-                ))
-                .execute(conn)
-                .await?;
-            settle(conn, id).await?;
+            lifecycle::reject(conn, id, parent_id, &caller.name).await?;
             return Ok(false);
         }
         let deps = dependencies_of(conn, id).await?;
         if let Some(waiting) = deps.iter().find(|d| d.state != DepState::Satisfied) {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "work request {id} is still waiting on dependency {} ({}); accept it once its dependencies have completed",
                 waiting.id, waiting.status
             )));
         }
-        diesel::update(work_requests::table.find(id))
-            .set(work_requests::status.eq(Status::Pending.as_str()))
-            .execute(conn)
-            .await?;
+        lifecycle::release(conn, id, parent_id).await?;
         Ok(true)
     })
     .await
@@ -448,10 +434,22 @@ pub async fn unblock(
 /// `RetryWorkRequest`: puts a failed (result failure or error) or aborted request back,
 /// as pending, or as blocked when its dependencies are not all satisfied yet or it still
 /// needs approval. Returns whether it became pending.
-pub async fn retry(conn: &mut AsyncPgConnection, caller: &Identity, id: Uuid) -> ApiResult<bool> {
-    conn.transaction::<_, ApiError, _>(async |conn| {
-        type Row = (String, Option<String>, String, Uuid, i32, String);
-        let (status, result, strategy, created_by, attempt_count, kind): Row =
+pub async fn retry(
+    conn: &mut AsyncPgConnection,
+    caller: &Identity,
+    id: WorkRequestId,
+) -> Result<bool> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        type Row = (
+            Status,
+            Option<WorkResult>,
+            UnblockStrategy,
+            uuid::Uuid,
+            i32,
+            Kind,
+            Option<WorkRequestId>,
+        );
+        let (status, result, strategy, created_by, attempt_count, kind, parent_id): Row =
             work_requests::table
                 .find(id)
                 .select((
@@ -461,30 +459,31 @@ pub async fn retry(conn: &mut AsyncPgConnection, caller: &Identity, id: Uuid) ->
                     work_requests::created_by,
                     work_requests::attempt_count,
                     work_requests::kind,
+                    work_requests::parent_id,
                 ))
                 .for_update()
                 .first(conn)
                 .await
                 .optional()?
-                .ok_or_else(|| ApiError::NotFound(format!("work request {id} not found")))?;
-        check_owner(caller, created_by, id, "retry")?;
-        if kind != "job" {
-            return Err(ApiError::FailedPrecondition(format!(
+                .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
+        caller.check_owner(created_by, id, "retry")?;
+        if kind != Kind::Job {
+            return Err(Error::FailedPrecondition(format!(
                 "work request {id} is a workflow; retry its failed steps instead"
             )));
         }
-        let retryable = match Status::parse(&status) {
-            Some(Status::Aborted) => true,
-            Some(Status::Completed) => result.as_deref() != Some("success"),
+        let retryable = match status {
+            Status::Aborted => true,
+            Status::Completed => result != Some(WorkResult::Success),
             _ => false,
         };
         if !retryable {
-            let what = if status == Status::Completed.as_str() {
+            let what = if status == Status::Completed {
                 "completed successfully".to_owned()
             } else {
                 format!("{status} and has not completed")
             };
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "work request {id} {what}; only failed or aborted requests can be retried"
             )));
         }
@@ -492,18 +491,18 @@ pub async fn retry(conn: &mut AsyncPgConnection, caller: &Identity, id: Uuid) ->
         // first, or it would hold its worker's slot with no request to fence it.
         let live: i64 = attempts::table
             .filter(attempts::work_request_id.eq(id))
-            .filter(attempts::state.ne("finished"))
+            .filter(attempts::state.ne(AttemptState::Finished))
             .count()
             .get_result(conn)
             .await?;
         if live > 0 {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "work request {id} is still stopping its last attempt's container; retry in a few seconds"
             )));
         }
         let deps = dependencies_of(conn, id).await?;
         if let Some(failed) = deps.iter().find(|d| d.state == DepState::Failed) {
-            return Err(ApiError::FailedPrecondition(format!(
+            return Err(Error::FailedPrecondition(format!(
                 "dependency {} of work request {id} {}; retry it first (berth retry {})",
                 failed.id,
                 failed.ending(),
@@ -512,31 +511,21 @@ pub async fn retry(conn: &mut AsyncPgConnection, caller: &Identity, id: Uuid) ->
         }
         let waiting = deps.iter().any(|d| d.state == DepState::Waiting);
         // A manual request that never ran was never accepted: it needs approval again.
-        let next = if waiting || (strategy == "manual" && attempt_count == 0) {
+        let next = if waiting || (strategy == UnblockStrategy::Manual && attempt_count == 0) {
             Status::Blocked
         } else {
             Status::Pending
         };
-        diesel::update(work_requests::table.find(id))
-            .set((
-                work_requests::status.eq(next.as_str()),
-                work_requests::result.eq(None::<String>),
-                work_requests::reason.eq(""),
-                work_requests::message.eq(format!("retried by {}", caller.name)),
-                work_requests::exit_code.eq(None::<i32>),
-                work_requests::completed_at.eq(None::<chrono::DateTime<Utc>>),
-                work_requests::not_before.eq(None::<chrono::DateTime<Utc>>),
-            ))
-            .execute(conn)
+        lifecycle::reopen(conn, id, parent_id, next, &format!("retried by {}", caller.name))
             .await?;
-        tracing::info!(work_request = %id, by = %caller.name, status = next.as_str(), "work request retried");
+        tracing::info!(work_request = %id, by = %caller.name, status = %next, "work request retried");
         Ok(next == Status::Pending)
     })
     .await
 }
 
-/// Failed attempt outcomes, as stored in `attempts.outcome`, that count as retries used.
-const FAILURE_OUTCOMES: [&str; 2] = ["OUTCOME_TIMED_OUT", "OUTCOME_OOM_KILLED"];
+/// Failed attempt outcomes that count as retries used, besides a non-zero exit.
+const FAILURE_OUTCOMES: [Outcome; 2] = [Outcome::TimedOut, Outcome::OomKilled];
 
 /// The wait before the next automatic retry: the base doubled for every retry used.
 pub fn backoff_after(base_ms: i64, used: i64) -> i64 {
@@ -544,19 +533,18 @@ pub fn backoff_after(base_ms: i64, used: i64) -> i64 {
     base_ms.saturating_mul(1_i64 << doublings)
 }
 
-/// In `scheduler::finish`'s transaction, for a running request whose attempt `attempt`
-/// just ended with result `failure`: when it has automatic retries left, puts it back
-/// to pending with the backoff as `not_before` and returns true (the caller then leaves
-/// the request alone); otherwise returns false.
+/// In `lifecycle::finish`'s transaction, for a running request whose attempt `key` just
+/// ended with result `failure`: when it has automatic retries left, puts it back to
+/// pending with the backoff as `not_before` (recording `started_at` unless an earlier
+/// start was) and returns true; otherwise returns false and changes nothing.
 pub async fn auto_retry(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
-    attempt: i32,
-    exit_code: Option<i32>,
-    message: &str,
-) -> ApiResult<bool> {
+    key: AttemptKey,
+    report: &Finished,
+    started_at: Option<DateTime<Utc>>,
+) -> Result<bool> {
     let (retries_left, base_ms): (i32, i64) = work_requests::table
-        .find(id)
+        .find(key.id)
         .select((work_requests::retries_left, work_requests::retry_backoff_ms))
         .first(conn)
         .await?;
@@ -565,13 +553,13 @@ pub async fn auto_retry(
     }
     // Earlier attempts that ended in failure are the automatic retries already used.
     let used: i64 = attempts::table
-        .filter(attempts::work_request_id.eq(id))
-        .filter(attempts::number.lt(attempt))
+        .filter(attempts::work_request_id.eq(key.id))
+        .filter(attempts::number.lt(key.attempt))
         .filter(
             attempts::outcome
                 .eq_any(FAILURE_OUTCOMES)
                 .or(attempts::outcome
-                    .eq("OUTCOME_EXITED")
+                    .eq(Outcome::Exited)
                     .and(attempts::exit_code.ne(0))),
         )
         .count()
@@ -579,29 +567,30 @@ pub async fn auto_retry(
         .await?;
     let wait_ms = backoff_after(base_ms, used);
     let not_before = Utc::now() + chrono::TimeDelta::milliseconds(wait_ms);
-    let exit = exit_code.map_or_else(String::new, |c| format!(" with exit code {c}"));
-    let detail = if message.is_empty() {
+    let exit = report
+        .exit_code
+        .map_or_else(String::new, |c| format!(" with exit code {c}"));
+    let detail = if report.message.is_empty() {
         String::new()
     } else {
-        format!(" ({message})")
+        format!(" ({})", report.message)
     };
-    diesel::update(work_requests::table.find(id))
-        .set((
-            work_requests::status.eq(Status::Pending.as_str()),
-            work_requests::result.eq(None::<String>),
-            work_requests::reason.eq(""),
-            work_requests::message.eq(format!(
-                "attempt {attempt} failed{exit}{detail}; retrying automatically in {:.1}s ({} retries left after this one)",
-                wait_ms as f64 / 1000.0,
-                retries_left - 1
-            )),
-            work_requests::exit_code.eq(exit_code),
-            work_requests::retries_left.eq(retries_left - 1),
-            work_requests::not_before.eq(not_before),
-        ))
-        .execute(conn)
-        .await?;
-    tracing::info!(work_request = %id, attempt, wait_ms, retries_left = retries_left - 1, "attempt failed; automatic retry scheduled");
+    let message = format!(
+        "attempt {} failed{exit}{detail}; retrying automatically in {:.1}s ({} retries left after this one)",
+        key.attempt,
+        wait_ms as f64 / 1000.0,
+        retries_left - 1
+    );
+    lifecycle::requeue_for_retry(
+        conn,
+        key.id,
+        &message,
+        report.exit_code,
+        not_before,
+        started_at,
+    )
+    .await?;
+    tracing::info!(work_request = %key.id, attempt = key.attempt, wait_ms, retries_left = retries_left - 1, "attempt failed; automatic retry scheduled");
     Ok(true)
 }
 
@@ -612,62 +601,81 @@ mod tests {
     #[test]
     fn dependency_states_follow_status_result_and_allow_failure() {
         assert_eq!(
-            dep_state("completed", Some("success"), false),
+            dep_state(Status::Completed, Some(WorkResult::Success), false),
             DepState::Satisfied
         );
         assert_eq!(
-            dep_state("completed", Some("failure"), false),
+            dep_state(Status::Completed, Some(WorkResult::Failure), false),
             DepState::Failed
         );
         assert_eq!(
-            dep_state("completed", Some("error"), false),
+            dep_state(Status::Completed, Some(WorkResult::Error), false),
             DepState::Failed
         );
-        assert_eq!(dep_state("aborted", None, false), DepState::Failed);
+        assert_eq!(dep_state(Status::Aborted, None, false), DepState::Failed);
         assert_eq!(
-            dep_state("completed", Some("failure"), true),
+            dep_state(Status::Completed, Some(WorkResult::Failure), true),
             DepState::Satisfied
         );
-        assert_eq!(dep_state("aborted", None, true), DepState::Satisfied);
-        for waiting in ["blocked", "pending", "running"] {
+        assert_eq!(dep_state(Status::Aborted, None, true), DepState::Satisfied);
+        for waiting in [Status::Blocked, Status::Pending, Status::Running] {
             assert_eq!(dep_state(waiting, None, false), DepState::Waiting);
             assert_eq!(dep_state(waiting, None, true), DepState::Waiting);
         }
     }
 
+    fn raw((seconds, nanos): (i64, i32)) -> RawDuration {
+        RawDuration { seconds, nanos }
+    }
+
     #[test]
     fn scheduling_checks_counts_ids_retries_and_backoff() {
-        let id = Uuid::now_v7().to_string();
-        let ok = Scheduling::check(&[id.clone(), id.clone()], true, false, 3, None).expect("valid");
+        let id = WorkRequestId::new().to_string();
+        let ok = Scheduling::check(
+            &[id.clone(), id.clone()],
+            UnblockStrategy::Manual,
+            false,
+            3,
+            None,
+        )
+        .expect("valid");
         assert_eq!(ok.after.len(), 1, "duplicates are dropped");
         assert_eq!(ok.retries, 3);
         assert_eq!(ok.retry_backoff_ms, DEFAULT_RETRY_BACKOFF_MS);
 
         let too_many = vec![id.clone(); MAX_DEPENDENCIES + 1];
         assert!(matches!(
-            Scheduling::check(&too_many, false, false, 0, None),
-            Err(ApiError::InvalidArgument(_))
+            Scheduling::check(&too_many, UnblockStrategy::Deps, false, 0, None),
+            Err(Error::InvalidArgument(_))
         ));
         assert!(matches!(
-            Scheduling::check(&["nope".into()], false, false, 0, None),
-            Err(ApiError::InvalidArgument(m)) if m.starts_with("after[0]")
+            Scheduling::check(&["nope".into()], UnblockStrategy::Deps, false, 0, None),
+            Err(Error::InvalidArgument(m)) if m.starts_with("after[0]")
         ));
         assert!(matches!(
-            Scheduling::check(&[], false, false, 11, None),
-            Err(ApiError::InvalidArgument(m)) if m.starts_with("retries")
+            Scheduling::check(&[], UnblockStrategy::Deps, false, 11, None),
+            Err(Error::InvalidArgument(m)) if m.starts_with("retries")
         ));
         for bad in [(0, 0), (-1, 0), (0, -5), (3601, 0)] {
             assert!(
                 matches!(
-                    Scheduling::check(&[], false, false, 1, Some(bad)),
-                    Err(ApiError::InvalidArgument(_))
+                    Scheduling::check(&[], UnblockStrategy::Deps, false, 1, Some(raw(bad))),
+                    Err(Error::InvalidArgument(_))
                 ),
                 "{bad:?}"
             );
         }
-        let fine = Scheduling::check(&[], false, false, 1, Some((2, 500_000_001))).expect("ok");
+        let fine = Scheduling::check(
+            &[],
+            UnblockStrategy::Deps,
+            false,
+            1,
+            Some(raw((2, 500_000_001))),
+        )
+        .expect("ok");
         assert_eq!(fine.retry_backoff_ms, 2501);
-        let hour = Scheduling::check(&[], false, false, 1, Some((3600, 0))).expect("ok");
+        let hour = Scheduling::check(&[], UnblockStrategy::Deps, false, 1, Some(raw((3600, 0))))
+            .expect("ok");
         assert_eq!(hour.retry_backoff_ms, MAX_RETRY_BACKOFF_MS);
     }
 

@@ -14,12 +14,12 @@ use std::collections::HashMap;
 
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::store::db::DbPool;
 use crate::store::models::{NewWorkRequest, WorkRequestRow};
 use crate::store::schema::work_requests;
+use crate::work::ids::WorkRequestId;
 use diesel::prelude::*;
 
 /// Rows waiting to be inserted, across all submit calls of this replica.
@@ -27,7 +27,7 @@ const QUEUE: usize = 4096;
 /// Most rows in one `INSERT`.
 const MAX_BATCH: usize = 256;
 
-type Pending = (NewWorkRequest, oneshot::Sender<ApiResult<WorkRequestRow>>);
+type Pending = (NewWorkRequest, oneshot::Sender<Result<WorkRequestRow>>);
 
 /// The sending side, held by the work request API.
 #[derive(Clone)]
@@ -44,9 +44,9 @@ impl Intake {
     }
 
     /// Inserts `row` (with others queued meanwhile) and returns it as stored.
-    pub async fn insert(&self, row: NewWorkRequest) -> ApiResult<WorkRequestRow> {
+    pub async fn insert(&self, row: NewWorkRequest) -> Result<WorkRequestRow> {
         let (reply, answer) = oneshot::channel();
-        let closed = || ApiError::Unavailable("the server is shutting down".into());
+        let closed = || Error::Unavailable("the server is shutting down".into());
         self.tx.send((row, reply)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
@@ -61,7 +61,7 @@ async fn run(pool: DbPool, mut rx: mpsc::Receiver<Pending>) {
             Err(e) => rows
                 .iter()
                 .map(|_| {
-                    Err(ApiError::Unavailable(format!(
+                    Err(Error::Unavailable(format!(
                         "the database is unavailable: {e}"
                     )))
                 })
@@ -78,7 +78,7 @@ async fn run(pool: DbPool, mut rx: mpsc::Receiver<Pending>) {
 async fn insert_all(
     conn: &mut AsyncPgConnection,
     rows: &[NewWorkRequest],
-) -> Vec<ApiResult<WorkRequestRow>> {
+) -> Vec<Result<WorkRequestRow>> {
     let together: Result<Vec<WorkRequestRow>, diesel::result::Error> =
         diesel::insert_into(work_requests::table)
             .values(rows)
@@ -87,12 +87,12 @@ async fn insert_all(
             .await;
     match together {
         Ok(stored) => {
-            let mut by_id: HashMap<Uuid, WorkRequestRow> =
+            let mut by_id: HashMap<WorkRequestId, WorkRequestRow> =
                 stored.into_iter().map(|row| (row.id, row)).collect();
             rows.iter()
                 .map(|row| {
                     by_id.remove(&row.id).ok_or_else(|| {
-                        ApiError::internal(format!("work request {} was not returned", row.id))
+                        Error::internal(format!("work request {} was not returned", row.id))
                     })
                 })
                 .collect()
@@ -107,7 +107,7 @@ async fn insert_all(
                         .returning(WorkRequestRow::as_returning())
                         .get_result(conn)
                         .await
-                        .map_err(ApiError::from),
+                        .map_err(Error::from),
                 );
             }
             results

@@ -10,17 +10,64 @@
 //! job keeps running and its bytes are still acknowledged, but dropped; one marker on the
 //! server's notes stream (4) says so, and the request shows `log_truncated`.
 
-use berth_common::proto::{LogChunk, LogStream};
+use std::sync::Arc;
+
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Integer, SmallInt, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
+use crate::live::hub::Hub;
+use crate::store::db::DbPool;
 use crate::store::schema::{attempts, log_chunks, work_requests};
+use crate::work::ids::{AttemptKey, WorkRequestId};
+use crate::work::state::{AttemptState, Status};
 
-/// Stream code of the server's own notes (never written by workers).
-pub const NOTES_STREAM: i16 = 4;
+/// Which of an attempt's logs bytes belong to. The discriminant is the stored code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStream {
+    /// The container's standard output.
+    Stdout = 1,
+    /// The container's standard error.
+    Stderr = 2,
+    /// The worker's notes about the attempt (pull progress, stop signals).
+    System = 3,
+    /// The server's own notes (a truncated log); never written by workers.
+    Notes = 4,
+}
+
+impl LogStream {
+    /// The stored code.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// The stream with this stored code.
+    pub fn from_code(code: i16) -> Option<LogStream> {
+        [
+            LogStream::Stdout,
+            LogStream::Stderr,
+            LogStream::System,
+            LogStream::Notes,
+        ]
+        .into_iter()
+        .find(|s| s.code() == code)
+    }
+}
+
+/// Bytes of one stream of one attempt, at an offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The attempt number.
+    pub attempt: i32,
+    /// The stream.
+    pub stream: LogStream,
+    /// Offset of `data[0]` in the stream.
+    pub offset: u64,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
 
 /// Largest chunk a worker may send in one call.
 pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
@@ -34,25 +81,14 @@ pub enum Appended {
     Fenced,
 }
 
-fn stream_code(stream: LogStream) -> Option<i16> {
-    match stream {
-        LogStream::Stdout => Some(1),
-        LogStream::Stderr => Some(2),
-        LogStream::System => Some(3),
-        LogStream::Unspecified => None,
-    }
-}
-
 /// One `AppendLog` call, checked for shape.
 #[derive(Debug)]
 pub struct Append<'a> {
     /// The worker that sent it (from its token).
     pub worker_id: Uuid,
-    /// The work request.
-    pub id: Uuid,
-    /// The attempt number.
-    pub attempt: i32,
-    /// The stream.
+    /// The attempt.
+    pub key: AttemptKey,
+    /// The stream (stdout, stderr or system).
     pub stream: LogStream,
     /// Byte offset of `data[0]` in the stream.
     pub offset: u64,
@@ -65,29 +101,31 @@ pub async fn append(
     conn: &mut AsyncPgConnection,
     append: Append<'_>,
     max_log_bytes: u64,
-) -> ApiResult<Appended> {
+) -> Result<Appended> {
     let Append {
         worker_id,
-        id,
-        attempt,
+        key: AttemptKey { id, attempt },
         stream,
         offset,
         data,
     } = append;
-    let code = stream_code(stream).ok_or_else(|| {
-        ApiError::InvalidArgument("stream: must be STDOUT, STDERR or SYSTEM".into())
-    })?;
+    if stream == LogStream::Notes {
+        return Err(Error::InvalidArgument(
+            "stream: must be STDOUT, STDERR or SYSTEM".into(),
+        ));
+    }
+    let code = stream.code();
     if data.len() > MAX_CHUNK {
-        return Err(ApiError::InvalidArgument(format!(
+        return Err(Error::InvalidArgument(format!(
             "data: {} bytes; send at most {MAX_CHUNK} bytes per call",
             data.len()
         )));
     }
-    let offset = i64::try_from(offset)
-        .map_err(|_| ApiError::InvalidArgument("offset: out of range".into()))?;
-    conn.transaction::<_, ApiError, _>(async |conn| {
+    let offset =
+        i64::try_from(offset).map_err(|_| Error::InvalidArgument("offset: out of range".into()))?;
+    conn.transaction::<_, Error, _>(async |conn| {
         // Both rows are locked: the attempt's stream ends, and the request's log total.
-        type Row = (Option<Uuid>, String, i64, i64, i64, i32, i64, bool);
+        type Row = (Option<Uuid>, AttemptState, i64, i64, i64, i32, i64, bool);
         let row: Option<Row> = attempts::table
             .inner_join(work_requests::table)
             .filter(attempts::work_request_id.eq(id))
@@ -113,9 +151,9 @@ pub async fn append(
         if owner != Some(worker_id) || current != attempt {
             return Ok(Appended::Fenced);
         }
-        let end = match code {
-            1 => out_end,
-            2 => err_end,
+        let end = match stream {
+            LogStream::Stdout => out_end,
+            LogStream::Stderr => err_end,
             _ => sys_end,
         };
         let data_len = i64::try_from(data.len()).unwrap_or(i64::MAX);
@@ -128,7 +166,7 @@ pub async fn append(
             return Ok(Appended::Acknowledged(end as u64));
         }
         // Logs of a finished attempt were all flushed before it finished.
-        if state == "finished" {
+        if state == AttemptState::Finished {
             return Ok(Appended::Fenced);
         }
         let new = &data[usize::try_from(end - offset).unwrap_or(0)..];
@@ -161,7 +199,7 @@ pub async fn append(
                 .values((
                     log_chunks::work_request_id.eq(id),
                     log_chunks::attempt.eq(attempt),
-                    log_chunks::stream.eq(NOTES_STREAM),
+                    log_chunks::stream.eq(LogStream::Notes.code()),
                     log_chunks::byte_offset.eq(0i64),
                     log_chunks::data.eq(marker.as_bytes()),
                 ))
@@ -177,12 +215,12 @@ pub async fn append(
             .execute(conn)
             .await?;
         let target = attempts::table.find((id, attempt));
-        match code {
-            1 => diesel::update(target)
+        match stream {
+            LogStream::Stdout => diesel::update(target)
                 .set(attempts::stdout_bytes.eq(new_end))
                 .execute(conn)
                 .await?,
-            2 => diesel::update(target)
+            LogStream::Stderr => diesel::update(target)
                 .set(attempts::stderr_bytes.eq(new_end))
                 .execute(conn)
                 .await?,
@@ -217,12 +255,12 @@ struct ChunkRow {
 /// follower holds a bounded amount of log whatever the chunk sizes.
 pub async fn read_after(
     conn: &mut AsyncPgConnection,
-    id: Uuid,
+    id: WorkRequestId,
     attempt: i32,
     after: i64,
     limit: i64,
     max_bytes: i64,
-) -> ApiResult<Vec<(i64, LogChunk)>> {
+) -> Result<Vec<(i64, Chunk)>> {
     // `octet_length` of a stored value reads its size from the TOAST pointer, so only
     // the chunks returned are fetched and decompressed.
     let rows: Vec<ChunkRow> = diesel::sql_query(
@@ -241,18 +279,135 @@ pub async fn read_after(
     .bind::<BigInt, _>(max_bytes.max(1))
     .load(conn)
     .await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|row| {
-            (
+            let stream = LogStream::from_code(row.stream).ok_or_else(|| {
+                Error::internal(format!(
+                    "log chunk {} has unknown stream {}",
+                    row.seq, row.stream
+                ))
+            })?;
+            Ok((
                 row.seq,
-                LogChunk {
-                    attempt: u32::try_from(row.attempt).unwrap_or(0),
-                    stream: u32::try_from(row.stream).unwrap_or(0),
+                Chunk {
+                    attempt: row.attempt,
+                    stream,
                     offset: u64::try_from(row.byte_offset).unwrap_or(0),
                     data: row.data,
                 },
-            )
+            ))
         })
-        .collect())
+        .collect()
+}
+
+/// Most chunks a follower reads from the database at once.
+const BATCH_CHUNKS: i64 = 64;
+/// About the most log bytes a follower reads at once (one chunk more at most): chunks
+/// are up to 4 MiB, and a follower should not hold 64 of them.
+const BATCH_BYTES: i64 = 8 * 1024 * 1024;
+
+/// What a follower of one request's log reads.
+#[derive(Clone, Debug)]
+pub struct Follow {
+    /// The request.
+    pub id: WorkRequestId,
+    /// Only this attempt, or all for 0.
+    pub attempt: i32,
+    /// Wait for more until the request is terminal.
+    pub follow: bool,
+    /// Bytes to skip at the start of stdout and stderr (the offsets a reader already has).
+    pub skip_stdout: u64,
+    pub skip_stderr: u64,
+}
+
+/// Streams one request's log to one reader: chunks in production order, then (when
+/// following) whatever comes until the request is terminal and everything stored was
+/// sent. The channel closes at the end; a read error is sent once, then it closes. Ends
+/// quietly when the reader goes away.
+pub fn follow(
+    pool: DbPool,
+    hub: Arc<Hub>,
+    what: Follow,
+) -> tokio::sync::mpsc::Receiver<Result<Chunk>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        if let Err(e) = follow_into(&pool, &hub, &what, &tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    rx
+}
+
+/// The follower's loop; `Ok` when done or when the reader went away.
+async fn follow_into(
+    pool: &DbPool,
+    hub: &Hub,
+    what: &Follow,
+    tx: &tokio::sync::mpsc::Sender<Result<Chunk>>,
+) -> Result<()> {
+    let mut changes = hub.subscribe();
+    let mut after = 0i64;
+    loop {
+        // Read the status before the chunks: if it was terminal then, every chunk
+        // written before it is in this read.
+        let status: Status = {
+            let mut conn = pool.get().await?;
+            work_requests::table
+                .find(what.id)
+                .select(work_requests::status)
+                .first(&mut conn)
+                .await?
+        };
+        loop {
+            let batch = {
+                let mut conn = pool.get().await?;
+                read_after(
+                    &mut conn,
+                    what.id,
+                    what.attempt,
+                    after,
+                    BATCH_CHUNKS,
+                    BATCH_BYTES,
+                )
+                .await?
+            };
+            // A batch cut by size holds at least BATCH_BYTES.
+            let bytes: usize = batch.iter().map(|(_, chunk)| chunk.data.len()).sum();
+            let more = batch.len() as i64 == BATCH_CHUNKS || bytes as i64 >= BATCH_BYTES;
+            for (seq, mut chunk) in batch {
+                after = seq;
+                let skip = match chunk.stream {
+                    LogStream::Stdout => what.skip_stdout,
+                    LogStream::Stderr => what.skip_stderr,
+                    _ => 0,
+                };
+                let end = chunk.offset + chunk.data.len() as u64;
+                if end <= skip {
+                    continue;
+                }
+                if chunk.offset < skip {
+                    chunk
+                        .data
+                        .drain(..usize::try_from(skip - chunk.offset).unwrap_or(0));
+                    chunk.offset = skip;
+                }
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        if !what.follow || status.is_terminal() {
+            return Ok(());
+        }
+        // Wait for a change here, or re-check after a while (another replica may
+        // have stored the bytes), or stop when the reader is gone.
+        tokio::select! {
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            () = tx.closed() => return Ok(()),
+        }
+    }
 }

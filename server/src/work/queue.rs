@@ -27,10 +27,12 @@ use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
-use crate::store::models::{Status, WorkRequestRow};
+use crate::error::{Error, Result};
+use crate::store::models::WorkRequestRow;
 use crate::store::schema::{attempts, users, work_requests, workers, workspaces};
+use crate::work::ids::WorkRequestId;
 use crate::work::scheduler::match_labels;
+use crate::work::state::{Kind, Status};
 
 /// The queue's order as SQL, shared by the position and the listing so both agree with
 /// the scheduler's claim query.
@@ -85,7 +87,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Reads the connected workers with their labels, state and free slots.
-    pub async fn load(conn: &mut AsyncPgConnection) -> ApiResult<Fleet> {
+    pub async fn load(conn: &mut AsyncPgConnection) -> Result<Fleet> {
         type WorkerFacts = (Uuid, serde_json::Value, serde_json::Value, i32, bool, bool);
         let rows: Vec<WorkerFacts> = workers::table
             .filter(workers::connected_at.is_not_null())
@@ -210,8 +212,8 @@ impl Fleet {
 /// Why the request `id` waits: for a pending request, what the fleet lacks (see
 /// [`Fleet::reason`]); for a blocked one, its dependencies or the approval it needs (see
 /// [`crate::work::deps::blocked_reason`]). Empty for every other status.
-pub async fn pending_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<String> {
-    let row: Option<(String, String, serde_json::Value, Option<DateTime<Utc>>)> =
+pub async fn pending_reason(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<String> {
+    let row: Option<(Status, Kind, serde_json::Value, Option<DateTime<Utc>>)> =
         work_requests::table
             .find(id)
             .select((
@@ -224,14 +226,14 @@ pub async fn pending_reason(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult
             .await
             .optional()?;
     let Some((status, kind, requirements, not_before)) = row else {
-        return Err(ApiError::NotFound(format!("work request {id} not found")));
+        return Err(Error::NotFound(format!("work request {id} not found")));
     };
-    match Status::parse(&status) {
-        Some(Status::Pending) => {}
-        Some(Status::Blocked) => return crate::work::deps::blocked_reason(conn, id).await,
+    match status {
+        Status::Pending => {}
+        Status::Blocked => return crate::work::deps::blocked_reason(conn, id).await,
         _ => return Ok(String::new()),
     }
-    if kind != "job" {
+    if kind != Kind::Job {
         return Ok("a workflow waits for its steps, which are queued on their own".into());
     }
     let fleet = Fleet::load(conn).await?;
@@ -246,7 +248,7 @@ struct Count {
 
 /// The place of pending job `id` in the queue: 1 for the next to be offered. 0 when it is
 /// not a pending job.
-pub async fn queue_position(conn: &mut AsyncPgConnection, id: Uuid) -> ApiResult<u32> {
+pub async fn queue_position(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<u32> {
     let ahead: Option<Count> = diesel::sql_query(
         "SELECT count(wr.id) AS count FROM work_requests me \
          LEFT JOIN work_requests wr ON wr.status = 'pending' AND wr.kind = 'job' AND wr.id <> me.id \
@@ -283,7 +285,7 @@ pub struct QueueItem {
 #[derive(QueryableByName)]
 struct Placed {
     #[diesel(sql_type = SqlUuid)]
-    id: Uuid,
+    id: WorkRequestId,
     #[diesel(sql_type = BigInt)]
     position: i64,
 }
@@ -295,7 +297,7 @@ pub async fn list_queue(
     conn: &mut AsyncPgConnection,
     workspace: Option<&str>,
     limit: i64,
-) -> ApiResult<Vec<QueueItem>> {
+) -> Result<Vec<QueueItem>> {
     let placed: Vec<Placed> = diesel::sql_query(format!(
         "SELECT id, position FROM ( \
            SELECT wr.id, wr.workspace_id, row_number() OVER (ORDER BY {QUEUE_ORDER}) AS position \
@@ -307,7 +309,7 @@ pub async fn list_queue(
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await?;
-    let ids: Vec<Uuid> = placed.iter().map(|p| p.id).collect();
+    let ids: Vec<WorkRequestId> = placed.iter().map(|p| p.id).collect();
     type Loaded = (WorkRequestRow, String, String, Option<DateTime<Utc>>);
     let rows: Vec<Loaded> = work_requests::table
         .inner_join(workspaces::table)
@@ -321,7 +323,7 @@ pub async fn list_queue(
         ))
         .load(conn)
         .await?;
-    let mut rows: HashMap<Uuid, Loaded> = rows.into_iter().map(|r| (r.0.id, r)).collect();
+    let mut rows: HashMap<WorkRequestId, Loaded> = rows.into_iter().map(|r| (r.0.id, r)).collect();
     let fleet = Fleet::load(conn).await?;
     let now = Utc::now();
     let items = placed
@@ -347,7 +349,7 @@ pub const MAX_EFFECTIVE_PRIORITY: i32 = 10_000;
 
 /// The adjustment that results from `set` (replace) or `delta` (add), checked so that the
 /// effective priority stays within ±[`MAX_EFFECTIVE_PRIORITY`].
-pub fn new_adjustment(base: i32, current: i32, delta: i32, set: Option<i32>) -> ApiResult<i32> {
+pub fn new_adjustment(base: i32, current: i32, delta: i32, set: Option<i32>) -> Result<i32> {
     let adjustment = match set {
         Some(value) => i64::from(value),
         None => i64::from(current) + i64::from(delta),
@@ -355,13 +357,12 @@ pub fn new_adjustment(base: i32, current: i32, delta: i32, set: Option<i32>) -> 
     let effective = i64::from(base) + adjustment;
     let limit = i64::from(MAX_EFFECTIVE_PRIORITY);
     if !(-limit..=limit).contains(&effective) {
-        return Err(ApiError::InvalidArgument(format!(
+        return Err(Error::InvalidArgument(format!(
             "the priority would become {effective} (base {base} + adjustment {adjustment}); \
              the effective priority must stay within -{limit} to {limit}"
         )));
     }
-    i32::try_from(adjustment)
-        .map_err(|_| ApiError::InvalidArgument("adjustment: out of range".into()))
+    i32::try_from(adjustment).map_err(|_| Error::InvalidArgument("adjustment: out of range".into()))
 }
 
 #[cfg(test)]

@@ -25,17 +25,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use berth_common::proto;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::agent::send_cancel;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Error, Result};
 use crate::live::hub::Hub;
 use crate::store::db::DbPool;
-use crate::work::scheduler;
+use crate::work::ids::AttemptKey;
+use crate::work::lifecycle::{self, Finished, Folded, Started};
+use crate::work::state::Reason;
 
 /// Reports waiting to be applied, across all streams of this replica.
 const QUEUE: usize = 8192;
@@ -46,13 +46,25 @@ const MAX_BATCH: usize = 512;
 #[derive(Debug)]
 pub enum Report {
     /// The worker took the assignment.
-    Accept { id: Uuid, attempt: i32 },
+    Accept(AttemptKey),
     /// The worker refused the assignment; it goes back to the queue.
-    Reject { id: Uuid, attempt: i32 },
+    Reject(AttemptKey),
     /// The container started.
-    Started(proto::Started),
+    Started(AttemptKey, Started),
     /// The attempt ended.
-    Finished(proto::Finished),
+    Finished(AttemptKey, Finished),
+}
+
+impl Report {
+    /// The attempt reported on.
+    pub fn key(&self) -> AttemptKey {
+        match self {
+            Report::Accept(key)
+            | Report::Reject(key)
+            | Report::Started(key, _)
+            | Report::Finished(key, _) => *key,
+        }
+    }
 }
 
 /// The sending side, held by every worker stream of this replica.
@@ -69,11 +81,11 @@ impl Recorder {
     }
 
     /// Queues a report of `worker_id`. Waits only while the queue is full.
-    pub async fn record(&self, worker_id: Uuid, report: Report) -> ApiResult<()> {
+    pub async fn record(&self, worker_id: Uuid, report: Report) -> Result<()> {
         self.tx
             .send((worker_id, report))
             .await
-            .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))
+            .map_err(|_| Error::Unavailable("the server is shutting down".into()))
     }
 }
 
@@ -107,7 +119,7 @@ enum Applied {
     /// The attempt is no longer this worker's current attempt: nothing changed.
     Stale,
     /// Could not be applied.
-    Failed(ApiError),
+    Failed(Error),
 }
 
 async fn apply(pool: &DbPool, hub: &Hub, batch: &mut Vec<(Uuid, Report)>) {
@@ -116,24 +128,23 @@ async fn apply(pool: &DbPool, hub: &Hub, batch: &mut Vec<(Uuid, Report)>) {
             Ok(results) => results,
             Err(e) => {
                 if batch.len() > 1 {
-                    let status: tonic::Status = e.into();
-                    tracing::debug!(reports = batch.len(), error = %status.message(), "batch of worker reports failed; applying them one by one");
+                    tracing::debug!(reports = batch.len(), error = %e, "batch of worker reports failed; applying them one by one");
                 }
                 apply_one_by_one(&mut conn, batch).await
             }
         },
         Err(e) => {
-            let message = format!("the database is unavailable: {e}");
+            let message = e.to_string();
             batch
                 .iter()
-                .map(|_| Applied::Failed(ApiError::Unavailable(message.clone())))
+                .map(|_| Applied::Failed(Error::Database(message.clone())))
                 .collect()
         }
     };
     let mut freed = false;
     for ((worker_id, report), applied) in batch.drain(..).zip(results) {
-        freed |= matches!(report, Report::Finished(_) | Report::Reject { .. });
-        after(hub, worker_id, &report, applied).await;
+        freed |= matches!(report, Report::Finished(..) | Report::Reject(_));
+        after(hub, worker_id, &report, applied);
     }
     hub.changed();
     if freed {
@@ -160,31 +171,19 @@ enum Plan {
 /// the same batch: a job that ends quickly then costs one set of statements, not three.
 fn plan(batch: &[(Uuid, Report)]) -> Vec<Plan> {
     let mut plans = vec![Plan::Alone; batch.len()];
-    // (worker, request, attempt) -> (Accept index, Started index) not yet folded.
+    // (worker, attempt) -> (Accept index, Started index) not yet folded.
     type Earlier = (Option<usize>, Option<usize>);
-    let mut open: HashMap<(Uuid, Uuid, i32), Earlier> = HashMap::new();
+    let mut open: HashMap<(Uuid, AttemptKey), Earlier> = HashMap::new();
     for (i, (worker_id, report)) in batch.iter().enumerate() {
-        let key = |reference: Option<&proto::AttemptRef>| {
-            scheduler::parse_ref(reference)
-                .ok()
-                .map(|(id, attempt)| (*worker_id, id, attempt))
-        };
+        let key = (*worker_id, report.key());
         match report {
-            Report::Accept { id, attempt } => {
-                open.entry((*worker_id, *id, *attempt)).or_default().0 = Some(i);
+            Report::Accept(_) => open.entry(key).or_default().0 = Some(i),
+            Report::Started(..) => open.entry(key).or_default().1 = Some(i),
+            Report::Reject(_) => {
+                open.remove(&key);
             }
-            Report::Started(started) => {
-                if let Some(key) = key(started.attempt.as_ref()) {
-                    open.entry(key).or_default().1 = Some(i);
-                }
-            }
-            Report::Reject { id, attempt } => {
-                open.remove(&(*worker_id, *id, *attempt));
-            }
-            Report::Finished(finished) => {
-                let Some((accept, started)) =
-                    key(finished.attempt.as_ref()).and_then(|key| open.remove(&key))
-                else {
+            Report::Finished(..) => {
+                let Some((accept, started)) = open.remove(&key) else {
                     continue;
                 };
                 for earlier in [accept, started].into_iter().flatten() {
@@ -201,24 +200,23 @@ fn plan(batch: &[(Uuid, Report)]) -> Vec<Plan> {
 async fn apply_together(
     conn: &mut AsyncPgConnection,
     batch: &[(Uuid, Report)],
-) -> ApiResult<Vec<Applied>> {
+) -> Result<Vec<Applied>> {
     let plans = plan(batch);
     let current = conn
-        .transaction::<_, ApiError, _>(async |conn| {
+        .transaction::<_, Error, _>(async |conn| {
             let mut current = vec![false; batch.len()];
             for (i, ((worker_id, report), plan)) in batch.iter().zip(&plans).enumerate() {
                 current[i] = match (report, plan) {
                     (_, Plan::FoldedInto(_)) => continue,
-                    (Report::Finished(finished), Plan::FinishWith { accept, started }) => {
-                        let folded = scheduler::Folded {
+                    (Report::Finished(key, finished), Plan::FinishWith { accept, started }) => {
+                        let folded = Folded {
                             accepted: accept.is_some(),
                             started: started.and_then(|j| match &batch[j].1 {
-                                Report::Started(started) => Some(started),
+                                Report::Started(_, started) => Some(started),
                                 _ => None,
                             }),
                         };
-                        scheduler::finish_folded_in(conn, Some(*worker_id), finished, folded)
-                            .await?
+                        lifecycle::finish(conn, Some(*worker_id), *key, finished, folded).await?
                     }
                     _ => apply_report(conn, *worker_id, report).await?,
                 };
@@ -249,9 +247,7 @@ async fn apply_one_by_one(conn: &mut AsyncPgConnection, batch: &[(Uuid, Report)]
     let mut results = Vec::with_capacity(batch.len());
     for (worker_id, report) in batch {
         let applied = conn
-            .transaction::<_, ApiError, _>(async |conn| {
-                apply_report(conn, *worker_id, report).await
-            })
+            .transaction::<_, Error, _>(async |conn| apply_report(conn, *worker_id, report).await)
             .await;
         results.push(match applied {
             Ok(true) => Applied::Current,
@@ -266,39 +262,38 @@ async fn apply_report(
     conn: &mut AsyncPgConnection,
     worker_id: Uuid,
     report: &Report,
-) -> ApiResult<bool> {
+) -> Result<bool> {
     match report {
-        Report::Accept { id, attempt } => {
-            scheduler::accepted_in(conn, worker_id, *id, *attempt).await
+        Report::Accept(key) => lifecycle::accepted(conn, worker_id, *key).await,
+        Report::Reject(key) => lifecycle::withdraw(conn, *key, Reason::Rejected).await,
+        Report::Started(key, started) => lifecycle::started(conn, worker_id, *key, started).await,
+        Report::Finished(key, finished) => {
+            lifecycle::finish(conn, Some(worker_id), *key, finished, Folded::default()).await
         }
-        Report::Reject { id, attempt } => {
-            scheduler::withdraw(conn, *id, *attempt, "rejected").await
-        }
-        Report::Started(started) => scheduler::started_in(conn, worker_id, started).await,
-        Report::Finished(finished) => scheduler::finish_in(conn, Some(worker_id), finished).await,
     }
 }
 
-/// Logs the outcome and tells the worker to stop an attempt it may no longer run.
-async fn after(hub: &Hub, worker_id: Uuid, report: &Report, applied: Applied) {
+/// Logs the outcome and tells the worker to stop an attempt it may no longer run. Never
+/// waits on a worker's stream: one that does not read it cannot hold up the others'
+/// reports (see `hub`).
+fn after(hub: &Hub, worker_id: Uuid, report: &Report, applied: Applied) {
     match (report, applied) {
-        (Report::Accept { id, attempt }, Applied::Stale) => {
+        (Report::Accept(key), Applied::Stale) => {
             // Withdrawn meanwhile (hand-off deadline, cancel): the worker must not run it.
-            tracing::warn!(work_request = %id, attempt, "accept for an attempt that is no longer current; telling the worker to stop it");
-            send_cancel(hub, worker_id, *id, *attempt).await;
+            tracing::warn!(%key, "accept for an attempt that is no longer current; telling the worker to stop it");
+            hub.cancel(worker_id, *key);
         }
-        (Report::Started(started), Applied::Stale) => {
-            tracing::warn!(attempt = ?started.attempt, "started for a stale attempt ignored");
+        (Report::Started(key, _), Applied::Stale) => {
+            tracing::warn!(%key, "started for a stale attempt ignored");
         }
-        (Report::Finished(finished), Applied::Current) => {
-            tracing::info!(attempt = ?finished.attempt, outcome = finished.outcome, exit_code = ?finished.exit_code, "attempt finished");
+        (Report::Finished(key, finished), Applied::Current) => {
+            tracing::info!(%key, outcome = %finished.outcome, exit_code = ?finished.exit_code, "attempt finished");
         }
-        (Report::Finished(finished), Applied::Stale) => {
-            tracing::warn!(attempt = ?finished.attempt, "finished for a stale attempt ignored");
+        (Report::Finished(key, _), Applied::Stale) => {
+            tracing::warn!(%key, "finished for a stale attempt ignored");
         }
         (report, Applied::Failed(e)) => {
-            let status: tonic::Status = e.into();
-            tracing::warn!(%worker_id, ?report, error = %status.message(), "worker report not applied");
+            tracing::warn!(%worker_id, key = %report.key(), error = %e, "worker report not applied");
         }
         _ => {}
     }
@@ -307,35 +302,34 @@ async fn after(hub: &Hub, worker_id: Uuid, report: &Report, applied: Applied) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::work::ids::WorkRequestId;
 
-    fn reference(id: Uuid, attempt: u32) -> Option<proto::AttemptRef> {
-        Some(proto::AttemptRef {
-            work_request_id: id.to_string(),
-            attempt,
-        })
+    fn key(id: WorkRequestId, attempt: i32) -> AttemptKey {
+        AttemptKey::new(id, attempt)
     }
 
-    fn started(id: Uuid, attempt: u32) -> Report {
-        Report::Started(proto::Started {
-            attempt: reference(id, attempt),
-            ..Default::default()
-        })
+    fn accept(id: WorkRequestId, attempt: i32) -> Report {
+        Report::Accept(key(id, attempt))
     }
 
-    fn finished(id: Uuid, attempt: u32) -> Report {
-        Report::Finished(proto::Finished {
-            attempt: reference(id, attempt),
-            ..Default::default()
-        })
+    fn started(id: WorkRequestId, attempt: i32) -> Report {
+        Report::Started(key(id, attempt), Started::default())
+    }
+
+    fn finished(id: WorkRequestId, attempt: i32) -> Report {
+        Report::Finished(
+            key(id, attempt),
+            Finished::without_running(crate::work::state::Outcome::Exited, ""),
+        )
     }
 
     #[test]
     fn accept_and_started_fold_into_a_later_finished_of_the_same_attempt_and_worker() {
         let (w1, w2) = (Uuid::now_v7(), Uuid::now_v7());
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (WorkRequestId::new(), WorkRequestId::new());
         let batch = vec![
-            (w1, Report::Accept { id: a, attempt: 1 }),
-            (w2, Report::Accept { id: b, attempt: 1 }),
+            (w1, accept(a, 1)),
+            (w2, accept(b, 1)),
             (w1, started(a, 1)),
             (w2, started(b, 1)),
             (w1, finished(a, 1)),
@@ -361,10 +355,10 @@ mod tests {
     #[test]
     fn a_reject_or_another_attempt_stops_folding() {
         let w = Uuid::now_v7();
-        let a = Uuid::now_v7();
+        let a = WorkRequestId::new();
         let batch = vec![
-            (w, Report::Accept { id: a, attempt: 1 }),
-            (w, Report::Reject { id: a, attempt: 1 }),
+            (w, accept(a, 1)),
+            (w, Report::Reject(key(a, 1))),
             (w, finished(a, 1)),
             (w, started(a, 2)),
             (w, finished(a, 3)),
@@ -375,7 +369,7 @@ mod tests {
     #[test]
     fn a_finished_with_only_a_started_before_it_folds_the_started() {
         let w = Uuid::now_v7();
-        let a = Uuid::now_v7();
+        let a = WorkRequestId::new();
         let batch = vec![(w, started(a, 1)), (w, finished(a, 1))];
         assert_eq!(
             plan(&batch),

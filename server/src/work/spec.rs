@@ -41,8 +41,9 @@ use std::fmt;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use berth_common::proto::{ContainerSpec, PullPolicy, SubmitWorkRequestRequest};
 use regex::Regex;
+
+use crate::work::state::UnblockStrategy;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
@@ -124,6 +125,68 @@ impl Default for SpecDefaults {
     }
 }
 
+/// A duration as a caller sent it (seconds and nanoseconds, each possibly out of range),
+/// checked by [`RawDuration::to_std`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawDuration {
+    pub seconds: i64,
+    pub nanos: i32,
+}
+
+impl RawDuration {
+    /// A duration of whole milliseconds.
+    pub fn from_millis(millis: u64) -> RawDuration {
+        RawDuration {
+            // u64::MAX / 1000 fits an i64, and the remainder in nanoseconds fits an i32;
+            // the fallbacks only satisfy the types.
+            seconds: i64::try_from(millis / 1000).unwrap_or(i64::MAX),
+            nanos: i32::try_from((millis % 1000) * 1_000_000).unwrap_or(0),
+        }
+    }
+
+    /// The duration, refusing negative or out-of-range values with `field` named.
+    pub fn to_std(self, field: &str) -> Result<Duration, InvalidField> {
+        duration_from_raw(field, self)
+    }
+}
+
+/// A container spec as a caller sent it, before any check. Unset limits are `None`; the
+/// server's defaults fill them in.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SpecInput {
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: HashMap<String, String>,
+    /// Write-only values: never logged, never returned.
+    pub secret_env: HashMap<String, String>,
+    pub working_dir: String,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub timeout: Option<RawDuration>,
+    pub stop_grace_period: Option<RawDuration>,
+    /// Empty means no network.
+    pub network: String,
+    /// `None` means the default (if not present).
+    pub pull_policy: Option<PullPolicy>,
+}
+
+/// A work request as a caller submitted it, before any check.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubmitInput {
+    pub spec: Option<SpecInput>,
+    pub requirements: HashMap<String, String>,
+    pub priority: i32,
+    /// Empty means `default`.
+    pub workspace: String,
+    /// Ids of the requests this one waits for, as sent.
+    pub after: Vec<String>,
+    pub unblock: UnblockStrategy,
+    pub allow_failure: bool,
+    pub retries: u32,
+    pub retry_backoff: Option<RawDuration>,
+}
+
 /// The validated, defaults-filled spec as stored in the database (as JSON, column
 /// `spec`), without secret values: those are stored encrypted, apart.
 ///
@@ -142,32 +205,25 @@ pub struct StoredSpec {
     pub stop_grace_period_ms: u64,
     /// `none` when the user left it unset.
     pub network: String,
-    pub pull_policy: StoredPullPolicy,
+    pub pull_policy: PullPolicy,
 }
 
-/// When a worker pulls the image; the stored form of [`PullPolicy`], never unspecified.
+/// When a worker pulls the image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum StoredPullPolicy {
+pub enum PullPolicy {
+    /// Before every run.
     Always,
+    /// Only when the worker does not have it (the default).
     IfNotPresent,
+    /// Never: the image must be on the worker already.
     Never,
 }
 
-impl From<StoredPullPolicy> for PullPolicy {
-    fn from(policy: StoredPullPolicy) -> Self {
-        match policy {
-            StoredPullPolicy::Always => PullPolicy::Always,
-            StoredPullPolicy::IfNotPresent => PullPolicy::IfNotPresent,
-            StoredPullPolicy::Never => PullPolicy::Never,
-        }
-    }
-}
-
 impl StoredSpec {
-    /// The spec as the API returns it: defaults filled in, `secret_env` empty.
-    pub fn to_proto(&self) -> ContainerSpec {
-        ContainerSpec {
+    /// The spec as the API returns it: defaults filled in, no secret values.
+    pub fn to_input(&self) -> SpecInput {
+        SpecInput {
             image: self.image.clone(),
             command: self.command.clone(),
             env: self
@@ -180,10 +236,10 @@ impl StoredSpec {
             memory_bytes: Some(self.memory_bytes),
             cpus: Some(self.cpus),
             pids_limit: Some(self.pids_limit),
-            timeout: Some(duration_from_millis(self.timeout_ms)),
+            timeout: Some(RawDuration::from_millis(self.timeout_ms)),
             network: self.network.clone(),
-            pull_policy: PullPolicy::from(self.pull_policy) as i32,
-            stop_grace_period: Some(duration_from_millis(self.stop_grace_period_ms)),
+            pull_policy: Some(self.pull_policy),
+            stop_grace_period: Some(RawDuration::from_millis(self.stop_grace_period_ms)),
         }
     }
 }
@@ -247,17 +303,28 @@ fn entry_field(map: &str, key: &str) -> String {
     format!("{map}[{key:?}]")
 }
 
-/// Checks a submission and fills in defaults. The workspace's existence is checked by
-/// the caller, against the database.
-pub fn validate_submission(
-    req: &SubmitWorkRequestRequest,
-    defaults: &SpecDefaults,
-) -> Result<Submission, InvalidField> {
-    let spec = req
-        .spec
-        .as_ref()
-        .ok_or_else(|| InvalidField::new("spec", "is required"))?;
+/// A checked spec: what is stored, and the secret values, which are stored apart.
+#[derive(Clone, PartialEq)]
+pub struct CheckedSpec {
+    pub spec: StoredSpec,
+    /// Write-only: never logged, never returned, stored encrypted.
+    pub secret_env: BTreeMap<String, String>,
+}
 
+impl fmt::Debug for CheckedSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckedSpec")
+            .field("spec", &self.spec)
+            .field("secret_env", &RedactedValues(&self.secret_env))
+            .finish()
+    }
+}
+
+/// Checks a container spec and fills in `defaults`. Errors name the field under `spec.`.
+pub fn validate_spec(
+    spec: &SpecInput,
+    defaults: &SpecDefaults,
+) -> Result<CheckedSpec, InvalidField> {
     if spec.image.is_empty() {
         return Err(InvalidField::new(
             "spec.image",
@@ -275,28 +342,16 @@ pub fn validate_submission(
     let memory_bytes = validate_memory(spec.memory_bytes.unwrap_or(defaults.memory_bytes))?;
     let cpus = validate_cpus(spec.cpus.unwrap_or(defaults.cpus))?;
     let pids_limit = validate_pids_limit(spec.pids_limit.unwrap_or(defaults.pids_limit))?;
-    let timeout = match &spec.timeout {
-        Some(d) => validate_timeout(duration_from_proto("spec.timeout", d)?, defaults)?,
+    let timeout = match spec.timeout {
+        Some(d) => validate_timeout(d.to_std("spec.timeout")?, defaults)?,
         None => defaults.timeout,
     };
-    let stop_grace_period = match &spec.stop_grace_period {
-        Some(d) => validate_stop_grace_period(duration_from_proto("spec.stop_grace_period", d)?)?,
+    let stop_grace_period = match spec.stop_grace_period {
+        Some(d) => validate_stop_grace_period(d.to_std("spec.stop_grace_period")?)?,
         None => defaults.stop_grace_period,
     };
-
     let network = validate_network(&spec.network)?;
-    let pull_policy = validate_pull_policy(spec.pull_policy)?;
-    let requirements = validate_requirements(&req.requirements)?;
-    let priority = validate_priority(req.priority)?;
-    let workspace = if req.workspace.is_empty() {
-        DEFAULT_WORKSPACE.to_owned()
-    } else {
-        validate_name("workspace", &req.workspace)
-            .map_err(|m| InvalidField::new("workspace", m))?;
-        req.workspace.clone()
-    };
-
-    Ok(Submission {
+    Ok(CheckedSpec {
         spec: StoredSpec {
             image: spec.image.clone(),
             command: spec.command.clone(),
@@ -308,13 +363,42 @@ pub fn validate_submission(
             timeout_ms: millis_rounded_up(timeout),
             stop_grace_period_ms: millis_rounded_up(stop_grace_period),
             network,
-            pull_policy,
+            pull_policy: spec.pull_policy.unwrap_or(PullPolicy::IfNotPresent),
         },
+        secret_env,
+    })
+}
+
+/// Checks a submission and fills in defaults. The workspace's existence is checked by
+/// the caller, against the database; the scheduling fields by `deps::Scheduling::check`.
+pub fn validate_submission(
+    req: &SubmitInput,
+    defaults: &SpecDefaults,
+) -> Result<Submission, InvalidField> {
+    let spec = req
+        .spec
+        .as_ref()
+        .ok_or_else(|| InvalidField::new("spec", "is required"))?;
+    let CheckedSpec { spec, secret_env } = validate_spec(spec, defaults)?;
+    let requirements = validate_requirements(&req.requirements)?;
+    let priority = validate_priority(req.priority)?;
+    let workspace = validate_workspace(&req.workspace)?;
+    Ok(Submission {
+        spec,
         secret_env,
         requirements,
         priority,
         workspace,
     })
+}
+
+/// The workspace named in a submission: `default` when none is named.
+pub fn validate_workspace(workspace: &str) -> Result<String, InvalidField> {
+    if workspace.is_empty() {
+        return Ok(DEFAULT_WORKSPACE.to_owned());
+    }
+    validate_name("workspace", workspace).map_err(|m| InvalidField::new("workspace", m))?;
+    Ok(workspace.to_owned())
 }
 
 fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
@@ -499,22 +583,6 @@ fn validate_network(network: &str) -> Result<String, InvalidField> {
         ));
     }
     Ok(network.to_owned())
-}
-
-fn validate_pull_policy(value: i32) -> Result<StoredPullPolicy, InvalidField> {
-    match PullPolicy::try_from(value) {
-        Ok(PullPolicy::Unspecified | PullPolicy::IfNotPresent) => {
-            Ok(StoredPullPolicy::IfNotPresent)
-        }
-        Ok(PullPolicy::Always) => Ok(StoredPullPolicy::Always),
-        Ok(PullPolicy::Never) => Ok(StoredPullPolicy::Never),
-        Err(_) => Err(InvalidField::new(
-            "spec.pull_policy",
-            format!(
-                "unknown value {value}; use PULL_POLICY_ALWAYS, PULL_POLICY_IF_NOT_PRESENT or PULL_POLICY_NEVER, or leave it unset"
-            ),
-        )),
-    }
 }
 
 fn validate_requirements(
@@ -713,11 +781,8 @@ pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Converts a proto Duration to std, refusing negative or out-of-range values.
-pub fn duration_from_proto(
-    field: &str,
-    d: &prost_types::Duration,
-) -> Result<Duration, InvalidField> {
+/// Converts a duration as sent to std, refusing negative or out-of-range values.
+fn duration_from_raw(field: &str, d: RawDuration) -> Result<Duration, InvalidField> {
     let invalid = |m: String| Err(InvalidField::new(field, m));
     if d.seconds < 0 || (d.seconds == 0 && d.nanos < 0) {
         return invalid(format!(
@@ -756,15 +821,6 @@ fn millis_rounded_up(d: Duration) -> u64 {
     u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
-fn duration_from_millis(millis: u64) -> prost_types::Duration {
-    prost_types::Duration {
-        // u64::MAX / 1000 fits an i64, and the remainder in nanoseconds fits an i32; the
-        // fallbacks only satisfy the types.
-        seconds: i64::try_from(millis / 1000).unwrap_or(i64::MAX),
-        nanos: i32::try_from((millis % 1000) * 1_000_000).unwrap_or(0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -773,25 +829,25 @@ mod tests {
     const DIGEST64: &str =
         "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    fn spec() -> ContainerSpec {
-        ContainerSpec {
+    fn spec() -> SpecInput {
+        SpecInput {
             image: "busybox:1.36".to_owned(),
             ..Default::default()
         }
     }
 
-    fn request(spec: ContainerSpec) -> SubmitWorkRequestRequest {
-        SubmitWorkRequestRequest {
+    fn request(spec: SpecInput) -> SubmitInput {
+        SubmitInput {
             spec: Some(spec),
             ..Default::default()
         }
     }
 
-    fn submit(req: &SubmitWorkRequestRequest) -> Result<Submission, InvalidField> {
+    fn submit(req: &SubmitInput) -> Result<Submission, InvalidField> {
         validate_submission(req, &SpecDefaults::default())
     }
 
-    fn submit_spec(spec: ContainerSpec) -> Result<Submission, InvalidField> {
+    fn submit_spec(spec: SpecInput) -> Result<Submission, InvalidField> {
         submit(&request(spec))
     }
 
@@ -807,8 +863,8 @@ mod tests {
         }
     }
 
-    fn proto_duration(seconds: i64, nanos: i32) -> prost_types::Duration {
-        prost_types::Duration { seconds, nanos }
+    fn raw(seconds: i64, nanos: i32) -> RawDuration {
+        RawDuration { seconds, nanos }
     }
 
     fn map(entries: &[(&str, &str)]) -> HashMap<String, String> {
@@ -850,7 +906,7 @@ mod tests {
                 timeout_ms: 3_600_000,
                 stop_grace_period_ms: 10_000,
                 network: "none".to_owned(),
-                pull_policy: StoredPullPolicy::IfNotPresent,
+                pull_policy: PullPolicy::IfNotPresent,
             }
         );
         assert!(s.secret_env.is_empty());
@@ -878,8 +934,8 @@ mod tests {
 
     #[test]
     fn given_values_are_kept() {
-        let req = SubmitWorkRequestRequest {
-            spec: Some(ContainerSpec {
+        let req = SubmitInput {
+            spec: Some(SpecInput {
                 image: "localhost:5000/team/app:v1.2-rc_3".to_owned(),
                 command: vec!["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()],
                 env: map(&[("B", "2"), ("A", "1")]),
@@ -888,10 +944,10 @@ mod tests {
                 memory_bytes: Some(512 * MIB),
                 cpus: Some(0.5),
                 pids_limit: Some(64),
-                timeout: Some(proto_duration(120, 500_000_000)),
+                timeout: Some(raw(120, 500_000_000)),
                 network: "bridge".to_owned(),
-                pull_policy: PullPolicy::Never as i32,
-                stop_grace_period: Some(proto_duration(0, 0)),
+                pull_policy: Some(PullPolicy::Never),
+                stop_grace_period: Some(raw(0, 0)),
             }),
             requirements: map(&[("gpu", "a100"), ("arch", "amd64")]),
             priority: -5,
@@ -913,7 +969,7 @@ mod tests {
         assert_eq!(s.spec.timeout_ms, 120_500);
         assert_eq!(s.spec.stop_grace_period_ms, 0);
         assert_eq!(s.spec.network, "bridge");
-        assert_eq!(s.spec.pull_policy, StoredPullPolicy::Never);
+        assert_eq!(s.spec.pull_policy, PullPolicy::Never);
         assert_eq!(s.secret_env.get("TOKEN").map(String::as_str), Some(SECRET));
         assert!(
             !s.spec.env.contains_key("TOKEN"),
@@ -926,13 +982,13 @@ mod tests {
 
     #[test]
     fn missing_spec_is_refused() {
-        let msg = refused_on(submit(&SubmitWorkRequestRequest::default()), "spec");
+        let msg = refused_on(submit(&SubmitInput::default()), "spec");
         assert_eq!(msg, "is required");
     }
 
     #[test]
     fn missing_image_is_refused() {
-        let msg = refused_on(submit_spec(ContainerSpec::default()), "spec.image");
+        let msg = refused_on(submit_spec(SpecInput::default()), "spec.image");
         assert!(msg.starts_with("is required"), "{msg}");
     }
 
@@ -960,7 +1016,7 @@ mod tests {
             &long_name,
         ] {
             assert_eq!(validate_image_reference(image), Ok(()), "{image}");
-            submit_spec(ContainerSpec {
+            submit_spec(SpecInput {
                 image: image.to_owned(),
                 ..Default::default()
             })
@@ -1006,7 +1062,7 @@ mod tests {
                 validate_image_reference(image).expect_err(&format!("{image:?} should be refused"));
             assert!(err.contains(expected), "{image:?}: {err}");
             refused_on(
-                submit_spec(ContainerSpec {
+                submit_spec(SpecInput {
                     image: image.to_owned(),
                     ..Default::default()
                 }),
@@ -1017,12 +1073,12 @@ mod tests {
 
     #[test]
     fn command_of_1000_arguments_is_accepted_and_1001_refused() {
-        let ok = ContainerSpec {
+        let ok = SpecInput {
             command: vec!["x".to_owned(); 1000],
             ..spec()
         };
         submit_spec(ok).expect("1000 arguments are allowed");
-        let too_many = ContainerSpec {
+        let too_many = SpecInput {
             command: vec!["x".to_owned(); 1001],
             ..spec()
         };
@@ -1040,13 +1096,13 @@ mod tests {
     fn empty_or_nul_command_argument_is_refused_by_index() {
         let command = ["a", "b", "c", "", "e"].map(str::to_owned).to_vec();
         let msg = refused_on(
-            submit_spec(ContainerSpec { command, ..spec() }),
+            submit_spec(SpecInput { command, ..spec() }),
             "spec.command[3]",
         );
         assert_eq!(msg, "must not be empty");
         let command = vec!["a\0b".to_owned()];
         refused_on(
-            submit_spec(ContainerSpec { command, ..spec() }),
+            submit_spec(SpecInput { command, ..spec() }),
             "spec.command[0]",
         );
     }
@@ -1064,7 +1120,7 @@ mod tests {
     #[test]
     fn bad_env_key_is_refused_with_its_path() {
         let msg = refused_on(
-            submit_spec(ContainerSpec {
+            submit_spec(SpecInput {
                 env: map(&[("1BAD", "x")]),
                 ..spec()
             }),
@@ -1072,7 +1128,7 @@ mod tests {
         );
         assert!(msg.contains("start with a letter or '_'"), "{msg}");
         refused_on(
-            submit_spec(ContainerSpec {
+            submit_spec(SpecInput {
                 secret_env: map(&[("A B", SECRET)]),
                 ..spec()
             }),
@@ -1083,7 +1139,7 @@ mod tests {
     #[test]
     fn env_values_with_nul_are_refused_without_echoing_them() {
         let msg = refused_on(
-            submit_spec(ContainerSpec {
+            submit_spec(SpecInput {
                 env: map(&[("A", "x\0y")]),
                 ..spec()
             }),
@@ -1091,7 +1147,7 @@ mod tests {
         );
         assert_eq!(msg, "value must not contain a NUL byte");
         let secret = format!("{SECRET}\0");
-        let err = submit_spec(ContainerSpec {
+        let err = submit_spec(SpecInput {
             secret_env: map(&[("TOKEN", &secret)]),
             ..spec()
         })
@@ -1102,7 +1158,7 @@ mod tests {
 
     #[test]
     fn empty_env_values_are_allowed() {
-        let s = submit_spec(ContainerSpec {
+        let s = submit_spec(SpecInput {
             env: map(&[("EMPTY", "")]),
             ..spec()
         })
@@ -1112,7 +1168,7 @@ mod tests {
 
     #[test]
     fn same_key_in_env_and_secret_env_is_refused() {
-        let err = submit_spec(ContainerSpec {
+        let err = submit_spec(SpecInput {
             env: map(&[("TOKEN", "plain")]),
             secret_env: map(&[("TOKEN", SECRET)]),
             ..spec()
@@ -1128,7 +1184,7 @@ mod tests {
         // "A" + 32767 bytes and "S" + 32767 bytes = 65536 bytes exactly.
         let plain = "p".repeat(32_767);
         let secret = SECRET.repeat(32_767 / SECRET.len() + 1)[..32_767].to_owned();
-        let at_limit = ContainerSpec {
+        let at_limit = SpecInput {
             env: map(&[("A", &plain)]),
             secret_env: map(&[("S", &secret)]),
             ..spec()
@@ -1147,7 +1203,7 @@ mod tests {
     #[test]
     fn working_dir_must_be_absolute_without_nul_and_at_most_4096_bytes() {
         let with = |dir: &str| {
-            submit_spec(ContainerSpec {
+            submit_spec(SpecInput {
                 working_dir: dir.to_owned(),
                 ..spec()
             })
@@ -1168,7 +1224,7 @@ mod tests {
     }
 
     fn with_memory(bytes: u64) -> Result<Submission, InvalidField> {
-        submit_spec(ContainerSpec {
+        submit_spec(SpecInput {
             memory_bytes: Some(bytes),
             ..spec()
         })
@@ -1193,7 +1249,7 @@ mod tests {
     }
 
     fn with_cpus(cpus: f64) -> Result<Submission, InvalidField> {
-        submit_spec(ContainerSpec {
+        submit_spec(SpecInput {
             cpus: Some(cpus),
             ..spec()
         })
@@ -1220,7 +1276,7 @@ mod tests {
     }
 
     fn with_pids(pids: i64) -> Result<Submission, InvalidField> {
-        submit_spec(ContainerSpec {
+        submit_spec(SpecInput {
             pids_limit: Some(pids),
             ..spec()
         })
@@ -1236,8 +1292,8 @@ mod tests {
     }
 
     fn with_timeout(seconds: i64, nanos: i32) -> Result<Submission, InvalidField> {
-        submit_spec(ContainerSpec {
-            timeout: Some(proto_duration(seconds, nanos)),
+        submit_spec(SpecInput {
+            timeout: Some(raw(seconds, nanos)),
             ..spec()
         })
     }
@@ -1263,8 +1319,8 @@ mod tests {
     }
 
     fn with_grace(seconds: i64, nanos: i32) -> Result<Submission, InvalidField> {
-        submit_spec(ContainerSpec {
-            stop_grace_period: Some(proto_duration(seconds, nanos)),
+        submit_spec(SpecInput {
+            stop_grace_period: Some(raw(seconds, nanos)),
             ..spec()
         })
     }
@@ -1282,14 +1338,11 @@ mod tests {
     }
 
     #[test]
-    fn duration_from_proto_refuses_negative_and_out_of_range() {
+    fn duration_from_raw_refuses_negative_and_out_of_range() {
         let f = "x.d";
+        assert_eq!(duration_from_raw(f, raw(1, 500)), Ok(Duration::new(1, 500)));
         assert_eq!(
-            duration_from_proto(f, &proto_duration(1, 500)),
-            Ok(Duration::new(1, 500))
-        );
-        assert_eq!(
-            duration_from_proto(f, &proto_duration(315_576_000_000, 999_999_999)),
+            duration_from_raw(f, raw(315_576_000_000, 999_999_999)),
             Ok(Duration::new(315_576_000_000, 999_999_999))
         );
         for (s, n) in [
@@ -1302,14 +1355,13 @@ mod tests {
             (i64::MIN, 0),
             (i64::MAX, i32::MAX),
         ] {
-            let err =
-                duration_from_proto(f, &proto_duration(s, n)).expect_err(&format!("{s}s {n}ns"));
+            let err = duration_from_raw(f, raw(s, n)).expect_err(&format!("{s}s {n}ns"));
             assert_eq!(err.field, f);
         }
     }
 
     fn with_network(network: &str) -> Result<Submission, InvalidField> {
-        submit_spec(ContainerSpec {
+        submit_spec(SpecInput {
             network: network.to_owned(),
             ..spec()
         })
@@ -1340,34 +1392,24 @@ mod tests {
     }
 
     #[test]
-    fn pull_policy_maps_and_refuses_unknown_numbers() {
+    fn pull_policy_defaults_to_if_not_present() {
         for (value, expected) in [
-            (PullPolicy::Unspecified, StoredPullPolicy::IfNotPresent),
-            (PullPolicy::Always, StoredPullPolicy::Always),
-            (PullPolicy::IfNotPresent, StoredPullPolicy::IfNotPresent),
-            (PullPolicy::Never, StoredPullPolicy::Never),
+            (None, PullPolicy::IfNotPresent),
+            (Some(PullPolicy::Always), PullPolicy::Always),
+            (Some(PullPolicy::IfNotPresent), PullPolicy::IfNotPresent),
+            (Some(PullPolicy::Never), PullPolicy::Never),
         ] {
-            let s = submit_spec(ContainerSpec {
-                pull_policy: value as i32,
+            let s = submit_spec(SpecInput {
+                pull_policy: value,
                 ..spec()
             })
             .expect("known policy");
             assert_eq!(s.spec.pull_policy, expected);
         }
-        for bad in [4, 99, -1] {
-            let msg = refused_on(
-                submit_spec(ContainerSpec {
-                    pull_policy: bad,
-                    ..spec()
-                }),
-                "spec.pull_policy",
-            );
-            assert!(msg.contains(&format!("unknown value {bad}")), "{msg}");
-        }
     }
 
     fn with_requirements(entries: HashMap<String, String>) -> Result<Submission, InvalidField> {
-        submit(&SubmitWorkRequestRequest {
+        submit(&SubmitInput {
             requirements: entries,
             ..request(spec())
         })
@@ -1428,7 +1470,7 @@ mod tests {
     }
 
     fn with_priority(priority: i32) -> Result<Submission, InvalidField> {
-        submit(&SubmitWorkRequestRequest {
+        submit(&SubmitInput {
             priority,
             ..request(spec())
         })
@@ -1444,7 +1486,7 @@ mod tests {
     }
 
     fn with_workspace(workspace: &str) -> Result<Submission, InvalidField> {
-        submit(&SubmitWorkRequestRequest {
+        submit(&SubmitInput {
             workspace: workspace.to_owned(),
             ..request(spec())
         })
@@ -1487,8 +1529,8 @@ mod tests {
 
     #[test]
     fn first_bad_field_is_reported_in_a_fixed_order() {
-        let all_bad = SubmitWorkRequestRequest {
-            spec: Some(ContainerSpec {
+        let all_bad = SubmitInput {
+            spec: Some(SpecInput {
                 image: "Bad".to_owned(),
                 command: vec![String::new()],
                 env: map(&[("2B", "x"), ("1A", "x")]),
@@ -1497,10 +1539,10 @@ mod tests {
                 memory_bytes: Some(0),
                 cpus: Some(0.0),
                 pids_limit: Some(0),
-                timeout: Some(proto_duration(0, 0)),
+                timeout: Some(raw(0, 0)),
                 network: "host".to_owned(),
-                pull_policy: 42,
-                stop_grace_period: Some(proto_duration(-1, 0)),
+                pull_policy: None,
+                stop_grace_period: Some(raw(-1, 0)),
             }),
             requirements: map(&[("b b", "v"), ("a a", "v")]),
             priority: 5000,
@@ -1521,7 +1563,6 @@ mod tests {
             "spec.timeout",
             "spec.stop_grace_period",
             "spec.network",
-            "spec.pull_policy",
             "requirements[\"a a\"]",
             "requirements[\"b b\"]",
             "priority",
@@ -1545,7 +1586,6 @@ mod tests {
                 "spec.timeout" => spec.timeout = None,
                 "spec.stop_grace_period" => spec.stop_grace_period = None,
                 "spec.network" => spec.network.clear(),
-                "spec.pull_policy" => spec.pull_policy = 0,
                 "requirements[\"a a\"]" => drop(req.requirements.remove("a a")),
                 "requirements[\"b b\"]" => drop(req.requirements.remove("b b")),
                 "priority" => req.priority = 0,
@@ -1558,7 +1598,7 @@ mod tests {
 
     #[test]
     fn debug_output_shows_secret_keys_but_never_values() {
-        let s = submit_spec(ContainerSpec {
+        let s = submit_spec(SpecInput {
             secret_env: map(&[("API_TOKEN", SECRET)]),
             ..spec()
         })
@@ -1571,9 +1611,9 @@ mod tests {
     }
 
     #[test]
-    fn to_proto_round_trips_through_validation() {
-        let req = SubmitWorkRequestRequest {
-            spec: Some(ContainerSpec {
+    fn returned_spec_round_trips_through_validation() {
+        let req = SubmitInput {
+            spec: Some(SpecInput {
                 image: format!("ghcr.io/org/img:tag@{DIGEST64}"),
                 command: vec!["run".to_owned()],
                 env: map(&[("A", "1")]),
@@ -1582,49 +1622,49 @@ mod tests {
                 memory_bytes: Some(100 * MIB),
                 cpus: Some(1.5),
                 pids_limit: Some(10),
-                timeout: Some(proto_duration(61, 250_000_000)),
+                timeout: Some(raw(61, 250_000_000)),
                 network: "bridge".to_owned(),
-                pull_policy: PullPolicy::Always as i32,
-                stop_grace_period: Some(proto_duration(3, 0)),
+                pull_policy: Some(PullPolicy::Always),
+                stop_grace_period: Some(raw(3, 0)),
             }),
             ..Default::default()
         };
         let stored = submit(&req).expect("valid").spec;
-        let proto = stored.to_proto();
-        assert!(proto.secret_env.is_empty(), "secrets are never returned");
-        assert_eq!(proto.image, stored.image);
-        assert_eq!(proto.env, map(&[("A", "1")]));
-        assert_eq!(proto.working_dir, "/w");
-        assert_eq!(proto.memory_bytes, Some(100 * MIB));
-        assert_eq!(proto.cpus, Some(1.5));
-        assert_eq!(proto.pids_limit, Some(10));
-        assert_eq!(proto.timeout, Some(proto_duration(61, 250_000_000)));
-        assert_eq!(proto.stop_grace_period, Some(proto_duration(3, 0)));
-        assert_eq!(proto.network, "bridge");
-        assert_eq!(proto.pull_policy, PullPolicy::Always as i32);
+        let returned = stored.to_input();
+        assert!(returned.secret_env.is_empty(), "secrets are never returned");
+        assert_eq!(returned.image, stored.image);
+        assert_eq!(returned.env, map(&[("A", "1")]));
+        assert_eq!(returned.working_dir, "/w");
+        assert_eq!(returned.memory_bytes, Some(100 * MIB));
+        assert_eq!(returned.cpus, Some(1.5));
+        assert_eq!(returned.pids_limit, Some(10));
+        assert_eq!(returned.timeout, Some(raw(61, 250_000_000)));
+        assert_eq!(returned.stop_grace_period, Some(raw(3, 0)));
+        assert_eq!(returned.network, "bridge");
+        assert_eq!(returned.pull_policy, Some(PullPolicy::Always));
 
-        let again = submit(&request(proto))
+        let again = submit(&request(returned))
             .expect("the returned spec is valid")
             .spec;
         assert_eq!(again, stored);
     }
 
     #[test]
-    fn to_proto_fills_every_optional_from_defaults() {
-        let proto = submit_spec(spec()).expect("valid").spec.to_proto();
-        assert_eq!(proto.working_dir, "");
-        assert_eq!(proto.memory_bytes, Some(GIB));
-        assert_eq!(proto.cpus, Some(1.0));
-        assert_eq!(proto.pids_limit, Some(1024));
-        assert_eq!(proto.timeout, Some(proto_duration(3600, 0)));
-        assert_eq!(proto.stop_grace_period, Some(proto_duration(10, 0)));
-        assert_eq!(proto.network, "none");
-        assert_eq!(proto.pull_policy, PullPolicy::IfNotPresent as i32);
+    fn returned_spec_fills_every_optional_from_defaults() {
+        let returned = submit_spec(spec()).expect("valid").spec.to_input();
+        assert_eq!(returned.working_dir, "");
+        assert_eq!(returned.memory_bytes, Some(GIB));
+        assert_eq!(returned.cpus, Some(1.0));
+        assert_eq!(returned.pids_limit, Some(1024));
+        assert_eq!(returned.timeout, Some(raw(3600, 0)));
+        assert_eq!(returned.stop_grace_period, Some(raw(10, 0)));
+        assert_eq!(returned.network, "none");
+        assert_eq!(returned.pull_policy, Some(PullPolicy::IfNotPresent));
     }
 
     #[test]
     fn stored_spec_json_round_trips_with_kebab_case_pull_policy() {
-        let stored = submit_spec(ContainerSpec {
+        let stored = submit_spec(SpecInput {
             env: map(&[("A", "1")]),
             ..spec()
         })

@@ -39,23 +39,47 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
-use berth_common::proto::{SubmitWorkRequestRequest, SubmitWorkflowRequest};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::error::{ApiError, ApiResult};
-use crate::store::models::Status;
-use crate::store::schema::{attempts, work_request_dependencies, work_requests, workspaces};
+use crate::error::{Error, Result};
+use crate::store::schema::{work_request_dependencies, work_requests, workspaces};
 use crate::store::secrets::SecretBox;
-use crate::work::spec::{SpecDefaults, Submission, validate_name, validate_submission};
+use crate::work::ids::WorkRequestId;
+use crate::work::lifecycle::Closing;
+use crate::work::spec::{
+    SpecDefaults, SpecInput, Submission, SubmitInput, validate_name, validate_submission,
+};
+use crate::work::state::{Ending, Kind, Reason, Status, WorkResult};
 
 /// The most steps one workflow may have.
 pub const MAX_STEPS: usize = 1000;
 const DEFAULT_WORKSPACE: &str = "default";
 /// Rows per INSERT, well under PostgreSQL's 65,535 bind parameters.
 const INSERT_CHUNK: usize = 1000;
+
+/// A workflow as a caller submitted it, before any check.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkflowInput {
+    pub name: String,
+    /// Empty means `default`.
+    pub workspace: String,
+    pub steps: Vec<StepInput>,
+}
+
+/// One step as submitted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepInput {
+    pub name: String,
+    pub spec: Option<SpecInput>,
+    /// Names of the steps it needs.
+    pub needs: Vec<String>,
+    pub requirements: HashMap<String, String>,
+    pub priority: i32,
+    pub allow_failure: bool,
+}
 
 /// A checked workflow, ready to store.
 #[derive(Debug)]
@@ -76,13 +100,13 @@ pub struct Step {
     pub allow_failure: bool,
 }
 
-fn invalid(message: String) -> ApiError {
-    ApiError::InvalidArgument(message)
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
 }
 
 /// Checks a workflow and fills in each step's defaults. The first problem found is
 /// returned as INVALID_ARGUMENT naming the step.
-pub fn validate(req: &SubmitWorkflowRequest, defaults: &SpecDefaults) -> ApiResult<Workflow> {
+pub fn validate(req: &WorkflowInput, defaults: &SpecDefaults) -> Result<Workflow> {
     validate_name("name", &req.name).map_err(|m| invalid(format!("name: {m}")))?;
     let workspace = if req.workspace.is_empty() {
         DEFAULT_WORKSPACE.to_owned()
@@ -116,7 +140,7 @@ pub fn validate(req: &SubmitWorkflowRequest, defaults: &SpecDefaults) -> ApiResu
     let mut submissions = Vec::with_capacity(req.steps.len());
     let mut needs: Vec<Vec<usize>> = Vec::with_capacity(req.steps.len());
     for step in &req.steps {
-        let single = SubmitWorkRequestRequest {
+        let single = SubmitInput {
             spec: step.spec.clone(),
             requirements: step.requirements.clone(),
             priority: step.priority,
@@ -157,7 +181,7 @@ pub fn validate(req: &SubmitWorkflowRequest, defaults: &SpecDefaults) -> ApiResu
     for &i in &order {
         let submission = submissions[i]
             .take()
-            .ok_or_else(|| ApiError::internal("a step appears twice in the dependency order"))?;
+            .ok_or_else(|| Error::internal("a step appears twice in the dependency order"))?;
         steps.push(Step {
             name: req.steps[i].name.clone(),
             submission,
@@ -227,9 +251,9 @@ pub async fn create(
     secrets: &SecretBox,
     creator: Uuid,
     workflow: &Workflow,
-) -> ApiResult<Uuid> {
+) -> Result<WorkRequestId> {
     // Everything that cannot touch the database is prepared before the transaction.
-    let parent = Uuid::now_v7();
+    let parent = WorkRequestId::new();
     let mut children = Vec::with_capacity(workflow.steps.len());
     let mut ids = Vec::with_capacity(workflow.steps.len());
     for step in &workflow.steps {
@@ -237,9 +261,9 @@ pub async fn create(
         let sealed = if s.secret_env.is_empty() {
             None
         } else {
-            Some(secrets.seal(&s.secret_env).map_err(ApiError::internal)?)
+            Some(secrets.seal(&s.secret_env).map_err(Error::internal)?)
         };
-        let id = Uuid::now_v7();
+        let id = WorkRequestId::new();
         ids.push(id);
         let status = if step.needs.is_empty() {
             Status::Pending
@@ -248,12 +272,12 @@ pub async fn create(
         };
         children.push((
             work_requests::id.eq(id),
-            work_requests::status.eq(status.as_str()),
-            work_requests::spec.eq(serde_json::to_value(&s.spec).map_err(ApiError::internal)?),
+            work_requests::status.eq(status),
+            work_requests::spec.eq(serde_json::to_value(&s.spec).map_err(Error::internal)?),
             work_requests::secret_env.eq(sealed),
             work_requests::secret_env_keys.eq(s.secret_env.keys().cloned().collect::<Vec<_>>()),
             work_requests::requirements
-                .eq(serde_json::to_value(&s.requirements).map_err(ApiError::internal)?),
+                .eq(serde_json::to_value(&s.requirements).map_err(Error::internal)?),
             work_requests::priority_base.eq(s.priority),
             work_requests::allow_failure.eq(step.allow_failure),
             work_requests::name.eq(step.name.clone()),
@@ -273,7 +297,7 @@ pub async fn create(
             })
         })
         .collect();
-    conn.transaction::<_, ApiError, _>(async |conn| {
+    conn.transaction::<_, Error, _>(async |conn| {
         let workspace_id: Uuid = workspaces::table
             .filter(workspaces::name.eq(&workflow.workspace))
             .select(workspaces::id)
@@ -281,7 +305,7 @@ pub async fn create(
             .await
             .optional()?
             .ok_or_else(|| {
-                ApiError::NotFound(format!(
+                Error::NotFound(format!(
                     "workspace: no workspace named {:?}",
                     workflow.workspace
                 ))
@@ -290,8 +314,8 @@ pub async fn create(
             .values((
                 work_requests::id.eq(parent),
                 work_requests::workspace_id.eq(workspace_id),
-                work_requests::kind.eq("workflow"),
-                work_requests::status.eq(Status::Pending.as_str()),
+                work_requests::kind.eq(Kind::Workflow),
+                work_requests::status.eq(Status::Pending),
                 work_requests::spec.eq(serde_json::json!({})),
                 work_requests::name.eq(&workflow.name),
                 work_requests::created_by.eq(creator),
@@ -307,7 +331,7 @@ pub async fn create(
                         child,
                         work_requests::workspace_id.eq(workspace_id),
                         work_requests::parent_id.eq(parent),
-                        work_requests::kind.eq("job"),
+                        work_requests::kind.eq(Kind::Job),
                         work_requests::created_by.eq(creator),
                     )
                 })
@@ -334,14 +358,24 @@ pub async fn create(
 pub struct StepState {
     pub name: String,
     pub status: Status,
-    pub result: Option<String>,
-    pub reason: String,
+    pub result: Option<WorkResult>,
+    pub reason: Reason,
     pub allow_failure: bool,
     pub started: bool,
 }
 
-/// The parent's (status, result, message) given its steps; see the module docs.
-pub fn parent_state(steps: &[StepState]) -> (Status, Option<&'static str>, String) {
+/// What the parent's steps make of it: a status while some step has not ended, else how
+/// it ends; see the module docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParentState {
+    /// Some step has not ended.
+    Open(Status),
+    /// Every step has ended.
+    Done(Closing),
+}
+
+/// The parent's state given its steps; see the module docs.
+pub fn parent_state(steps: &[StepState]) -> ParentState {
     if steps.iter().any(|s| !s.status.is_terminal()) {
         let status = if steps
             .iter()
@@ -353,64 +387,70 @@ pub fn parent_state(steps: &[StepState]) -> (Status, Option<&'static str>, Strin
         } else {
             Status::Blocked
         };
-        return (status, None, String::new());
+        return ParentState::Open(status);
     }
     let counted = || steps.iter().filter(|s| !s.allow_failure);
-    let with_result = |result: &str| {
-        counted().find(|s| s.status == Status::Completed && s.result.as_deref() == Some(result))
+    let with_result = |result: WorkResult| {
+        counted().find(|s| s.status == Status::Completed && s.result == Some(result))
     };
-    if let Some(step) = with_result("error") {
-        return (
-            Status::Completed,
-            Some("error"),
+    let done = |ending: Ending, message: String| ParentState::Done(Closing::new(ending, message));
+    if let Some(step) = with_result(WorkResult::Error) {
+        return done(
+            Ending::completed(WorkResult::Error, Reason::None),
             format!("step {:?} ended in error", step.name),
         );
     }
-    if let Some(step) = with_result("failure") {
-        return (
-            Status::Completed,
-            Some("failure"),
+    if let Some(step) = with_result(WorkResult::Failure) {
+        return done(
+            Ending::completed(WorkResult::Failure, Reason::None),
             format!("step {:?} failed", step.name),
         );
     }
     if let Some(step) = counted().find(|s| s.status == Status::Aborted) {
-        let why = if step.reason.is_empty() {
+        let why = if step.reason == Reason::None {
             String::new()
         } else {
             format!(" ({})", step.reason)
         };
-        return (
-            Status::Aborted,
-            None,
+        return done(
+            Ending::aborted(Reason::None),
             format!("step {:?} was aborted{why}", step.name),
         );
     }
-    (Status::Completed, Some("success"), String::new())
+    done(
+        Ending::completed(WorkResult::Success, Reason::None),
+        String::new(),
+    )
 }
 
-/// Recomputes a workflow parent from its steps (see the module docs) and stores it.
-/// Does nothing for a parent that has ended or for an id that is not a workflow. Call it
-/// in the transaction that changed a step.
-pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent_id: Uuid) -> ApiResult<()> {
-    let parent: Option<String> = work_requests::table
+/// Recomputes a workflow parent from its steps (see the module docs), in the transaction
+/// that changed a step. A parent that is still open gets its status (and first start
+/// time) stored here; for one that is now done the ending is returned, and
+/// `lifecycle` ends the parent through its door. Nothing for a parent that has ended or
+/// an id that is not a workflow.
+pub async fn refresh_parent(
+    conn: &mut AsyncPgConnection,
+    parent_id: WorkRequestId,
+) -> Result<Option<Closing>> {
+    let parent: Option<Status> = work_requests::table
         .find(parent_id)
-        .filter(work_requests::kind.eq("workflow"))
+        .filter(work_requests::kind.eq(Kind::Workflow))
         .select(work_requests::status)
         .for_update()
         .first(conn)
         .await
         .optional()?;
-    let Some(current) = parent.as_deref().and_then(Status::parse) else {
-        return Ok(());
+    let Some(current) = parent else {
+        return Ok(None);
     };
     if current.is_terminal() {
-        return Ok(());
+        return Ok(None);
     }
     type Row = (
         String,
-        String,
-        Option<String>,
-        String,
+        Status,
+        Option<WorkResult>,
+        Reason,
         bool,
         Option<DateTime<Utc>>,
     );
@@ -433,7 +473,7 @@ pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent_id: Uuid) -> Ap
         .map(
             |(name, status, result, reason, allow_failure, started_at)| StepState {
                 name,
-                status: Status::parse(&status).unwrap_or(Status::Blocked),
+                status,
                 result,
                 reason,
                 allow_failure,
@@ -441,17 +481,13 @@ pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent_id: Uuid) -> Ap
             },
         )
         .collect();
-    let (status, result, message) = parent_state(&steps);
-    let completed_at = status.is_terminal().then(Utc::now);
-    diesel::update(work_requests::table.find(parent_id))
-        .set((
-            work_requests::status.eq(status.as_str()),
-            work_requests::result.eq(result),
-            work_requests::message.eq(message),
-            work_requests::completed_at.eq(completed_at),
-        ))
-        .execute(conn)
-        .await?;
+    let state = parent_state(&steps);
+    if let ParentState::Open(status) = state {
+        diesel::update(work_requests::table.find(parent_id))
+            .set(work_requests::status.eq(status))
+            .execute(conn)
+            .await?;
+    }
     if let Some(at) = first_start {
         diesel::update(work_requests::table.find(parent_id))
             .filter(work_requests::started_at.is_null())
@@ -459,101 +495,37 @@ pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent_id: Uuid) -> Ap
             .execute(conn)
             .await?;
     }
-    Ok(())
+    Ok(match state {
+        ParentState::Open(_) => None,
+        ParentState::Done(closing) => Some(closing),
+    })
 }
 
-/// [`refresh_parent`] for the parent of `child_id`, if it has one. The one call to make
-/// wherever a request's status changes.
-pub async fn refresh_parent_of(conn: &mut AsyncPgConnection, child_id: Uuid) -> ApiResult<()> {
-    let parent: Option<Option<Uuid>> = work_requests::table
-        .find(child_id)
-        .select(work_requests::parent_id)
-        .first(conn)
-        .await
-        .optional()?;
-    match parent.flatten() {
-        Some(parent_id) => refresh_parent(conn, parent_id).await,
-        None => Ok(()),
-    }
-}
-
-/// Locks the steps of `parent_id` in id order (nothing for a request without steps).
-/// Cancelling a request takes these locks before the request's own; see the module docs.
-pub async fn lock_children(conn: &mut AsyncPgConnection, parent_id: Uuid) -> ApiResult<()> {
-    work_requests::table
+/// Locks the steps of `parent_id` in id order and returns them with their statuses
+/// (nothing for a request without steps). Cancelling a request takes these locks before
+/// the request's own; see the module docs.
+pub async fn lock_children(
+    conn: &mut AsyncPgConnection,
+    parent_id: WorkRequestId,
+) -> Result<Vec<(WorkRequestId, Status)>> {
+    Ok(work_requests::table
         .filter(work_requests::parent_id.eq(parent_id))
-        .select(work_requests::id)
+        .select((work_requests::id, work_requests::status))
         .order(work_requests::id)
         .for_update()
-        .load::<Uuid>(conn)
-        .await?;
-    Ok(())
-}
-
-/// A live attempt of an aborted step, whose worker must stop the container.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LiveAttempt {
-    pub work_request_id: Uuid,
-    pub worker_id: Uuid,
-    pub attempt: i32,
-}
-
-/// Aborts (reason `cancelled`) every step of `parent_id` that has not ended; returns
-/// their ids and the live attempts whose containers must be stopped.
-pub async fn abort_children(
-    conn: &mut AsyncPgConnection,
-    parent_id: Uuid,
-) -> ApiResult<(Vec<Uuid>, Vec<LiveAttempt>)> {
-    let aborted: Vec<Uuid> = diesel::update(
-        work_requests::table
-            .filter(work_requests::parent_id.eq(parent_id))
-            .filter(work_requests::status.eq_any([
-                Status::Blocked.as_str(),
-                Status::Pending.as_str(),
-                Status::Running.as_str(),
-            ])),
-    )
-    .set((
-        work_requests::status.eq(Status::Aborted.as_str()),
-        work_requests::reason.eq("cancelled"),
-        work_requests::completed_at.eq(Utc::now()),
-    ))
-    .returning(work_requests::id)
-    .get_results(conn)
-    .await?;
-    let live: Vec<(Uuid, Option<Uuid>, i32)> = attempts::table
-        .filter(attempts::work_request_id.eq_any(&aborted))
-        .filter(attempts::state.ne("finished"))
-        .select((
-            attempts::work_request_id,
-            attempts::worker_id,
-            attempts::number,
-        ))
         .load(conn)
-        .await?;
-    let live = live
-        .into_iter()
-        .filter_map(|(work_request_id, worker, attempt)| {
-            worker.map(|worker_id| LiveAttempt {
-                work_request_id,
-                worker_id,
-                attempt,
-            })
-        })
-        .collect();
-    Ok((aborted, live))
+        .await?)
 }
 
 #[cfg(test)]
 mod tests {
-    use berth_common::proto::{ContainerSpec, WorkflowStep};
 
     use super::*;
 
-    fn step(name: &str, needs: &[&str]) -> WorkflowStep {
-        WorkflowStep {
+    fn step(name: &str, needs: &[&str]) -> StepInput {
+        StepInput {
             name: name.into(),
-            spec: Some(ContainerSpec {
+            spec: Some(SpecInput {
                 image: "busybox".into(),
                 ..Default::default()
             }),
@@ -562,17 +534,17 @@ mod tests {
         }
     }
 
-    fn workflow(steps: Vec<WorkflowStep>) -> SubmitWorkflowRequest {
-        SubmitWorkflowRequest {
+    fn workflow(steps: Vec<StepInput>) -> WorkflowInput {
+        WorkflowInput {
             name: "wf".into(),
             steps,
             workspace: String::new(),
         }
     }
 
-    fn refused(req: &SubmitWorkflowRequest) -> String {
+    fn refused(req: &WorkflowInput) -> String {
         match validate(req, &SpecDefaults::default()) {
-            Err(ApiError::InvalidArgument(m)) => m,
+            Err(Error::InvalidArgument(m)) => m,
             other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
         }
     }
@@ -637,7 +609,7 @@ mod tests {
     #[test]
     fn a_bad_spec_is_refused_naming_the_step() {
         let mut bad = step("build", &[]);
-        bad.spec = Some(ContainerSpec {
+        bad.spec = Some(SpecInput {
             image: "Not An Image".into(),
             ..Default::default()
         });
@@ -651,12 +623,17 @@ mod tests {
         assert!(refused(&workflow(vec![bad])).starts_with("steps[\"p\"].priority: "));
     }
 
-    fn state(name: &str, status: Status, result: Option<&str>, allow_failure: bool) -> StepState {
+    fn state(
+        name: &str,
+        status: Status,
+        result: Option<WorkResult>,
+        allow_failure: bool,
+    ) -> StepState {
         StepState {
             name: name.into(),
             status,
-            result: result.map(str::to_owned),
-            reason: String::new(),
+            result,
+            reason: Reason::None,
             allow_failure,
             started: false,
         }
@@ -665,9 +642,9 @@ mod tests {
     #[test]
     fn the_parent_follows_its_steps() {
         use Status::*;
-        let s = |steps: &[StepState]| {
-            let (status, result, _) = parent_state(steps);
-            (status, result)
+        let s = |steps: &[StepState]| match parent_state(steps) {
+            ParentState::Open(status) => (status, None),
+            ParentState::Done(closing) => (closing.ending.status, closing.ending.result),
         };
         assert_eq!(
             s(&[
@@ -679,7 +656,7 @@ mod tests {
         assert_eq!(s(&[state("a", Blocked, None, false)]), (Blocked, None));
         assert_eq!(
             s(&[
-                state("a", Completed, Some("success"), false),
+                state("a", Completed, Some(WorkResult::Success), false),
                 state("b", Pending, None, false)
             ]),
             (Running, None)
@@ -693,40 +670,44 @@ mod tests {
         );
         assert_eq!(
             s(&[
-                state("a", Completed, Some("success"), false),
-                state("b", Completed, Some("success"), false)
+                state("a", Completed, Some(WorkResult::Success), false),
+                state("b", Completed, Some(WorkResult::Success), false)
             ]),
-            (Completed, Some("success"))
+            (Completed, Some(WorkResult::Success))
         );
         assert_eq!(
             s(&[
-                state("a", Completed, Some("failure"), false),
+                state("a", Completed, Some(WorkResult::Failure), false),
                 state("b", Aborted, None, false)
             ]),
-            (Completed, Some("failure"))
+            (Completed, Some(WorkResult::Failure))
         );
         assert_eq!(
             s(&[
-                state("a", Completed, Some("failure"), false),
-                state("b", Completed, Some("error"), false)
+                state("a", Completed, Some(WorkResult::Failure), false),
+                state("b", Completed, Some(WorkResult::Error), false)
             ]),
-            (Completed, Some("error"))
+            (Completed, Some(WorkResult::Error))
         );
         assert_eq!(
             s(&[
-                state("a", Completed, Some("failure"), true),
-                state("b", Completed, Some("success"), false)
+                state("a", Completed, Some(WorkResult::Failure), true),
+                state("b", Completed, Some(WorkResult::Success), false)
             ]),
-            (Completed, Some("success"))
+            (Completed, Some(WorkResult::Success))
         );
         assert_eq!(
             s(&[
                 state("a", Aborted, None, false),
-                state("b", Completed, Some("success"), false)
+                state("b", Completed, Some(WorkResult::Success), false)
             ]),
             (Aborted, None)
         );
-        let (_, _, message) = parent_state(&[state("lint", Completed, Some("failure"), false)]);
-        assert_eq!(message, "step \"lint\" failed");
+        let ParentState::Done(closing) =
+            parent_state(&[state("lint", Completed, Some(WorkResult::Failure), false)])
+        else {
+            panic!("every step ended");
+        };
+        assert_eq!(closing.message, "step \"lint\" failed");
     }
 }

@@ -1,0 +1,796 @@
+//! Every change of a work request's state, and of its attempts' states.
+//!
+//! This module is the only writer of `work_requests.status` (the scheduler's claim query,
+//! which moves a batch of pending requests to running in one statement, is the one other
+//! place, and it refreshes workflow parents through here). Two doors matter most:
+//!
+//! - [`end`] is the **one door to a terminal state**. Whatever makes a request completed
+//!   or aborted (a finished attempt, a cancel, a failed dependency, a manual reject, a
+//!   workflow that is done, a worker lost for good) goes through it. In the caller's
+//!   transaction it records the verdict, then settles the request's blocked dependants
+//!   (released when their dependencies are satisfied, aborted through this same door when
+//!   one failed) and refreshes its workflow parent (which, when the parent is done, ends
+//!   the parent through this same door too). Nothing is left waiting on a request that
+//!   has already ended.
+//! - The **fenced attempt transitions** ([`accepted`], [`started`], [`finish`],
+//!   [`withdraw`], [`worker_lost`]) each name an attempt and change nothing unless it is
+//!   the request's current, unfinished attempt (and, for a worker's report, that worker's).
+//!   Attempt numbers are fencing tokens: a stale report is answered `false`, not applied.
+//!
+//! Locks: every transition locks the request row (and the attempt's) first with
+//! [`lock_current`]; a transition that ends a request then locks its dependants and its
+//! parent, always in that order, so two transitions never wait on each other in opposite
+//! orders. Callers that cancel a workflow lock its steps before the workflow (see
+//! `workflow`).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Timestamptz};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::access::auth::Identity;
+use crate::error::{Error, Result};
+use crate::store::schema::{attempts, work_requests};
+use crate::work::deps::{self, Fate};
+use crate::work::ids::{AttemptKey, WorkRequestId};
+use crate::work::state::{
+    AttemptState, Ending, Kind, Outcome, Reason, Status, Verdict, WorkResult, verdict,
+};
+use crate::work::workflow;
+
+/// How a request ends, with what is recorded alongside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closing {
+    /// Status, result and reason.
+    pub ending: Ending,
+    /// Said to the user (`WorkRequest.message`).
+    pub message: String,
+    /// The container's exit code, when one ran.
+    pub exit_code: Option<i32>,
+    /// When the request started, recorded unless an earlier start was (a Started folded
+    /// into its Finished).
+    pub started_at: Option<DateTime<Utc>>,
+}
+
+impl Closing {
+    /// An ending with a message and nothing else.
+    pub fn new(ending: Ending, message: impl Into<String>) -> Closing {
+        Closing {
+            ending,
+            message: message.into(),
+            exit_code: None,
+            started_at: None,
+        }
+    }
+}
+
+/// **The one door to a terminal state.** Ends `id` (whose row the caller has locked and
+/// found not terminal) as `closing` says, settles its dependants, and refreshes its
+/// workflow parent, all in the caller's transaction. `parent_id` is the request's
+/// workflow parent, as the caller's locking read found it.
+pub async fn end(
+    conn: &mut AsyncPgConnection,
+    id: WorkRequestId,
+    parent_id: Option<WorkRequestId>,
+    closing: &Closing,
+) -> Result<()> {
+    end_all(conn, &[(id, parent_id)], closing).await
+}
+
+/// [`end`] for several requests at once: all of them are written as ended before any of
+/// them is settled, so one of them is never aborted as a failed dependency of another
+/// (cancelling a workflow ends all its open steps as cancelled).
+pub async fn end_all(
+    conn: &mut AsyncPgConnection,
+    requests: &[(WorkRequestId, Option<WorkRequestId>)],
+    closing: &Closing,
+) -> Result<()> {
+    let ids: Vec<WorkRequestId> = requests.iter().map(|(id, _)| *id).collect();
+    write_end(conn, &ids, closing).await?;
+    settle(conn, requests.to_vec()).await
+}
+
+/// Writes a terminal state on the request rows.
+async fn write_end(
+    conn: &mut AsyncPgConnection,
+    ids: &[WorkRequestId],
+    closing: &Closing,
+) -> Result<()> {
+    let Closing {
+        ending,
+        message,
+        exit_code,
+        started_at,
+    } = closing;
+    diesel::update(work_requests::table.filter(work_requests::id.eq_any(ids)))
+        .set((
+            work_requests::status.eq(ending.status),
+            work_requests::result.eq(ending.result),
+            work_requests::reason.eq(ending.reason),
+            work_requests::message.eq(message),
+            work_requests::exit_code.eq(exit_code),
+            work_requests::completed_at.eq(Utc::now()),
+            started_at
+                .map(|at| work_requests::started_at.eq(coalesce(work_requests::started_at, at))),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves along what depends on requests that just ended: each blocked dependant is
+/// released, or aborted when a dependency failed; each workflow parent is refreshed.
+/// Whatever ends in consequence is settled in turn.
+async fn settle(
+    conn: &mut AsyncPgConnection,
+    mut ended: Vec<(WorkRequestId, Option<WorkRequestId>)>,
+) -> Result<()> {
+    while let Some((done, parent)) = ended.pop() {
+        for (dependant, dependant_parent, fate) in deps::fates_of_dependants(conn, done).await? {
+            match fate {
+                Fate::Abort(message) => {
+                    let closing = Closing::new(Ending::aborted(Reason::DependencyFailed), message);
+                    write_end(conn, &[dependant], &closing).await?;
+                    tracing::info!(work_request = %dependant, dependency = %done, "aborted: a dependency did not succeed");
+                    // Its own dependants and parent are settled when it is taken.
+                    ended.push((dependant, dependant_parent));
+                    continue;
+                }
+                Fate::Release => {
+                    set_status(conn, dependant, Status::Pending).await?;
+                    tracing::info!(work_request = %dependant, "dependencies done; queued");
+                }
+                Fate::Wait => continue,
+            }
+            if let Some(parent) = dependant_parent {
+                refresh_parent_into(conn, parent, &mut ended).await?;
+            }
+        }
+        if let Some(parent) = parent {
+            refresh_parent_into(conn, parent, &mut ended).await?;
+        }
+    }
+    Ok(())
+}
+
+diesel::define_sql_function! {
+    /// SQL's `coalesce` for a start time: keeps an earlier one.
+    fn coalesce(earlier: Nullable<Timestamptz>, now: Timestamptz) -> Nullable<Timestamptz>;
+}
+
+/// Sets a non-terminal status.
+async fn set_status(conn: &mut AsyncPgConnection, id: WorkRequestId, status: Status) -> Result<()> {
+    debug_assert!(!status.is_terminal(), "terminal states go through `end`");
+    diesel::update(work_requests::table.find(id))
+        .set(work_requests::status.eq(status))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Refreshes a workflow parent from its steps; a parent that is now done is written as
+/// ended and queued in `ended` to be settled like any other request.
+async fn refresh_parent_into(
+    conn: &mut AsyncPgConnection,
+    parent: WorkRequestId,
+    ended: &mut Vec<(WorkRequestId, Option<WorkRequestId>)>,
+) -> Result<()> {
+    if let Some(closing) = workflow::refresh_parent(conn, parent).await? {
+        write_end(conn, &[parent], &closing).await?;
+        // Workflows do not nest: a parent has no parent of its own.
+        ended.push((parent, None));
+    }
+    Ok(())
+}
+
+/// Refreshes the workflow parent of a step whose status changed without ending.
+pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent: WorkRequestId) -> Result<()> {
+    let mut ended = Vec::new();
+    refresh_parent_into(conn, parent, &mut ended).await?;
+    settle(conn, ended).await
+}
+
+/// The request an attempt belongs to, as [`lock_current`] found it.
+#[derive(Clone, Copy, Debug)]
+pub struct Current {
+    /// The request's status.
+    pub status: Status,
+    /// Its workflow parent.
+    pub parent_id: Option<WorkRequestId>,
+}
+
+/// Whether `key` is the current, unfinished attempt of its request on `worker_id` (any
+/// worker for `None`); locks the request row (and the attempt's) for the caller's
+/// transaction, in one statement.
+///
+/// The lock is `FOR NO KEY UPDATE`: it serializes the writers of the request as `FOR
+/// UPDATE` would, but does not wait for transactions that merely reference the row
+/// (inserting attempts or log chunks takes a key-share lock for the foreign key).
+pub async fn lock_current(
+    conn: &mut AsyncPgConnection,
+    key: AttemptKey,
+    worker_id: Option<Uuid>,
+) -> Result<Option<Current>> {
+    type Row = (
+        Status,
+        i32,
+        Option<WorkRequestId>,
+        Option<Uuid>,
+        AttemptState,
+    );
+    let row: Option<Row> = work_requests::table
+        .inner_join(attempts::table)
+        .filter(work_requests::id.eq(key.id))
+        .filter(attempts::number.eq(key.attempt))
+        .select((
+            work_requests::status,
+            work_requests::attempt_count,
+            work_requests::parent_id,
+            attempts::worker_id,
+            attempts::state,
+        ))
+        .for_no_key_update()
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(match row {
+        Some((status, current, parent_id, owner, state))
+            if current == key.attempt
+                && state != AttemptState::Finished
+                && (worker_id.is_none() || owner == worker_id) =>
+        {
+            Some(Current { status, parent_id })
+        }
+        _ => None,
+    })
+}
+
+/// The worker took the attempt. In the caller's transaction; false for a stale attempt.
+pub async fn accepted(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    key: AttemptKey,
+) -> Result<bool> {
+    if lock_current(conn, key, Some(worker_id)).await?.is_none() {
+        return Ok(false);
+    }
+    diesel::update(attempts::table.find((key.id, key.attempt)))
+        .filter(attempts::state.eq(AttemptState::Assigned))
+        .set((
+            attempts::state.eq(AttemptState::Accepted),
+            attempts::accepted_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// A worker's report that an attempt's container started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Started {
+    /// Docker's container id.
+    pub container_id: String,
+    /// Time spent making the image available.
+    pub pull_ms: Option<i64>,
+}
+
+/// The attempt's container started. In the caller's transaction; false for a stale
+/// attempt.
+pub async fn started(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    key: AttemptKey,
+    report: &Started,
+) -> Result<bool> {
+    if lock_current(conn, key, Some(worker_id)).await?.is_none() {
+        return Ok(false);
+    }
+    let now = Utc::now();
+    diesel::update(attempts::table.find((key.id, key.attempt)))
+        .set((
+            attempts::state.eq(AttemptState::Running),
+            attempts::container_id.eq(&report.container_id),
+            attempts::started_at.eq(now),
+            attempts::pull_ms.eq(report.pull_ms),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::update(work_requests::table.find(key.id))
+        .filter(work_requests::started_at.is_null())
+        .set(work_requests::started_at.eq(now))
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// A worker's report that an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The container's exit code, when it ran.
+    pub exit_code: Option<i32>,
+    /// Docker's or the worker's message for failures.
+    pub message: String,
+    /// The container id, when one was created ('' when not known).
+    pub container_id: String,
+    /// Peak memory use in bytes, when known.
+    pub peak_memory_bytes: Option<i64>,
+    /// CPU time used, when known.
+    pub cpu_time_ns: Option<i64>,
+    /// Time spent making the image available.
+    pub pull_ms: Option<i64>,
+    /// Time from container start to exit.
+    pub run_ms: Option<i64>,
+}
+
+impl Finished {
+    /// An attempt that ended before anything ran, with `message` saying why.
+    pub fn without_running(outcome: Outcome, message: impl Into<String>) -> Finished {
+        Finished {
+            outcome,
+            exit_code: None,
+            message: message.into(),
+            container_id: String::new(),
+            peak_memory_bytes: None,
+            cpu_time_ns: None,
+            pull_ms: None,
+            run_ms: None,
+        }
+    }
+}
+
+/// Reports about an attempt that arrived together with its Finished and are recorded by
+/// the same statements (see `recorder`): the result is what applying them one after the
+/// other in one transaction would give.
+#[derive(Clone, Copy, Default)]
+pub struct Folded<'a> {
+    /// The worker's Accept came first.
+    pub accepted: bool,
+    /// The worker's Started came first.
+    pub started: Option<&'a Started>,
+}
+
+/// Records a finished attempt and settles its request, in the caller's transaction.
+/// `worker_id` None skips the ownership check (server-side endings). `folded` are the
+/// Accept and Started of the same attempt recorded by the same statements. Returns false
+/// for a stale attempt.
+pub async fn finish(
+    conn: &mut AsyncPgConnection,
+    worker_id: Option<Uuid>,
+    key: AttemptKey,
+    report: &Finished,
+    folded: Folded<'_>,
+) -> Result<bool> {
+    let Some(Current {
+        status: current,
+        parent_id,
+    }) = lock_current(conn, key, worker_id).await?
+    else {
+        return Ok(false);
+    };
+    let verdict = verdict(report.outcome, report.exit_code);
+    let now = Utc::now();
+    // Only what the reports carry; an earlier Started may have set them.
+    let container_id = [
+        Some(report.container_id.as_str()),
+        folded.started.map(|s| s.container_id.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|c| !c.is_empty());
+    let pull_ms = report.pull_ms.or(folded.started.and_then(|s| s.pull_ms));
+    diesel::update(attempts::table.find((key.id, key.attempt)))
+        .set((
+            attempts::state.eq(AttemptState::Finished),
+            attempts::outcome.eq(report.outcome),
+            attempts::exit_code.eq(report.exit_code),
+            attempts::reason.eq(verdict.reason()),
+            attempts::message.eq(&report.message),
+            attempts::finished_at.eq(now),
+            attempts::peak_memory_bytes.eq(report.peak_memory_bytes),
+            attempts::cpu_time_ns.eq(report.cpu_time_ns),
+            attempts::run_ms.eq(report.run_ms),
+            container_id.map(|c| attempts::container_id.eq(c)),
+            pull_ms.map(|ms| attempts::pull_ms.eq(ms)),
+            folded.accepted.then_some(attempts::accepted_at.eq(now)),
+            folded
+                .started
+                .is_some()
+                .then_some(attempts::started_at.eq(now)),
+        ))
+        .execute(conn)
+        .await?;
+    // The request's start time, when the Started was folded in here.
+    let started_at = folded.started.is_some().then_some(now);
+    if current != Status::Running {
+        // A request cancelled while it ran is already aborted: keep that, record the
+        // exit. Anything else (a stale status) keeps its state.
+        let aborted = current == Status::Aborted;
+        if aborted || started_at.is_some() {
+            diesel::update(work_requests::table.find(key.id))
+                .set((
+                    work_requests::exit_code.eq(report.exit_code),
+                    started_at.map(|at| {
+                        work_requests::started_at.eq(coalesce(work_requests::started_at, at))
+                    }),
+                ))
+                .execute(conn)
+                .await?;
+        }
+        return Ok(true);
+    }
+    match verdict {
+        Verdict::Requeue(_) => {
+            diesel::update(work_requests::table.find(key.id))
+                .set((
+                    work_requests::status.eq(Status::Pending),
+                    work_requests::message.eq(&report.message),
+                    work_requests::exit_code.eq(report.exit_code),
+                    started_at.map(|at| {
+                        work_requests::started_at.eq(coalesce(work_requests::started_at, at))
+                    }),
+                ))
+                .execute(conn)
+                .await?;
+            if let Some(parent) = parent_id {
+                refresh_parent(conn, parent).await?;
+            }
+        }
+        // A failure with automatic retries left goes back to the queue instead.
+        Verdict::Ends(ending)
+            if ending.result == Some(WorkResult::Failure)
+                && deps::auto_retry(conn, key, report, started_at).await? =>
+        {
+            if let Some(parent) = parent_id {
+                refresh_parent(conn, parent).await?;
+            }
+        }
+        Verdict::Ends(ending) => {
+            let closing = Closing {
+                ending,
+                message: report.message.clone(),
+                exit_code: report.exit_code,
+                started_at,
+            };
+            end(conn, key.id, parent_id, &closing).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Ends an attempt that never ran and puts its request back in the queue (a Reject, an
+/// assignment not accepted in time or not deliverable). In a transaction of its own when
+/// `conn` has none open. Returns false for a stale attempt.
+pub async fn withdraw(
+    conn: &mut AsyncPgConnection,
+    key: AttemptKey,
+    reason: Reason,
+) -> Result<bool> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        let Some(Current { status, parent_id }) = lock_current(conn, key, None).await? else {
+            return Ok(false);
+        };
+        end_attempt(conn, key, reason).await?;
+        if status == Status::Running {
+            set_status(conn, key.id, Status::Pending).await?;
+            if let Some(parent) = parent_id {
+                refresh_parent(conn, parent).await?;
+            }
+        }
+        Ok(true)
+    })
+    .await
+}
+
+/// Marks an attempt finished with `reason` and nothing else known.
+async fn end_attempt(conn: &mut AsyncPgConnection, key: AttemptKey, reason: Reason) -> Result<()> {
+    diesel::update(attempts::table.find((key.id, key.attempt)))
+        .set((
+            attempts::state.eq(AttemptState::Finished),
+            attempts::reason.eq(reason),
+            attempts::finished_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Ends an assigned attempt as if its worker reported `outcome` without running it (the
+/// assignment could not even be built). In a transaction of its own.
+pub async fn finish_without_running(
+    conn: &mut AsyncPgConnection,
+    key: AttemptKey,
+    outcome: Outcome,
+    message: &str,
+) -> Result<()> {
+    let report = Finished::without_running(outcome, message);
+    conn.transaction::<_, Error, _>(async |conn| {
+        finish(conn, None, key, &report, Folded::default()).await
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Ends the live attempts of `worker_id` that the worker no longer runs (all but `keep`):
+/// each request goes back to pending while its retry budget lasts, else completes with
+/// `error`. One transaction per attempt. Returns the attempts ended.
+pub async fn worker_lost(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    keep: &[AttemptKey],
+) -> Result<Vec<AttemptKey>> {
+    let live: Vec<(WorkRequestId, i32)> = attempts::table
+        .filter(attempts::worker_id.eq(worker_id))
+        .filter(attempts::state.ne(AttemptState::Finished))
+        .select((attempts::work_request_id, attempts::number))
+        .load(conn)
+        .await?;
+    let mut lost = Vec::new();
+    for key in live
+        .into_iter()
+        .map(|(id, n)| AttemptKey::new(id, n))
+        .filter(|key| !keep.contains(key))
+    {
+        let ended = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let Some(Current { status, parent_id }) =
+                    lock_current(conn, key, Some(worker_id)).await?
+                else {
+                    return Ok(false);
+                };
+                end_attempt(conn, key, Reason::WorkerLost).await?;
+                if status != Status::Running {
+                    return Ok(true);
+                }
+                let budget: i32 = work_requests::table
+                    .find(key.id)
+                    .select(work_requests::retry_budget)
+                    .first(conn)
+                    .await?;
+                if budget > 0 {
+                    diesel::update(work_requests::table.find(key.id))
+                        .set((
+                            work_requests::status.eq(Status::Pending),
+                            work_requests::retry_budget.eq(budget - 1),
+                        ))
+                        .execute(conn)
+                        .await?;
+                    if let Some(parent) = parent_id {
+                        refresh_parent(conn, parent).await?;
+                    }
+                } else {
+                    let closing = Closing::new(
+                        Ending::completed(WorkResult::Error, Reason::WorkerLost),
+                        "the worker was lost and the retry budget is spent",
+                    );
+                    end(conn, key.id, parent_id, &closing).await?;
+                }
+                Ok(true)
+            })
+            .await?;
+        if ended {
+            lost.push(key);
+        }
+    }
+    Ok(lost)
+}
+
+/// What a reconnecting worker is told about the attempts it says it still runs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Still current: it goes on running them.
+    pub keep: Vec<AttemptKey>,
+    /// No longer current: it must stop them and report nothing more.
+    pub abandon: Vec<AttemptKey>,
+    /// Current, but their request was cancelled meanwhile: it must stop them.
+    pub cancel: Vec<AttemptKey>,
+}
+
+/// Sorts the attempts a reconnecting worker reports (see [`Reconciled`]).
+pub async fn reconcile(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    reported: &[AttemptKey],
+) -> Result<Reconciled> {
+    let mut out = Reconciled::default();
+    for &key in reported {
+        let row: Option<(Status, i32, Option<Uuid>, AttemptState)> = work_requests::table
+            .inner_join(attempts::table)
+            .filter(work_requests::id.eq(key.id))
+            .filter(attempts::number.eq(key.attempt))
+            .select((
+                work_requests::status,
+                work_requests::attempt_count,
+                attempts::worker_id,
+                attempts::state,
+            ))
+            .first(conn)
+            .await
+            .optional()?;
+        match row {
+            Some((status, current, owner, state))
+                if current == key.attempt
+                    && owner == Some(worker_id)
+                    && state != AttemptState::Finished =>
+            {
+                out.keep.push(key);
+                if status == Status::Aborted {
+                    out.cancel.push(key);
+                }
+            }
+            _ => out.abandon.push(key),
+        }
+    }
+    Ok(out)
+}
+
+/// A live attempt whose worker must stop its container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveAttempt {
+    /// The attempt.
+    pub key: AttemptKey,
+    /// The worker running it.
+    pub worker_id: Uuid,
+}
+
+/// The live attempts of `ids` (at most one per request), with their workers.
+pub async fn live_attempts(
+    conn: &mut AsyncPgConnection,
+    ids: &[WorkRequestId],
+) -> Result<Vec<LiveAttempt>> {
+    let live: Vec<(WorkRequestId, Option<Uuid>, i32)> = attempts::table
+        .filter(attempts::work_request_id.eq_any(ids))
+        .filter(attempts::state.ne(AttemptState::Finished))
+        .select((
+            attempts::work_request_id,
+            attempts::worker_id,
+            attempts::number,
+        ))
+        .load(conn)
+        .await?;
+    Ok(live
+        .into_iter()
+        .filter_map(|(id, worker, attempt)| {
+            worker.map(|worker_id| LiveAttempt {
+                key: AttemptKey::new(id, attempt),
+                worker_id,
+            })
+        })
+        .collect())
+}
+
+/// `CancelWorkRequest`, in one transaction: aborts a blocked, pending or running request
+/// (reason `cancelled`) and, for a workflow, every step that has not ended. Returns the
+/// live attempts whose containers must be stopped.
+pub async fn cancel(
+    conn: &mut AsyncPgConnection,
+    caller: &Identity,
+    id: WorkRequestId,
+) -> Result<Vec<LiveAttempt>> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        // A workflow's steps are locked before the workflow (see `workflow`).
+        let steps = workflow::lock_children(conn, id).await?;
+        let (status, created_by, parent_id, kind): (Status, Uuid, Option<WorkRequestId>, Kind) =
+            work_requests::table
+                .find(id)
+                .select((
+                    work_requests::status,
+                    work_requests::created_by,
+                    work_requests::parent_id,
+                    work_requests::kind,
+                ))
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
+        caller.check_owner(created_by, id, "cancel")?;
+        if status.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "work request {id} is already {status}; only blocked, pending or running requests can be cancelled"
+            )));
+        }
+        let cancelled = Closing::new(Ending::aborted(Reason::Cancelled), "");
+        let mut ending = vec![(id, parent_id)];
+        if kind == Kind::Workflow {
+            // Cancelling a workflow aborts its steps that have not ended, all written
+            // before any is settled; the parent's steps are its own, it has no parent.
+            ending.extend(
+                steps
+                    .into_iter()
+                    .filter(|(_, status)| !status.is_terminal())
+                    .map(|(step, _)| (step, None)),
+            );
+        }
+        end_all(conn, &ending, &cancelled).await?;
+        let ids: Vec<WorkRequestId> = ending.iter().map(|(id, _)| *id).collect();
+        // A live attempt's container must be stopped by its worker.
+        live_attempts(conn, &ids).await
+    })
+    .await
+}
+
+/// `berth unblock --reject`: aborts a blocked request (reason `rejected`) through the
+/// door, in the caller's transaction.
+pub async fn reject(
+    conn: &mut AsyncPgConnection,
+    id: WorkRequestId,
+    parent_id: Option<WorkRequestId>,
+    by: &str,
+) -> Result<()> {
+    let closing = Closing::new(
+        Ending::aborted(Reason::Rejected),
+        format!("rejected by {by}"),
+    );
+    end(conn, id, parent_id, &closing).await
+}
+
+/// A blocked request leaves `blocked` for the queue (dependencies done, or accepted).
+pub async fn release(
+    conn: &mut AsyncPgConnection,
+    id: WorkRequestId,
+    parent_id: Option<WorkRequestId>,
+) -> Result<()> {
+    set_status(conn, id, Status::Pending).await?;
+    if let Some(parent) = parent_id {
+        refresh_parent(conn, parent).await?;
+    }
+    Ok(())
+}
+
+/// `berth retry`: a terminal request starts over as `next` (pending or blocked), its
+/// verdict cleared. The only way out of a terminal state, and only on a user's word.
+pub async fn reopen(
+    conn: &mut AsyncPgConnection,
+    id: WorkRequestId,
+    parent_id: Option<WorkRequestId>,
+    next: Status,
+    message: &str,
+) -> Result<()> {
+    debug_assert!(!next.is_terminal());
+    diesel::update(work_requests::table.find(id))
+        .set((
+            work_requests::status.eq(next),
+            work_requests::result.eq(None::<WorkResult>),
+            work_requests::reason.eq(Reason::None),
+            work_requests::message.eq(message),
+            work_requests::exit_code.eq(None::<i32>),
+            work_requests::completed_at.eq(None::<DateTime<Utc>>),
+            work_requests::not_before.eq(None::<DateTime<Utc>>),
+        ))
+        .execute(conn)
+        .await?;
+    if let Some(parent) = parent_id {
+        refresh_parent(conn, parent).await?;
+    }
+    Ok(())
+}
+
+/// An automatic retry: a running request whose attempt failed goes back to pending, not
+/// to be offered before `not_before`. The caller refreshes the workflow parent.
+pub async fn requeue_for_retry(
+    conn: &mut AsyncPgConnection,
+    id: WorkRequestId,
+    message: &str,
+    exit_code: Option<i32>,
+    not_before: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    diesel::update(work_requests::table.find(id))
+        .set((
+            work_requests::status.eq(Status::Pending),
+            work_requests::result.eq(None::<WorkResult>),
+            work_requests::reason.eq(Reason::None),
+            work_requests::message.eq(message),
+            work_requests::exit_code.eq(exit_code),
+            work_requests::retries_left.eq(work_requests::retries_left - 1),
+            work_requests::not_before.eq(not_before),
+            started_at
+                .map(|at| work_requests::started_at.eq(coalesce(work_requests::started_at, at))),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
