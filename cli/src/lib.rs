@@ -14,7 +14,8 @@
 //! - `commands`: one function per command, building requests and calling the server.
 //! - [`follow`]: streaming a work request's log (`run` without `--detach`, `logs`),
 //!   resuming broken streams, and `run`'s exit statuses.
-//! - [`output`]: views of protocol messages and their table and JSON renderings.
+//! - [`output`]: views of protocol messages and their table and JSON renderings, one
+//!   module per resource.
 //! - `error`: the error type and its exit statuses.
 //!
 //! Errors are always exactly one line on stderr, `error: <what is wrong>`, with exit status
