@@ -12,7 +12,6 @@
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
 
@@ -31,46 +30,10 @@ use crate::args::{
 use crate::error::CliError;
 use crate::follow::{self, EXIT_INTERRUPTED, LogTarget, Reconnect, RunEnd};
 use crate::output::{
-    CreatedTokenView, DeletedTokenView, Render, TokenListView, TokenView, WorkRequestListView,
-    WorkRequestView, WorkerListView, WorkerView, render,
+    CreatedTokenView, DeletedTokenView, Printer, QueueView, SubmittedView, TokenListView,
+    TokenView, WorkRequestListView, WorkRequestView, WorkerListView, WorkerView,
 };
-use crate::output::{QueueEntryView, QueueView};
 use crate::values::{PriorityChange, into_map, resolve_secret_env, to_proto_duration};
-
-/// Where output goes and in which format.
-pub struct Printer<'a> {
-    /// `-o table` or `-o json`.
-    pub format: OutputFormat,
-    /// Results.
-    pub out: &'a mut (dyn Write + Send),
-    /// Notes and warnings for people (never needed by scripts).
-    pub err: &'a mut (dyn Write + Send),
-}
-
-impl Printer<'_> {
-    /// Prints a result in the chosen format.
-    fn show(&mut self, view: &impl Render) -> Result<(), CliError> {
-        let text = render(view, self.format)
-            .map_err(|e| CliError::Local(format!("cannot encode the output as JSON: {e}")))?;
-        self.out.write_all(text.as_bytes())?;
-        self.out.flush()?;
-        Ok(())
-    }
-
-    /// Prints one line of result.
-    fn line(&mut self, text: &str) -> Result<(), CliError> {
-        writeln!(self.out, "{text}")?;
-        self.out.flush()?;
-        Ok(())
-    }
-
-    /// Tells the person at the terminal something on stderr.
-    fn note(&mut self, text: &str) -> Result<(), CliError> {
-        self.err.write_all(text.as_bytes())?;
-        self.err.flush()?;
-        Ok(())
-    }
-}
 
 /// Resolves when the person at the terminal asks to stop (Ctrl-C in real use). Only
 /// commands that follow a log wait for it.
@@ -193,10 +156,7 @@ async fn token(
                 .create_token(create_token_request(args))
                 .await?
                 .into_inner();
-            let view = CreatedTokenView {
-                info: TokenView::from(&response.info.unwrap_or_default()),
-                token: response.token,
-            };
+            let view = CreatedTokenView::from(response);
             if printer.format == OutputFormat::Table {
                 printer.note(&view.notice())?;
             }
@@ -207,23 +167,21 @@ async fn token(
                 .list_tokens(proto::ListTokensRequest {})
                 .await?
                 .into_inner();
-            printer.show(&TokenListView {
-                tokens: response.tokens.iter().map(TokenView::from).collect(),
-            })
+            printer.show(&TokenListView::from(response))
         }
         TokenCommand::Enable { id } => {
             let info = tokens
                 .enable_token(proto::EnableTokenRequest { id })
                 .await?
                 .into_inner();
-            printer.show(&TokenView::from(&info))
+            printer.show(&TokenView::from(info))
         }
         TokenCommand::Disable { id } => {
             let info = tokens
                 .disable_token(proto::DisableTokenRequest { id })
                 .await?
                 .into_inner();
-            printer.show(&TokenView::from(&info))
+            printer.show(&TokenView::from(info))
         }
         TokenCommand::Delete { id } => {
             tokens
@@ -257,9 +215,7 @@ async fn worker(
                 .list_workers(proto::ListWorkersRequest {})
                 .await?
                 .into_inner();
-            return printer.show(&WorkerListView {
-                workers: response.workers.iter().map(WorkerView::from).collect(),
-            });
+            return printer.show(&WorkerListView::from(response));
         }
         WorkerCommand::Get { name } => workers.get_worker(proto::GetWorkerRequest { name }).await,
         WorkerCommand::Enable { name } => {
@@ -279,7 +235,7 @@ async fn worker(
         }
     }?
     .into_inner();
-    printer.show(&WorkerView::from(&worker))
+    printer.show(&WorkerView::from(worker))
 }
 
 // ----- berth workflow -----
@@ -308,11 +264,7 @@ async fn workflow(
                 .submit_workflow(request)
                 .await?
                 .into_inner();
-            match printer.format {
-                // The bare id, so `id=$(berth workflow submit f.yaml)` works.
-                OutputFormat::Table => printer.line(&submitted.id),
-                OutputFormat::Json => printer.show(&WorkRequestView::from(&submitted)),
-            }
+            printer.show(&SubmittedView::from(submitted))
         }
     }
 }
@@ -334,11 +286,7 @@ async fn run(
             .submit_work_request(request)
             .await?
             .into_inner();
-        match printer.format {
-            // The bare id, so `id=$(berth run -d ...)` works.
-            OutputFormat::Table => printer.line(&submitted.id)?,
-            OutputFormat::Json => printer.show(&WorkRequestView::from(&submitted))?,
-        }
+        printer.show(&SubmittedView::from(submitted))?;
         return Ok(0);
     }
     run_attached(request, server, printer, interrupt)
@@ -476,7 +424,7 @@ async fn get(id: String, server: &Server, printer: &mut Printer<'_>) -> Result<(
         .get_work_request(proto::GetWorkRequestRequest { id })
         .await?
         .into_inner();
-    printer.show(&WorkRequestView::from(&request))
+    printer.show(&WorkRequestView::from(request))
 }
 
 async fn list(args: ListArgs, server: &Server, printer: &mut Printer<'_>) -> Result<(), CliError> {
@@ -496,14 +444,7 @@ async fn list(args: ListArgs, server: &Server, printer: &mut Printer<'_>) -> Res
         .list_work_requests(request)
         .await?
         .into_inner();
-    let view = WorkRequestListView {
-        work_requests: page
-            .work_requests
-            .iter()
-            .map(WorkRequestView::from)
-            .collect(),
-        next_page_token: page.next_page_token,
-    };
+    let view = WorkRequestListView::from(page);
     printer.show(&view)?;
     if printer.format == OutputFormat::Table && !view.next_page_token.is_empty() {
         printer.note(&format!(
@@ -532,7 +473,7 @@ async fn unblock(
         })
         .await?
         .into_inner();
-    printer.show(&WorkRequestView::from(&request))
+    printer.show(&WorkRequestView::from(request))
 }
 
 async fn retry(id: String, server: &Server, printer: &mut Printer<'_>) -> Result<(), CliError> {
@@ -543,7 +484,7 @@ async fn retry(id: String, server: &Server, printer: &mut Printer<'_>) -> Result
         .retry_work_request(proto::RetryWorkRequestRequest { id })
         .await?
         .into_inner();
-    printer.show(&WorkRequestView::from(&request))
+    printer.show(&WorkRequestView::from(request))
 }
 
 async fn cancel(id: String, server: &Server, printer: &mut Printer<'_>) -> Result<(), CliError> {
@@ -554,7 +495,7 @@ async fn cancel(id: String, server: &Server, printer: &mut Printer<'_>) -> Resul
         .cancel_work_request(proto::CancelWorkRequestRequest { id })
         .await?
         .into_inner();
-    printer.show(&WorkRequestView::from(&request))
+    printer.show(&WorkRequestView::from(request))
 }
 
 // ----- berth priority / queue -----
@@ -584,7 +525,7 @@ async fn priority(
         .adjust_priority(adjust_priority_request(args))
         .await?
         .into_inner();
-    printer.show(&WorkRequestView::from(&request))
+    printer.show(&WorkRequestView::from(request))
 }
 
 async fn queue(
@@ -602,9 +543,7 @@ async fn queue(
         })
         .await?
         .into_inner();
-    printer.show(&QueueView {
-        entries: response.entries.iter().map(QueueEntryView::from).collect(),
-    })
+    printer.show(&QueueView::from(response))
 }
 
 #[cfg(test)]

@@ -40,8 +40,8 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 use crate::args::Cli;
-use crate::commands::Printer;
 use crate::error::one_line;
+use crate::output::Printer;
 
 /// Runs `berth` with `args` (the program name first, as in [`std::env::args_os`]) on the
 /// process's stdout and stderr.

@@ -10,8 +10,9 @@
 //!
 //! One module per resource holds its views: `tokens`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`) and
-//! `queue`. This module has what they share: [`Render`], the formats of times and spans,
-//! and the table and `key: value` layouts.
+//! `queue`. This module has what they share: [`Render`], the `Printer` that writes a view
+//! in the chosen format, the formats of times and spans, and the table and `key: value`
+//! layouts.
 
 mod queue;
 mod tokens;
@@ -20,6 +21,7 @@ mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -28,9 +30,10 @@ use serde::{Serialize, Serializer};
 pub use self::queue::{QueueEntryView, QueueView};
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
 pub(crate) use self::work_requests::status_name;
-pub use self::work_requests::{AttemptView, WorkRequestListView, WorkRequestView};
+pub use self::work_requests::{AttemptView, SubmittedView, WorkRequestListView, WorkRequestView};
 pub use self::workers::{WorkerListView, WorkerView};
 use crate::args::OutputFormat;
+use crate::error::CliError;
 
 /// Something that can be printed in either format.
 pub trait Render: Serialize {
@@ -38,8 +41,36 @@ pub trait Render: Serialize {
     fn table(&self) -> String;
 }
 
+/// Where output goes and in which format.
+pub(crate) struct Printer<'a> {
+    /// `-o table` or `-o json`.
+    pub(crate) format: OutputFormat,
+    /// Results.
+    pub(crate) out: &'a mut (dyn Write + Send),
+    /// Notes and warnings for people (never needed by scripts).
+    pub(crate) err: &'a mut (dyn Write + Send),
+}
+
+impl Printer<'_> {
+    /// Prints a result in the chosen format.
+    pub(crate) fn show(&mut self, view: &impl Render) -> Result<(), CliError> {
+        let text = render(view, self.format)
+            .map_err(|e| CliError::Local(format!("cannot encode the output as JSON: {e}")))?;
+        self.out.write_all(text.as_bytes())?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Tells the person at the terminal something on stderr.
+    pub(crate) fn note(&mut self, text: &str) -> Result<(), CliError> {
+        self.err.write_all(text.as_bytes())?;
+        self.err.flush()?;
+        Ok(())
+    }
+}
+
 /// Renders `view` in `format`, ready to write to stdout.
-pub fn render(view: &impl Render, format: OutputFormat) -> Result<String, serde_json::Error> {
+fn render(view: &impl Render, format: OutputFormat) -> Result<String, serde_json::Error> {
     match format {
         OutputFormat::Table => Ok(view.table()),
         OutputFormat::Json => {
@@ -100,8 +131,8 @@ fn enum_name(value: i32, name: Option<&str>) -> String {
     name.map_or_else(|| format!("unknown({value})"), str::to_owned)
 }
 
-fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
-    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+fn sorted(map: HashMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter().collect()
 }
 
 /// Shown in tables where a value is absent, so columns stay countable with `awk`.
@@ -224,23 +255,23 @@ mod tests {
 
     #[test]
     fn tables_align_columns_without_trailing_spaces() {
-        let view = TokenListView {
+        let view = TokenListView::from(proto::ListTokensResponse {
             tokens: vec![
-                TokenView::from(&proto::TokenInfo {
+                proto::TokenInfo {
                     id: "a".into(),
                     role: proto::Role::User as i32,
                     owner: "alice".into(),
                     comment: "two\nlines".into(),
                     ..Default::default()
-                }),
-                TokenView::from(&proto::TokenInfo {
+                },
+                proto::TokenInfo {
                     id: "bbbb".into(),
                     role: proto::Role::Admin as i32,
                     owner: "root".into(),
                     ..Default::default()
-                }),
+                },
             ],
-        };
+        });
         let table = view.table();
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3);

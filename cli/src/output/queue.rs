@@ -14,13 +14,12 @@ pub struct QueueEntryView {
     pub work_request: WorkRequestView,
 }
 
-impl From<&proto::QueueEntry> for QueueEntryView {
-    fn from(entry: &proto::QueueEntry) -> QueueEntryView {
-        let request = entry.work_request.clone().unwrap_or_default();
+impl From<proto::QueueEntry> for QueueEntryView {
+    fn from(entry: proto::QueueEntry) -> QueueEntryView {
         QueueEntryView {
             position: entry.position,
-            pending_reason: entry.pending_reason.clone(),
-            work_request: WorkRequestView::from(&request),
+            pending_reason: entry.pending_reason,
+            work_request: WorkRequestView::from(entry.work_request.unwrap_or_default()),
         }
     }
 }
@@ -29,6 +28,18 @@ impl From<&proto::QueueEntry> for QueueEntryView {
 #[derive(Debug, Serialize)]
 pub struct QueueView {
     pub entries: Vec<QueueEntryView>,
+}
+
+impl From<proto::ListQueueResponse> for QueueView {
+    fn from(response: proto::ListQueueResponse) -> QueueView {
+        QueueView {
+            entries: response
+                .entries
+                .into_iter()
+                .map(QueueEntryView::from)
+                .collect(),
+        }
+    }
 }
 
 impl Render for QueueView {
@@ -72,12 +83,12 @@ mod tests {
             position,
             pending_reason: reason.into(),
         };
-        let view = QueueView {
+        let view = QueueView::from(proto::ListQueueResponse {
             entries: vec![
-                QueueEntryView::from(&entry(1, "a", "next in line")),
-                QueueEntryView::from(&entry(2, "b", "no connected worker has labels gpu=yes")),
+                entry(1, "a", "next in line"),
+                entry(2, "b", "no connected worker has labels gpu=yes"),
             ],
-        };
+        });
         let json = to_json(&view);
         assert_eq!(json["entries"][1]["position"], 2);
         assert_eq!(

@@ -30,15 +30,15 @@ pub struct TokenView {
     pub last_used_at: Option<Time>,
 }
 
-impl From<&proto::TokenInfo> for TokenView {
-    fn from(info: &proto::TokenInfo) -> TokenView {
+impl From<proto::TokenInfo> for TokenView {
+    fn from(info: proto::TokenInfo) -> TokenView {
         TokenView {
-            id: info.id.clone(),
+            id: info.id,
             role: role_name(info.role),
-            owner: info.owner.clone(),
-            comment: info.comment.clone(),
+            owner: info.owner,
+            comment: info.comment,
             enabled: info.enabled,
-            prefix: info.prefix.clone(),
+            prefix: info.prefix,
             expires_at: Time::from_proto(info.expires_at.as_ref()),
             created_at: Time::from_proto(info.created_at.as_ref()),
             last_used_at: Time::from_proto(info.last_used_at.as_ref()),
@@ -68,6 +68,15 @@ pub struct CreatedTokenView {
     #[serde(flatten)]
     pub info: TokenView,
     pub token: String,
+}
+
+impl From<proto::CreateTokenResponse> for CreatedTokenView {
+    fn from(response: proto::CreateTokenResponse) -> CreatedTokenView {
+        CreatedTokenView {
+            info: TokenView::from(response.info.unwrap_or_default()),
+            token: response.token,
+        }
+    }
 }
 
 impl CreatedTokenView {
@@ -118,6 +127,14 @@ pub struct TokenListView {
     pub tokens: Vec<TokenView>,
 }
 
+impl From<proto::ListTokensResponse> for TokenListView {
+    fn from(response: proto::ListTokensResponse) -> TokenListView {
+        TokenListView {
+            tokens: response.tokens.into_iter().map(TokenView::from).collect(),
+        }
+    }
+}
+
 impl Render for TokenListView {
     fn table(&self) -> String {
         let mut table = Table::new([
@@ -165,10 +182,7 @@ mod tests {
             }),
             token: "berth_adm_secret".into(),
         };
-        let view = CreatedTokenView {
-            info: TokenView::from(response.info.as_ref().expect("should succeed")),
-            token: response.token.clone(),
-        };
+        let view = CreatedTokenView::from(response);
         let json = to_json(&view);
         assert_eq!(json["id"], "t1");
         assert_eq!(json["role"], "admin");

@@ -102,45 +102,44 @@ pub struct WorkRequestView {
     pub children: Vec<WorkRequestView>,
 }
 
-impl From<&proto::WorkRequest> for WorkRequestView {
-    fn from(request: &proto::WorkRequest) -> WorkRequestView {
-        let default_spec = proto::ContainerSpec::default();
+impl From<proto::WorkRequest> for WorkRequestView {
+    fn from(request: proto::WorkRequest) -> WorkRequestView {
         // `spec.secret_env` is deliberately never read: the server leaves it empty, and
         // even if it did not, the CLI must not print secret values.
-        let spec = request.spec.as_ref().unwrap_or(&default_spec);
+        let spec = request.spec.unwrap_or_default();
         WorkRequestView {
-            id: request.id.clone(),
-            workspace: request.workspace.clone(),
+            id: request.id,
+            workspace: request.workspace,
             status: status_name(request.status),
             result: result_name(request.result),
             exit_code: request.exit_code,
-            reason: request.reason.clone(),
-            message: request.message.clone(),
+            reason: request.reason,
+            message: request.message,
             log_truncated: request.log_truncated,
             queue_position: (request.queue_position > 0).then_some(request.queue_position),
-            pending_reason: request.pending_reason.clone(),
+            pending_reason: request.pending_reason,
             priority: request.priority,
             priority_base: request.priority_base,
             priority_adjustment: request.priority_adjustment,
-            image: spec.image.clone(),
-            command: spec.command.clone(),
-            env: sorted(&spec.env),
-            secret_env_keys: request.secret_env_keys.clone(),
-            working_dir: spec.working_dir.clone(),
+            image: spec.image,
+            command: spec.command,
+            env: sorted(spec.env),
+            secret_env_keys: request.secret_env_keys,
+            working_dir: spec.working_dir,
             memory_bytes: spec.memory_bytes,
             cpus: spec.cpus,
             pids_limit: spec.pids_limit,
             timeout: Span::from_proto(spec.timeout.as_ref()),
             stop_grace_period: Span::from_proto(spec.stop_grace_period.as_ref()),
-            network: spec.network.clone(),
+            network: spec.network,
             pull_policy: pull_policy_name(spec.pull_policy),
-            requirements: sorted(&request.requirements),
-            created_by: request.created_by.clone(),
+            requirements: sorted(request.requirements),
+            created_by: request.created_by,
             created_at: Time::from_proto(request.created_at.as_ref()),
             started_at: Time::from_proto(request.started_at.as_ref()),
             completed_at: Time::from_proto(request.completed_at.as_ref()),
             attempt_count: request.attempt_count,
-            depends_on: request.depends_on.clone(),
+            depends_on: request.depends_on,
             unblock: match proto::UnblockStrategy::try_from(request.unblock) {
                 Ok(proto::UnblockStrategy::Manual) => "manual".to_owned(),
                 Ok(_) => "deps".to_owned(),
@@ -148,10 +147,18 @@ impl From<&proto::WorkRequest> for WorkRequestView {
             },
             allow_failure: request.allow_failure,
             retries_left: request.retries_left,
-            attempts: request.attempts.iter().map(AttemptView::from).collect(),
-            name: request.name.clone(),
-            parent_id: request.parent_id.clone(),
-            children: request.children.iter().map(WorkRequestView::from).collect(),
+            attempts: request
+                .attempts
+                .into_iter()
+                .map(AttemptView::from)
+                .collect(),
+            name: request.name,
+            parent_id: request.parent_id,
+            children: request
+                .children
+                .into_iter()
+                .map(WorkRequestView::from)
+                .collect(),
         }
     }
 }
@@ -292,14 +299,14 @@ pub struct AttemptView {
     pub message: String,
 }
 
-impl From<&proto::Attempt> for AttemptView {
-    fn from(attempt: &proto::Attempt) -> AttemptView {
+impl From<proto::Attempt> for AttemptView {
+    fn from(attempt: proto::Attempt) -> AttemptView {
         AttemptView {
             number: attempt.number,
-            worker: attempt.worker.clone(),
-            container_id: attempt.container_id.clone(),
+            worker: attempt.worker,
+            container_id: attempt.container_id,
             exit_code: attempt.exit_code,
-            reason: attempt.reason.clone(),
+            reason: attempt.reason,
             assigned_at: Time::from_proto(attempt.assigned_at.as_ref()),
             started_at: Time::from_proto(attempt.started_at.as_ref()),
             finished_at: Time::from_proto(attempt.finished_at.as_ref()),
@@ -307,8 +314,26 @@ impl From<&proto::Attempt> for AttemptView {
             cpu_time: Span::from_proto(attempt.cpu_time.as_ref()),
             pull_duration: Span::from_proto(attempt.pull_duration.as_ref()),
             run_duration: Span::from_proto(attempt.run_duration.as_ref()),
-            message: attempt.message.clone(),
+            message: attempt.message,
         }
+    }
+}
+
+/// A request just submitted (`run --detach`, `workflow submit`): in a table its bare id,
+/// so `id=$(berth run -d ...)` works; in JSON the whole request.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct SubmittedView(pub WorkRequestView);
+
+impl From<proto::WorkRequest> for SubmittedView {
+    fn from(request: proto::WorkRequest) -> SubmittedView {
+        SubmittedView(WorkRequestView::from(request))
+    }
+}
+
+impl Render for SubmittedView {
+    fn table(&self) -> String {
+        format!("{}\n", self.0.id)
     }
 }
 
@@ -317,6 +342,19 @@ impl From<&proto::Attempt> for AttemptView {
 pub struct WorkRequestListView {
     pub work_requests: Vec<WorkRequestView>,
     pub next_page_token: String,
+}
+
+impl From<proto::ListWorkRequestsResponse> for WorkRequestListView {
+    fn from(page: proto::ListWorkRequestsResponse) -> WorkRequestListView {
+        WorkRequestListView {
+            work_requests: page
+                .work_requests
+                .into_iter()
+                .map(WorkRequestView::from)
+                .collect(),
+            next_page_token: page.next_page_token,
+        }
+    }
 }
 
 impl Render for WorkRequestListView {
@@ -430,7 +468,7 @@ mod tests {
 
     #[test]
     fn work_request_json_uses_contract_names_and_lowercase_enums() {
-        let json = to_json(&WorkRequestView::from(&completed_request()));
+        let json = to_json(&WorkRequestView::from(completed_request()));
         assert_eq!(json["id"], "0193a1b2-0000-7000-8000-000000000001");
         assert_eq!(json["status"], "completed");
         assert_eq!(json["result"], "success");
@@ -459,7 +497,7 @@ mod tests {
             status: proto::WorkRequestStatus::Pending as i32,
             ..Default::default()
         };
-        let json = to_json(&WorkRequestView::from(&request));
+        let json = to_json(&WorkRequestView::from(request));
         assert_eq!(json["status"], "pending");
         assert_eq!(json["result"], Value::Null);
         assert_eq!(json["exit_code"], Value::Null);
@@ -469,7 +507,7 @@ mod tests {
 
     #[test]
     fn secret_env_values_are_never_printed() {
-        let view = WorkRequestView::from(&completed_request());
+        let view = WorkRequestView::from(completed_request());
         let json = render(&view, OutputFormat::Json).expect("should succeed");
         let table = render(&view, OutputFormat::Table).expect("should succeed");
         for text in [&json, &table] {
@@ -487,7 +525,7 @@ mod tests {
 
     #[test]
     fn work_request_table_is_key_value_lines() {
-        let table = WorkRequestView::from(&completed_request()).table();
+        let table = WorkRequestView::from(completed_request()).table();
         assert!(table.contains("\nstatus:"), "{table}");
         let line = |key: &str| {
             table
@@ -533,7 +571,7 @@ mod tests {
 
     #[test]
     fn work_request_json_has_message_truncation_and_attempt_details() {
-        let json = to_json(&WorkRequestView::from(&failed_pull()));
+        let json = to_json(&WorkRequestView::from(failed_pull()));
         assert_eq!(json["result"], "error");
         assert_eq!(json["message"], "pull access denied\nfor nope");
         assert_eq!(json["log_truncated"], true);
@@ -543,7 +581,7 @@ mod tests {
         assert_eq!(attempt["pull_duration"], "1s 500ms");
         assert_eq!(attempt["run_duration"], "250ms");
         assert_eq!(attempt["exit_code"], Value::Null);
-        let json = to_json(&WorkRequestView::from(&completed_request()));
+        let json = to_json(&WorkRequestView::from(completed_request()));
         assert_eq!(json["message"], "");
         assert_eq!(json["log_truncated"], false);
         assert_eq!(json["attempts"][0]["pull_duration"], Value::Null);
@@ -551,7 +589,7 @@ mod tests {
 
     #[test]
     fn work_request_table_shows_message_truncation_and_attempt_details() {
-        let table = WorkRequestView::from(&failed_pull()).table();
+        let table = WorkRequestView::from(failed_pull()).table();
         let value = |key: &str| {
             table
                 .lines()
@@ -586,7 +624,7 @@ mod tests {
             pending_reason: "all 2 matching workers are busy".into(),
             ..Default::default()
         };
-        let view = WorkRequestView::from(&request);
+        let view = WorkRequestView::from(request);
         assert_eq!(to_json(&view)["queue_position"], 3);
         let table = view.table();
         assert!(table.contains("queue_position:"), "{table}");
@@ -594,17 +632,27 @@ mod tests {
             table.contains(" all 2 matching workers are busy\n"),
             "{table}"
         );
-        let json = to_json(&WorkRequestView::from(&completed_request()));
+        let json = to_json(&WorkRequestView::from(completed_request()));
         assert_eq!(json["queue_position"], Value::Null);
         assert_eq!(json["pending_reason"], "");
     }
 
     #[test]
+    fn a_submitted_request_is_its_bare_id_in_a_table_and_whole_in_json() {
+        let view = SubmittedView::from(completed_request());
+        assert_eq!(view.table(), "0193a1b2-0000-7000-8000-000000000001\n");
+        assert_eq!(
+            to_json(&view),
+            to_json(&WorkRequestView::from(completed_request()))
+        );
+    }
+
+    #[test]
     fn list_json_wraps_the_array_with_the_page_token() {
-        let view = WorkRequestListView {
-            work_requests: vec![WorkRequestView::from(&completed_request())],
+        let view = WorkRequestListView::from(proto::ListWorkRequestsResponse {
+            work_requests: vec![completed_request()],
             next_page_token: "next".into(),
-        };
+        });
         let json = to_json(&view);
         assert_eq!(json["next_page_token"], "next");
         assert_eq!(json["work_requests"][0]["status"], "completed");

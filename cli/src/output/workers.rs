@@ -25,18 +25,18 @@ pub struct WorkerView {
     pub created_at: Option<Time>,
 }
 
-impl From<&proto::Worker> for WorkerView {
-    fn from(worker: &proto::Worker) -> WorkerView {
+impl From<proto::Worker> for WorkerView {
+    fn from(worker: proto::Worker) -> WorkerView {
         WorkerView {
-            id: worker.id.clone(),
-            name: worker.name.clone(),
+            id: worker.id,
+            name: worker.name,
             enabled: worker.enabled,
             draining: worker.draining,
             connected: worker.connected,
             concurrency: worker.concurrency,
             running: worker.running,
-            labels: sorted(&worker.labels),
-            metadata: sorted(&worker.metadata),
+            labels: sorted(worker.labels),
+            metadata: sorted(worker.metadata),
             connected_at: Time::from_proto(worker.connected_at.as_ref()),
             last_heartbeat_at: Time::from_proto(worker.last_heartbeat_at.as_ref()),
             created_at: Time::from_proto(worker.created_at.as_ref()),
@@ -66,6 +66,14 @@ impl Render for WorkerView {
 #[derive(Debug, Serialize)]
 pub struct WorkerListView {
     pub workers: Vec<WorkerView>,
+}
+
+impl From<proto::ListWorkersResponse> for WorkerListView {
+    fn from(response: proto::ListWorkersResponse) -> WorkerListView {
+        WorkerListView {
+            workers: response.workers.into_iter().map(WorkerView::from).collect(),
+        }
+    }
 }
 
 impl Render for WorkerListView {
