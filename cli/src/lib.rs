@@ -11,7 +11,8 @@
 //! - [`args`]: the command-line contract (clap derive). Scripts depend on it; keep it stable.
 //! - [`values`]: parsers for sizes, durations and `KEY=VALUE` pairs.
 //! - [`workflow`]: workflow files (YAML or JSON) for `berth workflow submit`.
-//! - `commands`: one function per command, building requests and calling the server.
+//! - `commands`: the commands, one module per resource. Most build a request, make one
+//!   call and print the answer as its view; `run` and `logs` follow a log.
 //! - [`follow`]: streaming a work request's log (`run` without `--detach`, `logs`),
 //!   resuming broken streams, and `run`'s exit statuses.
 //! - [`output`]: views of protocol messages and their table and JSON renderings, one

@@ -10,8 +10,8 @@
 //!
 //! One module per resource holds its views: `tokens`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`) and
-//! `queue`. This module has what they share: [`Render`], the `Printer` that writes a view
-//! in the chosen format, the formats of times and spans, and the table and `key: value`
+//! `queue`. This module has what they share: [`Render`], `Answer` (which view each kind of
+//! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
 
 mod queue;
@@ -39,6 +39,13 @@ use crate::error::CliError;
 pub trait Render: Serialize {
     /// The text for `-o table`, ending with a newline.
     fn table(&self) -> String;
+}
+
+/// An answer from the server, and the view it is printed as. Each kind of answer has one
+/// view, so every command that answers with a work request, say, prints the same fields.
+pub(crate) trait Answer: Sized {
+    /// The view the answer is printed as.
+    type View: Render + From<Self>;
 }
 
 /// Where output goes and in which format.

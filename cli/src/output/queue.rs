@@ -4,7 +4,7 @@
 use berth_common::proto;
 use serde::Serialize;
 
-use super::{Render, Table, WorkRequestView, time};
+use super::{Answer, Render, Table, WorkRequestView, time};
 
 /// One pending request in `queue`.
 #[derive(Debug, Serialize)]
@@ -40,6 +40,10 @@ impl From<proto::ListQueueResponse> for QueueView {
                 .collect(),
         }
     }
+}
+
+impl Answer for proto::ListQueueResponse {
+    type View = QueueView;
 }
 
 impl Render for QueueView {

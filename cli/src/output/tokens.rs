@@ -4,7 +4,7 @@
 use berth_common::proto;
 use serde::Serialize;
 
-use super::{Render, Table, Time, enum_name, fields, time, yes_no};
+use super::{Answer, Render, Table, Time, enum_name, fields, time, yes_no};
 
 fn role_name(value: i32) -> String {
     let name = proto::Role::try_from(value).ok().map(|role| match role {
@@ -44,6 +44,10 @@ impl From<proto::TokenInfo> for TokenView {
             last_used_at: Time::from_proto(info.last_used_at.as_ref()),
         }
     }
+}
+
+impl Answer for proto::TokenInfo {
+    type View = TokenView;
 }
 
 impl Render for TokenView {
@@ -133,6 +137,10 @@ impl From<proto::ListTokensResponse> for TokenListView {
             tokens: response.tokens.into_iter().map(TokenView::from).collect(),
         }
     }
+}
+
+impl Answer for proto::ListTokensResponse {
+    type View = TokenListView;
 }
 
 impl Render for TokenListView {

@@ -7,7 +7,8 @@ use berth_common::proto;
 use serde::Serialize;
 
 use super::{
-    NONE, Render, Span, Table, Time, enum_name, fields, opt, pairs, size, sorted, time, yes_no,
+    Answer, NONE, Render, Span, Table, Time, enum_name, fields, opt, pairs, size, sorted, time,
+    yes_no,
 };
 
 pub(crate) fn status_name(value: i32) -> String {
@@ -161,6 +162,10 @@ impl From<proto::WorkRequest> for WorkRequestView {
                 .collect(),
         }
     }
+}
+
+impl Answer for proto::WorkRequest {
+    type View = WorkRequestView;
 }
 
 impl Render for WorkRequestView {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use berth_common::proto;
 use serde::Serialize;
 
-use super::{Render, Table, Time, fields, pairs, sorted, time, yes_no};
+use super::{Answer, Render, Table, Time, fields, pairs, sorted, time, yes_no};
 
 /// A worker daemon as the server knows it.
 #[derive(Debug, Serialize)]
@@ -44,6 +44,10 @@ impl From<proto::Worker> for WorkerView {
     }
 }
 
+impl Answer for proto::Worker {
+    type View = WorkerView;
+}
+
 impl Render for WorkerView {
     fn table(&self) -> String {
         fields(&[
@@ -74,6 +78,10 @@ impl From<proto::ListWorkersResponse> for WorkerListView {
             workers: response.workers.into_iter().map(WorkerView::from).collect(),
         }
     }
+}
+
+impl Answer for proto::ListWorkersResponse {
+    type View = WorkerListView;
 }
 
 impl Render for WorkerListView {
