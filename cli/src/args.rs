@@ -546,11 +546,13 @@ impl Cli {
     }
 }
 
+/// Also used by the tests of the commands, which start from a parsed command line.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn parse(line: &[&str]) -> Cli {
+    /// `berth <line>`, parsed; panics if clap refuses it.
+    pub(crate) fn parse(line: &[&str]) -> Cli {
         let args = std::iter::once("berth").chain(line.iter().copied());
         match Cli::parse_args(args) {
             Ok(cli) => cli,
@@ -558,7 +560,8 @@ mod tests {
         }
     }
 
-    fn run_args(line: &[&str]) -> RunArgs {
+    /// The arguments of `berth <line>`, which must be a `run`.
+    pub(crate) fn run_args(line: &[&str]) -> RunArgs {
         match parse(line).command {
             Command::Run(run) => run,
             other => panic!("expected run, got {other:?}"),

@@ -11,10 +11,12 @@
 //! - [`args`]: the command-line contract (clap derive). Scripts depend on it; keep it stable.
 //! - [`values`]: parsers for sizes, durations and `KEY=VALUE` pairs.
 //! - [`workflow`]: workflow files (YAML or JSON) for `berth workflow submit`.
-//! - `commands`: one function per command, building requests and calling the server.
+//! - `commands`: the commands, one module per resource. Most build a request, make one
+//!   call and print the answer as its view; `run` and `logs` follow a log.
 //! - [`follow`]: streaming a work request's log (`run` without `--detach`, `logs`),
 //!   resuming broken streams, and `run`'s exit statuses.
-//! - [`output`]: views of protocol messages and their table and JSON renderings.
+//! - [`output`]: views of protocol messages and their table and JSON renderings, one
+//!   module per resource.
 //! - `error`: the error type and its exit statuses.
 //!
 //! Errors are always exactly one line on stderr, `error: <what is wrong>`, with exit status
@@ -39,8 +41,8 @@ use std::process::ExitCode;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 use crate::args::Cli;
-use crate::commands::Printer;
 use crate::error::one_line;
+use crate::output::Printer;
 
 /// Runs `berth` with `args` (the program name first, as in [`std::env::args_os`]) on the
 /// process's stdout and stderr.
