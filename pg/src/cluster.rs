@@ -148,10 +148,26 @@ impl EmbeddedPostgres {
 
     /// Stops the cluster (`pg_ctl stop -m fast -w`). Calling it again does nothing.
     pub async fn stop(&mut self) -> Result<(), EmbeddedPgError> {
+        self.shutdown("fast").await
+    }
+
+    /// Stops the cluster at once (`pg_ctl stop -m immediate -w`): sessions are cut off and
+    /// no checkpoint is written, so a later start runs crash recovery. Meant for a throwaway
+    /// cluster whose directory is deleted next, where a checkpoint would only write pages
+    /// nobody reads again. Calling it again, or after [`stop`](Self::stop), does nothing.
+    pub async fn stop_immediately(&mut self) -> Result<(), EmbeddedPgError> {
+        self.shutdown("immediate").await
+    }
+
+    /// `pg_ctl stop` in the given shutdown mode, waiting until the postmaster is gone.
+    async fn shutdown(&mut self, mode: &str) -> Result<(), EmbeddedPgError> {
         if !self.running {
             return Ok(());
         }
-        tracing::info!("stopping embedded PostgreSQL in {}", self.dir.display());
+        tracing::info!(
+            "stopping embedded PostgreSQL in {} ({mode})",
+            self.dir.display()
+        );
         let output = self
             .run(
                 "pg_ctl",
@@ -160,7 +176,7 @@ impl EmbeddedPostgres {
                     &"-D",
                     &self.data_dir,
                     &"-m",
-                    &"fast",
+                    &mode,
                     &"-w",
                     &"-t",
                     &PG_CTL_TIMEOUT_SECS,
@@ -426,7 +442,12 @@ impl EmbeddedPostgres {
             .args(args.iter().map(|arg| arg.as_ref()))
             // Our own cwd may be unreadable for the cluster's user (e.g. /root).
             .current_dir(&self.dir)
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            // A Ctrl-C at a terminal signals its whole foreground process group. In a group
+            // of their own, initdb and pg_ctl are left to finish and only the calling
+            // program hears it; it then stops the cluster its own way, rather than finding
+            // a `pg_ctl stop` killed half-way. (The postmaster detaches itself anyway.)
+            .process_group(0);
         // The cluster is fully described by its own files; the caller's PGDATA, PGPORT,
         // PGOPTIONS and friends must not leak into it.
         for (key, _) in std::env::vars_os() {
@@ -706,6 +727,24 @@ mod tests {
         second.stop().await.unwrap();
         // The postmaster is already gone; stopping it again is not an error.
         first.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn stopping_immediately_leaves_no_postmaster() {
+        let (_tmp, dir) = cluster_dir();
+        let mut pg = start(&dir, EmbeddedOptions::default()).await;
+        let client = connect(&pg.url("berth")).await;
+        client.batch_execute("SELECT 1").await.unwrap();
+        pg.stop_immediately().await.unwrap();
+        assert!(!pg.pid_file_exists(), "postmaster still running after stop");
+        assert!(
+            client.batch_execute("SELECT 1").await.is_err(),
+            "a session survived"
+        );
+        pg.stop_immediately()
+            .await
+            .expect("a second stop is a no-op");
+        pg.stop().await.expect("a stop after stopping is a no-op");
     }
 
     #[tokio::test]

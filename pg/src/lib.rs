@@ -59,11 +59,15 @@
 //! # Lifetime
 //!
 //! [`EmbeddedPostgres::stop`] shuts down with `pg_ctl stop -m fast` (sessions are
-//! disconnected, then a checkpoint). If an [`EmbeddedPostgres`] is dropped while the
-//! cluster still runs, `Drop` stops it with `-m immediate` so that a panicking test never
-//! leaves a postmaster behind; the next start then runs crash recovery, which PostgreSQL
-//! handles routinely. A postmaster left over from an earlier run (for example after the
-//! server was killed) is adopted rather than treated as an error.
+//! disconnected, then a checkpoint); [`EmbeddedPostgres::stop_immediately`] skips the
+//! checkpoint, for a throwaway cluster that is deleted next. If an [`EmbeddedPostgres`] is
+//! dropped while the cluster still runs, `Drop` stops it with `-m immediate` so that a
+//! panicking test never leaves a postmaster behind; the next start then runs crash recovery,
+//! which PostgreSQL handles routinely. A postmaster left over from an earlier run (for
+//! example after the server was killed) is adopted rather than treated as an error.
+//!
+//! `initdb` and `pg_ctl` run in a process group of their own, so a Ctrl-C at the terminal
+//! reaches only the calling program, which decides how to stop the cluster.
 
 mod binaries;
 mod cluster;
