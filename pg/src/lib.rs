@@ -6,6 +6,8 @@
 //! - `berth-server`, when it is given no database URL, runs one inside its data directory,
 //!   because asking someone who only wants to try Berth to install, configure and secure a
 //!   database first is a steep first step;
+//! - the test suite gets one throwaway cluster per run from `berth-pg run` (the binary in
+//!   this crate, see [`run`]), which `scripts/test` wraps around `cargo nextest run`;
 //! - `berth-bench` starts one per scenario, so that its figures come from a cluster nothing
 //!   else is using.
 //!
@@ -72,6 +74,7 @@
 mod binaries;
 mod cluster;
 mod error;
+pub mod run;
 mod user;
 
 pub use binaries::{BIN_DIR_ENV, find_bin_dir};
