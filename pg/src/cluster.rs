@@ -780,6 +780,39 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn initdb_failure_quotes_what_initdb_said() {
+        let (tmp, dir) = cluster_dir();
+        // The real pg_ctl and postgres, and an initdb that fails the way a full disk would.
+        let real = find_bin_dir(None).unwrap_or_else(|err| panic!("{err}"));
+        let bin_dir = tmp.path().join("bin");
+        fs::create_dir(&bin_dir).unwrap();
+        for name in ["pg_ctl", "postgres"] {
+            std::os::unix::fs::symlink(real.join(name), bin_dir.join(name)).unwrap();
+        }
+        let initdb = bin_dir.join("initdb");
+        fs::write(
+            &initdb,
+            "#!/bin/sh\necho 'initdb: error: could not create directory: No space left on device' >&2\nexit 1\n",
+        )
+        .unwrap();
+        fs::set_permissions(&initdb, fs::Permissions::from_mode(0o755)).unwrap();
+
+        let options = EmbeddedOptions {
+            bin_dir: Some(bin_dir),
+            ..EmbeddedOptions::default()
+        };
+        let err = EmbeddedPostgres::start(&dir, options)
+            .await
+            .expect_err("started without a cluster");
+        assert!(matches!(err, EmbeddedPgError::Initdb { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("No space left on device") && !message.contains('\n'),
+            "{message}"
+        );
+    }
+
     #[test]
     fn url_names_only_the_unix_socket() {
         let socket_dir = Path::new("/tmp/a dir/with 'quotes'&more/run");

@@ -117,4 +117,15 @@ mod tests {
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o711)).unwrap();
         check_reachable(&tmp.path().join("postgres"), &nobody).unwrap();
     }
+
+    #[test]
+    fn a_missing_user_is_named_with_how_to_create_it() {
+        let err = resolve_run_as(Some("berth-no-such-user")).unwrap_err();
+        assert!(matches!(err, EmbeddedPgError::NoSuchUser { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("useradd --system --user-group berth-no-such-user"),
+            "{message}"
+        );
+    }
 }
