@@ -2,11 +2,11 @@
 //! go with it.
 //!
 //! A benchmark is only worth reading if it measures what users run, so [`Stack`] starts
-//! the real pieces as separate processes: a private PostgreSQL cluster (the same
-//! [`EmbeddedPostgres`] code the server uses when it is given no database URL), the release
-//! `berth-server` binary pointed at it by URL, and, when a scenario needs real execution,
-//! real `berth-worker` processes. Everything lives in one temporary directory that is
-//! removed afterwards.
+//! the real pieces as separate processes: a private PostgreSQL cluster (`berth-pg`'s
+//! [`EmbeddedPostgres`], the same code the server runs when it is given no database URL),
+//! the release `berth-server` binary pointed at it by URL, and, when a scenario needs real
+//! execution, real `berth-worker` processes. Everything lives in one temporary directory
+//! that is removed afterwards.
 //!
 //! # Clean-up
 //!
@@ -34,7 +34,7 @@ use berth_common::client::BearerAuth;
 use berth_common::proto::token_service_client::TokenServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::worker_service_client::WorkerServiceClient;
-use berth_server::embedded_pg::{EmbeddedOptions, EmbeddedPostgres};
+use berth_pg::{EmbeddedOptions, EmbeddedPostgres};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
