@@ -1,10 +1,13 @@
-//! Shared pieces of Berth: the generated `berth.v1` protocol, the token format, client
-//! connection helpers and tracing set-up. Every other crate depends on this one; it
-//! depends on none of them.
+//! Shared pieces of Berth: the generated `berth.v1` protocol, client connection helpers
+//! and tracing set-up, and (re-exported from `berth-token`) the token format. Every
+//! other crate depends on this one; it depends on no Berth crate but `berth-token`.
 
 pub mod client;
 pub mod logging;
-pub mod token;
+
+/// The token format (its own crate, so the server's domain can use it without the
+/// protocol).
+pub use berth_token as token;
 
 /// The generated `berth.v1` messages, clients and servers.
 pub mod proto {

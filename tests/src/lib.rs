@@ -95,12 +95,12 @@ async fn ensure_template() {
                     .execute(&format!("CREATE DATABASE {TEMPLATE}"), &[])
                     .await
                     .unwrap();
-                let settings = berth_server::store::db::DbSettings {
+                let settings = berth_core::store::db::DbSettings {
                     url: database_url(TEMPLATE),
                     ca_cert: None,
                     pool_size: 1,
                 };
-                berth_server::store::db::migrate(&settings)
+                berth_core::store::db::migrate(&settings)
                     .await
                     .unwrap_or_else(|e| panic!("migrating the template database: {e}"));
                 // Nobody may stay connected to a template while it is copied.

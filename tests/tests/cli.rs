@@ -10,7 +10,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_server::store::secrets::SecretBox;
+use berth_core::store::secrets::SecretBox;
 use berth_tests::{TestServer, query, run_binary};
 use serde_json::Value;
 

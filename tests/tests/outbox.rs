@@ -7,6 +7,8 @@
 
 #![expect(clippy::unwrap_used, reason = "tests: a failure should fail the test")]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use berth_common::PROTOCOL_VERSION;
@@ -55,23 +57,40 @@ impl DeafWorker {
         DeafWorker { tx, inbound }
     }
 
-    /// Sends Accepts for attempts that do not exist: the server answers each with a
-    /// Cancel, which this worker never reads.
+    /// Sends up to `count` Accepts for attempts that do not exist: the server answers
+    /// each with a Cancel, which this worker never reads. Returns when the server has
+    /// stopped taking them: it closed the stream, or it no longer reads it.
     async fn provoke(&self, count: usize) {
-        for _ in 0..count {
-            let accept = WorkerMessage {
-                msg: Some(Msg::Accept(Accept {
-                    attempt: Some(AttemptRef {
-                        work_request_id: uuid::Uuid::now_v7().to_string(),
-                        attempt: 1,
-                    }),
-                })),
-            };
-            if self.tx.send(accept).await.is_err() {
-                // The server closed the stream: it has seen enough.
-                return;
+        let sent = Arc::new(AtomicUsize::new(0));
+        let tx = self.tx.clone();
+        let counter = sent.clone();
+        let sending = tokio::spawn(async move {
+            for _ in 0..count {
+                let accept = WorkerMessage {
+                    msg: Some(Msg::Accept(Accept {
+                        attempt: Some(AttemptRef {
+                            work_request_id: uuid::Uuid::now_v7().to_string(),
+                            attempt: 1,
+                        }),
+                    })),
+                };
+                if tx.send(accept).await.is_err() {
+                    // The server closed the stream: it has seen enough.
+                    return;
+                }
+                counter.fetch_add(1, Ordering::Relaxed);
             }
+        });
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = sent.load(Ordering::Relaxed);
+            if sending.is_finished() || now == last {
+                break;
+            }
+            last = now;
         }
+        sending.abort();
     }
 
     /// Reads what the server queued, then returns how the stream ended.
@@ -96,9 +115,10 @@ async fn a_worker_that_stops_reading_does_not_delay_another_workers_reports() {
     let deaf = DeafWorker::connect(&server, "deaf").await;
 
     // Enough Cancels to fill the HTTP/2 windows and buffers between the server and the
-    // deaf worker, and then its queue. Before the outbox, the recorder waited for room on
-    // the deaf worker's stream, and every other worker's reports waited behind it.
-    deaf.provoke(30_000).await;
+    // deaf worker (megabytes), and then its queue. Before the outbox, the recorder waited
+    // for room on the deaf worker's stream, and every other worker's reports waited
+    // behind it.
+    deaf.provoke(100_000).await;
 
     let request = submit(
         &server,

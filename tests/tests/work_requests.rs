@@ -14,7 +14,7 @@ use berth_common::proto::{
     CancelWorkRequestRequest, ContainerSpec, GetWorkRequestRequest, ListWorkRequestsRequest,
     PullPolicy, Role, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
 };
-use berth_server::store::secrets::SecretBox;
+use berth_core::store::secrets::SecretBox;
 use berth_tests::{TestServer, query};
 use tonic::Code;
 

@@ -26,13 +26,13 @@ use crate::api::auth::identity;
 use crate::api::error::{respond, to_status};
 use crate::api::work_requests::spec_to_proto;
 use crate::api::{millis, nanos};
-use crate::error::{Error, Result};
-use crate::fleet::agents::{Agents, Hello, Report};
-use crate::live::hub::{Session, ToWorker};
-use crate::work::ids::AttemptKey;
-use crate::work::lifecycle::{Finished, Started};
-use crate::work::logs::LogStream;
-use crate::work::state::Outcome;
+use berth_core::error::{Error, Result};
+use berth_core::fleet::agents::{Agents, Hello, Report};
+use berth_core::live::hub::{Session, ToWorker};
+use berth_core::work::ids::AttemptKey;
+use berth_core::work::lifecycle::{Finished, Started};
+use berth_core::work::logs::LogStream;
+use berth_core::work::state::Outcome;
 
 /// How long a new stream may take to send its Hello.
 const HELLO_WITHIN: Duration = Duration::from_secs(30);

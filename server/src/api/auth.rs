@@ -18,9 +18,9 @@ use berth_common::token::TokenKind;
 use futures::future::BoxFuture;
 use tonic::Status;
 
-use crate::access::auth::{Authenticator, Identity};
 use crate::api::error::to_status;
-use crate::error::{Error, Result};
+use berth_core::access::auth::{Authenticator, Identity};
+use berth_core::error::{Error, Result};
 
 use TokenKind::{Admin, User, Worker};
 

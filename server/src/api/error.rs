@@ -7,7 +7,7 @@
 
 use tonic::{Code, Response, Status};
 
-use crate::error::Error;
+use berth_core::error::Error;
 
 /// The status a caller gets for `error`.
 pub fn to_status(error: Error) -> Status {
@@ -27,7 +27,7 @@ pub fn respond<T>(result: Result<T, Error>) -> Result<Response<T>, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
+    use berth_core::error::ErrorCode;
 
     #[test]
     fn every_domain_code_maps_to_the_grpc_code_of_the_same_name() {

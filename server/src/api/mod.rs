@@ -8,13 +8,14 @@
 pub mod agent;
 pub mod auth;
 pub mod error;
+pub mod server;
 pub mod tokens;
 pub mod work_requests;
 pub mod workers;
 
 use chrono::{DateTime, Utc};
 
-use crate::work::spec::RawDuration;
+use berth_core::work::spec::RawDuration;
 
 /// A wire timestamp from a database one.
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {

@@ -9,10 +9,10 @@ use berth_common::proto::{
 use berth_common::token::TokenKind;
 use tonic::{Request, Response, Status};
 
-use crate::access::tokens::{NewToken, TokenView, Tokens};
 use crate::api::auth::identity;
 use crate::api::error::respond;
 use crate::api::{raw_from_proto, timestamp, timestamp_opt};
+use berth_core::access::tokens::{NewToken, TokenView, Tokens};
 
 /// The TokenService implementation.
 #[derive(Clone)]

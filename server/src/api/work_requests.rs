@@ -19,14 +19,14 @@ use tonic::{Request, Response, Status};
 use crate::api::auth::identity;
 use crate::api::error::{respond, to_status};
 use crate::api::{duration_ms, raw_from_proto, raw_to_proto, string_map, timestamp, timestamp_opt};
-use crate::error::{Error, Result};
-use crate::store::models::AttemptRow;
-use crate::work::ids::WorkRequestId;
-use crate::work::logs::Chunk;
-use crate::work::requests::{ListQuery, LogQuery, PriorityChange, RequestView, WorkRequests};
-use crate::work::spec::{PullPolicy, SpecInput, StoredSpec, SubmitInput};
-use crate::work::state::{Status as WrStatus, UnblockStrategy, WorkResult};
-use crate::work::workflow::{StepInput, WorkflowInput};
+use berth_core::error::{Error, Result};
+use berth_core::store::models::AttemptRow;
+use berth_core::work::ids::WorkRequestId;
+use berth_core::work::logs::Chunk;
+use berth_core::work::requests::{ListQuery, LogQuery, PriorityChange, RequestView, WorkRequests};
+use berth_core::work::spec::{PullPolicy, SpecInput, StoredSpec, SubmitInput};
+use berth_core::work::state::{Status as WrStatus, UnblockStrategy, WorkResult};
+use berth_core::work::workflow::{StepInput, WorkflowInput};
 
 /// The WorkRequestService implementation.
 #[derive(Clone)]
@@ -488,11 +488,11 @@ mod tests {
             memory_bytes: Some(100 << 20),
             cpus: Some(1.5),
             pids_limit: Some(10),
-            timeout: Some(crate::work::spec::RawDuration {
+            timeout: Some(berth_core::work::spec::RawDuration {
                 seconds: 61,
                 nanos: 250_000_000,
             }),
-            stop_grace_period: Some(crate::work::spec::RawDuration {
+            stop_grace_period: Some(berth_core::work::spec::RawDuration {
                 seconds: 3,
                 nanos: 0,
             }),
@@ -500,7 +500,7 @@ mod tests {
             pull_policy: Some(PullPolicy::Never),
             ..Default::default()
         };
-        let stored = crate::work::spec::validate_spec(&input, &Default::default())
+        let stored = berth_core::work::spec::validate_spec(&input, &Default::default())
             .expect("valid")
             .spec;
         let wire = spec_to_proto(&stored);

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::api::auth::identity;
 use crate::api::error::respond;
 use crate::api::{string_map, timestamp, timestamp_opt};
-use crate::fleet::workers::{WorkerView, Workers};
+use berth_core::fleet::workers::{WorkerView, Workers};
 
 /// The WorkerService implementation.
 #[derive(Clone)]

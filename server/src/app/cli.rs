@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::config::{Config, ServerArgs};
 use crate::app::{self, StartError};
-use crate::store::db;
+use berth_core::store::db;
 
 #[derive(Debug, Parser)]
 #[command(name = "berth-server", version, about = "Berth's central gRPC server")]
@@ -30,7 +30,7 @@ enum Command {
     /// Create a new admin token, print it on stdout and exit (direct database access)
     AdminToken {
         /// The user the token belongs to
-        #[arg(long, default_value = crate::access::bootstrap::FIRST_ADMIN)]
+        #[arg(long, default_value = berth_core::access::bootstrap::FIRST_ADMIN)]
         name: String,
         /// Free text stored with the token
         #[arg(long, default_value = "created with berth-server admin-token")]
@@ -110,12 +110,12 @@ async fn migrate(config: Config) -> Result<(), StartError> {
 }
 
 async fn admin_token(config: Config, name: &str, comment: &str) -> Result<(), StartError> {
-    crate::work::spec::validate_name("--name", name)
+    berth_core::work::spec::validate_name("--name", name)
         .map_err(|e| StartError::Config(crate::app::config::ConfigError(e)))?;
     let (settings, embedded) = app::open_database(&config).await?;
     let created = async {
         let mut conn = db::connect_once(&settings).await?;
-        crate::access::bootstrap::new_admin_token(&mut conn, name, comment)
+        berth_core::access::bootstrap::new_admin_token(&mut conn, name, comment)
             .await
             .map_err(|e| StartError::Bootstrap(e.to_string()))
     }

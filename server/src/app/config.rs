@@ -11,8 +11,8 @@ use std::time::Duration;
 use berth_common::logging::LogFormat;
 use serde::Deserialize;
 
-use crate::live::AgentSettings;
-use crate::work::spec::SpecDefaults;
+use berth_core::live::AgentSettings;
+use berth_core::work::spec::SpecDefaults;
 
 /// Flags shared by every `berth-server` subcommand.
 #[derive(Clone, Debug, Default, clap::Args)]
@@ -270,11 +270,11 @@ impl Config {
 /// Runs the configured defaults through the same validation a submission gets, so a
 /// default no request could set is refused at start-up.
 fn check_defaults(defaults: &SpecDefaults) -> Result<(), ConfigError> {
-    let probe = crate::work::spec::SpecInput {
+    let probe = berth_core::work::spec::SpecInput {
         image: "berth/config-check".into(),
         ..Default::default()
     };
-    crate::work::spec::validate_spec(&probe, defaults)
+    berth_core::work::spec::validate_spec(&probe, defaults)
         .map(|_| ())
         .map_err(|e| ConfigError(format!("[defaults] {e}")))
 }

@@ -14,37 +14,24 @@ use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
+use berth_core::access::auth::Authenticator;
+use berth_core::access::tokens::Tokens;
+use berth_core::fleet::agents::Agents;
+use berth_core::fleet::workers::Workers;
+use berth_core::live::hub::Hub;
+use berth_core::live::{leases, notify};
+use berth_core::store::db::{self, DbError, DbPool, DbSettings};
+use berth_core::store::secrets::{SecretBox, SecretError};
+use berth_core::work::recorder::{self, Recorder};
+use berth_core::work::requests::WorkRequests;
+use berth_core::work::scheduler::Scheduler;
+use berth_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use berth_common::proto::agent_service_server::AgentServiceServer;
-use berth_common::proto::token_service_server::TokenServiceServer;
-use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
-use berth_common::proto::worker_service_server::WorkerServiceServer;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
-use tonic_health::ServingStatus;
-
-use crate::access::auth::Authenticator;
-use crate::access::tokens::Tokens;
-use crate::api::agent::AgentApi;
-use crate::api::auth::AuthLayer;
-use crate::api::tokens::TokenApi;
-use crate::api::work_requests::WorkRequestApi;
-use crate::api::workers::WorkerApi;
+use crate::api::server::{self, ServeError, Services};
 use crate::app::config::{Config, ConfigError};
-use crate::embedded_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
-use crate::fleet::agents::Agents;
-use crate::fleet::workers::Workers;
-use crate::live::hub::Hub;
-use crate::live::leases;
-use crate::live::notify;
-use crate::store::db::{self, DbError, DbPool, DbSettings};
-use crate::store::secrets::{SecretBox, SecretError};
-use crate::work::recorder::{self, Recorder};
-use crate::work::requests::WorkRequests;
-use crate::work::scheduler::Scheduler;
 
 /// Why the server could not start or stopped badly. Each says what to do in one line.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +43,7 @@ pub enum StartError {
     #[error(transparent)]
     Db(#[from] DbError),
     /// The embedded PostgreSQL cannot be started.
-    #[error(transparent)]
+    #[error("{0} (or give --database-url to use a PostgreSQL of your own)")]
     Embedded(#[from] EmbeddedPgError),
     /// The secret key cannot be loaded.
     #[error(transparent)]
@@ -77,15 +64,12 @@ pub enum StartError {
         /// The error.
         reason: String,
     },
-    /// The TLS certificate or key is unusable.
-    #[error("TLS: {0}")]
-    Tls(String),
+    /// The TLS certificate or key is unusable, or the gRPC server failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     /// Bootstrapping the first admin token failed.
     #[error("creating the first admin token failed: {0}")]
     Bootstrap(String),
-    /// The gRPC server failed while serving.
-    #[error("gRPC server failed: {0}")]
-    Serve(String),
 }
 
 /// A server ready to serve.
@@ -161,7 +145,7 @@ pub async fn open_database(
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     // A bad certificate or key is found before the database is started, not after the
     // first admin token was made.
-    server_builder(&config)?;
+    server::check_tls(config.tls.as_ref())?;
     let (settings, embedded) = open_database(&config).await?;
     let mut prepared = Prepared {
         pool: db::connect_pool(&settings).await?,
@@ -172,7 +156,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     };
     let bootstrap = async {
         let mut conn = db::connect_once(&prepared.db).await?;
-        crate::access::bootstrap::first_admin_token(&mut conn, &prepared.config.data_dir)
+        berth_core::access::bootstrap::first_admin_token(&mut conn, &prepared.config.data_dir)
             .await
             .map_err(|e| StartError::Bootstrap(e.to_string()))
     }
@@ -198,29 +182,6 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
             addr: config.listen.to_string(),
             reason: e.to_string(),
         })
-}
-
-fn tls_config(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
-    let Some((cert, key)) = &config.tls else {
-        return Ok(None);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| StartError::Tls(format!("cannot read {}: {e}", path.display())))
-    };
-    let identity = TlsIdentity::from_pem(read(cert)?, read(key)?);
-    Ok(Some(ServerTlsConfig::new().identity(identity)))
-}
-
-/// A server builder, with TLS when configured (the certificate and key are parsed here).
-fn server_builder(config: &Config) -> Result<Server, StartError> {
-    let builder = Server::builder();
-    match tls_config(config)? {
-        Some(tls) => builder
-            .tls_config(tls)
-            .map_err(|e| StartError::Tls(db::with_causes(&e))),
-        None => Ok(builder),
-    }
 }
 
 /// Serves gRPC on `listener` until `shutdown` completes, then drains and stops.
@@ -290,75 +251,28 @@ async fn serve_inner(
         background.clone(),
     ));
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let service_names = [
-        "",
-        "berth.v1.TokenService",
-        "berth.v1.WorkerService",
-        "berth.v1.WorkRequestService",
-        "berth.v1.AgentService",
-    ];
-    for name in service_names {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
-    }
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_common::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_common::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
-
-    let router = server_builder(config)?
-        .layer(AuthLayer::new(
-            Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
-        ))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(TokenServiceServer::new(TokenApi::new(Tokens::new(
+    let services = Services {
+        authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
+        tokens: Tokens::new(pool.clone(), hub.clone()),
+        workers: Workers::new(pool.clone(), hub.clone()),
+        requests: WorkRequests::new(
+            pool.clone(),
+            prepared.secrets.clone(),
+            config.spec_defaults.clone(),
+            hub.clone(),
+        ),
+        agents: Agents::new(
             pool.clone(),
             hub.clone(),
-        ))))
-        .add_service(WorkerServiceServer::new(WorkerApi::new(Workers::new(
-            pool.clone(),
-            hub.clone(),
-        ))))
-        .add_service(WorkRequestServiceServer::new(WorkRequestApi::new(
-            WorkRequests::new(
-                pool.clone(),
-                prepared.secrets.clone(),
-                config.spec_defaults.clone(),
-                hub.clone(),
-            ),
-        )))
-        .add_service(AgentServiceServer::new(AgentApi::new(
-            Agents::new(
-                pool.clone(),
-                hub.clone(),
-                scheduler,
-                recorder,
-                config.agent.clone(),
-            ),
-            background.clone(),
-        )));
-
-    let local = listener
-        .local_addr()
-        .map_err(|e| StartError::Serve(e.to_string()))?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-        let _ = stop_rx.await;
-    }));
+            scheduler,
+            recorder,
+            config.agent.clone(),
+        ),
+        streams_end: background.clone(),
+    };
+    let mut serving = server::serve(listener, config.tls.as_ref(), services).await?;
     tracing::info!(
-        addr = %local,
+        addr = %serving.local_addr(),
         tls = config.tls.is_some(),
         embedded_database = config.database_url.is_none(),
         "berth-server listening"
@@ -366,43 +280,29 @@ async fn serve_inner(
 
     tokio::select! {
         () = shutdown => {}
-        finished = &mut server => {
-            // The server ended on its own: that is a failure, not a shutdown.
-            return match finished {
-                Ok(Ok(())) => Err(StartError::Serve("stopped unexpectedly".into())),
-                Ok(Err(e)) => Err(StartError::Serve(e.to_string())),
-                Err(e) => Err(StartError::Serve(e.to_string())),
-            };
-        }
+        // The server ended on its own: that is a failure, not a shutdown.
+        failed = serving.failed() => return Err(failed.into()),
     }
 
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: refusing new connections, letting in-flight calls finish");
-    for name in service_names {
-        health
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
-    }
+    serving.not_serving().await;
     // Worker streams would hold the drain open forever: end them now (workers reconnect,
     // to another replica or to this one after its restart) and stop background tasks.
     background.cancel();
     while tasks.join_next().await.is_some() {}
-    let _ = stop_tx.send(());
+    serving.stop_accepting();
     let drained = tokio::select! {
-        drained = tokio::time::timeout(config.shutdown_grace, &mut server) => drained,
+        drained = serving.drain(config.shutdown_grace) => drained?,
         () = force.cancelled() => {
             tracing::warn!("closing open calls now");
-            server.abort();
+            serving.abort();
             return Ok(());
         }
     };
-    match drained {
-        Ok(Ok(Ok(()))) => tracing::info!("all calls finished"),
-        Ok(Ok(Err(e))) => return Err(StartError::Serve(e.to_string())),
-        Ok(Err(e)) => return Err(StartError::Serve(e.to_string())),
-        Err(_) => {
-            tracing::warn!("calls still open after the shutdown grace period; closing them");
-            server.abort();
-        }
+    if drained {
+        tracing::info!("all calls finished");
+    } else {
+        tracing::warn!("calls still open after the shutdown grace period; closing them");
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::access::auth::TokenCache;
 use crate::live::AgentSettings;
-use crate::live::notify::Event;
+use crate::live::events::Event;
 use crate::work::ids::AttemptKey;
 use crate::work::spec::StoredSpec;
 

@@ -153,7 +153,7 @@ pub(crate) fn tls_connector(
 /// `error` and its causes on one line. tokio-postgres keeps what matters to the reader
 /// ("Connection refused", "database \"x\" does not exist", a failed password) in the
 /// source; its own message is only "error connecting to server" or "db error".
-pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

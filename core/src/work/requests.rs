@@ -351,7 +351,7 @@ impl WorkRequests {
         accept: bool,
     ) -> Result<RequestView> {
         let mut conn = self.pool.get().await?;
-        let queued = deps::unblock(&mut conn, caller, id, accept).await?;
+        let queued = lifecycle::unblock(&mut conn, caller, id, accept).await?;
         tracing::info!(work_request = %id, by = %caller.name, accept, "manual unblock decided");
         if queued {
             self.hub.wake_scheduler();
@@ -363,7 +363,7 @@ impl WorkRequests {
     /// `RetryWorkRequest`.
     pub async fn retry(&self, caller: &Identity, id: WorkRequestId) -> Result<RequestView> {
         let mut conn = self.pool.get().await?;
-        if deps::retry(&mut conn, caller, id).await? {
+        if lifecycle::retry(&mut conn, caller, id).await? {
             self.hub.wake_scheduler();
         }
         self.hub.changed();

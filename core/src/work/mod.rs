@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod queue;
 pub mod recorder;
+pub mod report;
 pub mod requests;
 pub mod scheduler;
 pub mod spec;

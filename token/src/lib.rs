@@ -1,4 +1,4 @@
-//! The token format.
+//! Berth's token format, shared by the server, the CLI and the worker.
 //!
 //! A token looks like `berth_usr_<43 base62 chars><6 base62 chars>`: a type prefix that
 //! names its role, 32 random bytes written in base62, and a CRC-32 checksum of everything

@@ -36,11 +36,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
+use crate::live::events::Event;
 use crate::live::hub::{Delivery, Hub, ToWorker};
 use crate::store::db::{self, DbPool, DbSettings};
-use crate::work::ids::{AttemptKey, WorkRequestId};
 
 /// The PostgreSQL notification channel every replica listens on.
 pub const CHANNEL: &str = "berth_events";
@@ -60,65 +59,6 @@ pub const OUTBOX_CAPACITY: usize = 4096;
 
 /// Longest wait between two attempts to reconnect the listening connection.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Something other replicas should hear about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// There may be new pending work: every replica runs an assignment round.
-    Work,
-    /// Logs or statuses changed: log followers re-read.
-    Changed,
-    /// The attempt `key` was cancelled: the replica holding `worker_id`'s stream sends
-    /// it a Cancel.
-    Cancel {
-        /// The worker running the attempt.
-        worker_id: Uuid,
-        /// The cancelled attempt.
-        key: AttemptKey,
-    },
-    /// The token was disabled or deleted: every replica closes the streams using it.
-    CloseToken(Uuid),
-}
-
-impl Event {
-    /// The NOTIFY payload: `work`, `changed`, `cancel:<worker>:<request>:<attempt>` or
-    /// `close-token:<token>`.
-    pub fn encode(&self) -> String {
-        match self {
-            Event::Work => "work".into(),
-            Event::Changed => "changed".into(),
-            Event::Cancel { worker_id, key } => {
-                format!("cancel:{worker_id}:{}:{}", key.id, key.attempt)
-            }
-            Event::CloseToken(id) => format!("close-token:{id}"),
-        }
-    }
-
-    /// Reads a payload written by [`Event::encode`]; `None` for anything else (a newer
-    /// replica may send events this one does not know).
-    pub fn parse(payload: &str) -> Option<Event> {
-        match payload {
-            "work" => return Some(Event::Work),
-            "changed" => return Some(Event::Changed),
-            _ => {}
-        }
-        if let Some(rest) = payload.strip_prefix("cancel:") {
-            let mut parts = rest.split(':');
-            let worker_id = Uuid::parse_str(parts.next()?).ok()?;
-            let work_request_id = Uuid::parse_str(parts.next()?).ok()?;
-            let attempt = parts.next()?.parse().ok()?;
-            if parts.next().is_some() {
-                return None;
-            }
-            return Some(Event::Cancel {
-                worker_id,
-                key: AttemptKey::new(WorkRequestId(work_request_id), attempt),
-            });
-        }
-        let token = payload.strip_prefix("close-token:")?;
-        Uuid::parse_str(token).ok().map(Event::CloseToken)
-    }
-}
 
 /// A frequent event that goes out at most once per `gap`; one that arrives sooner is held
 /// back and sent when the gap has passed.
@@ -345,30 +285,5 @@ fn apply(hub: &Hub, event: Event) {
                 tracing::info!(%key, %worker_id, "sent a cancel asked for by another replica");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_round_trip_and_garbage_is_ignored() {
-        let cancel = Event::Cancel {
-            worker_id: Uuid::now_v7(),
-            key: AttemptKey::new(WorkRequestId::new(), 3),
-        };
-        for event in [
-            Event::Work,
-            Event::Changed,
-            cancel,
-            Event::CloseToken(Uuid::now_v7()),
-        ] {
-            assert_eq!(Event::parse(&event.encode()), Some(event));
-        }
-        assert_eq!(Event::parse("cancel:x:y:1"), None);
-        assert_eq!(Event::parse(&format!("{}:extra", cancel.encode())), None);
-        assert_eq!(Event::parse("close-token:nope"), None);
-        assert_eq!(Event::parse("something-new"), None);
     }
 }

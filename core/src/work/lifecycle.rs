@@ -34,36 +34,12 @@ use crate::error::{Error, Result};
 use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
 use crate::work::ids::{AttemptKey, WorkRequestId};
+pub use crate::work::report::{Finished, Started};
 use crate::work::state::{
-    AttemptState, Ending, Kind, Outcome, Reason, Status, Verdict, WorkResult, verdict,
+    AttemptState, Closing, Ending, Kind, Outcome, Reason, Status, UnblockStrategy, Verdict,
+    WorkResult, verdict,
 };
 use crate::work::workflow;
-
-/// How a request ends, with what is recorded alongside.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Closing {
-    /// Status, result and reason.
-    pub ending: Ending,
-    /// Said to the user (`WorkRequest.message`).
-    pub message: String,
-    /// The container's exit code, when one ran.
-    pub exit_code: Option<i32>,
-    /// When the request started, recorded unless an earlier start was (a Started folded
-    /// into its Finished).
-    pub started_at: Option<DateTime<Utc>>,
-}
-
-impl Closing {
-    /// An ending with a message and nothing else.
-    pub fn new(ending: Ending, message: impl Into<String>) -> Closing {
-        Closing {
-            ending,
-            message: message.into(),
-            exit_code: None,
-            started_at: None,
-        }
-    }
-}
 
 /// **The one door to a terminal state.** Ends `id` (whose row the caller has locked and
 /// found not terminal) as `closing` says, settles its dependants, and refreshes its
@@ -266,15 +242,6 @@ pub async fn accepted(
     Ok(true)
 }
 
-/// A worker's report that an attempt's container started.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Started {
-    /// Docker's container id.
-    pub container_id: String,
-    /// Time spent making the image available.
-    pub pull_ms: Option<i64>,
-}
-
 /// The attempt's container started. In the caller's transaction; false for a stale
 /// attempt.
 pub async fn started(
@@ -302,43 +269,6 @@ pub async fn started(
         .execute(conn)
         .await?;
     Ok(true)
-}
-
-/// A worker's report that an attempt ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finished {
-    /// How it ended.
-    pub outcome: Outcome,
-    /// The container's exit code, when it ran.
-    pub exit_code: Option<i32>,
-    /// Docker's or the worker's message for failures.
-    pub message: String,
-    /// The container id, when one was created ('' when not known).
-    pub container_id: String,
-    /// Peak memory use in bytes, when known.
-    pub peak_memory_bytes: Option<i64>,
-    /// CPU time used, when known.
-    pub cpu_time_ns: Option<i64>,
-    /// Time spent making the image available.
-    pub pull_ms: Option<i64>,
-    /// Time from container start to exit.
-    pub run_ms: Option<i64>,
-}
-
-impl Finished {
-    /// An attempt that ended before anything ran, with `message` saying why.
-    pub fn without_running(outcome: Outcome, message: impl Into<String>) -> Finished {
-        Finished {
-            outcome,
-            exit_code: None,
-            message: message.into(),
-            container_id: String::new(),
-            peak_memory_bytes: None,
-            cpu_time_ns: None,
-            pull_ms: None,
-            run_ms: None,
-        }
-    }
 }
 
 /// Reports about an attempt that arrived together with its Finished and are recorded by
@@ -438,16 +368,17 @@ pub async fn finish(
                 refresh_parent(conn, parent).await?;
             }
         }
-        // A failure with automatic retries left goes back to the queue instead.
-        Verdict::Ends(ending)
-            if ending.result == Some(WorkResult::Failure)
-                && deps::auto_retry(conn, key, report, started_at).await? =>
-        {
-            if let Some(parent) = parent_id {
-                refresh_parent(conn, parent).await?;
-            }
-        }
         Verdict::Ends(ending) => {
+            // A failure with automatic retries left goes back to the queue instead.
+            if ending.result == Some(WorkResult::Failure)
+                && let Some(plan) = deps::retry_plan(conn, key, report).await?
+            {
+                requeue_for_retry(conn, key.id, &plan, report.exit_code, started_at).await?;
+                if let Some(parent) = parent_id {
+                    refresh_parent(conn, parent).await?;
+                }
+                return Ok(true);
+            }
             let closing = Closing {
                 ending,
                 message: report.message.clone(),
@@ -714,7 +645,7 @@ pub async fn cancel(
 
 /// `berth unblock --reject`: aborts a blocked request (reason `rejected`) through the
 /// door, in the caller's transaction.
-pub async fn reject(
+async fn reject(
     conn: &mut AsyncPgConnection,
     id: WorkRequestId,
     parent_id: Option<WorkRequestId>,
@@ -728,7 +659,7 @@ pub async fn reject(
 }
 
 /// A blocked request leaves `blocked` for the queue (dependencies done, or accepted).
-pub async fn release(
+async fn release(
     conn: &mut AsyncPgConnection,
     id: WorkRequestId,
     parent_id: Option<WorkRequestId>,
@@ -742,7 +673,7 @@ pub async fn release(
 
 /// `berth retry`: a terminal request starts over as `next` (pending or blocked), its
 /// verdict cleared. The only way out of a terminal state, and only on a user's word.
-pub async fn reopen(
+async fn reopen(
     conn: &mut AsyncPgConnection,
     id: WorkRequestId,
     parent_id: Option<WorkRequestId>,
@@ -769,15 +700,18 @@ pub async fn reopen(
 }
 
 /// An automatic retry: a running request whose attempt failed goes back to pending, not
-/// to be offered before `not_before`. The caller refreshes the workflow parent.
-pub async fn requeue_for_retry(
+/// to be offered before the plan says. The caller refreshes the workflow parent.
+async fn requeue_for_retry(
     conn: &mut AsyncPgConnection,
     id: WorkRequestId,
-    message: &str,
+    plan: &deps::RetryPlan,
     exit_code: Option<i32>,
-    not_before: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
+    let deps::RetryPlan {
+        not_before,
+        message,
+    } = plan;
     diesel::update(work_requests::table.find(id))
         .set((
             work_requests::status.eq(Status::Pending),
@@ -793,4 +727,149 @@ pub async fn requeue_for_retry(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// `UnblockWorkRequest`: accepts (pending) or rejects (aborted, through the door, which
+/// settles its dependants) a blocked request with the `manual` strategy. Returns whether
+/// it became pending.
+pub async fn unblock(
+    conn: &mut AsyncPgConnection,
+    caller: &Identity,
+    id: WorkRequestId,
+    accept: bool,
+) -> Result<bool> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        type Row = (Status, UnblockStrategy, uuid::Uuid, Option<WorkRequestId>);
+        let (status, strategy, created_by, parent_id): Row = work_requests::table
+            .find(id)
+            .select((
+                work_requests::status,
+                work_requests::unblock_strategy,
+                work_requests::created_by,
+                work_requests::parent_id,
+            ))
+            .for_update()
+            .first(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
+        caller.check_owner(created_by, id, "unblock")?;
+        if status != Status::Blocked {
+            return Err(Error::FailedPrecondition(format!(
+                "work request {id} is {status}, not blocked; only a blocked request submitted with --unblock manual can be unblocked"
+            )));
+        }
+        if strategy != UnblockStrategy::Manual {
+            return Err(Error::FailedPrecondition(format!(
+                "work request {id} is blocked on its dependencies, not on approval (unblock strategy {strategy}); it is queued when they complete"
+            )));
+        }
+        if !accept {
+            reject(conn, id, parent_id, &caller.name).await?;
+            return Ok(false);
+        }
+        let deps = deps::dependencies_of(conn, id).await?;
+        if let Some(waiting) = deps.iter().find(|d| d.state != deps::DepState::Satisfied) {
+            return Err(Error::FailedPrecondition(format!(
+                "work request {id} is still waiting on dependency {} ({}); accept it once its dependencies have completed",
+                waiting.id, waiting.status
+            )));
+        }
+        release(conn, id, parent_id).await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// `RetryWorkRequest`: puts a failed (result failure or error) or aborted request back,
+/// as pending, or as blocked when its dependencies are not all satisfied yet or it still
+/// needs approval. Returns whether it became pending.
+pub async fn retry(
+    conn: &mut AsyncPgConnection,
+    caller: &Identity,
+    id: WorkRequestId,
+) -> Result<bool> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        type Row = (
+            Status,
+            Option<WorkResult>,
+            UnblockStrategy,
+            uuid::Uuid,
+            i32,
+            Kind,
+            Option<WorkRequestId>,
+        );
+        let (status, result, strategy, created_by, attempt_count, kind, parent_id): Row =
+            work_requests::table
+                .find(id)
+                .select((
+                    work_requests::status,
+                    work_requests::result,
+                    work_requests::unblock_strategy,
+                    work_requests::created_by,
+                    work_requests::attempt_count,
+                    work_requests::kind,
+                    work_requests::parent_id,
+                ))
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?
+                .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
+        caller.check_owner(created_by, id, "retry")?;
+        if kind != Kind::Job {
+            return Err(Error::FailedPrecondition(format!(
+                "work request {id} is a workflow; retry its failed steps instead"
+            )));
+        }
+        let retryable = match status {
+            Status::Aborted => true,
+            Status::Completed => result != Some(WorkResult::Success),
+            _ => false,
+        };
+        if !retryable {
+            let what = if status == Status::Completed {
+                "completed successfully".to_owned()
+            } else {
+                format!("{status} and has not completed")
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "work request {id} {what}; only failed or aborted requests can be retried"
+            )));
+        }
+        // An aborted request's container may still be stopping; its attempt must end
+        // first, or it would hold its worker's slot with no request to fence it.
+        let live: i64 = attempts::table
+            .filter(attempts::work_request_id.eq(id))
+            .filter(attempts::state.ne(AttemptState::Finished))
+            .count()
+            .get_result(conn)
+            .await?;
+        if live > 0 {
+            return Err(Error::FailedPrecondition(format!(
+                "work request {id} is still stopping its last attempt's container; retry in a few seconds"
+            )));
+        }
+        let deps = deps::dependencies_of(conn, id).await?;
+        if let Some(failed) = deps.iter().find(|d| d.state == deps::DepState::Failed) {
+            return Err(Error::FailedPrecondition(format!(
+                "dependency {} of work request {id} {}; retry it first (berth retry {})",
+                failed.id,
+                failed.ending(),
+                failed.id
+            )));
+        }
+        let waiting = deps.iter().any(|d| d.state == deps::DepState::Waiting);
+        // A manual request that never ran was never accepted: it needs approval again.
+        let next = if waiting || (strategy == UnblockStrategy::Manual && attempt_count == 0) {
+            Status::Blocked
+        } else {
+            Status::Pending
+        };
+        reopen(conn, id, parent_id, next, &format!("retried by {}", caller.name))
+            .await?;
+        tracing::info!(work_request = %id, by = %caller.name, status = %next, "work request retried");
+        Ok(next == Status::Pending)
+    })
+    .await
 }

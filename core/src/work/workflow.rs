@@ -48,11 +48,10 @@ use crate::error::{Error, Result};
 use crate::store::schema::{work_request_dependencies, work_requests, workspaces};
 use crate::store::secrets::SecretBox;
 use crate::work::ids::WorkRequestId;
-use crate::work::lifecycle::Closing;
 use crate::work::spec::{
     SpecDefaults, SpecInput, Submission, SubmitInput, validate_name, validate_submission,
 };
-use crate::work::state::{Ending, Kind, Reason, Status, WorkResult};
+use crate::work::state::{Closing, Ending, Kind, Reason, Status, WorkResult};
 
 /// The most steps one workflow may have.
 pub const MAX_STEPS: usize = 1000;

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_common::token::{Token, TokenKind};
+use berth_token::{Token, TokenKind};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};

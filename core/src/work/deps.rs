@@ -23,15 +23,14 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::access::auth::Identity;
 use crate::error::{Error, Result};
 use crate::store::schema::{attempts, work_request_dependencies, work_requests};
 use crate::work::ids::{AttemptKey, WorkRequestId};
-use crate::work::lifecycle::{self, Finished};
+use crate::work::report::Finished;
 use crate::work::spec::RawDuration;
-use crate::work::state::{AttemptState, Kind, Outcome, Status, UnblockStrategy, WorkResult};
+use crate::work::state::{Outcome, Status, UnblockStrategy, WorkResult};
 
 /// The most dependencies one request may name.
 pub const MAX_DEPENDENCIES: usize = 100;
@@ -141,16 +140,21 @@ pub fn dep_state(status: Status, result: Option<WorkResult>, allow_failure: bool
 }
 
 /// A dependency of some request, as read for a decision.
-struct Dep {
-    id: WorkRequestId,
-    status: Status,
-    result: Option<WorkResult>,
-    state: DepState,
+#[derive(Clone, Debug)]
+pub struct Dep {
+    /// The request depended on.
+    pub id: WorkRequestId,
+    /// Its status.
+    pub status: Status,
+    /// Its result.
+    pub result: Option<WorkResult>,
+    /// What it means for the dependant.
+    pub state: DepState,
 }
 
 impl Dep {
     /// How it ended, for messages: `failed`, `ended in error`, `was aborted`.
-    fn ending(&self) -> &'static str {
+    pub fn ending(&self) -> &'static str {
         match (self.status, self.result) {
             (Status::Aborted, _) => "was aborted",
             (_, Some(WorkResult::Error)) => "ended in error",
@@ -160,7 +164,7 @@ impl Dep {
 }
 
 /// The dependencies of `id`, oldest first.
-async fn dependencies_of(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<Vec<Dep>> {
+pub async fn dependencies_of(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<Vec<Dep>> {
     let rows: Vec<(WorkRequestId, Status, Option<WorkResult>, bool)> =
         work_request_dependencies::table
             .inner_join(
@@ -379,151 +383,6 @@ pub async fn blocked_reason(conn: &mut AsyncPgConnection, id: WorkRequestId) -> 
     })
 }
 
-/// `UnblockWorkRequest`: accepts (pending) or rejects (aborted, through the door, which
-/// settles its dependants) a blocked request with the `manual` strategy. Returns whether
-/// it became pending.
-pub async fn unblock(
-    conn: &mut AsyncPgConnection,
-    caller: &Identity,
-    id: WorkRequestId,
-    accept: bool,
-) -> Result<bool> {
-    conn.transaction::<_, Error, _>(async |conn| {
-        type Row = (Status, UnblockStrategy, uuid::Uuid, Option<WorkRequestId>);
-        let (status, strategy, created_by, parent_id): Row = work_requests::table
-            .find(id)
-            .select((
-                work_requests::status,
-                work_requests::unblock_strategy,
-                work_requests::created_by,
-                work_requests::parent_id,
-            ))
-            .for_update()
-            .first(conn)
-            .await
-            .optional()?
-            .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
-        caller.check_owner(created_by, id, "unblock")?;
-        if status != Status::Blocked {
-            return Err(Error::FailedPrecondition(format!(
-                "work request {id} is {status}, not blocked; only a blocked request submitted with --unblock manual can be unblocked"
-            )));
-        }
-        if strategy != UnblockStrategy::Manual {
-            return Err(Error::FailedPrecondition(format!(
-                "work request {id} is blocked on its dependencies, not on approval (unblock strategy {strategy}); it is queued when they complete"
-            )));
-        }
-        if !accept {
-            lifecycle::reject(conn, id, parent_id, &caller.name).await?;
-            return Ok(false);
-        }
-        let deps = dependencies_of(conn, id).await?;
-        if let Some(waiting) = deps.iter().find(|d| d.state != DepState::Satisfied) {
-            return Err(Error::FailedPrecondition(format!(
-                "work request {id} is still waiting on dependency {} ({}); accept it once its dependencies have completed",
-                waiting.id, waiting.status
-            )));
-        }
-        lifecycle::release(conn, id, parent_id).await?;
-        Ok(true)
-    })
-    .await
-}
-
-/// `RetryWorkRequest`: puts a failed (result failure or error) or aborted request back,
-/// as pending, or as blocked when its dependencies are not all satisfied yet or it still
-/// needs approval. Returns whether it became pending.
-pub async fn retry(
-    conn: &mut AsyncPgConnection,
-    caller: &Identity,
-    id: WorkRequestId,
-) -> Result<bool> {
-    conn.transaction::<_, Error, _>(async |conn| {
-        type Row = (
-            Status,
-            Option<WorkResult>,
-            UnblockStrategy,
-            uuid::Uuid,
-            i32,
-            Kind,
-            Option<WorkRequestId>,
-        );
-        let (status, result, strategy, created_by, attempt_count, kind, parent_id): Row =
-            work_requests::table
-                .find(id)
-                .select((
-                    work_requests::status,
-                    work_requests::result,
-                    work_requests::unblock_strategy,
-                    work_requests::created_by,
-                    work_requests::attempt_count,
-                    work_requests::kind,
-                    work_requests::parent_id,
-                ))
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?
-                .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
-        caller.check_owner(created_by, id, "retry")?;
-        if kind != Kind::Job {
-            return Err(Error::FailedPrecondition(format!(
-                "work request {id} is a workflow; retry its failed steps instead"
-            )));
-        }
-        let retryable = match status {
-            Status::Aborted => true,
-            Status::Completed => result != Some(WorkResult::Success),
-            _ => false,
-        };
-        if !retryable {
-            let what = if status == Status::Completed {
-                "completed successfully".to_owned()
-            } else {
-                format!("{status} and has not completed")
-            };
-            return Err(Error::FailedPrecondition(format!(
-                "work request {id} {what}; only failed or aborted requests can be retried"
-            )));
-        }
-        // An aborted request's container may still be stopping; its attempt must end
-        // first, or it would hold its worker's slot with no request to fence it.
-        let live: i64 = attempts::table
-            .filter(attempts::work_request_id.eq(id))
-            .filter(attempts::state.ne(AttemptState::Finished))
-            .count()
-            .get_result(conn)
-            .await?;
-        if live > 0 {
-            return Err(Error::FailedPrecondition(format!(
-                "work request {id} is still stopping its last attempt's container; retry in a few seconds"
-            )));
-        }
-        let deps = dependencies_of(conn, id).await?;
-        if let Some(failed) = deps.iter().find(|d| d.state == DepState::Failed) {
-            return Err(Error::FailedPrecondition(format!(
-                "dependency {} of work request {id} {}; retry it first (berth retry {})",
-                failed.id,
-                failed.ending(),
-                failed.id
-            )));
-        }
-        let waiting = deps.iter().any(|d| d.state == DepState::Waiting);
-        // A manual request that never ran was never accepted: it needs approval again.
-        let next = if waiting || (strategy == UnblockStrategy::Manual && attempt_count == 0) {
-            Status::Blocked
-        } else {
-            Status::Pending
-        };
-        lifecycle::reopen(conn, id, parent_id, next, &format!("retried by {}", caller.name))
-            .await?;
-        tracing::info!(work_request = %id, by = %caller.name, status = %next, "work request retried");
-        Ok(next == Status::Pending)
-    })
-    .await
-}
-
 /// Failed attempt outcomes that count as retries used, besides a non-zero exit.
 const FAILURE_OUTCOMES: [Outcome; 2] = [Outcome::TimedOut, Outcome::OomKilled];
 
@@ -533,23 +392,31 @@ pub fn backoff_after(base_ms: i64, used: i64) -> i64 {
     base_ms.saturating_mul(1_i64 << doublings)
 }
 
-/// In `lifecycle::finish`'s transaction, for a running request whose attempt `key` just
-/// ended with result `failure`: when it has automatic retries left, puts it back to
-/// pending with the backoff as `not_before` (recording `started_at` unless an earlier
-/// start was) and returns true; otherwise returns false and changes nothing.
-pub async fn auto_retry(
+/// An automatic retry that is due: when the request may next be offered, and what it
+/// says meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPlan {
+    /// Not offered before this.
+    pub not_before: DateTime<Utc>,
+    /// Said to the user.
+    pub message: String,
+}
+
+/// For a running request whose attempt `key` just ended with result `failure`: the
+/// automatic retry, when it has retries left (`lifecycle::finish` applies it); `None`
+/// otherwise. Reads only.
+pub async fn retry_plan(
     conn: &mut AsyncPgConnection,
     key: AttemptKey,
     report: &Finished,
-    started_at: Option<DateTime<Utc>>,
-) -> Result<bool> {
+) -> Result<Option<RetryPlan>> {
     let (retries_left, base_ms): (i32, i64) = work_requests::table
         .find(key.id)
         .select((work_requests::retries_left, work_requests::retry_backoff_ms))
         .first(conn)
         .await?;
     if retries_left <= 0 {
-        return Ok(false);
+        return Ok(None);
     }
     // Earlier attempts that ended in failure are the automatic retries already used.
     let used: i64 = attempts::table
@@ -566,7 +433,6 @@ pub async fn auto_retry(
         .get_result(conn)
         .await?;
     let wait_ms = backoff_after(base_ms, used);
-    let not_before = Utc::now() + chrono::TimeDelta::milliseconds(wait_ms);
     let exit = report
         .exit_code
         .map_or_else(String::new, |c| format!(" with exit code {c}"));
@@ -575,23 +441,16 @@ pub async fn auto_retry(
     } else {
         format!(" ({})", report.message)
     };
-    let message = format!(
-        "attempt {} failed{exit}{detail}; retrying automatically in {:.1}s ({} retries left after this one)",
-        key.attempt,
-        wait_ms as f64 / 1000.0,
-        retries_left - 1
-    );
-    lifecycle::requeue_for_retry(
-        conn,
-        key.id,
-        &message,
-        report.exit_code,
-        not_before,
-        started_at,
-    )
-    .await?;
     tracing::info!(work_request = %key.id, attempt = key.attempt, wait_ms, retries_left = retries_left - 1, "attempt failed; automatic retry scheduled");
-    Ok(true)
+    Ok(Some(RetryPlan {
+        not_before: Utc::now() + chrono::TimeDelta::milliseconds(wait_ms),
+        message: format!(
+            "attempt {} failed{exit}{detail}; retrying automatically in {:.1}s ({} retries left after this one)",
+            key.attempt,
+            wait_ms as f64 / 1000.0,
+            retries_left - 1
+        ),
+    }))
 }
 
 #[cfg(test)]

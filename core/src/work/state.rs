@@ -256,6 +256,32 @@ impl Ending {
     }
 }
 
+/// How a request ends, with what is recorded alongside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closing {
+    /// Status, result and reason.
+    pub ending: Ending,
+    /// Said to the user (`WorkRequest.message`).
+    pub message: String,
+    /// The container's exit code, when one ran.
+    pub exit_code: Option<i32>,
+    /// When the request started, recorded unless an earlier start was (a Started folded
+    /// into its Finished).
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Closing {
+    /// An ending with a message and nothing else.
+    pub fn new(ending: Ending, message: impl Into<String>) -> Closing {
+        Closing {
+            ending,
+            message: message.into(),
+            exit_code: None,
+            started_at: None,
+        }
+    }
+}
+
 /// What a finished attempt means for its request. The worker decides nothing about
 /// results: it reports an outcome and the exit code, and this maps them.
 pub fn verdict(outcome: Outcome, exit_code: Option<i32>) -> Verdict {

@@ -1,0 +1,29 @@
+//! `berth-core`: Berth's domain and its store. Everything the server knows and decides
+//! lives here; the server crate only starts it up (`app`) and speaks gRPC for it (`api`).
+//!
+//! The rooms, from the bottom up, and what each may use:
+//!
+//! - [`store`]: the pool and migrations, the schema, rows, sealed secrets. Uses nothing
+//!   above it.
+//! - [`error`]: the one error type and its code table. Uses nothing above it.
+//! - [`live`]: this replica's in-process state: worker sessions and the one outbox to
+//!   them, wake-ups, NOTIFY, leases. It may name the domain's value types (ids, states,
+//!   specs) but never calls into the domain.
+//! - [`access`]: tokens and identities.
+//! - [`work`]: work requests: specs, the lifecycle (the one door to terminal states),
+//!   the scheduler, the recorder of worker reports, dependencies, workflows, the queue,
+//!   logs, and the front the API calls ([`work::requests`]).
+//! - [`fleet`]: workers: their registry and a worker's session with this replica.
+//!
+//! Architecture invariant: this crate knows no wire protocol. It does not depend on
+//! tonic, prost or the generated `berth.v1` types (its Cargo.toml says so and
+//! `tests/tests/layers.rs` checks it), so a wire type cannot cross into the domain.
+//! New domains (artifacts, templates, services, triggers, topics) get rooms of their own
+//! here, beside `work`.
+
+pub mod access;
+pub mod error;
+pub mod fleet;
+pub mod live;
+pub mod store;
+pub mod work;

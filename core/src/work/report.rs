@@ -1,0 +1,49 @@
+//! What a worker reports about an attempt, in the domain's terms: values only.
+
+use crate::work::state::Outcome;
+
+/// A worker's report that an attempt's container started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Started {
+    /// Docker's container id.
+    pub container_id: String,
+    /// Time spent making the image available.
+    pub pull_ms: Option<i64>,
+}
+
+/// A worker's report that an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finished {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The container's exit code, when it ran.
+    pub exit_code: Option<i32>,
+    /// Docker's or the worker's message for failures.
+    pub message: String,
+    /// The container id, when one was created ('' when not known).
+    pub container_id: String,
+    /// Peak memory use in bytes, when known.
+    pub peak_memory_bytes: Option<i64>,
+    /// CPU time used, when known.
+    pub cpu_time_ns: Option<i64>,
+    /// Time spent making the image available.
+    pub pull_ms: Option<i64>,
+    /// Time from container start to exit.
+    pub run_ms: Option<i64>,
+}
+
+impl Finished {
+    /// An attempt that ended before anything ran, with `message` saying why.
+    pub fn without_running(outcome: Outcome, message: impl Into<String>) -> Finished {
+        Finished {
+            outcome,
+            exit_code: None,
+            message: message.into(),
+            container_id: String::new(),
+            peak_memory_bytes: None,
+            cpu_time_ns: None,
+            pull_ms: None,
+            run_ms: None,
+        }
+    }
+}

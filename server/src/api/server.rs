@@ -1,0 +1,205 @@
+//! The gRPC server itself: TLS, the auth layer, health, reflection and the four Berth
+//! services on one listener.
+//!
+//! `app` decides when to start and stop; this module knows how, in tonic's terms.
+//! [`Serving`] is the running server: health can be turned to NOT_SERVING, new
+//! connections refused, and the in-flight calls awaited or cut off.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use berth_common::proto::agent_service_server::AgentServiceServer;
+use berth_common::proto::token_service_server::TokenServiceServer;
+use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
+use berth_common::proto::worker_service_server::WorkerServiceServer;
+use berth_core::access::auth::Authenticator;
+use berth_core::access::tokens::Tokens;
+use berth_core::fleet::agents::Agents;
+use berth_core::fleet::workers::Workers;
+use berth_core::store::db;
+use berth_core::work::requests::WorkRequests;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::api::agent::AgentApi;
+use crate::api::auth::AuthLayer;
+use crate::api::tokens::TokenApi;
+use crate::api::work_requests::WorkRequestApi;
+use crate::api::workers::WorkerApi;
+
+/// Every name health answers for: the whole server and each service.
+const SERVICE_NAMES: [&str; 5] = [
+    "",
+    "berth.v1.TokenService",
+    "berth.v1.WorkerService",
+    "berth.v1.WorkRequestService",
+    "berth.v1.AgentService",
+];
+
+/// What the server serves.
+pub struct Services {
+    /// Turns tokens into identities for the auth layer.
+    pub authenticator: Authenticator,
+    pub tokens: Tokens,
+    pub workers: Workers,
+    pub requests: WorkRequests,
+    pub agents: Agents,
+    /// Ends the worker streams when cancelled.
+    pub streams_end: CancellationToken,
+}
+
+/// A certificate chain and key file (PEM), for serving TLS.
+pub type TlsFiles = (PathBuf, PathBuf);
+
+/// Why the server cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The server failed.
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+fn builder(tls: Option<&TlsFiles>) -> Result<Server, ServeError> {
+    let builder = Server::builder();
+    let Some((cert, key)) = tls else {
+        return Ok(builder);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| ServeError::Tls(format!("cannot read {}: {e}", path.display())))
+    };
+    let identity = TlsIdentity::from_pem(read(cert)?, read(key)?);
+    builder
+        .tls_config(ServerTlsConfig::new().identity(identity))
+        .map_err(|e| ServeError::Tls(db::with_causes(&e)))
+}
+
+/// Reads and parses the TLS files, so a bad certificate or key is found before anything
+/// else starts.
+pub fn check_tls(tls: Option<&TlsFiles>) -> Result<(), ServeError> {
+    builder(tls).map(|_| ())
+}
+
+/// A running server; see the module docs.
+pub struct Serving {
+    local: SocketAddr,
+    health: HealthReporter,
+    stop_accepting: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Starts serving `services` on `listener`.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<&TlsFiles>,
+    services: Services,
+) -> Result<Serving, ServeError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(berth_common::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Serve(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Serve(format!("reflection: {e}")))?;
+    let Services {
+        authenticator,
+        tokens,
+        workers,
+        requests,
+        agents,
+        streams_end,
+    } = services;
+    let router = builder(tls)?
+        .layer(AuthLayer::new(authenticator))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(TokenServiceServer::new(TokenApi::new(tokens)))
+        .add_service(WorkerServiceServer::new(WorkerApi::new(workers)))
+        .add_service(WorkRequestServiceServer::new(WorkRequestApi::new(requests)))
+        .add_service(AgentServiceServer::new(AgentApi::new(agents, streams_end)));
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Serve(e.to_string()))?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
+    Ok(Serving {
+        local,
+        health,
+        stop_accepting: Some(stop_tx),
+        server,
+    })
+}
+
+impl Serving {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Completes if the server stops on its own, which is always a failure.
+    pub async fn failed(&mut self) -> ServeError {
+        match (&mut self.server).await {
+            Ok(Ok(())) => ServeError::Serve("stopped unexpectedly".into()),
+            Ok(Err(e)) => ServeError::Serve(e.to_string()),
+            Err(e) => ServeError::Serve(e.to_string()),
+        }
+    }
+
+    /// Health answers NOT_SERVING from now on, so load balancers stop sending calls.
+    pub async fn not_serving(&self) {
+        for name in SERVICE_NAMES {
+            self.health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+    }
+
+    /// Refuses new connections; the calls in flight go on.
+    pub fn stop_accepting(&mut self) {
+        if let Some(stop) = self.stop_accepting.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits for the calls in flight to finish: `Ok(true)` when they all did within
+    /// `grace`, `Ok(false)` when some were still open and were closed.
+    pub async fn drain(&mut self, grace: std::time::Duration) -> Result<bool, ServeError> {
+        match tokio::time::timeout(grace, &mut self.server).await {
+            Ok(Ok(Ok(()))) => Ok(true),
+            Ok(Ok(Err(e))) => Err(ServeError::Serve(e.to_string())),
+            Ok(Err(e)) => Err(ServeError::Serve(e.to_string())),
+            Err(_) => {
+                self.server.abort();
+                Ok(false)
+            }
+        }
+    }
+
+    /// Closes every open call now.
+    pub fn abort(&self) {
+        self.server.abort();
+    }
+}
