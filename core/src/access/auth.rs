@@ -49,7 +49,7 @@ impl Identity {
 
     /// Refuses a caller other than the submitter `created_by` of work request `what`, or an
     /// admin, to `verb` it.
-    pub fn check_owner(
+    pub(crate) fn check_owner(
         &self,
         created_by: Uuid,
         what: impl std::fmt::Display,
@@ -113,7 +113,7 @@ impl TokenCache {
     }
 
     /// Forgets the token with this id (it was disabled or deleted).
-    pub fn evict(&self, token_id: Uuid) {
+    pub(crate) fn evict(&self, token_id: Uuid) {
         self.entries()
             .retain(|_, cached| cached.identity.token_id != token_id);
     }
@@ -170,7 +170,7 @@ impl Authenticator {
 
     /// Finds a well-formed token (in the cache, else in the database) and checks it is
     /// usable now.
-    pub async fn lookup(&self, token: &Token) -> Result<Identity> {
+    pub(crate) async fn lookup(&self, token: &Token) -> Result<Identity> {
         let hash = token.hash().0;
         if let Some((identity, expires_at)) = self.cache.get(&hash) {
             if expires_at.is_some_and(|at| at <= Utc::now()) {

@@ -23,7 +23,7 @@ const BOOTSTRAP_LOCK_KEY: i64 = 0x6265_7274_685f_6274; // "berth_bt"
 pub const FIRST_ADMIN: &str = "admin";
 
 /// Writes `secret` to `path` with mode 0600, replacing an older file.
-pub fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
     let mut file = std::fs::OpenOptions::new()

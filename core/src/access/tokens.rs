@@ -243,7 +243,7 @@ async fn visible(conn: &mut AsyncPgConnection, caller: &Identity, id: Uuid) -> R
 }
 
 /// Finds or creates the user called `name`; returns its id.
-pub async fn ensure_user(conn: &mut AsyncPgConnection, name: &str) -> Result<Uuid> {
+pub(crate) async fn ensure_user(conn: &mut AsyncPgConnection, name: &str) -> Result<Uuid> {
     diesel::insert_into(users::table)
         .values((users::id.eq(Uuid::now_v7()), users::name.eq(name)))
         .on_conflict(users::name)
@@ -258,7 +258,7 @@ pub async fn ensure_user(conn: &mut AsyncPgConnection, name: &str) -> Result<Uui
 }
 
 /// Stores a new token's hash and returns its row. Used by creation and by bootstrap.
-pub async fn insert_token(
+pub(crate) async fn insert_token(
     conn: &mut AsyncPgConnection,
     token: &Token,
     user_id: Option<Uuid>,

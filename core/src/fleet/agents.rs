@@ -32,9 +32,10 @@ use crate::live::hub::{Hub, Session, ToWorker};
 use crate::store::db::DbPool;
 use crate::store::schema::{tokens, workers};
 use crate::work::ids::AttemptKey;
-use crate::work::lifecycle::{self, Finished, Started};
+use crate::work::lifecycle;
 use crate::work::logs::{self, Append, Appended, LogStream};
 use crate::work::recorder::{self, Recorder};
+use crate::work::report::{Finished, Started};
 use crate::work::scheduler::Scheduler;
 use crate::work::spec::{validate_label, validate_name};
 

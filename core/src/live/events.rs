@@ -29,7 +29,7 @@ pub enum Event {
 impl Event {
     /// The NOTIFY payload: `work`, `changed`, `cancel:<worker>:<request>:<attempt>` or
     /// `close-token:<token>`.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         match self {
             Event::Work => "work".into(),
             Event::Changed => "changed".into(),
@@ -42,7 +42,7 @@ impl Event {
 
     /// Reads a payload written by [`Event::encode`]; `None` for anything else (a newer
     /// replica may send events this one does not know).
-    pub fn parse(payload: &str) -> Option<Event> {
+    pub(crate) fn parse(payload: &str) -> Option<Event> {
         match payload {
             "work" => return Some(Event::Work),
             "changed" => return Some(Event::Changed),

@@ -75,7 +75,7 @@ impl std::fmt::Debug for Assignment {
 
 /// What became of a message for a worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Queued on the worker's stream.
     Queued,
     /// The worker has no stream on this replica.
@@ -85,7 +85,7 @@ pub enum Delivery {
 }
 
 /// Milliseconds on a clock private to this process, for cheap timestamps in atomics.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static START: OnceLock<std::time::Instant> = OnceLock::new();
     let start = START.get_or_init(std::time::Instant::now);
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
@@ -124,7 +124,7 @@ impl Session {
     }
 
     /// Queues `message` on this stream; see [`Hub::send`].
-    pub fn send(&self, message: ToWorker) -> Delivery {
+    pub(crate) fn send(&self, message: ToWorker) -> Delivery {
         match self.tx.try_send(message) {
             Ok(()) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Full(message)) => {
@@ -192,7 +192,7 @@ impl Hub {
 
     /// Registers a worker's stream with `concurrency` slots, closing an older stream of
     /// the same worker. The receiver yields what [`Hub::send`] queues for it.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         worker_id: Uuid,
         token_id: Uuid,
@@ -226,7 +226,7 @@ impl Hub {
 
     /// Queues `message` for `worker_id`'s stream on this replica. Never waits: when the
     /// worker's queue is full its stream is closed (see the module docs).
-    pub fn send(&self, worker_id: Uuid, message: ToWorker) -> Delivery {
+    pub(crate) fn send(&self, worker_id: Uuid, message: ToWorker) -> Delivery {
         let Some(session) = self.session(worker_id) else {
             return Delivery::NotHere;
         };
@@ -237,7 +237,7 @@ impl Hub {
     /// other replicas (the one holding its stream sends it). A worker connected nowhere
     /// is told when it reconnects: its Hello lists the attempt, and reconciling finds it
     /// cancelled.
-    pub fn cancel(&self, worker_id: Uuid, key: AttemptKey) {
+    pub(crate) fn cancel(&self, worker_id: Uuid, key: AttemptKey) {
         match self.send(worker_id, ToWorker::Cancel(key)) {
             Delivery::Queued => {}
             Delivery::NotHere => self.publish(Event::Cancel { worker_id, key }),
@@ -247,7 +247,7 @@ impl Hub {
     }
 
     /// Removes a stream if it is still the registered one.
-    pub fn unregister(&self, session: &Session) {
+    pub(crate) fn unregister(&self, session: &Session) {
         let mut sessions = self.sessions();
         if sessions
             .get(&session.worker_id)
@@ -259,7 +259,7 @@ impl Hub {
     }
 
     /// The live stream of a worker on this replica.
-    pub fn session(&self, worker_id: Uuid) -> Option<Session> {
+    pub(crate) fn session(&self, worker_id: Uuid) -> Option<Session> {
         self.sessions().get(&worker_id).cloned()
     }
 
@@ -272,12 +272,12 @@ impl Hub {
     }
 
     /// Every live stream on this replica.
-    pub fn all_sessions(&self) -> Vec<Session> {
+    pub(crate) fn all_sessions(&self) -> Vec<Session> {
         self.sessions().values().cloned().collect()
     }
 
     /// The worker whose live stream on this replica authenticated with `token_id`.
-    pub fn worker_for_token(&self, token_id: Uuid) -> Option<Uuid> {
+    pub(crate) fn worker_for_token(&self, token_id: Uuid) -> Option<Uuid> {
         self.workers_by_token().get(&token_id).copied()
     }
 
@@ -294,7 +294,7 @@ impl Hub {
 
     /// Tells the other replicas (and this one) about `event`. Without an outbox, or when
     /// it is full, the event is dropped: the other replicas' timers cover for it.
-    pub fn publish(&self, event: Event) {
+    pub(crate) fn publish(&self, event: Event) {
         if let Some(outbox) = self.outbox.get()
             && outbox.try_send(event).is_err()
         {
@@ -307,13 +307,13 @@ impl Hub {
 
     /// Ends every stream authenticated with `token_id` (the token was disabled or deleted),
     /// here and on the other replicas.
-    pub fn close_token(&self, token_id: Uuid) {
+    pub(crate) fn close_token(&self, token_id: Uuid) {
         self.close_token_local(token_id);
         self.publish(Event::CloseToken(token_id));
     }
 
     /// Ends this replica's streams authenticated with `token_id`.
-    pub fn close_token_local(&self, token_id: Uuid) {
+    pub(crate) fn close_token_local(&self, token_id: Uuid) {
         self.tokens.evict(token_id);
         for session in self.sessions().values() {
             if session.token_id == token_id {
@@ -323,35 +323,35 @@ impl Hub {
     }
 
     /// Asks the scheduler of every replica to look for work to assign now.
-    pub fn wake_scheduler(&self) {
+    pub(crate) fn wake_scheduler(&self) {
         self.wake_local();
         self.publish(Event::Work);
     }
 
     /// Asks this replica's scheduler to look for work to assign now.
-    pub fn wake_local(&self) {
+    pub(crate) fn wake_local(&self) {
         self.wake_scheduler.notify_one();
     }
 
     /// Completes when someone called [`Hub::wake_scheduler`].
-    pub async fn scheduler_woken(&self) {
+    pub(crate) async fn scheduler_woken(&self) {
         self.wake_scheduler.notified().await;
     }
 
     /// Says that logs or statuses changed (log followers here and on the other replicas
     /// re-read).
-    pub fn changed(&self) {
+    pub(crate) fn changed(&self) {
         self.changed_local();
         self.publish(Event::Changed);
     }
 
     /// Says that logs or statuses changed, to this replica's log followers only.
-    pub fn changed_local(&self) {
+    pub(crate) fn changed_local(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A receiver that sees every [`Hub::changed`].
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-pub mod events;
+pub(crate) mod events;
 pub mod hub;
 pub mod leases;
 pub mod notify;

@@ -42,16 +42,16 @@ use crate::live::hub::{Delivery, Hub, ToWorker};
 use crate::store::db::{self, DbPool, DbSettings};
 
 /// The PostgreSQL notification channel every replica listens on.
-pub const CHANNEL: &str = "berth_events";
+pub(crate) const CHANNEL: &str = "berth_events";
 
 /// The shortest time between two cross-replica `changed` notifications from one replica.
-pub const CHANGED_MIN_GAP: Duration = Duration::from_millis(100);
+pub(crate) const CHANGED_MIN_GAP: Duration = Duration::from_millis(100);
 
 /// The shortest time between two cross-replica `work` notifications from one replica.
 /// Each submission and each finished attempt says `work`; under load one notification
 /// per few milliseconds wakes the other schedulers just as well, and this replica's own
 /// scheduler is woken at once, in process.
-pub const WORK_MIN_GAP: Duration = Duration::from_millis(5);
+pub(crate) const WORK_MIN_GAP: Duration = Duration::from_millis(5);
 
 /// How many events may wait for the publisher before new ones are dropped (a dropped
 /// event costs latency only; see the module docs).

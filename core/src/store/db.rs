@@ -17,7 +17,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::FutureExt;
 
 /// The migrations in `migrations/`, compiled into the binary.
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// Arbitrary, fixed key of the advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK_KEY: i64 = 0x6265_7274_685f_6d67; // "berth_mg"
@@ -83,7 +83,7 @@ impl std::fmt::Debug for DbSettings {
 }
 
 /// The URL with any password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -2,5 +2,5 @@
 
 pub mod db;
 pub mod models;
-pub mod schema;
+pub(crate) mod schema;
 pub mod secrets;

@@ -77,7 +77,7 @@ pub struct WorkRequestRow {
 /// A work request as submitted, ready to insert.
 #[derive(Clone, Debug, Insertable)]
 #[diesel(table_name = work_requests)]
-pub struct NewWorkRequest {
+pub(crate) struct NewWorkRequest {
     pub id: WorkRequestId,
     pub workspace_id: Uuid,
     pub status: Status,

@@ -88,14 +88,14 @@ impl SecretBox {
     }
 
     /// A box from raw key bytes (32 bytes).
-    pub fn from_key(key: &[u8]) -> SecretBox {
+    pub(crate) fn from_key(key: &[u8]) -> SecretBox {
         SecretBox {
             cipher: ChaCha20Poly1305::new(Key::from_slice(key)),
         }
     }
 
     /// Seals a map of secret values.
-    pub fn seal(&self, values: &BTreeMap<String, String>) -> Result<Vec<u8>, SecretError> {
+    pub(crate) fn seal(&self, values: &BTreeMap<String, String>) -> Result<Vec<u8>, SecretError> {
         let plain = serde_json::to_vec(values).map_err(|_| SecretError::Open)?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);

@@ -1,4 +1,5 @@
-//! Dependencies between work requests, manual approval, and retries.
+//! Dependencies between work requests, and the rules of manual approval and retries.
+//! This module reads and decides; `lifecycle` changes states with its decisions.
 //!
 //! A request submitted with `after` ids starts `blocked` and waits in
 //! `work_request_dependencies` until every dependency is *satisfied*: completed with
@@ -6,20 +7,23 @@
 //! submitted with `allow_failure`. A dependency that ends unsatisfied aborts its blocked
 //! dependants (reason `dependency-failed`), and that abort travels on to their own
 //! dependants. A request with the `manual` unblock strategy also starts `blocked`, and
-//! leaves it only through [`unblock`], which is allowed once its dependencies are satisfied.
+//! leaves it only through `lifecycle::unblock`, which is allowed once its dependencies are
+//! satisfied.
 //!
-//! [`settle`] is the one place that moves dependants along. It must run in the same
-//! transaction that made a request terminal, after that request's row was locked: the
-//! submit path takes its dependencies `FOR SHARE`, so either the submitter sees the
-//! terminal status, or the terminal transition waits for the submit to commit and then
-//! sees the new dependency rows. Either way no dependant is left blocked forever.
+//! [`fates_of_dependants`] says what becomes of the blocked dependants of a request that
+//! just ended; `lifecycle::end` applies it in the same transaction that made the request
+//! terminal, after that request's row was locked: the submit path takes its dependencies
+//! `FOR SHARE` ([`initial_status`]), so either the submitter sees the terminal status, or
+//! the terminal transition waits for the submit to commit and then sees the new
+//! dependency rows. Either way no dependant is left blocked forever.
 //!
-//! Retries come in two kinds. [`retry`] is the user's `berth retry`: a failed or aborted
-//! request goes back to the queue (or to `blocked`, if its dependencies or its approval
-//! are still outstanding), and its next attempt continues the numbering. Automatic
-//! retries ([`auto_retry`]) happen when an attempt ends with result `failure` while the
-//! request has `retries_left`: the request goes back to pending, and the claim query does
-//! not offer it before `not_before` (the backoff, doubling with every retry used).
+//! Retries come in two kinds. `lifecycle::retry` is the user's `berth retry`: a failed
+//! or aborted request goes back to the queue (or to `blocked`, if its dependencies or its
+//! approval are still outstanding), and its next attempt continues the numbering.
+//! Automatic retries ([`retry_plan`]) happen when an attempt ends with result `failure`
+//! while the request has `retries_left`: the request goes back to pending, and the claim
+//! query does not offer it before `not_before` (the backoff, doubling with every retry
+//! used).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -46,7 +50,7 @@ pub const MAX_RETRY_BACKOFF_MS: i64 = 3_600_000;
 pub struct Scheduling {
     /// The dependencies, without duplicates, in the order given.
     pub after: Vec<WorkRequestId>,
-    /// How it leaves `blocked`: manual means only by [`unblock`].
+    /// How it leaves `blocked`: manual means only by `lifecycle::unblock`.
     pub unblock: UnblockStrategy,
     /// Dependants run even if this request fails.
     pub allow_failure: bool,
@@ -120,7 +124,7 @@ fn backoff_ms(seconds: i64, nanos: i32) -> Result<i64> {
 
 /// Where one dependency stands for its dependants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DepState {
+pub(crate) enum DepState {
     /// Completed successfully, or ended otherwise with `allow_failure`.
     Satisfied,
     /// Not terminal yet.
@@ -130,7 +134,11 @@ pub enum DepState {
 }
 
 /// Classifies a dependency by its status, result and `allow_failure`.
-pub fn dep_state(status: Status, result: Option<WorkResult>, allow_failure: bool) -> DepState {
+pub(crate) fn dep_state(
+    status: Status,
+    result: Option<WorkResult>,
+    allow_failure: bool,
+) -> DepState {
     match status {
         Status::Completed if result == Some(WorkResult::Success) => DepState::Satisfied,
         Status::Completed | Status::Aborted if allow_failure => DepState::Satisfied,
@@ -141,7 +149,7 @@ pub fn dep_state(status: Status, result: Option<WorkResult>, allow_failure: bool
 
 /// A dependency of some request, as read for a decision.
 #[derive(Clone, Debug)]
-pub struct Dep {
+pub(crate) struct Dep {
     /// The request depended on.
     pub id: WorkRequestId,
     /// Its status.
@@ -154,7 +162,7 @@ pub struct Dep {
 
 impl Dep {
     /// How it ended, for messages: `failed`, `ended in error`, `was aborted`.
-    pub fn ending(&self) -> &'static str {
+    pub(crate) fn ending(&self) -> &'static str {
         match (self.status, self.result) {
             (Status::Aborted, _) => "was aborted",
             (_, Some(WorkResult::Error)) => "ended in error",
@@ -164,7 +172,10 @@ impl Dep {
 }
 
 /// The dependencies of `id`, oldest first.
-pub async fn dependencies_of(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<Vec<Dep>> {
+pub(crate) async fn dependencies_of(
+    conn: &mut AsyncPgConnection,
+    id: WorkRequestId,
+) -> Result<Vec<Dep>> {
     let rows: Vec<(WorkRequestId, Status, Option<WorkResult>, bool)> =
         work_request_dependencies::table
             .inner_join(
@@ -288,7 +299,7 @@ pub async fn insert_dependencies(
 
 /// What becomes of a blocked dependant when one of its dependencies ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// A dependency failed: it is aborted, with this message.
     Abort(String),
     /// Every dependency is satisfied and it waits for nothing else: it is queued.
@@ -301,7 +312,7 @@ pub enum Fate {
 /// its fate, in id order. Locks them (`FOR UPDATE`) for the caller's transaction, after
 /// `done`'s row was locked and updated (see the module docs); `lifecycle::end` applies
 /// the fates.
-pub async fn fates_of_dependants(
+pub(crate) async fn fates_of_dependants(
     conn: &mut AsyncPgConnection,
     done: WorkRequestId,
 ) -> Result<Vec<(WorkRequestId, Option<WorkRequestId>, Fate)>> {
@@ -387,7 +398,7 @@ pub async fn blocked_reason(conn: &mut AsyncPgConnection, id: WorkRequestId) -> 
 const FAILURE_OUTCOMES: [Outcome; 2] = [Outcome::TimedOut, Outcome::OomKilled];
 
 /// The wait before the next automatic retry: the base doubled for every retry used.
-pub fn backoff_after(base_ms: i64, used: i64) -> i64 {
+pub(crate) fn backoff_after(base_ms: i64, used: i64) -> i64 {
     let doublings = u32::try_from(used.clamp(0, 20)).unwrap_or(0);
     base_ms.saturating_mul(1_i64 << doublings)
 }
@@ -395,7 +406,7 @@ pub fn backoff_after(base_ms: i64, used: i64) -> i64 {
 /// An automatic retry that is due: when the request may next be offered, and what it
 /// says meanwhile.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RetryPlan {
+pub(crate) struct RetryPlan {
     /// Not offered before this.
     pub not_before: DateTime<Utc>,
     /// Said to the user.
@@ -405,7 +416,7 @@ pub struct RetryPlan {
 /// For a running request whose attempt `key` just ended with result `failure`: the
 /// automatic retry, when it has retries left (`lifecycle::finish` applies it); `None`
 /// otherwise. Reads only.
-pub async fn retry_plan(
+pub(crate) async fn retry_plan(
     conn: &mut AsyncPgConnection,
     key: AttemptKey,
     report: &Finished,

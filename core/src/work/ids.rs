@@ -32,7 +32,7 @@ pub struct WorkRequestId(pub Uuid);
 
 impl WorkRequestId {
     /// A new id.
-    pub fn new() -> WorkRequestId {
+    pub(crate) fn new() -> WorkRequestId {
         WorkRequestId(Uuid::now_v7())
     }
 
@@ -89,7 +89,7 @@ pub struct AttemptKey {
 
 impl AttemptKey {
     /// The key of `attempt` of `id`.
-    pub fn new(id: WorkRequestId, attempt: i32) -> AttemptKey {
+    pub(crate) fn new(id: WorkRequestId, attempt: i32) -> AttemptKey {
         AttemptKey { id, attempt }
     }
 

@@ -31,7 +31,7 @@ type Pending = (NewWorkRequest, oneshot::Sender<Result<WorkRequestRow>>);
 
 /// The sending side, held by the work request API.
 #[derive(Clone)]
-pub struct Intake {
+pub(crate) struct Intake {
     tx: mpsc::Sender<Pending>,
 }
 
@@ -44,7 +44,7 @@ impl Intake {
     }
 
     /// Inserts `row` (with others queued meanwhile) and returns it as stored.
-    pub async fn insert(&self, row: NewWorkRequest) -> Result<WorkRequestRow> {
+    pub(crate) async fn insert(&self, row: NewWorkRequest) -> Result<WorkRequestRow> {
         let (reply, answer) = oneshot::channel();
         let closed = || Error::Unavailable("the server is shutting down".into());
         self.tx.send((row, reply)).await.map_err(|_| closed())?;

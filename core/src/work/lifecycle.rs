@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
 use crate::work::ids::{AttemptKey, WorkRequestId};
-pub use crate::work::report::{Finished, Started};
+use crate::work::report::{Finished, Started};
 use crate::work::state::{
     AttemptState, Closing, Ending, Kind, Outcome, Reason, Status, UnblockStrategy, Verdict,
     WorkResult, verdict,
@@ -45,7 +45,7 @@ use crate::work::workflow;
 /// found not terminal) as `closing` says, settles its dependants, and refreshes its
 /// workflow parent, all in the caller's transaction. `parent_id` is the request's
 /// workflow parent, as the caller's locking read found it.
-pub async fn end(
+pub(crate) async fn end(
     conn: &mut AsyncPgConnection,
     id: WorkRequestId,
     parent_id: Option<WorkRequestId>,
@@ -57,7 +57,7 @@ pub async fn end(
 /// [`end`] for several requests at once: all of them are written as ended before any of
 /// them is settled, so one of them is never aborted as a failed dependency of another
 /// (cancelling a workflow ends all its open steps as cancelled).
-pub async fn end_all(
+pub(crate) async fn end_all(
     conn: &mut AsyncPgConnection,
     requests: &[(WorkRequestId, Option<WorkRequestId>)],
     closing: &Closing,
@@ -161,7 +161,10 @@ async fn refresh_parent_into(
 }
 
 /// Refreshes the workflow parent of a step whose status changed without ending.
-pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent: WorkRequestId) -> Result<()> {
+pub(crate) async fn refresh_parent(
+    conn: &mut AsyncPgConnection,
+    parent: WorkRequestId,
+) -> Result<()> {
     let mut ended = Vec::new();
     refresh_parent_into(conn, parent, &mut ended).await?;
     settle(conn, ended).await
@@ -169,7 +172,7 @@ pub async fn refresh_parent(conn: &mut AsyncPgConnection, parent: WorkRequestId)
 
 /// The request an attempt belongs to, as [`lock_current`] found it.
 #[derive(Clone, Copy, Debug)]
-pub struct Current {
+pub(crate) struct Current {
     /// The request's status.
     pub status: Status,
     /// Its workflow parent.
@@ -183,7 +186,7 @@ pub struct Current {
 /// The lock is `FOR NO KEY UPDATE`: it serializes the writers of the request as `FOR
 /// UPDATE` would, but does not wait for transactions that merely reference the row
 /// (inserting attempts or log chunks takes a key-share lock for the foreign key).
-pub async fn lock_current(
+pub(crate) async fn lock_current(
     conn: &mut AsyncPgConnection,
     key: AttemptKey,
     worker_id: Option<Uuid>,
@@ -223,7 +226,7 @@ pub async fn lock_current(
 }
 
 /// The worker took the attempt. In the caller's transaction; false for a stale attempt.
-pub async fn accepted(
+pub(crate) async fn accepted(
     conn: &mut AsyncPgConnection,
     worker_id: Uuid,
     key: AttemptKey,
@@ -244,7 +247,7 @@ pub async fn accepted(
 
 /// The attempt's container started. In the caller's transaction; false for a stale
 /// attempt.
-pub async fn started(
+pub(crate) async fn started(
     conn: &mut AsyncPgConnection,
     worker_id: Uuid,
     key: AttemptKey,
@@ -275,7 +278,7 @@ pub async fn started(
 /// the same statements (see `recorder`): the result is what applying them one after the
 /// other in one transaction would give.
 #[derive(Clone, Copy, Default)]
-pub struct Folded<'a> {
+pub(crate) struct Folded<'a> {
     /// The worker's Accept came first.
     pub accepted: bool,
     /// The worker's Started came first.
@@ -286,7 +289,7 @@ pub struct Folded<'a> {
 /// `worker_id` None skips the ownership check (server-side endings). `folded` are the
 /// Accept and Started of the same attempt recorded by the same statements. Returns false
 /// for a stale attempt.
-pub async fn finish(
+pub(crate) async fn finish(
     conn: &mut AsyncPgConnection,
     worker_id: Option<Uuid>,
     key: AttemptKey,
@@ -394,7 +397,7 @@ pub async fn finish(
 /// Ends an attempt that never ran and puts its request back in the queue (a Reject, an
 /// assignment not accepted in time or not deliverable). In a transaction of its own when
 /// `conn` has none open. Returns false for a stale attempt.
-pub async fn withdraw(
+pub(crate) async fn withdraw(
     conn: &mut AsyncPgConnection,
     key: AttemptKey,
     reason: Reason,

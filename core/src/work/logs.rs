@@ -44,7 +44,7 @@ impl LogStream {
     }
 
     /// The stream with this stored code.
-    pub fn from_code(code: i16) -> Option<LogStream> {
+    pub(crate) fn from_code(code: i16) -> Option<LogStream> {
         [
             LogStream::Stdout,
             LogStream::Stderr,

@@ -1,12 +1,12 @@
 //! The domain: work requests, their specs, lifecycle, scheduling, dependencies,
 //! workflows, the queue and logs.
 
-pub mod deps;
+pub(crate) mod deps;
 pub mod ids;
-pub mod intake;
-pub mod lifecycle;
+pub(crate) mod intake;
+pub(crate) mod lifecycle;
 pub mod logs;
-pub mod queue;
+pub(crate) mod queue;
 pub mod recorder;
 pub mod report;
 pub mod requests;

@@ -129,7 +129,7 @@ impl Fleet {
 
     /// Why a pending request with `requirements` (and retry backoff until `not_before`)
     /// has not started yet, as of `now`.
-    pub fn reason(
+    pub(crate) fn reason(
         &self,
         requirements: &serde_json::Value,
         not_before: Option<DateTime<Utc>>,

@@ -34,7 +34,8 @@ use crate::error::{Error, Result};
 use crate::live::hub::Hub;
 use crate::store::db::DbPool;
 use crate::work::ids::AttemptKey;
-use crate::work::lifecycle::{self, Finished, Folded, Started};
+use crate::work::lifecycle::{self, Folded};
+use crate::work::report::{Finished, Started};
 use crate::work::state::Reason;
 
 /// Reports waiting to be applied, across all streams of this replica.
@@ -57,7 +58,7 @@ pub enum Report {
 
 impl Report {
     /// The attempt reported on.
-    pub fn key(&self) -> AttemptKey {
+    pub(crate) fn key(&self) -> AttemptKey {
         match self {
             Report::Accept(key)
             | Report::Reject(key)
@@ -81,7 +82,7 @@ impl Recorder {
     }
 
     /// Queues a report of `worker_id`. Waits only while the queue is full.
-    pub async fn record(&self, worker_id: Uuid, report: Report) -> Result<()> {
+    pub(crate) async fn record(&self, worker_id: Uuid, report: Report) -> Result<()> {
         self.tx
             .send((worker_id, report))
             .await

@@ -179,7 +179,7 @@ impl Scheduler {
     /// go back to pending within the retry budget) and withdraws assignments nobody
     /// accepted in time. Safe to run on every replica at once: each worker row is taken
     /// with `SKIP LOCKED` and each attempt ends at most once (fencing).
-    pub async fn sweep(&self) -> Result<()> {
+    pub(crate) async fn sweep(&self) -> Result<()> {
         let mut conn = self.pool.get().await?;
         let ttl =
             chrono::TimeDelta::from_std(self.lease_ttl).unwrap_or(chrono::TimeDelta::seconds(30));
@@ -248,16 +248,12 @@ impl Scheduler {
     }
 
     /// Claims as much pending work as `worker_id` has room for and sends it.
-    pub async fn assign_for(&self, worker_id: Uuid) -> Result<usize> {
-        self.assign(&[worker_id]).await
+    pub(crate) async fn assign_for(&self, worker_id: Uuid) -> Result<usize> {
+        Ok(self.assign_round(&[worker_id]).await?.assigned)
     }
 
     /// Claims as much pending work as each of `workers` (connected here, in id order) has
-    /// room for, in one transaction, and sends it. Returns how many were assigned.
-    pub async fn assign(&self, workers: &[Uuid]) -> Result<usize> {
-        Ok(self.assign_round(workers).await?.assigned)
-    }
-
+    /// room for, in one transaction, and sends it.
     async fn assign_round(&self, workers: &[Uuid]) -> Result<Round> {
         let open: Vec<Uuid> = workers
             .iter()

@@ -145,7 +145,7 @@ impl RawDuration {
     }
 
     /// The duration, refusing negative or out-of-range values with `field` named.
-    pub fn to_std(self, field: &str) -> Result<Duration, InvalidField> {
+    pub(crate) fn to_std(self, field: &str) -> Result<Duration, InvalidField> {
         duration_from_raw(field, self)
     }
 }
@@ -289,7 +289,7 @@ pub struct InvalidField {
 }
 
 impl InvalidField {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
@@ -621,7 +621,7 @@ fn validate_priority(priority: i32) -> Result<i32, InvalidField> {
 /// Docker parses it. The first path component is the registry host only when it
 /// contains `.` or `:` or is `localhost` (and more components follow), so `busybox` is
 /// Docker Hub's `library/busybox`.
-pub fn validate_image_reference(image: &str) -> Result<(), String> {
+pub(crate) fn validate_image_reference(image: &str) -> Result<(), String> {
     if image.is_empty() {
         return Err("must not be empty; give an image reference such as \"busybox:1.36\"".into());
     }
@@ -718,7 +718,7 @@ pub fn validate_image_reference(image: &str) -> Result<(), String> {
 }
 
 /// Checks an environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn validate_env_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_env_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("an environment variable name must not be empty".into());
     }

@@ -21,7 +21,7 @@ use diesel::sql_types::Text;
 macro_rules! text_enum {
     (
         $(#[$meta:meta])*
-        pub enum $name:ident {
+        pub(crate) enum $name:ident {
             $( $(#[$vmeta:meta])* $variant:ident = $text:literal, )+
         }
     ) => {
@@ -44,7 +44,7 @@ macro_rules! text_enum {
             }
 
             /// Reads the stored text.
-            pub fn parse(text: &str) -> Option<$name> {
+            pub(crate) fn parse(text: &str) -> Option<$name> {
                 match text {
                     $( $text => Some($name::$variant), )+
                     _ => None,
@@ -79,7 +79,7 @@ macro_rules! text_enum {
 
 text_enum! {
     /// A work request's place in its lifecycle (see DESIGN.md).
-    pub enum Status {
+    pub(crate) enum Status {
         /// Waiting on dependencies or on manual approval.
         Blocked = "blocked",
         /// In the queue.
@@ -95,14 +95,14 @@ text_enum! {
 
 impl Status {
     /// Completed and aborted requests never change again.
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(self, Status::Completed | Status::Aborted)
     }
 }
 
 text_enum! {
     /// The result of a completed request.
-    pub enum WorkResult {
+    pub(crate) enum WorkResult {
         /// The job did what it was asked (exit code 0).
         Success = "success",
         /// The job ran and failed (non-zero exit, timeout, out of memory).
@@ -114,7 +114,7 @@ text_enum! {
 
 text_enum! {
     /// Where an attempt is.
-    pub enum AttemptState {
+    pub(crate) enum AttemptState {
         /// Sent to the worker, not yet accepted.
         Assigned = "assigned",
         /// The worker took it.
@@ -128,7 +128,7 @@ text_enum! {
 
 text_enum! {
     /// Why a request or an attempt ended (or went back to the queue) the way it did.
-    pub enum Reason {
+    pub(crate) enum Reason {
         /// Nothing to say: it ran and exited by itself.
         None = "",
         /// Cancelled by a user.
@@ -158,7 +158,7 @@ text_enum! {
 
 text_enum! {
     /// How an attempt ended, as its worker saw it (stored as the protocol names it).
-    pub enum Outcome {
+    pub(crate) enum Outcome {
         /// The worker said nothing usable.
         Unspecified = "OUTCOME_UNSPECIFIED",
         /// The container exited by itself.
@@ -180,7 +180,7 @@ text_enum! {
 
 text_enum! {
     /// What a request is.
-    pub enum Kind {
+    pub(crate) enum Kind {
         /// A container to run.
         Job = "job",
         /// A workflow parent: runs nothing, its status follows its steps.
@@ -190,7 +190,7 @@ text_enum! {
 
 text_enum! {
     /// How a blocked request leaves `blocked`.
-    pub enum UnblockStrategy {
+    pub(crate) enum UnblockStrategy {
         /// When its dependencies are satisfied.
         Deps = "deps",
         /// Only when a user accepts it, after its dependencies are satisfied.
@@ -207,7 +207,7 @@ impl Default for UnblockStrategy {
 
 /// What a finished attempt means for its request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The request ends: completed with a result, or aborted.
     Ends(Ending),
     /// The request goes back to the queue (its worker shut down under it).
@@ -216,7 +216,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The reason recorded on the attempt.
-    pub fn reason(self) -> Reason {
+    pub(crate) fn reason(self) -> Reason {
         match self {
             Verdict::Ends(ending) => ending.reason,
             Verdict::Requeue(reason) => reason,
@@ -227,7 +227,7 @@ impl Verdict {
 /// How a request ends: the terminal status, its result (for completed requests only) and
 /// why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ending {
+pub(crate) struct Ending {
     /// Completed or aborted.
     pub status: Status,
     /// Set exactly when `status` is completed.
@@ -238,7 +238,7 @@ pub struct Ending {
 
 impl Ending {
     /// Completed with `result`.
-    pub fn completed(result: WorkResult, reason: Reason) -> Ending {
+    pub(crate) fn completed(result: WorkResult, reason: Reason) -> Ending {
         Ending {
             status: Status::Completed,
             result: Some(result),
@@ -247,7 +247,7 @@ impl Ending {
     }
 
     /// Aborted.
-    pub fn aborted(reason: Reason) -> Ending {
+    pub(crate) fn aborted(reason: Reason) -> Ending {
         Ending {
             status: Status::Aborted,
             result: None,
@@ -258,7 +258,7 @@ impl Ending {
 
 /// How a request ends, with what is recorded alongside.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Closing {
+pub(crate) struct Closing {
     /// Status, result and reason.
     pub ending: Ending,
     /// Said to the user (`WorkRequest.message`).
@@ -272,7 +272,7 @@ pub struct Closing {
 
 impl Closing {
     /// An ending with a message and nothing else.
-    pub fn new(ending: Ending, message: impl Into<String>) -> Closing {
+    pub(crate) fn new(ending: Ending, message: impl Into<String>) -> Closing {
         Closing {
             ending,
             message: message.into(),
@@ -284,7 +284,7 @@ impl Closing {
 
 /// What a finished attempt means for its request. The worker decides nothing about
 /// results: it reports an outcome and the exit code, and this maps them.
-pub fn verdict(outcome: Outcome, exit_code: Option<i32>) -> Verdict {
+pub(crate) fn verdict(outcome: Outcome, exit_code: Option<i32>) -> Verdict {
     use WorkResult::{Error, Failure, Success};
     Verdict::Ends(match outcome {
         Outcome::Exited if exit_code == Some(0) => Ending::completed(Success, Reason::None),

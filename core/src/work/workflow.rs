@@ -12,12 +12,14 @@
 //! `parent_id` and `name` set, stored in dependency order (a step after the steps it
 //! needs, otherwise in the submitted order), so ordering children by creation lists
 //! them in an order they can run in. A step without needs starts `pending`, the others
-//! `blocked`; `deps::settle` unblocks them (or aborts them when a need failed).
+//! `blocked`; when a step ends, `lifecycle::end` releases the steps that needed it (or
+//! aborts them when a need failed).
 //!
 //! # How the parent's status follows its steps
 //!
 //! [`refresh_parent`] recomputes the parent whenever a step changes status, in the same
-//! transaction as the change. A step with `allow_failure` that failed, erred or was
+//! transaction as the change (`lifecycle` calls it, and ends a parent that is done
+//! through its one door). A step with `allow_failure` that failed, erred or was
 //! aborted does not count against the workflow. With that:
 //!
 //! - while some step has not ended: `running` once any step is running, has started or
@@ -29,8 +31,8 @@
 //!
 //! A parent is created `pending` (every DAG has a step without needs). Like every
 //! request, a parent that ended never changes again. Cancelling the parent aborts every
-//! step that has not ended ([`abort_children`]); running containers are stopped by their
-//! workers.
+//! step that has not ended (`lifecycle::cancel`); running containers are stopped by
+//! their workers.
 //!
 //! Locking: a step's change locks the step's row and then the parent's. Cancelling a
 //! parent locks the steps first (in id order, see [`lock_children`]) and then the
@@ -354,7 +356,7 @@ pub async fn create(
 
 /// What [`parent_state`] needs to know of one step.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepState {
+pub(crate) struct StepState {
     pub name: String,
     pub status: Status,
     pub result: Option<WorkResult>,
@@ -366,7 +368,7 @@ pub struct StepState {
 /// What the parent's steps make of it: a status while some step has not ended, else how
 /// it ends; see the module docs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ParentState {
+pub(crate) enum ParentState {
     /// Some step has not ended.
     Open(Status),
     /// Every step has ended.
@@ -374,7 +376,7 @@ pub enum ParentState {
 }
 
 /// The parent's state given its steps; see the module docs.
-pub fn parent_state(steps: &[StepState]) -> ParentState {
+pub(crate) fn parent_state(steps: &[StepState]) -> ParentState {
     if steps.iter().any(|s| !s.status.is_terminal()) {
         let status = if steps
             .iter()
@@ -427,7 +429,7 @@ pub fn parent_state(steps: &[StepState]) -> ParentState {
 /// time) stored here; for one that is now done the ending is returned, and
 /// `lifecycle` ends the parent through its door. Nothing for a parent that has ended or
 /// an id that is not a workflow.
-pub async fn refresh_parent(
+pub(crate) async fn refresh_parent(
     conn: &mut AsyncPgConnection,
     parent_id: WorkRequestId,
 ) -> Result<Option<Closing>> {

@@ -30,8 +30,8 @@ use berth_core::error::{Error, Result};
 use berth_core::fleet::agents::{Agents, Hello, Report};
 use berth_core::live::hub::{Session, ToWorker};
 use berth_core::work::ids::AttemptKey;
-use berth_core::work::lifecycle::{Finished, Started};
 use berth_core::work::logs::LogStream;
+use berth_core::work::report::{Finished, Started};
 use berth_core::work::state::Outcome;
 
 /// How long a new stream may take to send its Hello.
