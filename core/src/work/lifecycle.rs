@@ -376,7 +376,15 @@ pub(crate) async fn finish(
             if ending.result == Some(WorkResult::Failure)
                 && let Some(plan) = deps::retry_plan(conn, key, report).await?
             {
-                requeue_for_retry(conn, key.id, &plan, report.exit_code, started_at).await?;
+                let again = StartOver {
+                    status: Status::Pending,
+                    message: &plan.message,
+                    exit_code: report.exit_code,
+                    not_before: Some(plan.not_before),
+                    automatic: true,
+                    started_at,
+                };
+                start_over(conn, key.id, again).await?;
                 if let Some(parent) = parent_id {
                     refresh_parent(conn, parent).await?;
                 }
@@ -674,57 +682,45 @@ async fn release(
     Ok(())
 }
 
-/// `berth retry`: a terminal request starts over as `next` (pending or blocked), its
-/// verdict cleared. The only way out of a terminal state, and only on a user's word.
-async fn reopen(
-    conn: &mut AsyncPgConnection,
-    id: WorkRequestId,
-    parent_id: Option<WorkRequestId>,
-    next: Status,
-    message: &str,
-) -> Result<()> {
-    debug_assert!(!next.is_terminal());
-    diesel::update(work_requests::table.find(id))
-        .set((
-            work_requests::status.eq(next),
-            work_requests::result.eq(None::<WorkResult>),
-            work_requests::reason.eq(Reason::None),
-            work_requests::message.eq(message),
-            work_requests::exit_code.eq(None::<i32>),
-            work_requests::completed_at.eq(None::<DateTime<Utc>>),
-            work_requests::not_before.eq(None::<DateTime<Utc>>),
-        ))
-        .execute(conn)
-        .await?;
-    if let Some(parent) = parent_id {
-        refresh_parent(conn, parent).await?;
-    }
-    Ok(())
+/// A request that starts over without a verdict: `berth retry` (from a terminal state,
+/// the only way out of one, and only on a user's word) or an automatic retry (from
+/// running).
+struct StartOver<'a> {
+    /// Pending, or blocked while dependencies or approval are outstanding.
+    status: Status,
+    /// Said to the user.
+    message: &'a str,
+    /// The exit code kept on the request (the failed attempt's, for an automatic retry).
+    exit_code: Option<i32>,
+    /// Not offered before this (an automatic retry's backoff).
+    not_before: Option<DateTime<Utc>>,
+    /// Uses up one automatic retry.
+    automatic: bool,
+    /// The start time to record unless an earlier one was.
+    started_at: Option<DateTime<Utc>>,
 }
 
-/// An automatic retry: a running request whose attempt failed goes back to pending, not
-/// to be offered before the plan says. The caller refreshes the workflow parent.
-async fn requeue_for_retry(
+/// Writes a [`StartOver`]. The caller refreshes the workflow parent.
+async fn start_over(
     conn: &mut AsyncPgConnection,
     id: WorkRequestId,
-    plan: &deps::RetryPlan,
-    exit_code: Option<i32>,
-    started_at: Option<DateTime<Utc>>,
+    again: StartOver<'_>,
 ) -> Result<()> {
-    let deps::RetryPlan {
-        not_before,
-        message,
-    } = plan;
+    debug_assert!(!again.status.is_terminal());
     diesel::update(work_requests::table.find(id))
         .set((
-            work_requests::status.eq(Status::Pending),
+            work_requests::status.eq(again.status),
             work_requests::result.eq(None::<WorkResult>),
             work_requests::reason.eq(Reason::None),
-            work_requests::message.eq(message),
-            work_requests::exit_code.eq(exit_code),
-            work_requests::retries_left.eq(work_requests::retries_left - 1),
-            work_requests::not_before.eq(not_before),
-            started_at
+            work_requests::message.eq(again.message),
+            work_requests::exit_code.eq(again.exit_code),
+            work_requests::completed_at.eq(None::<DateTime<Utc>>),
+            work_requests::not_before.eq(again.not_before),
+            again
+                .automatic
+                .then(|| work_requests::retries_left.eq(work_requests::retries_left - 1)),
+            again
+                .started_at
                 .map(|at| work_requests::started_at.eq(coalesce(work_requests::started_at, at))),
         ))
         .execute(conn)
@@ -869,8 +865,19 @@ pub async fn retry(
         } else {
             Status::Pending
         };
-        reopen(conn, id, parent_id, next, &format!("retried by {}", caller.name))
-            .await?;
+        let message = format!("retried by {}", caller.name);
+        let again = StartOver {
+            status: next,
+            message: &message,
+            exit_code: None,
+            not_before: None,
+            automatic: false,
+            started_at: None,
+        };
+        start_over(conn, id, again).await?;
+        if let Some(parent) = parent_id {
+            refresh_parent(conn, parent).await?;
+        }
         tracing::info!(work_request = %id, by = %caller.name, status = %next, "work request retried");
         Ok(next == Status::Pending)
     })
