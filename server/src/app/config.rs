@@ -76,6 +76,7 @@ struct FileConfig {
     handoff_deadline: Option<String>,
     sweep_interval: Option<String>,
     max_log_bytes: Option<u64>,
+    outbox_slack: Option<usize>,
     #[serde(default)]
     defaults: FileDefaults,
 }
@@ -250,6 +251,12 @@ impl Config {
         if let Some(bytes) = file.max_log_bytes {
             agent.max_log_bytes = bytes;
         }
+        if let Some(slack) = file.outbox_slack {
+            if slack > 100_000 {
+                return Err(ConfigError("outbox_slack: use 0 to 100000 messages".into()));
+            }
+            agent.outbox_slack = slack;
+        }
         Ok(Config {
             agent,
             listen,
@@ -341,6 +348,26 @@ mod tests {
         assert!(error.to_string().contains("sweep_interval"), "{error}");
         let default = Config::resolve(&ServerArgs::default()).expect("resolve");
         assert_eq!(default.agent.sweep_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn outbox_slack_is_read_from_the_file_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(&path, "outbox_slack = 0\n").expect("write");
+        assert_eq!(
+            Config::resolve(&args).expect("resolve").agent.outbox_slack,
+            0
+        );
+        std::fs::write(&path, "outbox_slack = 1000000\n").expect("write");
+        let error = Config::resolve(&args).expect_err("too big");
+        assert!(error.to_string().contains("outbox_slack"), "{error}");
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.agent.outbox_slack, 32);
     }
 
     #[test]
