@@ -42,6 +42,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod docker;
@@ -49,6 +50,7 @@ pub mod sim;
 pub mod spec;
 pub mod worker;
 
+pub use agent::{RawAgent, raw_hello};
 pub use api::{
     WAIT, assert_code, at, cancel, get, is_started, is_terminal, result, status, submit,
     submit_request, try_submit, wait_attempt_started, wait_for, wait_started, wait_status,
