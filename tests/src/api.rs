@@ -11,7 +11,7 @@ use berth_common::proto::{
     WorkRequest, WorkRequestStatus, WorkResult,
 };
 
-use crate::TestServer;
+use crate::{SimOptions, SimWorker, TestServer, spec};
 
 /// How long a request may take to get where a test waits for it, when the test does not
 /// say: generous, because a loaded machine is slow, and a wait only costs this much when
@@ -197,4 +197,35 @@ pub fn at(timestamp: Option<&prost_types::Timestamp>) -> SystemTime {
     let timestamp = timestamp.unwrap_or_else(|| panic!("a timestamp expected, none is set"));
     SystemTime::try_from(*timestamp)
         .unwrap_or_else(|e| panic!("timestamp {timestamp:?} is out of range: {e}"))
+}
+
+/// A simulated worker with the exclusive label `witness=yes`: it takes only jobs that ask
+/// for it, and so takes nothing from the test. See [`witness_a_round`].
+pub async fn witness_worker(server: &TestServer) -> SimWorker {
+    server
+        .sim_worker(SimOptions::default().label("witness", "yes!"))
+        .await
+}
+
+/// Runs a job on `witness` to its end. Every assignment round considers every connected
+/// worker in one transaction, so afterwards the scheduler has demonstrably had a round
+/// since anything submitted before: a request still unassigned then was passed over, not
+/// merely not yet looked at.
+pub async fn witness_a_round(server: &TestServer, witness: &SimWorker) {
+    let request = submit_request(
+        server,
+        SubmitWorkRequestRequest {
+            spec: Some(spec(&["true"])),
+            requirements: [("witness".to_owned(), "yes".to_owned())].into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let done = wait_terminal(server, &request.id).await;
+    assert_eq!(
+        result(&done),
+        WorkResult::Success,
+        "the witness job: {done:?}"
+    );
+    assert_eq!(worker_of(&done), witness.name, "the witness job: {done:?}");
 }

@@ -54,7 +54,7 @@ pub use agent::{RawAgent, raw_hello};
 pub use api::{
     WAIT, assert_code, at, cancel, get, is_started, is_terminal, result, status, submit,
     submit_request, try_submit, wait_attempt_started, wait_for, wait_started, wait_status,
-    wait_terminal, worker_of,
+    wait_terminal, witness_a_round, witness_worker, worker_of,
 };
 pub use cli::{Output, berth, single_error_line};
 pub use docker::{

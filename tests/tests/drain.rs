@@ -10,14 +10,13 @@
     reason = "integration tests: an unexpected failure should fail the test"
 )]
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use berth_common::proto::{SubmitWorkRequestRequest, WorkRequestStatus, WorkResult};
+use berth_common::proto::{WorkRequestStatus, WorkResult};
 use berth_tests::{
-    SimOptions, SimWorker, TestServer, TestWorker, berth, cancel, ensure_test_image, get,
-    quick_heartbeats, result, spec, status, submit, submit_request, wait_no_containers,
-    wait_started, wait_status, wait_terminal,
+    SimOptions, TestServer, TestWorker, berth, cancel, ensure_test_image, get, quick_heartbeats,
+    result, spec, status, submit, wait_no_containers, wait_started, wait_status, witness_a_round,
+    witness_worker,
 };
 use serde_json::Value;
 
@@ -26,36 +25,13 @@ async fn start_server() -> TestServer {
     TestServer::start_with(quick_heartbeats).await
 }
 
-/// `command`, for workers labelled `pool=POOL` only.
-fn in_pool(command: &[&str], pool: &str) -> SubmitWorkRequestRequest {
-    SubmitWorkRequestRequest {
-        spec: Some(spec(command)),
-        requirements: HashMap::from([("pool".to_owned(), pool.to_owned())]),
-        ..Default::default()
-    }
-}
-
-/// Runs a request on `witness` (pool `witness`) to its end. Every scheduling round
-/// considers all connected workers at once, so once it has run, the scheduler has had a
-/// round since anything submitted before, with every worker that was connected.
-async fn witness_a_round(server: &TestServer, witness: &SimWorker) {
-    let request = submit_request(server, in_pool(&["true"], "witness")).await;
-    let done = wait_terminal(server, &request.id).await;
-    assert_eq!(result(&done), WorkResult::Success, "{done:?}");
-    assert_eq!(done.attempts[0].worker, witness.name, "{done:?}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_drained_worker_finishes_its_job_takes_nothing_new_until_enabled() {
     let server = start_server().await;
-    let mut worker = server
-        .sim_worker(SimOptions::default().label("pool", "drained"))
-        .await;
-    let witness = server
-        .sim_worker(SimOptions::default().label("pool", "witness"))
-        .await;
+    let mut worker = server.sim_worker(SimOptions::default()).await;
+    let witness = witness_worker(&server).await;
     let cli = berth(&server);
-    let first = submit_request(&server, in_pool(&["sleep", "1"], "drained")).await;
+    let first = submit(&server, spec(&["sleep", "1"])).await;
     wait_started(&server, &first.id).await;
 
     let drained = cli.json(&["worker", "drain", &worker.name]).await;
@@ -66,7 +42,7 @@ async fn a_drained_worker_finishes_its_job_takes_nothing_new_until_enabled() {
 
     // Submitted during the drain: the worker has a free slot once the first job ends,
     // and still takes nothing.
-    let second = submit_request(&server, in_pool(&["true"], "drained")).await;
+    let second = submit(&server, spec(&["true"])).await;
     let first = wait_status(&server, &first.id, WorkRequestStatus::Completed).await;
     assert_eq!(result(&first), WorkResult::Success, "{first:?}");
     witness_a_round(&server, &witness).await;
@@ -90,7 +66,11 @@ async fn a_drained_worker_finishes_its_job_takes_nothing_new_until_enabled() {
     assert_eq!(result(&second), WorkResult::Success, "{second:?}");
     assert_eq!(second.attempts[0].worker, worker.name, "{second:?}");
     let seen = worker.seen();
-    assert_eq!(seen.rejected, [], "the server offered a draining worker work");
+    assert_eq!(
+        seen.rejected,
+        [],
+        "the server offered a draining worker work"
+    );
 
     cli.run(&["worker", "drain", "nosuch"])
         .await
