@@ -79,6 +79,12 @@ impl Cli {
         self
     }
 
+    /// With `--server url` instead of the test server's.
+    pub fn server(mut self, url: &str) -> Cli {
+        self.url = url.to_owned();
+        self
+    }
+
     /// Without `--token` (the token may then come from the environment, or nowhere).
     pub fn without_token(mut self) -> Cli {
         self.token = None;
