@@ -168,28 +168,43 @@ pub fn worker_of(request: &WorkRequest) -> &str {
         .worker
 }
 
+/// Asserts that `answer` is an error with `code`, and returns it; `what` names the call
+/// in the panic.
+pub fn refused<T: std::fmt::Debug>(
+    what: &str,
+    answer: Result<T, tonic::Status>,
+    code: tonic::Code,
+) -> tonic::Status {
+    match answer {
+        Ok(value) => panic!("{what}: expected {code:?}, got OK: {value:?}"),
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                code,
+                "{what}: {}",
+                berth_common::client::describe_status(&status)
+            );
+            status
+        }
+    }
+}
+
 /// Asserts that `answer` is an error with `code` whose message mentions `contains`.
 pub fn assert_code<T: std::fmt::Debug>(
     answer: Result<T, tonic::Status>,
     code: tonic::Code,
     contains: &str,
 ) {
-    match answer {
-        Ok(value) => panic!("expected {code:?} mentioning {contains:?}, got OK: {value:?}"),
-        Err(status) => {
-            assert_eq!(
-                status.code(),
-                code,
-                "{}",
-                berth_common::client::describe_status(&status)
-            );
-            assert!(
-                status.message().contains(contains),
-                "{:?} should mention {contains:?}",
-                status.message()
-            );
-        }
-    }
+    let status = refused(
+        &format!("a call expected to mention {contains:?}"),
+        answer,
+        code,
+    );
+    assert!(
+        status.message().contains(contains),
+        "{:?} should mention {contains:?}",
+        status.message()
+    );
 }
 
 /// A wire timestamp as the time it names; panics if it is not set.

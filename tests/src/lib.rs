@@ -53,7 +53,7 @@ pub mod worker;
 
 pub use agent::{RawAgent, raw_hello};
 pub use api::{
-    WAIT, assert_code, at, cancel, get, is_started, is_terminal, result, status, submit,
+    WAIT, assert_code, at, cancel, get, is_started, is_terminal, refused, result, status, submit,
     submit_request, try_submit, wait_attempt_started, wait_for, wait_started, wait_status,
     wait_terminal, witness_a_round, witness_worker, worker_of,
 };

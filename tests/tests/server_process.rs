@@ -19,7 +19,9 @@ use std::time::Duration;
 use berth_common::client::BearerAuth;
 use berth_common::proto::token_service_client::TokenServiceClient;
 use berth_common::proto::{CreateTokenRequest, ListTokensRequest, Role, TokenInfo};
-use berth_tests::{binary, cluster_url, database_url, free_port, fresh_database, run_binary};
+use berth_tests::{
+    binary, cluster_url, database_url, free_port, fresh_database, run_binary, single_error_line,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -185,24 +187,9 @@ fn stop_leftover_postmaster(pg_data: &Path) {
     }
 }
 
-/// The overall health (service "") the server on `port` reports, if it answers.
+/// The overall health the server on `port` reports, if it answers.
 async fn health(port: u16) -> Option<ServingStatus> {
-    let check = async {
-        let channel = berth_common::client::connect(&format!("http://127.0.0.1:{port}"), None)
-            .await
-            .ok()?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        ServingStatus::try_from(response.into_inner().status).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(10), check)
-        .await
-        .ok()
-        .flatten()
+    berth_tests::health(&format!("http://127.0.0.1:{port}"), None).await
 }
 
 async fn token_client(port: u16, token: &str) -> TokenServiceClient<berth_tests::Authed> {
@@ -285,22 +272,6 @@ fn assert_embedded_postgres_stopped(data_dir: &Path) {
         "processes still running for {}: {left:?}",
         canonical.display()
     );
-}
-
-/// `stderr` is exactly one non-empty line, starting `error: `; returns it.
-fn single_error_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one line on stderr, got:\n{stderr}"
-    );
-    assert!(
-        lines[0].starts_with("error: "),
-        "the line does not start with `error: `: {}",
-        lines[0]
-    );
-    lines[0]
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,16 +16,16 @@ use std::time::Duration;
 use berth_common::client::BearerAuth;
 use berth_common::proto::ListTokensRequest;
 use berth_common::proto::token_service_client::TokenServiceClient;
-use berth_tests::{TestServer, binary, free_port, fresh_database, run_binary};
+use berth_tests::{
+    TestServer, binary, free_port, fresh_database, health, run_binary, single_error_line,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// A private CA and a server certificate it signed, as PEM files.
 struct Pki {
@@ -219,26 +219,6 @@ async fn berth_cli_with_ca_cert_lists_tokens_over_tls() {
     server.stop().await;
 }
 
-/// The health the server at `url` reports, if it answers over TLS trusting `ca_cert`.
-async fn tls_health(url: &str, ca_cert: &Path) -> Option<ServingStatus> {
-    let check = async {
-        let channel = berth_common::client::connect(url, Some(ca_cert))
-            .await
-            .ok()?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        ServingStatus::try_from(response.into_inner().status).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(10), check)
-        .await
-        .ok()
-        .flatten()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn server_process_serves_tls_with_cert_and_key_flags() {
     let pki = make_pki();
@@ -276,7 +256,7 @@ async fn server_process_serves_tls_with_cert_and_key_flags() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("berth-server exited ({status}); stderr:\n{}", stderr());
         }
-        if tls_health(&url, &pki.ca_cert).await == Some(ServingStatus::Serving) {
+        if health(&url, Some(&pki.ca_cert)).await == Some(ServingStatus::Serving) {
             break;
         }
         assert!(
@@ -379,20 +359,4 @@ async fn tls_key_that_is_not_a_key_is_one_error_line() {
         !tmp.path().join("admin.token").exists(),
         "the server bootstrapped before it checked its TLS files"
     );
-}
-
-/// `stderr` is exactly one non-empty line, starting `error: `; returns it.
-fn single_error_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one line on stderr, got:\n{stderr}"
-    );
-    assert!(
-        lines[0].starts_with("error: "),
-        "the line does not start with `error: `: {}",
-        lines[0]
-    );
-    lines[0]
 }
