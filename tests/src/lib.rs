@@ -206,7 +206,7 @@ pub struct TestServer {
     /// The server's data directory.
     pub data_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), StartError>>>,
+    task: Option<ServeTask>,
 }
 
 impl TestServer {
@@ -228,21 +228,14 @@ impl TestServer {
         let mut config = Config::resolve(&args).unwrap();
         config.shutdown_grace = Duration::from_secs(2);
         adjust(&mut config);
-        let listener = app::bind(&config).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        config.listen = addr;
-        let prepared = app::prepare(config.clone()).await.unwrap();
+        let (config, stop, task) = serve(config).await;
         let admin_token = std::fs::read_to_string(data_dir.path().join("admin.token"))
             .unwrap()
             .trim()
             .to_owned();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app::serve(prepared, listener, async {
-            let _ = stopped.await;
-        }));
         TestServer {
-            url: format!("http://{addr}"),
-            addr,
+            url: format!("http://{}", config.listen),
+            addr: config.listen,
             config,
             admin_token,
             database_url,
@@ -270,17 +263,10 @@ impl TestServer {
         config.secret_key_file = data_dir.path().join("secret.key");
         std::fs::copy(&self.config.secret_key_file, &config.secret_key_file).unwrap();
         adjust(&mut config);
-        let listener = app::bind(&config).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        config.listen = addr;
-        let prepared = app::prepare(config.clone()).await.unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app::serve(prepared, listener, async {
-            let _ = stopped.await;
-        }));
+        let (config, stop, task) = serve(config).await;
         TestServer {
-            url: format!("http://{addr}"),
-            addr,
+            url: format!("http://{}", config.listen),
+            addr: config.listen,
             config,
             admin_token: self.admin_token.clone(),
             database_url: self.database_url.clone(),
@@ -364,11 +350,8 @@ impl TestServer {
                 Err(e) => panic!("cannot bind {} again: {e}", self.addr),
             }
         };
-        let prepared = app::prepare(self.config.clone()).await.unwrap();
-        let (stop, stopped) = oneshot::channel();
-        self.task = Some(tokio::spawn(app::serve(prepared, listener, async {
-            let _ = stopped.await;
-        })));
+        let (stop, task) = serve_on(self.config.clone(), listener).await;
+        self.task = Some(task);
         self.stop = Some(stop);
     }
 
@@ -380,6 +363,32 @@ impl TestServer {
             task.await.unwrap().unwrap();
         }
     }
+}
+
+/// The task serving a [`TestServer`].
+type ServeTask = JoinHandle<Result<(), StartError>>;
+
+/// Binds `config.listen` (port 0: any free port), then serves as [`serve_on`]; returns
+/// the configuration with the bound address.
+async fn serve(mut config: Config) -> (Config, oneshot::Sender<()>, ServeTask) {
+    let listener = app::bind(&config).await.unwrap();
+    config.listen = listener.local_addr().unwrap();
+    let (stop, task) = serve_on(config.clone(), listener).await;
+    (config, stop, task)
+}
+
+/// Prepares the server (database, migrations, bootstrap) and serves on `listener` in a
+/// task until the returned sender fires or is dropped.
+async fn serve_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+) -> (oneshot::Sender<()>, ServeTask) {
+    let prepared = app::prepare(config).await.unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(app::serve(prepared, listener, async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
 }
 
 impl Drop for TestServer {

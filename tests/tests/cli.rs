@@ -93,11 +93,7 @@ async fn token_is_taken_from_the_flag_a_file_or_berth_token() {
 async fn token_list_never_shows_a_secret() {
     let server = TestServer::start().await;
     let (id, secret) = create_user_token(&server, "bob").await;
-    let Output {
-        code: _,
-        stdout: out,
-        stderr: _,
-    } = berth(&server).run(&["token", "list", "-o", "json"]).await;
+    let out = berth(&server).ok(&["token", "list", "-o", "json"]).await;
     assert!(!out.contains(&secret), "{out}");
     assert!(!out.contains(&server.admin_token), "{out}");
     let listed: Value = serde_json::from_str(&out).unwrap();
@@ -137,7 +133,7 @@ async fn a_disabled_token_is_refused_with_one_unauthenticated_error_line() {
 async fn run_prints_an_id_and_get_shows_the_request_without_its_secret() {
     let server = TestServer::start().await;
     let Output {
-        code: status,
+        code,
         stdout: out,
         stderr: err,
     } = berth(&server)
@@ -161,18 +157,13 @@ async fn run_prints_an_id_and_get_shows_the_request_without_its_secret() {
             "echo hi",
         ])
         .await;
-    assert_eq!(status, 0, "{err}");
+    assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1, "only the id: {out:?}");
     let id = out.trim();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "not an id: {out:?}");
     assert!(!err.contains("topsecret"), "{err}");
 
-    let Output {
-        code: status,
-        stdout: json,
-        stderr: err,
-    } = berth(&server).run(&["get", id, "-o", "json"]).await;
-    assert_eq!(status, 0, "{err}");
+    let json = berth(&server).ok(&["get", id, "-o", "json"]).await;
     assert!(!json.contains("topsecret"), "{json}");
     let got: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(got["id"], id);
@@ -210,14 +201,14 @@ async fn run_prints_an_id_and_get_shows_the_request_without_its_secret() {
 async fn secret_env_without_a_value_is_read_from_the_clis_environment() {
     let server = TestServer::start().await;
     let Output {
-        code: status,
+        code,
         stdout: out,
         stderr: err,
     } = berth(&server)
         .env("S", "from-the-environment")
         .run(&["run", "--secret-env", "S", "--detach", "busybox"])
         .await;
-    assert_eq!(status, 0, "{err}");
+    assert_eq!(code, 0, "{err}");
     assert!(!out.contains("from-the-environment") && !err.contains("from-the-environment"));
     let id = out.trim();
     assert_eq!(

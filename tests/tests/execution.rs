@@ -66,6 +66,19 @@ async fn server_and_worker(extra: &[&str]) -> (TestServer, TestWorker) {
     (server, worker)
 }
 
+/// [`server_and_worker`] with the server's per-request log cap at `max_log_bytes`.
+async fn server_and_worker_with_log_cap(max_log_bytes: u64) -> (TestServer, TestWorker) {
+    ensure_test_image().await;
+    let server = TestServer::start_with(|config| {
+        quick_heartbeats(config);
+        config.agent.max_log_bytes = max_log_bytes;
+    })
+    .await;
+    let worker = TestWorker::start(&server, &[]).await;
+    worker.wait_connected(&server).await;
+    (server, worker)
+}
+
 // ----- results -----
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,14 +239,7 @@ fn seq_len(n: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_mib_of_output_arrives_whole_and_in_order() {
-    ensure_test_image().await;
-    let server = TestServer::start_with(|config| {
-        quick_heartbeats(config);
-        config.agent.max_log_bytes = 256 << 20;
-    })
-    .await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let (server, worker) = server_and_worker_with_log_cap(256 << 20).await;
 
     const LINES: u64 = 13_000_000;
     let size = seq_len(LINES);
@@ -291,14 +297,7 @@ async fn a_hundred_mib_of_output_arrives_whole_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_past_the_log_cap_is_dropped_with_a_marker_and_the_job_still_succeeds() {
-    ensure_test_image().await;
-    let server = TestServer::start_with(|config| {
-        quick_heartbeats(config);
-        config.agent.max_log_bytes = 1 << 20;
-    })
-    .await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let (server, worker) = server_and_worker_with_log_cap(1 << 20).await;
 
     let request = run_to_end(
         &server,

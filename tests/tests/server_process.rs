@@ -745,87 +745,56 @@ async fn json_log_format_writes_only_json_objects_to_stderr() {
     assert_embedded_postgres_stopped(&data_dir);
 }
 
+/// A config file in `dir` that says `listen = "ADDR"`.
+fn config_listening_on(dir: &Path, addr: &str) -> PathBuf {
+    let config = dir.join("berth.toml");
+    std::fs::write(&config, format!("listen = \"{addr}\"\n")).unwrap();
+    config
+}
+
+/// Starts a server with `config` on a fresh database and `args`/`env` added, expects it
+/// healthy on `port`, and stops it: it must exit 0.
+async fn assert_serves_on(port: u16, config: &Path, args: &[&str], env: &[(&str, &str)]) {
+    let url = fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut line = vec![
+        "--config",
+        path_str(config),
+        "--database-url",
+        &url,
+        "--data-dir",
+        path_str(&data_dir),
+    ];
+    line.extend_from_slice(args);
+    let mut server = ServerProcess::start(&line, env, port).await;
+    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn berth_listen_env_is_honoured_over_the_config_file() {
-    let url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     // The file names a port we hold: a server that used it could not start.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = tmp.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!("listen = \"{}\"\n", held.local_addr().unwrap()),
-    )
-    .unwrap();
+    let config = config_listening_on(tmp.path(), &held.local_addr().unwrap().to_string());
     let port = free_port();
-    let addr = listen_addr(port);
-    let mut server = ServerProcess::start(
-        &[
-            "--config",
-            path_str(&config),
-            "--database-url",
-            &url,
-            "--data-dir",
-            path_str(&tmp.path().join("data")),
-        ],
-        &[("BERTH_LISTEN", &addr)],
-        port,
-    )
-    .await;
-    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+    assert_serves_on(port, &config, &[], &[("BERTH_LISTEN", &listen_addr(port))]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_file_listen_is_used_without_flag_or_env() {
-    let url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = tmp.path().join("berth.toml");
-    std::fs::write(&config, format!("listen = \"{}\"\n", listen_addr(port))).unwrap();
-    let mut server = ServerProcess::start(
-        &[
-            "--config",
-            path_str(&config),
-            "--database-url",
-            &url,
-            "--data-dir",
-            path_str(&tmp.path().join("data")),
-        ],
-        &[],
-        port,
-    )
-    .await;
-    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+    let config = config_listening_on(tmp.path(), &listen_addr(port));
+    assert_serves_on(port, &config, &[], &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn listen_flag_wins_over_the_config_file() {
-    let url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     // The file names a port we hold: a server that used it could not start.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = tmp.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!("listen = \"{}\"\n", held.local_addr().unwrap()),
-    )
-    .unwrap();
+    let config = config_listening_on(tmp.path(), &held.local_addr().unwrap().to_string());
     let port = free_port();
-    let addr = listen_addr(port);
-    let mut server = ServerProcess::start(
-        &[
-            "--config",
-            path_str(&config),
-            "--listen",
-            &addr,
-            "--database-url",
-            &url,
-            "--data-dir",
-            path_str(&tmp.path().join("data")),
-        ],
-        &[],
-        port,
-    )
-    .await;
-    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+    assert_serves_on(port, &config, &["--listen", &listen_addr(port)], &[]).await;
 }

@@ -292,12 +292,12 @@ async fn server_process_serves_tls_with_cert_and_key_flags() {
     assert_eq!(status.code(), Some(0), "stderr:\n{}", stderr());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unreadable_tls_key_is_one_error_line() {
-    let pki = make_pki();
+/// Runs `berth-server` on a fresh database with `pki`'s certificate and `key` as its
+/// TLS key, expecting it to refuse to start; returns its one error line. Nothing may have
+/// been bootstrapped before the TLS files were checked.
+async fn refused_tls_key(pki: &Pki, key: &Path) -> String {
     let database_url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
-    let missing_key = tmp.path().join("missing.key");
     let (code, _, stderr) = run_binary(
         "berth-server",
         &[
@@ -310,53 +310,38 @@ async fn unreadable_tls_key_is_one_error_line() {
             "--tls-cert",
             pki.server_cert.to_str().unwrap(),
             "--tls-key",
-            missing_key.to_str().unwrap(),
+            key.to_str().unwrap(),
         ],
         &[],
     )
     .await;
     assert_ne!(code, 0);
-    let line = single_error_line(&stderr);
-    assert!(line.contains(missing_key.to_str().unwrap()), "{line}");
     assert!(
         !tmp.path().join("admin.token").exists(),
         "the server bootstrapped before it checked its TLS files"
     );
+    single_error_line(&stderr).to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_tls_key_is_one_error_line() {
+    let pki = make_pki();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing_key = tmp.path().join("missing.key");
+    let line = refused_tls_key(&pki, &missing_key).await;
+    assert!(line.contains(missing_key.to_str().unwrap()), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_key_that_is_not_a_key_is_one_error_line() {
     let pki = make_pki();
-    let database_url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     let bad_key = tmp.path().join("bad.key");
     std::fs::write(&bad_key, "this is not a private key\n").unwrap();
-    let (code, _, stderr) = run_binary(
-        "berth-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &database_url,
-            "--data-dir",
-            tmp.path().to_str().unwrap(),
-            "--tls-cert",
-            pki.server_cert.to_str().unwrap(),
-            "--tls-key",
-            bad_key.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
-    assert_ne!(code, 0);
-    let line = single_error_line(&stderr);
+    let line = refused_tls_key(&pki, &bad_key).await;
     assert!(line.contains("TLS"), "{line}");
     assert!(
         line.contains("private key"),
         "the error does not say what is wrong: {line}"
-    );
-    assert!(
-        !tmp.path().join("admin.token").exists(),
-        "the server bootstrapped before it checked its TLS files"
     );
 }
