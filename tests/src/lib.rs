@@ -61,7 +61,7 @@ pub use cli::{Output, berth, single_error_line};
 pub use docker::{
     TEST_IMAGE, container_exists, docker, ensure_test_image, wait_no_containers, worker_containers,
 };
-pub use logs::{Logs, open_logs};
+pub use logs::{Logs, open_logs, rest_of};
 pub use sim::{SimOptions, SimWorker};
 pub use spec::{secs, sh, spec};
 pub use worker::TestWorker;

@@ -1,6 +1,8 @@
 //! Logs as users read them: through `WorkRequestService.StreamLogs`, never from the
 //! database.
 
+use std::time::Duration;
+
 use berth_common::proto::{LogChunk, StreamLogsRequest};
 use futures::StreamExt;
 use tonic::Streaming;
@@ -72,4 +74,18 @@ impl Logs {
         String::from_utf8(self.bytes(stream))
             .unwrap_or_else(|e| panic!("stream {stream} is not UTF-8: {e}"))
     }
+}
+
+/// The rest of a (following) log stream, which must end within `within`: a follower's
+/// stream ends once the request has ended.
+pub async fn rest_of(stream: &mut Streaming<LogChunk>, within: Duration) -> Vec<LogChunk> {
+    tokio::time::timeout(within, async {
+        let mut rest = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            rest.push(chunk.unwrap_or_else(|status| panic!("following the log: {status:?}")));
+        }
+        rest
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the log stream did not end within {within:?}"))
 }

@@ -24,8 +24,8 @@ use berth_common::proto::{
 use berth_tests::logs::{NOTES, STDERR, STDOUT, SYSTEM};
 use berth_tests::{
     Logs, TEST_IMAGE, TestServer, TestWorker, WAIT, berth, cancel, container_exists,
-    ensure_test_image, eventually, get, is_terminal, open_logs, quick_heartbeats, result, secs,
-    spec, status, submit, wait_for, wait_no_containers, wait_started, wait_terminal,
+    ensure_test_image, eventually, get, is_terminal, open_logs, quick_heartbeats, rest_of, result,
+    secs, spec, status, submit, wait_for, wait_no_containers, wait_started, wait_terminal,
     witness_a_round, witness_worker,
 };
 use futures::StreamExt;
@@ -210,15 +210,7 @@ async fn a_follower_sees_a_line_while_the_job_still_runs_and_its_stream_ends_wit
 
     cancel(&server, &request.id).await;
     // Following ends once the request has ended, with nothing more on stdout.
-    let rest = tokio::time::timeout(Duration::from_secs(30), async {
-        let mut rest = Vec::new();
-        while let Some(chunk) = follow.next().await {
-            rest.push(chunk.unwrap());
-        }
-        rest
-    })
-    .await
-    .expect("the follow stream did not end after the request was cancelled");
+    let rest = rest_of(&mut follow, Duration::from_secs(30)).await;
     assert!(rest.iter().all(|c| c.stream != STDOUT), "{rest:?}");
     finish(server, worker).await;
 }

@@ -87,6 +87,14 @@ impl ServerProcess {
             .into_owned()
     }
 
+    /// Asserts that none of `secrets` is on its stdout or stderr.
+    fn assert_never_printed(&self, secrets: &[&str]) {
+        for secret in secrets {
+            assert!(!self.stdout().contains(secret), "a token is on stdout");
+            assert!(!self.stderr().contains(secret), "a token is on stderr");
+        }
+    }
+
     fn stderr(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.logs.path().join("stderr")).unwrap())
             .into_owned()
@@ -312,16 +320,7 @@ async fn embedded_database_server_keeps_its_admin_token_and_stops_postgres_acros
         .token;
 
     assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
-    for secret in [&admin_token, &user_token] {
-        assert!(
-            !server.stdout().contains(secret.as_str()),
-            "a token is on stdout"
-        );
-        assert!(
-            !server.stderr().contains(secret.as_str()),
-            "a token is on stderr"
-        );
-    }
+    server.assert_never_printed(&[&admin_token, &user_token]);
     assert_embedded_postgres_stopped(&data_dir);
     drop(server);
 
@@ -348,16 +347,7 @@ async fn embedded_database_server_keeps_its_admin_token_and_stops_postgres_acros
         .expect("a token created before the restart still works");
 
     assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
-    for secret in [&admin_token, &user_token] {
-        assert!(
-            !server.stdout().contains(secret.as_str()),
-            "a token is on stdout"
-        );
-        assert!(
-            !server.stderr().contains(secret.as_str()),
-            "a token is on stderr"
-        );
-    }
+    server.assert_never_printed(&[&admin_token, &user_token]);
     assert_embedded_postgres_stopped(&data_dir);
 }
 

@@ -15,8 +15,8 @@ use std::time::Duration;
 use berth_common::proto::{WorkRequestStatus, WorkResult};
 use berth_tests::logs::{STDOUT, SYSTEM};
 use berth_tests::{
-    Logs, SimOptions, TestServer, cancel, get, open_logs, result, secs, sh, spec, status, submit,
-    wait_for, wait_started, wait_status, wait_terminal,
+    Logs, SimOptions, TestServer, cancel, get, open_logs, rest_of, result, secs, sh, spec, status,
+    submit, wait_for, wait_started, wait_status, wait_terminal,
 };
 use futures::StreamExt;
 
@@ -104,15 +104,7 @@ async fn a_simulated_jobs_output_is_followed_live_and_a_cancel_stops_it() {
 
     cancel(&server, &request.id).await;
     worker.wait_cancelled(&request.id, 1).await;
-    let rest = tokio::time::timeout(Duration::from_secs(30), async {
-        let mut rest = Vec::new();
-        while let Some(chunk) = follow.next().await {
-            rest.push(chunk.unwrap());
-        }
-        rest
-    })
-    .await
-    .expect("the follow stream did not end after the request was cancelled");
+    let rest = rest_of(&mut follow, Duration::from_secs(30)).await;
     assert!(rest.iter().all(|c| c.stream != STDOUT), "{rest:?}");
     // The request ended with the cancel; the worker's report of the stop follows.
     let ended = wait_for(
