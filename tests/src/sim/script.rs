@@ -119,14 +119,6 @@ impl Script {
         }
     }
 
-    /// Whether running it takes no time: no `sleep` in it.
-    pub fn is_instant(&self) -> bool {
-        !self
-            .commands
-            .iter()
-            .any(|command| matches!(command, Command::Sleep(_)))
-    }
-
     /// Runs the commands in order on `shell`, as `sh` would.
     pub(crate) async fn run(&self, shell: &mut impl Shell) -> Ended {
         let mut status = 0;
@@ -375,12 +367,6 @@ mod tests {
         assert_eq!(
             shell.slept,
             [Duration::from_secs(1), Duration::from_secs(2)]
-        );
-        assert!(!parse(&["sleep", "1"]).expect("parses").is_instant());
-        assert!(
-            parse(&["sh", "-c", "echo a; exit 2"])
-                .expect("parses")
-                .is_instant()
         );
     }
 
