@@ -135,7 +135,8 @@ async fn a_graceful_stop_finishes_short_jobs_and_hands_back_those_past_the_drain
     wait_started(&server, &long.id).await;
 
     worker.stop().await;
-    let short = get(&server, &short.id).await;
+    // Reports are applied a moment after they are read: wait for them, not for the stop.
+    let short = wait_status(&server, &short.id, WorkRequestStatus::Completed).await;
     assert_eq!(result(&short), WorkResult::Success, "{short:?}");
     let long = wait_status(&server, &long.id, WorkRequestStatus::Pending).await;
     assert_eq!(long.attempts.len(), 1, "{long:?}");
