@@ -6,8 +6,20 @@
 //! passes its URL in `BERTH_TEST_PG_URL`; each test gets a fresh database cloned from a
 //! migrated template (fast: a file copy, not a migration run).
 //!
-//! A test that cannot find PostgreSQL (or a binary, or grpcurl) fails with a message saying
-//! what is missing. Nothing is skipped silently.
+//! Workers come in two kinds. Tests about execution (containers, their output, exit codes
+//! and OOM kills as Docker reports them, stopping containers, reaping, the worker process
+//! itself) start real `berth-worker` processes on the local Docker engine ([`TestWorker`]).
+//! Tests about scheduling (queues, dependencies, workflows, draining, lost workers,
+//! replicas) use simulated workers ([`SimWorker`], from [`TestServer::sim_worker`]): the
+//! real protocol over real gRPC, with the request's command interpreted instead of run,
+//! so they need no containers and wait for none.
+//!
+//! What scenarios do again and again lives here once: submitting, reading, cancelling and
+//! waiting for a request ([`api`]), specs ([`spec`]), running the `berth` CLI ([`cli`]),
+//! and polling for a condition ([`eventually`]) instead of sleeping.
+//!
+//! A test that cannot find PostgreSQL (or a binary, Docker or grpcurl) fails with a message
+//! saying what is missing. Nothing is skipped.
 
 #![expect(
     clippy::unwrap_used,
@@ -28,6 +40,31 @@ use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod docker;
+pub mod logs;
+pub mod sim;
+pub mod spec;
+pub mod worker;
+
+pub use agent::{RawAgent, raw_hello};
+pub use api::{
+    WAIT, assert_code, at, cancel, get, is_started, is_terminal, refused, result, status, submit,
+    submit_request, try_submit, wait_attempt_started, wait_for, wait_started, wait_status,
+    wait_terminal, witness_a_round, witness_worker, worker_of,
+};
+pub use cli::{Output, berth, single_error_line};
+pub use docker::{
+    TEST_IMAGE, container_exists, docker, ensure_test_image, wait_no_containers, worker_containers,
+};
+pub use logs::{Logs, open_logs, rest_of};
+pub use sim::{SimOptions, SimWorker};
+pub use spec::{secs, sh, spec};
+pub use worker::TestWorker;
 
 /// Environment variable naming the admin URL of the test PostgreSQL cluster.
 pub const PG_URL_ENV: &str = "BERTH_TEST_PG_URL";
@@ -169,7 +206,7 @@ pub struct TestServer {
     /// The server's data directory.
     pub data_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), StartError>>>,
+    task: Option<ServeTask>,
 }
 
 impl TestServer {
@@ -191,21 +228,14 @@ impl TestServer {
         let mut config = Config::resolve(&args).unwrap();
         config.shutdown_grace = Duration::from_secs(2);
         adjust(&mut config);
-        let listener = app::bind(&config).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        config.listen = addr;
-        let prepared = app::prepare(config.clone()).await.unwrap();
+        let (config, stop, task) = serve(config).await;
         let admin_token = std::fs::read_to_string(data_dir.path().join("admin.token"))
             .unwrap()
             .trim()
             .to_owned();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app::serve(prepared, listener, async {
-            let _ = stopped.await;
-        }));
         TestServer {
-            url: format!("http://{addr}"),
-            addr,
+            url: format!("http://{}", config.listen),
+            addr: config.listen,
             config,
             admin_token,
             database_url,
@@ -233,17 +263,10 @@ impl TestServer {
         config.secret_key_file = data_dir.path().join("secret.key");
         std::fs::copy(&self.config.secret_key_file, &config.secret_key_file).unwrap();
         adjust(&mut config);
-        let listener = app::bind(&config).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        config.listen = addr;
-        let prepared = app::prepare(config.clone()).await.unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(app::serve(prepared, listener, async {
-            let _ = stopped.await;
-        }));
+        let (config, stop, task) = serve(config).await;
         TestServer {
-            url: format!("http://{addr}"),
-            addr,
+            url: format!("http://{}", config.listen),
+            addr: config.listen,
             config,
             admin_token: self.admin_token.clone(),
             database_url: self.database_url.clone(),
@@ -296,6 +319,16 @@ impl TestServer {
         (created.info.unwrap().id, created.token)
     }
 
+    /// Creates a worker token for a new name and connects a simulated worker with it;
+    /// returns once the server has welcomed it (and so ran its first assignment round).
+    pub async fn sim_worker(&self, options: SimOptions) -> SimWorker {
+        let name = unique_name("sim");
+        let (_, token) = self
+            .create_token(berth_common::proto::Role::Worker, &name)
+            .await;
+        SimWorker::connect(&self.url, &name, &token, options).await
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown().await;
@@ -317,11 +350,8 @@ impl TestServer {
                 Err(e) => panic!("cannot bind {} again: {e}", self.addr),
             }
         };
-        let prepared = app::prepare(self.config.clone()).await.unwrap();
-        let (stop, stopped) = oneshot::channel();
-        self.task = Some(tokio::spawn(app::serve(prepared, listener, async {
-            let _ = stopped.await;
-        })));
+        let (stop, task) = serve_on(self.config.clone(), listener).await;
+        self.task = Some(task);
         self.stop = Some(stop);
     }
 
@@ -333,6 +363,32 @@ impl TestServer {
             task.await.unwrap().unwrap();
         }
     }
+}
+
+/// The task serving a [`TestServer`].
+type ServeTask = JoinHandle<Result<(), StartError>>;
+
+/// Binds `config.listen` (port 0: any free port), then serves as [`serve_on`]; returns
+/// the configuration with the bound address.
+async fn serve(mut config: Config) -> (Config, oneshot::Sender<()>, ServeTask) {
+    let listener = app::bind(&config).await.unwrap();
+    config.listen = listener.local_addr().unwrap();
+    let (stop, task) = serve_on(config.clone(), listener).await;
+    (config, stop, task)
+}
+
+/// Prepares the server (database, migrations, bootstrap) and serves on `listener` in a
+/// task until the returned sender fires or is dropped.
+async fn serve_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+) -> (oneshot::Sender<()>, ServeTask) {
+    let prepared = app::prepare(config).await.unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(app::serve(prepared, listener, async {
+        let _ = stopped.await;
+    }));
+    (stop, task)
 }
 
 impl Drop for TestServer {
@@ -409,241 +465,43 @@ where
     }
 }
 
-/// The image execution tests run: `berth-test/busybox:latest`, built locally from the
-/// static busybox binary (Debian's busybox-static) because no registry can be reached.
-pub const TEST_IMAGE: &str = "berth-test/busybox:latest";
+/// A name no other test uses: `prefix-` and ten random hex digits.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
 
-static IMAGE_READY: OnceCell<()> = OnceCell::const_new();
+/// One-second heartbeats: a worker learns quickly that its reports arrived (a real worker
+/// waits for that before a clean exit), and a restarted server is noticed quickly.
+pub fn quick_heartbeats(config: &mut Config) {
+    config.agent.heartbeat_interval = Duration::from_secs(1);
+}
 
-/// Runs `docker ARGS` and returns stdout; panics with Docker's message on failure.
-pub async fn docker(args: &[&str]) -> String {
-    let output = tokio::process::Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
+/// Short protocol timings, so that a lost worker is noticed in seconds: one-second
+/// heartbeats, a three-second lease and a two-second hand-off deadline.
+pub fn quick_leases(config: &mut Config) {
+    config.agent.heartbeat_interval = Duration::from_secs(1);
+    config.agent.lease_ttl = Duration::from_secs(3);
+    config.agent.handoff_deadline = Duration::from_secs(2);
+}
+
+/// The overall health (service "") the server at `url` reports, trusting `ca_cert` for
+/// TLS; `None` if it does not answer within 10 s.
+pub async fn health(url: &str, ca_cert: Option<&std::path::Path>) -> Option<ServingStatus> {
+    let check = async {
+        let channel = berth_common::client::connect(url, ca_cert).await.ok()?;
+        let response = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(response.into_inner().status).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(10), check)
         .await
-        .unwrap_or_else(|e| {
-            panic!("cannot run `docker`: {e}. These tests need a Docker engine and its CLI.")
-        });
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Makes sure [`TEST_IMAGE`] exists, building it if needed.
-pub async fn ensure_test_image() -> &'static str {
-    IMAGE_READY
-        .get_or_init(|| async {
-            let present = tokio::process::Command::new("docker")
-                .args(["image", "inspect", TEST_IMAGE])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .await
-                .unwrap_or_else(|e| {
-                    panic!("cannot run `docker`: {e}. These tests need a Docker engine and its CLI.")
-                })
-                .success();
-            if present {
-                return;
-            }
-            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-                .into_iter()
-                .map(std::path::Path::new)
-                .find(|p| p.exists())
-                .expect("a static busybox is needed to build the test image: apt-get install busybox-static");
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
-            std::fs::write(
-                dir.path().join("Dockerfile"),
-                "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCMD [\"sh\"]\n",
-            )
-            .unwrap();
-            docker(&["build", "-q", "-t", TEST_IMAGE, dir.path().to_str().unwrap()]).await;
-        })
-        .await;
-    TEST_IMAGE
-}
-
-/// Ids of containers labelled for `worker` (running or not).
-pub async fn worker_containers(worker: &str) -> Vec<String> {
-    docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        "label=berth.managed=true",
-        "--filter",
-        &format!("label=berth.worker={worker}"),
-    ])
-    .await
-    .split_whitespace()
-    .map(str::to_owned)
-    .collect()
-}
-
-/// A `berth-worker` process connected to a test server.
-pub struct TestWorker {
-    /// The name it registers as (unique per test).
-    pub name: String,
-    /// Its worker token.
-    pub token: String,
-    /// Its spool and log directory.
-    pub dir: tempfile::TempDir,
-    child: Option<tokio::process::Child>,
-    server_url: String,
-    extra: Vec<String>,
-}
-
-impl TestWorker {
-    /// Creates a worker token and starts a worker with `extra` flags (e.g. labels).
-    pub async fn start(server: &TestServer, extra: &[&str]) -> TestWorker {
-        let name = format!("w-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-        let (_, token) = server
-            .create_token(berth_common::proto::Role::Worker, &name)
-            .await;
-        let mut worker = TestWorker {
-            name,
-            token,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            server_url: server.url.clone(),
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        worker.spawn();
-        worker
-    }
-
-    /// Starts the process (again) with the same token, name and spool dir.
-    pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("worker.log"))
-            .unwrap();
-        let child = tokio::process::Command::new(binary("berth-worker"))
-            .args(["--server", &self.server_url, "--name", &self.name])
-            .arg("--spool-dir")
-            .arg(self.dir.path().join("spool"))
-            .args(&self.extra)
-            .env("BERTH_TOKEN", &self.token)
-            .env_remove("BERTH_TOKEN_FILE")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// The worker's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
-    }
-
-    /// Kills the process with SIGKILL (no clean-up on its side) and waits for it.
-    pub async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its status.
-    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let pid = child.id()?;
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => status.ok(),
-            Err(_) => {
-                let _ = child.kill().await;
-                panic!(
-                    "worker did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-        }
-    }
-
-    /// Waits until the server lists this worker as connected.
-    pub async fn wait_connected(&self, server: &TestServer) {
-        let name = self.name.clone();
-        let token = server.admin_token.clone();
-        eventually(
-            &format!("worker {name} to connect"),
-            Duration::from_secs(30),
-            || {
-                let name = name.clone();
-                let token = token.clone();
-                async move {
-                    let worker = server
-                        .workers(&token)
-                        .await
-                        .get_worker(berth_common::proto::GetWorkerRequest { name })
-                        .await
-                        .ok()?
-                        .into_inner();
-                    worker.connected.then_some(())
-                }
-            },
-        )
-        .await;
-    }
-}
-
-/// Submits `spec` as the server's admin and returns the stored request.
-pub async fn submit(
-    server: &TestServer,
-    spec: berth_common::proto::ContainerSpec,
-) -> berth_common::proto::WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .submit_work_request(berth_common::proto::SubmitWorkRequestRequest {
-            spec: Some(spec),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// Reads a request (with its attempts) as the server's admin.
-pub async fn get(server: &TestServer, id: &str) -> berth_common::proto::WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(berth_common::proto::GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// Cancels a request as the server's admin.
-pub async fn cancel(server: &TestServer, id: &str) -> berth_common::proto::WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .cancel_work_request(berth_common::proto::CancelWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// A request's status as the enum.
-pub fn status(
-    request: &berth_common::proto::WorkRequest,
-) -> berth_common::proto::WorkRequestStatus {
-    berth_common::proto::WorkRequestStatus::try_from(request.status).unwrap()
-}
-
-/// A request's result as the enum.
-pub fn result(request: &berth_common::proto::WorkRequest) -> berth_common::proto::WorkResult {
-    berth_common::proto::WorkResult::try_from(request.result).unwrap()
+        .ok()
+        .flatten()
 }

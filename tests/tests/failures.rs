@@ -1,127 +1,51 @@
-//! Failure handling with real processes: a worker killed with SIGKILL, a worker that
-//! keeps dying until the retry budget is spent, and an assignment that is never
-//! accepted. Nothing may be lost, stuck or run twice, and a replaced worker's late
-//! writes must change nothing.
+//! Failure handling: a worker that dies, a worker that keeps dying until the retry budget
+//! is spent, a worker that comes back with its attempt still running, and an assignment
+//! that is never accepted. Nothing may be lost, stuck or run twice, and a replaced
+//! worker's late writes must change nothing.
+//!
+//! The workers are simulated: what is tested is how the server notices a lost worker (the
+//! lease, the reconnect's `Hello`) and what it does then. What a `kill -9` does to the real
+//! `berth-worker` and its containers (the container outlives it, the restarted worker
+//! reaps it, the request runs again) is tested with Docker in `execution.rs`.
 
 #![expect(
     clippy::unwrap_used,
     reason = "integration tests: an unexpected failure should fail the test"
 )]
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use berth_common::PROTOCOL_VERSION;
-use berth_common::client::BearerAuth;
-use berth_common::proto::agent_service_client::AgentServiceClient;
+use berth_common::proto::server_message::Msg as ServerMsg;
+use berth_common::proto::worker_message::Msg as WorkerMsg;
 use berth_common::proto::{
-    self, AppendLogRequest, AttemptRef, ContainerSpec, GetWorkRequestRequest, LogStream,
-    PullPolicy, Role, ServerMessage, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus,
-    WorkResult, WorkerMessage, server_message, worker_message,
+    self, AppendLogRequest, AttemptRef, LogStream, Role, SubmitWorkRequestRequest,
+    WorkRequestStatus, WorkResult,
 };
-use berth_server::app::config::Config;
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, worker_containers,
+    RawAgent, SimOptions, TestServer, get, is_terminal, quick_leases, raw_hello, result, sh, spec,
+    submit, submit_request, wait_attempt_started, wait_for, wait_terminal,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-
-/// Short protocol timings so a lost worker is noticed in seconds.
-fn quick_leases(config: &mut Config) {
-    config.agent.heartbeat_interval = Duration::from_secs(1);
-    config.agent.lease_ttl = Duration::from_secs(3);
-    config.agent.handoff_deadline = Duration::from_secs(2);
-}
-
-fn job(command: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        image: TEST_IMAGE.to_owned(),
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        pull_policy: PullPolicy::Never as i32,
-        stop_grace_period: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
-}
-
-async fn submit(server: &TestServer, spec: ContainerSpec) -> String {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .submit_work_request(SubmitWorkRequestRequest {
-            spec: Some(spec),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id
-}
-
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-/// Waits until attempt `n` of `id` has a running container.
-async fn wait_attempt_running(server: &TestServer, id: &str, n: u32) -> WorkRequest {
-    eventually(
-        &format!("attempt {n} of {id} to run"),
-        Duration::from_secs(60),
-        || async move {
-            let request = get(server, id).await;
-            let running = request.status == WorkRequestStatus::Running as i32
-                && request.attempt_count == n
-                && request
-                    .attempts
-                    .last()
-                    .is_some_and(|a| !a.container_id.is_empty() && a.finished_at.is_none());
-            running.then_some(request)
-        },
-    )
-    .await
-}
-
-async fn wait_terminal(server: &TestServer, id: &str, within: Duration) -> WorkRequest {
-    eventually(&format!("{id} to end"), within, || async move {
-        let request = get(server, id).await;
-        let terminal = request.status == WorkRequestStatus::Completed as i32
-            || request.status == WorkRequestStatus::Aborted as i32;
-        terminal.then_some(request)
-    })
-    .await
-}
-
-async fn assert_no_containers(worker: &str) {
-    eventually(
-        &format!("no container of {worker} to remain"),
-        Duration::from_secs(30),
-        || async move { worker_containers(worker).await.is_empty().then_some(()) },
-    )
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_workers_job_completes_elsewhere_and_its_late_writes_are_refused() {
-    ensure_test_image().await;
     let server = TestServer::start_with(quick_leases).await;
-    let mut doomed = TestWorker::start(&server, &[]).await;
-    doomed.wait_connected(&server).await;
-    let id = submit(&server, job(&["sh", "-c", "sleep 2; echo finished"])).await;
-    wait_attempt_running(&server, &id, 1).await;
+    let mut doomed = server.sim_worker(SimOptions::default()).await;
+    let id = submit(&server, sh("sleep 2; echo finished")).await.id;
+    wait_attempt_started(&server, &id, 1).await;
 
-    let mut rescuer = TestWorker::start(&server, &[]).await;
-    rescuer.wait_connected(&server).await;
+    let rescuer = server.sim_worker(SimOptions::default()).await;
     doomed.kill().await;
 
     // TTL (3 s) + 10 s, as promised; the job itself takes 2 s more.
-    let done = wait_terminal(&server, &id, Duration::from_secs(3 + 10 + 5)).await;
+    let done = wait_for(
+        &server,
+        &id,
+        "to end on the rescuer",
+        Duration::from_secs(3 + 10 + 5),
+        is_terminal,
+    )
+    .await;
     assert_eq!(done.status, WorkRequestStatus::Completed as i32, "{done:?}");
     assert_eq!(done.result, WorkResult::Success as i32, "{done:?}");
     assert_eq!(done.attempt_count, 2, "{done:?}");
@@ -132,13 +56,17 @@ async fn a_killed_workers_job_completes_elsewhere_and_its_late_writes_are_refuse
     // The dead worker comes back late with its old attempt: its log write is refused
     // with FAILED_PRECONDITION, its Hello is told to abandon the attempt, and its
     // Finished changes nothing.
-    let channel = server.channel().await;
-    let mut client = AgentServiceClient::with_interceptor(channel, BearerAuth::new(&doomed.token));
     let old = AttemptRef {
         work_request_id: id.clone(),
         attempt: 1,
     };
-    let refused = client
+    let hello = proto::Hello {
+        labels: HashMap::from([("late".to_owned(), "yes".to_owned())]),
+        ..raw_hello(&doomed.name, 1, vec![old.clone()])
+    };
+    let (mut late, welcome) = RawAgent::connect(&server, &doomed.token, hello).await;
+    let refused = late
+        .client
         .append_log(AppendLogRequest {
             attempt: Some(old.clone()),
             stream: LogStream::Stdout as i32,
@@ -152,73 +80,63 @@ async fn a_killed_workers_job_completes_elsewhere_and_its_late_writes_are_refuse
         tonic::Code::FailedPrecondition,
         "{refused:?}"
     );
-
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(WorkerMessage {
-        msg: Some(worker_message::Msg::Hello(proto::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            name: doomed.name.clone(),
-            concurrency: 1,
-            running: vec![old.clone()],
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .connect(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(ServerMessage {
-        msg: Some(server_message::Msg::Welcome(welcome)),
-    }) = inbound.message().await.unwrap()
-    else {
-        panic!("expected a Welcome");
-    };
     assert_eq!(welcome.abandon, vec![old.clone()]);
-    tx.send(WorkerMessage {
-        msg: Some(worker_message::Msg::Finished(proto::Finished {
-            attempt: Some(old),
-            outcome: proto::Outcome::Exited as i32,
-            exit_code: Some(99),
+    late.send(WorkerMsg::Finished(proto::Finished {
+        attempt: Some(old),
+        outcome: proto::Outcome::Exited as i32,
+        exit_code: Some(99),
+        ..Default::default()
+    }));
+    // The server applies a stream's reports in order: once a job assigned to this stream
+    // after the late Finished has been recorded as finished, the late Finished has been
+    // applied too (or refused).
+    let witness = submit_request(
+        &server,
+        SubmitWorkRequestRequest {
+            spec: Some(spec(&["true"])),
+            requirements: HashMap::from([("late".to_owned(), "yes".to_owned())]),
             ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+    )
+    .await;
+    let ServerMsg::Assign(assign) = late.next(Duration::from_secs(30)).await else {
+        panic!("expected the witness job to be assigned to the late worker");
+    };
+    let attempt = assign.attempt.unwrap();
+    assert_eq!(attempt.work_request_id, witness.id);
+    late.send(WorkerMsg::Accept(proto::Accept {
+        attempt: Some(attempt.clone()),
+    }));
+    late.send(WorkerMsg::Finished(proto::Finished {
+        attempt: Some(attempt),
+        outcome: proto::Outcome::Exited as i32,
+        exit_code: Some(0),
+        ..Default::default()
+    }));
+    assert_eq!(
+        result(&wait_terminal(&server, &witness.id).await),
+        WorkResult::Success
+    );
     let after = get(&server, &id).await;
     assert_eq!(after.result, WorkResult::Success as i32);
     assert_eq!(after.exit_code, Some(0));
     assert_eq!(after.attempts[0].exit_code, None, "{after:?}");
-    drop(tx);
-    drop(inbound);
-
-    // The killed worker's container is still there until that worker starts again and
-    // reaps it.
-    doomed.spawn();
-    assert_no_containers(&doomed.name).await;
-    doomed.terminate(Duration::from_secs(30)).await;
-    rescuer.terminate(Duration::from_secs(30)).await;
-    assert_no_containers(&rescuer.name).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_whose_workers_keep_dying_ends_in_error_when_the_retry_budget_is_spent() {
-    ensure_test_image().await;
     let server = TestServer::start_with(quick_leases).await;
-    let mut worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
-    let id = submit(&server, job(&["sleep", "300"])).await;
-    // The first attempt plus a retry budget of 2: three losses end it.
+    let mut worker = server.sim_worker(SimOptions::default()).await;
+    let id = submit(&server, spec(&["sleep", "300"])).await.id;
+    // The first attempt plus a retry budget of 2: three losses end it. Each time the
+    // worker comes back as a new process, whose Hello does not list the attempt.
     for n in 1..=3 {
-        wait_attempt_running(&server, &id, n).await;
+        wait_attempt_started(&server, &id, n).await;
         worker.kill().await;
-        worker.spawn();
+        worker.start_again().await;
     }
-    let done = wait_terminal(&server, &id, Duration::from_secs(30)).await;
+    let done = wait_terminal(&server, &id).await;
     assert_eq!(done.status, WorkRequestStatus::Completed as i32, "{done:?}");
     assert_eq!(done.result, WorkResult::Error as i32, "{done:?}");
     assert_eq!(done.reason, "worker-lost");
@@ -227,12 +145,45 @@ async fn a_request_whose_workers_keep_dying_ends_in_error_when_the_retry_budget_
         done.attempts.iter().all(|a| a.reason == "worker-lost"),
         "{done:?}"
     );
-    // Nothing is offered again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing is offered again: the worker is idle and connected, and the next job it
+    // gets is a new one.
+    let next = submit(&server, spec(&["true"])).await;
+    let next = wait_terminal(&server, &next.id).await;
+    assert_eq!(result(&next), WorkResult::Success, "{next:?}");
     assert_eq!(get(&server, &id).await.attempt_count, 3);
-    worker.wait_connected(&server).await;
-    assert_no_containers(&worker.name).await;
-    worker.terminate(Duration::from_secs(30)).await;
+    let assigned: Vec<(String, u32)> = worker
+        .seen()
+        .assigned
+        .into_iter()
+        .map(|a| (a.work_request_id, a.attempt))
+        .collect();
+    assert_eq!(
+        assigned,
+        [
+            (id.clone(), 1),
+            (id.clone(), 2),
+            (id.clone(), 3),
+            (next.id.clone(), 1)
+        ]
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_that_reconnects_listing_its_running_attempt_keeps_it() {
+    let server = TestServer::start_with(quick_leases).await;
+    let mut worker = server.sim_worker(SimOptions::default()).await;
+    let id = submit(&server, sh("sleep 2; echo done")).await.id;
+    wait_attempt_started(&server, &id, 1).await;
+
+    // The connection drops while the job runs; the worker's next Hello lists it.
+    worker.reconnect().await;
+    assert_eq!(worker.seen().abandoned, [], "the attempt is still current");
+    let done = wait_terminal(&server, &id).await;
+    assert_eq!(result(&done), WorkResult::Success, "{done:?}");
+    assert_eq!(done.attempt_count, 1, "it ran once: {done:?}");
+    assert_eq!(done.attempts[0].worker, worker.name);
+    assert_eq!(worker.seen().assigned.len(), 1);
     server.stop().await;
 }
 
@@ -240,70 +191,44 @@ async fn a_request_whose_workers_keep_dying_ends_in_error_when_the_retry_budget_
 async fn an_assignment_never_accepted_is_offered_again_and_a_late_accept_is_cancelled() {
     let server = TestServer::start_with(quick_leases).await;
     let (_, token) = server.create_token(Role::Worker, "silent").await;
-    let channel = server.channel().await;
-    let mut client = AgentServiceClient::with_interceptor(channel, BearerAuth::new(&token));
-    let (tx, rx) = mpsc::channel(8);
-    tx.send(WorkerMessage {
-        msg: Some(worker_message::Msg::Hello(proto::Hello {
-            protocol_version: PROTOCOL_VERSION,
-            name: "silent".into(),
-            concurrency: 1,
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = client
-        .connect(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let id = submit(&server, job(&["true"])).await;
+    let (mut silent, _) = RawAgent::connect(&server, &token, raw_hello("silent", 1, vec![])).await;
+    let id = submit(&server, spec(&["true"])).await.id;
 
     // Keep the stream alive with heartbeats but never accept.
-    let beats = tx.clone();
+    let beats = silent.sender();
     let heartbeat = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let beat = WorkerMessage {
-                msg: Some(worker_message::Msg::Heartbeat(proto::Heartbeat {})),
+            every.tick().await;
+            let beat = proto::WorkerMessage {
+                msg: Some(WorkerMsg::Heartbeat(proto::Heartbeat {})),
             };
-            if beats.send(beat).await.is_err() {
+            if beats.send(beat).is_err() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     });
     let mut assigned = Vec::new();
     let mut cancelled = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while assigned.len() < 2 || cancelled.is_empty() {
-        let message = tokio::time::timeout_at(deadline, inbound.message())
-            .await
-            .expect("the server should offer the request again and cancel the late accept")
-            .unwrap()
-            .unwrap();
-        match message.msg {
-            Some(server_message::Msg::Assign(assign)) => {
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match silent.next(within).await {
+            ServerMsg::Assign(assign) => {
                 let attempt = assign.attempt.unwrap();
                 assert_eq!(attempt.work_request_id, id);
                 if attempt.attempt == 2 {
                     // Now accept the first one, too late.
-                    tx.send(WorkerMessage {
-                        msg: Some(worker_message::Msg::Accept(proto::Accept {
-                            attempt: Some(AttemptRef {
-                                work_request_id: id.clone(),
-                                attempt: 1,
-                            }),
-                        })),
-                    })
-                    .await
-                    .unwrap();
+                    silent.send(WorkerMsg::Accept(proto::Accept {
+                        attempt: Some(AttemptRef {
+                            work_request_id: id.clone(),
+                            attempt: 1,
+                        }),
+                    }));
                 }
                 assigned.push(attempt.attempt);
             }
-            Some(server_message::Msg::Cancel(cancel)) => {
-                cancelled.push(cancel.attempt.unwrap().attempt)
-            }
+            ServerMsg::Cancel(cancel) => cancelled.push(cancel.attempt.unwrap().attempt),
             _ => {}
         }
     }

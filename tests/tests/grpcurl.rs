@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use berth_tests::TestServer;
+use berth_tests::{SimOptions, TEST_IMAGE, TestServer, wait_terminal};
 
 /// Finds `grpcurl` on PATH, or fails the test saying how to install it.
 fn grpcurl_path() -> PathBuf {
@@ -56,6 +56,24 @@ fn addr(server: &TestServer) -> &str {
 fn json(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout)
         .unwrap_or_else(|e| panic!("grpcurl output is not JSON ({e}): {stdout}"))
+}
+
+/// Calls `method` with `body` and the admin token; returns the JSON answer.
+async fn call(server: &TestServer, method: &str, body: &serde_json::Value) -> serde_json::Value {
+    let authorization = format!("authorization: Bearer {}", server.admin_token);
+    let body = body.to_string();
+    let (ok, stdout, stderr) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &authorization,
+        "-d",
+        &body,
+        addr(server),
+        method,
+    ])
+    .await;
+    assert!(ok, "{method} failed: {stderr}");
+    json(&stdout)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -126,52 +144,72 @@ async fn grpcurl_health_check_reports_serving() {
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcurl_submits_a_work_request_and_reads_it_back() {
     let server = TestServer::start().await;
-    let authorization = format!("authorization: Bearer {}", server.admin_token);
-    let (ok, stdout, stderr) = grpcurl(&[
-        "-plaintext",
-        "-H",
-        &authorization,
-        "-d",
-        r#"{"spec":{"image":"busybox","command":["true"]}}"#,
-        addr(&server),
+    let submitted = call(
+        &server,
         "berth.v1.WorkRequestService/SubmitWorkRequest",
-    ])
+        &serde_json::json!({"spec": {"image": "busybox", "command": ["true"]}}),
+    )
     .await;
-    assert!(ok, "SubmitWorkRequest failed: {stderr}");
-    let submitted = json(&stdout);
     let id = submitted["id"]
         .as_str()
         .filter(|id| !id.is_empty())
-        .unwrap_or_else(|| panic!("no id in {stdout}"))
+        .unwrap_or_else(|| panic!("no id in {submitted}"))
         .to_owned();
     assert_eq!(
         submitted["status"], "WORK_REQUEST_STATUS_PENDING",
-        "{stdout}"
+        "{submitted}"
     );
 
-    let (ok, stdout, stderr) = grpcurl(&[
-        "-plaintext",
-        "-H",
-        &authorization,
-        "-d",
-        &serde_json::json!({ "id": id }).to_string(),
-        addr(&server),
+    let read_back = call(
+        &server,
         "berth.v1.WorkRequestService/GetWorkRequest",
-    ])
+        &serde_json::json!({ "id": id }),
+    )
     .await;
-    assert!(ok, "GetWorkRequest failed: {stderr}");
-    let read_back = json(&stdout);
-    assert_eq!(read_back["id"], id.as_str(), "{stdout}");
+    assert_eq!(read_back["id"], id.as_str(), "{read_back}");
     assert_eq!(
         read_back["status"], "WORK_REQUEST_STATUS_PENDING",
-        "{stdout}"
+        "{read_back}"
     );
-    assert_eq!(read_back["spec"]["image"], "busybox", "{stdout}");
+    assert_eq!(read_back["spec"]["image"], "busybox", "{read_back}");
     assert_eq!(
         read_back["spec"]["command"],
         serde_json::json!(["true"]),
-        "{stdout}"
+        "{read_back}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_submitted_with_grpcurl_runs_and_reads_back_completed() {
+    let server = TestServer::start().await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
+    let submitted = call(
+        &server,
+        "berth.v1.WorkRequestService/SubmitWorkRequest",
+        &serde_json::json!({
+            "spec": {
+                "image": TEST_IMAGE,
+                "command": ["sh", "-c", "exit 0"],
+                "pullPolicy": "PULL_POLICY_NEVER",
+            }
+        }),
+    )
+    .await;
+    let id = submitted["id"].as_str().unwrap().to_owned();
+    wait_terminal(&server, &id).await;
+
+    let read_back = call(
+        &server,
+        "berth.v1.WorkRequestService/GetWorkRequest",
+        &serde_json::json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(
+        read_back["status"], "WORK_REQUEST_STATUS_COMPLETED",
+        "{read_back}"
+    );
+    assert_eq!(read_back["result"], "WORK_RESULT_SUCCESS", "{read_back}");
     server.stop().await;
 }
 

@@ -16,11 +16,9 @@ use berth_common::client::BearerAuth;
 use berth_common::proto::agent_service_client::AgentServiceClient;
 use berth_common::proto::worker_message::Msg;
 use berth_common::proto::{
-    Accept, AttemptRef, ContainerSpec, Hello, Role, WorkRequestStatus, WorkResult, WorkerMessage,
+    Accept, AttemptRef, Hello, Role, WorkRequestStatus, WorkResult, WorkerMessage,
 };
-use berth_tests::{
-    TestServer, TestWorker, ensure_test_image, eventually, get, result, status, submit,
-};
+use berth_tests::{SimOptions, TestServer, eventually, get, result, spec, status, submit};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -108,10 +106,8 @@ impl DeafWorker {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_worker_that_stops_reading_does_not_delay_another_workers_reports() {
-    let image = ensure_test_image().await;
     let server = TestServer::start_with(|config| config.agent.outbox_slack = 0).await;
-    let healthy = TestWorker::start(&server, &[]).await;
-    healthy.wait_connected(&server).await;
+    let healthy = server.sim_worker(SimOptions::default()).await;
     let deaf = DeafWorker::connect(&server, "deaf").await;
 
     // Enough Cancels to fill the HTTP/2 windows and buffers between the server and the
@@ -120,15 +116,7 @@ async fn a_worker_that_stops_reading_does_not_delay_another_workers_reports() {
     // behind it.
     deaf.provoke(100_000).await;
 
-    let request = submit(
-        &server,
-        ContainerSpec {
-            image: image.to_owned(),
-            command: vec!["true".into()],
-            ..Default::default()
-        },
-    )
-    .await;
+    let request = submit(&server, spec(&["true"])).await;
     let done = eventually(
         "the healthy worker's request to complete",
         Duration::from_secs(60),

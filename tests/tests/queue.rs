@@ -1,8 +1,9 @@
-//! The pending queue as users see it, with real workers and Docker: requests start in
-//! priority order (base + admin adjustment), requirements and exclusive labels decide
-//! which worker runs what, a request nobody can run holds nothing back, and every pending
-//! request says where it stands and why it waits (`GetWorkRequest`, `ListQueue`,
-//! `berth queue`, `berth priority`).
+//! The pending queue as users see it: requests start in priority order (base + admin
+//! adjustment), requirements and exclusive labels decide which worker runs what, a request
+//! nobody can run holds nothing back, and every pending request says where it stands and
+//! why it waits (`GetWorkRequest`, `ListQueue`, `berth queue`, `berth priority`).
+//!
+//! Workers are simulated: the queue is the server's, and no container is needed to see it.
 
 #![expect(
     clippy::unwrap_used,
@@ -13,28 +14,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use berth_common::proto::{
-    AdjustPriorityRequest, CancelWorkRequestRequest, ContainerSpec, DisableWorkerRequest,
-    GetWorkRequestRequest, ListQueueRequest, PullPolicy, Role, SubmitWorkRequestRequest,
+    AdjustPriorityRequest, DisableWorkerRequest, ListQueueRequest, Role, SubmitWorkRequestRequest,
     WorkRequest, WorkRequestStatus, WorkResult,
 };
-use berth_tests::{TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, run_binary};
+use berth_tests::{
+    SimOptions, TestServer, at, berth, cancel, get, spec, status, submit_request, wait_for,
+    wait_started, wait_terminal, worker_of,
+};
 use tonic::Code;
-
-/// How long any job in these tests may take from submission to its end.
-const JOB_WAIT: Duration = Duration::from_secs(90);
-
-fn spec(command: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        image: TEST_IMAGE.to_owned(),
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        pull_policy: PullPolicy::Never as i32,
-        stop_grace_period: Some(prost_types::Duration {
-            seconds: 1,
-            nanos: 0,
-        }),
-        ..Default::default()
-    }
-}
 
 /// Submits `command` with `priority` and `requirements` as the admin.
 async fn submit(
@@ -43,10 +30,9 @@ async fn submit(
     priority: i32,
     requirements: &[(&str, &str)],
 ) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .submit_work_request(SubmitWorkRequestRequest {
+    submit_request(
+        server,
+        SubmitWorkRequestRequest {
             spec: Some(spec(command)),
             priority,
             requirements: requirements
@@ -54,89 +40,33 @@ async fn submit(
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect::<HashMap<_, _>>(),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn status(request: &WorkRequest) -> WorkRequestStatus {
-    WorkRequestStatus::try_from(request.status).unwrap()
-}
-
-async fn wait_terminal(server: &TestServer, id: &str) -> WorkRequest {
-    eventually(&format!("work request {id} to end"), JOB_WAIT, || async {
-        let request = get(server, id).await;
-        matches!(
-            status(&request),
-            WorkRequestStatus::Completed | WorkRequestStatus::Aborted
-        )
-        .then_some(request)
-    })
-    .await
-}
-
-async fn wait_running(server: &TestServer, id: &str) -> WorkRequest {
-    eventually(&format!("work request {id} to run"), JOB_WAIT, || async {
-        let request = get(server, id).await;
-        let running = status(&request) == WorkRequestStatus::Running
-            && request
-                .attempts
-                .last()
-                .is_some_and(|a| a.started_at.is_some());
-        running.then_some(request)
-    })
-    .await
-}
-
-/// Waits until the pending request's reason is `reason` and returns the request.
-async fn wait_reason(server: &TestServer, id: &str, reason: &str) -> WorkRequest {
-    eventually(
-        &format!("work request {id} to wait because {reason:?}"),
-        Duration::from_secs(30),
-        || async {
-            let request = get(server, id).await;
-            (status(&request) == WorkRequestStatus::Pending && request.pending_reason == reason)
-                .then_some(request)
         },
     )
     .await
 }
 
-fn worker_of(request: &WorkRequest) -> &str {
-    &request.attempts.last().unwrap().worker
-}
-
-/// Runs `berth ARGS --server URL --token ADMIN` and returns stdout, failing on a non-zero
-/// exit.
-async fn berth(server: &TestServer, args: &[&str]) -> String {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--server", &server.url, "--token", &server.admin_token]);
-    let (code, stdout, stderr) = run_binary("berth", &all, &[]).await;
-    assert_eq!(code, 0, "berth {args:?} failed: {stderr}");
-    stdout
+/// Waits until the pending request's reason is `reason` and returns the request.
+async fn wait_reason(server: &TestServer, id: &str, reason: &str) -> WorkRequest {
+    wait_for(
+        server,
+        id,
+        &format!("to wait because {reason:?}"),
+        Duration::from_secs(30),
+        |request| status(request) == WorkRequestStatus::Pending && request.pending_reason == reason,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pending_requests_start_by_priority_and_an_admin_bump_moves_one_ahead() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &["--concurrency", "1"]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server
+        .sim_worker(SimOptions::default().concurrency(1))
+        .await;
 
     // Occupy the only slot so everything after it queues up.
     let blocker = submit(&server, &["sleep", "300"], 0, &[]).await;
-    wait_running(&server, &blocker.id).await;
+    wait_started(&server, &blocker.id).await;
 
     let quick = ["true"];
     let low = submit(&server, &quick, -5, &[]).await;
@@ -167,8 +97,7 @@ async fn pending_requests_start_by_priority_and_an_admin_bump_moves_one_ahead() 
     assert_eq!(raised.queue_position, 1);
 
     // `berth priority ID -5` lowers the adjustment by 5 (it must not read -5 as a flag).
-    let lowered = berth(&server, &["priority", &low.id, "-5", "-o", "json"]).await;
-    let lowered: serde_json::Value = serde_json::from_str(&lowered).unwrap();
+    let lowered = berth(&server).json(&["priority", &low.id, "-5"]).await;
     assert_eq!(lowered["priority_adjustment"], -5, "{lowered}");
     assert_eq!(lowered["priority"], -10, "{lowered}");
     assert_eq!(lowered["queue_position"], 4, "{lowered}");
@@ -180,8 +109,7 @@ async fn pending_requests_start_by_priority_and_an_admin_bump_moves_one_ahead() 
     }
 
     // `berth queue -o json` lists the same order, positions and reasons.
-    let listed = berth(&server, &["queue", "-o", "json"]).await;
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let listed = berth(&server).json(&["queue"]).await;
     let entries = listed["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 4, "{listed}");
     for (place, (entry, id)) in entries.iter().zip(order).enumerate() {
@@ -192,43 +120,33 @@ async fn pending_requests_start_by_priority_and_an_admin_bump_moves_one_ahead() 
             "{listed}"
         );
     }
-    let table = berth(&server, &["queue"]).await;
+    let table = berth(&server).ok(&["queue"]).await;
     assert!(table.starts_with("POS"), "{table}");
     assert!(table.contains(&bumped.id), "{table}");
 
     // Free the slot: the four must start one at a time in queue order.
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .cancel_work_request(CancelWorkRequestRequest {
-            id: blocker.id.clone(),
-        })
-        .await
-        .unwrap();
+    cancel(&server, &blocker.id).await;
     let mut assigned = Vec::new();
     for id in order {
         let done = wait_terminal(&server, id).await;
         assert_eq!(done.result, WorkResult::Success as i32, "{done:?}");
-        let attempt = done.attempts.first().unwrap();
-        assigned.push(attempt.assigned_at.unwrap());
+        assigned.push(at(done.attempts.first().unwrap().assigned_at.as_ref()));
     }
-    for pair in assigned.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        assert!(
-            (a.seconds, a.nanos) < (b.seconds, b.nanos),
-            "requests were assigned out of priority order: {assigned:?}"
-        );
-    }
+    assert!(
+        assigned.is_sorted() && assigned.windows(2).all(|pair| pair[0] != pair[1]),
+        "requests were assigned out of priority order: {assigned:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requirement_sends_the_request_to_the_worker_that_has_the_label() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let a = TestWorker::start(&server, &["--label", "pool=a"]).await;
-    let b = TestWorker::start(&server, &["--label", "pool=b"]).await;
-    a.wait_connected(&server).await;
-    b.wait_connected(&server).await;
+    let a = server
+        .sim_worker(SimOptions::default().label("pool", "a"))
+        .await;
+    let b = server
+        .sim_worker(SimOptions::default().label("pool", "b"))
+        .await;
 
     for _ in 0..3 {
         let to_b = submit(&server, &["true"], 0, &[("pool", "b")]).await;
@@ -242,10 +160,10 @@ async fn a_requirement_sends_the_request_to_the_worker_that_has_the_label() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exclusive_worker_runs_only_requests_that_require_its_label() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let gpu = TestWorker::start(&server, &["--label", "gpu=yes!"]).await;
-    gpu.wait_connected(&server).await;
+    let gpu = server
+        .sim_worker(SimOptions::default().concurrency(1).label("gpu", "yes!"))
+        .await;
 
     let plain = submit(&server, &["true"], 0, &[]).await;
     let wanted = submit(&server, &["true"], 0, &[("gpu", "yes")]).await;
@@ -253,8 +171,9 @@ async fn an_exclusive_worker_runs_only_requests_that_require_its_label() {
     assert_eq!(wanted.result, WorkResult::Success as i32, "{wanted:?}");
     assert_eq!(worker_of(&wanted), gpu.name);
 
-    // The plain request stays pending with the GPU worker idle, and says why.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The plain request is older and as urgent, so the rounds that gave the GPU worker's
+    // only slot to `wanted` (and refilled it after) looked at `plain` first and passed it
+    // over: it stays pending with the GPU worker idle, and says why.
     let waiting = get(&server, &plain.id).await;
     assert_eq!(status(&waiting), WorkRequestStatus::Pending);
     assert_eq!(waiting.attempt_count, 0);
@@ -264,17 +183,17 @@ async fn an_exclusive_worker_runs_only_requests_that_require_its_label() {
     );
 
     // An ordinary worker takes it.
-    let ordinary = TestWorker::start(&server, &[]).await;
+    let ordinary = server.sim_worker(SimOptions::default()).await;
     let plain = wait_terminal(&server, &plain.id).await;
     assert_eq!(worker_of(&plain), ordinary.name);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_no_worker_can_run_holds_back_nothing_and_names_the_missing_labels() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &["--concurrency", "1", "--label", "pool=a"]).await;
-    worker.wait_connected(&server).await;
+    let worker = server
+        .sim_worker(SimOptions::default().concurrency(1).label("pool", "a"))
+        .await;
 
     // First in line by far, but nobody has nope=1.
     let stuck = submit(&server, &["true"], 1000, &[("nope", "1"), ("pool", "a")]).await;
@@ -366,15 +285,15 @@ async fn without_workers_the_queue_says_so_and_keeps_its_order() {
     assert_eq!(too_many.code(), Code::InvalidArgument);
 
     // A blocked request is not in the queue; it says what it waits for.
-    let blocked = client
-        .submit_work_request(SubmitWorkRequestRequest {
+    let blocked = submit_request(
+        &server,
+        SubmitWorkRequestRequest {
             spec: Some(spec(&["true"])),
             after: vec![first.id.clone()],
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        },
+    )
+    .await;
     let blocked = get(&server, &blocked.id).await;
     assert_eq!(status(&blocked), WorkRequestStatus::Blocked);
     assert_eq!(blocked.queue_position, 0);
@@ -443,12 +362,7 @@ async fn only_admins_adjust_priorities_and_only_of_live_requests_within_range() 
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 
-    admin
-        .cancel_work_request(CancelWorkRequestRequest {
-            id: request.id.clone(),
-        })
-        .await
-        .unwrap();
+    cancel(&server, &request.id).await;
     let terminal = admin.adjust_priority(adjust(1, None)).await.unwrap_err();
     assert_eq!(terminal.code(), Code::FailedPrecondition);
     let aborted = get(&server, &request.id).await;

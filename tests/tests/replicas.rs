@@ -4,8 +4,9 @@
 //! is what a user relies on: every request runs exactly once, no worker ever runs more
 //! than its concurrency, a request submitted on one replica starts promptly on a worker
 //! connected to the other (LISTEN/NOTIFY, not the sweep), and a cancel on one replica
-//! stops a container whose worker is connected to the other. The checks read the
-//! `attempts` table, which records every assignment whichever replica made it.
+//! reaches a worker connected to the other. The checks read the `attempts` table, which
+//! records every assignment whichever replica made it, and what the (simulated) workers
+//! were told.
 
 #![expect(
     clippy::unwrap_used,
@@ -13,75 +14,13 @@
 )]
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use berth_common::proto::{
-    CancelWorkRequestRequest, ContainerSpec, PullPolicy, SubmitWorkRequestRequest,
-    WorkRequestStatus, WorkResult,
-};
+use berth_common::proto::{SubmitWorkRequestRequest, WorkRequestStatus, WorkResult};
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, get, query, status, submit,
-    worker_containers,
+    SimOptions, TestServer, cancel, eventually, query, quick_heartbeats, result, spec, status,
+    submit, wait_for, wait_started, wait_status,
 };
-
-const MIB: u64 = 1024 * 1024;
-
-fn secs(seconds: i64) -> prost_types::Duration {
-    prost_types::Duration { seconds, nanos: 0 }
-}
-
-/// A spec running `command` in the test image, never pulling, with a short grace period.
-fn spec(command: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        image: TEST_IMAGE.to_owned(),
-        command: command.iter().map(|s| (*s).to_owned()).collect(),
-        pull_policy: PullPolicy::Never as i32,
-        stop_grace_period: Some(secs(2)),
-        memory_bytes: Some(64 * MIB),
-        ..Default::default()
-    }
-}
-
-/// Whether a container with this id exists, running or not.
-async fn container_exists(id: &str) -> bool {
-    let output = tokio::process::Command::new("docker")
-        .args(["ps", "-aq", "--no-trunc", "--filter", &format!("id={id}")])
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "docker ps failed");
-    !String::from_utf8_lossy(&output.stdout).trim().is_empty()
-}
-
-/// A server for these tests: one-second heartbeats so workers learn quickly that their
-/// reports arrived, then `adjust`.
-async fn start_server(adjust: impl FnOnce(&mut berth_server::app::config::Config)) -> TestServer {
-    ensure_test_image().await;
-    TestServer::start_with(|config| {
-        config.agent.heartbeat_interval = Duration::from_secs(1);
-        adjust(config);
-    })
-    .await
-}
-
-/// Stops the workers (checking none left a container behind), then the servers.
-async fn finish(servers: Vec<TestServer>, workers: Vec<TestWorker>) {
-    for mut worker in workers {
-        let name = worker.name.clone();
-        eventually(
-            &format!("no container of worker {name} to remain"),
-            Duration::from_secs(30),
-            || async { worker_containers(&name).await.is_empty().then_some(()) },
-        )
-        .await;
-        worker.terminate(Duration::from_secs(30)).await;
-    }
-    for server in servers {
-        server.stop().await;
-    }
-}
 
 /// The most intervals `[start, end]` open at one instant (an end at the same instant as a
 /// start counts as before it).
@@ -111,17 +50,13 @@ fn overlap_counts_only_simultaneous_intervals() {
 async fn two_replicas_run_every_request_exactly_once_within_each_workers_concurrency() {
     const REQUESTS: usize = 200;
     const CONCURRENCY: usize = 2;
-    let a = start_server(|_| {}).await;
+    let a = TestServer::start_with(quick_heartbeats).await;
     let b = a.replica().await;
     let mut workers = Vec::new();
     for n in 0..5 {
         let server = if n % 2 == 0 { &a } else { &b };
-        workers.push(TestWorker::start(server, &["--concurrency", "2"]).await);
-    }
-    for (n, worker) in workers.iter().enumerate() {
-        worker
-            .wait_connected(if n % 2 == 0 { &a } else { &b })
-            .await;
+        let options = SimOptions::default().concurrency(CONCURRENCY as u32);
+        workers.push(server.sim_worker(options).await);
     }
 
     let began = Instant::now();
@@ -132,7 +67,8 @@ async fn two_replicas_run_every_request_exactly_once_within_each_workers_concurr
     for n in 0..REQUESTS {
         clients[n % 2]
             .submit_work_request(SubmitWorkRequestRequest {
-                spec: Some(spec(&["true"])),
+                // Long enough that the slots fill up and the scheduler must respect them.
+                spec: Some(spec(&["sleep", "0.05"])),
                 ..Default::default()
             })
             .await
@@ -206,46 +142,45 @@ async fn two_replicas_run_every_request_exactly_once_within_each_workers_concurr
             "worker {n} ({}) ran nothing",
             worker.name
         );
+        // What the worker itself saw: never an Assign with every slot taken.
+        let seen = worker.seen();
+        assert_eq!(seen.over_capacity, 0, "worker {n}: {seen:?}");
+        assert!(seen.most_running <= CONCURRENCY, "worker {n}: {seen:?}");
     }
-    finish(vec![a, b], workers).await;
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_submitted_on_one_replica_starts_promptly_on_a_worker_of_the_other() {
     // A sweep every 30 s: only a NOTIFY can start the request within seconds.
-    let slow_sweep = |config: &mut berth_server::app::config::Config| {
+    let a = TestServer::start_with(|config| {
+        quick_heartbeats(config);
         config.agent.sweep_interval = Duration::from_secs(30);
-    };
-    let a = start_server(slow_sweep).await;
-    let b = a.replica_with(slow_sweep).await;
-    let worker = TestWorker::start(&b, &[]).await;
-    worker.wait_connected(&b).await;
-    // Let both replicas' first rounds (at start-up and at the worker's connection) pass.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+    .await;
+    let b = a
+        .replica_with(|config| config.agent.sweep_interval = Duration::from_secs(30))
+        .await;
+    // Connect answers (and so the Welcome arrives) only after the worker's first
+    // assignment round on b has run, and a has no worker to assign to: from here on,
+    // nothing but a NOTIFY from a makes b look for work before its sweep.
+    let worker = b.sim_worker(SimOptions::default()).await;
 
     let began = Instant::now();
     let submitted = submit(&a, spec(&["true"])).await;
-    let assigned = eventually(
-        "the request to be assigned to the worker on the other replica",
+    let assigned = wait_for(
+        &a,
+        &submitted.id,
+        "to be assigned to the worker on the other replica",
         Duration::from_secs(5),
-        || async {
-            let request = get(&a, &submitted.id).await;
-            (!request.attempts.is_empty()).then_some(request)
-        },
+        |request| !request.attempts.is_empty(),
     )
     .await;
     println!("assigned across replicas after {:?}", began.elapsed());
     assert_eq!(assigned.attempts[0].worker, worker.name, "{assigned:?}");
-    let ended = eventually("the request to end", Duration::from_secs(60), || async {
-        let request = get(&a, &submitted.id).await;
-        (status(&request) == WorkRequestStatus::Completed).then_some(request)
-    })
-    .await;
-    assert_eq!(
-        WorkResult::try_from(ended.result).unwrap(),
-        WorkResult::Success,
-        "{ended:?}"
-    );
+    let ended = wait_status(&a, &submitted.id, WorkRequestStatus::Completed).await;
+    assert_eq!(result(&ended), WorkResult::Success, "{ended:?}");
 
     // The listening connections are cut: the replicas reconnect and listen again.
     let cut = query(
@@ -272,78 +207,52 @@ async fn a_request_submitted_on_one_replica_starts_promptly_on_a_worker_of_the_o
     .await;
     let began = Instant::now();
     let again = submit(&a, spec(&["true"])).await;
-    eventually(
-        "a request submitted after the reconnection to be assigned across replicas",
+    wait_for(
+        &a,
+        &again.id,
+        "to be assigned across replicas after the reconnection",
         Duration::from_secs(5),
-        || async { (!get(&a, &again.id).await.attempts.is_empty()).then_some(()) },
+        |request| !request.attempts.is_empty(),
     )
     .await;
     println!(
         "assigned across replicas after a reconnection after {:?}",
         began.elapsed()
     );
-    finish(vec![a, b], vec![worker]).await;
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_cancel_on_one_replica_stops_the_container_of_a_worker_on_the_other() {
-    let a = start_server(|_| {}).await;
+async fn a_cancel_on_one_replica_stops_the_job_of_a_worker_on_the_other() {
+    let a = TestServer::start_with(quick_heartbeats).await;
     let b = a.replica().await;
-    let worker = TestWorker::start(&b, &[]).await;
-    worker.wait_connected(&b).await;
-    let grace = 2;
-    let mut job = spec(&["sleep", "300"]);
-    job.stop_grace_period = Some(secs(grace));
-    let submitted = submit(&a, job).await;
-    let container = eventually(
-        "the request to run in a container",
-        Duration::from_secs(60),
-        || async {
-            let request = get(&a, &submitted.id).await;
-            if status(&request) != WorkRequestStatus::Running {
-                return None;
-            }
-            let container = request.attempts.last()?.container_id.clone();
-            (!container.is_empty()).then_some(container)
-        },
-    )
-    .await;
-    assert!(container_exists(&container).await);
+    let worker = b.sim_worker(SimOptions::default()).await;
+    let submitted = submit(&a, spec(&["sleep", "300"])).await;
+    wait_started(&a, &submitted.id).await;
 
-    let cancelled = a
-        .work_requests(&a.admin_token)
-        .await
-        .cancel_work_request(CancelWorkRequestRequest {
-            id: submitted.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&a, &submitted.id).await;
     assert_eq!(status(&cancelled), WorkRequestStatus::Aborted);
-    eventually(
-        "the cancelled job's container to be removed",
-        Duration::from_secs(grace as u64 + 5),
-        || async { (!container_exists(&container).await).then_some(()) },
-    )
-    .await;
-    let ended = eventually(
-        "the attempt to be reported finished",
+    worker.wait_cancelled(&submitted.id, 1).await;
+    let ended = wait_for(
+        &a,
+        &submitted.id,
+        "to have its attempt reported finished",
         Duration::from_secs(30),
-        || async {
-            let request = get(&a, &submitted.id).await;
-            request.attempts[0].finished_at.is_some().then_some(request)
-        },
+        |request| request.attempts[0].finished_at.is_some(),
     )
     .await;
     assert_eq!(status(&ended), WorkRequestStatus::Aborted, "{ended:?}");
     assert_eq!(ended.attempts[0].reason, "cancelled", "{ended:?}");
-    finish(vec![a, b], vec![worker]).await;
+    assert!(worker.running().is_empty(), "{:?}", worker.seen());
+    a.stop().await;
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_disabled_on_one_replica_is_refused_by_the_other_that_had_it_cached() {
     use berth_common::proto::{DisableTokenRequest, ListTokensRequest, Role};
-    let a = start_server(|_| {}).await;
+    let a = TestServer::start_with(quick_heartbeats).await;
     let b = a.replica().await;
     let (id, secret) = a.create_token(Role::User, "alice").await;
     // Replica b authenticates alice's token and remembers it for a few seconds.
@@ -374,5 +283,6 @@ async fn a_token_disabled_on_one_replica_is_refused_by_the_other_that_had_it_cac
     .await;
     println!("refused on b after {:?}", began.elapsed());
     assert!(refused.message().contains("disabled"), "{refused:?}");
-    finish(vec![a, b], Vec::new()).await;
+    a.stop().await;
+    b.stop().await;
 }

@@ -19,7 +19,9 @@ use std::time::Duration;
 use berth_common::client::BearerAuth;
 use berth_common::proto::token_service_client::TokenServiceClient;
 use berth_common::proto::{CreateTokenRequest, ListTokensRequest, Role, TokenInfo};
-use berth_tests::{binary, cluster_url, database_url, free_port, fresh_database, run_binary};
+use berth_tests::{
+    binary, cluster_url, database_url, free_port, fresh_database, run_binary, single_error_line,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -83,6 +85,14 @@ impl ServerProcess {
     fn stdout(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.logs.path().join("stdout")).unwrap())
             .into_owned()
+    }
+
+    /// Asserts that none of `secrets` is on its stdout or stderr.
+    fn assert_never_printed(&self, secrets: &[&str]) {
+        for secret in secrets {
+            assert!(!self.stdout().contains(secret), "a token is on stdout");
+            assert!(!self.stderr().contains(secret), "a token is on stderr");
+        }
     }
 
     fn stderr(&self) -> String {
@@ -185,24 +195,9 @@ fn stop_leftover_postmaster(pg_data: &Path) {
     }
 }
 
-/// The overall health (service "") the server on `port` reports, if it answers.
+/// The overall health the server on `port` reports, if it answers.
 async fn health(port: u16) -> Option<ServingStatus> {
-    let check = async {
-        let channel = berth_common::client::connect(&format!("http://127.0.0.1:{port}"), None)
-            .await
-            .ok()?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        ServingStatus::try_from(response.into_inner().status).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(10), check)
-        .await
-        .ok()
-        .flatten()
+    berth_tests::health(&format!("http://127.0.0.1:{port}"), None).await
 }
 
 async fn token_client(port: u16, token: &str) -> TokenServiceClient<berth_tests::Authed> {
@@ -287,22 +282,6 @@ fn assert_embedded_postgres_stopped(data_dir: &Path) {
     );
 }
 
-/// `stderr` is exactly one non-empty line, starting `error: `; returns it.
-fn single_error_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one line on stderr, got:\n{stderr}"
-    );
-    assert!(
-        lines[0].starts_with("error: "),
-        "the line does not start with `error: `: {}",
-        lines[0]
-    );
-    lines[0]
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_database_server_keeps_its_admin_token_and_stops_postgres_across_restarts() {
     let tmp = reachable_tempdir();
@@ -341,16 +320,7 @@ async fn embedded_database_server_keeps_its_admin_token_and_stops_postgres_acros
         .token;
 
     assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
-    for secret in [&admin_token, &user_token] {
-        assert!(
-            !server.stdout().contains(secret.as_str()),
-            "a token is on stdout"
-        );
-        assert!(
-            !server.stderr().contains(secret.as_str()),
-            "a token is on stderr"
-        );
-    }
+    server.assert_never_printed(&[&admin_token, &user_token]);
     assert_embedded_postgres_stopped(&data_dir);
     drop(server);
 
@@ -377,16 +347,7 @@ async fn embedded_database_server_keeps_its_admin_token_and_stops_postgres_acros
         .expect("a token created before the restart still works");
 
     assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
-    for secret in [&admin_token, &user_token] {
-        assert!(
-            !server.stdout().contains(secret.as_str()),
-            "a token is on stdout"
-        );
-        assert!(
-            !server.stderr().contains(secret.as_str()),
-            "a token is on stderr"
-        );
-    }
+    server.assert_never_printed(&[&admin_token, &user_token]);
     assert_embedded_postgres_stopped(&data_dir);
 }
 
@@ -774,87 +735,56 @@ async fn json_log_format_writes_only_json_objects_to_stderr() {
     assert_embedded_postgres_stopped(&data_dir);
 }
 
+/// A config file in `dir` that says `listen = "ADDR"`.
+fn config_listening_on(dir: &Path, addr: &str) -> PathBuf {
+    let config = dir.join("berth.toml");
+    std::fs::write(&config, format!("listen = \"{addr}\"\n")).unwrap();
+    config
+}
+
+/// Starts a server with `config` on a fresh database and `args`/`env` added, expects it
+/// healthy on `port`, and stops it: it must exit 0.
+async fn assert_serves_on(port: u16, config: &Path, args: &[&str], env: &[(&str, &str)]) {
+    let url = fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("data");
+    let mut line = vec![
+        "--config",
+        path_str(config),
+        "--database-url",
+        &url,
+        "--data-dir",
+        path_str(&data_dir),
+    ];
+    line.extend_from_slice(args);
+    let mut server = ServerProcess::start(&line, env, port).await;
+    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn berth_listen_env_is_honoured_over_the_config_file() {
-    let url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     // The file names a port we hold: a server that used it could not start.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = tmp.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!("listen = \"{}\"\n", held.local_addr().unwrap()),
-    )
-    .unwrap();
+    let config = config_listening_on(tmp.path(), &held.local_addr().unwrap().to_string());
     let port = free_port();
-    let addr = listen_addr(port);
-    let mut server = ServerProcess::start(
-        &[
-            "--config",
-            path_str(&config),
-            "--database-url",
-            &url,
-            "--data-dir",
-            path_str(&tmp.path().join("data")),
-        ],
-        &[("BERTH_LISTEN", &addr)],
-        port,
-    )
-    .await;
-    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+    assert_serves_on(port, &config, &[], &[("BERTH_LISTEN", &listen_addr(port))]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_file_listen_is_used_without_flag_or_env() {
-    let url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = tmp.path().join("berth.toml");
-    std::fs::write(&config, format!("listen = \"{}\"\n", listen_addr(port))).unwrap();
-    let mut server = ServerProcess::start(
-        &[
-            "--config",
-            path_str(&config),
-            "--database-url",
-            &url,
-            "--data-dir",
-            path_str(&tmp.path().join("data")),
-        ],
-        &[],
-        port,
-    )
-    .await;
-    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+    let config = config_listening_on(tmp.path(), &listen_addr(port));
+    assert_serves_on(port, &config, &[], &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn listen_flag_wins_over_the_config_file() {
-    let url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     // The file names a port we hold: a server that used it could not start.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = tmp.path().join("berth.toml");
-    std::fs::write(
-        &config,
-        format!("listen = \"{}\"\n", held.local_addr().unwrap()),
-    )
-    .unwrap();
+    let config = config_listening_on(tmp.path(), &held.local_addr().unwrap().to_string());
     let port = free_port();
-    let addr = listen_addr(port);
-    let mut server = ServerProcess::start(
-        &[
-            "--config",
-            path_str(&config),
-            "--listen",
-            &addr,
-            "--database-url",
-            &url,
-            "--data-dir",
-            path_str(&tmp.path().join("data")),
-        ],
-        &[],
-        port,
-    )
-    .await;
-    assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
+    assert_serves_on(port, &config, &["--listen", &listen_addr(port)], &[]).await;
 }

@@ -16,16 +16,16 @@ use std::time::Duration;
 use berth_common::client::BearerAuth;
 use berth_common::proto::ListTokensRequest;
 use berth_common::proto::token_service_client::TokenServiceClient;
-use berth_tests::{TestServer, binary, free_port, fresh_database, run_binary};
+use berth_tests::{
+    TestServer, binary, free_port, fresh_database, health, run_binary, single_error_line,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// A private CA and a server certificate it signed, as PEM files.
 struct Pki {
@@ -219,26 +219,6 @@ async fn berth_cli_with_ca_cert_lists_tokens_over_tls() {
     server.stop().await;
 }
 
-/// The health the server at `url` reports, if it answers over TLS trusting `ca_cert`.
-async fn tls_health(url: &str, ca_cert: &Path) -> Option<ServingStatus> {
-    let check = async {
-        let channel = berth_common::client::connect(url, Some(ca_cert))
-            .await
-            .ok()?;
-        let response = HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        ServingStatus::try_from(response.into_inner().status).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(10), check)
-        .await
-        .ok()
-        .flatten()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn server_process_serves_tls_with_cert_and_key_flags() {
     let pki = make_pki();
@@ -276,7 +256,7 @@ async fn server_process_serves_tls_with_cert_and_key_flags() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("berth-server exited ({status}); stderr:\n{}", stderr());
         }
-        if tls_health(&url, &pki.ca_cert).await == Some(ServingStatus::Serving) {
+        if health(&url, Some(&pki.ca_cert)).await == Some(ServingStatus::Serving) {
             break;
         }
         assert!(
@@ -312,12 +292,12 @@ async fn server_process_serves_tls_with_cert_and_key_flags() {
     assert_eq!(status.code(), Some(0), "stderr:\n{}", stderr());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unreadable_tls_key_is_one_error_line() {
-    let pki = make_pki();
+/// Runs `berth-server` on a fresh database with `pki`'s certificate and `key` as its
+/// TLS key, expecting it to refuse to start; returns its one error line. Nothing may have
+/// been bootstrapped before the TLS files were checked.
+async fn refused_tls_key(pki: &Pki, key: &Path) -> String {
     let database_url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
-    let missing_key = tmp.path().join("missing.key");
     let (code, _, stderr) = run_binary(
         "berth-server",
         &[
@@ -330,69 +310,38 @@ async fn unreadable_tls_key_is_one_error_line() {
             "--tls-cert",
             pki.server_cert.to_str().unwrap(),
             "--tls-key",
-            missing_key.to_str().unwrap(),
+            key.to_str().unwrap(),
         ],
         &[],
     )
     .await;
     assert_ne!(code, 0);
-    let line = single_error_line(&stderr);
-    assert!(line.contains(missing_key.to_str().unwrap()), "{line}");
     assert!(
         !tmp.path().join("admin.token").exists(),
         "the server bootstrapped before it checked its TLS files"
     );
+    single_error_line(&stderr).to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreadable_tls_key_is_one_error_line() {
+    let pki = make_pki();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing_key = tmp.path().join("missing.key");
+    let line = refused_tls_key(&pki, &missing_key).await;
+    assert!(line.contains(missing_key.to_str().unwrap()), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_key_that_is_not_a_key_is_one_error_line() {
     let pki = make_pki();
-    let database_url = fresh_database().await;
     let tmp = tempfile::tempdir().unwrap();
     let bad_key = tmp.path().join("bad.key");
     std::fs::write(&bad_key, "this is not a private key\n").unwrap();
-    let (code, _, stderr) = run_binary(
-        "berth-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            &database_url,
-            "--data-dir",
-            tmp.path().to_str().unwrap(),
-            "--tls-cert",
-            pki.server_cert.to_str().unwrap(),
-            "--tls-key",
-            bad_key.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
-    assert_ne!(code, 0);
-    let line = single_error_line(&stderr);
+    let line = refused_tls_key(&pki, &bad_key).await;
     assert!(line.contains("TLS"), "{line}");
     assert!(
         line.contains("private key"),
         "the error does not say what is wrong: {line}"
     );
-    assert!(
-        !tmp.path().join("admin.token").exists(),
-        "the server bootstrapped before it checked its TLS files"
-    );
-}
-
-/// `stderr` is exactly one non-empty line, starting `error: `; returns it.
-fn single_error_line(stderr: &str) -> &str {
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one line on stderr, got:\n{stderr}"
-    );
-    assert!(
-        lines[0].starts_with("error: "),
-        "the line does not start with `error: `: {}",
-        lines[0]
-    );
-    lines[0]
 }

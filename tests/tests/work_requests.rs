@@ -15,7 +15,7 @@ use berth_common::proto::{
     PullPolicy, Role, SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus, WorkResult,
 };
 use berth_core::store::secrets::SecretBox;
-use berth_tests::{TestServer, query};
+use berth_tests::{TestServer, get, query, secs};
 use tonic::Code;
 
 /// A secret env value that must never come back from the server in any form.
@@ -29,10 +29,6 @@ fn map(entries: &[(&str, &str)]) -> HashMap<String, String> {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
-}
-
-fn duration(seconds: i64) -> prost_types::Duration {
-    prost_types::Duration { seconds, nanos: 0 }
 }
 
 /// A minimal valid spec.
@@ -53,23 +49,9 @@ fn request(spec: ContainerSpec) -> SubmitWorkRequestRequest {
 
 /// Submits a minimal valid request as `token` and returns it.
 async fn submit(server: &TestServer, token: &str) -> WorkRequest {
-    server
-        .work_requests(token)
-        .await
-        .submit_work_request(request(busybox()))
+    berth_tests::try_submit(server, token, request(busybox()))
         .await
         .unwrap()
-        .into_inner()
-}
-
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.into() })
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 async fn list(server: &TestServer, req: ListWorkRequestsRequest) -> Vec<WorkRequest> {
@@ -161,8 +143,8 @@ async fn submitted_request_is_pending_with_defaults_filled_and_no_secret_values(
     assert_eq!(spec.memory_bytes, Some(1024 * MIB));
     assert_eq!(spec.cpus, Some(1.0));
     assert_eq!(spec.pids_limit, Some(1024));
-    assert_eq!(spec.timeout, Some(duration(3600)));
-    assert_eq!(spec.stop_grace_period, Some(duration(10)));
+    assert_eq!(spec.timeout, Some(secs(3600)));
+    assert_eq!(spec.stop_grace_period, Some(secs(10)));
     assert_eq!(spec.network, "none");
     assert_eq!(spec.pull_policy, PullPolicy::IfNotPresent as i32);
 
@@ -456,7 +438,7 @@ fn cpus(cpus: f64) -> ContainerSpec {
 
 fn timeout(seconds: i64) -> ContainerSpec {
     ContainerSpec {
-        timeout: Some(duration(seconds)),
+        timeout: Some(secs(seconds)),
         ..busybox()
     }
 }

@@ -1,8 +1,11 @@
 //! `WorkerService`: what operators see of the build hosts, and switching them on and off.
 //!
-//! Workers register over the agent stream, which this server does not accept yet, so these
-//! tests put worker rows (and one running attempt) straight into the database, the way the
-//! stream will, and read them back through the API.
+//! These tests put worker rows (and attempts in every state) straight into the database
+//! and read them back through the API: states a connected worker reaches only slowly or
+//! never (registered but never connected, connected an hour before its last heartbeat, an
+//! attempt assigned to a disabled worker) are then one statement away. That workers get
+//! these rows from the agent stream is tested where they connect (`queue.rs`, `drain.rs`,
+//! `execution.rs`).
 
 use std::collections::HashMap;
 
@@ -11,7 +14,7 @@ use berth_common::proto::{
     ContainerSpec, DisableWorkerRequest, EnableWorkerRequest, GetWorkerRequest, ListWorkersRequest,
     Role, SubmitWorkRequestRequest, Worker,
 };
-use berth_tests::{Authed, TestServer};
+use berth_tests::{Authed, TestServer, refused};
 use tonic::Code;
 use uuid::Uuid;
 
@@ -121,18 +124,6 @@ async fn stored_enabled(server: &TestServer, name: &str) -> bool {
     rows[0].get(0)
 }
 
-fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, what: &str) {
-    match result {
-        Ok(value) => panic!("{what}: expected {code:?}, got OK: {value:?}"),
-        Err(status) => assert_eq!(
-            status.code(),
-            code,
-            "{what}: {}",
-            berth_common::client::describe_status(&status)
-        ),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn list_is_empty_before_any_worker_registers() {
     let server = TestServer::start().await;
@@ -221,26 +212,26 @@ async fn unknown_worker_name_is_not_found() {
     seed(&server).await;
     let mut admin = server.workers(&server.admin_token).await;
     for name in ["delta", "ALPHA", "alpha "] {
-        assert_code(
+        refused(
+            &format!("get {name:?}"),
             admin
                 .get_worker(GetWorkerRequest { name: name.into() })
                 .await,
             Code::NotFound,
-            &format!("get {name:?}"),
         );
-        assert_code(
+        refused(
+            &format!("enable {name:?}"),
             admin
                 .enable_worker(EnableWorkerRequest { name: name.into() })
                 .await,
             Code::NotFound,
-            &format!("enable {name:?}"),
         );
-        assert_code(
+        refused(
+            &format!("disable {name:?}"),
             admin
                 .disable_worker(DisableWorkerRequest { name: name.into() })
                 .await,
             Code::NotFound,
-            &format!("disable {name:?}"),
         );
     }
     server.stop().await;
@@ -361,25 +352,25 @@ async fn user_may_list_and_get_workers_but_not_switch_them() {
     assert_eq!(seen, list(&mut admin).await, "users see what admins see");
     assert_eq!(get(&mut user, "bravo").await, seen[1]);
 
-    assert_code(
+    refused(
+        "a user disables a worker",
         user.disable_worker(DisableWorkerRequest {
             name: "alpha".into(),
         })
         .await,
         Code::PermissionDenied,
-        "a user disables a worker",
     );
     assert!(
         stored_enabled(&server, "alpha").await,
         "alpha stays enabled"
     );
-    assert_code(
+    refused(
+        "a user enables a worker",
         user.enable_worker(EnableWorkerRequest {
             name: "charlie".into(),
         })
         .await,
         Code::PermissionDenied,
-        "a user enables a worker",
     );
     assert!(
         !stored_enabled(&server, "charlie").await,

@@ -1,7 +1,8 @@
-//! Workflows end to end: a DAG of steps runs in dependency order on a real worker, the
-//! parent follows its steps, a failure stops what depends on it, a bad workflow stores
-//! nothing, cancelling the parent stops everything, and the CLI submits YAML and JSON
-//! files and shows the steps.
+//! Workflows end to end: a DAG of steps runs in dependency order, the parent follows its
+//! steps, a failure stops what depends on it, a bad workflow stores nothing, cancelling
+//! the parent stops everything, and the CLI submits YAML and JSON files and shows the
+//! steps. The steps run on simulated workers: the order and the outcomes are the
+//! server's, not Docker's.
 
 #![expect(
     clippy::unwrap_used,
@@ -11,27 +12,16 @@
 use std::time::Duration;
 
 use berth_common::proto::{
-    CancelWorkRequestRequest, ContainerSpec, GetWorkRequestRequest, PullPolicy,
     SubmitWorkflowRequest, WorkRequest, WorkRequestStatus, WorkResult, WorkflowStep,
 };
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, ensure_test_image, eventually, query, run_binary,
-    worker_containers,
+    SimOptions, TEST_IMAGE, TestServer, at, berth, cancel, get, query, sh, wait_for, wait_terminal,
 };
 
-fn step(name: &str, command: &str, needs: &[&str]) -> WorkflowStep {
+fn step(name: &str, script: &str, needs: &[&str]) -> WorkflowStep {
     WorkflowStep {
         name: name.to_owned(),
-        spec: Some(ContainerSpec {
-            image: TEST_IMAGE.to_owned(),
-            command: vec!["sh".into(), "-c".into(), command.to_owned()],
-            pull_policy: PullPolicy::Never as i32,
-            stop_grace_period: Some(prost_types::Duration {
-                seconds: 1,
-                nanos: 0,
-            }),
-            ..Default::default()
-        }),
+        spec: Some(sh(script)),
         needs: needs.iter().map(|n| (*n).to_owned()).collect(),
         ..Default::default()
     }
@@ -53,29 +43,6 @@ async fn submit(
         .map(tonic::Response::into_inner)
 }
 
-async fn get(server: &TestServer, id: &str) -> WorkRequest {
-    server
-        .work_requests(&server.admin_token)
-        .await
-        .get_work_request(GetWorkRequestRequest { id: id.to_owned() })
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-fn terminal(request: &WorkRequest) -> bool {
-    request.status == WorkRequestStatus::Completed as i32
-        || request.status == WorkRequestStatus::Aborted as i32
-}
-
-async fn wait_terminal(server: &TestServer, id: &str, within: Duration) -> WorkRequest {
-    eventually(&format!("workflow {id} to end"), within, || async move {
-        let request = get(server, id).await;
-        terminal(&request).then_some(request)
-    })
-    .await
-}
-
 fn child<'a>(parent: &'a WorkRequest, name: &str) -> &'a WorkRequest {
     parent
         .children
@@ -84,21 +51,16 @@ fn child<'a>(parent: &'a WorkRequest, name: &str) -> &'a WorkRequest {
         .unwrap_or_else(|| panic!("no step {name} in {parent:?}"))
 }
 
-fn at(timestamp: Option<&prost_types::Timestamp>) -> (i64, i32) {
-    let t = timestamp.unwrap();
-    (t.seconds, t.nanos)
-}
-
 async fn count_requests(server: &TestServer) -> i64 {
     query(&server.database_url, "SELECT count(*) FROM work_requests").await[0].get(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_diamond_runs_in_dependency_order_and_the_workflow_succeeds() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &["--concurrency", "2"]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server
+        .sim_worker(SimOptions::default().concurrency(2))
+        .await;
     // Submitted out of order on purpose: the server orders the steps.
     let submitted = submit(
         &server,
@@ -134,7 +96,7 @@ async fn a_diamond_runs_in_dependency_order_and_the_workflow_succeeds() {
     );
     assert_eq!(child(&submitted, "d").depends_on.len(), 2);
 
-    let done = wait_terminal(&server, &submitted.id, Duration::from_secs(90)).await;
+    let done = wait_terminal(&server, &submitted.id).await;
     assert_eq!(done.status, WorkRequestStatus::Completed as i32, "{done:?}");
     assert_eq!(done.result, WorkResult::Success as i32, "{done:?}");
     assert!(done.started_at.is_some() && done.completed_at.is_some());
@@ -155,10 +117,8 @@ async fn a_diamond_runs_in_dependency_order_and_the_workflow_succeeds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_step_aborts_its_dependants_and_fails_the_workflow() {
-    ensure_test_image().await;
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
     let submitted = submit(
         &server,
         vec![
@@ -169,7 +129,7 @@ async fn a_failing_step_aborts_its_dependants_and_fails_the_workflow() {
     )
     .await
     .unwrap();
-    let done = wait_terminal(&server, &submitted.id, Duration::from_secs(60)).await;
+    let done = wait_terminal(&server, &submitted.id).await;
     assert_eq!(done.status, WorkRequestStatus::Completed as i32, "{done:?}");
     assert_eq!(done.result, WorkResult::Failure as i32, "{done:?}");
     assert!(done.message.contains("compile"), "{done:?}");
@@ -236,11 +196,9 @@ async fn bad_workflows_are_refused_naming_the_step_and_store_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cancelling_the_workflow_aborts_every_step_and_stops_the_running_container() {
-    ensure_test_image().await;
+async fn cancelling_the_workflow_aborts_every_step_and_stops_the_running_one() {
     let server = TestServer::start().await;
-    let worker = TestWorker::start(&server, &[]).await;
-    worker.wait_connected(&server).await;
+    let worker = server.sim_worker(SimOptions::default()).await;
     let submitted = submit(
         &server,
         vec![
@@ -252,59 +210,49 @@ async fn cancelling_the_workflow_aborts_every_step_and_stops_the_running_contain
     .await
     .unwrap();
     let id = submitted.id.clone();
-    eventually("the long step to run", Duration::from_secs(60), || {
-        let id = id.clone();
-        let server = &server;
-        async move {
-            let parent = get(server, &id).await;
-            let long = child(&parent, "long");
-            let running = parent.status == WorkRequestStatus::Running as i32
+    let parent = wait_for(
+        &server,
+        &id,
+        "to run its long step",
+        Duration::from_secs(60),
+        |parent| {
+            let long = child(parent, "long");
+            parent.status == WorkRequestStatus::Running as i32
                 && long.status == WorkRequestStatus::Running as i32
-                && long.started_at.is_some();
-            running.then_some(())
-        }
-    })
+                && long.started_at.is_some()
+        },
+    )
     .await;
-    assert_eq!(worker_containers(&worker.name).await.len(), 1);
+    let long = child(&parent, "long").id.clone();
+    assert_eq!(worker.running().len(), 1, "{:?}", worker.seen());
 
-    let cancelled = server
-        .work_requests(&server.admin_token)
-        .await
-        .cancel_work_request(CancelWorkRequestRequest { id: id.clone() })
-        .await
-        .unwrap()
-        .into_inner();
+    let cancelled = cancel(&server, &id).await;
     assert_eq!(cancelled.status, WorkRequestStatus::Aborted as i32);
     for c in &cancelled.children {
         assert_eq!(c.status, WorkRequestStatus::Aborted as i32, "{c:?}");
         assert_eq!(c.reason, "cancelled", "{c:?}");
     }
-    eventually(
-        "the running container to be stopped",
+    // The worker running the long step is told to stop it, and reports it stopped.
+    worker.wait_cancelled(&long, 1).await;
+    let long = wait_for(
+        &server,
+        &long,
+        "to record its attempt's end",
         Duration::from_secs(30),
-        || async {
-            worker_containers(&worker.name)
-                .await
-                .is_empty()
-                .then_some(())
+        |long| {
+            long.attempts
+                .last()
+                .is_some_and(|a| a.finished_at.is_some())
         },
     )
     .await;
-    let long = get(&server, &child(&cancelled, "long").id).await;
-    eventually("the attempt to end", Duration::from_secs(30), || {
-        let server = &server;
-        let id = long.id.clone();
-        async move {
-            let long = get(server, &id).await;
-            long.attempts.last()?.finished_at.is_some().then_some(())
-        }
-    })
-    .await;
+    assert_eq!(long.attempts[0].reason, "cancelled", "{long:?}");
+    assert!(worker.running().is_empty(), "{:?}", worker.seen());
     // A second cancel is refused: the workflow has ended.
     let again = server
         .work_requests(&server.admin_token)
         .await
-        .cancel_work_request(CancelWorkRequestRequest { id })
+        .cancel_work_request(berth_common::proto::CancelWorkRequestRequest { id })
         .await
         .unwrap_err();
     assert_eq!(again.code(), tonic::Code::FailedPrecondition);
@@ -322,24 +270,16 @@ async fn the_cli_submits_yaml_and_json_files_and_get_shows_the_steps() {
         ),
     )
     .unwrap();
-    let env = [
-        ("BERTH_TOKEN", server.admin_token.as_str()),
-        ("WF_SECRET", "s3cret"),
-    ];
-    let (status, out, err) = run_binary(
-        "berth",
-        &[
-            "--server",
-            &server.url,
-            "workflow",
-            "submit",
-            yaml.to_str().unwrap(),
-        ],
-        &env,
-    )
-    .await;
-    assert_eq!(status, 0, "{err}");
-    let id = out.trim().to_owned();
+    // The token comes from the environment, as in a user's shell.
+    let cli = berth(&server)
+        .without_token()
+        .env("BERTH_TOKEN", &server.admin_token)
+        .env("WF_SECRET", "s3cret");
+    let id = cli
+        .ok(&["workflow", "submit", yaml.to_str().unwrap()])
+        .await
+        .trim()
+        .to_owned();
     let parent = get(&server, &id).await;
     assert_eq!(parent.name, "release");
     assert_eq!(
@@ -348,9 +288,7 @@ async fn the_cli_submits_yaml_and_json_files_and_get_shows_the_steps() {
     );
     assert_eq!(child(&parent, "test").secret_env_keys, ["WF_SECRET"]);
 
-    let (status, out, err) =
-        run_binary("berth", &["--server", &server.url, "get", &id], &env).await;
-    assert_eq!(status, 0, "{err}");
+    let out = cli.ok(&["get", &id]).await;
     assert!(out.contains("steps:"), "{out}");
     let build_line = out
         .lines()
@@ -376,22 +314,9 @@ async fn the_cli_submits_yaml_and_json_files_and_get_shows_the_steps() {
         ),
     )
     .unwrap();
-    let (status, out, err) = run_binary(
-        "berth",
-        &[
-            "--server",
-            &server.url,
-            "-o",
-            "json",
-            "workflow",
-            "submit",
-            json.to_str().unwrap(),
-        ],
-        &env,
-    )
-    .await;
-    assert_eq!(status, 0, "{err}");
-    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let shown = cli
+        .json(&["workflow", "submit", json.to_str().unwrap()])
+        .await;
     assert_eq!(shown["name"], "nightly");
     assert_eq!(shown["children"].as_array().unwrap().len(), 2, "{out}");
     assert_eq!(shown["children"][1]["name"], "two");
@@ -405,19 +330,8 @@ async fn the_cli_submits_yaml_and_json_files_and_get_shows_the_steps() {
     )
     .unwrap();
     let before = count_requests(&server).await;
-    let (status, _, err) = run_binary(
-        "berth",
-        &[
-            "--server",
-            &server.url,
-            "workflow",
-            "submit",
-            bad.to_str().unwrap(),
-        ],
-        &env,
-    )
-    .await;
-    assert_eq!(status, 1, "{err}");
-    assert!(err.contains("steps form a cycle: x -> x"), "{err}");
+    cli.run(&["workflow", "submit", bad.to_str().unwrap()])
+        .await
+        .assert_one_error_line("a cycle", 1, &["steps form a cycle: x -> x"]);
     assert_eq!(count_requests(&server).await, before);
 }

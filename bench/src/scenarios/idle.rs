@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::report::{Report, mib};
 use crate::scenarios::Options;
-use crate::sim::{STREAMS_PER_CHANNEL, SimFleet};
+use crate::sim::{STREAMS_PER_CHANNEL, start_fleet};
 use crate::stack::{Sampler, Stack, StackOptions, sample};
 
 /// PostgreSQL publishes an idle backend's statistics at most this much later.
@@ -71,7 +71,7 @@ async fn measure(stack: &Stack, workers: usize, window: Duration) -> anyhow::Res
     let before = sample(pid)?;
     eprintln!("  connecting {workers} simulated workers");
     let connect_start = Instant::now();
-    let fleet = SimFleet::start(stack, "idle", workers, 1).await?;
+    let fleet = start_fleet(stack, "idle", workers, 1).await?;
     fleet
         .wait_welcomed(Duration::from_secs(if workers > 1000 { 600 } else { 120 }))
         .await?;

@@ -33,7 +33,7 @@ use serde_json::json;
 
 use crate::report::{Report, ms};
 use crate::scenarios::Options;
-use crate::sim::SimFleet;
+use crate::sim::{SimFleet, start_fleet};
 use crate::stack::{
     Stack, StackOptions, percentile, reset_statement_profile, sql_connect, statement_profile,
 };
@@ -114,7 +114,7 @@ fn latencies(fleet: &SimFleet, submitted: &[(String, Instant)]) -> Latency {
 }
 
 async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
-    let fleet = SimFleet::start(stack, "sim", sizes.workers, sizes.concurrency).await?;
+    let fleet = start_fleet(stack, "sim", sizes.workers, sizes.concurrency).await?;
     fleet.wait_welcomed(Duration::from_secs(60)).await?;
     let user_token = stack.create_token(Role::User, "bench").await?;
     let sql = stack.sql().await?;

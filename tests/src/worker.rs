@@ -1,0 +1,119 @@
+//! Real `berth-worker` processes, for the tests about execution and about the process.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::{TestServer, binary, eventually, unique_name};
+
+/// A `berth-worker` process connected to a test server.
+pub struct TestWorker {
+    /// The name it registers as (unique per test).
+    pub name: String,
+    /// Its worker token.
+    pub token: String,
+    /// Its spool and log directory.
+    pub dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+    server_url: String,
+    extra: Vec<String>,
+}
+
+impl TestWorker {
+    /// Creates a worker token and starts a worker with `extra` flags (e.g. labels).
+    pub async fn start(server: &TestServer, extra: &[&str]) -> TestWorker {
+        let name = unique_name("w");
+        let (_, token) = server
+            .create_token(berth_common::proto::Role::Worker, &name)
+            .await;
+        let mut worker = TestWorker {
+            name,
+            token,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            server_url: server.url.clone(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        worker.spawn();
+        worker
+    }
+
+    /// Starts the process (again) with the same token, name and spool dir.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("worker.log"))
+            .unwrap();
+        let child = tokio::process::Command::new(binary("berth-worker"))
+            .args(["--server", &self.server_url, "--name", &self.name])
+            .arg("--spool-dir")
+            .arg(self.dir.path().join("spool"))
+            .args(&self.extra)
+            .env("BERTH_TOKEN", &self.token)
+            .env_remove("BERTH_TOKEN_FILE")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// The worker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("worker.log")).unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (no clean-up on its side) and waits for it.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its status.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = child.id()?;
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        match tokio::time::timeout(timeout, child.wait()).await {
+            Ok(status) => status.ok(),
+            Err(_) => {
+                let _ = child.kill().await;
+                panic!(
+                    "worker did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// Waits until the server lists this worker as connected.
+    pub async fn wait_connected(&self, server: &TestServer) {
+        let name = self.name.clone();
+        let token = server.admin_token.clone();
+        eventually(
+            &format!("worker {name} to connect"),
+            Duration::from_secs(30),
+            || {
+                let name = name.clone();
+                let token = token.clone();
+                async move {
+                    let worker = server
+                        .workers(&token)
+                        .await
+                        .get_worker(berth_common::proto::GetWorkerRequest { name })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    worker.connected.then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
