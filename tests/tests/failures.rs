@@ -243,3 +243,66 @@ async fn an_assignment_never_accepted_is_offered_again_and_a_late_accept_is_canc
     heartbeat.abort();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_interrupted_by_its_workers_shutdown_goes_back_to_the_queue_saying_why() {
+    let server = TestServer::start().await;
+    let mut leaving = server
+        .sim_worker(SimOptions::default().drain_timeout(Duration::from_millis(200)))
+        .await;
+    let id = submit(&server, spec(&["sleep", "60"])).await.id;
+    wait_attempt_started(&server, &id, 1).await;
+    // A graceful stop that does not wait for the job: it reports the attempt interrupted.
+    leaving.stop().await;
+    let requeued = wait_for(
+        &server,
+        &id,
+        "to be pending again",
+        Duration::from_secs(30),
+        |r| {
+            proto::WorkRequestStatus::try_from(r.status) == Ok(WorkRequestStatus::Pending)
+                && r.attempts.first().is_some_and(|a| !a.reason.is_empty())
+        },
+    )
+    .await;
+    assert_eq!(requeued.reason, "interrupted", "{requeued:?}");
+    assert_eq!(requeued.attempts[0].reason, "interrupted", "{requeued:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_keeps_what_the_last_attempt_said() {
+    let server = TestServer::start().await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
+    // Fails once, then waits an hour for its automatic retry.
+    let id = submit_request(
+        &server,
+        SubmitWorkRequestRequest {
+            spec: Some(sh("exit 3")),
+            retries: 1,
+            retry_backoff: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .id;
+    let waiting = wait_for(
+        &server,
+        &id,
+        "to wait for its retry",
+        Duration::from_secs(30),
+        |r| r.message.contains("retrying automatically"),
+    )
+    .await;
+    assert_eq!(waiting.exit_code, Some(3), "{waiting:?}");
+    let cancelled = berth_tests::cancel(&server, &id).await;
+    assert_eq!(
+        proto::WorkRequestStatus::try_from(cancelled.status),
+        Ok(WorkRequestStatus::Aborted)
+    );
+    assert_eq!(cancelled.reason, "cancelled");
+    assert_eq!(cancelled.exit_code, Some(3), "{cancelled:?}");
+    assert_eq!(cancelled.message, waiting.message, "{cancelled:?}");
+}

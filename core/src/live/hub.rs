@@ -11,12 +11,14 @@
 //! latency, not correctness.
 //!
 //! Sending never waits. Each stream has a bounded queue (room for two messages per slot
-//! of the worker, plus [`AgentSettings::outbox_slack`]). A worker that stops reading its
-//! stream fills it; the next message for it closes the stream instead of waiting
-//! ([`Delivery::Overflowed`]), so one stuck worker never delays another worker's
-//! assignments or reports. The worker reconnects, and its Hello reconciles what it runs
-//! with what the database says: assignments it never got are withdrawn (the hand-off
-//! deadline), and cancelled attempts are cancelled again.
+//! of the worker, plus [`AgentSettings::outbox_slack`]: a round assigns at most one
+//! message per free slot, and cancels at most one per running attempt). A worker that
+//! stops reading its stream fills it; the next Assign or Cancel for it closes the stream
+//! instead of waiting ([`Delivery::Overflowed`]; a heartbeat is only dropped), so one
+//! stuck worker never delays another worker's assignments or reports. The worker
+//! reconnects, and its Hello reconciles what it runs with what the database says:
+//! assignments it never got are withdrawn (the hand-off deadline), and cancelled
+//! attempts are cancelled again.
 //!
 //! Other replicas must hear most of these pokes too: [`Hub::wake_scheduler`],
 //! [`Hub::changed`], [`Hub::close_token`] and a [`Hub::cancel`] for a worker connected
@@ -123,10 +125,13 @@ impl Session {
         self.last_heard.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Queues `message` on this stream; see [`Hub::send`].
+    /// Queues `message` on this stream; see [`Hub::send`]. A heartbeat that finds the
+    /// queue full is dropped instead: a worker that is only slow to read misses a sign of
+    /// life, and one that stopped reading is closed by the next message that matters.
     pub(crate) fn send(&self, message: ToWorker) -> Delivery {
         match self.tx.try_send(message) {
             Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(ToWorker::Heartbeat)) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Full(message)) => {
                 if !self.overflowed.is_cancelled() {
                     tracing::warn!(worker_id = %self.worker_id, dropped = ?message, "the worker does not read its stream and its queue is full; closing the stream so it reconnects");
@@ -374,14 +379,20 @@ mod tests {
         let worker = Uuid::now_v7();
         // One slot: room for two messages.
         let (session, mut rx) = hub.register(worker, Uuid::now_v7(), 1);
+        let key = AttemptKey::new(WorkRequestId::new(), 1);
+        assert_eq!(hub.send(worker, ToWorker::Cancel(key)), Delivery::Queued);
         assert_eq!(hub.send(worker, ToWorker::Heartbeat), Delivery::Queued);
+        // Full: a heartbeat is dropped, the stream stays.
         assert_eq!(hub.send(worker, ToWorker::Heartbeat), Delivery::Queued);
         assert!(!session.overflowed.is_cancelled());
-        // Full: the send returns at once and the stream is told to end.
-        assert_eq!(hub.send(worker, ToWorker::Heartbeat), Delivery::Overflowed);
+        // Anything else: the send returns at once and the stream is told to end.
+        assert_eq!(
+            hub.send(worker, ToWorker::Cancel(key)),
+            Delivery::Overflowed
+        );
         assert!(session.overflowed.is_cancelled());
         // What was queued is still there for the stream to flush.
-        assert!(matches!(rx.try_recv(), Ok(ToWorker::Heartbeat)));
+        assert!(matches!(rx.try_recv(), Ok(ToWorker::Cancel(k)) if k == key));
     }
 
     #[test]
@@ -390,8 +401,9 @@ mod tests {
         let (stuck, fine) = (Uuid::now_v7(), Uuid::now_v7());
         let (stuck_session, _stuck_rx) = hub.register(stuck, Uuid::now_v7(), 1);
         let (fine_session, mut fine_rx) = hub.register(fine, Uuid::now_v7(), 1);
+        let stale = AttemptKey::new(WorkRequestId::new(), 1);
         for _ in 0..3 {
-            hub.send(stuck, ToWorker::Heartbeat);
+            hub.send(stuck, ToWorker::Cancel(stale));
         }
         assert!(stuck_session.overflowed.is_cancelled());
         let key = AttemptKey::new(WorkRequestId::new(), 1);

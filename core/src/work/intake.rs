@@ -60,11 +60,7 @@ async fn run(pool: DbPool, mut rx: mpsc::Receiver<Pending>) {
             Ok(mut conn) => insert_all(&mut conn, &rows).await,
             Err(e) => rows
                 .iter()
-                .map(|_| {
-                    Err(Error::Unavailable(format!(
-                        "the database is unavailable: {e}"
-                    )))
-                })
+                .map(|_| Err(Error::Database(e.to_string())))
                 .collect(),
         };
         for (reply, result) in replies.into_iter().zip(results) {

@@ -84,8 +84,8 @@ async fn write_end(
             work_requests::status.eq(ending.status),
             work_requests::result.eq(ending.result),
             work_requests::reason.eq(ending.reason),
-            work_requests::message.eq(message),
-            work_requests::exit_code.eq(exit_code),
+            message.as_ref().map(|m| work_requests::message.eq(m)),
+            exit_code.map(|c| work_requests::exit_code.eq(c)),
             work_requests::completed_at.eq(Utc::now()),
             started_at
                 .map(|at| work_requests::started_at.eq(coalesce(work_requests::started_at, at))),
@@ -355,10 +355,11 @@ pub(crate) async fn finish(
         return Ok(true);
     }
     match verdict {
-        Verdict::Requeue(_) => {
+        Verdict::Requeue(reason) => {
             diesel::update(work_requests::table.find(key.id))
                 .set((
                     work_requests::status.eq(Status::Pending),
+                    work_requests::reason.eq(reason),
                     work_requests::message.eq(&report.message),
                     work_requests::exit_code.eq(report.exit_code),
                     started_at.map(|at| {
@@ -392,8 +393,8 @@ pub(crate) async fn finish(
             }
             let closing = Closing {
                 ending,
-                message: report.message.clone(),
-                exit_code: report.exit_code,
+                message: Some(report.message.clone()),
+                exit_code: Some(report.exit_code),
                 started_at,
             };
             end(conn, key.id, parent_id, &closing).await?;
@@ -634,7 +635,7 @@ pub async fn cancel(
                 "work request {id} is already {status}; only blocked, pending or running requests can be cancelled"
             )));
         }
-        let cancelled = Closing::new(Ending::aborted(Reason::Cancelled), "");
+        let cancelled = Closing::bare(Ending::aborted(Reason::Cancelled));
         let mut ending = vec![(id, parent_id)];
         if kind == Kind::Workflow {
             // Cancelling a workflow aborts its steps that have not ended, all written

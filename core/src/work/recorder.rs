@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::live::hub::Hub;
+use crate::live::hub::{Hub, ToWorker};
 use crate::store::db::DbPool;
 use crate::work::ids::AttemptKey;
 use crate::work::lifecycle::{self, Folded};
@@ -281,8 +281,10 @@ fn after(hub: &Hub, worker_id: Uuid, report: &Report, applied: Applied) {
     match (report, applied) {
         (Report::Accept(key), Applied::Stale) => {
             // Withdrawn meanwhile (hand-off deadline, cancel): the worker must not run it.
+            // It sent this on its stream here; if that stream is gone, its reconnect
+            // reconciles, so nothing goes to the other replicas.
             tracing::warn!(%key, "accept for an attempt that is no longer current; telling the worker to stop it");
-            hub.cancel(worker_id, *key);
+            hub.send(worker_id, ToWorker::Cancel(*key));
         }
         (Report::Started(key, _), Applied::Stale) => {
             tracing::warn!(%key, "started for a stale attempt ignored");

@@ -19,6 +19,7 @@ use chrono::Utc;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bytea, Integer, Jsonb, Nullable, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -128,8 +129,13 @@ impl Scheduler {
             busy = match self.assign_round(&workers).await {
                 Ok(Round { assigned, had_room }) => assigned > 0 || !had_room,
                 Err(e) => {
-                    // Retried on the next wake-up or sweep interval.
-                    tracing::warn!(error = %e, "assignment round failed");
+                    // Retried on the next wake-up or sweep interval. A database that is
+                    // away would say so every second; other failures are worth a warning.
+                    if matches!(e, Error::Database(_)) {
+                        tracing::debug!(error = %e, "assignment round failed");
+                    } else {
+                        tracing::warn!(error = %e, "assignment round failed");
+                    }
                     false
                 }
             };
@@ -320,7 +326,7 @@ impl Scheduler {
     }
 
     fn assignment(&self, key: AttemptKey, claim: &Claimed) -> Result<Assignment> {
-        let spec: StoredSpec = serde_json::from_value(claim.spec.clone())
+        let spec = StoredSpec::deserialize(&claim.spec)
             .map_err(|e| Error::internal(format!("stored spec of {key} unreadable: {e}")))?;
         let secret_env = match &claim.secret_env {
             Some(sealed) => self.secrets.open(sealed).map_err(Error::internal)?,

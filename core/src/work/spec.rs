@@ -151,8 +151,8 @@ impl RawDuration {
 }
 
 /// A container spec as a caller sent it, before any check. Unset limits are `None`; the
-/// server's defaults fill them in.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// server's defaults fill them in. Its `Debug` shows secret env keys, never values.
+#[derive(Clone, Default, PartialEq)]
 pub struct SpecInput {
     pub image: String,
     pub command: Vec<String>,
@@ -169,6 +169,30 @@ pub struct SpecInput {
     pub network: String,
     /// `None` means the default (if not present).
     pub pull_policy: Option<PullPolicy>,
+}
+
+impl fmt::Debug for SpecInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret_keys: BTreeMap<String, String> = self
+            .secret_env
+            .keys()
+            .map(|k| (k.clone(), String::new()))
+            .collect();
+        f.debug_struct("SpecInput")
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &self.env)
+            .field("secret_env", &RedactedValues(&secret_keys))
+            .field("working_dir", &self.working_dir)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("cpus", &self.cpus)
+            .field("pids_limit", &self.pids_limit)
+            .field("timeout", &self.timeout)
+            .field("stop_grace_period", &self.stop_grace_period)
+            .field("network", &self.network)
+            .field("pull_policy", &self.pull_policy)
+            .finish()
+    }
 }
 
 /// A work request as a caller submitted it, before any check.
@@ -1594,6 +1618,19 @@ mod tests {
             }
         }
         submit(&req).expect("every field fixed");
+    }
+
+    #[test]
+    fn a_spec_as_sent_shows_secret_keys_but_never_values() {
+        let input = SpecInput {
+            secret_env: map(&[("API_TOKEN", SECRET)]),
+            ..spec()
+        };
+        let submitted = request(input.clone());
+        for out in [format!("{input:?}"), format!("{submitted:#?}")] {
+            assert!(out.contains("API_TOKEN"), "{out}");
+            assert!(!out.contains(SECRET), "{out}");
+        }
     }
 
     #[test]

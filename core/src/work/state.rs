@@ -256,26 +256,38 @@ impl Ending {
     }
 }
 
-/// How a request ends, with what is recorded alongside.
+/// How a request ends, with what is recorded alongside. What is `None` is left as it is
+/// (a cancel keeps the message and exit code an earlier attempt left).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Closing {
     /// Status, result and reason.
     pub ending: Ending,
     /// Said to the user (`WorkRequest.message`).
-    pub message: String,
-    /// The container's exit code, when one ran.
-    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    /// The container's exit code (`Some(None)` clears it: the attempt that ended the
+    /// request ran no container).
+    pub exit_code: Option<Option<i32>>,
     /// When the request started, recorded unless an earlier start was (a Started folded
     /// into its Finished).
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Closing {
-    /// An ending with a message and nothing else.
-    pub(crate) fn new(ending: Ending, message: impl Into<String>) -> Closing {
+    /// An ending with a message, leaving the exit code as it is.
+    pub fn new(ending: Ending, message: impl Into<String>) -> Closing {
         Closing {
             ending,
-            message: message.into(),
+            message: Some(message.into()),
+            exit_code: None,
+            started_at: None,
+        }
+    }
+
+    /// An ending that leaves the message and exit code as they are.
+    pub fn bare(ending: Ending) -> Closing {
+        Closing {
+            ending,
+            message: None,
             exit_code: None,
             started_at: None,
         }

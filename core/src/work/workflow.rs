@@ -709,6 +709,6 @@ mod tests {
         else {
             panic!("every step ended");
         };
-        assert_eq!(closing.message, "step \"lint\" failed");
+        assert_eq!(closing.message.as_deref(), Some("step \"lint\" failed"));
     }
 }
