@@ -116,7 +116,7 @@ pub(crate) fn read_text_file(path: &Path, limit: u64, what: &str) -> Result<Stri
 
 /// `n` bytes as KiB or MiB, for messages about limits.
 fn human_bytes(n: u64) -> String {
-    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
         format!("{} MiB", n / (1024 * 1024))
     } else {
         format!("{} KiB", n / 1024)

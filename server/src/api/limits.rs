@@ -109,7 +109,9 @@ mod tests {
 
     fn headers(code: Code, message: &str) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();
-        Status::new(code, message).add_header(&mut headers).unwrap();
+        Status::new(code, message)
+            .add_header(&mut headers)
+            .expect("a status fits in headers");
         headers
     }
 
@@ -120,7 +122,7 @@ mod tests {
             "/berth.v1.WorkRequestService/SubmitWorkRequest",
             &headers(Code::OutOfRange, tonic),
         )
-        .expect("rewritten");
+        .expect("tonic's answer is rewritten");
         assert_eq!(status.code(), Code::ResourceExhausted);
         let message = status.message();
         assert!(message.contains("SubmitWorkRequest"), "{message}");
