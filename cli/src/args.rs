@@ -226,7 +226,8 @@ Exit status (without --detach):
   137    killed for lack of memory, and the container left no exit code
   2      the command line is wrong (nothing was submitted)
 Whenever the status is not the container's own, one `error:` line on stderr says why.
-With --detach: 0 once submitted, 1 if that failed, 2 for a usage error.";
+With --detach: 0 once submitted, 125 if nothing was submitted (the server refused the
+request or could not be reached, as without --detach), 2 for a usage error.";
 
 /// `berth token ...`
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,8 @@
 //! that went wrong afterwards (connection, server, files). `berth run` without `--detach`
 //! is the exception: it exits with its container's status, so Berth's own failures there
 //! get 125 and endings without an exit code get the statuses `run --help` lists (see
-//! [`crate::follow`]).
+//! [`crate::follow`]). `berth run --detach` uses the same 125 when nothing was submitted,
+//! so a refused submission has one status whichever way it was asked for.
 
 use berth_common::client::{ConnectError, describe_status};
 

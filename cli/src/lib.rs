@@ -23,7 +23,8 @@
 //! 2 for usage errors (clap's own convention) and 1 for anything that failed after the
 //! command line was accepted (connection, server, files). `berth run` without `--detach`
 //! exits with its container's status instead, and uses 124, 125, 130 and 137 of its own
-//! (listed in `berth run --help`, chosen in [`follow::run_exit_status`]).
+//! (listed in `berth run --help`, chosen in [`follow::run_exit_status`]); `berth run
+//! --detach` exits 125 too when nothing was submitted.
 
 pub mod args;
 mod commands;

@@ -11,8 +11,10 @@ pub struct TestWorker {
     pub name: String,
     /// Its worker token.
     pub token: String,
-    /// Its spool and log directory.
+    /// Its log directory, and its spool directory unless it was given another.
     pub dir: tempfile::TempDir,
+    /// Its spool directory (`dir/spool` unless given).
+    pub spool_dir: std::path::PathBuf,
     child: Option<tokio::process::Child>,
     server_url: String,
     extra: Vec<String>,
@@ -21,14 +23,26 @@ pub struct TestWorker {
 impl TestWorker {
     /// Creates a worker token and starts a worker with `extra` flags (e.g. labels).
     pub async fn start(server: &TestServer, extra: &[&str]) -> TestWorker {
+        Self::start_spooling_in(server, extra, None).await
+    }
+
+    /// [`TestWorker::start`] with the spool in `spool_dir` (say, a small file system).
+    pub async fn start_spooling_in(
+        server: &TestServer,
+        extra: &[&str],
+        spool_dir: Option<&std::path::Path>,
+    ) -> TestWorker {
         let name = unique_name("w");
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = spool_dir.map_or_else(|| dir.path().join("spool"), |d| d.to_owned());
         let (_, token) = server
             .create_token(berth_common::proto::Role::Worker, &name)
             .await;
         let mut worker = TestWorker {
             name,
             token,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
+            spool_dir,
             child: None,
             server_url: server.url.clone(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
@@ -47,7 +61,7 @@ impl TestWorker {
         let child = tokio::process::Command::new(binary("berth-worker"))
             .args(["--server", &self.server_url, "--name", &self.name])
             .arg("--spool-dir")
-            .arg(self.dir.path().join("spool"))
+            .arg(&self.spool_dir)
             .args(&self.extra)
             .env("BERTH_TOKEN", &self.token)
             .env_remove("BERTH_TOKEN_FILE")
@@ -59,6 +73,13 @@ impl TestWorker {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Whether the process is still running (it was started and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
     /// The worker's log so far.

@@ -90,6 +90,26 @@ async fn token_is_taken_from_the_flag_a_file_or_berth_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn oversized_files_are_refused_before_they_are_read_or_sent() {
+    let server = TestServer::start().await;
+    let big_token = server.data_dir.path().join("big.token");
+    std::fs::write(&big_token, vec![b'a'; 100 * 1024]).unwrap();
+    let result = berth(&server)
+        .without_token()
+        .run(&["--token-file", big_token.to_str().unwrap(), "list"])
+        .await;
+    result.assert_one_error_line("100 KiB token file", 1, &["token file", "64 KiB"]);
+
+    let big_workflow = server.data_dir.path().join("big.yaml");
+    std::fs::write(&big_workflow, vec![b'#'; 5 * 1024 * 1024]).unwrap();
+    let result = berth(&server)
+        .run(&["workflow", "submit", big_workflow.to_str().unwrap()])
+        .await;
+    result.assert_one_error_line("5 MiB workflow file", 1, &["workflow file", "4 MiB"]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn token_list_never_shows_a_secret() {
     let server = TestServer::start().await;
     let (id, secret) = create_user_token(&server, "bob").await;
@@ -310,8 +330,23 @@ async fn bad_input_gives_one_error_line_and_a_non_zero_exit() {
     let result = berth(&server)
         .run(&["run", "Busybox", "--secret-env", "S=topsecret", "--detach"])
         .await;
-    result.assert_one_error_line("run Busybox", 1, &["INVALID_ARGUMENT", "spec.image"]);
+    result.assert_one_error_line("run Busybox", 125, &["INVALID_ARGUMENT", "spec.image"]);
     assert!(!result.stderr.contains("topsecret"), "{}", result.stderr);
+
+    // A refused submission submitted nothing: the same status attached and detached.
+    for detach in [false, true] {
+        let mut args = vec!["run", "busybox", "--network", "host"];
+        if detach {
+            args.push("--detach");
+        }
+        args.extend(["--", "true"]);
+        let result = berth(&server).run(&args).await;
+        result.assert_one_error_line(
+            &format!("run --network host (detach: {detach})"),
+            125,
+            &["INVALID_ARGUMENT", "network"],
+        );
+    }
 
     let result = berth(&server).run(&["get", "not-a-uuid"]).await;
     result.assert_one_error_line("get not-a-uuid", 1, &["INVALID_ARGUMENT", "not-a-uuid"]);

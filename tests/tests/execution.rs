@@ -392,6 +392,12 @@ async fn a_secret_split_across_output_chunks_is_masked_and_stored_nowhere() {
         !worker.log().contains(secret),
         "the worker's log leaks the secret"
     );
+    // Its log goes to a file, not a terminal: plain text, no colour codes.
+    assert!(
+        !worker.log().contains('\x1b'),
+        "the worker's log file holds ANSI escapes:\n{}",
+        worker.log()
+    );
     finish(server, worker).await;
 }
 

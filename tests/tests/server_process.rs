@@ -321,6 +321,12 @@ async fn embedded_database_server_keeps_its_admin_token_and_stops_postgres_acros
 
     assert_eq!(server.stop().await, 0, "stderr:\n{}", server.stderr());
     server.assert_never_printed(&[&admin_token, &user_token]);
+    // Its stderr is a file, not a terminal: plain text, no colour codes.
+    assert!(
+        !server.stderr().contains('\x1b'),
+        "the server's log file holds ANSI escapes:\n{}",
+        server.stderr()
+    );
     assert_embedded_postgres_stopped(&data_dir);
     drop(server);
 

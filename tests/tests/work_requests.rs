@@ -486,6 +486,36 @@ async fn values_at_the_limits_and_an_empty_command_are_accepted() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_the_message_limit_is_refused_with_berths_own_message() {
+    let server = TestServer::start().await;
+    let mut client = server.work_requests(&server.admin_token).await;
+    let huge = ContainerSpec {
+        command: vec!["echo".into(), "x".repeat(5 * MIB as usize)],
+        ..busybox()
+    };
+    let status = client
+        .submit_work_request(request(huge))
+        .await
+        .expect_err("a 5 MiB request must be refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let message = status.message();
+    assert!(
+        message.contains("limit of 4 MiB") && message.contains("send less"),
+        "{message}"
+    );
+    assert!(!message.contains("decoded message length"), "{message}");
+    // The connection stays usable, and nothing was submitted.
+    let listed = client
+        .list_work_requests(ListWorkRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .work_requests;
+    assert!(listed.is_empty(), "{listed:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn list_is_newest_first_and_filters_by_status_and_workspace() {
     let server = TestServer::start().await;
     query(

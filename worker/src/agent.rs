@@ -503,7 +503,13 @@ async fn run_attempt(
     // the next assignment at once, and it must not find the slot still taken.
     state.running().remove(&key);
     match ended.report {
-        Some(report) => report_finished(&state, &key, &report, interrupted.is_cancelled()),
+        Some(report) => report_finished(
+            &state,
+            &key,
+            &report,
+            ended.log_incomplete.unwrap_or_default(),
+            interrupted.is_cancelled(),
+        ),
         None => {
             tracing::info!(work_request = %key.0, attempt = key.1, "attempt abandoned; nothing reported");
         }
@@ -523,7 +529,13 @@ async fn run_attempt(
 
 /// Queues the Finished report for `key`, and keeps it until the server has surely applied
 /// it.
-fn report_finished(state: &State, key: &Key, report: &RunReport, interrupted: bool) {
+fn report_finished(
+    state: &State,
+    key: &Key,
+    report: &RunReport,
+    log_incomplete: String,
+    interrupted: bool,
+) {
     let outcome = if interrupted && report.outcome == Outcome::Cancelled {
         Outcome::Interrupted
     } else {
@@ -539,6 +551,7 @@ fn report_finished(state: &State, key: &Key, report: &RunReport, interrupted: bo
         pull_duration: Some(proto_duration(report.pull_duration)),
         run_duration: Some(proto_duration(report.run_duration)),
         container_id: report.container_id.clone(),
+        log_incomplete,
     };
     tracing::info!(work_request = %key.0, attempt = key.1, outcome = outcome.as_str_name(), exit_code = ?report.exit_code, "attempt finished");
     state.unconfirmed().insert(key.clone(), finished.clone());
@@ -551,6 +564,8 @@ fn report_finished(state: &State, key: &Key, report: &RunReport, interrupted: bo
 struct Ended {
     /// What to report; `None` if the attempt was abandoned (the server moved on).
     report: Option<RunReport>,
+    /// Why the log the server holds misses output, when it does.
+    log_incomplete: Option<String>,
     /// The container, when one was created.
     container: Option<Cleanup>,
     /// The spool, when nothing in it is needed any more (every byte acknowledged, or the
@@ -584,6 +599,7 @@ async fn run_attempt_inner(
                 };
                 return Ended {
                     report: Some(report),
+                    log_incomplete: None,
                     container: None,
                     spool: None,
                 };
@@ -603,9 +619,9 @@ async fn run_attempt_inner(
     let outbox = state.outbox.clone();
     let reference = attempt_ref(&(job.work_request_id.clone(), job.attempt));
     let forward = async {
-        let mut spool_error = None;
+        let mut loss = SpoolLoss::default();
         while let Some(event) = out_rx.recv().await {
-            let written = match event {
+            match event {
                 OutputEvent::Started {
                     container_id,
                     pull_duration,
@@ -616,34 +632,32 @@ async fn run_attempt_inner(
                         pull_duration: Some(proto_duration(pull_duration)),
                     };
                     let _ = outbox.send(message(worker_message::Msg::Started(started)));
-                    Ok(())
                 }
                 OutputEvent::Stdout(bytes) => {
-                    spool.write(LogStream::Stdout, &out_mask.push(&bytes)).await
+                    let masked = out_mask.push(&bytes);
+                    loss.write(&spool, LogStream::Stdout, &masked).await;
                 }
                 OutputEvent::Stderr(bytes) => {
-                    spool.write(LogStream::Stderr, &err_mask.push(&bytes)).await
+                    let masked = err_mask.push(&bytes);
+                    loss.write(&spool, LogStream::Stderr, &masked).await;
                 }
                 OutputEvent::System(line) => {
-                    spool
-                        .write(LogStream::System, format!("[berth] {line}\n").as_bytes())
-                        .await
+                    let line = format!("[berth] {line}\n");
+                    loss.write(&spool, LogStream::System, line.as_bytes()).await;
                 }
-            };
-            if let Err(e) = written {
-                spool_error.get_or_insert(e);
             }
         }
-        let tails = [
-            spool.write(LogStream::Stdout, &out_mask.finish()).await,
-            spool.write(LogStream::Stderr, &err_mask.finish()).await,
-        ];
-        spool_error.or(tails.into_iter().find_map(Result::err))
+        loss.write(&spool, LogStream::Stdout, &out_mask.finish())
+            .await;
+        loss.write(&spool, LogStream::Stderr, &err_mask.finish())
+            .await;
+        loss
     };
-    let ((report, container), spool_error) =
+    let ((report, container), loss) =
         tokio::join!(state.executor.run(job, out_tx, cancel.clone()), forward);
-    if let Some(e) = spool_error {
-        tracing::error!(work_request = %job.work_request_id, error = %e, "writing the log spool failed; some output may be missing");
+    let mut log_incomplete = loss.reason(&state.config.spool_dir);
+    if let Some(reason) = &log_incomplete {
+        tracing::error!(work_request = %job.work_request_id, %reason, "writing the log spool failed; the log is marked incomplete");
     }
     spool.close().await;
     let container = Some(container);
@@ -651,36 +665,102 @@ async fn run_attempt_inner(
         result = uploader => result,
         () = abandoned.cancelled() => {
             upload_cancel.cancel();
-            return Ended { report: None, container, spool: Some(spool) };
+            return Ended { report: None, log_incomplete: None, container, spool: Some(spool) };
         }
     };
     match uploaded {
         Ok(Ok(_)) => Ended {
             report: Some(report),
+            log_incomplete,
             container,
             spool: Some(spool),
         },
         Ok(Err(UploadError::Fenced)) => Ended {
             report: None,
+            log_incomplete: None,
             container,
             spool: Some(spool),
         },
         Ok(Err(e)) => {
             tracing::error!(work_request = %job.work_request_id, error = %e, "log upload failed; the log kept in the spool dir is incomplete on the server");
+            log_incomplete
+                .get_or_insert_with(|| format!("the worker could not upload the whole log: {e}"));
             Ended {
                 report: Some(report),
+                log_incomplete,
                 container,
                 spool: None,
             }
         }
         Err(e) => {
             tracing::error!(work_request = %job.work_request_id, error = %e, "log upload task failed");
+            log_incomplete.get_or_insert_with(|| format!("the worker's log upload failed: {e}"));
             Ended {
                 report: Some(report),
+                log_incomplete,
                 container,
                 spool: None,
             }
         }
+    }
+}
+
+/// Output that never reached the spool. Once a write to a stream fails, the rest of that
+/// stream is dropped too, so the stored log of each stream is an exact prefix of the output
+/// (with a note saying where it ends) rather than output with holes in it.
+#[derive(Debug, Default)]
+struct SpoolLoss {
+    /// Per stream (stdout, stderr, system): the offset its stored log ends at, once a
+    /// write to it failed.
+    cut_at: [Option<u64>; 3],
+    /// Bytes dropped, all streams together.
+    bytes: u64,
+    /// The first failure.
+    first_error: Option<std::io::Error>,
+}
+
+impl SpoolLoss {
+    /// Writes `data` to `stream` of `spool` unless that stream was cut off already; a
+    /// failed write cuts it off.
+    async fn write(&mut self, spool: &LogSpool, stream: LogStream, data: &[u8]) {
+        let index = match stream {
+            LogStream::Stdout => 0,
+            LogStream::Stderr => 1,
+            _ => 2,
+        };
+        if data.is_empty() {
+            return;
+        }
+        if self.cut_at[index].is_some() {
+            self.bytes += data.len() as u64;
+            return;
+        }
+        if let Err(e) = spool.write(stream, data).await {
+            self.cut_at[index] = Some(spool.written(stream));
+            self.bytes += data.len() as u64;
+            self.first_error.get_or_insert(e);
+        }
+    }
+
+    /// Why the log is incomplete, if it is, for the server to show with the log.
+    fn reason(&self, spool_dir: &std::path::Path) -> Option<String> {
+        let error = self.first_error.as_ref()?;
+        let cause = if error.kind() == std::io::ErrorKind::StorageFull {
+            "its disk is full".to_owned()
+        } else {
+            error.to_string()
+        };
+        let cuts: Vec<String> = ["stdout", "stderr", "system"]
+            .iter()
+            .zip(self.cut_at)
+            .filter_map(|(name, cut)| cut.map(|at| format!("{name} after byte {at}")))
+            .collect();
+        Some(format!(
+            "the worker could not write its log spool in {} ({cause}): {} bytes of output are missing ({})",
+            spool_dir.display(),
+            self.bytes,
+            cuts.join(", ")
+        ))
     }
 }
 

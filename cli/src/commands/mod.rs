@@ -29,7 +29,7 @@ mod workers;
 mod workflows;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use berth_common::client::{self, BearerAuth};
@@ -77,6 +77,52 @@ pub async fn execute(
     done.map(|()| 0)
 }
 
+/// The largest token file read: a token is well under 1 KiB, so anything near this is
+/// the wrong file.
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+
+/// The largest file sent to the server in one request: the server's limit per message
+/// (4 MiB), so an oversized file is refused here, before it is read whole.
+pub(crate) const MAX_REQUEST_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads the UTF-8 text file `path` (a `what`, for the message), refusing one over `limit`
+/// bytes without reading more than that (its size is checked first, and the read stops
+/// past the limit for files whose size says nothing, such as pipes).
+pub(crate) fn read_text_file(path: &Path, limit: u64, what: &str) -> Result<String, CliError> {
+    use std::io::Read;
+    let cannot =
+        |e: std::io::Error| CliError::Local(format!("cannot read {what} {}: {e}", path.display()));
+    let too_large = || {
+        CliError::Local(format!(
+            "{what} {} is larger than {}; the limit is {limit} bytes",
+            path.display(),
+            human_bytes(limit)
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if file.metadata().map_err(cannot)?.len() > limit {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| CliError::Local(format!("{what} {} is not UTF-8 text", path.display())))
+}
+
+/// `n` bytes as KiB or MiB, for messages about limits.
+fn human_bytes(n: u64) -> String {
+    if n >= 1024 * 1024 && n.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", n / (1024 * 1024))
+    } else {
+        format!("{} KiB", n / 1024)
+    }
+}
+
 /// Picks the token: `--token` or `--token-file` on the command line, else BERTH_TOKEN.
 /// A token file beats BERTH_TOKEN because naming a file is the more deliberate act; giving
 /// both flags is a mistake worth pointing out.
@@ -88,9 +134,7 @@ pub fn resolve_token(global: &GlobalArgs) -> Result<String, CliError> {
                 "--token and --token-file cannot be used together".into(),
             ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            CliError::Local(format!("cannot read token file {}: {e}", path.display()))
-        })?;
+        let text = read_text_file(path, MAX_TOKEN_FILE_BYTES, "token file")?;
         let token = text.trim();
         if token.is_empty() {
             return Err(CliError::Local(format!(

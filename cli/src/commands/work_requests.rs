@@ -22,9 +22,12 @@ pub(super) async fn run(
 ) -> Result<u8, CliError> {
     let request = submit_request(&args, |key| std::env::var_os(key))?;
     if args.detach {
+        // A refused or failed submission means nothing was submitted, attached or not:
+        // the same status (125) for both, so a script needs to know only one.
         let submitted = server
             .call(WorkRequests::submit_work_request, request)
-            .await?;
+            .await
+            .map_err(CliError::while_running)?;
         printer.show(&SubmittedView::from(submitted))?;
         return Ok(0);
     }

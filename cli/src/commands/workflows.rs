@@ -13,9 +13,8 @@ pub(super) async fn execute(
 ) -> Result<(), CliError> {
     match command {
         WorkflowCommand::Submit(args) => {
-            let text = std::fs::read_to_string(&args.file).map_err(|e| {
-                CliError::Local(format!("cannot read {}: {e}", args.file.display()))
-            })?;
+            let text =
+                super::read_text_file(&args.file, super::MAX_REQUEST_FILE_BYTES, "workflow file")?;
             let in_file = |e: String| CliError::Local(format!("{}: {e}", args.file.display()));
             let file = crate::workflow::parse(&args.file, &text).map_err(in_file)?;
             let request =

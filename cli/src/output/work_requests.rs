@@ -242,7 +242,7 @@ impl Render for WorkRequestView {
                     opt(attempt.cpu_time),
                     opt(attempt.pull_duration),
                     opt(attempt.run_duration),
-                    attempt.message.clone(),
+                    attempt_message(attempt),
                 ]);
             }
             text.push_str(&table.render_indented());
@@ -252,6 +252,21 @@ impl Render for WorkRequestView {
             text.push_str(&steps_table(&self.children));
         }
         text
+    }
+}
+
+/// An attempt's message for the table, with the reason its log is incomplete if it is.
+fn attempt_message(attempt: &AttemptView) -> String {
+    match (
+        attempt.message.is_empty(),
+        attempt.log_incomplete.is_empty(),
+    ) {
+        (_, true) => attempt.message.clone(),
+        (true, false) => format!("log incomplete: {}", attempt.log_incomplete),
+        (false, false) => format!(
+            "{}; log incomplete: {}",
+            attempt.message, attempt.log_incomplete
+        ),
     }
 }
 
@@ -302,6 +317,8 @@ pub struct AttemptView {
     pub pull_duration: Option<Span>,
     pub run_duration: Option<Span>,
     pub message: String,
+    /// Why the attempt's stored log misses output; empty when it is complete.
+    pub log_incomplete: String,
 }
 
 impl From<proto::Attempt> for AttemptView {
@@ -320,6 +337,7 @@ impl From<proto::Attempt> for AttemptView {
             pull_duration: Span::from_proto(attempt.pull_duration.as_ref()),
             run_duration: Span::from_proto(attempt.run_duration.as_ref()),
             message: attempt.message,
+            log_incomplete: attempt.log_incomplete,
         }
     }
 }

@@ -113,4 +113,6 @@ pub struct AttemptRow {
     pub message: String,
     pub pull_ms: Option<i64>,
     pub run_ms: Option<i64>,
+    /// Why its stored log misses output; empty when complete.
+    pub log_incomplete: String,
 }

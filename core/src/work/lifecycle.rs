@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
 use crate::work::ids::{AttemptKey, WorkRequestId};
+use crate::work::logs;
 use crate::work::report::{Finished, Started};
 use crate::work::state::{
     AttemptState, Closing, Ending, Kind, Outcome, Reason, Status, UnblockStrategy, Verdict,
@@ -335,6 +336,9 @@ pub(crate) async fn finish(
         ))
         .execute(conn)
         .await?;
+    if !report.log_incomplete.is_empty() {
+        logs::note_incomplete(conn, key, &report.log_incomplete).await?;
+    }
     // The request's start time, when the Started was folded in here.
     let started_at = folded.started.is_some().then_some(now);
     if current != Status::Running {

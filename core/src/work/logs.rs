@@ -234,6 +234,48 @@ pub async fn append(
     .await
 }
 
+/// Records that the stored log of attempt `key` misses output, and why: on the attempt
+/// (`log_incomplete`) and as a note at the end of the server's notes stream, so whoever
+/// reads the log sees it where the output is missing. Runs in the caller's transaction.
+pub(crate) async fn note_incomplete(
+    conn: &mut AsyncPgConnection,
+    key: AttemptKey,
+    reason: &str,
+) -> Result<()> {
+    // A worker's reason is shown to users: keep it to one bounded line.
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(1000)
+        .collect();
+    diesel::update(attempts::table.find((key.id, key.attempt)))
+        .set(attempts::log_incomplete.eq(&reason))
+        .execute(conn)
+        .await?;
+    let end: i64 = log_chunks::table
+        .filter(log_chunks::work_request_id.eq(key.id))
+        .filter(log_chunks::attempt.eq(key.attempt))
+        .filter(log_chunks::stream.eq(LogStream::Notes.code()))
+        .select(diesel::dsl::sql::<BigInt>(
+            "coalesce(max(byte_offset + length(data)), 0)::bigint",
+        ))
+        .first(conn)
+        .await?;
+    let note = format!("[berth] log incomplete: {reason}\n");
+    diesel::insert_into(log_chunks::table)
+        .values((
+            log_chunks::work_request_id.eq(key.id),
+            log_chunks::attempt.eq(key.attempt),
+            log_chunks::stream.eq(LogStream::Notes.code()),
+            log_chunks::byte_offset.eq(end),
+            log_chunks::data.eq(note.as_bytes()),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// One row of [`read_after`].
 #[derive(QueryableByName)]
 struct ChunkRow {

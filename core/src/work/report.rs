@@ -30,6 +30,9 @@ pub struct Finished {
     pub pull_ms: Option<i64>,
     /// Time from container start to exit.
     pub run_ms: Option<i64>,
+    /// Why the log the server holds misses output (the worker could not spool all of
+    /// it, say); empty when the log is complete.
+    pub log_incomplete: String,
 }
 
 impl Finished {
@@ -44,6 +47,7 @@ impl Finished {
             cpu_time_ns: None,
             pull_ms: None,
             run_ms: None,
+            log_incomplete: String::new(),
         }
     }
 }

@@ -128,6 +128,7 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
                 cpu_time_ns: finished.cpu_time.as_ref().map(nanos),
                 pull_ms: finished.pull_duration.as_ref().map(millis),
                 run_ms: finished.run_duration.as_ref().map(millis),
+                log_incomplete: finished.log_incomplete,
             },
         ),
     }))

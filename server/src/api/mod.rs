@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod auth;
 pub mod error;
+pub mod limits;
 pub mod server;
 pub mod tokens;
 pub mod work_requests;

@@ -29,6 +29,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::agent::AgentApi;
 use crate::api::auth::AuthLayer;
+use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::api::tokens::TokenApi;
 use crate::api::work_requests::WorkRequestApi;
 use crate::api::workers::WorkerApi;
@@ -130,13 +131,26 @@ pub async fn serve(
     } = services;
     let router = builder(tls)?
         .layer(AuthLayer::new(authenticator))
+        .layer(MessageLimitLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TokenServiceServer::new(TokenApi::new(tokens)))
-        .add_service(WorkerServiceServer::new(WorkerApi::new(workers)))
-        .add_service(WorkRequestServiceServer::new(WorkRequestApi::new(requests)))
-        .add_service(AgentServiceServer::new(AgentApi::new(agents, streams_end)));
+        .add_service(
+            TokenServiceServer::new(TokenApi::new(tokens))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            WorkerServiceServer::new(WorkerApi::new(workers))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            WorkRequestServiceServer::new(WorkRequestApi::new(requests))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AgentServiceServer::new(AgentApi::new(agents, streams_end))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Serve(e.to_string()))?;

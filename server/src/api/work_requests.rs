@@ -200,6 +200,7 @@ fn attempt_to_proto(row: AttemptRow) -> proto::Attempt {
         message: row.message,
         pull_duration: ms(row.pull_ms),
         run_duration: ms(row.run_ms),
+        log_incomplete: row.log_incomplete,
     }
 }
 
