@@ -112,6 +112,7 @@ diesel::table! {
         outcome -> Nullable<Text>,
         message -> Text,
         run_ms -> Nullable<Int8>,
+        stop_requested_at -> Nullable<Timestamptz>,
     }
 }
 

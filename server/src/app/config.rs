@@ -77,6 +77,7 @@ struct FileConfig {
     sweep_interval: Option<String>,
     max_log_bytes: Option<u64>,
     outbox_slack: Option<usize>,
+    stop_wait: Option<String>,
     #[serde(default)]
     defaults: FileDefaults,
 }
@@ -239,6 +240,12 @@ impl Config {
                 .contains(&agent.sweep_interval)
             {
                 return Err(ConfigError("sweep_interval: use 100ms to 1h".into()));
+            }
+        }
+        if let Some(text) = &file.stop_wait {
+            agent.stop_wait = duration("stop_wait", text)?;
+            if agent.stop_wait > Duration::from_secs(24 * 3600) {
+                return Err(ConfigError("stop_wait: use at most 24h".into()));
             }
         }
         if agent.heartbeat_interval < Duration::from_secs(1)
