@@ -322,7 +322,10 @@ impl Agents {
     /// `KeepContainers`: which of `attempts` (whose containers a worker found on its
     /// Docker engine) are current and held by a live worker, and which this server has no
     /// record of; the containers of the rest should go. The answer does not depend on who
-    /// asks: a worker asks at start, before its first Hello.
+    /// asks: a worker asks at start, before its first Hello. A worker is live while its
+    /// lease runs (heard from within the lease TTL), even if its stream just broke: it may
+    /// reconnect and go on, and once the lease is out the sweep has ended its attempts or
+    /// marked them for stopping, which this then reports as over.
     pub async fn keep_containers(&self, attempts: &[AttemptKey]) -> Result<KeepVerdict> {
         if attempts.len() > MAX_KEEP_QUERY {
             return Err(Error::InvalidArgument(format!(
@@ -341,7 +344,7 @@ impl Agents {
         let judged: Vec<Judged> = diesel::sql_query(
             "SELECT k.id, k.number, (r.id IS NOT NULL) AS known, \
                     COALESCE(r.attempt_count = k.number AND a.state <> 'finished' \
-                      AND a.stop_requested_at IS NULL AND w.connected_at IS NOT NULL \
+                      AND a.stop_requested_at IS NULL \
                       AND w.last_heartbeat_at >= $3, false) AS keep \
              FROM unnest($1::uuid[], $2::int[]) AS k(id, number) \
              LEFT JOIN work_requests r ON r.id = k.id \
