@@ -30,7 +30,10 @@ use tonic::Code;
 
 /// The engine's ID, as workers report it in `docker_engine_id`.
 async fn engine_id() -> String {
-    docker(&["info", "--format", "{{.ID}}"]).await.trim().to_owned()
+    docker(&["info", "--format", "{{.ID}}"])
+        .await
+        .trim()
+        .to_owned()
 }
 
 /// A server with short leases (a lost worker is noticed within seconds) that waits up to
@@ -96,7 +99,10 @@ fn berth_labels(worker: &str, id: &str, attempt: u32, extra: &[(&str, &str)]) ->
         "berth.stop-grace-ms=1000".to_owned(),
     ];
     labels.extend(extra.iter().map(|(k, v)| format!("{k}={v}")));
-    labels.into_iter().flat_map(|l| ["--label".to_owned(), l]).collect()
+    labels
+        .into_iter()
+        .flat_map(|l| ["--label".to_owned(), l])
+        .collect()
 }
 
 /// `docker create` (or `run -d`, with `start`) of the test image with `labels`; the id.
@@ -146,17 +152,27 @@ fn keep_alive(agent: &RawAgent) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Takes the next Assign from `agent` and accepts it; returns the attempt.
-async fn accept_next(agent: &mut RawAgent) -> AttemptRef {
-    loop {
+/// Takes the next Assign from `agent`, accepts it and reports it started (with a made-up
+/// container id); returns the attempt once the server has recorded the start.
+async fn accept_next(server: &TestServer, agent: &mut RawAgent) -> AttemptRef {
+    let attempt = loop {
         if let ServerMsg::Assign(assign) = agent.next(WAIT).await {
-            let attempt = assign.attempt.unwrap();
-            agent.send(WorkerMsg::Accept(proto::Accept {
-                attempt: Some(attempt.clone()),
-            }));
-            return attempt;
+            break assign.attempt.unwrap();
         }
-    }
+    };
+    agent.send(WorkerMsg::Accept(proto::Accept {
+        attempt: Some(attempt.clone()),
+    }));
+    agent.send(WorkerMsg::Started(proto::Started {
+        attempt: Some(attempt.clone()),
+        container_id: "made-up".into(),
+        pull_duration: None,
+    }));
+    wait_for(server, &attempt.work_request_id, "to start", WAIT, |r| {
+        r.attempts.first().is_some_and(|a| a.started_at.is_some())
+    })
+    .await;
+    attempt
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -186,7 +202,9 @@ async fn a_lost_workers_container_is_reaped_by_the_next_worker_on_its_engine_bef
     // No other worker is on the engine: at lease expiry the request is offered again, as
     // before, and the container is left running (nobody can stop it yet).
     let lost = wait_for(&server, &submitted.id, "to lose attempt 1", WAIT, |r| {
-        r.attempts.first().is_some_and(|a| a.reason == "worker-lost")
+        r.attempts
+            .first()
+            .is_some_and(|a| a.reason == "worker-lost")
     })
     .await;
     assert_eq!(status(&lost), WorkRequestStatus::Pending);
@@ -238,7 +256,10 @@ async fn a_live_worker_on_the_engine_stops_the_lost_workers_container_before_its
         "attempt 1 says why it ended: {first:?}"
     );
     // From the database's times as well: attempt 1 ended before attempt 2 was assigned.
-    assert!(berth_tests::at(first.finished_at.as_ref()) <= berth_tests::at(again.attempts[1].assigned_at.as_ref()));
+    assert!(
+        berth_tests::at(first.finished_at.as_ref())
+            <= berth_tests::at(again.attempts[1].assigned_at.as_ref())
+    );
     assert!(!container_exists(&container).await);
     end(server, vec![one, two], &[&submitted.id]).await;
 }
@@ -277,26 +298,41 @@ async fn a_container_created_but_never_started_is_reaped_by_another_worker_and_b
  {
     ensure_test_image().await;
     let server = server(Duration::from_secs(60)).await;
-    let helper = TestWorker::start(&server, &["--label", "lane=h", "--orphan-sweep-interval", "500ms"]).await;
+    let helper = TestWorker::start(
+        &server,
+        &["--label", "lane=h", "--orphan-sweep-interval", "500ms"],
+    )
+    .await;
     helper.wait_connected(&server).await;
 
     // Another worker on the engine took an attempt, created its container and died
     // before starting it.
     let (mut lost, _) = raw_on_engine(&server, &berth_tests::unique_name("raw"), "r").await;
     let submitted = submit_for(&server, "r", spec(&["sleep", "300"])).await;
-    let attempt = accept_next(&mut lost).await;
+    let attempt = accept_next(&server, &mut lost).await;
     let created = labelled_container(
         &berth_labels("lost-raw", &submitted.id, attempt.attempt, &[]),
         false,
     )
     .await;
     drop(lost);
-    wait_gone(&created, "the helper to remove the lost worker's created container").await;
+    wait_gone(
+        &created,
+        "the helper to remove the lost worker's created container",
+    )
+    .await;
     let requeued = wait_for(&server, &submitted.id, "to be offered again", WAIT, |r| {
         r.attempts.first().is_some_and(|a| a.finished_at.is_some())
     })
     .await;
     assert_eq!(requeued.attempts[0].reason, "worker-lost");
+    assert!(
+        requeued.attempts[0]
+            .message
+            .contains("stopped its container"),
+        "the request ran again only once the helper confirmed the stop: {:?}",
+        requeued.attempts[0]
+    );
 
     // A worker restarted (by systemd, say) finds its own created container at start.
     let mut own = TestWorker::start(&server, &["--label", "lane=x"]).await;
@@ -308,7 +344,11 @@ async fn a_container_created_but_never_started_is_reaped_by_another_worker_and_b
     )
     .await;
     own.spawn();
-    wait_gone(&leftover, "the restarted worker to remove its own created container").await;
+    wait_gone(
+        &leftover,
+        "the restarted worker to remove its own created container",
+    )
+    .await;
     own.wait_connected(&server).await;
     end(server, vec![helper, own], &[]).await;
 }
@@ -323,15 +363,13 @@ async fn without_a_stop_confirmation_the_request_runs_again_after_the_wait_with_
     let beating = keep_alive(&helper);
     let (mut lost, _) = raw_on_engine(&server, &berth_tests::unique_name("lost"), "r").await;
     let submitted = submit_for(&server, "r", spec(&["sleep", "300"])).await;
-    let attempt = accept_next(&mut lost).await;
-    eprintln!("accepted {attempt:?}");
+    let attempt = accept_next(&server, &mut lost).await;
     drop(lost);
 
     // The helper is told to stop the lost attempt's container, again and again.
     let mut told = 0;
     while told < 2 {
         let next = helper.next(WAIT).await;
-        eprintln!("helper got {next:?}");
         if let ServerMsg::StopContainers(stop) = next {
             assert_eq!(stop.attempts, vec![attempt.clone()]);
             told += 1;
@@ -373,7 +411,7 @@ async fn a_foreign_container_past_its_timeout_is_stopped_even_while_its_worker_l
     let (mut owner, _) = raw_on_engine(&server, &berth_tests::unique_name("stuck"), "r").await;
     let beating = keep_alive(&owner);
     let submitted = submit_for(&server, "r", spec(&["sleep", "300"])).await;
-    let attempt = accept_next(&mut owner).await;
+    let attempt = accept_next(&server, &mut owner).await;
     let overdue = labelled_container(
         &berth_labels(
             "stuck-owner",
@@ -384,9 +422,17 @@ async fn a_foreign_container_past_its_timeout_is_stopped_even_while_its_worker_l
         true,
     )
     .await;
-    let helper = TestWorker::start(&server, &["--label", "lane=h", "--orphan-sweep-interval", "500ms"]).await;
+    let helper = TestWorker::start(
+        &server,
+        &["--label", "lane=h", "--orphan-sweep-interval", "500ms"],
+    )
+    .await;
     helper.wait_connected(&server).await;
-    wait_gone(&overdue, "the helper to stop the container past its timeout").await;
+    wait_gone(
+        &overdue,
+        "the helper to stop the container past its timeout",
+    )
+    .await;
     // The attempt itself is its owner's to report: it is still current.
     let request = get(&server, &submitted.id).await;
     assert_eq!(status(&request), WorkRequestStatus::Running);
@@ -400,8 +446,8 @@ async fn keep_containers_judges_attempts_and_refuses_bad_input_clearly() {
     let server = server(Duration::from_secs(60)).await;
     let (mut owner, _) = raw_on_engine(&server, &berth_tests::unique_name("own"), "r").await;
     let beating = keep_alive(&owner);
-    let submitted = submit_for(&server, "r", spec(&["sleep", "300"])).await;
-    let attempt = accept_next(&mut owner).await;
+    submit_for(&server, "r", spec(&["sleep", "300"])).await;
+    let attempt = accept_next(&server, &mut owner).await;
     let stranger = AttemptRef {
         work_request_id: uuid::Uuid::now_v7().to_string(),
         attempt: 1,

@@ -519,7 +519,10 @@ async fn handle(
                 if gone.is_empty() {
                     return;
                 }
-                tracing::info!(attempts = gone.len(), "stopped the containers of a lost worker on this engine");
+                tracing::info!(
+                    attempts = gone.len(),
+                    "stopped the containers of a lost worker on this engine"
+                );
                 let stopped = proto::ContainersStopped {
                     attempts: gone.iter().map(attempt_ref).collect(),
                 };
@@ -736,7 +739,11 @@ async fn reap_periodically(state: Arc<State>, shutdown: CancellationToken) {
             () = tokio::time::sleep(state.config.orphan_sweep_interval) => {}
         }
         let mut client = state.client.clone();
-        match state.reaper.sweep(&|| state.live_keys(), Some(&mut client)).await {
+        match state
+            .reaper
+            .sweep(&|| state.live_keys(), Some(&mut client))
+            .await
+        {
             Ok(stops) if stops.is_empty() => {}
             Ok(stops) => tracing::info!(count = stops.len(), "stopping leftover containers"),
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),

@@ -551,10 +551,7 @@ impl DockerExecutor {
     /// or already exited is just removed.
     pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> bool {
         let running = match self.docker.inspect_container(id, None).await {
-            Ok(inspected) => inspected
-                .state
-                .and_then(|s| s.running)
-                .unwrap_or(false),
+            Ok(inspected) => inspected.state.and_then(|s| s.running).unwrap_or(false),
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => return true,

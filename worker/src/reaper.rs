@@ -143,7 +143,9 @@ impl Reaper {
         }
     }
 
-    fn stopping(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<bool>>>> {
+    fn stopping(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<bool>>>> {
         self.stopping.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -212,7 +214,9 @@ impl Reaper {
                         None
                     }
                     Err(_) => {
-                        warn!("the server did not answer about other workers' containers; leaving them for now");
+                        warn!(
+                            "the server did not answer about other workers' containers; leaving them for now"
+                        );
                         None
                     }
                 }
@@ -255,11 +259,7 @@ impl Reaper {
     /// server) and returns the attempts whose containers are now gone; `None` when every
     /// one of `keys` is already being stopped for an earlier request (a repeat). Attempts
     /// this worker runs itself are not touched and not confirmed.
-    pub async fn stop_attempts(
-        &self,
-        keys: Vec<Key>,
-        running: &HashSet<Key>,
-    ) -> Option<Vec<Key>> {
+    pub async fn stop_attempts(&self, keys: Vec<Key>, running: &HashSet<Key>) -> Option<Vec<Key>> {
         let keys: Vec<Key> = {
             let mut confirming = self.confirming();
             keys.into_iter()
@@ -287,7 +287,9 @@ impl Reaper {
                         gone.push(key.clone());
                     }
                 }
-                Err(e) => warn!(work_request = %key.0, attempt = key.1, error = %e, "cannot look for the lost worker's container; the server asks again"),
+                Err(e) => {
+                    warn!(work_request = %key.0, attempt = key.1, error = %e, "cannot look for the lost worker's container; the server asks again")
+                }
             }
         }
         let mut confirming = self.confirming();
@@ -312,10 +314,18 @@ async fn ask(client: &mut AgentClient, attempts: &[Key]) -> Result<ServerView, t
                 .collect(),
         };
         let answer = client.keep_containers(request).await?.into_inner();
-        view.keep
-            .extend(answer.keep.into_iter().map(|r| (r.work_request_id, r.attempt)));
-        view.unknown
-            .extend(answer.unknown.into_iter().map(|r| (r.work_request_id, r.attempt)));
+        view.keep.extend(
+            answer
+                .keep
+                .into_iter()
+                .map(|r| (r.work_request_id, r.attempt)),
+        );
+        view.unknown.extend(
+            answer
+                .unknown
+                .into_iter()
+                .map(|r| (r.work_request_id, r.attempt)),
+        );
     }
     Ok(view)
 }

@@ -547,10 +547,7 @@ async fn lose(
 /// running its live attempts again at once, mark them as waiting until that worker
 /// confirms their containers are gone ([`containers_stopped`]) or the wait runs out
 /// ([`stop_unconfirmed`]). In the caller's transaction. Returns the attempts newly marked.
-pub async fn await_stop(
-    conn: &mut AsyncPgConnection,
-    worker_id: Uuid,
-) -> Result<Vec<AttemptKey>> {
+pub async fn await_stop(conn: &mut AsyncPgConnection, worker_id: Uuid) -> Result<Vec<AttemptKey>> {
     let marked: Vec<(WorkRequestId, i32)> = diesel::update(
         attempts::table
             .filter(attempts::worker_id.eq(worker_id))
@@ -650,7 +647,13 @@ pub async fn reconcile(
 ) -> Result<Reconciled> {
     let mut out = Reconciled::default();
     for &key in reported {
-        type Row = (Status, i32, Option<Uuid>, AttemptState, Option<DateTime<Utc>>);
+        type Row = (
+            Status,
+            i32,
+            Option<Uuid>,
+            AttemptState,
+            Option<DateTime<Utc>>,
+        );
         let row: Option<Row> = work_requests::table
             .inner_join(attempts::table)
             .filter(work_requests::id.eq(key.id))

@@ -288,10 +288,16 @@ impl Scheduler {
                     // containers: its requests wait for that instead of running twice.
                     if helpers(conn, worker_id, silent_since).await?.is_empty() {
                         let ended = lifecycle::worker_lost(conn, worker_id, &[]).await?;
-                        Ok(Lost { ended, awaiting: Vec::new() })
+                        Ok(Lost {
+                            ended,
+                            awaiting: Vec::new(),
+                        })
                     } else {
                         let awaiting = lifecycle::await_stop(conn, worker_id).await?;
-                        Ok(Lost { ended: Vec::new(), awaiting })
+                        Ok(Lost {
+                            ended: Vec::new(),
+                            awaiting,
+                        })
                     }
                 })
                 .await?;
@@ -341,8 +347,8 @@ impl Scheduler {
         )
         .load(conn)
         .await?;
-        let wait = chrono::TimeDelta::from_std(self.stop_wait)
-            .unwrap_or(chrono::TimeDelta::seconds(60));
+        let wait =
+            chrono::TimeDelta::from_std(self.stop_wait).unwrap_or(chrono::TimeDelta::seconds(60));
         let now = Utc::now();
         let mut by_owner: Vec<(Uuid, Vec<AttemptKey>)> = Vec::new();
         for waiting in waiting {

@@ -69,7 +69,9 @@ fn keys(field: &str, references: &[AttemptRef]) -> Result<Vec<AttemptKey>> {
         .enumerate()
         .map(|(i, r)| {
             key(Some(r)).map_err(|e| match e {
-                Error::InvalidArgument(why) => Error::InvalidArgument(format!("{field}[{i}]: {why}")),
+                Error::InvalidArgument(why) => {
+                    Error::InvalidArgument(format!("{field}[{i}]: {why}"))
+                }
                 e => e,
             })
         })
