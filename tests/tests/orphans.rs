@@ -402,6 +402,46 @@ async fn without_a_stop_confirmation_the_request_runs_again_after_the_wait_with_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_stop_is_asked_of_a_helper_connected_to_another_replica_and_its_answer_counts() {
+    let server = server(Duration::from_secs(60)).await;
+    let replica = server.replica().await;
+    // The helper holds its stream on the replica, the lost worker held its on the first
+    // server: whichever replica's sweep marks the attempt, the replica holding the
+    // helper's stream tells it.
+    let (mut helper, _) = raw_on_engine(&replica, &berth_tests::unique_name("help"), "h").await;
+    let beating = keep_alive(&helper);
+    let (mut lost, _) = raw_on_engine(&server, &berth_tests::unique_name("lost"), "r").await;
+    let submitted = submit_for(&server, "r", spec(&["sleep", "300"])).await;
+    let attempt = accept_next(&server, &mut lost).await;
+    drop(lost);
+    let stop = loop {
+        if let ServerMsg::StopContainers(stop) = helper.next(WAIT).await {
+            break stop;
+        }
+    };
+    assert_eq!(stop.attempts, vec![attempt.clone()]);
+    // Still waiting: nothing runs again before the answer.
+    let waiting = get(&server, &submitted.id).await;
+    assert_eq!(status(&waiting), WorkRequestStatus::Running);
+    helper.send(WorkerMsg::ContainersStopped(proto::ContainersStopped {
+        attempts: stop.attempts,
+    }));
+    let ended = wait_for(&server, &submitted.id, "to be offered again", WAIT, |r| {
+        r.attempts.first().is_some_and(|a| a.finished_at.is_some())
+    })
+    .await;
+    assert_eq!(status(&ended), WorkRequestStatus::Pending);
+    assert!(
+        ended.attempts[0].message.contains("stopped its container"),
+        "{:?}",
+        ended.attempts[0]
+    );
+    beating.abort();
+    replica.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_container_past_its_timeout_is_stopped_even_while_its_worker_lives() {
     ensure_test_image().await;
     let server = server(Duration::from_secs(60)).await;

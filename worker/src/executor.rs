@@ -2172,6 +2172,19 @@ mod tests {
         assert_eq!(labels.get(LABEL_WORKER), Some(&executor.worker_name));
         assert_eq!(labels.get(LABEL_WORK_REQUEST), Some(&job.work_request_id));
         assert_eq!(labels.get(LABEL_ATTEMPT).map(String::as_str), Some("1"));
+        // What a worker reaping the container without its job needs to stop it properly.
+        let grace = job.spec.stop_grace_period.map_or(DEFAULT_GRACE, |d| {
+            Duration::from_secs(u64::try_from(d.seconds).unwrap())
+        });
+        assert_eq!(
+            labels.get(LABEL_STOP_GRACE),
+            Some(&grace.as_millis().to_string())
+        );
+        let timeout = job
+            .spec
+            .timeout
+            .map(|d| (u64::try_from(d.seconds).unwrap() * 1000).to_string());
+        assert_eq!(labels.get(LABEL_TIMEOUT), timeout.as_ref());
         let name = inspected.name.unwrap();
         assert!(
             name.starts_with(&format!("/berth-{}-1-", &job.work_request_id[..12])),
