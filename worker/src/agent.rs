@@ -1,8 +1,11 @@
 //! The worker's side of the agent protocol: one control stream to the server, kept alive
 //! across server restarts, and one task per running attempt.
 //!
-//! The stream carries Hello/Welcome, heartbeats both ways, Assign/Cancel from the server
-//! and Accept/Reject/Started/Finished/GoingAway from the worker. Log bytes never travel
+//! The stream carries Hello/Welcome, heartbeats both ways, Assign/Cancel/StopContainers
+//! from the server and Accept/Reject/Started/Finished/GoingAway/ContainersStopped from the
+//! worker. Before the first Hello, and every sweep interval after, the `reaper` judges
+//! every Berth container on the engine; a StopContainers (a lost worker's attempts on this
+//! engine) is carried out in a task of its own and answered once the containers are gone. Log bytes never travel
 //! on it: each attempt's output is masked, spooled to disk and uploaded with `AppendLog`
 //! (see `logs`), and `Finished` is sent only once every byte is acknowledged. The
 //! container is removed just after `Finished` is sent, with the slot already free, so the
