@@ -378,6 +378,24 @@ mod tests {
     }
 
     #[test]
+    fn stop_wait_is_read_from_the_file_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(&path, "stop_wait = \"2m\"\n").expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.agent.stop_wait, Duration::from_secs(120));
+        std::fs::write(&path, "stop_wait = \"30d\"\n").expect("write");
+        let error = Config::resolve(&args).expect_err("too long");
+        assert!(error.to_string().contains("stop_wait"), "{error}");
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.agent.stop_wait, Duration::from_secs(60));
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let bad_listen = ServerArgs {
             listen: Some("localhost".into()),
