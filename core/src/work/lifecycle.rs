@@ -566,7 +566,7 @@ pub async fn await_stop(conn: &mut AsyncPgConnection, worker_id: Uuid) -> Result
 
 /// Worker `helper` says the containers of `keys` are gone from its Docker engine. Each of
 /// them that is still current, waiting for that ([`await_stop`]), and owned by a worker on
-/// the same engine as `helper` ends as `worker-lost` and its request may run again. The
+/// the same engine as `helper` (`helper` itself, back after a reconnect, included) ends as `worker-lost` and its request may run again. The
 /// rest change nothing (a repeat, or a confirmation from a worker elsewhere). One
 /// transaction per attempt; returns the attempts ended.
 pub async fn containers_stopped(
@@ -592,7 +592,6 @@ pub async fn containers_stopped(
              JOIN workers h ON h.id = $3 \
              WHERE a.work_request_id = $1 AND a.number = $2 \
                AND a.stop_requested_at IS NOT NULL AND a.state <> 'finished' \
-               AND o.id <> h.id \
                AND o.metadata->>'docker_engine_id' = h.metadata->>'docker_engine_id'",
         )
         .bind::<diesel::sql_types::Uuid, _>(key.id)
@@ -602,10 +601,17 @@ pub async fn containers_stopped(
         .await
         .optional()?;
         let Some(owner) = owner else { continue };
-        let message = format!(
-            "worker {} was lost; worker {} on the same Docker engine stopped its container",
-            owner.owner_name, owner.helper_name
-        );
+        let message = if owner.owner == helper {
+            format!(
+                "worker {} was lost; back again, it stopped its container",
+                owner.owner_name
+            )
+        } else {
+            format!(
+                "worker {} was lost; worker {} on the same Docker engine stopped its container",
+                owner.owner_name, owner.helper_name
+            )
+        };
         if lose(conn, key, Some(owner.owner), Some(&message)).await? {
             ended.push(key);
         }

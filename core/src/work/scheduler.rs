@@ -74,8 +74,10 @@ struct WorkerIdRow {
     id: Uuid,
 }
 
-/// The live workers (connected, heard from since `heard_since`) other than `worker_id`
-/// that share its Docker engine (`docker_engine_id` in their facts).
+/// The live workers (connected, heard from since `heard_since`) that share the Docker
+/// engine of `worker_id` (`docker_engine_id` in their facts). A lost worker is not live
+/// itself; once it is back (it reconnected), it may stop its own marked attempts, which
+/// its Hello abandoned, and confirm that like any other worker on the engine.
 pub(crate) async fn helpers(
     conn: &mut AsyncPgConnection,
     worker_id: Uuid,
@@ -83,7 +85,7 @@ pub(crate) async fn helpers(
 ) -> Result<Vec<Uuid>> {
     let rows: Vec<WorkerIdRow> = diesel::sql_query(
         "SELECT h.id FROM workers h JOIN workers o ON o.id = $1 \
-         WHERE h.id <> o.id AND h.connected_at IS NOT NULL AND h.last_heartbeat_at >= $2 \
+         WHERE h.connected_at IS NOT NULL AND h.last_heartbeat_at >= $2 \
            AND o.metadata->>'docker_engine_id' <> '' \
            AND h.metadata->>'docker_engine_id' = o.metadata->>'docker_engine_id' \
          ORDER BY h.id",
