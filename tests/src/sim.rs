@@ -376,8 +376,9 @@ async fn session(
                     }
                     Some(ServerMsg::Assign(assign)) => mode.assign(assign, &send)?,
                     Some(ServerMsg::Cancel(cancel)) => mode.cancel(cancel),
-                    // The server's heartbeats need no answer.
-                    Some(ServerMsg::Heartbeat(_)) | None => {}
+                    // The server's heartbeats need no answer; a simulated worker has no
+                    // Docker engine to stop containers on.
+                    Some(ServerMsg::Heartbeat(_)) | Some(ServerMsg::StopContainers(_)) | None => {}
                 }
             }
             _ = heartbeat.tick() => {

@@ -99,6 +99,7 @@ fn descriptor_set_lists_every_berth_rpc() {
         "/berth.v1.WorkerService/DisableWorker",
         "/berth.v1.WorkRequestService/SubmitWorkRequest",
         "/berth.v1.AgentService/Connect",
+        "/berth.v1.AgentService/KeepContainers",
     ] {
         assert!(
             paths.contains(expected),

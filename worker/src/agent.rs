@@ -1,8 +1,11 @@
 //! The worker's side of the agent protocol: one control stream to the server, kept alive
 //! across server restarts, and one task per running attempt.
 //!
-//! The stream carries Hello/Welcome, heartbeats both ways, Assign/Cancel from the server
-//! and Accept/Reject/Started/Finished/GoingAway from the worker. Log bytes never travel
+//! The stream carries Hello/Welcome, heartbeats both ways, Assign/Cancel/StopContainers
+//! from the server and Accept/Reject/Started/Finished/GoingAway/ContainersStopped from the
+//! worker. Before the first Hello, and every sweep interval after, the `reaper` judges
+//! every Berth container on the engine; a StopContainers (a lost worker's attempts on this
+//! engine) is carried out in a task of its own and answered once the containers are gone. Log bytes never travel
 //! on it: each attempt's output is masked, spooled to disk and uploaded with `AppendLog`
 //! (see `logs`), and `Finished` is sent only once every byte is acknowledged. The
 //! container is removed just after `Finished` is sent, with the slot already free, so the
@@ -35,6 +38,7 @@ use crate::config::WorkerConfig;
 use crate::executor::{Cleanup, DockerExecutor, Job, OutputEvent, RunReport};
 use crate::logs::{LogSpool, UploadError, upload};
 use crate::mask::Masker;
+use crate::reaper::Reaper;
 
 type Key = (String, u32);
 type Client = crate::logs::AgentClient;
@@ -71,6 +75,8 @@ struct Running {
 struct State {
     config: WorkerConfig,
     executor: DockerExecutor,
+    /// Judges and stops the Berth containers on the engine (see `reaper`).
+    reaper: Reaper,
     client: Client,
     running: Mutex<HashMap<Key, Running>>,
     /// Finished reports sent but not yet known to have been applied (resent after a
@@ -132,15 +138,6 @@ pub async fn run(
     )
     .await?;
     let facts = executor.host_facts().await?;
-    // A fresh worker process runs nothing: whatever of ours is left is an orphan.
-    match executor.reap_orphans(&HashSet::new()).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            removed = n,
-            "removed containers left over from an earlier run"
-        ),
-        Err(e) => tracing::warn!(error = %e, "could not look for leftover containers"),
-    }
     tokio::fs::create_dir_all(&config.spool_dir)
         .await
         .map_err(|e| {
@@ -153,10 +150,29 @@ pub async fn run(
         berth_common::client::endpoint(&config.server, config.ca_cert.as_deref())?.connect_lazy();
     let client = AgentServiceClient::with_interceptor(channel, BearerAuth::new(&config.token))
         .max_decoding_message_size(64 * 1024 * 1024);
+    // A fresh worker process runs nothing: whatever of ours is left is an orphan, and so is
+    // whatever a lost worker on this engine left behind. Done before the first Hello, so
+    // nothing this worker is given can run beside a leftover of the same request.
+    let reaper = Reaper::new(executor.clone(), &config.name);
+    match reaper.sweep(&HashSet::new, Some(&mut client.clone())).await {
+        Ok(stops) if stops.is_empty() => {}
+        Ok(stops) => {
+            let count = stops.len();
+            for mut done in stops {
+                let _ = done.wait_for(Option::is_some).await;
+            }
+            tracing::info!(
+                removed = count,
+                "removed containers left on the engine by an earlier run or a lost worker"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "could not look for leftover containers"),
+    }
     let (outbox, mut outbox_rx) = mpsc::unbounded_channel();
     let state = Arc::new(State {
         config,
         executor,
+        reaper,
         client,
         running: Mutex::new(HashMap::new()),
         unconfirmed: Mutex::new(HashMap::new()),
@@ -164,7 +180,7 @@ pub async fn run(
         attempts: TaskTracker::new(),
     });
 
-    let reaper = tokio::spawn(reap_periodically(state.clone(), shutdown.clone()));
+    let sweeper = tokio::spawn(reap_periodically(state.clone(), shutdown.clone()));
     let mut backoff = Duration::from_millis(500);
     let mut drain_deadline = None;
     let result = loop {
@@ -214,7 +230,7 @@ pub async fn run(
             }
         }
     };
-    reaper.abort();
+    sweeper.abort();
     // Attempts that have reported may still be removing their containers: that takes
     // milliseconds, so give them a moment rather than racing them with the sweep. Attempts
     // still running (a stop that outlasted `give_up`) are not waited for: the sweep
@@ -228,6 +244,9 @@ pub async fn run(
     {
         tracing::warn!("removing containers took too long; the last sweep removes them");
     }
+    // Stops of other workers' containers under way get a moment to finish too.
+    state.reaper.tasks().close();
+    let _ = tokio::time::timeout(TIDY_WAIT, state.reaper.tasks().wait()).await;
     // Nothing of ours may outlive the worker.
     let _ = state.executor.reap_orphans(&HashSet::new()).await;
     result
@@ -485,6 +504,35 @@ async fn handle(
                 tracing::info!(work_request = %key.0, attempt = key.1, "cancel received; stopping the container");
                 job.cancel.cancel();
             }
+        }
+        Some(server_message::Msg::StopContainers(stop)) => {
+            let keys: Vec<Key> = stop
+                .attempts
+                .iter()
+                .filter_map(|r| key_of(Some(r)))
+                .collect();
+            let state = state.clone();
+            let tasks = state.reaper.tasks().clone();
+            // In a task of its own: a long grace period must not hold up the stream.
+            tasks.spawn(async move {
+                let running = state.live_keys();
+                let Some(gone) = state.reaper.stop_attempts(keys, &running).await else {
+                    return;
+                };
+                if gone.is_empty() {
+                    return;
+                }
+                tracing::info!(
+                    attempts = gone.len(),
+                    "stopped the containers of a lost worker on this engine"
+                );
+                let stopped = proto::ContainersStopped {
+                    attempts: gone.iter().map(attempt_ref).collect(),
+                };
+                let _ = state
+                    .outbox
+                    .send(message(worker_message::Msg::ContainersStopped(stopped)));
+            });
         }
         Some(server_message::Msg::Heartbeat(_)) | Some(server_message::Msg::Welcome(_)) | None => {}
     }
@@ -764,17 +812,23 @@ impl SpoolLoss {
     }
 }
 
-/// Removes leftover containers of this worker every sweep interval.
+/// Judges the engine's Berth containers every sweep interval (see `reaper`): stops of
+/// those that must go start in tasks of their own, so this loop never waits out a grace
+/// period.
 async fn reap_periodically(state: Arc<State>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(state.config.orphan_sweep_interval) => {}
         }
-        let live = state.live_keys();
-        match state.executor.reap_orphans(&live).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed leftover containers"),
+        let mut client = state.client.clone();
+        match state
+            .reaper
+            .sweep(&|| state.live_keys(), Some(&mut client))
+            .await
+        {
+            Ok(stops) if stops.is_empty() => {}
+            Ok(stops) => tracing::info!(count = stops.len(), "stopping leftover containers"),
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
         }
     }

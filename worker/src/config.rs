@@ -55,6 +55,9 @@ pub struct WorkerArgs {
     /// How long SIGTERM waits for running jobs before stopping them [default: 10m]
     #[arg(long, env = "BERTH_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
+    /// How often to look for Berth containers on the engine that no live attempt needs [default: 60s]
+    #[arg(long, env = "BERTH_ORPHAN_SWEEP_INTERVAL")]
+    pub orphan_sweep_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,7 +103,7 @@ pub struct WorkerConfig {
     pub log_format: LogFormat,
     /// Drain deadline on SIGTERM.
     pub drain_timeout: Duration,
-    /// How often leftover containers are looked for.
+    /// How often the engine's Berth containers are judged (see `reaper`).
     pub orphan_sweep_interval: Duration,
 }
 
@@ -212,10 +215,19 @@ impl WorkerConfig {
             Some(text) => duration("--drain-timeout", &text)?,
             None => Duration::from_secs(600),
         };
-        let orphan_sweep_interval = match file.orphan_sweep_interval {
-            Some(text) => duration("orphan_sweep_interval", &text)?,
+        let orphan_sweep_interval = match args
+            .orphan_sweep_interval
+            .clone()
+            .or(file.orphan_sweep_interval)
+        {
+            Some(text) => duration("--orphan-sweep-interval", &text)?,
             None => Duration::from_secs(60),
         };
+        if orphan_sweep_interval < Duration::from_millis(100) {
+            return Err(ConfigError(
+                "--orphan-sweep-interval: use at least 100ms".into(),
+            ));
+        }
         let spool_dir = args
             .spool_dir
             .clone()

@@ -40,12 +40,13 @@
 //!
 //! # Clean-up
 //!
-//! Containers carry the labels [`LABEL_MANAGED`], [`LABEL_WORKER`], [`LABEL_WORK_REQUEST`] and
-//! [`LABEL_ATTEMPT`]. `run` returns, with its report, a [`Cleanup`] that force-removes the
+//! Containers carry the labels [`LABEL_MANAGED`], [`LABEL_WORKER`], [`LABEL_WORK_REQUEST`],
+//! [`LABEL_ATTEMPT`], [`LABEL_STOP_GRACE`] and (with a timeout) [`LABEL_TIMEOUT`]. `run` returns, with its report, a [`Cleanup`] that force-removes the
 //! container whatever happened; the worker reports first and removes after, so the removal
 //! holds up neither the result nor the next job. If the `run` future is dropped half-way,
-//! or the `Cleanup` unused, a best-effort removal is started from `Drop`, and
-//! [`DockerExecutor::reap_orphans`], which the worker calls on start and periodically, removes
+//! or the `Cleanup` unused, a best-effort removal is started from `Drop`, and the worker's
+//! `reaper`, which judges every Berth container on the engine at start and periodically
+//! ([`DockerExecutor::berth_containers`], [`DockerExecutor::stop_and_remove`]), removes
 //! whatever is still left.
 //!
 //! # Docker requests per attempt
@@ -87,6 +88,12 @@ pub const LABEL_WORKER: &str = "berth.worker";
 pub const LABEL_WORK_REQUEST: &str = "berth.work-request";
 /// Label holding the attempt number.
 pub const LABEL_ATTEMPT: &str = "berth.attempt";
+/// Label holding the attempt's stop grace period in milliseconds, so whichever worker
+/// reaps the container stops it as gently as its own worker would have.
+pub const LABEL_STOP_GRACE: &str = "berth.stop-grace-ms";
+/// Label holding the attempt's timeout in milliseconds (absent without one), so a worker
+/// that finds the container after its own worker is gone still ends it on time.
+pub const LABEL_TIMEOUT: &str = "berth.timeout-ms";
 
 /// Capabilities a job keeps after `cap_drop: ALL`. They let the usual image set-up steps
 /// work (package managers and entrypoints that `chown` files, switch users with
@@ -102,7 +109,7 @@ pub const ADDED_CAPABILITIES: [&str; 6] = [
 ];
 
 /// Docker's own default stop grace period, used when a spec carries none.
-const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for the exit after SIGKILL before giving up on the container.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 /// How long the output stream may stay silent after the container exited before the
@@ -288,7 +295,9 @@ impl DockerExecutor {
     }
 
     /// The engine's facts for `Hello.metadata`: `docker_version`, `os`, `arch`, `cpus`,
-    /// `memory_bytes`. Facts the engine does not report are left out.
+    /// `memory_bytes`, and `docker_engine_id` (the engine's own ID from `docker info`, the
+    /// same for every worker that shares the engine). Facts the engine does not report are
+    /// left out.
     pub async fn host_facts(&self) -> Result<HashMap<String, String>, ExecutorError> {
         let version = self
             .docker
@@ -306,6 +315,7 @@ impl DockerExecutor {
             ("arch", version.arch),
             ("cpus", info.ncpu.map(|n| n.to_string())),
             ("memory_bytes", info.mem_total.map(|n| n.to_string())),
+            ("docker_engine_id", info.id.filter(|id| !id.is_empty())),
         ];
         Ok(facts
             .into_iter()
@@ -490,6 +500,72 @@ impl DockerExecutor {
                 Some((work_request_id, attempt, container.id.clone()?))
             })
             .collect())
+    }
+
+    /// Every Berth container on the engine, whichever worker created it, running or not.
+    pub async fn berth_containers(&self) -> Result<Vec<Found>, ExecutorError> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_MANAGED}=true")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.docker_error("list containers", &e))?;
+        Ok(listed.iter().filter_map(Found::from_summary).collect())
+    }
+
+    /// Berth containers of one attempt on the engine.
+    pub async fn containers_of(
+        &self,
+        work_request_id: &str,
+        attempt: u32,
+    ) -> Result<Vec<Found>, ExecutorError> {
+        Ok(self
+            .berth_containers()
+            .await?
+            .into_iter()
+            .filter(|found| {
+                found
+                    .attempt
+                    .as_ref()
+                    .is_some_and(|(id, n)| id == work_request_id && *n == attempt)
+            })
+            .collect())
+    }
+
+    /// When the container started, if it ever did and the engine says so.
+    pub async fn started_at(&self, id: &str) -> Option<std::time::SystemTime> {
+        let inspected = self.docker.inspect_container(id, None).await.ok()?;
+        let started = inspected.state?.started_at?;
+        // Docker reports 0001-01-01 for a container that never started: before the epoch,
+        // so not a time here.
+        let started = humantime::parse_rfc3339_weak(&started).ok()?;
+        (started > std::time::UNIX_EPOCH).then_some(started)
+    }
+
+    /// Stops a container the way an attempt is stopped (SIGTERM, up to `grace` for the
+    /// exit, SIGKILL) and removes it; true when it is gone. A container that never started
+    /// or already exited is just removed.
+    pub async fn stop_and_remove(&self, id: &str, grace: Duration) -> bool {
+        let running = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => inspected.state.and_then(|s| s.running).unwrap_or(false),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return true,
+            Err(_) => true,
+        };
+        if running {
+            self.signal(id, "SIGTERM").await;
+            let wait = self.wait_for_exit(id);
+            if tokio::time::timeout(grace, wait).await.is_err() {
+                self.signal(id, "SIGKILL").await;
+                let _ = tokio::time::timeout(KILL_WAIT, self.wait_for_exit(id)).await;
+            }
+        }
+        remove_container(&self.docker, id).await
     }
 
     /// Containers labelled for this worker; with `all`, stopped ones too.
@@ -955,7 +1031,12 @@ impl Plan {
             (LABEL_WORKER.to_owned(), worker_name.to_owned()),
             (LABEL_WORK_REQUEST.to_owned(), job.work_request_id.clone()),
             (LABEL_ATTEMPT.to_owned(), job.attempt.to_string()),
+            (LABEL_STOP_GRACE.to_owned(), grace.as_millis().to_string()),
         ]);
+        let mut labels = labels;
+        if let Some(timeout) = timeout {
+            labels.insert(LABEL_TIMEOUT.to_owned(), timeout.as_millis().to_string());
+        }
         let host_config = HostConfig {
             memory,
             memory_swap: memory,
@@ -1210,6 +1291,48 @@ async fn remove_container(docker: &Docker, id: &str) -> bool {
                 return false;
             }
         }
+    }
+}
+
+/// A Berth container found on the engine, as its labels and state describe it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Docker's id.
+    pub id: String,
+    /// The worker that created it (`berth.worker`).
+    pub worker: String,
+    /// Its (work request, attempt), when the labels can be read.
+    pub attempt: Option<(String, u32)>,
+    /// Whether it is running now (not created, exited or dead).
+    pub running: bool,
+    /// Its attempt's stop grace period ([`DEFAULT_GRACE`] without the label).
+    pub grace: Duration,
+    /// Its attempt's timeout, when it has one.
+    pub timeout: Option<Duration>,
+}
+
+impl Found {
+    fn from_summary(container: &ContainerSummary) -> Option<Found> {
+        let id = container.id.clone()?;
+        let labels = container.labels.clone().unwrap_or_default();
+        let millis = |label: &str| {
+            labels
+                .get(label)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        };
+        use bollard::models::ContainerSummaryStateEnum as State;
+        let running = container
+            .state
+            .is_some_and(|s| matches!(s, State::RUNNING | State::PAUSED | State::RESTARTING));
+        Some(Found {
+            id,
+            worker: labels.get(LABEL_WORKER).cloned().unwrap_or_default(),
+            attempt: attempt_of(container),
+            running,
+            grace: millis(LABEL_STOP_GRACE).unwrap_or(DEFAULT_GRACE),
+            timeout: millis(LABEL_TIMEOUT),
+        })
     }
 }
 
@@ -2049,6 +2172,19 @@ mod tests {
         assert_eq!(labels.get(LABEL_WORKER), Some(&executor.worker_name));
         assert_eq!(labels.get(LABEL_WORK_REQUEST), Some(&job.work_request_id));
         assert_eq!(labels.get(LABEL_ATTEMPT).map(String::as_str), Some("1"));
+        // What a worker reaping the container without its job needs to stop it properly.
+        let grace = job.spec.stop_grace_period.map_or(DEFAULT_GRACE, |d| {
+            Duration::from_secs(u64::try_from(d.seconds).unwrap())
+        });
+        assert_eq!(
+            labels.get(LABEL_STOP_GRACE),
+            Some(&grace.as_millis().to_string())
+        );
+        let timeout = job
+            .spec
+            .timeout
+            .map(|d| (u64::try_from(d.seconds).unwrap() * 1000).to_string());
+        assert_eq!(labels.get(LABEL_TIMEOUT), timeout.as_ref());
         let name = inspected.name.unwrap();
         assert!(
             name.starts_with(&format!("/berth-{}-1-", &job.work_request_id[..12])),

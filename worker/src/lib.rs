@@ -8,3 +8,4 @@ pub mod config;
 pub mod executor;
 pub mod logs;
 pub mod mask;
+pub mod reaper;

@@ -949,6 +949,13 @@ mod tests {
             Err(Status::unimplemented("not in this fake"))
         }
 
+        async fn keep_containers(
+            &self,
+            _request: Request<berth_common::proto::KeepContainersRequest>,
+        ) -> Result<Response<berth_common::proto::KeepContainersResponse>, Status> {
+            Err(Status::unimplemented("not in this fake"))
+        }
+
         async fn append_log(
             &self,
             request: Request<AppendLogRequest>,

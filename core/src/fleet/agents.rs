@@ -13,6 +13,11 @@
 //! - [`Agents::report`] notes that the worker was heard from and hands its Accept,
 //!   Reject, Started and Finished, in order, to the `recorder`.
 //! - [`Agents::append_log`] stores log bytes, fenced like every other worker write.
+//! - [`Agents::keep_containers`] judges the Berth containers a worker found on its Docker
+//!   engine: which attempts are current and held by a live worker (keep), which the server
+//!   has no record of (not its to judge), and so which containers should go. With a
+//!   `ContainersStopped` report a worker confirms that it stopped a lost worker's
+//!   containers, and `lifecycle` lets their requests run again.
 //! - [`Agents::disconnected`] forgets the stream and marks the worker disconnected.
 
 use std::collections::HashMap;
@@ -31,7 +36,7 @@ use crate::live::AgentSettings;
 use crate::live::hub::{Hub, Session, ToWorker};
 use crate::store::db::DbPool;
 use crate::store::schema::{tokens, workers};
-use crate::work::ids::AttemptKey;
+use crate::work::ids::{AttemptKey, WorkRequestId};
 use crate::work::lifecycle;
 use crate::work::logs::{self, Append, Appended, LogStream};
 use crate::work::recorder::{self, Recorder};
@@ -103,6 +108,33 @@ pub enum Report {
     Started(AttemptKey, Started),
     /// The attempt ended.
     Finished(AttemptKey, Finished),
+    /// The containers of these attempts (of a lost worker on the same engine, named by a
+    /// `StopContainers`) are gone.
+    ContainersStopped(Vec<AttemptKey>),
+}
+
+/// The most attempts one `KeepContainers` call may name.
+pub const MAX_KEEP_QUERY: usize = 1000;
+
+/// The server's judgement of the attempts whose containers a worker found on its engine.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KeepVerdict {
+    /// Current attempts held by a live worker.
+    pub keep: Vec<AttemptKey>,
+    /// Attempts of requests this server has no record of.
+    pub unknown: Vec<AttemptKey>,
+}
+
+#[derive(QueryableByName)]
+struct Judged {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    id: WorkRequestId,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    number: i32,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    known: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    keep: bool,
 }
 
 /// See the module docs.
@@ -272,9 +304,68 @@ impl Agents {
             }
             Report::Started(key, started) => recorder::Report::Started(key, started),
             Report::Finished(key, finished) => recorder::Report::Finished(key, finished),
+            Report::ContainersStopped(keys) => {
+                let mut conn = self.pool.get().await?;
+                let ended = lifecycle::containers_stopped(&mut conn, worker_id, &keys).await?;
+                if !ended.is_empty() {
+                    tracing::info!(%worker_id, attempts = ended.len(), "a worker stopped the containers of a lost worker on its engine; their requests run again");
+                    self.hub.changed();
+                    self.hub.wake_scheduler();
+                }
+                return Ok(());
+            }
         };
         // Recorded in order with every other worker's reports, many per transaction.
         self.recorder.record(worker_id, report).await
+    }
+
+    /// `KeepContainers`: which of `attempts` (whose containers a worker found on its
+    /// Docker engine) are current and held by a live worker, and which this server has no
+    /// record of; the containers of the rest should go. The answer does not depend on who
+    /// asks: a worker asks at start, before its first Hello. A worker is live while its
+    /// lease runs (heard from within the lease TTL), even if its stream just broke: it may
+    /// reconnect and go on, and once the lease is out the sweep has ended its attempts or
+    /// marked them for stopping, which this then reports as over.
+    pub async fn keep_containers(&self, attempts: &[AttemptKey]) -> Result<KeepVerdict> {
+        if attempts.len() > MAX_KEEP_QUERY {
+            return Err(Error::InvalidArgument(format!(
+                "attempts: at most {MAX_KEEP_QUERY} per call, got {}; ask in batches",
+                attempts.len()
+            )));
+        }
+        if attempts.is_empty() {
+            return Ok(KeepVerdict::default());
+        }
+        let ids: Vec<Uuid> = attempts.iter().map(|k| k.id.0).collect();
+        let numbers: Vec<i32> = attempts.iter().map(|k| k.attempt).collect();
+        let ttl = chrono::TimeDelta::from_std(self.settings.lease_ttl)
+            .unwrap_or(chrono::TimeDelta::seconds(30));
+        let mut conn = self.pool.get().await?;
+        let judged: Vec<Judged> = diesel::sql_query(
+            "SELECT k.id, k.number, (r.id IS NOT NULL) AS known, \
+                    COALESCE(r.attempt_count = k.number AND a.state <> 'finished' \
+                      AND a.stop_requested_at IS NULL \
+                      AND w.last_heartbeat_at >= $3, false) AS keep \
+             FROM unnest($1::uuid[], $2::int[]) AS k(id, number) \
+             LEFT JOIN work_requests r ON r.id = k.id \
+             LEFT JOIN attempts a ON a.work_request_id = k.id AND a.number = k.number \
+             LEFT JOIN workers w ON w.id = a.worker_id",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Integer>, _>(numbers)
+        .bind::<diesel::sql_types::Timestamptz, _>(Utc::now() - ttl)
+        .load(&mut conn)
+        .await?;
+        let mut verdict = KeepVerdict::default();
+        for row in judged {
+            let key = AttemptKey::new(row.id, row.number);
+            if !row.known {
+                verdict.unknown.push(key);
+            } else if row.keep {
+                verdict.keep.push(key);
+            }
+        }
+        Ok(verdict)
     }
 
     /// The stream ended: it is forgotten here and the worker marked disconnected (its

@@ -49,6 +49,9 @@ pub enum ToWorker {
     Assign(Box<Assignment>),
     /// Stop this attempt: SIGTERM, its grace period, SIGKILL; then report Finished.
     Cancel(AttemptKey),
+    /// Stop and remove the containers of these attempts of a lost worker that shared this
+    /// worker's Docker engine; the worker answers once they are gone.
+    StopContainers(Vec<AttemptKey>),
     /// A sign of life.
     Heartbeat,
 }

@@ -30,6 +30,9 @@ pub struct AgentSettings {
     /// Messages a worker's stream may hold unread beyond two per slot; past that the
     /// stream is closed (see `hub`).
     pub outbox_slack: usize,
+    /// How long the requests of a lost worker wait for another worker on its Docker
+    /// engine to confirm that its containers are stopped before they run again anyway.
+    pub stop_wait: Duration,
 }
 
 impl Default for AgentSettings {
@@ -41,6 +44,7 @@ impl Default for AgentSettings {
             handoff_deadline: Duration::from_secs(10),
             sweep_interval: Duration::from_secs(1),
             outbox_slack: 32,
+            stop_wait: Duration::from_secs(60),
         }
     }
 }

@@ -113,6 +113,7 @@ diesel::table! {
         message -> Text,
         run_ms -> Nullable<Int8>,
         log_incomplete -> Text,
+        stop_requested_at -> Nullable<Timestamptz>,
     }
 }
 

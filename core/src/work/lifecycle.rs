@@ -13,7 +13,7 @@
 //!   the parent through this same door too). Nothing is left waiting on a request that
 //!   has already ended.
 //! - The **fenced attempt transitions** ([`accepted`], [`started`], [`finish`],
-//!   [`withdraw`], [`worker_lost`]) each name an attempt and change nothing unless it is
+//!   [`withdraw`], [`worker_lost`], [`containers_stopped`], [`stop_unconfirmed`]) each name an attempt and change nothing unless it is
 //!   the request's current, unfinished attempt (and, for a worker's report, that worker's).
 //!   Attempt numbers are fencing tokens: a stale report is answered `false`, not applied.
 //!
@@ -463,6 +463,10 @@ pub async fn finish_without_running(
 /// Ends the live attempts of `worker_id` that the worker no longer runs (all but `keep`):
 /// each request goes back to pending while its retry budget lasts, else completes with
 /// `error`. One transaction per attempt. Returns the attempts ended.
+///
+/// Attempts waiting for another worker to stop their container ([`await_stop`]) are left
+/// to [`containers_stopped`] and [`stop_unconfirmed`]: only a confirmed stop or the end
+/// of the wait lets their requests run again.
 pub async fn worker_lost(
     conn: &mut AsyncPgConnection,
     worker_id: Uuid,
@@ -471,6 +475,7 @@ pub async fn worker_lost(
     let live: Vec<(WorkRequestId, i32)> = attempts::table
         .filter(attempts::worker_id.eq(worker_id))
         .filter(attempts::state.ne(AttemptState::Finished))
+        .filter(attempts::stop_requested_at.is_null())
         .select((attempts::work_request_id, attempts::number))
         .load(conn)
         .await?;
@@ -480,48 +485,157 @@ pub async fn worker_lost(
         .map(|(id, n)| AttemptKey::new(id, n))
         .filter(|key| !keep.contains(key))
     {
-        let ended = conn
-            .transaction::<_, Error, _>(async |conn| {
-                let Some(Current { status, parent_id }) =
-                    lock_current(conn, key, Some(worker_id)).await?
-                else {
-                    return Ok(false);
-                };
-                end_attempt(conn, key, Reason::WorkerLost).await?;
-                if status != Status::Running {
-                    return Ok(true);
-                }
-                let budget: i32 = work_requests::table
-                    .find(key.id)
-                    .select(work_requests::retry_budget)
-                    .first(conn)
-                    .await?;
-                if budget > 0 {
-                    diesel::update(work_requests::table.find(key.id))
-                        .set((
-                            work_requests::status.eq(Status::Pending),
-                            work_requests::retry_budget.eq(budget - 1),
-                        ))
-                        .execute(conn)
-                        .await?;
-                    if let Some(parent) = parent_id {
-                        refresh_parent(conn, parent).await?;
-                    }
-                } else {
-                    let closing = Closing::new(
-                        Ending::completed(WorkResult::Error, Reason::WorkerLost),
-                        "the worker was lost and the retry budget is spent",
-                    );
-                    end(conn, key.id, parent_id, &closing).await?;
-                }
-                Ok(true)
-            })
-            .await?;
-        if ended {
+        if lose(conn, key, Some(worker_id), None).await? {
             lost.push(key);
         }
     }
     Ok(lost)
+}
+
+/// Ends `key` as `worker-lost` (owned by `owner`, when given), noting `message` on the
+/// attempt: its request goes back to pending while its retry budget lasts, else completes
+/// with `error`. In a transaction of its own; false for a stale attempt.
+async fn lose(
+    conn: &mut AsyncPgConnection,
+    key: AttemptKey,
+    owner: Option<Uuid>,
+    message: Option<&str>,
+) -> Result<bool> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        let Some(Current { status, parent_id }) = lock_current(conn, key, owner).await? else {
+            return Ok(false);
+        };
+        end_attempt(conn, key, Reason::WorkerLost).await?;
+        if let Some(message) = message {
+            diesel::update(attempts::table.find((key.id, key.attempt)))
+                .set(attempts::message.eq(message))
+                .execute(conn)
+                .await?;
+        }
+        if status != Status::Running {
+            return Ok(true);
+        }
+        let budget: i32 = work_requests::table
+            .find(key.id)
+            .select(work_requests::retry_budget)
+            .first(conn)
+            .await?;
+        if budget > 0 {
+            diesel::update(work_requests::table.find(key.id))
+                .set((
+                    work_requests::status.eq(Status::Pending),
+                    work_requests::retry_budget.eq(budget - 1),
+                ))
+                .execute(conn)
+                .await?;
+            if let Some(parent) = parent_id {
+                refresh_parent(conn, parent).await?;
+            }
+        } else {
+            let why = message.map_or_else(
+                || "the worker was lost and the retry budget is spent".to_owned(),
+                |m| format!("{m}; the retry budget is spent"),
+            );
+            let closing = Closing::new(
+                Ending::completed(WorkResult::Error, Reason::WorkerLost),
+                &why,
+            );
+            end(conn, key.id, parent_id, &closing).await?;
+        }
+        Ok(true)
+    })
+    .await
+}
+
+/// The lost worker `worker_id` shares its Docker engine with a live worker: instead of
+/// running its live attempts again at once, mark them as waiting until that worker
+/// confirms their containers are gone ([`containers_stopped`]) or the wait runs out
+/// ([`stop_unconfirmed`]). In the caller's transaction. Returns the attempts newly marked.
+pub async fn await_stop(conn: &mut AsyncPgConnection, worker_id: Uuid) -> Result<Vec<AttemptKey>> {
+    let marked: Vec<(WorkRequestId, i32)> = diesel::update(
+        attempts::table
+            .filter(attempts::worker_id.eq(worker_id))
+            .filter(attempts::state.ne(AttemptState::Finished))
+            .filter(attempts::stop_requested_at.is_null()),
+    )
+    .set(attempts::stop_requested_at.eq(Utc::now()))
+    .returning((attempts::work_request_id, attempts::number))
+    .get_results(conn)
+    .await?;
+    Ok(marked
+        .into_iter()
+        .map(|(id, n)| AttemptKey::new(id, n))
+        .collect())
+}
+
+/// Worker `helper` says the containers of `keys` are gone from its Docker engine. Each of
+/// them that is still current, waiting for that ([`await_stop`]), and owned by a worker on
+/// the same engine as `helper` (`helper` itself, back after a reconnect, included) ends as `worker-lost` and its request may run again. The
+/// rest change nothing (a repeat, or a confirmation from a worker elsewhere). One
+/// transaction per attempt; returns the attempts ended.
+pub async fn containers_stopped(
+    conn: &mut AsyncPgConnection,
+    helper: Uuid,
+    keys: &[AttemptKey],
+) -> Result<Vec<AttemptKey>> {
+    #[derive(QueryableByName)]
+    struct Owner {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        owner: Uuid,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        owner_name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        helper_name: String,
+    }
+    let mut ended = Vec::new();
+    for &key in keys {
+        let owner: Option<Owner> = diesel::sql_query(
+            "SELECT a.worker_id AS owner, o.name AS owner_name, h.name AS helper_name \
+             FROM attempts a \
+             JOIN workers o ON o.id = a.worker_id \
+             JOIN workers h ON h.id = $3 \
+             WHERE a.work_request_id = $1 AND a.number = $2 \
+               AND a.stop_requested_at IS NOT NULL AND a.state <> 'finished' \
+               AND o.metadata->>'docker_engine_id' = h.metadata->>'docker_engine_id'",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(key.id)
+        .bind::<diesel::sql_types::Integer, _>(key.attempt)
+        .bind::<diesel::sql_types::Uuid, _>(helper)
+        .get_result(conn)
+        .await
+        .optional()?;
+        let Some(owner) = owner else { continue };
+        let message = if owner.owner == helper {
+            format!(
+                "worker {} was lost; back again, it stopped its container",
+                owner.owner_name
+            )
+        } else {
+            format!(
+                "worker {} was lost; worker {} on the same Docker engine stopped its container",
+                owner.owner_name, owner.helper_name
+            )
+        };
+        if lose(conn, key, Some(owner.owner), Some(&message)).await? {
+            ended.push(key);
+        }
+    }
+    Ok(ended)
+}
+
+/// Nobody confirmed within `waited` that the container of `key` (waiting since
+/// [`await_stop`]) is gone: end it as `worker-lost` anyway, saying so on the attempt, and
+/// let its request run again. In a transaction of its own; false for a stale attempt.
+pub async fn stop_unconfirmed(
+    conn: &mut AsyncPgConnection,
+    key: AttemptKey,
+    waited: std::time::Duration,
+) -> Result<bool> {
+    let message = format!(
+        "the worker was lost and no worker on its Docker engine confirmed within {} that its container stopped; it may still be running there",
+        humantime::format_duration(waited)
+    );
+    lose(conn, key, None, Some(&message)).await
 }
 
 /// What a reconnecting worker is told about the attempts it says it still runs.
@@ -543,7 +657,14 @@ pub async fn reconcile(
 ) -> Result<Reconciled> {
     let mut out = Reconciled::default();
     for &key in reported {
-        let row: Option<(Status, i32, Option<Uuid>, AttemptState)> = work_requests::table
+        type Row = (
+            Status,
+            i32,
+            Option<Uuid>,
+            AttemptState,
+            Option<DateTime<Utc>>,
+        );
+        let row: Option<Row> = work_requests::table
             .inner_join(attempts::table)
             .filter(work_requests::id.eq(key.id))
             .filter(attempts::number.eq(key.attempt))
@@ -552,12 +673,15 @@ pub async fn reconcile(
                 work_requests::attempt_count,
                 attempts::worker_id,
                 attempts::state,
+                attempts::stop_requested_at,
             ))
             .first(conn)
             .await
             .optional()?;
         match row {
-            Some((status, current, owner, state))
+            // An attempt the server already gave up on (another worker on the engine was
+            // asked to stop its container) is not taken back.
+            Some((status, current, owner, state, None))
                 if current == key.attempt
                     && owner == Some(worker_id)
                     && state != AttemptState::Finished =>

@@ -46,6 +46,57 @@ struct Round {
     had_room: bool,
 }
 
+/// What the lease sweep did with a lost worker's live attempts.
+#[derive(Default)]
+struct Lost {
+    /// Ended, their requests back in the queue (or ended for good).
+    ended: Vec<AttemptKey>,
+    /// Waiting for another worker on the engine to stop their containers.
+    awaiting: Vec<AttemptKey>,
+}
+
+/// An attempt of a lost worker waiting for its container to be stopped.
+#[derive(QueryableByName)]
+struct Awaiting {
+    #[diesel(sql_type = SqlUuid)]
+    work_request_id: WorkRequestId,
+    #[diesel(sql_type = Integer)]
+    number: i32,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    worker_id: Option<Uuid>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    stop_requested_at: chrono::DateTime<Utc>,
+}
+
+#[derive(QueryableByName)]
+struct WorkerIdRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// The live workers (connected, heard from since `heard_since`) that share the Docker
+/// engine of `worker_id` (`docker_engine_id` in their facts). A lost worker is not live
+/// itself; once it is back (it reconnected), it may stop its own marked attempts, which
+/// its Hello abandoned, and confirm that like any other worker on the engine.
+pub(crate) async fn helpers(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    heard_since: chrono::DateTime<Utc>,
+) -> Result<Vec<Uuid>> {
+    let rows: Vec<WorkerIdRow> = diesel::sql_query(
+        "SELECT h.id FROM workers h JOIN workers o ON o.id = $1 \
+         WHERE h.connected_at IS NOT NULL AND h.last_heartbeat_at >= $2 \
+           AND o.metadata->>'docker_engine_id' <> '' \
+           AND h.metadata->>'docker_engine_id' = o.metadata->>'docker_engine_id' \
+         ORDER BY h.id",
+    )
+    .bind::<SqlUuid, _>(worker_id)
+    .bind::<diesel::sql_types::Timestamptz, _>(heard_since)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
 /// A claimed attempt, ready to send.
 #[derive(QueryableByName)]
 struct Claimed {
@@ -71,6 +122,7 @@ pub struct Scheduler {
     lease_ttl: Duration,
     handoff_deadline: Duration,
     sweep_interval: Duration,
+    stop_wait: Duration,
 }
 
 impl Scheduler {
@@ -90,7 +142,15 @@ impl Scheduler {
             lease_ttl,
             handoff_deadline,
             sweep_interval: SWEEP_INTERVAL,
+            stop_wait: Duration::from_secs(60),
         }
+    }
+
+    /// The same scheduler, letting the requests of a lost worker wait up to `wait` for
+    /// another worker on its Docker engine to confirm its containers are stopped.
+    pub fn with_stop_wait(mut self, wait: Duration) -> Scheduler {
+        self.stop_wait = wait;
+        self
     }
 
     /// The same scheduler, sweeping every `interval` when nobody wakes it.
@@ -220,21 +280,39 @@ impl Scheduler {
                         .await
                         .optional()?;
                     if locked.is_none() {
-                        return Ok(Vec::new());
+                        return Ok(Lost::default());
                     }
                     diesel::update(workers::table.find(worker_id))
                         .set(workers::connected_at.eq(None::<chrono::DateTime<Utc>>))
                         .execute(conn)
                         .await?;
-                    lifecycle::worker_lost(conn, worker_id, &[]).await
+                    // Another live worker on the same Docker engine can stop this one's
+                    // containers: its requests wait for that instead of running twice.
+                    if helpers(conn, worker_id, silent_since).await?.is_empty() {
+                        let ended = lifecycle::worker_lost(conn, worker_id, &[]).await?;
+                        Ok(Lost {
+                            ended,
+                            awaiting: Vec::new(),
+                        })
+                    } else {
+                        let awaiting = lifecycle::await_stop(conn, worker_id).await?;
+                        Ok(Lost {
+                            ended: Vec::new(),
+                            awaiting,
+                        })
+                    }
                 })
                 .await?;
-            if !claimed.is_empty() {
-                tracing::warn!(worker = %name, attempts = claimed.len(), ttl = ?self.lease_ttl, "worker lost: no heartbeat within the lease TTL; its attempts were ended");
+            if !claimed.ended.is_empty() {
+                tracing::warn!(worker = %name, attempts = claimed.ended.len(), ttl = ?self.lease_ttl, "worker lost: no heartbeat within the lease TTL; its attempts were ended");
                 self.hub.changed();
                 self.hub.wake_scheduler();
             }
+            if !claimed.awaiting.is_empty() {
+                tracing::warn!(worker = %name, attempts = claimed.awaiting.len(), ttl = ?self.lease_ttl, wait = ?self.stop_wait, "worker lost: no heartbeat within the lease TTL; its requests run again once a worker on its Docker engine has stopped its containers");
+            }
         }
+        self.settle_stops(&mut conn, silent_since).await?;
         let handoff = chrono::TimeDelta::from_std(self.handoff_deadline)
             .unwrap_or(chrono::TimeDelta::seconds(10));
         let unaccepted: Vec<(WorkRequestId, i32)> = attempts::table
@@ -248,6 +326,60 @@ impl Scheduler {
             if lifecycle::withdraw(&mut conn, key, Reason::NotAccepted).await? {
                 tracing::warn!(%key, deadline = ?self.handoff_deadline, "assignment not accepted in time; offering the request again");
                 self.hub.wake_scheduler();
+            }
+        }
+        Ok(())
+    }
+
+    /// The attempts of lost workers that wait for their containers to be stopped: those
+    /// waiting longer than `stop_wait` run again anyway (the reason is noted on the
+    /// attempt); for the rest, every live worker on the same engine whose stream is on this
+    /// replica is told (again) to stop them. Every replica does this for its own streams,
+    /// so the worker hears it wherever it is connected; it ignores a repeat.
+    async fn settle_stops(
+        &self,
+        conn: &mut AsyncPgConnection,
+        silent_since: chrono::DateTime<Utc>,
+    ) -> Result<()> {
+        let waiting: Vec<Awaiting> = diesel::sql_query(
+            "SELECT a.work_request_id, a.number, a.worker_id, a.stop_requested_at \
+             FROM attempts a \
+             WHERE a.stop_requested_at IS NOT NULL AND a.state <> 'finished' \
+             ORDER BY a.worker_id, a.work_request_id, a.number",
+        )
+        .load(conn)
+        .await?;
+        let wait =
+            chrono::TimeDelta::from_std(self.stop_wait).unwrap_or(chrono::TimeDelta::seconds(60));
+        let now = Utc::now();
+        let mut by_owner: Vec<(Uuid, Vec<AttemptKey>)> = Vec::new();
+        for waiting in waiting {
+            let key = AttemptKey::new(waiting.work_request_id, waiting.number);
+            if now - waiting.stop_requested_at > wait {
+                if lifecycle::stop_unconfirmed(conn, key, self.stop_wait).await? {
+                    tracing::warn!(%key, wait = ?self.stop_wait, "no worker confirmed that the lost worker's container stopped; running the request again anyway");
+                    self.hub.changed();
+                    self.hub.wake_scheduler();
+                }
+                continue;
+            }
+            let Some(owner) = waiting.worker_id else {
+                continue;
+            };
+            match by_owner.last_mut() {
+                Some((last, keys)) if *last == owner => keys.push(key),
+                _ => by_owner.push((owner, vec![key])),
+            }
+        }
+        for (owner, keys) in by_owner {
+            let local: Vec<Uuid> = helpers(conn, owner, silent_since)
+                .await?
+                .into_iter()
+                .filter(|helper| self.hub.session(*helper).is_some())
+                .collect();
+            // One is enough: they all see the same engine.
+            if let Some(helper) = local.into_iter().next() {
+                self.hub.send(helper, ToWorker::StopContainers(keys));
             }
         }
         Ok(())

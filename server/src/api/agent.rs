@@ -13,8 +13,8 @@ use std::time::Duration;
 use berth_common::PROTOCOL_VERSION;
 use berth_common::proto::agent_service_server::AgentService;
 use berth_common::proto::{
-    self, AppendLogRequest, AppendLogResponse, AttemptRef, ServerMessage, WorkerMessage,
-    server_message, worker_message,
+    self, AppendLogRequest, AppendLogResponse, AttemptRef, KeepContainersRequest,
+    KeepContainersResponse, ServerMessage, WorkerMessage, server_message, worker_message,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -27,7 +27,7 @@ use crate::api::error::{respond, to_status};
 use crate::api::work_requests::spec_to_proto;
 use crate::api::{millis, nanos};
 use berth_core::error::{Error, Result};
-use berth_core::fleet::agents::{Agents, Hello, Report};
+use berth_core::fleet::agents::{Agents, Hello, MAX_KEEP_QUERY, Report};
 use berth_core::live::hub::{Session, ToWorker};
 use berth_core::work::ids::AttemptKey;
 use berth_core::work::logs::LogStream;
@@ -54,6 +54,28 @@ impl AgentApi {
 /// The attempt a worker message names.
 fn key(reference: Option<&AttemptRef>) -> Result<AttemptKey> {
     AttemptKey::parse(reference.map(|r| (r.work_request_id.as_str(), r.attempt)))
+}
+
+/// The attempts a worker names in a list field; the error names the field and the entry.
+fn keys(field: &str, references: &[AttemptRef]) -> Result<Vec<AttemptKey>> {
+    if references.len() > MAX_KEEP_QUERY {
+        return Err(Error::InvalidArgument(format!(
+            "{field}: at most {MAX_KEEP_QUERY} attempts per message, got {}; send them in batches",
+            references.len()
+        )));
+    }
+    references
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            key(Some(r)).map_err(|e| match e {
+                Error::InvalidArgument(why) => {
+                    Error::InvalidArgument(format!("{field}[{i}]: {why}"))
+                }
+                e => e,
+            })
+        })
+        .collect()
 }
 
 fn attempt_ref(key: AttemptKey) -> AttemptRef {
@@ -115,6 +137,9 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
                 pull_ms: started.pull_duration.as_ref().map(millis),
             },
         ),
+        worker_message::Msg::ContainersStopped(stopped) => {
+            Report::ContainersStopped(keys("containers_stopped.attempts", &stopped.attempts)?)
+        }
         worker_message::Msg::Finished(finished) => Report::Finished(
             key(finished.attempt.as_ref())?,
             Finished {
@@ -148,6 +173,11 @@ fn to_server_message(message: ToWorker) -> ServerMessage {
         ToWorker::Cancel(key) => server_message::Msg::Cancel(proto::Cancel {
             attempt: Some(attempt_ref(key)),
         }),
+        ToWorker::StopContainers(keys) => {
+            server_message::Msg::StopContainers(proto::StopContainers {
+                attempts: keys.into_iter().map(attempt_ref).collect(),
+            })
+        }
         ToWorker::Heartbeat => server_message::Msg::Heartbeat(proto::Heartbeat {}),
     };
     ServerMessage { msg: Some(msg) }
@@ -258,6 +288,22 @@ impl AgentService for AgentApi {
         }
         .await;
         respond(appended.map(|acknowledged| AppendLogResponse { acknowledged }))
+    }
+
+    async fn keep_containers(
+        &self,
+        request: Request<KeepContainersRequest>,
+    ) -> Result<Response<KeepContainersResponse>, Status> {
+        let asked = request.into_inner();
+        let judged = async {
+            let attempts = keys("attempts", &asked.attempts)?;
+            self.agents.keep_containers(&attempts).await
+        }
+        .await;
+        respond(judged.map(|verdict| KeepContainersResponse {
+            keep: verdict.keep.into_iter().map(attempt_ref).collect(),
+            unknown: verdict.unknown.into_iter().map(attempt_ref).collect(),
+        }))
     }
 }
 

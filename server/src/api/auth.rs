@@ -69,6 +69,7 @@ pub const RULES: &[(&str, &[TokenKind])] = &[
     ),
     ("/berth.v1.AgentService/Connect", &[Worker]),
     ("/berth.v1.AgentService/AppendLog", &[Worker]),
+    ("/berth.v1.AgentService/KeepContainers", &[Worker]),
 ];
 
 /// Services anyone may call without a token: health checks and reflection carry no data.

@@ -77,6 +77,7 @@ struct FileConfig {
     sweep_interval: Option<String>,
     max_log_bytes: Option<u64>,
     outbox_slack: Option<usize>,
+    stop_wait: Option<String>,
     #[serde(default)]
     defaults: FileDefaults,
 }
@@ -241,6 +242,12 @@ impl Config {
                 return Err(ConfigError("sweep_interval: use 100ms to 1h".into()));
             }
         }
+        if let Some(text) = &file.stop_wait {
+            agent.stop_wait = duration("stop_wait", text)?;
+            if agent.stop_wait > Duration::from_secs(24 * 3600) {
+                return Err(ConfigError("stop_wait: use at most 24h".into()));
+            }
+        }
         if agent.heartbeat_interval < Duration::from_secs(1)
             || agent.lease_ttl < agent.heartbeat_interval * 2
         {
@@ -368,6 +375,24 @@ mod tests {
         assert!(error.to_string().contains("outbox_slack"), "{error}");
         let default = Config::resolve(&ServerArgs::default()).expect("resolve");
         assert_eq!(default.agent.outbox_slack, 32);
+    }
+
+    #[test]
+    fn stop_wait_is_read_from_the_file_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(&path, "stop_wait = \"2m\"\n").expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.agent.stop_wait, Duration::from_secs(120));
+        std::fs::write(&path, "stop_wait = \"30d\"\n").expect("write");
+        let error = Config::resolve(&args).expect_err("too long");
+        assert!(error.to_string().contains("stop_wait"), "{error}");
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.agent.stop_wait, Duration::from_secs(60));
     }
 
     #[test]

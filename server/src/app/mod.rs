@@ -223,7 +223,8 @@ async fn serve_inner(
         config.agent.lease_ttl,
         config.agent.handoff_deadline,
     )
-    .with_sweep_interval(config.agent.sweep_interval);
+    .with_sweep_interval(config.agent.sweep_interval)
+    .with_stop_wait(config.agent.stop_wait);
     let mut tasks = JoinSet::new();
     tasks.spawn(scheduler.clone().run(background.clone()));
     tasks.spawn(scheduler.clone().sweep_forever(background.clone()));
