@@ -29,8 +29,8 @@ const PORT: u16 = 5432;
 /// Settings file rewritten at every start, included from `postgresql.conf`.
 const SETTINGS_FILE: &str = "berth.conf";
 const INCLUDE_LINE: &str = "include = 'berth.conf'";
-/// Seconds `pg_ctl` waits for start-up or shutdown.
-const PG_CTL_TIMEOUT_SECS: &str = "60";
+/// How long `pg_ctl` waits for start-up or shutdown unless told otherwise.
+const PG_CTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many lines of `postgres.log` (or command output) an error quotes.
 const LOG_TAIL_LINES: usize = 8;
 /// An adopted postmaster may still be starting up, so connecting is retried for a while.
@@ -55,6 +55,8 @@ pub struct EmbeddedOptions {
     /// Further `postgresql.conf` lines, written after Berth's own (a benchmark loads
     /// `pg_stat_statements` this way). Empty for the server.
     pub extra_settings: String,
+    /// How long `pg_ctl` waits for the postmaster to start or to stop before it gives up.
+    pub pg_ctl_timeout: Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -64,6 +66,7 @@ impl Default for EmbeddedOptions {
             run_as: None,
             database: "berth".to_owned(),
             extra_settings: String::new(),
+            pg_ctl_timeout: PG_CTL_TIMEOUT,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct EmbeddedPostgres {
     log_file: PathBuf,
     bin_dir: PathBuf,
     run_as: Option<RunAs>,
+    /// `pg_ctl -t`, in whole seconds (at least 1).
+    pg_ctl_timeout: String,
     /// Whether a postmaster may be running that we are responsible for stopping.
     running: bool,
 }
@@ -107,6 +112,7 @@ impl EmbeddedPostgres {
             dir,
             bin_dir,
             run_as,
+            pg_ctl_timeout: options.pg_ctl_timeout.as_secs().max(1).to_string(),
             running: false,
         };
         pg.prepare_layout()?;
@@ -146,6 +152,46 @@ impl EmbeddedPostgres {
         &self.bin_dir
     }
 
+    /// The server log, `<dir>/postgres.log`.
+    pub fn log_file(&self) -> &Path {
+        &self.log_file
+    }
+
+    /// The cluster's data directory, `<dir>/data`.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The pid `postmaster.pid` names, if the file is there and readable.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// Whether the postmaster is alive: `postmaster.pid` names a process that exists. A
+    /// postmaster that was killed leaves its pid file behind, so the file alone says
+    /// nothing. (A stopped or hung postmaster counts as alive; the server's database
+    /// health check is what notices that it does not answer.)
+    pub fn postmaster_alive(&self) -> bool {
+        let Some(pid) = self.postmaster_pid().filter(|pid| *pid > 0) else {
+            return false;
+        };
+        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(()) => true,
+            // It exists but belongs to another user: alive.
+            Err(nix::errno::Errno::EPERM) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// Starts the postmaster again after it died, in the same directory with the same
+    /// settings. PostgreSQL removes a pid file left by a dead postmaster by itself and
+    /// runs crash recovery. Fails (and may be retried) while the dead postmaster's
+    /// children still hold its shared memory.
+    pub async fn restart(&mut self) -> Result<(), EmbeddedPgError> {
+        self.start_postmaster().await
+    }
+
     /// Stops the cluster (`pg_ctl stop -m fast -w`). Calling it again does nothing.
     pub async fn stop(&mut self) -> Result<(), EmbeddedPgError> {
         self.shutdown("fast").await
@@ -179,14 +225,15 @@ impl EmbeddedPostgres {
                     &mode,
                     &"-w",
                     &"-t",
-                    &PG_CTL_TIMEOUT_SECS,
+                    &self.pg_ctl_timeout,
                 ],
             )
             .await?;
         // The postmaster removes its pid file as the very last step of shutting down, so a
         // missing file means it is gone, even if pg_ctl complained (say, because someone
-        // else stopped it first).
-        if !output.status.success() && self.pid_file_exists() {
+        // else stopped it first). A killed postmaster leaves its file behind: one that
+        // names no live process means it is gone too.
+        if !output.status.success() && self.postmaster_alive() {
             return Err(EmbeddedPgError::StopFailed {
                 log: self.log_file.clone(),
                 status: output.status,
@@ -349,7 +396,7 @@ impl EmbeddedPostgres {
                     &self.log_file,
                     &"-w",
                     &"-t",
-                    &PG_CTL_TIMEOUT_SECS,
+                    &self.pg_ctl_timeout,
                 ],
             )
             .await?;
@@ -836,6 +883,7 @@ mod tests {
             dir,
             bin_dir: PathBuf::new(),
             run_as: None,
+            pg_ctl_timeout: "60".to_owned(),
             running: false,
         };
         let err = pg.prepare_layout().unwrap_err();

@@ -377,7 +377,8 @@ async fn session(
                     Some(ServerMsg::Assign(assign)) => mode.assign(assign, &send)?,
                     Some(ServerMsg::Cancel(cancel)) => mode.cancel(cancel),
                     // The server's heartbeats need no answer.
-                    Some(ServerMsg::Heartbeat(_)) | None => {}
+                    // Nor does Recorded: this worker does not resend its reports.
+                    Some(ServerMsg::Heartbeat(_)) | Some(ServerMsg::Recorded(_)) | None => {}
                 }
             }
             _ = heartbeat.tick() => {

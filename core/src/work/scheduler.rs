@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::live::health::DbHealth;
 use crate::live::hub::{Assignment, Delivery, Hub, ToWorker};
 use crate::store::db::DbPool;
 use crate::store::schema::{attempts, work_requests, workers};
@@ -71,6 +72,8 @@ pub struct Scheduler {
     lease_ttl: Duration,
     handoff_deadline: Duration,
     sweep_interval: Duration,
+    /// Whether the database answers; gates the sweep after an outage.
+    health: Arc<DbHealth>,
 }
 
 impl Scheduler {
@@ -90,7 +93,15 @@ impl Scheduler {
             lease_ttl,
             handoff_deadline,
             sweep_interval: SWEEP_INTERVAL,
+            health: DbHealth::new(),
         }
+    }
+
+    /// The same scheduler, holding its sweep after the database was away (as `health`
+    /// tells); see [`Scheduler::sweep_forever`].
+    pub fn with_health(mut self, health: Arc<DbHealth>) -> Scheduler {
+        self.health = health;
+        self
     }
 
     /// The same scheduler, sweeping every `interval` when nobody wakes it.
@@ -143,14 +154,29 @@ impl Scheduler {
     }
 
     /// Runs [`Scheduler::sweep`] every sweep interval until `shutdown`.
+    ///
+    /// After the database was away, the sweep holds off until it has been back for a
+    /// lease TTL (see `live::health`): no lease was renewed meanwhile, and worker reports
+    /// sent meanwhile (an Accept past the hand-off deadline, say) are still being applied.
+    /// Sweeping at once would take every live worker for lost and run its attempts a
+    /// second time; after the hold, a worker still silent has had a full lease TTL.
     pub async fn sweep_forever(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut holding = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if !self.health.settled(self.lease_ttl) {
+                if !holding && self.health.reachable() {
+                    tracing::info!(hold = ?self.lease_ttl, "the database is back; the lease sweep waits for workers to renew their leases");
+                }
+                holding = self.health.reachable();
+                continue;
+            }
+            holding = false;
             if let Err(e) = self.sweep().await {
                 tracing::warn!(error = %e, "lease sweep failed; retrying next interval");
             }

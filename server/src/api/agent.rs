@@ -148,6 +148,9 @@ fn to_server_message(message: ToWorker) -> ServerMessage {
             attempt: Some(attempt_ref(key)),
         }),
         ToWorker::Heartbeat => server_message::Msg::Heartbeat(proto::Heartbeat {}),
+        ToWorker::Recorded(keys) => server_message::Msg::Recorded(proto::Recorded {
+            attempts: keys.into_iter().map(attempt_ref).collect(),
+        }),
     };
     ServerMessage { msg: Some(msg) }
 }
