@@ -176,12 +176,13 @@ impl EmbeddedPostgres {
         let Some(pid) = self.postmaster_pid().filter(|pid| *pid > 0) else {
             return false;
         };
-        match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
             Ok(()) => true,
             // It exists but belongs to another user: alive.
             Err(nix::errno::Errno::EPERM) => true,
             Err(_) => false,
-        }
+        };
+        exists && !is_zombie(pid)
     }
 
     /// Starts the postmaster again after it died, in the same directory with the same
@@ -189,7 +190,45 @@ impl EmbeddedPostgres {
     /// runs crash recovery. Fails (and may be retried) while the dead postmaster's
     /// children still hold its shared memory.
     pub async fn restart(&mut self) -> Result<(), EmbeddedPgError> {
+        self.forget_unreaped_postmaster()?;
         self.start_postmaster().await
+    }
+
+    /// A killed postmaster that nobody reaped (PID 1 of many containers reaps nothing, and
+    /// neither does a server that is PID 1 itself) still answers `kill(pid, 0)`, so
+    /// `pg_ctl` and PostgreSQL itself take it for running and refuse to start. The pid
+    /// line of its file is then replaced with the pid of a child of ours that has surely
+    /// exited (it was just reaped), and the rest of the file is kept: PostgreSQL then
+    /// still checks, with the shared memory key recorded there, that no backend of the
+    /// dead postmaster lingers before it starts.
+    fn forget_unreaped_postmaster(&self) -> Result<(), EmbeddedPgError> {
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(());
+        };
+        if !is_zombie(pid) {
+            return Ok(());
+        }
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let text = fs::read_to_string(&pid_file).map_err(io_error("read", &pid_file))?;
+        let mut exited = Command::new("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| EmbeddedPgError::Spawn {
+                program: PathBuf::from("true"),
+                source,
+            })?;
+        let gone = exited.id();
+        exited
+            .wait()
+            .map_err(io_error("wait for a child of", &self.dir))?;
+        let rest = text.split_once('\n').map_or("", |(_, rest)| rest);
+        tracing::info!(
+            pid,
+            "the dead postmaster was never reaped; marking its pid file stale"
+        );
+        fs::write(&pid_file, format!("{gone}\n{rest}")).map_err(io_error("rewrite", &pid_file))
     }
 
     /// Stops the cluster (`pg_ctl stop -m fast -w`). Calling it again does nothing.
@@ -575,7 +614,16 @@ impl Drop for EmbeddedPostgres {
         let status = self
             .command(
                 "pg_ctl",
-                &[&"stop", &"-D", &self.data_dir, &"-m", &"immediate", &"-w"],
+                &[
+                    &"stop",
+                    &"-D",
+                    &self.data_dir,
+                    &"-m",
+                    &"immediate",
+                    &"-w",
+                    &"-t",
+                    &self.pg_ctl_timeout,
+                ],
             )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -595,6 +643,22 @@ impl Drop for EmbeddedPostgres {
         }
     }
 }
+/// Whether `pid` has exited but was not reaped yet: a killed postmaster whose parent (often
+/// PID 1 in a container) does not reap it still answers `kill(pid, 0)`.
+#[cfg(target_os = "linux")]
+fn is_zombie(pid: i32) -> bool {
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_zombie(_pid: i32) -> bool {
+    false
+}
+
 fn socket_url(socket_dir: &Path, database: &str) -> String {
     format!(
         "postgres://{SUPERUSER}@/{}?host={}",

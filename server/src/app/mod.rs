@@ -350,7 +350,18 @@ async fn serve_inner(
     // Worker streams would hold the drain open forever: end them now (workers reconnect,
     // to another replica or to this one after its restart) and stop background tasks.
     background.cancel();
-    while tasks.join_next().await.is_some() {}
+    // A task stuck on a database that does not answer (a hung postmaster) must not hold
+    // the shutdown: it gets the grace period, then it is stopped where it is.
+    let joined = tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!(
+            "background tasks still busy after the shutdown grace period (is the database answering?); stopping them"
+        );
+        tasks.shutdown().await;
+    }
     serving.stop_accepting();
     let drained = tokio::select! {
         drained = serving.drain(config.shutdown_grace) => drained?,
