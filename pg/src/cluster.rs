@@ -859,6 +859,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_killed_postmaster_is_seen_dead_and_restarted_with_its_data() {
+        let (_tmp, dir) = cluster_dir();
+        let mut pg = start(&dir, EmbeddedOptions::default()).await;
+        let client = connect(&pg.url("berth")).await;
+        client
+            .batch_execute("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('here')")
+            .await
+            .unwrap();
+        drop(client);
+        assert!(pg.postmaster_alive());
+        let pid = pg.postmaster_pid().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Dead, or a zombie nobody reaps: either way not alive, though the file stays.
+        for _ in 0..100 {
+            if !pg.postmaster_alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !pg.postmaster_alive(),
+            "the killed postmaster still counts as alive"
+        );
+        assert!(
+            pg.pid_file_exists(),
+            "a killed postmaster leaves its pid file"
+        );
+
+        // Its backends may hold its shared memory for a moment; a restart then fails
+        // and is tried again, as a supervisor would.
+        let mut restarted = Err(None);
+        for _ in 0..50 {
+            match pg.restart().await {
+                Ok(()) => {
+                    restarted = Ok(());
+                    break;
+                }
+                Err(e) => restarted = Err(Some(e)),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        restarted.unwrap_or_else(|e| panic!("the cluster did not restart: {e:?}"));
+        assert!(pg.postmaster_alive());
+        assert_ne!(pg.postmaster_pid(), Some(pid));
+        let client = connect(&pg.url("berth")).await;
+        let note: String = client
+            .query_one("SELECT note FROM kept", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(note, "here");
+        drop(client);
+        pg.stop().await.unwrap();
+        assert!(!pg.pid_file_exists());
+    }
+
+    #[tokio::test]
     async fn dropping_a_running_cluster_stops_it() {
         let (_tmp, dir) = cluster_dir();
         let pg = start(&dir, EmbeddedOptions::default()).await;

@@ -380,7 +380,7 @@ fn is_terminal(request: &WorkRequest) -> bool {
 }
 
 fn time(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
-    timestamp.map(|t| SystemTime::try_from(t.clone()).unwrap())
+    timestamp.map(|t| SystemTime::try_from(*t).unwrap())
 }
 
 async fn stdout_of(client: &mut WorkRequestServiceClient<Authed>, id: &str) -> String {
@@ -630,6 +630,11 @@ async fn an_external_database_killed_and_restarted_loses_no_request() {
             kill_postmaster(&pg_data).await;
         },
         async || {
+            // Away for longer than the lease TTL and the hand-off deadline: every lease
+            // and every unanswered assignment has run out by the time it is back, and the
+            // server must still not take its live worker for lost (the checks afterwards
+            // find each request run exactly once).
+            tokio::time::sleep(Duration::from_secs(6)).await;
             // The killed postmaster's backends may hold its shared memory for a moment.
             let mut pg = restart.lock().await;
             let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
