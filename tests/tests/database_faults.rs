@@ -10,7 +10,8 @@
 //! attempts of it running at once and its whole log stored.
 //!
 //! The external-database case starts a cluster of its own with `berth_pg`: the shared
-//! test cluster other tests use is never touched.
+//! test cluster other tests use is never touched. It also runs a second replica, whose
+//! sweep sees every lease run out during the outage.
 
 #![expect(
     clippy::unwrap_used,
@@ -51,6 +52,10 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Short protocol timings, so that a lease or a hand-off deadline runs out during the
 /// outage: that is what the server must not act on.
 const CONFIG: &str = "heartbeat_interval = \"1s\"\nlease_ttl = \"4s\"\nhandoff_deadline = \"3s\"\nshutdown_grace = \"5s\"\n";
+/// For the replicas on an external database: leases are renewed every 2 s but swept every
+/// 100 ms, so a sweep right after the outage would find the worker's lease run out before
+/// its replica renewed it.
+const REPLICA_CONFIG: &str = "heartbeat_interval = \"2s\"\nlease_ttl = \"4s\"\nhandoff_deadline = \"3s\"\nsweep_interval = \"100ms\"\nshutdown_grace = \"5s\"\n";
 
 /// A `berth-server` process, its data directory and its output.
 struct Server {
@@ -622,7 +627,11 @@ async fn an_external_database_killed_and_restarted_loses_no_request() {
     let url = pg.url("berth");
     let pg_data = pg.data_dir().to_owned();
     let pg = Arc::new(tokio::sync::Mutex::new(pg));
-    let mut server = Server::start(&["--database-url", &url], CONFIG).await;
+    let mut server = Server::start(&["--database-url", &url], REPLICA_CONFIG).await;
+    // A second replica on the same database, with no worker of its own: its sweep sees
+    // the worker's lease run out during the outage and must wait for the first replica
+    // to renew it rather than take the worker for lost.
+    let mut replica = Server::start(&["--database-url", &url], REPLICA_CONFIG).await;
     let restart = pg.clone();
     load_through_outage(
         &server,
@@ -648,13 +657,20 @@ async fn an_external_database_killed_and_restarted_loses_no_request() {
         },
     )
     .await;
-    server.signal(Signal::SIGTERM);
-    assert_eq!(
-        server.wait_exit(STEP_TIMEOUT).await,
-        0,
-        "{}",
-        server.output()
+    assert!(
+        !replica.output().contains("worker lost"),
+        "the replica took the live worker for lost:\n{}",
+        replica.output()
     );
+    for server in [&mut server, &mut replica] {
+        server.signal(Signal::SIGTERM);
+        assert_eq!(
+            server.wait_exit(STEP_TIMEOUT).await,
+            0,
+            "{}",
+            server.output()
+        );
+    }
     pg.lock().await.stop().await.unwrap();
 }
 
