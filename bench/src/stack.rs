@@ -149,6 +149,7 @@ impl Stack {
                 extra_settings: "shared_preload_libraries = 'pg_stat_statements'\n\
                                  pg_stat_statements.track = all"
                     .to_owned(),
+                ..EmbeddedOptions::default()
             },
         )
         .await

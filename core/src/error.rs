@@ -126,6 +126,12 @@ pub enum Error {
     Internal(String),
 }
 
+/// What a caller is told while the database cannot be reached. It says that the outage is
+/// the server's to recover from and that retrying is right, and nothing of where the
+/// database is or why it cannot be reached.
+pub const DATABASE_UNAVAILABLE: &str =
+    "the database is unavailable and is being recovered; try again shortly";
+
 /// Shorthand for results of the domain.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -155,7 +161,7 @@ impl Error {
     /// generic one for failures whose detail belongs in the log.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Database(_) => "the database is unavailable; try again shortly".to_owned(),
+            Error::Database(_) => DATABASE_UNAVAILABLE.to_owned(),
             Error::Internal(_) => "internal error; the server log has details".to_owned(),
             other => other.to_string(),
         }
@@ -181,11 +187,30 @@ impl From<DieselError> for Error {
                     info.constraint_name().unwrap_or("unique constraint")
                 ))
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            // No SQLSTATE at all: the connection broke (the server went away mid-call).
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
             | DieselError::BrokenTransactionManager => Error::Database(error.to_string()),
+            // The server is shutting down, crashed or still recovering (SQLSTATE class 57);
+            // diesel keeps only the message of these.
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if is_server_going_away(info.message()) =>
+            {
+                Error::Database(error.to_string())
+            }
             _ => Error::Internal(error.to_string()),
         }
     }
+}
+
+/// Whether a server error says the server is going away or not there yet: it shut down
+/// or crashed under the session, or it is still starting or recovering.
+fn is_server_going_away(message: &str) -> bool {
+    message.starts_with("terminating connection")
+        || message.starts_with("the database system is")
+        || message.starts_with("server closed the connection")
 }
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
@@ -213,11 +238,33 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_connection_is_the_database_being_away() {
+        let broken = DieselError::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand,
+            Box::new("connection closed".to_owned()),
+        );
+        assert_eq!(Error::from(broken).code(), ErrorCode::Unavailable);
+        let crashed = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(
+                "terminating connection because of crash of another server process".to_owned(),
+            ),
+        );
+        assert!(matches!(Error::from(crashed), Error::Database(_)));
+        let bug = DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new("relation \"x\" does not exist".to_owned()),
+        );
+        assert!(matches!(Error::from(bug), Error::Internal(_)));
+    }
+
+    #[test]
     fn log_only_details_never_reach_the_caller() {
         let db = Error::Database("connection to 10.0.0.5 refused".into());
         assert_eq!(db.code(), ErrorCode::Unavailable);
         assert!(!db.public_message().contains("10.0.0.5"));
         assert!(db.to_string().contains("10.0.0.5"));
+        assert!(db.public_message().contains("being recovered"));
         let bug = Error::internal("SELECT secret FROM x");
         assert!(!bug.public_message().contains("SELECT"));
         let bad = Error::InvalidArgument("spec.image: is required".into());

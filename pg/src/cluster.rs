@@ -29,8 +29,8 @@ const PORT: u16 = 5432;
 /// Settings file rewritten at every start, included from `postgresql.conf`.
 const SETTINGS_FILE: &str = "berth.conf";
 const INCLUDE_LINE: &str = "include = 'berth.conf'";
-/// Seconds `pg_ctl` waits for start-up or shutdown.
-const PG_CTL_TIMEOUT_SECS: &str = "60";
+/// How long `pg_ctl` waits for start-up or shutdown unless told otherwise.
+const PG_CTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How many lines of `postgres.log` (or command output) an error quotes.
 const LOG_TAIL_LINES: usize = 8;
 /// An adopted postmaster may still be starting up, so connecting is retried for a while.
@@ -55,6 +55,8 @@ pub struct EmbeddedOptions {
     /// Further `postgresql.conf` lines, written after Berth's own (a benchmark loads
     /// `pg_stat_statements` this way). Empty for the server.
     pub extra_settings: String,
+    /// How long `pg_ctl` waits for the postmaster to start or to stop before it gives up.
+    pub pg_ctl_timeout: Duration,
 }
 
 impl Default for EmbeddedOptions {
@@ -64,6 +66,7 @@ impl Default for EmbeddedOptions {
             run_as: None,
             database: "berth".to_owned(),
             extra_settings: String::new(),
+            pg_ctl_timeout: PG_CTL_TIMEOUT,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct EmbeddedPostgres {
     log_file: PathBuf,
     bin_dir: PathBuf,
     run_as: Option<RunAs>,
+    /// `pg_ctl -t`, in whole seconds (at least 1).
+    pg_ctl_timeout: String,
     /// Whether a postmaster may be running that we are responsible for stopping.
     running: bool,
 }
@@ -107,6 +112,7 @@ impl EmbeddedPostgres {
             dir,
             bin_dir,
             run_as,
+            pg_ctl_timeout: options.pg_ctl_timeout.as_secs().max(1).to_string(),
             running: false,
         };
         pg.prepare_layout()?;
@@ -146,6 +152,85 @@ impl EmbeddedPostgres {
         &self.bin_dir
     }
 
+    /// The server log, `<dir>/postgres.log`.
+    pub fn log_file(&self) -> &Path {
+        &self.log_file
+    }
+
+    /// The cluster's data directory, `<dir>/data`.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The pid `postmaster.pid` names, if the file is there and readable.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
+    }
+
+    /// Whether the postmaster is alive: `postmaster.pid` names a process that exists. A
+    /// postmaster that was killed leaves its pid file behind, so the file alone says
+    /// nothing. (A stopped or hung postmaster counts as alive; the server's database
+    /// health check is what notices that it does not answer.)
+    pub fn postmaster_alive(&self) -> bool {
+        let Some(pid) = self.postmaster_pid().filter(|pid| *pid > 0) else {
+            return false;
+        };
+        let exists = match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+            Ok(()) => true,
+            // It exists but belongs to another user: alive.
+            Err(nix::errno::Errno::EPERM) => true,
+            Err(_) => false,
+        };
+        exists && !is_zombie(pid)
+    }
+
+    /// Starts the postmaster again after it died, in the same directory with the same
+    /// settings. PostgreSQL removes a pid file left by a dead postmaster by itself and
+    /// runs crash recovery. Fails (and may be retried) while the dead postmaster's
+    /// children still hold its shared memory.
+    pub async fn restart(&mut self) -> Result<(), EmbeddedPgError> {
+        self.forget_unreaped_postmaster()?;
+        self.start_postmaster().await
+    }
+
+    /// A killed postmaster that nobody reaped (PID 1 of many containers reaps nothing, and
+    /// neither does a server that is PID 1 itself) still answers `kill(pid, 0)`, so
+    /// `pg_ctl` and PostgreSQL itself take it for running and refuse to start. The pid
+    /// line of its file is then replaced with the pid of a child of ours that has surely
+    /// exited (it was just reaped), and the rest of the file is kept: PostgreSQL then
+    /// still checks, with the shared memory key recorded there, that no backend of the
+    /// dead postmaster lingers before it starts.
+    fn forget_unreaped_postmaster(&self) -> Result<(), EmbeddedPgError> {
+        let Some(pid) = self.postmaster_pid() else {
+            return Ok(());
+        };
+        if !is_zombie(pid) {
+            return Ok(());
+        }
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let text = fs::read_to_string(&pid_file).map_err(io_error("read", &pid_file))?;
+        let mut exited = Command::new("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|source| EmbeddedPgError::Spawn {
+                program: PathBuf::from("true"),
+                source,
+            })?;
+        let gone = exited.id();
+        exited
+            .wait()
+            .map_err(io_error("wait for a child of", &self.dir))?;
+        let rest = text.split_once('\n').map_or("", |(_, rest)| rest);
+        tracing::info!(
+            pid,
+            "the dead postmaster was never reaped; marking its pid file stale"
+        );
+        fs::write(&pid_file, format!("{gone}\n{rest}")).map_err(io_error("rewrite", &pid_file))
+    }
+
     /// Stops the cluster (`pg_ctl stop -m fast -w`). Calling it again does nothing.
     pub async fn stop(&mut self) -> Result<(), EmbeddedPgError> {
         self.shutdown("fast").await
@@ -179,14 +264,15 @@ impl EmbeddedPostgres {
                     &mode,
                     &"-w",
                     &"-t",
-                    &PG_CTL_TIMEOUT_SECS,
+                    &self.pg_ctl_timeout,
                 ],
             )
             .await?;
         // The postmaster removes its pid file as the very last step of shutting down, so a
         // missing file means it is gone, even if pg_ctl complained (say, because someone
-        // else stopped it first).
-        if !output.status.success() && self.pid_file_exists() {
+        // else stopped it first). A killed postmaster leaves its file behind: one that
+        // names no live process means it is gone too.
+        if !output.status.success() && self.postmaster_alive() {
             return Err(EmbeddedPgError::StopFailed {
                 log: self.log_file.clone(),
                 status: output.status,
@@ -349,7 +435,7 @@ impl EmbeddedPostgres {
                     &self.log_file,
                     &"-w",
                     &"-t",
-                    &PG_CTL_TIMEOUT_SECS,
+                    &self.pg_ctl_timeout,
                 ],
             )
             .await?;
@@ -528,7 +614,16 @@ impl Drop for EmbeddedPostgres {
         let status = self
             .command(
                 "pg_ctl",
-                &[&"stop", &"-D", &self.data_dir, &"-m", &"immediate", &"-w"],
+                &[
+                    &"stop",
+                    &"-D",
+                    &self.data_dir,
+                    &"-m",
+                    &"immediate",
+                    &"-w",
+                    &"-t",
+                    &self.pg_ctl_timeout,
+                ],
             )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -548,6 +643,22 @@ impl Drop for EmbeddedPostgres {
         }
     }
 }
+/// Whether `pid` has exited but was not reaped yet: a killed postmaster whose parent (often
+/// PID 1 in a container) does not reap it still answers `kill(pid, 0)`.
+#[cfg(target_os = "linux")]
+fn is_zombie(pid: i32) -> bool {
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_zombie(_pid: i32) -> bool {
+    false
+}
+
 fn socket_url(socket_dir: &Path, database: &str) -> String {
     format!(
         "postgres://{SUPERUSER}@/{}?host={}",
@@ -748,6 +859,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_killed_postmaster_is_seen_dead_and_restarted_with_its_data() {
+        let (_tmp, dir) = cluster_dir();
+        let mut pg = start(&dir, EmbeddedOptions::default()).await;
+        let client = connect(&pg.url("berth")).await;
+        client
+            .batch_execute("CREATE TABLE kept (note text); INSERT INTO kept VALUES ('here')")
+            .await
+            .unwrap();
+        drop(client);
+        assert!(pg.postmaster_alive());
+        let pid = pg.postmaster_pid().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Dead, or a zombie nobody reaps: either way not alive, though the file stays.
+        for _ in 0..100 {
+            if !pg.postmaster_alive() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !pg.postmaster_alive(),
+            "the killed postmaster still counts as alive"
+        );
+        assert!(
+            pg.pid_file_exists(),
+            "a killed postmaster leaves its pid file"
+        );
+
+        // Its backends may hold its shared memory for a moment; a restart then fails
+        // and is tried again, as a supervisor would.
+        let mut restarted = Err(None);
+        for _ in 0..50 {
+            match pg.restart().await {
+                Ok(()) => {
+                    restarted = Ok(());
+                    break;
+                }
+                Err(e) => restarted = Err(Some(e)),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        restarted.unwrap_or_else(|e| panic!("the cluster did not restart: {e:?}"));
+        assert!(pg.postmaster_alive());
+        assert_ne!(pg.postmaster_pid(), Some(pid));
+        let client = connect(&pg.url("berth")).await;
+        let note: String = client
+            .query_one("SELECT note FROM kept", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(note, "here");
+        drop(client);
+        pg.stop().await.unwrap();
+        assert!(!pg.pid_file_exists());
+    }
+
+    #[tokio::test]
     async fn dropping_a_running_cluster_stops_it() {
         let (_tmp, dir) = cluster_dir();
         let pg = start(&dir, EmbeddedOptions::default()).await;
@@ -836,6 +1008,7 @@ mod tests {
             dir,
             bin_dir: PathBuf::new(),
             run_as: None,
+            pg_ctl_timeout: "60".to_owned(),
             running: false,
         };
         let err = pg.prepare_layout().unwrap_err();

@@ -68,6 +68,11 @@
 //! which PostgreSQL handles routinely. A postmaster left over from an earlier run (for
 //! example after the server was killed) is adopted rather than treated as an error.
 //!
+//! If the postmaster dies under its owner (killed, crashed), the pid file stays behind;
+//! [`EmbeddedPostgres::postmaster_alive`] looks past it at the process, and
+//! [`EmbeddedPostgres::restart`] starts the postmaster again, which runs crash recovery.
+//! [`RestartPolicy`] says how long to wait before each restart and when to give up.
+//!
 //! `initdb` and `pg_ctl` run in a process group of their own, so a Ctrl-C at the terminal
 //! reaches only the calling program, which decides how to stop the cluster.
 
@@ -75,8 +80,10 @@ mod binaries;
 mod cluster;
 mod error;
 pub mod run;
+mod supervise;
 mod user;
 
 pub use binaries::{BIN_DIR_ENV, find_bin_dir};
 pub use cluster::{EmbeddedOptions, EmbeddedPostgres};
 pub use error::EmbeddedPgError;
+pub use supervise::RestartPolicy;

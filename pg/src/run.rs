@@ -269,6 +269,7 @@ impl Throwaway {
             run_as: None,
             database: DATABASE.to_owned(),
             extra_settings: TEST_SETTINGS.to_owned(),
+            ..EmbeddedOptions::default()
         };
         // On failure `dir` is dropped, which removes it; a postmaster that did start has
         // already been stopped by then.

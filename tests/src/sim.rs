@@ -377,8 +377,12 @@ async fn session(
                     Some(ServerMsg::Assign(assign)) => mode.assign(assign, &send)?,
                     Some(ServerMsg::Cancel(cancel)) => mode.cancel(cancel),
                     // The server's heartbeats need no answer; a simulated worker has no
-                    // Docker engine to stop containers on.
-                    Some(ServerMsg::Heartbeat(_)) | Some(ServerMsg::StopContainers(_)) | None => {}
+                    // Docker engine to stop containers on, and does not resend its
+                    // reports, so Recorded means nothing to it either.
+                    Some(ServerMsg::Heartbeat(_))
+                    | Some(ServerMsg::StopContainers(_))
+                    | Some(ServerMsg::Recorded(_))
+                    | None => {}
                 }
             }
             _ = heartbeat.tick() => {

@@ -82,11 +82,22 @@ async fn a_killed_workers_job_completes_elsewhere_and_its_late_writes_are_refuse
     );
     assert_eq!(welcome.abandon, vec![old.clone()]);
     late.send(WorkerMsg::Finished(proto::Finished {
-        attempt: Some(old),
+        attempt: Some(old.clone()),
         outcome: proto::Outcome::Exited as i32,
         exit_code: Some(99),
         ..Default::default()
     }));
+    // Stale, it changes nothing, and the worker is told it may forget it.
+    let next_not_heartbeat = async |late: &mut RawAgent| loop {
+        match late.next(Duration::from_secs(30)).await {
+            ServerMsg::Heartbeat(_) => {}
+            other => return other,
+        }
+    };
+    match next_not_heartbeat(&mut late).await {
+        ServerMsg::Recorded(recorded) => assert_eq!(recorded.attempts, vec![old]),
+        other => panic!("expected the late Finished to be answered with Recorded: {other:?}"),
+    }
     // The server applies a stream's reports in order: once a job assigned to this stream
     // after the late Finished has been recorded as finished, the late Finished has been
     // applied too (or refused).
@@ -99,7 +110,7 @@ async fn a_killed_workers_job_completes_elsewhere_and_its_late_writes_are_refuse
         },
     )
     .await;
-    let ServerMsg::Assign(assign) = late.next(Duration::from_secs(30)).await else {
+    let ServerMsg::Assign(assign) = next_not_heartbeat(&mut late).await else {
         panic!("expected the witness job to be assigned to the late worker");
     };
     let attempt = assign.attempt.unwrap();

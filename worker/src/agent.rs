@@ -12,9 +12,10 @@
 //! removal delays neither the result nor the next job.
 //!
 //! Reconnects use jittered exponential backoff. After a reconnect the Hello lists every
-//! attempt still running here (and every finished one whose report may not have
-//! arrived), so the server lets them go on instead of running them again; the Welcome
-//! names those it no longer wants, which are stopped without a report.
+//! attempt still running here (and every finished one the server has not answered
+//! `Recorded` for), so the server lets them go on instead of running them again; the
+//! Welcome names those it no longer wants, which are stopped without a report. Every
+//! Finished not yet answered with `Recorded` is sent again on each new stream.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -79,8 +80,9 @@ struct State {
     reaper: Reaper,
     client: Client,
     running: Mutex<HashMap<Key, Running>>,
-    /// Finished reports sent but not yet known to have been applied (resent after a
-    /// reconnect; the server ignores a repeat).
+    /// Finished reports not yet acknowledged with Recorded: each is sent again on every
+    /// new stream until the server says it recorded it (a repeat changes nothing there).
+    /// However long the server or its database is away, a result is never dropped here.
     unconfirmed: Mutex<HashMap<Key, proto::Finished>>,
     outbox: mpsc::UnboundedSender<WorkerMessage>,
     /// The attempt tasks. One outlives its slot in `running` while it removes its
@@ -323,8 +325,6 @@ async fn session(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = tokio::time::Instant::now();
     let mut said_going_away = false;
-    // Finished reports older than two heartbeats on a healthy stream were applied.
-    let mut sent_at: HashMap<Key, tokio::time::Instant> = HashMap::new();
     loop {
         if shutdown.is_cancelled() {
             if !said_going_away {
@@ -356,11 +356,6 @@ async fn session(
             }
             outgoing = outbox_rx.recv() => {
                 let Some(outgoing) = outgoing else { return Ok(()) };
-                if let Some(worker_message::Msg::Finished(finished)) = &outgoing.msg
-                    && let Some(key) = key_of(finished.attempt.as_ref())
-                {
-                    sent_at.insert(key, tokio::time::Instant::now());
-                }
                 if tx.send(outgoing).await.is_err() {
                     return Err(SessionError::Lost("the stream closed".into()));
                 }
@@ -372,15 +367,6 @@ async fn session(
                 let beat = message(worker_message::Msg::Heartbeat(proto::Heartbeat {}));
                 if tx.send(beat).await.is_err() {
                     return Err(SessionError::Lost("the stream closed".into()));
-                }
-                let settled: Vec<Key> = sent_at
-                    .iter()
-                    .filter(|(_, at)| at.elapsed() > interval * 2)
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for key in settled {
-                    sent_at.remove(&key);
-                    state.unconfirmed().remove(&key);
                 }
             }
             incoming = inbound.message() => {
@@ -505,6 +491,14 @@ async fn handle(
                 job.cancel.cancel();
             }
         }
+        Some(server_message::Msg::Recorded(recorded)) => {
+            let mut unconfirmed = state.unconfirmed();
+            for reference in &recorded.attempts {
+                if let Some(key) = key_of(Some(reference)) {
+                    unconfirmed.remove(&key);
+                }
+            }
+        }
         Some(server_message::Msg::StopContainers(stop)) => {
             let keys: Vec<Key> = stop
                 .attempts
@@ -575,8 +569,7 @@ async fn run_attempt(
     }
 }
 
-/// Queues the Finished report for `key`, and keeps it until the server has surely applied
-/// it.
+/// Queues the Finished report for `key`, and keeps it until the server answers `Recorded`.
 fn report_finished(
     state: &State,
     key: &Key,

@@ -54,6 +54,9 @@ pub enum ToWorker {
     StopContainers(Vec<AttemptKey>),
     /// A sign of life.
     Heartbeat,
+    /// These Finished reports are applied (or were found stale): the worker may forget
+    /// them. Until it hears this it keeps each one and sends it again after a reconnect.
+    Recorded(Vec<AttemptKey>),
 }
 
 /// An attempt to run, with its secret values opened (the only place they leave the

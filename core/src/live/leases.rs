@@ -11,6 +11,10 @@
 //! worker has been silent for longer than the lease TTL: one timer for the whole replica
 //! instead of one per stream, which is most of what an idle stream costs.
 //!
+//! A round that cannot write (the database is away) renews nothing; the next round that
+//! can renews every worker heard since the last round that did, so a worker whose stream
+//! stayed open through an outage keeps its lease.
+//!
 //! The same round re-checks, in one query, that the tokens of this replica's streams are
 //! still enabled and unexpired: a stream whose token was disabled, deleted or expired is
 //! closed. Disabling and deleting also close streams at once through the hub; this round
@@ -43,7 +47,10 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_round = now_ms();
+    // Start of the last round whose renewal was written. A round that fails (the database
+    // is away) renews nothing, so the next one renews everyone heard since this.
+    let mut last_renewed = now_ms();
+    let mut failing = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -51,10 +58,22 @@ pub async fn run(
         }
         let sessions = hub.all_sessions();
         let started = now_ms();
-        let heard = beat(&sessions, last_round, lease_ttl);
-        last_round = started;
-        if let Err(e) = renew(&pool, &hub, &sessions, &heard).await {
-            tracing::warn!(error = %e, "lease renewal failed; retrying next interval");
+        let heard = beat(&sessions, last_renewed, lease_ttl);
+        match renew(&pool, &hub, &sessions, &heard).await {
+            Ok(()) => {
+                if failing {
+                    tracing::info!(renewed = heard.len(), "leases renewed again");
+                }
+                failing = false;
+                last_renewed = started;
+            }
+            Err(e) => {
+                // Once per outage: the database watcher says the rest.
+                if !failing {
+                    tracing::warn!(error = %e, "lease renewal failed; retrying every interval, for every worker heard meanwhile");
+                }
+                failing = true;
+            }
         }
     }
 }

@@ -21,6 +21,20 @@
 //! A report is queued, not yet applied, when `record` returns: the stream goes on reading
 //! the worker's messages at once. At shutdown the task applies what is queued before it
 //! ends.
+//!
+//! # When the database is away
+//!
+//! A report that could not be applied because the database could not be reached is not
+//! dropped: the task keeps it, with everything after it in the queue waiting behind it,
+//! and applies it again, with backoff, once `live::health` says the database answers.
+//! The worker's streams stay open meanwhile (heartbeats need no database), so an Accept,
+//! Started or Finished sent during an outage is recorded after it, in order; the hand-off
+//! deadline and the lease sweep hold off until then (see `Scheduler::sweep_forever`).
+//!
+//! Once a Finished is applied, or found stale (the attempt had already ended), the worker
+//! is told with `ToWorker::Recorded`. It keeps every Finished until then and sends it
+//! again on its next stream, so a Finished lost with this process (a crash, or shutting
+//! down while the database is away) is recorded by whichever replica it reaches next.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::live::health::DbHealth;
 use crate::live::hub::{Hub, ToWorker};
 use crate::store::db::DbPool;
 use crate::work::ids::AttemptKey;
@@ -42,6 +57,9 @@ use crate::work::state::Reason;
 const QUEUE: usize = 8192;
 /// Most reports applied in one transaction.
 const MAX_BATCH: usize = 512;
+/// First and longest wait before reports held for the database are applied again.
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Something a worker reported about one of its attempts.
 #[derive(Debug)]
@@ -91,9 +109,12 @@ impl Recorder {
 }
 
 /// Applies queued reports in batches until `shutdown`, then applies what is left.
+/// Reports the database was away for are applied again once it is back (see the module
+/// docs).
 pub async fn run(
     pool: DbPool,
     hub: Arc<Hub>,
+    health: Arc<DbHealth>,
     mut rx: mpsc::Receiver<(Uuid, Report)>,
     shutdown: CancellationToken,
 ) {
@@ -109,7 +130,33 @@ pub async fn run(
         if received == 0 {
             return;
         }
-        apply(&pool, &hub, &mut batch).await;
+        let mut held = apply(&pool, &hub, &mut batch).await;
+        let mut wait = RETRY_FIRST;
+        while !held.is_empty() {
+            if shutdown.is_cancelled() {
+                give_up(&held);
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => continue,
+                () = async {
+                    tokio::time::sleep(wait).await;
+                    health.until_reachable().await;
+                } => {}
+            }
+            wait = (wait * 2).min(RETRY_MAX);
+            batch = held;
+            held = apply(&pool, &hub, &mut batch).await;
+        }
+    }
+}
+
+/// Logs the reports that stay unapplied because the server stops while the database is
+/// away. Each Finished is sent again by its worker on its next stream; an Accept or
+/// Started is settled by that stream's Hello.
+fn give_up(held: &[(Uuid, Report)]) {
+    for (worker_id, report) in held {
+        tracing::warn!(%worker_id, key = %report.key(), "worker report not applied: the server is stopping while the database is away; the worker's next stream settles it");
     }
 }
 
@@ -123,7 +170,9 @@ enum Applied {
     Failed(Error),
 }
 
-async fn apply(pool: &DbPool, hub: &Hub, batch: &mut Vec<(Uuid, Report)>) {
+/// Applies `batch` (emptying it) and returns the reports that failed because the database
+/// could not be reached, in their order, to be applied again.
+async fn apply(pool: &DbPool, hub: &Hub, batch: &mut Vec<(Uuid, Report)>) -> Vec<(Uuid, Report)> {
     let results = match pool.get().await {
         Ok(mut conn) => match apply_together(&mut conn, batch).await {
             Ok(results) => results,
@@ -143,15 +192,33 @@ async fn apply(pool: &DbPool, hub: &Hub, batch: &mut Vec<(Uuid, Report)>) {
         }
     };
     let mut freed = false;
+    let mut held = Vec::new();
+    let mut recorded: HashMap<Uuid, Vec<AttemptKey>> = HashMap::new();
     for ((worker_id, report), applied) in batch.drain(..).zip(results) {
+        if let Applied::Failed(Error::Database(e)) = &applied {
+            if held.is_empty() {
+                tracing::warn!(error = %e, "worker reports not applied: the database is away; holding them until it is back");
+            }
+            held.push((worker_id, report));
+            continue;
+        }
         freed |= matches!(report, Report::Finished(..) | Report::Reject(_));
+        if let (Report::Finished(key, _), Applied::Current | Applied::Stale) = (&report, &applied) {
+            recorded.entry(worker_id).or_default().push(*key);
+        }
         after(hub, worker_id, &report, applied);
+    }
+    for (worker_id, keys) in recorded {
+        // A worker whose stream is gone sends its Finished again on the next one, and
+        // hears Recorded then.
+        hub.send(worker_id, ToWorker::Recorded(keys));
     }
     hub.changed();
     if freed {
         // Slots are free and dependants may be released: look for work now.
         hub.wake_scheduler();
     }
+    held
 }
 
 /// How each report of a batch is applied.

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::live::health::DbHealth;
 use crate::live::hub::{Assignment, Delivery, Hub, ToWorker};
 use crate::store::db::DbPool;
 use crate::store::schema::{attempts, work_requests, workers};
@@ -123,6 +124,8 @@ pub struct Scheduler {
     handoff_deadline: Duration,
     sweep_interval: Duration,
     stop_wait: Duration,
+    /// Whether the database answers; gates the sweep after an outage.
+    health: Arc<DbHealth>,
 }
 
 impl Scheduler {
@@ -143,6 +146,7 @@ impl Scheduler {
             handoff_deadline,
             sweep_interval: SWEEP_INTERVAL,
             stop_wait: Duration::from_secs(60),
+            health: DbHealth::new(),
         }
     }
 
@@ -150,6 +154,13 @@ impl Scheduler {
     /// another worker on its Docker engine to confirm its containers are stopped.
     pub fn with_stop_wait(mut self, wait: Duration) -> Scheduler {
         self.stop_wait = wait;
+        self
+    }
+
+    /// The same scheduler, holding its sweep after the database was away (as `health`
+    /// tells); see [`Scheduler::sweep_forever`].
+    pub fn with_health(mut self, health: Arc<DbHealth>) -> Scheduler {
+        self.health = health;
         self
     }
 
@@ -203,14 +214,29 @@ impl Scheduler {
     }
 
     /// Runs [`Scheduler::sweep`] every sweep interval until `shutdown`.
+    ///
+    /// After the database was away, the sweep holds off until it has been back for a
+    /// lease TTL (see `live::health`): no lease was renewed meanwhile, and worker reports
+    /// sent meanwhile (an Accept past the hand-off deadline, say) are still being applied.
+    /// Sweeping at once would take every live worker for lost and run its attempts a
+    /// second time; after the hold, a worker still silent has had a full lease TTL.
     pub async fn sweep_forever(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.sweep_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut holding = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            if !self.health.settled(self.lease_ttl) {
+                if !holding && self.health.reachable() {
+                    tracing::info!(hold = ?self.lease_ttl, "the database is back; the lease sweep waits for workers to renew their leases");
+                }
+                holding = self.health.reachable();
+                continue;
+            }
+            holding = false;
             if let Err(e) = self.sweep().await {
                 tracing::warn!(error = %e, "lease sweep failed; retrying next interval");
             }

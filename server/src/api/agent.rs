@@ -179,6 +179,9 @@ fn to_server_message(message: ToWorker) -> ServerMessage {
             })
         }
         ToWorker::Heartbeat => server_message::Msg::Heartbeat(proto::Heartbeat {}),
+        ToWorker::Recorded(keys) => server_message::Msg::Recorded(proto::Recorded {
+            attempts: keys.into_iter().map(attempt_ref).collect(),
+        }),
     };
     ServerMessage { msg: Some(msg) }
 }

@@ -4,9 +4,14 @@
 //! `app` decides when to start and stop; this module knows how, in tonic's terms.
 //! [`Serving`] is the running server: health can be turned to NOT_SERVING, new
 //! connections refused, and the in-flight calls awaited or cut off.
+//!
+//! Health follows the database: while `live::health` says it cannot be reached, every
+//! name (`""` and each service) answers NOT_SERVING, and SERVING again once it can, until
+//! shutdown turns them NOT_SERVING for good.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
@@ -16,10 +21,11 @@ use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
+use berth_core::live::health::{DbHealth, Reachability};
 use berth_core::store::db;
 use berth_core::work::requests::WorkRequests;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -53,6 +59,8 @@ pub struct Services {
     pub agents: Agents,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
+    /// Whether the database answers; health follows it.
+    pub database: Arc<DbHealth>,
 }
 
 /// A certificate chain and key file (PEM), for serving TLS.
@@ -94,6 +102,11 @@ pub fn check_tls(tls: Option<&TlsFiles>) -> Result<(), ServeError> {
 pub struct Serving {
     local: SocketAddr,
     health: HealthReporter,
+    /// Keeps health in step with the database until shutdown.
+    follower: JoinHandle<()>,
+    /// Set once shutdown turned health NOT_SERVING for good; the follower changes
+    /// nothing once it is set.
+    stopped: Arc<tokio::sync::Mutex<bool>>,
     stop_accepting: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -105,11 +118,11 @@ pub async fn serve(
     services: Services,
 ) -> Result<Serving, ServeError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in SERVICE_NAMES {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
-    }
+    let mut database = services.database.subscribe();
+    let reachable = database.borrow_and_update().reachable;
+    set_all(&health, reachable).await;
+    let stopped = Arc::new(tokio::sync::Mutex::new(false));
+    let follower = tokio::spawn(follow_database(health.clone(), database, stopped.clone()));
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(berth_common::FILE_DESCRIPTOR_SET)
@@ -128,6 +141,7 @@ pub async fn serve(
         requests,
         agents,
         streams_end,
+        database: _,
     } = services;
     let router = builder(tls)?
         .layer(AuthLayer::new(authenticator))
@@ -162,9 +176,46 @@ pub async fn serve(
     Ok(Serving {
         local,
         health,
+        follower,
+        stopped,
         stop_accepting: Some(stop_tx),
         server,
     })
+}
+
+/// Every health name SERVING, or NOT_SERVING.
+async fn set_all(health: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Keeps every health name SERVING while the database is reachable and NOT_SERVING
+/// while it is not, until aborted.
+async fn follow_database(
+    health: HealthReporter,
+    mut database: watch::Receiver<Reachability>,
+    stopped: Arc<tokio::sync::Mutex<bool>>,
+) {
+    while database.changed().await.is_ok() {
+        let reachable = database.borrow_and_update().reachable;
+        let stopped = stopped.lock().await;
+        if *stopped {
+            return;
+        }
+        set_all(&health, reachable).await;
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
 }
 
 impl Serving {
@@ -184,11 +235,11 @@ impl Serving {
 
     /// Health answers NOT_SERVING from now on, so load balancers stop sending calls.
     pub async fn not_serving(&self) {
-        for name in SERVICE_NAMES {
-            self.health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
+        // The database coming back must not turn it SERVING again.
+        let mut stopped = self.stopped.lock().await;
+        *stopped = true;
+        self.follower.abort();
+        set_all(&self.health, false).await;
     }
 
     /// Refuses new connections; the calls in flight go on.

@@ -70,6 +70,7 @@ struct FileConfig {
     log_format: Option<String>,
     secret_key_file: Option<PathBuf>,
     pg_bin_dir: Option<PathBuf>,
+    embedded_database_timeout: Option<String>,
     shutdown_grace: Option<String>,
     heartbeat_interval: Option<String>,
     lease_ttl: Option<String>,
@@ -114,6 +115,8 @@ pub struct Config {
     pub secret_key_file: PathBuf,
     /// PostgreSQL binaries for the embedded database.
     pub pg_bin_dir: Option<PathBuf>,
+    /// How long the embedded PostgreSQL may take to start or stop.
+    pub embedded_database_timeout: Duration,
     /// How long in-flight calls get to finish on shutdown.
     pub shutdown_grace: Duration,
     /// Defaults for unset work request limits.
@@ -203,6 +206,18 @@ impl Config {
             Some(text) => duration("shutdown_grace", &text)?,
             None => Duration::from_secs(10),
         };
+        let embedded_database_timeout = match &file.embedded_database_timeout {
+            Some(text) => {
+                let timeout = duration("embedded_database_timeout", text)?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&timeout) {
+                    return Err(ConfigError(
+                        "embedded_database_timeout: use 1s to 1h".into(),
+                    ));
+                }
+                timeout
+            }
+            None => Duration::from_secs(60),
+        };
         let database_pool_size = file.database_pool_size.unwrap_or(16);
         if !(1..=1000).contains(&database_pool_size) {
             return Err(ConfigError("database_pool_size: use 1 to 1000".into()));
@@ -275,6 +290,7 @@ impl Config {
             log_format,
             secret_key_file,
             pg_bin_dir: args.pg_bin_dir.clone().or(file.pg_bin_dir),
+            embedded_database_timeout,
             shutdown_grace,
             spec_defaults,
         })

@@ -5,10 +5,16 @@
 //! [`serve`] runs the gRPC server on a listener it is handed (so tests bind port 0) until
 //! the `shutdown` future completes, then drains: health turns NOT_SERVING, no new
 //! connections are taken, in-flight calls get `shutdown_grace` to finish, and the embedded
-//! PostgreSQL is stopped last.
+//! PostgreSQL is stopped last. A stop that fails is an error: the process then exits
+//! non-zero.
+//!
+//! While serving, the database is watched (`live::health`: health and the lease sweep
+//! follow it) and the embedded PostgreSQL is supervised ([`supervise`]): restarted when
+//! it dies, and the server stops with an error if it cannot be.
 
 pub mod cli;
 pub mod config;
+pub mod supervise;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -18,6 +24,7 @@ use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
+use berth_core::live::health::{self, DbHealth};
 use berth_core::live::hub::Hub;
 use berth_core::live::{leases, notify};
 use berth_core::store::db::{self, DbError, DbPool, DbSettings};
@@ -25,13 +32,14 @@ use berth_core::store::secrets::{SecretBox, SecretError};
 use berth_core::work::recorder::{self, Recorder};
 use berth_core::work::requests::WorkRequests;
 use berth_core::work::scheduler::Scheduler;
-use berth_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres};
+use berth_pg::{EmbeddedOptions, EmbeddedPgError, EmbeddedPostgres, RestartPolicy};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::server::{self, ServeError, Services};
 use crate::app::config::{Config, ConfigError};
+use crate::app::supervise::{DatabaseLost, SharedCluster};
 
 /// Why the server could not start or stopped badly. Each says what to do in one line.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,12 @@ pub enum StartError {
     /// Bootstrapping the first admin token failed.
     #[error("creating the first admin token failed: {0}")]
     Bootstrap(String),
+    /// The embedded PostgreSQL died while serving and could not be restarted.
+    #[error(transparent)]
+    DatabaseLost(#[from] DatabaseLost),
+    /// The embedded PostgreSQL could not be stopped at shutdown.
+    #[error("stopping the embedded PostgreSQL failed: {0}")]
+    StopFailed(EmbeddedPgError),
 }
 
 /// A server ready to serve.
@@ -82,17 +96,21 @@ pub struct Prepared {
     pub db: DbSettings,
     /// The key sealing secret env values.
     pub secrets: SecretBox,
-    embedded: Option<EmbeddedPostgres>,
+    embedded: Option<SharedCluster>,
 }
 
 impl Prepared {
     /// Stops the embedded PostgreSQL, if any. Safe to call twice.
-    pub async fn stop_database(&mut self) {
-        if let Some(mut embedded) = self.embedded.take()
-            && let Err(e) = embedded.stop().await
-        {
-            tracing::warn!(error = %e, "stopping the embedded PostgreSQL failed");
+    pub async fn stop_database(&mut self) -> Result<(), StartError> {
+        if let Some(embedded) = self.embedded.take() {
+            embedded
+                .lock()
+                .await
+                .stop()
+                .await
+                .map_err(StartError::StopFailed)?;
         }
+        Ok(())
     }
 }
 
@@ -125,6 +143,7 @@ pub async fn open_database(
         None => {
             let options = EmbeddedOptions {
                 bin_dir: config.pg_bin_dir.clone(),
+                pg_ctl_timeout: config.embedded_database_timeout,
                 ..EmbeddedOptions::default()
             };
             let embedded =
@@ -152,7 +171,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         db: settings,
         secrets: SecretBox::load_or_create(&config.secret_key_file)?,
         config,
-        embedded,
+        embedded: embedded.map(|cluster| std::sync::Arc::new(tokio::sync::Mutex::new(cluster))),
     };
     let bootstrap = async {
         let mut conn = db::connect_once(&prepared.db).await?;
@@ -167,7 +186,9 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         }
         Ok(None) => {}
         Err(e) => {
-            prepared.stop_database().await;
+            if let Err(stop) = prepared.stop_database().await {
+                tracing::error!(error = %stop, "and stopping the embedded PostgreSQL failed too");
+            }
             return Err(e);
         }
     }
@@ -201,8 +222,15 @@ pub async fn serve_until(
     force: CancellationToken,
 ) -> Result<(), StartError> {
     let result = serve_inner(&prepared, listener, shutdown, force).await;
-    prepared.stop_database().await;
-    result
+    let stopped = prepared.stop_database().await;
+    match (result, stopped) {
+        (Err(e), Err(stop)) => {
+            // The first failure is what the process exits with; this one is logged.
+            tracing::error!(error = %stop, "and stopping the embedded PostgreSQL failed too");
+            Err(e)
+        }
+        (result, stopped) => result.and(stopped),
+    }
 }
 
 async fn serve_inner(
@@ -216,6 +244,7 @@ async fn serve_inner(
     let hub = Arc::new(Hub::new(&config.agent));
     // Ends worker streams and background tasks when the server shuts down.
     let background = CancellationToken::new();
+    let database = DbHealth::new();
     let scheduler = Scheduler::new(
         pool.clone(),
         hub.clone(),
@@ -224,14 +253,29 @@ async fn serve_inner(
         config.agent.handoff_deadline,
     )
     .with_sweep_interval(config.agent.sweep_interval)
-    .with_stop_wait(config.agent.stop_wait);
+    .with_stop_wait(config.agent.stop_wait)
+    .with_health(database.clone());
     let mut tasks = JoinSet::new();
+    tasks.spawn(health::watch(
+        pool.clone(),
+        database.clone(),
+        background.clone(),
+    ));
+    // Restarts the embedded PostgreSQL when it dies; ends the server if it cannot.
+    let mut supervisor = prepared.embedded.clone().map(|cluster| {
+        tokio::spawn(supervise::supervise(
+            cluster,
+            RestartPolicy::default(),
+            background.clone(),
+        ))
+    });
     tasks.spawn(scheduler.clone().run(background.clone()));
     tasks.spawn(scheduler.clone().sweep_forever(background.clone()));
     let (recorder, reports) = Recorder::channel();
     tasks.spawn(recorder::run(
         pool.clone(),
         hub.clone(),
+        database.clone(),
         reports,
         background.clone(),
     ));
@@ -270,6 +314,7 @@ async fn serve_inner(
             config.agent.clone(),
         ),
         streams_end: background.clone(),
+        database,
     };
     let mut serving = server::serve(listener, config.tls.as_ref(), services).await?;
     tracing::info!(
@@ -279,10 +324,26 @@ async fn serve_inner(
         "berth-server listening"
     );
 
+    let database_lost = async {
+        match supervisor.as_mut() {
+            Some(task) => match task.await {
+                Ok(Err(lost)) => lost,
+                // Ended by the shutdown, or panicked (a bug, and the cluster keeps running).
+                Ok(Ok(())) | Err(_) => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = shutdown => {}
         // The server ended on its own: that is a failure, not a shutdown.
         failed = serving.failed() => return Err(failed.into()),
+        lost = database_lost => {
+            tracing::error!(error = %lost, "stopping: the database cannot be brought back");
+            serving.not_serving().await;
+            serving.abort();
+            return Err(lost.into());
+        }
     }
 
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: refusing new connections, letting in-flight calls finish");
@@ -290,7 +351,18 @@ async fn serve_inner(
     // Worker streams would hold the drain open forever: end them now (workers reconnect,
     // to another replica or to this one after its restart) and stop background tasks.
     background.cancel();
-    while tasks.join_next().await.is_some() {}
+    // A task stuck on a database that does not answer (a hung postmaster) must not hold
+    // the shutdown: it gets the grace period, then it is stopped where it is.
+    let joined = tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if joined.is_err() {
+        tracing::warn!(
+            "background tasks still busy after the shutdown grace period (is the database answering?); stopping them"
+        );
+        tasks.shutdown().await;
+    }
     serving.stop_accepting();
     let drained = tokio::select! {
         drained = serving.drain(config.shutdown_grace) => drained?,
