@@ -21,6 +21,12 @@ pub struct TestWorker {
 impl TestWorker {
     /// Creates a worker token and starts a worker with `extra` flags (e.g. labels).
     pub async fn start(server: &TestServer, extra: &[&str]) -> TestWorker {
+        TestWorker::start_via(server, &server.url, extra).await
+    }
+
+    /// As [`TestWorker::start`], but the worker connects to `url` (a [`crate::Proxy`] in
+    /// front of the server, say) instead of the server's own address.
+    pub async fn start_via(server: &TestServer, url: &str, extra: &[&str]) -> TestWorker {
         let name = unique_name("w");
         let (_, token) = server
             .create_token(berth_common::proto::Role::Worker, &name)
@@ -30,7 +36,7 @@ impl TestWorker {
             token,
             dir: tempfile::tempdir().unwrap(),
             child: None,
-            server_url: server.url.clone(),
+            server_url: url.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         worker.spawn();
