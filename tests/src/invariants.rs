@@ -272,6 +272,22 @@ async fn terminal_once(
         installed,
         "the audit is not installed in this database: call invariants::install_audit before the load"
     );
+    // A request the audit never saw was submitted before it was installed, and nothing
+    // below could be said about it.
+    for row in client
+        .query(
+            "SELECT id::text FROM work_requests w WHERE NOT EXISTS \
+               (SELECT 1 FROM berth_test.audit a \
+                WHERE a.tbl = 'work_requests' AND a.work_request_id = w.id AND a.old_status IS NULL)",
+            &[],
+        )
+        .await?
+    {
+        violations.push(format!(
+            "request {} has no audited submission: the audit was installed after it",
+            row.get::<_, String>(0)
+        ));
+    }
     for row in client
         .query(
             "SELECT id::text, status, reason FROM work_requests \
