@@ -48,7 +48,8 @@ use crate::stack::{
 };
 
 /// The server settings of the run: a lost worker is noticed within seconds.
-const SERVER_CONFIG: &str = "heartbeat_interval = \"1s\"\nlease_ttl = \"3s\"\nhandoff_deadline = \"2s\"\n";
+const SERVER_CONFIG: &str =
+    "heartbeat_interval = \"1s\"\nlease_ttl = \"3s\"\nhandoff_deadline = \"2s\"\n";
 /// Slots per worker.
 const CONCURRENCY: u32 = 2;
 /// How long a server gets to answer health checks after a (re)start.
@@ -296,11 +297,17 @@ fn job(kind: JobKind, n: u64, rng: &mut Rng) -> (SubmitWorkRequestRequest, Optio
                  if [ $((i % 50)) -eq 0 ]; then sleep 0.1; fi; i=$((i + 1)); done"
             );
             let stdout: String = (1..=lines)
-                .map(|i| format!("job {n} line {i:05}: the quick brown fox jumps over the lazy dog\n"))
+                .map(|i| {
+                    format!("job {n} line {i:05}: the quick brown fox jumps over the lazy dog\n")
+                })
                 .collect();
             (script, Some(stdout), 0)
         }
-        JobKind::Failing => (format!("echo fail-{n}; exit 3"), Some(format!("fail-{n}\n")), 2),
+        JobKind::Failing => (
+            format!("echo fail-{n}; exit 3"),
+            Some(format!("fail-{n}\n")),
+            2,
+        ),
         JobKind::Cancelled => (format!("echo doomed-{n}; sleep 60"), None, 0),
     };
     let request = SubmitWorkRequestRequest {
@@ -444,8 +451,11 @@ async fn run_on(
         if replica.database_url.is_some() {
             // A replica shares the first one's secret key.
             std::fs::create_dir_all(&replica.data_dir).context("cannot create a data dir")?;
-            std::fs::copy(root.join("a").join("secret.key"), replica.data_dir.join("secret.key"))
-                .context("cannot copy the secret key to the second replica")?;
+            std::fs::copy(
+                root.join("a").join("secret.key"),
+                replica.data_dir.join("secret.key"),
+            )
+            .context("cannot copy the secret key to the second replica")?;
         }
         replica.spawn(config).await?;
     }
@@ -499,7 +509,11 @@ async fn run_on(
     let started = Instant::now();
     let mut faults: Vec<Fault> = Vec::new();
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let gap = if opts.quick { (1000, 3000) } else { (2000, 8000) };
+    let gap = if opts.quick {
+        (1000, 3000)
+    } else {
+        (2000, 8000)
+    };
     tokio::time::sleep(rng.millis(gap.0, gap.1)).await;
     while started.elapsed() < duration {
         let kind = rng.below(5);
@@ -507,12 +521,18 @@ async fn run_on(
         let what = match kind {
             0 => {
                 let i = usize::try_from(rng.below(workers.len() as u64)).unwrap_or(0);
-                let hold = rng.millis(300, 3000);
+                // Sometimes past the lease, so its attempts run again elsewhere meanwhile.
+                let hold = rng.millis(300, 8000);
                 workers[i].kill().await;
                 tokio::time::sleep(hold).await;
                 workers[i].spawn()?;
-                *counts.entry("worker killed (-9) and restarted").or_default() += 1;
-                format!("kill -9 worker {} and start it again {hold:?} later", workers[i].name)
+                *counts
+                    .entry("worker killed (-9) and restarted")
+                    .or_default() += 1;
+                format!(
+                    "kill -9 worker {} and start it again {hold:?} later",
+                    workers[i].name
+                )
             }
             1 => {
                 let i = usize::try_from(rng.below(workers.len() as u64)).unwrap_or(0);
@@ -527,7 +547,9 @@ async fn run_on(
                 tokio::time::sleep(hold).await;
                 workers[i].proxy.cut();
                 workers[i].proxy.resume();
-                *counts.entry("worker connections stalled, then cut").or_default() += 1;
+                *counts
+                    .entry("worker connections stalled, then cut")
+                    .or_default() += 1;
                 format!("stall worker {} for {hold:?}, then cut", workers[i].name)
             }
             3 => {
@@ -548,9 +570,13 @@ async fn run_on(
                 tokio::time::sleep(hold).await;
                 let name = replicas[r].name;
                 let restarted = replicas[r].spawn(config).await;
-                *counts.entry("server replica killed (-9) and restarted").or_default() += 1;
+                *counts
+                    .entry("server replica killed (-9) and restarted")
+                    .or_default() += 1;
                 match restarted {
-                    Ok(()) => format!("kill -9 server replica {name} and start it again {hold:?} later"),
+                    Ok(()) => {
+                        format!("kill -9 server replica {name} and start it again {hold:?} later")
+                    }
                     Err(e) => format!("kill -9 server replica {name}; it did not come back: {e:#}"),
                 }
             }
@@ -603,7 +629,9 @@ async fn run_on(
     let drained_in = drain_started.elapsed();
 
     let (expected, submitted, not_submitted, cancels_unanswered) = {
-        let load = load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let load = load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (
             load.expected.clone(),
             load.submitted.clone(),
@@ -645,8 +673,14 @@ async fn run_on(
     for (kind, n) in &submitted {
         rows.push((format!("  {}", kind.name()), n.to_string()));
     }
-    rows.push(("submissions no replica took".to_owned(), not_submitted.to_string()));
-    rows.push(("cancels no replica took".to_owned(), cancels_unanswered.to_string()));
+    rows.push((
+        "submissions no replica took".to_owned(),
+        not_submitted.to_string(),
+    ));
+    rows.push((
+        "cancels no replica took".to_owned(),
+        cancels_unanswered.to_string(),
+    ));
     for (outcome, n) in &outcomes {
         rows.push((format!("ended {outcome}"), n.to_string()));
     }
@@ -756,7 +790,9 @@ async fn submit_load(
         let cancel_after = rng.millis(500, 4000);
         match api.submit(request).await {
             Some(id) => {
-                let mut shared = load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut shared = load
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 *shared.submitted.entry(kind).or_default() += 1;
                 if let Some(stdout) = stdout {
                     shared.expected.insert(id.clone(), stdout);
