@@ -62,7 +62,8 @@ pub use api::{
 };
 pub use cli::{Output, berth, single_error_line};
 pub use docker::{
-    TEST_IMAGE, container_exists, docker, ensure_test_image, wait_no_containers, worker_containers,
+    ContainerSweep, TEST_IMAGE, container_exists, docker, ensure_test_image,
+    remove_worker_containers, wait_no_containers, worker_containers,
 };
 pub use logs::{Logs, open_logs, rest_of};
 pub use process::ServerProcess;

@@ -1,6 +1,7 @@
 //! Real `berth-server` processes on a test database, for the faults that need a process:
 //! a replica killed with SIGKILL.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub struct ServerProcess {
     pub url: String,
     /// The database it serves.
     pub database_url: String,
+    /// Whether it runs the embedded PostgreSQL.
+    embedded: bool,
     /// Its data directory (secret key, admin token, `server.toml`, `server.log`).
     pub data_dir: tempfile::TempDir,
     child: Option<tokio::process::Child>,
@@ -41,11 +44,42 @@ impl ServerProcess {
             addr,
             url: format!("http://{addr}"),
             database_url: database_url.to_owned(),
+            embedded: false,
             data_dir,
             child: None,
         };
         server.spawn().await;
         server
+    }
+
+    /// Starts a server with its embedded PostgreSQL (in its data dir) and the TOML
+    /// `config`; waits until it reports SERVING. Dropping it stops that PostgreSQL too.
+    pub async fn embedded(config: &str) -> ServerProcess {
+        let data_dir = tempfile::tempdir().unwrap();
+        // PostgreSQL runs as `postgres` when the tests run as root: it must reach its dir.
+        std::fs::set_permissions(data_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(data_dir.path().join("server.toml"), config).unwrap();
+        let socket_dir = data_dir.path().canonicalize().unwrap().join("postgres/run");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut server = ServerProcess {
+            addr,
+            url: format!("http://{addr}"),
+            database_url: format!("postgres://berth@/berth?host={}", socket_dir.display()),
+            embedded: true,
+            data_dir,
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// The pid in the embedded PostgreSQL's `postmaster.pid`, if the file is there (it
+    /// outlives a postmaster killed with SIGKILL).
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let text =
+            std::fs::read_to_string(self.data_dir.path().join("postgres/data/postmaster.pid"))
+                .ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     /// Another server on the same database with the same secret key and configuration.
@@ -71,9 +105,11 @@ impl ServerProcess {
             .append(true)
             .open(self.data_dir.path().join("server.log"))
             .unwrap();
-        let child = tokio::process::Command::new(binary("berth-server"))
-            .arg("--database-url")
-            .arg(&self.database_url)
+        let mut command = tokio::process::Command::new(binary("berth-server"));
+        if !self.embedded {
+            command.arg("--database-url").arg(&self.database_url);
+        }
+        let child = command
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .arg("--listen")
@@ -109,6 +145,23 @@ impl ServerProcess {
         }
     }
 
+    /// Stops it with SIGTERM (it drains and stops its embedded PostgreSQL) and waits.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status();
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
     /// A handle for the harness's calls (submit, get, tokens, ...) against this process,
     /// with `admin_token` (a replica bootstraps none: pass the first server's).
     pub fn handle(&self, admin_token: &str) -> TestServer {
@@ -121,5 +174,26 @@ impl ServerProcess {
             .unwrap()
             .trim()
             .to_owned()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        // A server killed here cannot stop its embedded PostgreSQL: do it for it
+        // (immediate shutdown), so no postmaster outlives the test.
+        if self.embedded
+            && let Some(pid) = self.postmaster_pid()
+            // The file outlives a killed postmaster, and its pid may be another's now.
+            && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("postgres"))
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-QUIT", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }

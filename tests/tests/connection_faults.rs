@@ -23,8 +23,9 @@ use std::time::Duration;
 use berth_common::proto::{ContainerSpec, WorkResult};
 use berth_tests::invariants::{self, Check, DockerEvents};
 use berth_tests::{
-    Proxy, ServerProcess, TestServer, TestWorker, WAIT, docker, ensure_test_image, eventually,
-    fresh_database, query, quick_leases, result, sh, submit, wait_no_containers, wait_terminal,
+    ContainerSweep, Proxy, ServerProcess, TestServer, TestWorker, WAIT, docker, ensure_test_image,
+    eventually, fresh_database, query, quick_leases, result, sh, submit, wait_no_containers,
+    wait_terminal,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -211,6 +212,8 @@ struct Rig {
     worker: TestWorker,
     docker: DockerEvents,
     expected: HashMap<String, Vec<u8>>,
+    /// Last, so that it drops after the worker.
+    _sweep: ContainerSweep,
 }
 
 impl Rig {
@@ -224,12 +227,14 @@ impl Rig {
         let proxy = Proxy::start(server.addr).await.unwrap();
         let worker = TestWorker::start_via(&server, &proxy.url, &["--concurrency", "2"]).await;
         worker.wait_connected(&server).await;
+        let sweep = ContainerSweep(vec![worker.name.clone()]);
         Rig {
             server,
             proxy,
             worker,
             docker,
             expected: HashMap::new(),
+            _sweep: sweep,
         }
     }
 
@@ -448,9 +453,12 @@ async fn replica_killed_under_load_leaves_its_workers_to_the_survivor() {
     let proxy = Proxy::start_many(vec![doomed.addr, survivor.addr])
         .await
         .unwrap();
+    let mut sweep = ContainerSweep::default();
     let mut workers = Vec::new();
     for _ in 0..5 {
-        workers.push(TestWorker::start_via(&api, &proxy.url, &["--concurrency", "2"]).await);
+        let worker = TestWorker::start_via(&api, &proxy.url, &["--concurrency", "2"]).await;
+        sweep.add(&worker.name);
+        workers.push(worker);
     }
     for worker in &workers {
         worker.wait_connected(&api).await;
@@ -517,4 +525,126 @@ async fn replica_killed_under_load_leaves_its_workers_to_the_survivor() {
     for worker in &mut workers {
         worker.terminate(Duration::from_secs(30)).await;
     }
+}
+
+// ----- processes dying under the workers -----
+
+/// Submits `echo begin-N; sleep S; echo end-N` and remembers its stdout.
+async fn sleeper(
+    server: &TestServer,
+    n: usize,
+    seconds: u32,
+    expected: &mut HashMap<String, Vec<u8>>,
+) -> String {
+    let request = submit(
+        server,
+        sh(&format!("echo begin-{n}; sleep {seconds}; echo end-{n}")),
+    )
+    .await;
+    expected.insert(
+        request.id.clone(),
+        format!("begin-{n}\nend-{n}\n").into_bytes(),
+    );
+    request.id
+}
+
+#[tokio::test]
+async fn worker_killed_mid_job_leaves_no_container_running_beside_the_retry() {
+    ensure_test_image().await;
+    let server = TestServer::start_with(quick_leases).await;
+    invariants::install_audit(&server.database_url)
+        .await
+        .unwrap();
+    let docker_events = DockerEvents::start().await.unwrap();
+    let mut sweep = ContainerSweep::default();
+    let mut doomed = TestWorker::start(&server, &[]).await;
+    sweep.add(&doomed.name);
+    doomed.wait_connected(&server).await;
+    let mut expected = HashMap::new();
+    let id = sleeper(&server, 1, 8, &mut expected).await;
+    berth_tests::wait_started(&server, &id).await;
+    // The second worker comes only now, so the job started on the first.
+    let survivor = TestWorker::start(&server, &[]).await;
+    sweep.add(&survivor.name);
+    survivor.wait_connected(&server).await;
+    doomed.kill().await;
+    // The lease runs out, the request runs again on the survivor (same Docker engine).
+    let done = wait_terminal(&server, &id).await;
+    assert_eq!(result(&done), WorkResult::Success, "{done:#?}");
+    assert_eq!(berth_tests::worker_of(&done), survivor.name, "{done:#?}");
+    let violations = Check {
+        database_url: server.database_url.clone(),
+        workers: vec![doomed.name.clone(), survivor.name.clone()],
+        docker: Some(&docker_events),
+        expected_stdout: expected,
+        container_grace: None,
+    }
+    .run()
+    .await
+    .unwrap();
+    invariants::assert_none(&violations);
+}
+
+#[tokio::test]
+async fn embedded_postmaster_killed_under_load_comes_back_and_every_job_ends_once() {
+    ensure_test_image().await;
+    let config = "heartbeat_interval = \"1s\"\nlease_ttl = \"3s\"\nhandoff_deadline = \"2s\"\n";
+    let mut server = ServerProcess::embedded(config).await;
+    let api = server.handle(&server.admin_token());
+    invariants::install_audit(&server.database_url)
+        .await
+        .unwrap();
+    let docker_events = DockerEvents::start().await.unwrap();
+    let mut sweep = ContainerSweep::default();
+    let worker = TestWorker::start(&api, &["--concurrency", "2"]).await;
+    sweep.add(&worker.name);
+    worker.wait_connected(&api).await;
+    let mut expected = HashMap::new();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(sleeper(&api, n, 2, &mut expected).await);
+    }
+    berth_tests::wait_started(&api, &ids[0]).await;
+    let pid = server
+        .postmaster_pid()
+        .expect("the embedded postmaster's pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    // The server must notice, bring its PostgreSQL back and go on.
+    eventually(
+        "a new embedded postmaster",
+        Duration::from_secs(60),
+        || async {
+            server
+                .postmaster_pid()
+                .filter(|new| *new != pid)
+                .map(|_| ())
+        },
+    )
+    .await;
+    for n in 4..6 {
+        ids.push(sleeper(&api, n, 1, &mut expected).await);
+    }
+    for id in &ids {
+        let done = wait_terminal(&api, id).await;
+        assert_eq!(
+            result(&done),
+            WorkResult::Success,
+            "{done:#?}\nserver log:\n{}",
+            server.log()
+        );
+    }
+    let violations = Check {
+        database_url: server.database_url.clone(),
+        workers: vec![worker.name.clone()],
+        docker: Some(&docker_events),
+        expected_stdout: expected,
+        container_grace: None,
+    }
+    .run()
+    .await
+    .unwrap();
+    invariants::assert_none(&violations);
+    server.stop().await;
 }

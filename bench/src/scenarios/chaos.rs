@@ -397,8 +397,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         },
     ];
     let postmaster_pid_file = data_a.join("postgres").join("data").join("postmaster.pid");
+    let mut worker_names = Vec::new();
     let outcome = run_on(
         opts,
+        &mut worker_names,
         &root,
         &config,
         &database_url,
@@ -417,8 +419,16 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
             terminate(&mut child, Duration::from_secs(30)).await;
         }
     }
-    if let Some(pid) = postmaster_pid(&postmaster_pid_file) {
+    if let Some(pid) = postmaster_pid(&postmaster_pid_file)
+        // The file outlives a killed postmaster, and its pid may be another's now.
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.starts_with("postgres"))
+    {
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    // Containers left are reported as violations; they must not stay on the host.
+    for name in &worker_names {
+        berth_tests::remove_worker_containers(name);
     }
     drop(dir);
     outcome
@@ -437,6 +447,7 @@ fn postmaster_pid(path: &Path) -> Option<nix::unistd::Pid> {
 )]
 async fn run_on(
     opts: &Options,
+    worker_names: &mut Vec<String>,
     root: &Path,
     config: &Path,
     database_url: &str,
@@ -490,6 +501,7 @@ async fn run_on(
             dir,
             child: None,
         };
+        worker_names.push(worker.name.clone());
         worker.spawn()?;
         workers.push(worker);
     }
@@ -553,12 +565,17 @@ async fn run_on(
                 format!("stall worker {} for {hold:?}, then cut", workers[i].name)
             }
             3 => {
+                // After a kill the pid file stays behind until the cluster is started again.
                 let what = match postmaster_pid(postmaster_pid_file) {
                     Some(pid) => {
-                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                        format!("kill -9 the embedded postmaster (pid {pid})")
+                        match nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL) {
+                            Ok(()) => format!("kill -9 the embedded postmaster (pid {pid})"),
+                            Err(e) => format!(
+                                "kill -9 the embedded postmaster: pid {pid} of postmaster.pid is not running ({e}): nothing brought it back since the last kill"
+                            ),
+                        }
                     }
-                    None => "kill -9 the embedded postmaster: none is running (not restarted since the last kill)".to_owned(),
+                    None => "kill -9 the embedded postmaster: none is running".to_owned(),
                 };
                 *counts.entry("embedded postmaster killed (-9)").or_default() += 1;
                 what
@@ -577,7 +594,12 @@ async fn run_on(
                     Ok(()) => {
                         format!("kill -9 server replica {name} and start it again {hold:?} later")
                     }
-                    Err(e) => format!("kill -9 server replica {name}; it did not come back: {e:#}"),
+                    Err(e) => {
+                        // The reason is the last line (the server log's tail precedes it).
+                        let text = format!("{e:#}");
+                        let reason = text.lines().last().unwrap_or_default().to_owned();
+                        format!("kill -9 server replica {name}; it did not come back: {reason}")
+                    }
                 }
             }
         };
@@ -648,9 +670,12 @@ async fn run_on(
         container_grace: Some(Duration::from_secs(30)),
     }
     .run()
-    .await
-    .context("cannot check the invariants")?;
-    violations.extend(found);
+    .await;
+    match found {
+        Ok(found) => violations.extend(found),
+        // Not a reason to stop: that the run cannot even be checked is what it found.
+        Err(e) => violations.push(format!("the invariants could not be checked: {e:#}")),
+    }
     for worker in &mut workers {
         if let Some(mut child) = worker.child.take() {
             terminate(&mut child, Duration::from_secs(30)).await;
