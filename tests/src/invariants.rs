@@ -110,7 +110,7 @@ pub struct ContainerRun {
 /// `docker events` for Berth-managed containers (start and die), recorded to a file from
 /// its creation until it is dropped.
 pub struct DockerEvents {
-    child: tokio::process::Child,
+    _child: tokio::process::Child,
     path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -143,15 +143,10 @@ impl DockerEvents {
             .spawn()
             .context("cannot run `docker events`: these checks need the Docker CLI")?;
         Ok(DockerEvents {
-            child,
+            _child: child,
             path,
             _dir: dir,
         })
-    }
-
-    /// Whether the recorder still runs (it ends only if Docker went away).
-    pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The container runs recorded so far, of the workers named in `workers` (all when
@@ -242,6 +237,20 @@ impl Check<'_> {
                 // Deaths are reported by the engine a moment after they happen: give the
                 // recorder the time to catch up with containers that are gone.
                 let runs = settled_runs(docker, &names).await;
+                // A recorder that saw nothing of a run that started containers would make
+                // the checks below pass for nothing.
+                let started = client
+                    .query_one(
+                        "SELECT count(*) FROM attempts WHERE container_id <> '' AND worker_name = ANY($1)",
+                        &[&self.workers],
+                    )
+                    .await?
+                    .get::<_, i64>(0);
+                if started > 0 && runs.is_empty() {
+                    violations.push(format!(
+                        "docker events recorded no container start, yet the server recorded {started} started attempts: Docker's view of the run is missing"
+                    ));
+                }
                 docker_disjoint(&runs, &mut violations);
                 docker_concurrency(&runs, &concurrency, &mut violations);
             }
