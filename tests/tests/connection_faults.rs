@@ -428,6 +428,46 @@ async fn cut_right_before_finished_records_the_result_once() {
     rig.finish(&[id]).await;
 }
 
+#[tokio::test]
+async fn worker_cut_off_past_its_lease_stops_its_container_before_the_retry_runs() {
+    let mut rig = Rig::start().await;
+    let id = rig
+        .submit("echo begin; sleep 10; echo end", b"begin\nend\n")
+        .await;
+    rig.wait_attempt(&id, 1, "to run", |state, bytes| {
+        state == "running" && bytes > 0
+    })
+    .await;
+    // A second worker, straight to the server, to take the request when the lease of
+    // the first runs out.
+    let other = TestWorker::start(&rig.server, &[]).await;
+    rig._sweep.add(&other.name);
+    other.wait_connected(&rig.server).await;
+    // The partition outlasts the lease (3 s): the server gives the attempt up and the
+    // request runs again on the other worker, while the first still runs its container.
+    rig.proxy.stall();
+    let moved = berth_tests::wait_for(&rig.server, &id, "to run on the other worker", WAIT, |r| {
+        r.attempt_count == 2 && berth_tests::is_started(r)
+    })
+    .await;
+    assert_eq!(berth_tests::worker_of(&moved), other.name, "{moved:#?}");
+    rig.proxy.cut();
+    rig.proxy.resume();
+    let done = wait_terminal(&rig.server, &id).await;
+    assert_eq!(result(&done), WorkResult::Success, "{done:#?}");
+    let violations = Check {
+        database_url: rig.server.database_url.clone(),
+        workers: vec![rig.worker.name.clone(), other.name.clone()],
+        docker: Some(&rig.docker),
+        expected_stdout: std::mem::take(&mut rig.expected),
+        container_grace: None,
+    }
+    .run()
+    .await
+    .unwrap();
+    invariants::assert_none(&violations);
+}
+
 // ----- replicas -----
 
 /// The load of the replica test: job `n` prints two lines around a short sleep.

@@ -594,12 +594,10 @@ async fn run_on(
                     Ok(()) => {
                         format!("kill -9 server replica {name} and start it again {hold:?} later")
                     }
-                    Err(e) => {
-                        // The reason is the last line (the server log's tail precedes it).
-                        let text = format!("{e:#}");
-                        let reason = text.lines().last().unwrap_or_default().to_owned();
-                        format!("kill -9 server replica {name}; it did not come back: {reason}")
-                    }
+                    Err(e) => format!(
+                        "kill -9 server replica {name}; it did not come back: {}",
+                        last_line(&e)
+                    ),
                 }
             }
         };
@@ -616,8 +614,9 @@ async fn run_on(
             && let Err(e) = replica.spawn(config).await
         {
             unrecovered.push(format!(
-                "server replica {} could not be started again after the faults: {e:#}",
-                replica.name
+                "server replica {} could not be started again after the faults: {}",
+                replica.name,
+                last_line(&e)
             ));
         }
     }
@@ -631,7 +630,7 @@ async fn run_on(
     let _ = submitter.await;
     let drain_started = Instant::now();
     let sql = sql_connect(database_url).await;
-    let mut left = -1i64;
+    let mut left = None;
     while drain_started.elapsed() < drain_timeout {
         if let Ok(sql) = &sql
             && let Ok(row) = sql
@@ -641,8 +640,9 @@ async fn run_on(
                 )
                 .await
         {
-            left = row.get(0);
-            if left == 0 {
+            let count: i64 = row.get(0);
+            left = Some(count);
+            if count == 0 {
                 break;
             }
         }
@@ -676,10 +676,9 @@ async fn run_on(
         // Not a reason to stop: that the run cannot even be checked is what it found.
         Err(e) => violations.push(format!("the invariants could not be checked: {e:#}")),
     }
+    // Checked: a graceful stop would only wait for work the checks already judged.
     for worker in &mut workers {
-        if let Some(mut child) = worker.child.take() {
-            terminate(&mut child, Duration::from_secs(30)).await;
-        }
+        worker.kill().await;
     }
     let outcomes = outcomes(database_url).await.unwrap_or_default();
 
@@ -711,10 +710,10 @@ async fn run_on(
     }
     rows.push((
         "drained in".to_owned(),
-        if left == 0 {
-            format!("{:.1} s", drained_in.as_secs_f64())
-        } else {
-            format!("not within {drain_timeout:?}: {left} requests had not ended")
+        match left {
+            Some(0) => format!("{:.1} s", drained_in.as_secs_f64()),
+            Some(left) => format!("not within {drain_timeout:?}: {left} requests had not ended"),
+            None => format!("not within {drain_timeout:?}: the database did not answer"),
         },
     ));
     rows.push(("faults injected".to_owned(), faults.len().to_string()));
@@ -851,4 +850,11 @@ async fn submit_load(
         }
         tokio::time::sleep(rng.millis(50, 300)).await;
     }
+}
+
+/// The last line of an error: a start-up failure ends with the server log's tail and
+/// its one-line reason, which is what a report needs.
+fn last_line(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    text.lines().last().unwrap_or_default().trim().to_owned()
 }
