@@ -9,7 +9,10 @@
 //! never overlapping (as the server recorded them and as Docker saw them), no worker above
 //! its concurrency, every log complete byte for byte, no container left.
 //!
-//! The first tests check the proxy itself against plain TCP servers.
+//! The first tests check the proxy itself against plain TCP servers. The last ones kill
+//! processes under the workers instead: two replica processes serving five workers, one
+//! of them killed with SIGKILL; a worker killed mid-job; the embedded postmaster killed
+//! under load.
 
 #![expect(
     clippy::unwrap_used,
