@@ -13,8 +13,9 @@
 //!    saw them (no two containers of one request running at once).
 //! 3. **No worker ran more than its concurrency at once** (a sweep over the attempt
 //!    intervals per worker, and over the container runs per worker).
-//! 4. **Every completed request's log is complete, byte for byte**: the final attempt's
-//!    stdout, stored contiguously, equals what the job deterministically prints.
+//! 4. **Every finished job's log is complete, byte for byte**: for a request completed
+//!    with success or failure, the final attempt's stdout, stored contiguously, equals
+//!    what the job deterministically prints.
 //! 5. **No Berth container is left** on the engine for the workers of the run.
 //!
 //! Violations come back as readable sentences: the bench prints them, tests assert the
@@ -211,7 +212,7 @@ pub struct Check<'a> {
     /// Docker's view of the run, when it had real workers.
     pub docker: Option<&'a DockerEvents>,
     /// Request id → the exact stdout its job prints. Checked for every such request that
-    /// completed.
+    /// completed with success or failure.
     pub expected_stdout: HashMap<String, Vec<u8>>,
     /// How long containers may take to disappear after the load (default 30 s).
     pub container_grace: Option<Duration>,
@@ -481,7 +482,7 @@ async fn logs_complete(
         let want = &expected[id];
         let Some(row) = client
             .query_opt(
-                "SELECT status, attempt_count FROM work_requests WHERE id::text = $1",
+                "SELECT status || '/' || coalesce(result, ''), attempt_count FROM work_requests WHERE id::text = $1",
                 &[id],
             )
             .await?
@@ -491,7 +492,9 @@ async fn logs_complete(
         };
         let status: String = row.get(0);
         let attempt: i32 = row.get(1);
-        if status != "completed" {
+        // Only a job that ran to its end printed everything; one that ended in error (its
+        // workers lost too often, say) or was aborted did not.
+        if status != "completed/success" && status != "completed/failure" {
             continue;
         }
         let chunks = client
