@@ -23,6 +23,12 @@ struct Cli {
     /// Directory for the JSON results
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    /// How long `chaos` injects faults, e.g. 10m [default: 10m, 30s with --quick]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Seed of `chaos`'s faults and load, to replay a run [default: from the clock]
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = Options {
         quick: cli.quick,
         out_dir: cli.out,
+        duration: cli.duration,
+        seed: cli.seed,
     };
     let list: Vec<Scenario> = if cli.scenario == Scenario::All {
         Scenario::EACH.to_vec()

@@ -83,7 +83,7 @@ pub struct Stack {
 }
 
 /// Finds a Berth binary next to the running bench binary.
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot find the bench binary's own path")?;
     let dir = exe
         .parent()
@@ -99,7 +99,7 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A free TCP port on 127.0.0.1 (there is a small race until the server binds it).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free TCP port")?;
     Ok(listener
@@ -109,7 +109,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 /// The last `lines` lines of a log file, for error messages.
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut last: VecDeque<&str> = VecDeque::with_capacity(lines);
     for line in text.lines() {
@@ -372,7 +372,7 @@ impl Stack {
 }
 
 /// Whether the server at `url` reports SERVING on the overall health check.
-async fn serving(url: &str) -> bool {
+pub(crate) async fn serving(url: &str) -> bool {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     let Ok(channel) = berth_common::client::connect(url, None).await else {
@@ -424,7 +424,7 @@ pub async fn sql_connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 }
 
 /// Sends SIGTERM and waits up to `timeout`; kills the process if it is still there.
-async fn terminate(child: &mut tokio::process::Child, timeout: Duration) {
+pub(crate) async fn terminate(child: &mut tokio::process::Child, timeout: Duration) {
     if let Some(pid) = child.id() {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);

@@ -101,3 +101,55 @@ pub async fn wait_no_containers(worker: &str) {
     )
     .await;
 }
+
+/// Removes every container labelled for `worker` (running or not), ignoring failures.
+pub fn remove_worker_containers(worker: &str) {
+    let Ok(output) = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            "label=berth.managed=true",
+            "--filter",
+            &format!("label=berth.worker={worker}"),
+        ])
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return;
+    };
+    let ids: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if !ids.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Removes the containers of the named workers when dropped: a test that fails half-way
+/// (or finds containers left, which is a failure) leaves the host clean for the next.
+/// Declare it before the workers, so that it drops after them.
+#[derive(Default)]
+pub struct ContainerSweep(pub Vec<String>);
+
+impl ContainerSweep {
+    /// Adds a worker whose containers go too.
+    pub fn add(&mut self, worker: &str) {
+        self.0.push(worker.to_owned());
+    }
+}
+
+impl Drop for ContainerSweep {
+    fn drop(&mut self) {
+        for worker in &self.0 {
+            remove_worker_containers(worker);
+        }
+    }
+}

@@ -46,7 +46,10 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod docker;
+pub mod invariants;
 pub mod logs;
+pub mod process;
+pub mod proxy;
 pub mod sim;
 pub mod spec;
 pub mod worker;
@@ -59,9 +62,12 @@ pub use api::{
 };
 pub use cli::{Output, berth, single_error_line};
 pub use docker::{
-    TEST_IMAGE, container_exists, docker, ensure_test_image, wait_no_containers, worker_containers,
+    ContainerSweep, TEST_IMAGE, container_exists, docker, ensure_test_image,
+    remove_worker_containers, wait_no_containers, worker_containers,
 };
 pub use logs::{Logs, open_logs, rest_of};
+pub use process::ServerProcess;
+pub use proxy::{Flow, Proxy};
 pub use sim::{SimOptions, SimWorker};
 pub use spec::{secs, sh, spec};
 pub use worker::TestWorker;
@@ -273,6 +279,33 @@ impl TestServer {
             data_dir,
             stop: Some(stop),
             task: Some(task),
+        }
+    }
+
+    /// A handle on a server this process did not start (a `berth-server` process, say)
+    /// at `url`, for the harness's calls; stopping or dropping it leaves that server be,
+    /// and it cannot be restarted or replicated from here.
+    pub fn external(url: &str, admin_token: &str, database_url: &str) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let addr: std::net::SocketAddr = url
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("{url} is not http://ADDRESS:PORT: {e}"));
+        let args = ServerArgs {
+            listen: Some(addr.to_string()),
+            data_dir: Some(data_dir.path().to_owned()),
+            database_url: Some(database_url.to_owned()),
+            ..ServerArgs::default()
+        };
+        TestServer {
+            url: url.to_owned(),
+            addr,
+            config: Config::resolve(&args).unwrap(),
+            admin_token: admin_token.to_owned(),
+            database_url: database_url.to_owned(),
+            data_dir,
+            stop: None,
+            task: None,
         }
     }
 

@@ -23,12 +23,28 @@ pub struct TestWorker {
 impl TestWorker {
     /// Creates a worker token and starts a worker with `extra` flags (e.g. labels).
     pub async fn start(server: &TestServer, extra: &[&str]) -> TestWorker {
-        Self::start_spooling_in(server, extra, None).await
+        TestWorker::start_via(server, &server.url, extra).await
+    }
+
+    /// As [`TestWorker::start`], but the worker connects to `url` (a [`crate::Proxy`] in
+    /// front of the server, say) instead of the server's own address.
+    pub async fn start_via(server: &TestServer, url: &str, extra: &[&str]) -> TestWorker {
+        TestWorker::start_with(server, url, extra, None).await
     }
 
     /// [`TestWorker::start`] with the spool in `spool_dir` (say, a small file system).
     pub async fn start_spooling_in(
         server: &TestServer,
+        extra: &[&str],
+        spool_dir: Option<&std::path::Path>,
+    ) -> TestWorker {
+        TestWorker::start_with(server, &server.url, extra, spool_dir).await
+    }
+
+    /// A worker connecting to `url`, spooling in `spool_dir` (`dir/spool` when `None`).
+    pub async fn start_with(
+        server: &TestServer,
+        url: &str,
         extra: &[&str],
         spool_dir: Option<&std::path::Path>,
     ) -> TestWorker {
@@ -44,7 +60,7 @@ impl TestWorker {
             dir,
             spool_dir,
             child: None,
-            server_url: server.url.clone(),
+            server_url: url.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         worker.spawn();

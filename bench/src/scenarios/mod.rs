@@ -1,12 +1,14 @@
 //! The scenarios: each starts the stack it needs, measures one thing and returns a
 //! [`Report`]. See each module for what it measures and why.
 
+pub mod chaos;
 pub mod container;
 pub mod idle;
 pub mod logs;
 pub mod noop;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::report::Report;
 
@@ -17,6 +19,10 @@ pub struct Options {
     pub quick: bool,
     /// Where JSON results go (default `bench-results`).
     pub out_dir: PathBuf,
+    /// How long a scenario that runs for a time runs (`chaos`); its own default if `None`.
+    pub duration: Option<Duration>,
+    /// The seed of a scenario that draws at random (`chaos`); from the clock if `None`.
+    pub seed: Option<u64>,
 }
 
 /// A scenario the command line can name.
@@ -30,17 +36,21 @@ pub enum Scenario {
     Container,
     /// Log throughput.
     Logs,
+    /// Mixed load under random faults (workers, connections, PostgreSQL, replicas), then
+    /// the invariants.
+    Chaos,
     /// Every scenario, one after another.
     All,
 }
 
 impl Scenario {
     /// The scenarios `all` runs, in order.
-    pub const EACH: [Scenario; 4] = [
+    pub const EACH: [Scenario; 5] = [
         Scenario::Noop,
         Scenario::IdleStreams,
         Scenario::Container,
         Scenario::Logs,
+        Scenario::Chaos,
     ];
 
     /// The name used on the command line and in reports.
@@ -50,6 +60,7 @@ impl Scenario {
             Scenario::IdleStreams => "idle-streams",
             Scenario::Container => "container",
             Scenario::Logs => "logs",
+            Scenario::Chaos => "chaos",
             Scenario::All => "all",
         }
     }
@@ -61,6 +72,7 @@ impl Scenario {
             Scenario::IdleStreams => idle::run(opts).await,
             Scenario::Container => container::run(opts).await,
             Scenario::Logs => logs::run(opts).await,
+            Scenario::Chaos => chaos::run(opts).await,
             Scenario::All => anyhow::bail!("`all` is not a single scenario"),
         }
     }
