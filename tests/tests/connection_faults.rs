@@ -666,6 +666,18 @@ async fn embedded_postmaster_killed_under_load_comes_back_and_every_job_ends_onc
         },
     )
     .await;
+    // Calls are refused (UNAVAILABLE) until the server's pool reaches the new postmaster;
+    // health says when that is.
+    eventually(
+        "health SERVING again after the postmaster's restart",
+        Duration::from_secs(60),
+        || async {
+            (berth_tests::health(&api.url, None).await
+                == Some(tonic_health::pb::health_check_response::ServingStatus::Serving))
+            .then_some(())
+        },
+    )
+    .await;
     for n in 4..6 {
         ids.push(sleeper(&api, n, 1, &mut expected).await);
     }
