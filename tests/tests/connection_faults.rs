@@ -471,6 +471,69 @@ async fn worker_cut_off_past_its_lease_stops_its_container_before_the_retry_runs
     invariants::assert_none(&violations);
 }
 
+#[tokio::test]
+async fn a_worker_cut_off_past_its_lease_stops_its_own_container_with_no_other_worker_around() {
+    let mut rig = Rig::start().await;
+    let id = rig
+        .submit("echo begin; sleep 30; echo end", b"begin\nend\n")
+        .await;
+    rig.wait_attempt(&id, 1, "to run", |state, bytes| {
+        state == "running" && bytes > 0
+    })
+    .await;
+    // No other worker shares the engine's view here: only the worker itself can stop
+    // its container once its lease (3 s) has run out and the server gave the attempt up.
+    rig.proxy.stall();
+    let name = rig.worker.name.clone();
+    eventually(
+        "the cut-off worker to stop its own container (none of its containers running)",
+        // Well before the job's own 30 s are up: lease 3 s, then its stop grace.
+        Duration::from_secs(15),
+        || {
+            let name = name.clone();
+            async move {
+                // Stopped, not yet removed: the worker removes it once its log is
+                // uploaded, which waits for the server.
+                berth_tests::docker(&[
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label=berth.worker={name}"),
+                ])
+                .await
+                .trim()
+                .is_empty()
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        rig.worker
+            .log()
+            .contains("no word from the server for the lease TTL"),
+        "{}",
+        rig.worker.log()
+    );
+    // Back in touch, the request runs again (on the same worker) and completes.
+    rig.proxy.cut();
+    rig.proxy.resume();
+    let done = wait_terminal(&rig.server, &id).await;
+    assert_eq!(result(&done), WorkResult::Success, "{done:#?}");
+    assert_eq!(done.attempt_count, 2, "{done:#?}");
+    let violations = Check {
+        database_url: rig.server.database_url.clone(),
+        workers: vec![rig.worker.name.clone()],
+        docker: Some(&rig.docker),
+        expected_stdout: std::mem::take(&mut rig.expected),
+        container_grace: None,
+    }
+    .run()
+    .await
+    .unwrap();
+    invariants::assert_none(&violations);
+}
+
 // ----- replicas -----
 
 /// The load of the replica test: job `n` prints two lines around a short sleep.

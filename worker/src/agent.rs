@@ -88,6 +88,9 @@ struct State {
     /// The attempt tasks. One outlives its slot in `running` while it removes its
     /// container after the report; the worker waits for them before its last sweep.
     attempts: TaskTracker,
+    /// When the server was last heard from, and the lease TTL it gave in its Welcome;
+    /// `None` before the first Welcome. See [`fence_if_lapsed`].
+    contact: Mutex<Option<(tokio::time::Instant, Duration)>>,
 }
 
 impl State {
@@ -97,6 +100,27 @@ impl State {
 
     fn unconfirmed(&self) -> std::sync::MutexGuard<'_, HashMap<Key, proto::Finished>> {
         self.unconfirmed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes that the server was heard from just now, with the lease TTL it gave.
+    fn heard(&self, lease: Duration) {
+        *self.contact.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((tokio::time::Instant::now(), lease));
+    }
+
+    /// When this worker's lease runs out as the server counts it, if it was ever given.
+    fn lease_end(&self) -> Option<tokio::time::Instant> {
+        self.contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(heard, lease)| heard + lease)
+    }
+
+    /// Whether some running attempt has not been told to stop for the worker's sake.
+    fn any_uninterrupted(&self) -> bool {
+        self.running()
+            .values()
+            .any(|job| !job.interrupted.is_cancelled())
     }
 
     fn live_keys(&self) -> HashSet<Key> {
@@ -180,6 +204,7 @@ pub async fn run(
         unconfirmed: Mutex::new(HashMap::new()),
         outbox,
         attempts: TaskTracker::new(),
+        contact: Mutex::new(None),
     });
 
     let sweeper = tokio::spawn(reap_periodically(state.clone(), shutdown.clone()));
@@ -214,8 +239,13 @@ pub async fn run(
                     .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
                 // While the server is out of reach, running attempts cannot report; a
                 // stop request (or the drain deadline) must still end the worker.
+                let lease_end = state.lease_end();
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
+                    () = tokio::time::sleep_until(lease_end.unwrap_or_else(tokio::time::Instant::now)),
+                        if lease_end.is_some() && state.any_uninterrupted() => {
+                        fence_if_lapsed(&state);
+                    }
                     () = shutdown.cancelled(), if state.running().is_empty() => break Ok(()),
                     () = force.cancelled() => {
                         give_up(&state, "the worker was told to stop now").await;
@@ -324,6 +354,7 @@ async fn session(
     let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = tokio::time::Instant::now();
+    state.heard(lease);
     let mut said_going_away = false;
     loop {
         if shutdown.is_cancelled() {
@@ -362,6 +393,7 @@ async fn session(
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > lease {
+                    fence_if_lapsed(state);
                     return Err(SessionError::Lost(format!("no word from the server for {lease:?}")));
                 }
                 let beat = message(worker_message::Msg::Heartbeat(proto::Heartbeat {}));
@@ -373,6 +405,7 @@ async fn session(
                 match incoming {
                     Ok(Some(incoming)) => {
                         last_heard = tokio::time::Instant::now();
+                        state.heard(lease);
                         handle(state, incoming, &tx, said_going_away).await;
                     }
                     Ok(None) => return Err(SessionError::Lost("the server closed the stream".into())),
@@ -404,6 +437,24 @@ async fn give_up(state: &State, why: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !state.running().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Stops every running attempt once the server has not been heard from for the lease TTL:
+/// by then the server counts this worker as lost and runs its requests again elsewhere, so
+/// a container left running here would run beside its retry. The attempts are reported
+/// Interrupted (kept until the server records them), their logs still uploaded in full.
+/// A worker cut off from its server thus stops its own containers where no other worker
+/// shares its Docker engine to do it (see `reaper`).
+fn fence_if_lapsed(state: &State) {
+    let lapsed = state
+        .lease_end()
+        .is_some_and(|end| tokio::time::Instant::now() >= end);
+    if lapsed && state.any_uninterrupted() {
+        interrupt_all(
+            state,
+            "no word from the server for the lease TTL: it runs this worker's requests elsewhere now",
+        );
     }
 }
 
