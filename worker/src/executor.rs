@@ -737,11 +737,12 @@ impl DockerExecutor {
             Err(_) => state.as_ref().and_then(|s| s.exit_code),
         };
         // The engine records an OOM kill when it handles the kernel's OOM event, which can
-        // come just after it handled the exit (seen with cgroup v1 under load). A SIGKILL
-        // exit (137) is worth a second look before the verdict: ask again for up to a
-        // second.
+        // come after it handled the exit (seen with cgroup v1 under load, by more than a
+        // second on a busy 2-core host). A SIGKILL exit (137) that Berth did not cause is
+        // worth a second look before the verdict: ask again for up to five seconds. Only
+        // such exits wait, and an OOM kill usually shows on the first or second look.
         if !oom_killed && exit_code == Some(137) && supervised.stop.is_none() {
-            for _ in 0..10 {
+            for _ in 0..50 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let again = self
                     .docker
