@@ -741,6 +741,8 @@ impl DockerExecutor {
         // second on a busy 2-core host). A SIGKILL exit (137) that Berth did not cause is
         // worth a second look before the verdict: ask again for up to five seconds. Only
         // such exits wait, and an OOM kill usually shows on the first or second look.
+        // (A job killed for memory within milliseconds of its start can escape the engine's
+        // notice altogether, and is then reported as a plain exit 137.)
         if !oom_killed && exit_code == Some(137) && supervised.stop.is_none() {
             for _ in 0..50 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1996,7 +1998,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn memory_hog_is_reported_oom_killed() {
         let executor = executor("oom").await;
-        let mut job = job(&["tail", "/dev/zero"]);
+        // The engine learns of an OOM kill from an event it subscribes to just after the
+        // start; a job killed in its first milliseconds, before that subscription, exits
+        // 137 with no OOM verdict on a busy host. So the hog waits a moment first.
+        let mut job = job(&["sh", "-c", "sleep 1; tail /dev/zero"]);
         job.spec.memory_bytes = Some(8 * MIB);
         let (report, _) = run(&executor, &job, CancellationToken::new()).await;
         assert_eq!(report.outcome, Outcome::OomKilled, "{report:?}");
