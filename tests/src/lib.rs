@@ -332,8 +332,39 @@ impl TestServer {
     }
 
     /// Creates a token of `role` (a `berth.v1.Role`) for `name` with the admin token;
-    /// returns (id, secret).
+    /// returns (id, secret). A user token's user is made a contributor of the `default`
+    /// workspace, as an admin would before its owner submits there; tests of tenancy make
+    /// their users with [`TestServer::create_token_without_roles`].
     pub async fn create_token(
+        &self,
+        role: berth_common::proto::Role,
+        name: &str,
+    ) -> (String, String) {
+        let created = self.create_token_without_roles(role, name).await;
+        if role == berth_common::proto::Role::User {
+            self.grant_default(name).await;
+        }
+        created
+    }
+
+    /// Makes user `name` a contributor of `default` (an owner stays owner).
+    pub async fn grant_default(&self, name: &str) {
+        query(
+            &self.database_url,
+            &format!(
+                "INSERT INTO workspace_members (workspace_id, user_id, role) \
+                 SELECT w.id, u.id, 'contributor' FROM workspaces w, users u \
+                 WHERE w.name = 'default' AND u.name = '{}' \
+                 ON CONFLICT DO NOTHING",
+                name.replace('\'', "''")
+            ),
+        )
+        .await;
+    }
+
+    /// Creates a token of `role` for `name` with the admin token, giving a new user no
+    /// workspace role; returns (id, secret).
+    pub async fn create_token_without_roles(
         &self,
         role: berth_common::proto::Role,
         name: &str,

@@ -3,8 +3,8 @@
 //! [`Authenticator::authenticate`] checks a token's format and checksum offline, looks its
 //! SHA-256 up, and refuses disabled and expired tokens (UNAUTHENTICATED). What each role
 //! may call is the API edge's business (`api::auth::RULES`); what a caller may do with a
-//! particular thing (its own request, its own token) is checked by the domain with the
-//! identity, e.g. [`Identity::check_owner`].
+//! particular thing (a workspace's request, its own token) is checked by the domain with
+//! the identity (`access::roles` for everything in a workspace).
 //!
 //! A successful lookup is remembered for a few seconds ([`TokenCache`]) so that a busy
 //! client does not cost a database read per call. Disabling or deleting a token evicts it
@@ -45,22 +45,6 @@ impl Identity {
     /// Whether this is an admin.
     pub fn is_admin(&self) -> bool {
         self.role == TokenKind::Admin
-    }
-
-    /// Refuses a caller other than the submitter `created_by` of work request `what`, or an
-    /// admin, to `verb` it.
-    pub(crate) fn check_owner(
-        &self,
-        created_by: Uuid,
-        what: impl std::fmt::Display,
-        verb: &str,
-    ) -> Result<()> {
-        if self.is_admin() || self.user_id == Some(created_by) {
-            return Ok(());
-        }
-        Err(Error::PermissionDenied(format!(
-            "work request {what} was submitted by another user; only its submitter or an admin may {verb} it"
-        )))
     }
 }
 

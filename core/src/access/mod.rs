@@ -6,4 +6,5 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod roles;
 pub mod tokens;

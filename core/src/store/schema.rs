@@ -6,6 +6,8 @@ diesel::table! {
         id -> Uuid,
         name -> Text,
         created_at -> Timestamptz,
+        admin -> Bool,
+        enabled -> Bool,
     }
 }
 
@@ -29,6 +31,21 @@ diesel::table! {
         id -> Uuid,
         name -> Text,
         created_at -> Timestamptz,
+        public -> Bool,
+        default_expiry_seconds -> Nullable<Int8>,
+        archived_at -> Nullable<Timestamptz>,
+        max_running -> Nullable<Int4>,
+        max_pending -> Nullable<Int4>,
+        weight -> Int4,
+    }
+}
+
+diesel::table! {
+    workspace_members (workspace_id, user_id) {
+        workspace_id -> Uuid,
+        user_id -> Uuid,
+        role -> Text,
+        created_at -> Timestamptz,
     }
 }
 
@@ -45,6 +62,7 @@ diesel::table! {
         connected_at -> Nullable<Timestamptz>,
         last_heartbeat_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        workspaces -> Nullable<Array<Uuid>>,
     }
 }
 
@@ -133,11 +151,14 @@ diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
 diesel::joinable!(attempts -> work_requests (work_request_id));
+diesel::joinable!(workspace_members -> workspaces (workspace_id));
+diesel::joinable!(workspace_members -> users (user_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     tokens,
     workspaces,
+    workspace_members,
     workers,
     work_requests,
     work_request_dependencies,

@@ -218,9 +218,11 @@ pub async fn depends_on(
 
 /// At submission, inside the submit transaction: locks the dependencies (`FOR SHARE`,
 /// see the module docs), checks that each exists and has not already failed, and says
-/// which status the new request starts in.
+/// which status the new request starts in. Dependencies must be in the new request's
+/// workspace, `workspace_id`.
 pub async fn initial_status(
     conn: &mut AsyncPgConnection,
+    workspace_id: uuid::Uuid,
     scheduling: &Scheduling,
 ) -> Result<Status> {
     let mut all_satisfied = true;
@@ -230,6 +232,9 @@ pub async fn initial_status(
     for dep in ordered {
         let row: Option<(Status, Option<WorkResult>, bool)> = work_requests::table
             .find(dep)
+            // A request of another workspace is not there as far as the submitter knows:
+            // saying more would tell a stranger that it exists.
+            .filter(work_requests::workspace_id.eq(workspace_id))
             .select((
                 work_requests::status,
                 work_requests::result,
@@ -241,7 +246,7 @@ pub async fn initial_status(
             .optional()?;
         let Some((status, result, allow_failure)) = row else {
             return Err(Error::NotFound(format!(
-                "after: work request {dep} not found; depend only on requests that exist"
+                "after: work request {dep} not found in this workspace; depend only on requests of the same workspace that exist"
             )));
         };
         match dep_state(status, result, allow_failure) {

@@ -30,6 +30,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::access::auth::Identity;
+use crate::access::roles::{self, WorkspaceRole};
 use crate::error::{Error, Result};
 use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
@@ -743,12 +744,11 @@ pub async fn cancel(
     conn.transaction::<_, Error, _>(async |conn| {
         // A workflow's steps are locked before the workflow (see `workflow`).
         let steps = workflow::lock_children(conn, id).await?;
-        let (status, created_by, parent_id, kind): (Status, Uuid, Option<WorkRequestId>, Kind) =
+        let (status, parent_id, kind): (Status, Option<WorkRequestId>, Kind) =
             work_requests::table
                 .find(id)
                 .select((
                     work_requests::status,
-                    work_requests::created_by,
                     work_requests::parent_id,
                     work_requests::kind,
                 ))
@@ -757,7 +757,7 @@ pub async fn cancel(
                 .await
                 .optional()?
                 .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
-        caller.check_owner(created_by, id, "cancel")?;
+        roles::require_on_request(conn, caller, id, WorkspaceRole::Contributor, "cancel").await?;
         if status.is_terminal() {
             return Err(Error::FailedPrecondition(format!(
                 "work request {id} is already {status}; only blocked, pending or running requests can be cancelled"
@@ -867,13 +867,12 @@ pub async fn unblock(
     accept: bool,
 ) -> Result<bool> {
     conn.transaction::<_, Error, _>(async |conn| {
-        type Row = (Status, UnblockStrategy, uuid::Uuid, Option<WorkRequestId>);
-        let (status, strategy, created_by, parent_id): Row = work_requests::table
+        type Row = (Status, UnblockStrategy, Option<WorkRequestId>);
+        let (status, strategy, parent_id): Row = work_requests::table
             .find(id)
             .select((
                 work_requests::status,
                 work_requests::unblock_strategy,
-                work_requests::created_by,
                 work_requests::parent_id,
             ))
             .for_update()
@@ -881,7 +880,7 @@ pub async fn unblock(
             .await
             .optional()?
             .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
-        caller.check_owner(created_by, id, "unblock")?;
+        roles::require_on_request(conn, caller, id, WorkspaceRole::Contributor, "unblock").await?;
         if status != Status::Blocked {
             return Err(Error::FailedPrecondition(format!(
                 "work request {id} is {status}, not blocked; only a blocked request submitted with --unblock manual can be unblocked"
@@ -922,19 +921,17 @@ pub async fn retry(
             Status,
             Option<WorkResult>,
             UnblockStrategy,
-            uuid::Uuid,
             i32,
             Kind,
             Option<WorkRequestId>,
         );
-        let (status, result, strategy, created_by, attempt_count, kind, parent_id): Row =
+        let (status, result, strategy, attempt_count, kind, parent_id): Row =
             work_requests::table
                 .find(id)
                 .select((
                     work_requests::status,
                     work_requests::result,
                     work_requests::unblock_strategy,
-                    work_requests::created_by,
                     work_requests::attempt_count,
                     work_requests::kind,
                     work_requests::parent_id,
@@ -944,7 +941,7 @@ pub async fn retry(
                 .await
                 .optional()?
                 .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
-        caller.check_owner(created_by, id, "retry")?;
+        roles::require_on_request(conn, caller, id, WorkspaceRole::Contributor, "retry").await?;
         if kind != Kind::Job {
             return Err(Error::FailedPrecondition(format!(
                 "work request {id} is a workflow; retry its failed steps instead"

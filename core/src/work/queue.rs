@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Nullable, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
@@ -291,21 +291,22 @@ struct Placed {
 }
 
 /// The first `limit` pending jobs in queue order, with their positions and reasons. With
-/// `workspace`, only that workspace's requests, still with their places in the whole
-/// queue (the scheduler serves all workspaces from one queue).
+/// `workspaces`, only those workspaces' requests (the ones the caller may see, or the one
+/// asked for), still with their places in the whole queue (the scheduler serves all
+/// workspaces from one queue); `None` lists every workspace.
 pub async fn list_queue(
     conn: &mut AsyncPgConnection,
-    workspace: Option<&str>,
+    workspaces: Option<&[Uuid]>,
     limit: i64,
 ) -> Result<Vec<QueueItem>> {
     let placed: Vec<Placed> = diesel::sql_query(format!(
         "SELECT id, position FROM ( \
            SELECT wr.id, wr.workspace_id, row_number() OVER (ORDER BY {QUEUE_ORDER}) AS position \
            FROM work_requests wr WHERE wr.status = 'pending' AND wr.kind = 'job') q \
-         WHERE $1 = '' OR q.workspace_id = (SELECT id FROM workspaces WHERE name = $1) \
+         WHERE $1::uuid[] IS NULL OR q.workspace_id = ANY($1) \
          ORDER BY position LIMIT $2"
     ))
-    .bind::<Text, _>(workspace.unwrap_or_default())
+    .bind::<Nullable<Array<SqlUuid>>, _>(workspaces)
     .bind::<BigInt, _>(limit)
     .load(conn)
     .await?;

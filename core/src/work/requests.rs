@@ -10,8 +10,7 @@
 //! server's key, and stores the request as `pending` (or `blocked`, with dependencies or
 //! manual approval; see `deps`). Views never carry secret values, only their names.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -22,6 +21,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::access::auth::Identity;
+use crate::access::roles::{self, WorkspaceRole};
 use crate::error::{Error, Result};
 use crate::live::hub::Hub;
 use crate::store::db::DbPool;
@@ -144,8 +144,6 @@ pub struct WorkRequests {
     defaults: SpecDefaults,
     hub: Arc<Hub>,
     intake: Intake,
-    /// Workspace ids by name (see [`WorkRequests::workspace_id`]).
-    workspaces: Arc<Mutex<HashMap<String, Uuid>>>,
 }
 
 impl WorkRequests {
@@ -158,7 +156,6 @@ impl WorkRequests {
             secrets,
             defaults,
             hub,
-            workspaces: Arc::default(),
         }
     }
 
@@ -189,7 +186,13 @@ impl WorkRequests {
         let spec = serde_json::to_value(&submission.spec).map_err(Error::internal)?;
         let requirements =
             serde_json::to_value(&submission.requirements).map_err(Error::internal)?;
-        let workspace_id = self.workspace_id(&submission.workspace).await?;
+        let workspace_id = {
+            let mut conn = self.pool.get().await?;
+            let standing = roles::in_workspace(&mut conn, caller, &submission.workspace).await?;
+            standing.require(WorkspaceRole::Contributor, "submit to")?;
+            standing.require_open()?;
+            standing.workspace.id
+        };
         let id = WorkRequestId::new();
         let manual = scheduling.unblock == UnblockStrategy::Manual;
         let new = NewWorkRequest {
@@ -220,7 +223,7 @@ impl WorkRequests {
             // The request and its dependency rows are stored together or not at all.
             let mut conn = self.pool.get().await?;
             conn.transaction::<_, Error, _>(async |conn| {
-                let status = deps::initial_status(conn, &scheduling).await?;
+                let status = deps::initial_status(conn, workspace_id, &scheduling).await?;
                 let row = diesel::insert_into(work_requests::table)
                     .values(NewWorkRequest { status, ..new })
                     .returning(WorkRequestRow::as_returning())
@@ -240,26 +243,6 @@ impl WorkRequests {
         Ok(view)
     }
 
-    /// The id of the workspace named `name`. Workspaces are never renamed or removed, so
-    /// a name once found is remembered.
-    async fn workspace_id(&self, name: &str) -> Result<Uuid> {
-        if let Some(id) = self
-            .workspaces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
-            return Ok(*id);
-        }
-        let mut conn = self.pool.get().await?;
-        let id = find_workspace(&mut conn, name).await?;
-        self.workspaces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_owned(), id);
-        Ok(id)
-    }
-
     /// `SubmitWorkflow`: checks everything, stores the parent and its steps in one
     /// transaction (see `workflow`), and returns the parent with its steps.
     pub async fn submit_workflow(
@@ -272,6 +255,9 @@ impl WorkRequests {
             Error::PermissionDenied("only users and admins may submit workflows".into())
         })?;
         let mut conn = self.pool.get().await?;
+        let standing = roles::in_workspace(&mut conn, caller, &workflow.workspace).await?;
+        standing.require(WorkspaceRole::Contributor, "submit to")?;
+        standing.require_open()?;
         let id = workflow::create(&mut conn, &self.secrets, creator, &workflow).await?;
         tracing::info!(work_request = %id, workflow = %workflow.name, steps = workflow.steps.len(), by = %caller.name, "workflow submitted");
         self.hub.wake_scheduler();
@@ -280,16 +266,19 @@ impl WorkRequests {
     }
 
     /// `GetWorkRequest`: the request with its attempts, steps and why it waits.
-    pub async fn get(&self, id: WorkRequestId) -> Result<RequestView> {
+    pub async fn get(&self, caller: &Identity, id: WorkRequestId) -> Result<RequestView> {
         let mut conn = self.pool.get().await?;
+        roles::of_request(&mut conn, caller, id).await?;
         let mut view = load(&mut conn, id).await?;
         describe_wait(&mut conn, &mut view).await?;
         Ok(view)
     }
 
     /// `ListWorkRequests`: newest first, a page at a time.
-    pub async fn list(&self, query: ListQuery) -> Result<Page> {
+    pub async fn list(&self, caller: &Identity, query: ListQuery) -> Result<Page> {
         let page_size = i64::from(page_size("page_size", query.page_size)?);
+        let mut conn = self.pool.get().await?;
+        let scope = scope(&mut conn, caller, &query.workspace).await?;
         let mut select = work_requests::table
             .inner_join(workspaces::table)
             .inner_join(users::table)
@@ -300,8 +289,8 @@ impl WorkRequests {
         if let Some(status) = query.status {
             select = select.filter(work_requests::status.eq(status));
         }
-        if !query.workspace.is_empty() {
-            select = select.filter(workspaces::name.eq(query.workspace.clone()));
+        if let Some(ids) = scope {
+            select = select.filter(work_requests::workspace_id.eq_any(ids));
         }
         if !query.page_token.is_empty() {
             let (at, id) = decode_page_token(&query.page_token)?;
@@ -313,7 +302,6 @@ impl WorkRequests {
                         .and(work_requests::id.lt(id))),
             );
         }
-        let mut conn = self.pool.get().await?;
         let mut rows: Vec<(WorkRequestRow, String, String)> = select.load(&mut conn).await?;
         let more = rows.len() as i64 > page_size;
         rows.truncate(usize::try_from(page_size).unwrap_or(100));
@@ -424,14 +412,16 @@ impl WorkRequests {
 
     /// `ListQueue`: the first `limit` pending jobs (0 for 100) in queue order, with their
     /// places and why each waits; only `workspace`'s when one is named.
-    pub async fn queue(&self, workspace: &str, limit: u32) -> Result<Vec<RequestView>> {
+    pub async fn queue(
+        &self,
+        caller: &Identity,
+        workspace: &str,
+        limit: u32,
+    ) -> Result<Vec<RequestView>> {
         let limit = i64::from(page_size("limit", limit)?);
         let mut conn = self.pool.get().await?;
-        if !workspace.is_empty() {
-            find_workspace(&mut conn, workspace).await?;
-        }
-        let workspace = (!workspace.is_empty()).then_some(workspace);
-        let items = queue::list_queue(&mut conn, workspace, limit).await?;
+        let scope = scope(&mut conn, caller, workspace).await?;
+        let items = queue::list_queue(&mut conn, scope.as_deref(), limit).await?;
         Ok(items
             .into_iter()
             .map(|item| {
@@ -447,6 +437,7 @@ impl WorkRequests {
     /// is terminal when `query.follow`.
     pub async fn logs(
         &self,
+        caller: &Identity,
         id: WorkRequestId,
         query: LogQuery,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<Chunk>>> {
@@ -454,6 +445,7 @@ impl WorkRequests {
             .map_err(|_| Error::InvalidArgument("attempt: out of range".into()))?;
         let attempts: i32 = {
             let mut conn = self.pool.get().await?;
+            roles::of_request(&mut conn, caller, id).await?;
             work_requests::table
                 .find(id)
                 .select(work_requests::attempt_count)
@@ -492,15 +484,18 @@ fn page_size(field: &str, asked: u32) -> Result<u32> {
     }
 }
 
-/// The id of the workspace named `name`, or NOT_FOUND naming it.
-async fn find_workspace(conn: &mut AsyncPgConnection, name: &str) -> Result<Uuid> {
-    workspaces::table
-        .filter(workspaces::name.eq(name))
-        .select(workspaces::id)
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| Error::NotFound(format!("workspace: no workspace named {name:?}")))
+/// The workspaces a listing covers: the one named (NOT_FOUND if the caller may not see
+/// it), else every workspace the caller may see; `None` means all of them (admins).
+async fn scope(
+    conn: &mut AsyncPgConnection,
+    caller: &Identity,
+    workspace: &str,
+) -> Result<Option<Vec<Uuid>>> {
+    if workspace.is_empty() {
+        return roles::visible(conn, caller).await;
+    }
+    let standing = roles::in_workspace(conn, caller, workspace).await?;
+    Ok(Some(vec![standing.workspace.id]))
 }
 
 /// Loads one request with its names, attempts, dependencies and (for a workflow) steps.

@@ -286,7 +286,14 @@ impl WorkRequestService for WorkRequestApi {
         &self,
         request: Request<GetWorkRequestRequest>,
     ) -> Result<Response<WorkRequest>, Status> {
-        let found = async { to_proto(self.requests.get(id(&request.get_ref().id)?).await?) };
+        let caller = identity(&request)?;
+        let found = async {
+            to_proto(
+                self.requests
+                    .get(&caller, id(&request.get_ref().id)?)
+                    .await?,
+            )
+        };
         respond(found.await)
     }
 
@@ -294,11 +301,12 @@ impl WorkRequestService for WorkRequestApi {
         &self,
         request: Request<ListWorkRequestsRequest>,
     ) -> Result<Response<ListWorkRequestsResponse>, Status> {
+        let caller = identity(&request)?;
         let req = request.into_inner();
         let listed = async {
             let page = self
                 .requests
-                .list(ListQuery {
+                .list(&caller, ListQuery {
                     status: status_from_proto(req.status)?,
                     workspace: req.workspace,
                     page_size: req.page_size,
@@ -336,10 +344,12 @@ impl WorkRequestService for WorkRequestApi {
         &self,
         request: Request<StreamLogsRequest>,
     ) -> Result<Response<Self::StreamLogsStream>, Status> {
+        let caller = identity(&request)?;
         let req = request.into_inner();
         let chunks = async {
             self.requests
                 .logs(
+                    &caller,
                     id(&req.id)?,
                     LogQuery {
                         attempt: req.attempt,
@@ -381,9 +391,10 @@ impl WorkRequestService for WorkRequestApi {
         &self,
         request: Request<ListQueueRequest>,
     ) -> Result<Response<ListQueueResponse>, Status> {
+        let caller = identity(&request)?;
         let req = request.get_ref();
         let listed = async {
-            let views = self.requests.queue(&req.workspace, req.limit).await?;
+            let views = self.requests.queue(&caller, &req.workspace, req.limit).await?;
             let entries = views
                 .into_iter()
                 .map(|view| {

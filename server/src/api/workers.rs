@@ -3,7 +3,7 @@
 use berth_common::proto::worker_service_server::WorkerService;
 use berth_common::proto::{
     DisableWorkerRequest, DrainWorkerRequest, EnableWorkerRequest, GetWorkerRequest,
-    ListWorkersRequest, ListWorkersResponse, Worker,
+    ListWorkersRequest, ListWorkersResponse, RestrictWorkerRequest, Worker,
 };
 use tonic::{Request, Response, Status};
 
@@ -40,6 +40,7 @@ fn to_proto(view: WorkerView) -> Worker {
         connected_at: timestamp_opt(row.connected_at),
         last_heartbeat_at: timestamp_opt(row.last_heartbeat_at),
         created_at: Some(timestamp(row.created_at)),
+        workspaces: Vec::new(),
     }
 }
 
@@ -103,5 +104,12 @@ impl WorkerService for WorkerApi {
                 .await
                 .map(to_proto),
         )
+    }
+
+    async fn restrict_worker(
+        &self,
+        _request: Request<RestrictWorkerRequest>,
+    ) -> Result<Response<Worker>, Status> {
+        Err(Status::unimplemented("RestrictWorker is not built yet"))
     }
 }
