@@ -347,6 +347,25 @@ impl TestServer {
         created
     }
 
+    /// Gives user `user` the `role` (viewer, contributor or owner) in `workspace`,
+    /// replacing any role they had there, straight in the database.
+    pub async fn set_role(&self, workspace: &str, user: &str, role: &str) {
+        let quote = |s: &str| s.replace('\'', "''");
+        query(
+            &self.database_url,
+            &format!(
+                "INSERT INTO workspace_members (workspace_id, user_id, role) \
+                 SELECT w.id, u.id, '{}' FROM workspaces w, users u \
+                 WHERE w.name = '{}' AND u.name = '{}' \
+                 ON CONFLICT (workspace_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+                quote(role),
+                quote(workspace),
+                quote(user)
+            ),
+        )
+        .await;
+    }
+
     /// Makes user `name` a contributor of `default` (an owner stays owner).
     pub async fn grant_default(&self, name: &str) {
         query(

@@ -213,10 +213,11 @@ async fn a_manual_request_waits_for_a_decision() {
     );
     // Someone else's request cannot be decided by a user.
     let (_, user) = server.create_token(Role::User, "mallory").await;
+    server.set_role("default", "mallory", "viewer").await;
     assert_code(
         unblock(&server, &user, &m.id, true).await,
         Code::PermissionDenied,
-        "another user",
+        "needs the contributor role; you are viewer",
     );
     let accepted = unblock(&server, &server.admin_token, &m.id, true)
         .await
@@ -277,10 +278,11 @@ async fn retry_runs_a_failed_request_again_as_its_next_attempt() {
     assert_eq!(first.attempt_count, 1);
 
     let (_, user) = server.create_token(Role::User, "mallory").await;
+    server.set_role("default", "mallory", "viewer").await;
     assert_code(
         retry(&server, &user, &failing.id).await,
         Code::PermissionDenied,
-        "another user",
+        "needs the contributor role; you are viewer",
     );
 
     let retried = retry(&server, &server.admin_token, &failing.id)

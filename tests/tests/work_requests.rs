@@ -721,33 +721,51 @@ async fn cancel_aborts_a_pending_request_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_user_may_cancel_their_own_request_but_not_the_admins() {
+async fn a_contributor_may_cancel_any_request_of_the_workspace_and_a_viewer_none() {
     let server = TestServer::start().await;
     let (_, bob) = server.create_token(Role::User, "bob").await;
+    let (_, carol) = server.create_token(Role::User, "carol").await;
+    server.set_role("default", "carol", "viewer").await;
     let admins = submit(&server, &server.admin_token).await;
     let bobs = submit(&server, &bob).await;
-    let mut client = server.work_requests(&bob).await;
 
-    let status = client
-        .cancel_work_request(CancelWorkRequestRequest {
+    // A viewer reads but may not cancel, whoever submitted.
+    let mut viewer = server.work_requests(&carol).await;
+    for id in [&admins.id, &bobs.id] {
+        let status = viewer
+            .cancel_work_request(CancelWorkRequestRequest { id: id.clone() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert!(
+            status.message().contains("contributor role")
+                && status.message().contains("you are viewer"),
+            "{status:?}"
+        );
+        let still = get(&server, id).await;
+        assert_eq!(still.status, WorkRequestStatus::Pending as i32);
+        assert_eq!(still.completed_at, None);
+    }
+    let seen = viewer
+        .get_work_request(GetWorkRequestRequest {
             id: admins.id.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    let still = get(&server, &admins.id).await;
-    assert_eq!(still.status, WorkRequestStatus::Pending as i32);
-    assert_eq!(still.completed_at, None);
-
-    let cancelled = client
-        .cancel_work_request(CancelWorkRequestRequest {
-            id: bobs.id.clone(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(cancelled.status, WorkRequestStatus::Aborted as i32);
-    assert_eq!(cancelled.reason, "cancelled");
+    assert_eq!(seen.id, admins.id);
+
+    // A contributor cancels the admin's request as well as their own.
+    let mut client = server.work_requests(&bob).await;
+    for id in [&admins.id, &bobs.id] {
+        let cancelled = client
+            .cancel_work_request(CancelWorkRequestRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(cancelled.status, WorkRequestStatus::Aborted as i32);
+        assert_eq!(cancelled.reason, "cancelled");
+    }
     server.stop().await;
 }
 

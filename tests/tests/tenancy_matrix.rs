@@ -1,0 +1,708 @@
+//! The tenancy matrix: every RPC that touches a workspace's things, called over real gRPC
+//! by every kind of caller — an admin, the workspace's owner, contributor and viewer, the
+//! owner of another workspace, and a user with no role anywhere — against a private and a
+//! public workspace.
+//!
+//! What each caller must get follows from the RPC's policy (read, write, manage, admin
+//! only): allowed callers get an answer (each cell acts on a fresh target, so a cancel is
+//! never refused because an earlier cell already cancelled it); a caller who may see the
+//! workspace but lacks the role gets PERMISSION_DENIED naming the role; a caller who may
+//! not see it gets NOT_FOUND, worded as for something that does not exist.
+//!
+//! [`every_rpc_is_in_the_tenancy_matrix_or_said_to_be_outside_workspaces`] walks the
+//! descriptor set, so a new RPC must be placed in the matrix or said to touch no workspace.
+//! A failing matrix prints every wrong cell at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use berth_common::client::BearerAuth;
+use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
+use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
+use berth_common::proto::{
+    AddMemberRequest, AdjustPriorityRequest, ArchiveWorkspaceRequest, CancelWorkRequestRequest,
+    GetWorkRequestRequest, GetWorkspaceRequest, ListMembersRequest, ListQueueRequest,
+    ListWorkRequestsRequest, RemoveMemberRequest, RetryWorkRequestRequest, Role,
+    StreamLogsRequest, SubmitWorkRequestRequest, SubmitWorkflowRequest, UnblockStrategy,
+    UnblockWorkRequestRequest, UpdateWorkspaceRequest, WorkRequestStatus, WorkflowStep,
+    WorkspaceRole,
+};
+use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
+use prost::Message as _;
+use tonic::Code;
+
+/// What an RPC needs of its caller in the workspace it touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    /// Viewer or more (or a public workspace).
+    Read,
+    /// Contributor or more.
+    Write,
+    /// Owner.
+    Manage,
+    /// Server admins only, whatever their role.
+    AdminOnly,
+}
+
+/// Who calls, relative to the workspace the call touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Caller {
+    Admin,
+    Owner,
+    Contributor,
+    Viewer,
+    /// Owner of another workspace, no role in this one.
+    OtherOwner,
+    /// A user with no role anywhere.
+    Nobody,
+}
+
+const CALLERS: [Caller; 6] = [
+    Caller::Admin,
+    Caller::Owner,
+    Caller::Contributor,
+    Caller::Viewer,
+    Caller::OtherOwner,
+    Caller::Nobody,
+];
+
+/// What a cell should get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expected {
+    Answered,
+    /// PERMISSION_DENIED; the message must name this (a role, or "admin").
+    Denied(&'static str),
+    NotFound,
+}
+
+fn expected(policy: Policy, caller: Caller, public: bool) -> Expected {
+    use Caller::*;
+    use Expected::*;
+    let stranger = matches!(caller, OtherOwner | Nobody);
+    match policy {
+        Policy::AdminOnly => match caller {
+            Admin => Answered,
+            _ => Denied("admin"),
+        },
+        _ if caller == Admin => Answered,
+        _ if stranger && !public => NotFound,
+        Policy::Read => Answered,
+        Policy::Write => match caller {
+            Owner | Contributor => Answered,
+            _ => Denied("contributor"),
+        },
+        Policy::Manage => match caller {
+            Owner => Answered,
+            _ => Denied("owner"),
+        },
+    }
+}
+
+/// The RPCs of the matrix and their policies.
+const MATRIX: &[(&str, Policy)] = &[
+    ("/berth.v1.WorkRequestService/SubmitWorkRequest", Policy::Write),
+    ("/berth.v1.WorkRequestService/SubmitWorkflow", Policy::Write),
+    ("/berth.v1.WorkRequestService/GetWorkRequest", Policy::Read),
+    ("/berth.v1.WorkRequestService/ListWorkRequests", Policy::Read),
+    ("/berth.v1.WorkRequestService/StreamLogs", Policy::Read),
+    ("/berth.v1.WorkRequestService/ListQueue", Policy::Read),
+    ("/berth.v1.WorkRequestService/CancelWorkRequest", Policy::Write),
+    ("/berth.v1.WorkRequestService/RetryWorkRequest", Policy::Write),
+    ("/berth.v1.WorkRequestService/UnblockWorkRequest", Policy::Write),
+    ("/berth.v1.WorkRequestService/AdjustPriority", Policy::AdminOnly),
+    ("/berth.v1.WorkspaceService/GetWorkspace", Policy::Read),
+    ("/berth.v1.WorkspaceService/ListMembers", Policy::Read),
+    ("/berth.v1.WorkspaceService/UpdateWorkspace", Policy::Manage),
+    ("/berth.v1.WorkspaceService/AddMember", Policy::Manage),
+    ("/berth.v1.WorkspaceService/RemoveMember", Policy::Manage),
+    ("/berth.v1.WorkspaceService/ArchiveWorkspace", Policy::Manage),
+];
+
+/// RPCs that touch no workspace's things, and why; each is covered by its own tests and
+/// by the role matrix in `auth_matrix.rs`.
+const OUTSIDE_WORKSPACES: &[(&str, &str)] = &[
+    ("/berth.v1.TokenService/CreateToken", "tokens belong to users"),
+    ("/berth.v1.TokenService/ListTokens", "tokens belong to users"),
+    ("/berth.v1.TokenService/EnableToken", "tokens belong to users"),
+    ("/berth.v1.TokenService/DisableToken", "tokens belong to users"),
+    ("/berth.v1.TokenService/DeleteToken", "tokens belong to users"),
+    ("/berth.v1.UserService/CreateUser", "users are server-wide"),
+    ("/berth.v1.UserService/ListUsers", "users are server-wide"),
+    ("/berth.v1.UserService/GetUser", "users are server-wide"),
+    ("/berth.v1.UserService/DisableUser", "users are server-wide"),
+    ("/berth.v1.UserService/EnableUser", "users are server-wide"),
+    ("/berth.v1.UserService/DeleteUser", "users are server-wide"),
+    ("/berth.v1.WorkerService/ListWorkers", "the fleet is shared"),
+    ("/berth.v1.WorkerService/GetWorker", "the fleet is shared"),
+    ("/berth.v1.WorkerService/EnableWorker", "the fleet is shared"),
+    ("/berth.v1.WorkerService/DisableWorker", "the fleet is shared"),
+    ("/berth.v1.WorkerService/DrainWorker", "the fleet is shared"),
+    ("/berth.v1.WorkerService/RestrictWorker", "admins assign hosts"),
+    (
+        "/berth.v1.WorkspaceService/CreateWorkspace",
+        "admins create workspaces",
+    ),
+    (
+        "/berth.v1.WorkspaceService/ListWorkspaces",
+        "lists only what the caller may see; see workspaces_each_caller_lists",
+    ),
+    ("/berth.v1.AgentService/Connect", "worker tokens only"),
+    ("/berth.v1.AgentService/AppendLog", "worker tokens only"),
+    ("/berth.v1.AgentService/KeepContainers", "worker tokens only"),
+];
+
+/// Every method of every Berth service, from the compiled descriptors.
+fn berth_methods() -> BTreeSet<String> {
+    let set = prost_types::FileDescriptorSet::decode(berth_common::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
+    let mut methods = BTreeSet::new();
+    for file in &set.file {
+        if !file.package().starts_with("berth") {
+            continue;
+        }
+        for service in &file.service {
+            for method in &service.method {
+                methods.insert(format!(
+                    "/{}.{}/{}",
+                    file.package(),
+                    service.name(),
+                    method.name()
+                ));
+            }
+        }
+    }
+    methods
+}
+
+#[test]
+fn every_rpc_is_in_the_tenancy_matrix_or_said_to_be_outside_workspaces() {
+    let placed: Vec<&str> = MATRIX
+        .iter()
+        .map(|(path, _)| *path)
+        .chain(OUTSIDE_WORKSPACES.iter().map(|(path, _)| *path))
+        .collect();
+    let unique: BTreeSet<String> = placed.iter().map(|p| (*p).to_owned()).collect();
+    assert_eq!(unique.len(), placed.len(), "an RPC is placed twice");
+    let methods = berth_methods();
+    let missing: Vec<_> = methods.difference(&unique).collect();
+    let unknown: Vec<_> = unique.difference(&methods).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "RPCs neither in MATRIX nor in OUTSIDE_WORKSPACES: {missing:?}\n\
+         placed but not in any .proto: {unknown:?}"
+    );
+}
+
+/// One workspace under test with its members' tokens.
+struct Tenancy {
+    tokens: BTreeMap<Caller, String>,
+}
+
+/// Makes `name` (public or not) with an owner, a contributor and a viewer, and gives
+/// `other_owner` ownership of a workspace of their own.
+async fn tenancy(server: &TestServer, name: &str, public: bool) -> Tenancy {
+    query(
+        &server.database_url,
+        &format!(
+            "INSERT INTO workspaces (id, name, public) VALUES \
+             (gen_random_uuid(), '{name}', {public}), (gen_random_uuid(), '{name}-other', false)"
+        ),
+    )
+    .await;
+    let mut tokens = BTreeMap::new();
+    tokens.insert(Caller::Admin, server.admin_token.clone());
+    for (caller, role, workspace) in [
+        (Caller::Owner, "owner", name.to_owned()),
+        (Caller::Contributor, "contributor", name.to_owned()),
+        (Caller::Viewer, "viewer", name.to_owned()),
+        (Caller::OtherOwner, "owner", format!("{name}-other")),
+    ] {
+        let user = format!("{name}-{role}-{caller:?}").to_lowercase();
+        let (_, token) = server.create_token_without_roles(Role::User, &user).await;
+        server.set_role(&workspace, &user, role).await;
+        tokens.insert(caller, token);
+    }
+    let (_, nobody) = server
+        .create_token_without_roles(Role::User, &format!("{name}-nobody"))
+        .await;
+    tokens.insert(Caller::Nobody, nobody);
+    Tenancy { tokens }
+}
+
+fn work(token: &str, channel: tonic::transport::Channel) -> WorkRequestServiceClient<berth_tests::Authed> {
+    WorkRequestServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+fn workspaces(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> WorkspaceServiceClient<berth_tests::Authed> {
+    WorkspaceServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// A request in `workspace` that no worker takes (it requires a label none has).
+fn parked(workspace: &str) -> SubmitWorkRequestRequest {
+    SubmitWorkRequestRequest {
+        spec: Some(spec(&["true"])),
+        workspace: workspace.to_owned(),
+        requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+        ..Default::default()
+    }
+}
+
+/// Makes, with the admin token, what the cell for `rpc` acts on, and returns its id (or
+/// user name): a fresh one per cell.
+async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let mut admin = work(&server.admin_token, server.channel().await);
+    let submitted = match rpc {
+        "/berth.v1.WorkRequestService/RetryWorkRequest" => {
+            // A request that fails on the simulated worker.
+            let failing = admin
+                .submit_work_request(SubmitWorkRequestRequest {
+                    spec: Some(spec(&["sh", "-c", "exit 1"])),
+                    workspace: workspace.to_owned(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            wait_terminal(server, &failing.id).await;
+            return failing.id;
+        }
+        "/berth.v1.WorkRequestService/UnblockWorkRequest" => SubmitWorkRequestRequest {
+            unblock: UnblockStrategy::Manual as i32,
+            ..parked(workspace)
+        },
+        "/berth.v1.WorkspaceService/RemoveMember" => {
+            let user = format!("{workspace}-member-{cell}");
+            server.create_token_without_roles(Role::User, &user).await;
+            server.set_role(workspace, &user, "viewer").await;
+            return user;
+        }
+        "/berth.v1.WorkspaceService/AddMember" => {
+            let user = format!("{workspace}-joiner-{cell}");
+            server.create_token_without_roles(Role::User, &user).await;
+            return user;
+        }
+        _ => parked(workspace),
+    };
+    admin
+        .submit_work_request(submitted)
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
+/// Calls `rpc` as `token` on `workspace`'s thing `target`; `Ok` if it was answered.
+async fn call(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let channel = server.channel().await;
+    let mut work = work(token, channel.clone());
+    let mut spaces = workspaces(token, channel);
+    let ws = workspace.to_owned();
+    match rpc {
+        "/berth.v1.WorkRequestService/SubmitWorkRequest" => {
+            work.submit_work_request(parked(workspace)).await?;
+        }
+        "/berth.v1.WorkRequestService/SubmitWorkflow" => {
+            work.submit_workflow(SubmitWorkflowRequest {
+                name: "matrix".into(),
+                workspace: ws,
+                steps: vec![WorkflowStep {
+                    name: "only".into(),
+                    spec: Some(spec(&["true"])),
+                    requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+                    ..Default::default()
+                }],
+            })
+            .await?;
+        }
+        "/berth.v1.WorkRequestService/GetWorkRequest" => {
+            work.get_work_request(GetWorkRequestRequest { id: target })
+                .await?;
+        }
+        "/berth.v1.WorkRequestService/ListWorkRequests" => {
+            let page = work
+                .list_work_requests(ListWorkRequestsRequest {
+                    workspace: ws.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                page.work_requests.iter().all(|r| r.workspace == ws),
+                "a listing of {ws} holds another workspace's request"
+            );
+        }
+        "/berth.v1.WorkRequestService/StreamLogs" => {
+            let mut stream = work
+                .stream_logs(StreamLogsRequest {
+                    id: target,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            while stream.message().await?.is_some() {}
+        }
+        "/berth.v1.WorkRequestService/ListQueue" => {
+            work.list_queue(ListQueueRequest {
+                workspace: ws,
+                limit: 0,
+            })
+            .await?;
+        }
+        "/berth.v1.WorkRequestService/CancelWorkRequest" => {
+            work.cancel_work_request(CancelWorkRequestRequest { id: target })
+                .await?;
+        }
+        "/berth.v1.WorkRequestService/RetryWorkRequest" => {
+            work.retry_work_request(RetryWorkRequestRequest { id: target })
+                .await?;
+        }
+        "/berth.v1.WorkRequestService/UnblockWorkRequest" => {
+            work.unblock_work_request(UnblockWorkRequestRequest {
+                id: target,
+                accept: true,
+            })
+            .await?;
+        }
+        "/berth.v1.WorkRequestService/AdjustPriority" => {
+            work.adjust_priority(AdjustPriorityRequest {
+                id: target,
+                delta: 1,
+                set: None,
+            })
+            .await?;
+        }
+        "/berth.v1.WorkspaceService/GetWorkspace" => {
+            spaces
+                .get_workspace(GetWorkspaceRequest { name: ws })
+                .await?;
+        }
+        "/berth.v1.WorkspaceService/ListMembers" => {
+            spaces
+                .list_members(ListMembersRequest { workspace: ws })
+                .await?;
+        }
+        "/berth.v1.WorkspaceService/UpdateWorkspace" => {
+            // A setting owners may change, set to what it already is.
+            let current = server_public(server, workspace).await;
+            spaces
+                .update_workspace(UpdateWorkspaceRequest {
+                    name: ws,
+                    public: Some(current),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.WorkspaceService/AddMember" => {
+            spaces
+                .add_member(AddMemberRequest {
+                    workspace: ws,
+                    user: target,
+                    role: WorkspaceRole::Viewer as i32,
+                })
+                .await?;
+        }
+        "/berth.v1.WorkspaceService/RemoveMember" => {
+            spaces
+                .remove_member(RemoveMemberRequest {
+                    workspace: ws,
+                    user: target,
+                })
+                .await?;
+        }
+        "/berth.v1.WorkspaceService/ArchiveWorkspace" => {
+            spaces
+                .archive_workspace(ArchiveWorkspaceRequest { name: ws })
+                .await?;
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
+async fn server_public(server: &TestServer, workspace: &str) -> bool {
+    query(
+        &server.database_url,
+        &format!("SELECT public FROM workspaces WHERE name = '{workspace}'"),
+    )
+    .await[0]
+        .get(0)
+}
+
+/// Archiving is one-way and would end the workspace for the cells after it: each archive
+/// cell gets a workspace of its own with the same members.
+async fn archive_copy(server: &TestServer, workspace: &str, cell: usize) -> String {
+    let copy = format!("{workspace}-arch-{cell}");
+    query(
+        &server.database_url,
+        &format!(
+            "INSERT INTO workspaces (id, name, public) \
+               SELECT gen_random_uuid(), '{copy}', public FROM workspaces WHERE name = '{workspace}'"
+        ),
+    )
+    .await;
+    query(
+        &server.database_url,
+        &format!(
+            "INSERT INTO workspace_members (workspace_id, user_id, role) \
+               SELECT (SELECT id FROM workspaces WHERE name = '{copy}'), user_id, role \
+               FROM workspace_members WHERE workspace_id = (SELECT id FROM workspaces WHERE name = '{workspace}')"
+        ),
+    )
+    .await;
+    copy
+}
+
+fn meets(answer: &Result<(), tonic::Status>, expected: Expected) -> bool {
+    match (answer, expected) {
+        (Ok(()), Expected::Answered) => true,
+        (Err(status), Expected::Denied(needed)) => {
+            status.code() == Code::PermissionDenied && status.message().contains(needed)
+        }
+        (Err(status), Expected::NotFound) => status.code() == Code::NotFound,
+        _ => false,
+    }
+}
+
+fn show(answer: &Result<(), tonic::Status>) -> String {
+    match answer {
+        Ok(()) => "OK".into(),
+        Err(status) => berth_common::client::describe_status(status),
+    }
+}
+
+async fn run_matrix(public: bool) {
+    let server = TestServer::start().await;
+    let _worker = server.sim_worker(SimOptions::default().concurrency(4)).await;
+    let name = if public { "open" } else { "team-a" };
+    let tenancy = tenancy(&server, name, public).await;
+
+    let mut wrong = Vec::new();
+    let mut cells = 0;
+    for (rpc, policy) in MATRIX {
+        for caller in CALLERS {
+            cells += 1;
+            let workspace = if rpc.ends_with("/ArchiveWorkspace") {
+                archive_copy(&server, name, cells).await
+            } else {
+                name.to_owned()
+            };
+            let target = target(&server, rpc, &workspace, cells).await;
+            let answer = call(&server, rpc, &tenancy.tokens[&caller], &workspace, target).await;
+            let expected = expected(*policy, caller, public);
+            if !meets(&answer, expected) {
+                wrong.push(format!(
+                    "{rpc} as {caller:?}: got {}, expected {expected:?}",
+                    show(&answer)
+                ));
+            }
+        }
+    }
+    assert_eq!(cells, MATRIX.len() * CALLERS.len());
+    assert!(
+        wrong.is_empty(),
+        "{} of {cells} cells of the {} workspace got the wrong answer:\n{}",
+        wrong.len(),
+        if public { "public" } else { "private" },
+        wrong.join("\n")
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn private_workspace_admits_each_role_to_exactly_its_rights_and_hides_from_strangers() {
+    run_matrix(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_workspace_is_readable_by_everyone_and_writable_only_by_roles() {
+    run_matrix(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unscoped_listings_hold_only_what_the_caller_may_see() {
+    let server = TestServer::start().await;
+    let a = tenancy(&server, "team-a", false).await;
+    let b = tenancy(&server, "team-b", false).await;
+    let mut admin = work(&server.admin_token, server.channel().await);
+    let mut ids = BTreeMap::new();
+    for workspace in ["team-a", "team-b", "default"] {
+        let id = admin
+            .submit_work_request(parked(workspace))
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        ids.insert(workspace, id);
+    }
+    for (token, sees) in [
+        (&a.tokens[&Caller::Viewer], vec!["team-a"]),
+        (&b.tokens[&Caller::Contributor], vec!["team-b"]),
+        // team-a's other owner owns team-a-other only.
+        (&a.tokens[&Caller::OtherOwner], vec![]),
+        (&a.tokens[&Caller::Nobody], vec![]),
+        (&server.admin_token, vec!["team-a", "team-b", "default"]),
+    ] {
+        let mut client = work(token, server.channel().await);
+        let listed: BTreeSet<String> = client
+            .list_work_requests(ListWorkRequestsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .work_requests
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let queued: BTreeSet<String> = client
+            .list_queue(ListQueueRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| e.work_request.unwrap().id)
+            .collect();
+        let wanted: BTreeSet<String> = sees.iter().map(|w| ids[w].clone()).collect();
+        assert_eq!(listed, wanted, "list for a caller who sees {sees:?}");
+        assert_eq!(queued, wanted, "queue for a caller who sees {sees:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_cannot_tell_a_hidden_request_from_a_missing_one() {
+    let server = TestServer::start().await;
+    let a = tenancy(&server, "team-a", false).await;
+    let mut admin = work(&server.admin_token, server.channel().await);
+    let hidden = admin
+        .submit_work_request(parked("team-a"))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let missing = uuid::Uuid::now_v7().to_string();
+    let mut stranger = work(&a.tokens[&Caller::Nobody], server.channel().await);
+    let message = |id: &str, status: tonic::Status| {
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        status.message().replace(id, "<id>")
+    };
+    let hidden_get = stranger
+        .get_work_request(GetWorkRequestRequest { id: hidden.clone() })
+        .await
+        .unwrap_err();
+    let missing_get = stranger
+        .get_work_request(GetWorkRequestRequest {
+            id: missing.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(message(&hidden, hidden_get), message(&missing, missing_get));
+
+    let hidden_ws = stranger
+        .list_work_requests(ListWorkRequestsRequest {
+            workspace: "team-a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let missing_ws = stranger
+        .list_work_requests(ListWorkRequestsRequest {
+            workspace: "team-z".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        message("team-a", hidden_ws),
+        message("team-z", missing_ws)
+    );
+    // And a dependency on a hidden request reads as a missing one too.
+    let (_, outsider) = server.create_token(Role::User, "outsider").await;
+    let refused = work(&outsider, server.channel().await)
+        .submit_work_request(SubmitWorkRequestRequest {
+            after: vec![hidden.clone()],
+            ..parked("default")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+    assert!(refused.message().contains("not found"), "{refused:?}");
+    let stored = query(
+        &server.database_url,
+        "SELECT count(*) FROM work_requests WHERE workspace_id = \
+         (SELECT id FROM workspaces WHERE name = 'default')",
+    )
+    .await;
+    assert_eq!(stored[0].get::<_, i64>(0), 0, "the refused request was stored");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archived_workspace_refuses_submissions_and_keeps_its_history_readable() {
+    let server = TestServer::start().await;
+    let a = tenancy(&server, "team-a", false).await;
+    let contributor = &a.tokens[&Caller::Contributor];
+    let mut client = work(contributor, server.channel().await);
+    let before = client
+        .submit_work_request(parked("team-a"))
+        .await
+        .unwrap()
+        .into_inner();
+    query(
+        &server.database_url,
+        "UPDATE workspaces SET archived_at = now() WHERE name = 'team-a'",
+    )
+    .await;
+    for token in [contributor, &server.admin_token] {
+        let mut client = work(token, server.channel().await);
+        let refused = client
+            .submit_work_request(parked("team-a"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("archived"), "{refused:?}");
+        let refused = client
+            .submit_workflow(SubmitWorkflowRequest {
+                name: "late".into(),
+                workspace: "team-a".into(),
+                steps: vec![WorkflowStep {
+                    name: "s".into(),
+                    spec: Some(spec(&["true"])),
+                    ..Default::default()
+                }],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    }
+    let stored = query(
+        &server.database_url,
+        "SELECT count(*) FROM work_requests WHERE workspace_id = \
+         (SELECT id FROM workspaces WHERE name = 'team-a')",
+    )
+    .await;
+    assert_eq!(stored[0].get::<_, i64>(0), 1, "only the request from before");
+    // History stays readable, and what was waiting can still be cancelled.
+    let seen = work(&a.tokens[&Caller::Viewer], server.channel().await)
+        .get_work_request(GetWorkRequestRequest {
+            id: before.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seen.id, before.id);
+    let cancelled = client
+        .cancel_work_request(CancelWorkRequestRequest { id: before.id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, WorkRequestStatus::Aborted as i32);
+    server.stop().await;
+}
