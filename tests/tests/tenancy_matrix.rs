@@ -21,10 +21,9 @@ use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use berth_common::proto::{
     AddMemberRequest, AdjustPriorityRequest, ArchiveWorkspaceRequest, CancelWorkRequestRequest,
     GetWorkRequestRequest, GetWorkspaceRequest, ListMembersRequest, ListQueueRequest,
-    ListWorkRequestsRequest, RemoveMemberRequest, RetryWorkRequestRequest, Role,
-    StreamLogsRequest, SubmitWorkRequestRequest, SubmitWorkflowRequest, UnblockStrategy,
-    UnblockWorkRequestRequest, UpdateWorkspaceRequest, WorkRequestStatus, WorkflowStep,
-    WorkspaceRole,
+    ListWorkRequestsRequest, RemoveMemberRequest, RetryWorkRequestRequest, Role, StreamLogsRequest,
+    SubmitWorkRequestRequest, SubmitWorkflowRequest, UnblockStrategy, UnblockWorkRequestRequest,
+    UpdateWorkspaceRequest, WorkRequestStatus, WorkflowStep, WorkspaceRole,
 };
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
 use prost::Message as _;
@@ -99,32 +98,68 @@ fn expected(policy: Policy, caller: Caller, public: bool) -> Expected {
 
 /// The RPCs of the matrix and their policies.
 const MATRIX: &[(&str, Policy)] = &[
-    ("/berth.v1.WorkRequestService/SubmitWorkRequest", Policy::Write),
+    (
+        "/berth.v1.WorkRequestService/SubmitWorkRequest",
+        Policy::Write,
+    ),
     ("/berth.v1.WorkRequestService/SubmitWorkflow", Policy::Write),
     ("/berth.v1.WorkRequestService/GetWorkRequest", Policy::Read),
-    ("/berth.v1.WorkRequestService/ListWorkRequests", Policy::Read),
+    (
+        "/berth.v1.WorkRequestService/ListWorkRequests",
+        Policy::Read,
+    ),
     ("/berth.v1.WorkRequestService/StreamLogs", Policy::Read),
     ("/berth.v1.WorkRequestService/ListQueue", Policy::Read),
-    ("/berth.v1.WorkRequestService/CancelWorkRequest", Policy::Write),
-    ("/berth.v1.WorkRequestService/RetryWorkRequest", Policy::Write),
-    ("/berth.v1.WorkRequestService/UnblockWorkRequest", Policy::Write),
-    ("/berth.v1.WorkRequestService/AdjustPriority", Policy::AdminOnly),
+    (
+        "/berth.v1.WorkRequestService/CancelWorkRequest",
+        Policy::Write,
+    ),
+    (
+        "/berth.v1.WorkRequestService/RetryWorkRequest",
+        Policy::Write,
+    ),
+    (
+        "/berth.v1.WorkRequestService/UnblockWorkRequest",
+        Policy::Write,
+    ),
+    (
+        "/berth.v1.WorkRequestService/AdjustPriority",
+        Policy::AdminOnly,
+    ),
     ("/berth.v1.WorkspaceService/GetWorkspace", Policy::Read),
     ("/berth.v1.WorkspaceService/ListMembers", Policy::Read),
     ("/berth.v1.WorkspaceService/UpdateWorkspace", Policy::Manage),
     ("/berth.v1.WorkspaceService/AddMember", Policy::Manage),
     ("/berth.v1.WorkspaceService/RemoveMember", Policy::Manage),
-    ("/berth.v1.WorkspaceService/ArchiveWorkspace", Policy::Manage),
+    (
+        "/berth.v1.WorkspaceService/ArchiveWorkspace",
+        Policy::Manage,
+    ),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
 /// by the role matrix in `auth_matrix.rs`.
 const OUTSIDE_WORKSPACES: &[(&str, &str)] = &[
-    ("/berth.v1.TokenService/CreateToken", "tokens belong to users"),
-    ("/berth.v1.TokenService/ListTokens", "tokens belong to users"),
-    ("/berth.v1.TokenService/EnableToken", "tokens belong to users"),
-    ("/berth.v1.TokenService/DisableToken", "tokens belong to users"),
-    ("/berth.v1.TokenService/DeleteToken", "tokens belong to users"),
+    (
+        "/berth.v1.TokenService/CreateToken",
+        "tokens belong to users",
+    ),
+    (
+        "/berth.v1.TokenService/ListTokens",
+        "tokens belong to users",
+    ),
+    (
+        "/berth.v1.TokenService/EnableToken",
+        "tokens belong to users",
+    ),
+    (
+        "/berth.v1.TokenService/DisableToken",
+        "tokens belong to users",
+    ),
+    (
+        "/berth.v1.TokenService/DeleteToken",
+        "tokens belong to users",
+    ),
     ("/berth.v1.UserService/CreateUser", "users are server-wide"),
     ("/berth.v1.UserService/ListUsers", "users are server-wide"),
     ("/berth.v1.UserService/GetUser", "users are server-wide"),
@@ -133,10 +168,19 @@ const OUTSIDE_WORKSPACES: &[(&str, &str)] = &[
     ("/berth.v1.UserService/DeleteUser", "users are server-wide"),
     ("/berth.v1.WorkerService/ListWorkers", "the fleet is shared"),
     ("/berth.v1.WorkerService/GetWorker", "the fleet is shared"),
-    ("/berth.v1.WorkerService/EnableWorker", "the fleet is shared"),
-    ("/berth.v1.WorkerService/DisableWorker", "the fleet is shared"),
+    (
+        "/berth.v1.WorkerService/EnableWorker",
+        "the fleet is shared",
+    ),
+    (
+        "/berth.v1.WorkerService/DisableWorker",
+        "the fleet is shared",
+    ),
     ("/berth.v1.WorkerService/DrainWorker", "the fleet is shared"),
-    ("/berth.v1.WorkerService/RestrictWorker", "admins assign hosts"),
+    (
+        "/berth.v1.WorkerService/RestrictWorker",
+        "admins assign hosts",
+    ),
     (
         "/berth.v1.WorkspaceService/CreateWorkspace",
         "admins create workspaces",
@@ -147,7 +191,10 @@ const OUTSIDE_WORKSPACES: &[(&str, &str)] = &[
     ),
     ("/berth.v1.AgentService/Connect", "worker tokens only"),
     ("/berth.v1.AgentService/AppendLog", "worker tokens only"),
-    ("/berth.v1.AgentService/KeepContainers", "worker tokens only"),
+    (
+        "/berth.v1.AgentService/KeepContainers",
+        "worker tokens only",
+    ),
 ];
 
 /// Every method of every Berth service, from the compiled descriptors.
@@ -228,7 +275,10 @@ async fn tenancy(server: &TestServer, name: &str, public: bool) -> Tenancy {
     Tenancy { tokens }
 }
 
-fn work(token: &str, channel: tonic::transport::Channel) -> WorkRequestServiceClient<berth_tests::Authed> {
+fn work(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> WorkRequestServiceClient<berth_tests::Authed> {
     WorkRequestServiceClient::with_interceptor(channel, BearerAuth::new(token))
 }
 
@@ -480,7 +530,9 @@ fn show(answer: &Result<(), tonic::Status>) -> String {
 
 async fn run_matrix(public: bool) {
     let server = TestServer::start().await;
-    let _worker = server.sim_worker(SimOptions::default().concurrency(4)).await;
+    let _worker = server
+        .sim_worker(SimOptions::default().concurrency(4))
+        .await;
     let name = if public { "open" } else { "team-a" };
     let tenancy = tenancy(&server, name, public).await;
 
@@ -619,10 +671,7 @@ async fn a_stranger_cannot_tell_a_hidden_request_from_a_missing_one() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        message("team-a", hidden_ws),
-        message("team-z", missing_ws)
-    );
+    assert_eq!(message("team-a", hidden_ws), message("team-z", missing_ws));
     // And a dependency on a hidden request reads as a missing one too.
     let (_, outsider) = server.create_token(Role::User, "outsider").await;
     let refused = work(&outsider, server.channel().await)
@@ -640,7 +689,11 @@ async fn a_stranger_cannot_tell_a_hidden_request_from_a_missing_one() {
          (SELECT id FROM workspaces WHERE name = 'default')",
     )
     .await;
-    assert_eq!(stored[0].get::<_, i64>(0), 0, "the refused request was stored");
+    assert_eq!(
+        stored[0].get::<_, i64>(0),
+        0,
+        "the refused request was stored"
+    );
     server.stop().await;
 }
 
@@ -688,7 +741,11 @@ async fn an_archived_workspace_refuses_submissions_and_keeps_its_history_readabl
          (SELECT id FROM workspaces WHERE name = 'team-a')",
     )
     .await;
-    assert_eq!(stored[0].get::<_, i64>(0), 1, "only the request from before");
+    assert_eq!(
+        stored[0].get::<_, i64>(0),
+        1,
+        "only the request from before"
+    );
     // History stays readable, and what was waiting can still be cancelled.
     let seen = work(&a.tokens[&Caller::Viewer], server.channel().await)
         .get_work_request(GetWorkRequestRequest {
