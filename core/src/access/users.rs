@@ -100,7 +100,7 @@ impl Users {
             )));
         };
         tracing::info!(user = name, admin, by = %caller.name, "user created");
-        Ok(one(&mut conn, row).await?)
+        one(&mut conn, row).await
     }
 
     /// `ListUsers`: every user, by name.
