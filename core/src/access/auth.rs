@@ -277,3 +277,35 @@ pub(crate) async fn token_usable(conn: &mut AsyncPgConnection, token_id: Uuid) -
         Some(_) => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(user_id: Option<Uuid>) -> Identity {
+        Identity {
+            token_id: Uuid::now_v7(),
+            role: if user_id.is_some() {
+                TokenKind::User
+            } else {
+                TokenKind::Worker
+            },
+            user_id,
+            name: "someone".into(),
+        }
+    }
+
+    #[test]
+    fn evicting_a_user_forgets_all_their_tokens_and_only_theirs() {
+        let cache = TokenCache::default();
+        let (bob, carol) = (Uuid::now_v7(), Uuid::now_v7());
+        cache.put([1; 32], identity(Some(bob)), None);
+        cache.put([2; 32], identity(Some(bob)), None);
+        cache.put([3; 32], identity(Some(carol)), None);
+        cache.put([4; 32], identity(None), None);
+        cache.evict_user(bob);
+        assert!(cache.get(&[1; 32]).is_none() && cache.get(&[2; 32]).is_none());
+        assert!(cache.get(&[3; 32]).is_some(), "carol's token stays");
+        assert!(cache.get(&[4; 32]).is_some(), "a worker token stays");
+    }
+}

@@ -422,6 +422,27 @@ mod tests {
     use super::*;
     use crate::work::ids::WorkRequestId;
 
+    #[test]
+    fn closing_a_user_tells_followers_and_the_other_replicas() {
+        let hub = Hub::default();
+        let (outbox, mut published) = mpsc::channel(4);
+        hub.set_outbox(outbox);
+        let mut closed = hub.subscribe_closed();
+        let (bob, token) = (Uuid::now_v7(), Uuid::now_v7());
+        hub.close_user(bob);
+        let heard = closed.try_recv().expect("followers hear of the closing");
+        assert_eq!(heard, Closed::User(bob));
+        assert!(heard.concerns(token, Some(bob)));
+        assert!(!heard.concerns(token, Some(Uuid::now_v7())));
+        assert!(!heard.concerns(token, None), "a worker token has no user");
+        assert_eq!(published.try_recv().ok(), Some(Event::CloseUser(bob)));
+
+        hub.close_token_local(token);
+        let heard = closed.try_recv().expect("followers hear of a closed token");
+        assert!(heard.concerns(token, Some(bob)));
+        assert!(!heard.concerns(Uuid::now_v7(), Some(bob)));
+    }
+
     fn hub_with_slack(outbox_slack: usize) -> Hub {
         Hub::new(&AgentSettings {
             outbox_slack,
