@@ -370,7 +370,7 @@ pub struct Follow {
 ///
 /// A follower is a stream opened with `caller`'s token: when that token, or its user, is
 /// disabled or deleted (the hub says so, here or through another replica), it ends with
-/// UNAUTHENTICATED saying why. It also re-checks the token every [`RECHECK`], so a lost
+/// UNAUTHENTICATED saying why. It also re-checks the token every `RECHECK` (5 s), so a lost
 /// notification only delays the end.
 pub fn follow(
     pool: DbPool,
