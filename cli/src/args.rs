@@ -15,8 +15,9 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::values::{
-    KeyValue, PriorityChange, SecretEnv, parse_cpus, parse_duration, parse_key_value, parse_pids,
-    parse_priority, parse_priority_change, parse_secret_env, parse_size,
+    KeyValue, PriorityChange, SecretEnv, Setting, parse_cpus, parse_duration, parse_expiry,
+    parse_key_value, parse_limit, parse_pids, parse_priority, parse_priority_change,
+    parse_secret_env, parse_size,
 };
 
 /// The default server address: a server on this machine with its default port.
@@ -28,8 +29,9 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
     name = "berth",
     version,
     about = "The command-line client for a Berth server",
-    long_about = "The command-line client for a Berth server: manage API tokens and workers, \
-                  and submit, follow, inspect, list and cancel work requests.",
+    long_about = "The command-line client for a Berth server: manage API tokens, users, \
+                  workspaces and workers, and submit, follow, inspect, list and cancel work \
+                  requests.",
     arg_required_else_help = true
 )]
 pub struct Cli {
@@ -102,6 +104,13 @@ pub enum Command {
     /// List and inspect workers; enable or disable them for new work.
     #[command(subcommand, arg_required_else_help = true)]
     Worker(WorkerCommand),
+    /// Create, list, inspect, disable, enable and delete users (admins; anyone may look
+    /// themselves up).
+    #[command(subcommand, arg_required_else_help = true)]
+    User(UserCommand),
+    /// Create, list, inspect, configure and archive workspaces, and manage their members.
+    #[command(subcommand, arg_required_else_help = true)]
+    Workspace(WorkspaceCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's
@@ -259,9 +268,10 @@ pub struct TokenCreateArgs {
     /// The role the token grants.
     #[arg(long, value_enum)]
     pub role: RoleArg,
-    /// For admin and user tokens: the user it belongs to (default: you). For worker
-    /// tokens: the name the worker registers as (default: the worker chooses).
-    #[arg(long, value_name = "NAME")]
+    /// For admin and user tokens: the user it belongs to (default: you; `--for USER` says
+    /// the same). For worker tokens: the name the worker registers as (default: the worker
+    /// chooses).
+    #[arg(long, visible_alias = "for", value_name = "NAME")]
     pub name: Option<String>,
     /// Free text to remember what the token is for.
     #[arg(long, value_name = "TEXT")]
@@ -288,6 +298,157 @@ impl From<RoleArg> for proto::Role {
             RoleArg::Admin => proto::Role::Admin,
             RoleArg::User => proto::Role::User,
             RoleArg::Worker => proto::Role::Worker,
+        }
+    }
+}
+
+/// `berth user ...`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user with no tokens and no workspace roles.
+    Create {
+        /// The user's name: 1-63 letters, digits, '.', '_' and '-'.
+        name: String,
+        /// Make the user a server admin (only admin users may hold admin tokens).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List every user with their workspace roles.
+    List,
+    /// Show one user (default: you); users may only look themselves up.
+    Get {
+        /// The user's name.
+        name: Option<String>,
+    },
+    /// Disable a user: every token of theirs is refused at once and their open streams end.
+    Disable {
+        /// The user's name.
+        name: String,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        /// The user's name.
+        name: String,
+    },
+    /// Delete a user with their tokens and memberships; refused for a user who submitted
+    /// work requests (disable them instead).
+    Delete {
+        /// The user's name.
+        name: String,
+    },
+}
+
+/// `berth workspace ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace (admins).
+    Create(WorkspaceCreateArgs),
+    /// List the workspaces you may see (admins: all).
+    List {
+        /// Also list archived workspaces.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one workspace with its settings and how many of its requests wait and run.
+    Get {
+        /// The workspace's name.
+        name: String,
+    },
+    /// Change a workspace's settings (owners: --public and --default-expiry; admins also
+    /// the limits and the weight).
+    Set(WorkspaceSetArgs),
+    /// Archive a workspace for good: it takes no new work requests, its history stays
+    /// readable.
+    Archive {
+        /// The workspace's name.
+        name: String,
+    },
+    /// Add, change or remove members, or list them.
+    #[command(subcommand, arg_required_else_help = true)]
+    Member(MemberCommand),
+}
+
+/// `berth workspace create ...`
+#[derive(Debug, Args)]
+pub struct WorkspaceCreateArgs {
+    /// The name: 1-63 lowercase letters, digits and '-', starting with a letter or digit.
+    pub name: String,
+    /// Let every user read it, not only its members.
+    #[arg(long)]
+    pub public: bool,
+    /// How long its artifacts are kept unless they say otherwise, e.g. 30d (default: for
+    /// ever).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub default_expiry: Option<Duration>,
+}
+
+/// `berth workspace set ...`
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub struct WorkspaceSetArgs {
+    /// The workspace's name.
+    pub name: String,
+    /// Make it readable by every user (true) or by its members only (false).
+    #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+    pub public: Option<bool>,
+    /// A new default expiry, e.g. 30d, or `never`.
+    #[arg(long, value_name = "DURATION|never", value_parser = parse_expiry)]
+    pub default_expiry: Option<Setting<Duration>>,
+    /// At most this many of its requests run at once, or `none` (admins).
+    #[arg(long, value_name = "N|none", value_parser = parse_limit)]
+    pub max_running: Option<Setting<u32>>,
+    /// At most this many of its requests wait at once, or `none` (admins).
+    #[arg(long, value_name = "N|none", value_parser = parse_limit)]
+    pub max_pending: Option<Setting<u32>>,
+    /// Its fair-share weight, 1-1000 (admins).
+    #[arg(long, value_name = "W")]
+    pub weight: Option<u32>,
+}
+
+/// `berth workspace member ...`
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a user to a workspace in a role, or change their role.
+    Add {
+        /// The workspace's name.
+        workspace: String,
+        /// The user's name.
+        user: String,
+        /// Their role.
+        #[arg(long, value_enum)]
+        role: WorkspaceRoleArg,
+    },
+    /// Remove a user from a workspace.
+    Rm {
+        /// The workspace's name.
+        workspace: String,
+        /// The user's name.
+        user: String,
+    },
+    /// List a workspace's members.
+    List {
+        /// The workspace's name.
+        workspace: String,
+    },
+}
+
+/// A workspace role, as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WorkspaceRoleArg {
+    /// Reads the workspace's requests, logs and settings.
+    Viewer,
+    /// Also submits, cancels and retries requests.
+    Contributor,
+    /// Also manages members and settings.
+    Owner,
+}
+
+impl From<WorkspaceRoleArg> for proto::WorkspaceRole {
+    fn from(role: WorkspaceRoleArg) -> proto::WorkspaceRole {
+        match role {
+            WorkspaceRoleArg::Viewer => proto::WorkspaceRole::Viewer,
+            WorkspaceRoleArg::Contributor => proto::WorkspaceRole::Contributor,
+            WorkspaceRoleArg::Owner => proto::WorkspaceRole::Owner,
         }
     }
 }
@@ -886,6 +1047,152 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn user_subcommands_take_their_names_and_flags() {
+        let Command::User(UserCommand::Create { name, admin }) =
+            parse(&["user", "create", "alice", "--admin"]).command
+        else {
+            panic!("expected user create");
+        };
+        assert_eq!((name.as_str(), admin), ("alice", true));
+        assert!(matches!(
+            parse(&["user", "create", "bob"]).command,
+            Command::User(UserCommand::Create { admin: false, .. })
+        ));
+        assert!(matches!(
+            parse(&["user", "list"]).command,
+            Command::User(UserCommand::List)
+        ));
+        assert!(matches!(
+            parse(&["user", "get"]).command,
+            Command::User(UserCommand::Get { name: None })
+        ));
+        assert!(matches!(
+            parse(&["user", "get", "bob"]).command,
+            Command::User(UserCommand::Get { name: Some(n) }) if n == "bob"
+        ));
+        for verb in ["disable", "enable", "delete"] {
+            let got = match parse(&["user", verb, "bob"]).command {
+                Command::User(UserCommand::Disable { name }) if verb == "disable" => name,
+                Command::User(UserCommand::Enable { name }) if verb == "enable" => name,
+                Command::User(UserCommand::Delete { name }) if verb == "delete" => name,
+                other => panic!("user {verb}: {other:?}"),
+            };
+            assert_eq!(got, "bob");
+        }
+    }
+
+    #[test]
+    fn token_create_for_names_the_user() {
+        let Command::Token(TokenCommand::Create(create)) =
+            parse(&["token", "create", "--role", "user", "--for", "carol"]).command
+        else {
+            panic!("expected token create");
+        };
+        assert_eq!(create.name.as_deref(), Some("carol"));
+    }
+
+    #[test]
+    fn workspace_create_and_list_take_their_flags() {
+        let Command::Workspace(WorkspaceCommand::Create(create)) = parse(&[
+            "workspace",
+            "create",
+            "team-a",
+            "--public",
+            "--default-expiry",
+            "30d",
+        ])
+        .command
+        else {
+            panic!("expected workspace create");
+        };
+        assert_eq!(create.name, "team-a");
+        assert!(create.public);
+        assert_eq!(
+            create.default_expiry,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert!(matches!(
+            parse(&["workspace", "list", "--all"]).command,
+            Command::Workspace(WorkspaceCommand::List { all: true })
+        ));
+        assert!(matches!(
+            parse(&["workspace", "archive", "team-a"]).command,
+            Command::Workspace(WorkspaceCommand::Archive { name }) if name == "team-a"
+        ));
+    }
+
+    #[test]
+    fn workspace_set_takes_values_and_their_clearing_words() {
+        let Command::Workspace(WorkspaceCommand::Set(set)) = parse(&[
+            "workspace",
+            "set",
+            "team-a",
+            "--public",
+            "false",
+            "--default-expiry",
+            "never",
+            "--max-running",
+            "4",
+            "--max-pending",
+            "none",
+            "--weight",
+            "10",
+        ])
+        .command
+        else {
+            panic!("expected workspace set");
+        };
+        assert_eq!(set.public, Some(false));
+        assert_eq!(set.default_expiry, Some(Setting::Clear));
+        assert_eq!(set.max_running, Some(Setting::Set(4)));
+        assert_eq!(set.max_pending, Some(Setting::Clear));
+        assert_eq!(set.weight, Some(10));
+        let Command::Workspace(WorkspaceCommand::Set(set)) =
+            parse(&["workspace", "set", "team-a", "--default-expiry", "12h"]).command
+        else {
+            panic!("expected workspace set");
+        };
+        assert_eq!(
+            set.default_expiry,
+            Some(Setting::Set(Duration::from_secs(12 * 3600)))
+        );
+        assert_eq!(set.public, None);
+    }
+
+    #[test]
+    fn workspace_member_subcommands_take_workspace_user_and_role() {
+        let Command::Workspace(WorkspaceCommand::Member(MemberCommand::Add {
+            workspace,
+            user,
+            role,
+        })) = parse(&[
+            "workspace",
+            "member",
+            "add",
+            "team-a",
+            "bob",
+            "--role",
+            "owner",
+        ])
+        .command
+        else {
+            panic!("expected member add");
+        };
+        assert_eq!((workspace.as_str(), user.as_str()), ("team-a", "bob"));
+        assert_eq!(role, WorkspaceRoleArg::Owner);
+        assert!(matches!(
+            parse(&["workspace", "member", "rm", "team-a", "bob"]).command,
+            Command::Workspace(WorkspaceCommand::Member(MemberCommand::Rm { workspace, user }))
+                if workspace == "team-a" && user == "bob"
+        ));
+        assert!(matches!(
+            parse(&["workspace", "member", "list", "team-a"]).command,
+            Command::Workspace(WorkspaceCommand::Member(MemberCommand::List { workspace }))
+                if workspace == "team-a"
+        ));
+    }
+
+    #[test]
     fn bad_values_are_usage_errors() {
         use clap::error::ErrorKind;
         assert_eq!(
@@ -915,6 +1222,26 @@ pub(crate) mod tests {
         assert_eq!(
             refused(&["run", "busybox", "--pull", "sometimes"]).kind(),
             ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            refused(&["workspace", "member", "add", "w", "u"]).kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+        assert_eq!(
+            refused(&["workspace", "member", "add", "w", "u", "--role", "admin"]).kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            refused(&["workspace", "set", "w", "--max-running", "lots"]).kind(),
+            ErrorKind::ValueValidation
+        );
+        assert_eq!(
+            refused(&["workspace", "set", "w", "--public", "maybe"]).kind(),
+            ErrorKind::InvalidValue
+        );
+        assert_eq!(
+            refused(&["workspace", "set", "w", "--default-expiry", "soon"]).kind(),
+            ErrorKind::ValueValidation
         );
     }
 }

@@ -74,6 +74,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A setting given a value, or dropped (`never`, `none`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting<T> {
+    /// Set it to this.
+    Set(T),
+    /// Drop it.
+    Clear,
+}
+
+/// Parses a default expiry: a duration as [`parse_duration`] reads it, or `never`.
+pub fn parse_expiry(text: &str) -> Result<Setting<Duration>, String> {
+    if text.trim() == "never" {
+        return Ok(Setting::Clear);
+    }
+    parse_duration(text)
+        .map(Setting::Set)
+        .map_err(|e| format!("{e}; or `never` for no expiry"))
+}
+
+/// Parses a limit: a whole number, or `none`.
+pub fn parse_limit(text: &str) -> Result<Setting<u32>, String> {
+    match text.trim() {
+        "none" => Ok(Setting::Clear),
+        number => number.parse().map(Setting::Set).map_err(|_| {
+            format!("cannot parse {text:?} as a limit (examples: 10, 0, or `none` for no limit)")
+        }),
+    }
+}
+
 /// Converts a duration accepted by [`parse_duration`] to its protocol form.
 pub fn to_proto_duration(duration: Duration) -> prost_types::Duration {
     prost_types::Duration {

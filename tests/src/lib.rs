@@ -331,6 +331,28 @@ impl TestServer {
         WorkerServiceClient::with_interceptor(self.channel().await, BearerAuth::new(token))
     }
 
+    /// A UserService client using `token`.
+    pub async fn users(
+        &self,
+        token: &str,
+    ) -> berth_common::proto::user_service_client::UserServiceClient<Authed> {
+        berth_common::proto::user_service_client::UserServiceClient::with_interceptor(
+            self.channel().await,
+            BearerAuth::new(token),
+        )
+    }
+
+    /// A WorkspaceService client using `token`.
+    pub async fn workspaces(
+        &self,
+        token: &str,
+    ) -> berth_common::proto::workspace_service_client::WorkspaceServiceClient<Authed> {
+        berth_common::proto::workspace_service_client::WorkspaceServiceClient::with_interceptor(
+            self.channel().await,
+            BearerAuth::new(token),
+        )
+    }
+
     /// Creates a token of `role` (a `berth.v1.Role`) for `name` with the admin token;
     /// returns (id, secret). A user token's user is made a contributor of the `default`
     /// workspace, as an admin would before its owner submits there; tests of tenancy make

@@ -84,6 +84,8 @@ async fn grpcurl_lists_every_service_through_reflection() {
     let services: Vec<&str> = stdout.lines().map(str::trim).collect();
     for expected in [
         "berth.v1.TokenService",
+        "berth.v1.UserService",
+        "berth.v1.WorkspaceService",
         "berth.v1.WorkerService",
         "berth.v1.WorkRequestService",
         "berth.v1.AgentService",

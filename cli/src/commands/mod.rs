@@ -8,7 +8,8 @@
 //! secret is shown only once, and a submission prints only its id. They use the same
 //! [`Server::call`] or [`Server::client`].
 //!
-//! One module per resource, as in [`crate::output`]: `tokens`, `workers`,
+//! One module per resource, as in [`crate::output`]: `tokens`, `users`, `workspaces`,
+//! `workers`,
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
 //! (`queue`, `priority`) and `workflows`. This module dispatches, finds the token and
 //! reaches the server.
@@ -24,9 +25,11 @@
 
 mod queue;
 mod tokens;
+mod users;
 mod work_requests;
 mod workers;
 mod workflows;
+mod workspaces;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -34,8 +37,10 @@ use std::pin::Pin;
 
 use berth_common::client::{self, BearerAuth};
 use berth_common::proto::token_service_client::TokenServiceClient;
+use berth_common::proto::user_service_client::UserServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::worker_service_client::WorkerServiceClient;
+use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Response, Status};
@@ -63,6 +68,8 @@ pub async fn execute(
     let done = match cli.command {
         Command::Token(command) => tokens::execute(command, server, printer).await,
         Command::Worker(command) => workers::execute(command, server, printer).await,
+        Command::User(command) => users::execute(command, server, printer).await,
+        Command::Workspace(command) => workspaces::execute(command, server, printer).await,
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
         Command::Logs(args) => return work_requests::logs(args, server, printer, interrupt).await,
@@ -197,6 +204,8 @@ async fn show<S: Service, Q, A: Answer>(
 pub type Authenticated = InterceptedService<Channel, BearerAuth>;
 
 type Tokens = TokenServiceClient<Authenticated>;
+type Users = UserServiceClient<Authenticated>;
+type Workspaces = WorkspaceServiceClient<Authenticated>;
 type Workers = WorkerServiceClient<Authenticated>;
 type WorkRequests = WorkRequestServiceClient<Authenticated>;
 
@@ -209,6 +218,18 @@ trait Service {
 impl Service for Tokens {
     fn new(channel: Channel, auth: BearerAuth) -> Tokens {
         TokenServiceClient::with_interceptor(channel, auth)
+    }
+}
+
+impl Service for Users {
+    fn new(channel: Channel, auth: BearerAuth) -> Users {
+        UserServiceClient::with_interceptor(channel, auth)
+    }
+}
+
+impl Service for Workspaces {
+    fn new(channel: Channel, auth: BearerAuth) -> Workspaces {
+        WorkspaceServiceClient::with_interceptor(channel, auth)
     }
 }
 

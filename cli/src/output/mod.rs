@@ -8,7 +8,7 @@
 //! the JSON field names. Nothing here can print a secret environment value: the views have
 //! no field for one.
 //!
-//! One module per resource holds its views: `tokens`, `workers`,
+//! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`) and
 //! `queue`. This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
@@ -16,8 +16,10 @@
 
 mod queue;
 mod tokens;
+mod users;
 mod work_requests;
 mod workers;
+mod workspaces;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -29,9 +31,13 @@ use serde::{Serialize, Serializer};
 
 pub use self::queue::{QueueEntryView, QueueView};
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
+pub use self::users::{DeletedUserView, MembershipView, UserListView, UserView};
 pub(crate) use self::work_requests::status_name;
 pub use self::work_requests::{AttemptView, SubmittedView, WorkRequestListView, WorkRequestView};
 pub use self::workers::{WorkerListView, WorkerView};
+pub use self::workspaces::{
+    MemberListView, MemberView, RemovedMemberView, WorkspaceListView, WorkspaceView,
+};
 use crate::args::OutputFormat;
 use crate::error::CliError;
 
@@ -131,6 +137,19 @@ impl Serialize for Span {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
+}
+
+/// A workspace role by name; `none` for no role.
+fn workspace_role_name(value: i32) -> String {
+    let name = berth_common::proto::WorkspaceRole::try_from(value)
+        .ok()
+        .map(|role| match role {
+            berth_common::proto::WorkspaceRole::Unspecified => "none",
+            berth_common::proto::WorkspaceRole::Viewer => "viewer",
+            berth_common::proto::WorkspaceRole::Contributor => "contributor",
+            berth_common::proto::WorkspaceRole::Owner => "owner",
+        });
+    enum_name(value, name)
 }
 
 /// An enum value the protocol may grow: unknown numbers are shown, not hidden.

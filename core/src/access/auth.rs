@@ -7,9 +7,11 @@
 //! the identity (`access::roles` for everything in a workspace).
 //!
 //! A successful lookup is remembered for a few seconds ([`TokenCache`]) so that a busy
-//! client does not cost a database read per call. Disabling or deleting a token evicts it
-//! at once on this replica and, through `NOTIFY`, on the others; expiry is checked on
-//! every call from the remembered expiry time.
+//! client does not cost a database read per call. Disabling or deleting a token, or
+//! disabling or deleting its user, evicts it at once on this replica and, through
+//! `NOTIFY`, on the others; expiry is checked on every call from the remembered expiry
+//! time. A disabled user's tokens are refused like disabled tokens, whatever their own
+//! state.
 //!
 //! Architecture invariant: identity comes from the token alone, never from ids in
 //! metadata or message fields.
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use berth_token::{Token, TokenKind};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -101,6 +103,12 @@ impl TokenCache {
         self.entries()
             .retain(|_, cached| cached.identity.token_id != token_id);
     }
+
+    /// Forgets every token of this user (the user was disabled or deleted).
+    pub(crate) fn evict_user(&self, user_id: Uuid) {
+        self.entries()
+            .retain(|_, cached| cached.identity.user_id != Some(user_id));
+    }
 }
 
 /// Looks tokens up; shared by the layer and by long-lived streams that re-check.
@@ -132,24 +140,12 @@ impl Authenticator {
         self.lookup(&token).await
     }
 
-    /// Whether the token with this id still exists, is enabled and has not expired; used
-    /// by long-lived streams, which authenticated once at their start.
+    /// Whether the token with this id still exists, is enabled, has not expired and
+    /// belongs to no disabled user; used by long-lived streams, which authenticated once
+    /// at their start.
     pub async fn token_usable(&self, token_id: Uuid) -> Result<()> {
         let mut conn = self.pool.get().await?;
-        let row: Option<(bool, Option<DateTime<Utc>>)> = tokens::table
-            .find(token_id)
-            .select((tokens::enabled, tokens::expires_at))
-            .first(&mut conn)
-            .await
-            .optional()?;
-        match row {
-            None => Err(Error::Unauthenticated("this token was deleted".into())),
-            Some((false, _)) => Err(Error::Unauthenticated("this token is disabled".into())),
-            Some((true, Some(at))) if at <= Utc::now() => {
-                Err(Error::Unauthenticated("this token has expired".into()))
-            }
-            Some(_) => Ok(()),
-        }
+        token_usable(&mut conn, token_id).await
     }
 
     /// Finds a well-formed token (in the cache, else in the database) and checks it is
@@ -178,6 +174,7 @@ impl Authenticator {
             Option<DateTime<Utc>>,
             Option<DateTime<Utc>>,
             Option<String>,
+            Option<bool>,
         );
         let row: Option<Row> = tokens::table
             .left_join(users::table)
@@ -191,15 +188,28 @@ impl Authenticator {
                 tokens::expires_at,
                 tokens::last_used_at,
                 users::name.nullable(),
+                users::enabled.nullable(),
             ))
             .first(&mut conn)
             .await
             .optional()?;
-        let Some((id, role, user_id, worker_name, enabled, expires_at, last_used_at, user_name)) =
-            row
+        let Some((
+            id,
+            role,
+            user_id,
+            worker_name,
+            enabled,
+            expires_at,
+            last_used_at,
+            user_name,
+            user_enabled,
+        )) = row
         else {
             return Err(Error::Unauthenticated("unknown token".into()));
         };
+        if user_enabled == Some(false) {
+            return Err(user_disabled(user_name.as_deref().unwrap_or_default()));
+        }
         if !enabled {
             return Err(Error::Unauthenticated("this token is disabled".into()));
         }
@@ -230,5 +240,72 @@ impl Authenticator {
         };
         self.cache.put(*hash, identity.clone(), expires_at);
         Ok(identity)
+    }
+}
+
+/// The refusal of every token of a disabled user.
+fn user_disabled(name: &str) -> Error {
+    Error::Unauthenticated(format!(
+        "user {name} is disabled; an admin may enable them again with `berth user enable {name}`"
+    ))
+}
+
+/// Whether the token with this id still exists, is enabled, has not expired and belongs
+/// to no disabled user (a worker token has no user). One query; long-lived streams ask it
+/// when they are told a token or user was closed.
+pub(crate) async fn token_usable(conn: &mut AsyncPgConnection, token_id: Uuid) -> Result<()> {
+    type Row = (bool, Option<DateTime<Utc>>, Option<String>, Option<bool>);
+    let row: Option<Row> = tokens::table
+        .left_join(users::table)
+        .filter(tokens::id.eq(token_id))
+        .select((
+            tokens::enabled,
+            tokens::expires_at,
+            users::name.nullable(),
+            users::enabled.nullable(),
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    match row {
+        None => Err(Error::Unauthenticated("this token was deleted".into())),
+        Some((_, _, name, Some(false))) => Err(user_disabled(name.as_deref().unwrap_or_default())),
+        Some((false, _, _, _)) => Err(Error::Unauthenticated("this token is disabled".into())),
+        Some((true, Some(at), _, _)) if at <= Utc::now() => {
+            Err(Error::Unauthenticated("this token has expired".into()))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(user_id: Option<Uuid>) -> Identity {
+        Identity {
+            token_id: Uuid::now_v7(),
+            role: if user_id.is_some() {
+                TokenKind::User
+            } else {
+                TokenKind::Worker
+            },
+            user_id,
+            name: "someone".into(),
+        }
+    }
+
+    #[test]
+    fn evicting_a_user_forgets_all_their_tokens_and_only_theirs() {
+        let cache = TokenCache::default();
+        let (bob, carol) = (Uuid::now_v7(), Uuid::now_v7());
+        cache.put([1; 32], identity(Some(bob)), None);
+        cache.put([2; 32], identity(Some(bob)), None);
+        cache.put([3; 32], identity(Some(carol)), None);
+        cache.put([4; 32], identity(None), None);
+        cache.evict_user(bob);
+        assert!(cache.get(&[1; 32]).is_none() && cache.get(&[2; 32]).is_none());
+        assert!(cache.get(&[3; 32]).is_some(), "carol's token stays");
+        assert!(cache.get(&[4; 32]).is_some(), "a worker token stays");
     }
 }

@@ -13,7 +13,7 @@ use diesel::dsl::count_star;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::access::tokens::{ensure_user, insert_token};
+use crate::access::tokens::{ensure_admin, insert_token};
 use crate::error::Error;
 use crate::store::schema::tokens;
 
@@ -54,7 +54,7 @@ pub async fn first_admin_token(
             return Ok(None);
         }
         let token = Token::generate(TokenKind::Admin);
-        let user_id = ensure_user(conn, FIRST_ADMIN).await?;
+        let user_id = ensure_admin(conn, FIRST_ADMIN).await?;
         insert_token(conn, &token, Some(user_id), "", "first admin token", None).await?;
         // Written before the commit: if writing fails, nothing is committed and the next
         // start tries again, so there is never an admin token nobody holds.
@@ -72,7 +72,7 @@ pub async fn new_admin_token(
     comment: &str,
 ) -> Result<Token, Error> {
     let token = Token::generate(TokenKind::Admin);
-    let user_id = ensure_user(conn, name).await?;
+    let user_id = ensure_admin(conn, name).await?;
     insert_token(conn, &token, Some(user_id), "", comment, None).await?;
     Ok(token)
 }

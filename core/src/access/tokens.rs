@@ -144,7 +144,15 @@ impl Tokens {
                         } else {
                             req.name.clone()
                         };
-                        let user_id = ensure_user(conn, &owner).await?;
+                        // A user an admin token creation brings into being is an admin;
+                        // an existing user must already be one to hold an admin token.
+                        let admin = kind == TokenKind::Admin;
+                        let (user_id, is_admin) = ensure_user(conn, &owner, admin).await?;
+                        if admin && !is_admin {
+                            return Err(Error::FailedPrecondition(format!(
+                                "user {owner} is not an admin; only admin users may hold admin tokens (create a user token, or make an admin user with `berth user create NAME --admin`)"
+                            )));
+                        }
                         let row = insert_token(
                             conn,
                             token_ref,
@@ -242,18 +250,44 @@ async fn visible(conn: &mut AsyncPgConnection, caller: &Identity, id: Uuid) -> R
     }
 }
 
-/// Finds or creates the user called `name`; returns its id.
-pub(crate) async fn ensure_user(conn: &mut AsyncPgConnection, name: &str) -> Result<Uuid> {
+/// Finds the user called `name`, or creates them (an admin if `admin`, with no workspace
+/// roles either way); returns their id and whether they are an admin.
+pub(crate) async fn ensure_user(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    admin: bool,
+) -> Result<(Uuid, bool)> {
     diesel::insert_into(users::table)
-        .values((users::id.eq(Uuid::now_v7()), users::name.eq(name)))
+        .values((
+            users::id.eq(Uuid::now_v7()),
+            users::name.eq(name),
+            users::admin.eq(admin),
+        ))
         .on_conflict(users::name)
         .do_nothing()
         .execute(conn)
         .await?;
     Ok(users::table
         .filter(users::name.eq(name))
-        .select(users::id)
+        .select((users::id, users::admin))
         .first(conn)
+        .await?)
+}
+
+/// Finds or creates the admin user called `name`, making an existing user an admin: for
+/// the server's own admin tokens, made by whoever runs the server.
+pub(crate) async fn ensure_admin(conn: &mut AsyncPgConnection, name: &str) -> Result<Uuid> {
+    Ok(diesel::insert_into(users::table)
+        .values((
+            users::id.eq(Uuid::now_v7()),
+            users::name.eq(name),
+            users::admin.eq(true),
+        ))
+        .on_conflict(users::name)
+        .do_update()
+        .set(users::admin.eq(true))
+        .returning(users::id)
+        .get_result(conn)
         .await?)
 }
 

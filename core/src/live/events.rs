@@ -24,11 +24,14 @@ pub enum Event {
     },
     /// The token was disabled or deleted: every replica closes the streams using it.
     CloseToken(Uuid),
+    /// The user was disabled or deleted: every replica forgets their tokens and ends
+    /// their streams.
+    CloseUser(Uuid),
 }
 
 impl Event {
     /// The NOTIFY payload: `work`, `changed`, `cancel:<worker>:<request>:<attempt>` or
-    /// `close-token:<token>`.
+    /// `close-token:<token>` or `close-user:<user>`.
     pub(crate) fn encode(&self) -> String {
         match self {
             Event::Work => "work".into(),
@@ -37,6 +40,7 @@ impl Event {
                 format!("cancel:{worker_id}:{}:{}", key.id, key.attempt)
             }
             Event::CloseToken(id) => format!("close-token:{id}"),
+            Event::CloseUser(id) => format!("close-user:{id}"),
         }
     }
 
@@ -61,6 +65,9 @@ impl Event {
                 key: AttemptKey::new(WorkRequestId(work_request_id), attempt),
             });
         }
+        if let Some(user) = payload.strip_prefix("close-user:") {
+            return Uuid::parse_str(user).ok().map(Event::CloseUser);
+        }
         let token = payload.strip_prefix("close-token:")?;
         Uuid::parse_str(token).ok().map(Event::CloseToken)
     }
@@ -81,12 +88,14 @@ mod tests {
             Event::Changed,
             cancel,
             Event::CloseToken(Uuid::now_v7()),
+            Event::CloseUser(Uuid::now_v7()),
         ] {
             assert_eq!(Event::parse(&event.encode()), Some(event));
         }
         assert_eq!(Event::parse("cancel:x:y:1"), None);
         assert_eq!(Event::parse(&format!("{}:extra", cancel.encode())), None);
         assert_eq!(Event::parse("close-token:nope"), None);
+        assert_eq!(Event::parse("close-user:nope"), None);
         assert_eq!(Event::parse("something-new"), None);
     }
 }

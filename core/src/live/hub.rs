@@ -20,8 +20,12 @@
 //! assignments it never got are withdrawn (the hand-off deadline), and cancelled
 //! attempts are cancelled again.
 //!
+//! Streams that are not worker streams (log followers) learn that a token or user was
+//! closed from [`Hub::subscribe_closed`] and re-check their caller's token.
+//!
 //! Other replicas must hear most of these pokes too: [`Hub::wake_scheduler`],
-//! [`Hub::changed`], [`Hub::close_token`] and a [`Hub::cancel`] for a worker connected
+//! [`Hub::changed`], [`Hub::close_token`], [`Hub::close_user`] and a [`Hub::cancel`] for a
+//! worker connected
 //! elsewhere also hand an [`Event`] to the outbox that `notify::publish` sends with
 //! `NOTIFY`, and `notify::listen` applies what it hears with the `*_local` methods, which
 //! never send anything on.
@@ -31,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -99,6 +103,29 @@ pub(crate) fn now_ms() -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A token or user whose streams must end (it was disabled or deleted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The token with this id.
+    Token(Uuid),
+    /// Every token of the user with this id.
+    User(Uuid),
+}
+
+impl Closed {
+    /// Whether a stream opened with `token_id` by `user_id` is concerned.
+    pub fn concerns(self, token_id: Uuid, user_id: Option<Uuid>) -> bool {
+        match self {
+            Closed::Token(id) => id == token_id,
+            Closed::User(id) => user_id == Some(id),
+        }
+    }
+}
+
+/// How many closings a slow follower may miss before it is told it lagged (and then
+/// re-checks its token anyway).
+const CLOSED_CAPACITY: usize = 64;
+
 /// A live worker stream on this replica.
 #[derive(Clone)]
 pub struct Session {
@@ -161,6 +188,7 @@ pub struct Hub {
     next_session: AtomicU64,
     wake_scheduler: Notify,
     changes: watch::Sender<u64>,
+    closed: broadcast::Sender<Closed>,
     outbox: OnceLock<mpsc::Sender<Event>>,
     tokens: Arc<TokenCache>,
     /// Room in each stream's queue beyond two messages per slot.
@@ -182,6 +210,7 @@ impl Hub {
             next_session: AtomicU64::new(1),
             wake_scheduler: Notify::new(),
             changes: watch::channel(0).0,
+            closed: broadcast::channel(CLOSED_CAPACITY).0,
             outbox: OnceLock::new(),
             tokens: Arc::default(),
             outbox_slack: settings.outbox_slack,
@@ -331,6 +360,27 @@ impl Hub {
                 session.close.cancel();
             }
         }
+        // No follower listening is fine: there is nothing to end.
+        let _ = self.closed.send(Closed::Token(token_id));
+    }
+
+    /// Forgets every token of `user_id` and ends their streams (the user was disabled or
+    /// deleted), here and on the other replicas.
+    pub(crate) fn close_user(&self, user_id: Uuid) {
+        self.close_user_local(user_id);
+        self.publish(Event::CloseUser(user_id));
+    }
+
+    /// Forgets this replica's cached tokens of `user_id` and ends its streams here. Worker
+    /// streams belong to no user, so only followers are concerned.
+    pub(crate) fn close_user_local(&self, user_id: Uuid) {
+        self.tokens.evict_user(user_id);
+        let _ = self.closed.send(Closed::User(user_id));
+    }
+
+    /// A receiver of every token or user closed from now on.
+    pub(crate) fn subscribe_closed(&self) -> broadcast::Receiver<Closed> {
+        self.closed.subscribe()
     }
 
     /// Asks the scheduler of every replica to look for work to assign now.
@@ -371,6 +421,27 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::work::ids::WorkRequestId;
+
+    #[test]
+    fn closing_a_user_tells_followers_and_the_other_replicas() {
+        let hub = Hub::default();
+        let (outbox, mut published) = mpsc::channel(4);
+        hub.set_outbox(outbox);
+        let mut closed = hub.subscribe_closed();
+        let (bob, token) = (Uuid::now_v7(), Uuid::now_v7());
+        hub.close_user(bob);
+        let heard = closed.try_recv().expect("followers hear of the closing");
+        assert_eq!(heard, Closed::User(bob));
+        assert!(heard.concerns(token, Some(bob)));
+        assert!(!heard.concerns(token, Some(Uuid::now_v7())));
+        assert!(!heard.concerns(token, None), "a worker token has no user");
+        assert_eq!(published.try_recv().ok(), Some(Event::CloseUser(bob)));
+
+        hub.close_token_local(token);
+        let heard = closed.try_recv().expect("followers hear of a closed token");
+        assert!(heard.concerns(token, Some(bob)));
+        assert!(!heard.concerns(Uuid::now_v7(), Some(bob)));
+    }
 
     fn hub_with_slack(outbox_slack: usize) -> Hub {
         Hub::new(&AgentSettings {

@@ -278,6 +278,7 @@ fn apply(hub: &Hub, event: Event) {
         Event::Work => hub.wake_local(),
         Event::Changed => hub.changed_local(),
         Event::CloseToken(token_id) => hub.close_token_local(token_id),
+        Event::CloseUser(user_id) => hub.close_user_local(user_id),
         Event::Cancel { worker_id, key } => {
             // Only the replica holding the worker's stream has anything to do; sending
             // never waits, so a worker that does not read its stream cannot stall this.

@@ -17,6 +17,7 @@ use diesel::sql_types::{BigInt, Bytea, Integer, SmallInt, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::access::auth::{self, Identity};
 use crate::error::{Error, Result};
 use crate::live::hub::Hub;
 use crate::store::db::DbPool;
@@ -366,28 +367,49 @@ pub struct Follow {
 /// following) whatever comes until the request is terminal and everything stored was
 /// sent. The channel closes at the end; a read error is sent once, then it closes. Ends
 /// quietly when the reader goes away.
+///
+/// A follower is a stream opened with `caller`'s token: when that token, or its user, is
+/// disabled or deleted (the hub says so, here or through another replica), it ends with
+/// UNAUTHENTICATED saying why. It also re-checks the token every `RECHECK` (5 s), so a lost
+/// notification only delays the end.
 pub fn follow(
     pool: DbPool,
     hub: Arc<Hub>,
+    caller: &Identity,
     what: Follow,
 ) -> tokio::sync::mpsc::Receiver<Result<Chunk>> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let reader = (caller.token_id, caller.user_id);
     tokio::spawn(async move {
-        if let Err(e) = follow_into(&pool, &hub, &what, &tx).await {
+        if let Err(e) = follow_into(&pool, &hub, reader, &what, &tx).await {
             let _ = tx.send(Err(e)).await;
         }
     });
     rx
 }
 
-/// The follower's loop; `Ok` when done or when the reader went away.
+/// How often a follower re-checks its caller's token without being told to: the same
+/// bound as the token cache's, so a lost notification costs a follower no more than it
+/// costs any other call.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The follower's loop; `Ok` when done or when the reader went away. `reader` is the
+/// caller's token id and user id.
 async fn follow_into(
     pool: &DbPool,
     hub: &Hub,
+    reader: (Uuid, Option<Uuid>),
     what: &Follow,
     tx: &tokio::sync::mpsc::Sender<Result<Chunk>>,
 ) -> Result<()> {
+    let (token_id, user_id) = reader;
     let mut changes = hub.subscribe();
+    let mut closed = hub.subscribe_closed();
+    let mut checked = std::time::Instant::now();
+    let recheck = async || -> Result<()> {
+        let mut conn = pool.get().await?;
+        auth::token_usable(&mut conn, token_id).await
+    };
     let mut after = 0i64;
     loop {
         // Read the status before the chunks: if it was terminal then, every chunk
@@ -450,6 +472,24 @@ async fn follow_into(
             _ = changes.changed() => {}
             () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
             () = tx.closed() => return Ok(()),
+            heard = closed.recv() => match heard {
+                Ok(what) if what.concerns(token_id, user_id) => {
+                    recheck().await?;
+                    checked = std::time::Instant::now();
+                }
+                Ok(_) => {}
+                // Some closings were missed: one of them may have been ours.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    recheck().await?;
+                    checked = std::time::Instant::now();
+                }
+                // The hub is gone: the server is stopping.
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        }
+        if checked.elapsed() >= RECHECK {
+            recheck().await?;
+            checked = std::time::Instant::now();
         }
     }
 }

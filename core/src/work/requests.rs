@@ -462,6 +462,7 @@ impl WorkRequests {
         Ok(logs::follow(
             self.pool.clone(),
             self.hub.clone(),
+            caller,
             Follow {
                 id,
                 attempt,

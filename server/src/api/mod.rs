@@ -11,8 +11,10 @@ pub mod error;
 pub mod limits;
 pub mod server;
 pub mod tokens;
+pub mod users;
 pub mod work_requests;
 pub mod workers;
+pub mod workspaces;
 
 use chrono::{DateTime, Utc};
 

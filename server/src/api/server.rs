@@ -1,4 +1,4 @@
-//! The gRPC server itself: TLS, the auth layer, health, reflection and the four Berth
+//! The gRPC server itself: TLS, the auth layer, health, reflection and the Berth
 //! services on one listener.
 //!
 //! `app` decides when to start and stop; this module knows how, in tonic's terms.
@@ -15,10 +15,14 @@ use std::sync::Arc;
 
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
+use berth_common::proto::user_service_server::UserServiceServer;
 use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
 use berth_common::proto::worker_service_server::WorkerServiceServer;
+use berth_common::proto::workspace_service_server::WorkspaceServiceServer;
 use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
+use berth_core::access::users::Users;
+use berth_core::access::workspaces::Workspaces;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{DbHealth, Reachability};
@@ -37,13 +41,17 @@ use crate::api::agent::AgentApi;
 use crate::api::auth::AuthLayer;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::api::tokens::TokenApi;
+use crate::api::users::UserApi;
 use crate::api::work_requests::WorkRequestApi;
 use crate::api::workers::WorkerApi;
+use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 5] = [
+const SERVICE_NAMES: [&str; 7] = [
     "",
     "berth.v1.TokenService",
+    "berth.v1.UserService",
+    "berth.v1.WorkspaceService",
     "berth.v1.WorkerService",
     "berth.v1.WorkRequestService",
     "berth.v1.AgentService",
@@ -54,6 +62,8 @@ pub struct Services {
     /// Turns tokens into identities for the auth layer.
     pub authenticator: Authenticator,
     pub tokens: Tokens,
+    pub users: Users,
+    pub workspaces: Workspaces,
     pub workers: Workers,
     pub requests: WorkRequests,
     pub agents: Agents,
@@ -137,6 +147,8 @@ pub async fn serve(
     let Services {
         authenticator,
         tokens,
+        users,
+        workspaces,
         workers,
         requests,
         agents,
@@ -151,6 +163,14 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(
             TokenServiceServer::new(TokenApi::new(tokens))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            UserServiceServer::new(UserApi::new(users))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            WorkspaceServiceServer::new(WorkspaceApi::new(workspaces))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(

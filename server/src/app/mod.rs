@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
+use berth_core::access::users::Users;
+use berth_core::access::workspaces::Workspaces;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{self, DbHealth};
@@ -299,6 +301,8 @@ async fn serve_inner(
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
         tokens: Tokens::new(pool.clone(), hub.clone()),
+        users: Users::new(pool.clone(), hub.clone()),
+        workspaces: Workspaces::new(pool.clone()),
         workers: Workers::new(pool.clone(), hub.clone()),
         requests: WorkRequests::new(
             pool.clone(),
