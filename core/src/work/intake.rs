@@ -20,7 +20,10 @@ use crate::store::db::DbPool;
 use crate::store::models::{NewWorkRequest, WorkRequestRow};
 use crate::store::schema::work_requests;
 use crate::work::ids::WorkRequestId;
+use crate::work::limits;
 use diesel::prelude::*;
+use diesel_async::AsyncConnection;
+use uuid::Uuid;
 
 /// Rows waiting to be inserted, across all submit calls of this replica.
 const QUEUE: usize = 4096;
@@ -70,43 +73,69 @@ async fn run(pool: DbPool, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-/// One result per row, in order.
+/// One result per row, in order. Rows past their workspace's `max_pending` are refused
+/// (see `limits`) and the others inserted, in one transaction that holds the limited
+/// workspaces' locks until the rows are in.
 async fn insert_all(
     conn: &mut AsyncPgConnection,
     rows: &[NewWorkRequest],
 ) -> Vec<Result<WorkRequestRow>> {
-    let together: Result<Vec<WorkRequestRow>, diesel::result::Error> =
-        diesel::insert_into(work_requests::table)
-            .values(rows)
-            .returning(WorkRequestRow::as_returning())
-            .get_results(conn)
-            .await;
+    let together = conn
+        .transaction::<_, Error, _>(async |conn| {
+            let wanted: Vec<(Uuid, i64)> = rows.iter().map(|row| (row.workspace_id, 1)).collect();
+            let verdicts = limits::admit(conn, &wanted).await?;
+            let admitted: Vec<&NewWorkRequest> = rows
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, verdict)| verdict.is_ok())
+                .map(|(row, _)| row)
+                .collect();
+            let stored: Vec<WorkRequestRow> = if admitted.is_empty() {
+                Vec::new()
+            } else {
+                diesel::insert_into(work_requests::table)
+                    .values(admitted)
+                    .returning(WorkRequestRow::as_returning())
+                    .get_results(conn)
+                    .await?
+            };
+            Ok((verdicts, stored))
+        })
+        .await;
     match together {
-        Ok(stored) => {
+        Ok((verdicts, stored)) => {
             let mut by_id: HashMap<WorkRequestId, WorkRequestRow> =
                 stored.into_iter().map(|row| (row.id, row)).collect();
             rows.iter()
-                .map(|row| {
+                .zip(verdicts)
+                .map(|(row, verdict)| {
+                    verdict?;
                     by_id.remove(&row.id).ok_or_else(|| {
                         Error::internal(format!("work request {} was not returned", row.id))
                     })
                 })
                 .collect()
         }
-        Err(e) if rows.len() == 1 => vec![Err(e.into())],
+        Err(e) if rows.len() == 1 => vec![Err(e)],
         Err(_) => {
             let mut results = Vec::with_capacity(rows.len());
             for row in rows {
-                results.push(
-                    diesel::insert_into(work_requests::table)
-                        .values(row)
-                        .returning(WorkRequestRow::as_returning())
-                        .get_result(conn)
-                        .await
-                        .map_err(Error::from),
-                );
+                results.push(insert_one(conn, row).await);
             }
             results
         }
     }
+}
+
+/// One row in a transaction of its own, checked against its workspace's limit.
+async fn insert_one(conn: &mut AsyncPgConnection, row: &NewWorkRequest) -> Result<WorkRequestRow> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        limits::admit_one(conn, row.workspace_id, 1).await?;
+        Ok(diesel::insert_into(work_requests::table)
+            .values(row)
+            .returning(WorkRequestRow::as_returning())
+            .get_result(conn)
+            .await?)
+    })
+    .await
 }

@@ -47,7 +47,10 @@ pub const RULES: &[(&str, &[TokenKind])] = &[
     ("/berth.v1.WorkspaceService/ListWorkspaces", &[Admin, User]),
     ("/berth.v1.WorkspaceService/GetWorkspace", &[Admin, User]),
     ("/berth.v1.WorkspaceService/UpdateWorkspace", &[Admin, User]),
-    ("/berth.v1.WorkspaceService/ArchiveWorkspace", &[Admin, User]),
+    (
+        "/berth.v1.WorkspaceService/ArchiveWorkspace",
+        &[Admin, User],
+    ),
     ("/berth.v1.WorkspaceService/AddMember", &[Admin, User]),
     ("/berth.v1.WorkspaceService/RemoveMember", &[Admin, User]),
     ("/berth.v1.WorkspaceService/ListMembers", &[Admin, User]),

@@ -306,12 +306,15 @@ impl WorkRequestService for WorkRequestApi {
         let listed = async {
             let page = self
                 .requests
-                .list(&caller, ListQuery {
-                    status: status_from_proto(req.status)?,
-                    workspace: req.workspace,
-                    page_size: req.page_size,
-                    page_token: req.page_token,
-                })
+                .list(
+                    &caller,
+                    ListQuery {
+                        status: status_from_proto(req.status)?,
+                        workspace: req.workspace,
+                        page_size: req.page_size,
+                        page_token: req.page_token,
+                    },
+                )
                 .await?;
             Ok(ListWorkRequestsResponse {
                 work_requests: page
@@ -394,7 +397,10 @@ impl WorkRequestService for WorkRequestApi {
         let caller = identity(&request)?;
         let req = request.get_ref();
         let listed = async {
-            let views = self.requests.queue(&caller, &req.workspace, req.limit).await?;
+            let views = self
+                .requests
+                .queue(&caller, &req.workspace, req.limit)
+                .await?;
             let entries = views
                 .into_iter()
                 .map(|view| {
