@@ -529,10 +529,15 @@ struct ClaimRow {
 ///   order, walked through `work_requests_queue_by_workspace` with a LATERAL LIMIT, so
 ///   no claim reads more than `free` rows of any workspace however deep the queue is
 ///   (rows the worker's labels do not admit are stepped over, as in a single queue).
-///   The limit is also what keeps a workspace below its `max_running` in one claim.
-///   Each candidate's share is `(running + rank - 1) / weight`: what the workspace
-///   would run, relative to its weight, if it got this one next.
-/// - `chosen`: the `free` candidates with the least share, then priority, then age.
+///   The workspace is matched as a range (`>= AND <=`) and leads the ORDER BY: with an
+///   equality the planner drops it from the order and may walk the global
+///   `work_requests_queue` instead, filtering out every other workspace's rows (on a
+///   10,000-deep queue, thousands of rows per workspace instead of `free`).
+///   The LIMIT is a plain parameter so the planner knows it is small.
+/// - `chosen`: candidates within their workspace's `max_running` (its running jobs plus
+///   the rank), the `free` ones with the least share first, then priority, then age. A
+///   candidate's share is `(running + rank - 1) / weight`: what the workspace would run,
+///   relative to its weight, if it got this one next.
 /// - `picked`: the chosen rows locked `FOR UPDATE SKIP LOCKED`, re-checked as pending.
 ///   Locking only after choosing, not inside the lateral, locks at most `free` rows:
 ///   locking in the lateral would hold up to `free` rows of every workspace until
@@ -544,27 +549,31 @@ struct ClaimRow {
 /// Running counts read in this statement include the claims of workers earlier in the
 /// same round (same transaction), so a round over many workers shares out as it goes.
 const FAIR_CLAIM: &str = "\
-WITH ws AS ( \
+WITH ws AS MATERIALIZED ( \
   SELECT w.id, w.weight, w.max_running, \
          (SELECT count(*) FROM work_requests r \
            WHERE r.workspace_id = w.id AND r.status = 'running' AND r.kind = 'job') AS running \
   FROM workspaces w \
   WHERE $4::uuid[] IS NULL OR w.id = ANY($4)), \
 cand AS ( \
-  SELECT c.id, c.prio, c.created_at, \
-         (ws.running + row_number() OVER (PARTITION BY ws.id \
-             ORDER BY c.prio DESC, c.created_at, c.id) - 1)::float8 / ws.weight AS share \
+  SELECT c.id, c.prio, c.created_at, ws.running, ws.max_running, ws.weight, \
+         row_number() OVER (PARTITION BY ws.id \
+             ORDER BY c.prio DESC, c.created_at, c.id) AS rank \
   FROM ws CROSS JOIN LATERAL ( \
     SELECT wr.id, wr.priority_base + wr.priority_adjustment AS prio, wr.created_at \
     FROM work_requests wr \
-    WHERE wr.workspace_id = ws.id AND wr.status = 'pending' AND wr.kind = 'job' \
+    WHERE wr.workspace_id >= ws.id AND wr.workspace_id <= ws.id \
+      AND wr.status = 'pending' AND wr.kind = 'job' \
       AND (wr.not_before IS NULL OR wr.not_before <= now()) \
       AND wr.requirements <@ $1 AND wr.requirements @> $2 \
-    ORDER BY wr.priority_base + wr.priority_adjustment DESC, wr.created_at, wr.id \
-    LIMIT LEAST($3, GREATEST(COALESCE(ws.max_running - ws.running, $3), 0))) c \
+    ORDER BY wr.workspace_id, wr.priority_base + wr.priority_adjustment DESC, \
+      wr.created_at, wr.id \
+    LIMIT $3) c \
   WHERE ws.max_running IS NULL OR ws.running < ws.max_running), \
 chosen AS ( \
-  SELECT id FROM cand ORDER BY share, prio DESC, created_at, id LIMIT $3), \
+  SELECT id FROM cand \
+  WHERE max_running IS NULL OR running + rank <= max_running \
+  ORDER BY (running + rank - 1)::float8 / weight, prio DESC, created_at, id LIMIT $3), \
 picked AS ( \
   SELECT wr.id FROM work_requests wr JOIN chosen ON chosen.id = wr.id \
   WHERE wr.status = 'pending' AND wr.kind = 'job' \
@@ -739,17 +748,21 @@ async fn lock_limited_workspaces(conn: &mut AsyncPgConnection) -> Result<()> {
     Ok(())
 }
 
-/// Turns bitmap scans off for the rest of the caller's transaction.
+/// Turns bitmap scans and JIT compilation off for the rest of the caller's transaction.
 ///
 /// The queue table grows and drains faster than statistics follow: with an estimate of a
 /// handful of pending rows the planner reads (and for a claim, sorts) every entry of
 /// `work_requests_queue`, including the dead ones a drained backlog leaves until vacuum,
 /// instead of walking the index in order and stopping at the limit. A backlog is exactly
-/// when claims must be cheap.
+/// when claims must be cheap. The fair-share claim's estimates (a LATERAL per workspace)
+/// can pass `jit_above_cost` although it reads a few rows per workspace; compiling it
+/// would cost tens of milliseconds for a query that runs in one.
 async fn no_bitmap_scans(conn: &mut AsyncPgConnection) -> Result<()> {
-    diesel::sql_query("SET LOCAL enable_bitmapscan = off")
-        .execute(conn)
-        .await?;
+    diesel::sql_query(
+        "SELECT set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)",
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
