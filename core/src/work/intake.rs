@@ -74,34 +74,36 @@ async fn run(pool: DbPool, mut rx: mpsc::Receiver<Pending>) {
 }
 
 /// One result per row, in order. Rows past their workspace's `max_pending` are refused
-/// (see `limits`) and the others inserted, in one transaction that holds the limited
-/// workspaces' locks until the rows are in.
+/// (see `limits`) and the others inserted. When a workspace of the batch has a limit,
+/// that happens in one transaction that holds the limited workspaces' locks until the
+/// rows are in; otherwise the batch is one `INSERT` as it always was, after one indexed
+/// read of the workspaces (a limit set meanwhile holds from the next batch on).
 async fn insert_all(
     conn: &mut AsyncPgConnection,
     rows: &[NewWorkRequest],
 ) -> Vec<Result<WorkRequestRow>> {
-    let together = conn
-        .transaction::<_, Error, _>(async |conn| {
-            let wanted: Vec<(Uuid, i64)> = rows.iter().map(|row| (row.workspace_id, 1)).collect();
-            let verdicts = limits::admit(conn, &wanted).await?;
-            let admitted: Vec<&NewWorkRequest> = rows
-                .iter()
-                .zip(&verdicts)
-                .filter(|(_, verdict)| verdict.is_ok())
-                .map(|(row, _)| row)
-                .collect();
-            let stored: Vec<WorkRequestRow> = if admitted.is_empty() {
-                Vec::new()
-            } else {
-                diesel::insert_into(work_requests::table)
-                    .values(admitted)
-                    .returning(WorkRequestRow::as_returning())
-                    .get_results(conn)
-                    .await?
-            };
-            Ok((verdicts, stored))
-        })
-        .await;
+    let workspaces: Vec<Uuid> = rows.iter().map(|row| row.workspace_id).collect();
+    let together = match limits::any_limited(conn, &workspaces).await {
+        Ok(false) => insert_rows(conn, rows.iter().collect())
+            .await
+            .map(|stored| (rows.iter().map(|_| Ok(())).collect(), stored)),
+        Ok(true) => {
+            conn.transaction::<_, Error, _>(async |conn| {
+                let wanted: Vec<(Uuid, i64)> = workspaces.iter().map(|id| (*id, 1)).collect();
+                let verdicts = limits::admit(conn, &wanted).await?;
+                let admitted: Vec<&NewWorkRequest> = rows
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(_, verdict)| verdict.is_ok())
+                    .map(|(row, _)| row)
+                    .collect();
+                let stored = insert_rows(conn, admitted).await?;
+                Ok((verdicts, stored))
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
     match together {
         Ok((verdicts, stored)) => {
             let mut by_id: HashMap<WorkRequestId, WorkRequestRow> =
@@ -125,6 +127,21 @@ async fn insert_all(
             results
         }
     }
+}
+
+/// Inserts `rows` in one statement and returns them as stored.
+async fn insert_rows(
+    conn: &mut AsyncPgConnection,
+    rows: Vec<&NewWorkRequest>,
+) -> Result<Vec<WorkRequestRow>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(diesel::insert_into(work_requests::table)
+        .values(rows)
+        .returning(WorkRequestRow::as_returning())
+        .get_results(conn)
+        .await?)
 }
 
 /// One row in a transaction of its own, checked against its workspace's limit.

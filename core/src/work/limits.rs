@@ -9,7 +9,8 @@
 //! To keep concurrent submitters (on any replica) from passing the limit together, the
 //! rows of the limited workspaces among those submitted to are locked for the rest of the
 //! transaction, so the count and the insert are one step. Workspaces without a limit are
-//! neither locked nor counted: their submissions cost one indexed read more, nothing else.
+//! neither locked nor counted: their submissions cost one indexed read more, nothing else
+//! (`intake` asks [`any_limited`] first and then needs no transaction).
 //!
 //! The limit on running work (`max_running`) is the claim's (`scheduler`); this module
 //! never looks at running work and never changes anything but by refusing.
@@ -79,6 +80,19 @@ pub(crate) async fn admit(
             None => Ok(()),
         })
         .collect())
+}
+
+/// Whether any of `workspaces` has a `max_pending`, without locking anything: a caller
+/// that learns none has may insert without [`admit`].
+pub(crate) async fn any_limited(conn: &mut AsyncPgConnection, workspaces: &[Uuid]) -> Result<bool> {
+    let limited: bool = diesel::select(diesel::dsl::exists(
+        workspaces::table
+            .filter(workspaces::id.eq_any(workspaces))
+            .filter(workspaces::max_pending.is_not_null()),
+    ))
+    .get_result(conn)
+    .await?;
+    Ok(limited)
 }
 
 /// [`admit`] for one submission: `Ok` when `adding` waiting jobs fit into `workspace`.
