@@ -8,6 +8,10 @@
 //! `Assign` sent; if it cannot be delivered the attempt is withdrawn and the request goes
 //! back to pending.
 //!
+//! Between workspaces the claim shares fairly: a free slot goes to the workspace running
+//! the least for its weight, never past a workspace's `max_running`, and a worker
+//! restricted to workspaces is offered only theirs (see [`FAIR_CLAIM`]).
+//!
 //! Every later change of an attempt goes through `lifecycle`, fenced by its attempt
 //! number.
 
