@@ -29,6 +29,10 @@ struct Cli {
     /// Seed of `chaos`'s faults and load, to replay a run [default: from the clock]
     #[arg(long)]
     seed: Option<u64>,
+    /// Workspaces `noop` spreads its requests over, round-robin; several (`1,4`) run it
+    /// once each and print the ratios [default: 1; 1,4 for `all`]
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=1000))]
+    workspaces: Vec<u64>,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         out_dir: cli.out,
         duration: cli.duration,
         seed: cli.seed,
+        workspaces: match (cli.workspaces.is_empty(), cli.scenario) {
+            (true, Scenario::All) => vec![1, 4],
+            (true, _) => vec![1],
+            (false, _) => cli
+                .workspaces
+                .iter()
+                .map(|&n| usize::try_from(n).unwrap_or(1))
+                .collect(),
+        },
     };
     let list: Vec<Scenario> = if cli.scenario == Scenario::All {
         Scenario::EACH.to_vec()

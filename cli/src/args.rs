@@ -478,6 +478,22 @@ pub enum WorkerCommand {
         /// The worker's name.
         name: String,
     },
+    /// Let a worker take only some workspaces' requests (`--workspace`, repeatable), or
+    /// every workspace's again (`--any`).
+    Restrict {
+        /// The worker's name.
+        name: String,
+        /// A workspace whose requests it takes (repeatable).
+        #[arg(
+            long = "workspace",
+            value_name = "WORKSPACE",
+            required_unless_present = "any"
+        )]
+        workspaces: Vec<String>,
+        /// Lift the restriction: it serves every workspace.
+        #[arg(long, conflicts_with = "workspaces")]
+        any: bool,
+    },
 }
 
 /// `berth run ...`
@@ -917,6 +933,27 @@ pub(crate) mod tests {
             parse(&["worker", "drain", "h1"]).command,
             Command::Worker(WorkerCommand::Drain { name }) if name == "h1"
         ));
+        assert!(matches!(
+            parse(&["worker", "restrict", "h1", "--workspace", "a", "--workspace", "b"]).command,
+            Command::Worker(WorkerCommand::Restrict { name, workspaces, any: false })
+                if name == "h1" && workspaces == ["a", "b"]
+        ));
+        assert!(matches!(
+            parse(&["worker", "restrict", "h1", "--any"]).command,
+            Command::Worker(WorkerCommand::Restrict { workspaces, any: true, .. })
+                if workspaces.is_empty()
+        ));
+        let restrict = |line: &[&str]| {
+            Cli::parse_args(std::iter::once("berth").chain(line.iter().copied())).is_err()
+        };
+        assert!(
+            restrict(&["worker", "restrict", "h1"]),
+            "neither --workspace nor --any"
+        );
+        assert!(
+            restrict(&["worker", "restrict", "h1", "--any", "--workspace", "a"]),
+            "both --workspace and --any"
+        );
         assert!(matches!(
             parse(&["cancel", "abc"]).command,
             Command::Cancel { id } if id == "abc"

@@ -23,6 +23,10 @@ pub struct Options {
     pub duration: Option<Duration>,
     /// The seed of a scenario that draws at random (`chaos`); from the clock if `None`.
     pub seed: Option<u64>,
+    /// How many workspaces `noop` spreads its requests over, one run per entry (with two
+    /// or more entries it also prints each figure's ratio to the first); `[1]` unless
+    /// given, `[1, 4]` for `all`.
+    pub workspaces: Vec<usize>,
 }
 
 /// A scenario the command line can name.

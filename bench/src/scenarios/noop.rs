@@ -23,6 +23,13 @@
 //!    `UPDATE` with the same number of clients for the same time: the throughput of the
 //!    smallest useful write transaction on this machine. Work requests per second ÷
 //!    pgbench TPS says how close Berth comes to that bound.
+//!
+//! With `--workspaces N` the submitters spread their requests round-robin over N
+//! workspaces the scenario creates (`bench-1` ... `bench-N`, the bench user a contributor
+//! in each), so every claim shares slots between workspaces (fair share, see
+//! `scheduler::claim`). Given several counts (`--workspaces 1,4`, and `all`), it runs once
+//! per count, each on a fresh stack, and prints each run's figures and their ratio to the
+//! first run's: fair share with many workspaces should cost little next to one.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -74,13 +81,80 @@ impl Sizes {
     }
 }
 
-/// Runs the scenario.
+/// Runs the scenario once per workspace count of `opts.workspaces`.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let sizes = Sizes::for_options(opts);
-    let stack = Stack::start(StackOptions::default()).await?;
-    let result = measure(&stack, sizes).await;
-    stack.stop().await?;
-    result
+    let mut runs: Vec<(usize, Report)> = Vec::new();
+    for &workspaces in &opts.workspaces {
+        if opts.workspaces.len() > 1 {
+            eprintln!("  noop with {workspaces} workspace(s)");
+        }
+        let stack = Stack::start(StackOptions::default()).await?;
+        let result = measure(&stack, sizes, workspaces.max(1)).await;
+        stack.stop().await?;
+        runs.push((workspaces, result?));
+    }
+    if runs.len() == 1
+        && let Some((_, report)) = runs.pop()
+    {
+        return Ok(report);
+    }
+    Ok(compare(runs))
+}
+
+/// One report of several runs: each run's rows under its workspace count, then the ratio
+/// of each later run's throughput and dispatch latencies to the first run's.
+fn compare(runs: Vec<(usize, Report)>) -> Report {
+    let figure = |report: &Report, path: &[&str]| -> f64 {
+        path.iter()
+            .try_fold(&report.json, |v, key| v.get(*key))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    let compared: [(&str, &[&str]); 4] = [
+        ("peak throughput", &["peak", "throughput_per_second"]),
+        (
+            "half load: dispatch latency p50",
+            &["half_load", "dispatch_latency_ms", "p50"],
+        ),
+        (
+            "half load: dispatch latency p99",
+            &["half_load", "dispatch_latency_ms", "p99"],
+        ),
+        (
+            "peak: dispatch latency p50",
+            &["peak", "dispatch_latency_ms", "p50"],
+        ),
+    ];
+    let mut rows = Vec::new();
+    let mut json_runs = Vec::new();
+    let mut json_ratios = Vec::new();
+    let base = runs.first().map(|(n, r)| (*n, r.clone()));
+    for (workspaces, report) in &runs {
+        for (label, value) in &report.rows {
+            rows.push((format!("[{workspaces} ws] {label}"), value.clone()));
+        }
+        json_runs.push(json!({"workspaces": workspaces, "figures": report.json}));
+    }
+    if let Some((base_n, base)) = base {
+        for (workspaces, report) in runs.iter().skip(1) {
+            let mut ratios = serde_json::Map::new();
+            for (label, path) in compared {
+                let ratio = figure(report, path) / figure(&base, path);
+                rows.push((
+                    format!("{workspaces} ws / {base_n} ws: {label}"),
+                    format!("{ratio:.3}"),
+                ));
+                ratios.insert(label.to_owned(), json!(ratio));
+            }
+            json_ratios.push(json!({"workspaces": workspaces, "over": base_n, "ratios": ratios}));
+        }
+    }
+    Report {
+        scenario: "noop".to_owned(),
+        rows,
+        json: json!({"runs": json_runs, "ratios": json_ratios}),
+    }
 }
 
 /// Latency figures of one phase, in milliseconds.
@@ -113,11 +187,12 @@ fn latencies(fleet: &SimFleet, submitted: &[(String, Instant)]) -> Latency {
     }
 }
 
-async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
+async fn measure(stack: &Stack, sizes: Sizes, workspaces: usize) -> anyhow::Result<Report> {
     let fleet = start_fleet(stack, "sim", sizes.workers, sizes.concurrency).await?;
     fleet.wait_welcomed(Duration::from_secs(60)).await?;
     let user_token = stack.create_token(Role::User, "bench").await?;
     let sql = stack.sql().await?;
+    let workspace_names = create_workspaces(&sql, workspaces).await?;
     // Every statement the bench sends on `sql` is a transaction of its own in `berth`;
     // they are counted so they can be subtracted from the server's commits.
     let mut own_queries: u64 = 0;
@@ -133,7 +208,15 @@ async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
         sizes.workers, sizes.concurrency, sizes.submitters, sizes.duration
     );
     let start = Instant::now();
-    let peak = submit_phase(stack, &user_token, sizes.submitters, sizes.duration, None).await?;
+    let peak = submit_phase(
+        stack,
+        &user_token,
+        &workspace_names,
+        sizes.submitters,
+        sizes.duration,
+        None,
+    )
+    .await?;
     let completed_at = wait_completed(&sql, peak.len() as i64, &mut own_queries, &fleet).await?;
     let peak_elapsed = completed_at.duration_since(start).as_secs_f64();
     let throughput = peak.len() as f64 / peak_elapsed;
@@ -177,6 +260,7 @@ async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
     let half = submit_phase(
         stack,
         &user_token,
+        &workspace_names,
         sizes.submitters,
         sizes.duration,
         Some(half_rate),
@@ -199,6 +283,10 @@ async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
         (
             "submitters".to_owned(),
             format!("{} for {:?} per phase", sizes.submitters, sizes.duration),
+        ),
+        (
+            "workspaces".to_owned(),
+            format!("{workspaces} (requests round-robin)"),
         ),
         (
             "peak: completed".to_owned(),
@@ -280,6 +368,7 @@ async fn measure(stack: &Stack, sizes: Sizes) -> anyhow::Result<Report> {
     let json = json!({
         "statement_profile": {"statements": statement_calls, "per_work_request": per_request(statement_calls), "top": profile},
         "workers": sizes.workers,
+        "workspaces": workspaces,
         "concurrency": sizes.concurrency,
         "submitters": sizes.submitters,
         "duration_seconds": sizes.duration.as_secs_f64(),
@@ -327,12 +416,38 @@ async fn xact_commit(sql: &tokio_postgres::Client) -> anyhow::Result<u64> {
     Ok(u64::try_from(commits).unwrap_or(0))
 }
 
+/// Creates workspaces `bench-1` ... `bench-N` and makes the `bench` user a contributor
+/// in each (as an admin would before its members submit); returns their names.
+async fn create_workspaces(
+    sql: &tokio_postgres::Client,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = (1..=count).map(|i| format!("bench-{i}")).collect();
+    sql.execute(
+        "INSERT INTO workspaces (id, name) SELECT gen_random_uuid(), unnest($1::text[])",
+        &[&names],
+    )
+    .await
+    .context("cannot create the bench workspaces")?;
+    sql.execute(
+        "INSERT INTO workspace_members (workspace_id, user_id, role) \
+         SELECT w.id, u.id, 'contributor' FROM workspaces w, users u \
+         WHERE w.name = ANY($1) AND u.name = 'bench'",
+        &[&names],
+    )
+    .await
+    .context("cannot make the bench user a member of its workspaces")?;
+    Ok(names)
+}
+
 /// Submits for `duration` from `submitters` concurrent loops, each on its own connection;
 /// unpaced when `rate` is `None`, else paced to `rate` submissions per second in total.
+/// Each loop goes round the `workspaces` in turn, starting at its own offset.
 /// Returns each submitted id with the instant its submit call returned.
 async fn submit_phase(
     stack: &Stack,
     token: &str,
+    workspaces: &[String],
     submitters: usize,
     duration: Duration,
     rate: Option<f64>,
@@ -341,8 +456,10 @@ async fn submit_phase(
     let deadline = tokio::time::Instant::now() + duration;
     for i in 0..submitters {
         let mut client = stack.work_requests(token).await?;
+        let workspaces = workspaces.to_vec();
         tasks.spawn(async move {
             let mut submitted = Vec::new();
+            let mut turn = i;
             let mut pace = rate.map(|rate| {
                 let period = Duration::from_secs_f64((submitters as f64 / rate).max(1e-4));
                 // Stagger the submitters so that their submissions interleave evenly.
@@ -359,12 +476,18 @@ async fn submit_phase(
                 if tokio::time::Instant::now() >= deadline {
                     return Ok::<_, anyhow::Error>(submitted);
                 }
+                let workspace = workspaces
+                    .get(turn % workspaces.len().max(1))
+                    .cloned()
+                    .unwrap_or_default();
+                turn += 1;
                 let request = SubmitWorkRequestRequest {
                     spec: Some(ContainerSpec {
                         image: "bench/noop".into(),
                         command: vec!["true".into()],
                         ..Default::default()
                     }),
+                    workspace,
                     ..Default::default()
                 };
                 let response = client

@@ -1,5 +1,5 @@
-//! `berth worker ...`: list and show workers, enable or disable them for new work, and
-//! drain them.
+//! `berth worker ...`: list and show workers, enable or disable them for new work,
+//! drain them, and restrict them to some workspaces.
 
 use berth_common::proto;
 
@@ -33,6 +33,16 @@ pub(super) async fn execute(
         WorkerCommand::Drain { name } => {
             let drain = proto::DrainWorkerRequest { name };
             show(server, printer, Workers::drain_worker, drain).await
+        }
+        WorkerCommand::Restrict {
+            name,
+            workspaces,
+            any,
+        } => {
+            // `--any` sends no workspace: the server reads that as every workspace.
+            let workspaces = if any { Vec::new() } else { workspaces };
+            let restrict = proto::RestrictWorkerRequest { name, workspaces };
+            show(server, printer, Workers::restrict_worker, restrict).await
         }
     }
 }

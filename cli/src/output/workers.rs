@@ -1,5 +1,5 @@
-//! Views of worker daemons: one worker (`worker get`, `enable`, `disable`, `drain`) and
-//! `worker list`.
+//! Views of worker daemons: one worker (`worker get`, `enable`, `disable`, `drain`,
+//! `restrict`) and `worker list`.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +20,8 @@ pub struct WorkerView {
     pub running: u32,
     pub labels: BTreeMap<String, String>,
     pub metadata: BTreeMap<String, String>,
+    /// The only workspaces it serves; empty when it serves every workspace.
+    pub workspaces: Vec<String>,
     pub connected_at: Option<Time>,
     pub last_heartbeat_at: Option<Time>,
     pub created_at: Option<Time>,
@@ -37,6 +39,7 @@ impl From<proto::Worker> for WorkerView {
             running: worker.running,
             labels: sorted(worker.labels),
             metadata: sorted(worker.metadata),
+            workspaces: worker.workspaces,
             connected_at: Time::from_proto(worker.connected_at.as_ref()),
             last_heartbeat_at: Time::from_proto(worker.last_heartbeat_at.as_ref()),
             created_at: Time::from_proto(worker.created_at.as_ref()),
@@ -59,6 +62,7 @@ impl Render for WorkerView {
             ("running", format!("{}/{}", self.running, self.concurrency)),
             ("labels", pairs(&self.labels)),
             ("metadata", pairs(&self.metadata)),
+            ("workspaces", served(&self.workspaces)),
             ("connected_at", time(self.connected_at)),
             ("last_heartbeat_at", time(self.last_heartbeat_at)),
             ("created_at", time(self.created_at)),
@@ -93,6 +97,7 @@ impl Render for WorkerListView {
             "DRAINING",
             "RUNNING",
             "LAST_HEARTBEAT",
+            "WORKSPACES",
             "LABELS",
         ]);
         for worker in &self.workers {
@@ -103,9 +108,19 @@ impl Render for WorkerListView {
                 yes_no(worker.draining),
                 format!("{}/{}", worker.running, worker.concurrency),
                 time(worker.last_heartbeat_at),
+                served(&worker.workspaces),
                 pairs(&worker.labels),
             ]);
         }
         table.render()
+    }
+}
+
+/// The workspaces a worker serves, for a table: `*` when it serves every workspace.
+fn served(workspaces: &[String]) -> String {
+    if workspaces.is_empty() {
+        "*".into()
+    } else {
+        workspaces.join(",")
     }
 }

@@ -20,7 +20,10 @@ use crate::store::db::DbPool;
 use crate::store::models::{NewWorkRequest, WorkRequestRow};
 use crate::store::schema::work_requests;
 use crate::work::ids::WorkRequestId;
+use crate::work::limits;
 use diesel::prelude::*;
+use diesel_async::AsyncConnection;
+use uuid::Uuid;
 
 /// Rows waiting to be inserted, across all submit calls of this replica.
 const QUEUE: usize = 4096;
@@ -70,43 +73,86 @@ async fn run(pool: DbPool, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-/// One result per row, in order.
+/// One result per row, in order. Rows past their workspace's `max_pending` are refused
+/// (see `limits`) and the others inserted. When a workspace of the batch has a limit,
+/// that happens in one transaction that holds the limited workspaces' locks until the
+/// rows are in; otherwise the batch is one `INSERT` as it always was, after one indexed
+/// read of the workspaces (a limit set meanwhile holds from the next batch on).
 async fn insert_all(
     conn: &mut AsyncPgConnection,
     rows: &[NewWorkRequest],
 ) -> Vec<Result<WorkRequestRow>> {
-    let together: Result<Vec<WorkRequestRow>, diesel::result::Error> =
-        diesel::insert_into(work_requests::table)
-            .values(rows)
-            .returning(WorkRequestRow::as_returning())
-            .get_results(conn)
-            .await;
+    let workspaces: Vec<Uuid> = rows.iter().map(|row| row.workspace_id).collect();
+    let together = match limits::any_limited(conn, &workspaces).await {
+        Ok(false) => insert_rows(conn, rows.iter().collect())
+            .await
+            .map(|stored| (rows.iter().map(|_| Ok(())).collect(), stored)),
+        Ok(true) => {
+            conn.transaction::<_, Error, _>(async |conn| {
+                let wanted: Vec<(Uuid, i64)> = workspaces.iter().map(|id| (*id, 1)).collect();
+                let verdicts = limits::admit(conn, &wanted).await?;
+                let admitted: Vec<&NewWorkRequest> = rows
+                    .iter()
+                    .zip(&verdicts)
+                    .filter(|(_, verdict)| verdict.is_ok())
+                    .map(|(row, _)| row)
+                    .collect();
+                let stored = insert_rows(conn, admitted).await?;
+                Ok((verdicts, stored))
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
     match together {
-        Ok(stored) => {
+        Ok((verdicts, stored)) => {
             let mut by_id: HashMap<WorkRequestId, WorkRequestRow> =
                 stored.into_iter().map(|row| (row.id, row)).collect();
             rows.iter()
-                .map(|row| {
+                .zip(verdicts)
+                .map(|(row, verdict)| {
+                    verdict?;
                     by_id.remove(&row.id).ok_or_else(|| {
                         Error::internal(format!("work request {} was not returned", row.id))
                     })
                 })
                 .collect()
         }
-        Err(e) if rows.len() == 1 => vec![Err(e.into())],
+        Err(e) if rows.len() == 1 => vec![Err(e)],
         Err(_) => {
             let mut results = Vec::with_capacity(rows.len());
             for row in rows {
-                results.push(
-                    diesel::insert_into(work_requests::table)
-                        .values(row)
-                        .returning(WorkRequestRow::as_returning())
-                        .get_result(conn)
-                        .await
-                        .map_err(Error::from),
-                );
+                results.push(insert_one(conn, row).await);
             }
             results
         }
     }
+}
+
+/// Inserts `rows` in one statement and returns them as stored.
+async fn insert_rows(
+    conn: &mut AsyncPgConnection,
+    rows: Vec<&NewWorkRequest>,
+) -> Result<Vec<WorkRequestRow>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(diesel::insert_into(work_requests::table)
+        .values(rows)
+        .returning(WorkRequestRow::as_returning())
+        .get_results(conn)
+        .await?)
+}
+
+/// One row in a transaction of its own, checked against its workspace's limit.
+async fn insert_one(conn: &mut AsyncPgConnection, row: &NewWorkRequest) -> Result<WorkRequestRow> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        limits::admit_one(conn, row.workspace_id, 1).await?;
+        Ok(diesel::insert_into(work_requests::table)
+            .values(row)
+            .returning(WorkRequestRow::as_returning())
+            .get_result(conn)
+            .await?)
+    })
+    .await
 }

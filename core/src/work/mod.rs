@@ -5,6 +5,7 @@ pub(crate) mod deps;
 pub mod ids;
 pub(crate) mod intake;
 pub(crate) mod lifecycle;
+pub(crate) mod limits;
 pub mod logs;
 pub(crate) mod queue;
 pub mod recorder;

@@ -4,20 +4,30 @@
 //! The scheduler (`scheduler::claim`) is the authority on what runs where; this module only
 //! explains its decisions after the fact, so it must judge a request by the same rules:
 //!
-//! - the queue is every pending job (never a workflow parent) ordered by effective
-//!   priority (base + adjustment) descending, then creation time, then id;
+//! - the queue is every pending job (never a workflow parent); within a workspace it is
+//!   ordered by effective priority (base + adjustment) descending, then creation time,
+//!   then id; the position shown is that order over all workspaces, because across
+//!   workspaces fair share decides, and the share changes with every start and finish;
 //! - a worker may take a request when it is connected, enabled, not draining, has a free
-//!   slot (concurrency minus its unfinished attempts), offers every required label and is
+//!   slot (concurrency minus its unfinished attempts), offers every required label, is
 //!   not reserved by an exclusive label the request does not require
-//!   ([`crate::work::scheduler::match_labels`] says what a worker offers);
+//!   ([`crate::work::scheduler::match_labels`] says what a worker offers), and serves the
+//!   request's workspace (a worker restricted to workspaces serves only those);
+//! - a workspace that runs its `max_running` jobs gets nothing more until one ends;
+//! - when workers are busy, the next free slot goes to the workspace with the least
+//!   running jobs for its weight (`running / weight`), so a request waits for its share
+//!   while another workspace with pending work runs less for its weight;
 //! - a request whose retry backoff (`not_before`) has not passed is not offered yet.
 //!
 //! The reason is a snapshot: by the time a person reads "next in line" the request may
-//! already run. Nothing here takes locks or changes state, so it can never hold the
-//! scheduler up.
+//! already run. The share is judged by workspace, not by whether the other workspace's
+//! pending requests match the same workers' labels. Nothing here takes locks or changes
+//! state, so it can never hold the scheduler up.
 //!
-//! The state of the fleet is read once per call ([`Fleet::load`]) and then applied to each
-//! request, so listing a long queue costs three queries, not three per request.
+//! The state of the fleet is read once per call ([`Fleet::load`]: workers, their
+//! unfinished attempts, and the workspaces with their running counts) and then applied
+//! to each request, so listing a long queue costs a fixed number of queries, not a few
+//! per request.
 
 use std::collections::HashMap;
 
@@ -49,9 +59,18 @@ struct Offer {
     accepting: bool,
     /// Slots not taken by an unfinished attempt.
     free_slots: i64,
+    /// The only workspaces it serves; `None` serves every workspace.
+    serves: Option<Vec<Uuid>>,
 }
 
 impl Offer {
+    /// Whether the worker takes requests of `workspace` at all.
+    fn serves(&self, workspace: Uuid) -> bool {
+        self.serves
+            .as_ref()
+            .is_none_or(|ids| ids.contains(&workspace))
+    }
+
     /// Whether the worker's labels admit `requirements` (ignoring whether it is free).
     fn admits(&self, requirements: &serde_json::Map<String, serde_json::Value>) -> bool {
         contains(&self.matching, requirements) && contains(requirements, &self.exclusive)
@@ -79,16 +98,61 @@ fn pairs<'a>(items: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)
     items.join(", ")
 }
 
-/// The connected workers, read once and used to explain any number of requests.
+/// A workspace as fair share and its limits see it.
+#[derive(Clone, Debug)]
+struct Share {
+    name: String,
+    weight: i32,
+    max_running: Option<i32>,
+    /// Its running jobs.
+    running: i64,
+    /// Whether it has pending jobs.
+    waiting: bool,
+}
+
+impl Share {
+    /// Running jobs for its weight: the least of these goes first.
+    fn per_weight(&self) -> f64 {
+        self.running as f64 / f64::from(self.weight.max(1))
+    }
+}
+
+/// The connected workers and the workspaces, read once and used to explain any number
+/// of requests.
 #[derive(Clone, Debug, Default)]
 pub struct Fleet {
     connected: Vec<Offer>,
+    workspaces: HashMap<Uuid, Share>,
+}
+
+#[derive(QueryableByName)]
+struct ShareRow {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    weight: i32,
+    #[diesel(sql_type = Nullable<diesel::sql_types::Integer>)]
+    max_running: Option<i32>,
+    #[diesel(sql_type = BigInt)]
+    running: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    waiting: bool,
 }
 
 impl Fleet {
     /// Reads the connected workers with their labels, state and free slots.
     pub async fn load(conn: &mut AsyncPgConnection) -> Result<Fleet> {
-        type WorkerFacts = (Uuid, serde_json::Value, serde_json::Value, i32, bool, bool);
+        type WorkerFacts = (
+            Uuid,
+            serde_json::Value,
+            serde_json::Value,
+            i32,
+            bool,
+            bool,
+            Option<Vec<Uuid>>,
+        );
         let rows: Vec<WorkerFacts> = workers::table
             .filter(workers::connected_at.is_not_null())
             .select((
@@ -98,6 +162,7 @@ impl Fleet {
                 workers::concurrency,
                 workers::enabled,
                 workers::draining,
+                workers::workspaces,
             ))
             .load(conn)
             .await?;
@@ -114,23 +179,63 @@ impl Fleet {
             .collect();
         let connected = rows
             .into_iter()
-            .map(|(id, labels, metadata, concurrency, enabled, draining)| {
-                let (matching, exclusive) = match_labels(&labels, &metadata);
-                Offer {
-                    matching: matching.as_object().cloned().unwrap_or_default(),
-                    exclusive: exclusive.as_object().cloned().unwrap_or_default(),
-                    accepting: enabled && !draining,
-                    free_slots: i64::from(concurrency) - live.get(&id).copied().unwrap_or(0),
-                }
+            .map(
+                |(id, labels, metadata, concurrency, enabled, draining, serves)| {
+                    let (matching, exclusive) = match_labels(&labels, &metadata);
+                    Offer {
+                        matching: matching.as_object().cloned().unwrap_or_default(),
+                        exclusive: exclusive.as_object().cloned().unwrap_or_default(),
+                        accepting: enabled && !draining,
+                        free_slots: i64::from(concurrency) - live.get(&id).copied().unwrap_or(0),
+                        serves,
+                    }
+                },
+            )
+            .collect();
+        // Running counts through `work_requests_running_by_workspace` (as many rows as
+        // the fleet runs); whether anything waits, one index probe per workspace.
+        let shares: Vec<ShareRow> = diesel::sql_query(
+            "SELECT w.id, w.name, w.weight, w.max_running, COALESCE(r.running, 0) AS running, \
+               EXISTS (SELECT 1 FROM work_requests p WHERE p.workspace_id = w.id \
+                 AND p.status = 'pending' AND p.kind = 'job') AS waiting \
+             FROM workspaces w LEFT JOIN ( \
+               SELECT workspace_id, count(*) AS running FROM work_requests \
+               WHERE status = 'running' AND kind = 'job' GROUP BY workspace_id) r \
+               ON r.workspace_id = w.id",
+        )
+        .load(conn)
+        .await?;
+        let workspaces = shares
+            .into_iter()
+            .map(|row| {
+                let share = Share {
+                    name: row.name,
+                    weight: row.weight,
+                    max_running: row.max_running,
+                    running: row.running,
+                    waiting: row.waiting,
+                };
+                (row.id, share)
             })
             .collect();
-        Ok(Fleet { connected })
+        Ok(Fleet {
+            connected,
+            workspaces,
+        })
     }
 
-    /// Why a pending request with `requirements` (and retry backoff until `not_before`)
-    /// has not started yet, as of `now`.
+    /// The name of `workspace` for messages (its id if it is unknown here).
+    fn name(&self, workspace: Uuid) -> String {
+        self.workspaces
+            .get(&workspace)
+            .map_or_else(|| workspace.to_string(), |w| w.name.clone())
+    }
+
+    /// Why a pending request of `workspace` with `requirements` (and retry backoff until
+    /// `not_before`) has not started yet, as of `now`.
     pub(crate) fn reason(
         &self,
+        workspace: Uuid,
         requirements: &serde_json::Value,
         not_before: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -145,13 +250,30 @@ impl Fleet {
             return "no worker is connected".into();
         }
         let wanted = requirements.as_object().cloned().unwrap_or_default();
-        let matching: Vec<&Offer> = self
+        let by_labels: Vec<&Offer> = self
             .connected
             .iter()
             .filter(|w| w.admits(&wanted))
             .collect();
-        if matching.is_empty() {
+        if by_labels.is_empty() {
             return self.why_no_worker_matches(&wanted);
+        }
+        let matching: Vec<&Offer> = by_labels
+            .iter()
+            .copied()
+            .filter(|w| w.serves(workspace))
+            .collect();
+        if matching.is_empty() {
+            return self.why_restricted(workspace, &by_labels);
+        }
+        if let Some(own) = self.workspaces.get(&workspace)
+            && let Some(limit) = own.max_running
+            && own.running >= i64::from(limit)
+        {
+            return format!(
+                "workspace {} runs {} requests, its max_running limit",
+                own.name, own.running
+            );
         }
         let accepting: Vec<&Offer> = matching.iter().copied().filter(|w| w.accepting).collect();
         if accepting.is_empty() {
@@ -159,6 +281,9 @@ impl Fleet {
         }
         if accepting.iter().any(|w| w.free_slots > 0) {
             return "next in line".into();
+        }
+        if let Some(share) = self.why_others_go_first(workspace, &accepting) {
+            return share;
         }
         let n = accepting.len();
         let busy = if n == 1 {
@@ -170,6 +295,57 @@ impl Fleet {
             0 => busy,
             off => format!("{busy} ({off} more are disabled or draining)"),
         }
+    }
+
+    /// The reason when the workers whose labels admit a request of `workspace` all serve
+    /// only other workspaces, naming those.
+    fn why_restricted(&self, workspace: Uuid, by_labels: &[&Offer]) -> String {
+        let mut others: Vec<String> = by_labels
+            .iter()
+            .flat_map(|w| w.serves.iter().flatten())
+            .map(|id| self.name(*id))
+            .collect();
+        others.sort();
+        others.dedup();
+        let own = self.name(workspace);
+        if others.is_empty() {
+            return format!("the workers that match are not serving workspace {own}");
+        }
+        format!(
+            "the workers that match are restricted to other workspaces ({}), not {own}",
+            others.join(", ")
+        )
+    }
+
+    /// With every matching worker busy: the workspace with pending work, served by one of
+    /// `accepting`, that runs less for its weight than `workspace` does and so gets the
+    /// next free slot first.
+    fn why_others_go_first(&self, workspace: Uuid, accepting: &[&Offer]) -> Option<String> {
+        let own = self.workspaces.get(&workspace)?;
+        let (_, first) = self
+            .workspaces
+            .iter()
+            .filter(|(id, other)| {
+                **id != workspace
+                    && other.waiting
+                    && other
+                        .max_running
+                        .is_none_or(|m| other.running < i64::from(m))
+                    && accepting.iter().any(|w| w.serves(**id))
+            })
+            .min_by(|(a_id, a), (b_id, b)| {
+                a.per_weight()
+                    .total_cmp(&b.per_weight())
+                    .then_with(|| a.name.cmp(&b.name))
+                    .then_with(|| a_id.cmp(b_id))
+            })?;
+        if first.per_weight() >= own.per_weight() {
+            return None;
+        }
+        Some(format!(
+            "workspace {} has {} running (weight {}) while {} with {} running (weight {}) goes first",
+            own.name, own.running, own.weight, first.name, first.running, first.weight
+        ))
     }
 
     /// The reason when no connected worker's labels admit `wanted`: the labels nobody
@@ -213,19 +389,20 @@ impl Fleet {
 /// [`Fleet::reason`]); for a blocked one, its dependencies or the approval it needs (see
 /// [`crate::work::deps::blocked_reason`]). Empty for every other status.
 pub async fn pending_reason(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<String> {
-    let row: Option<(Status, Kind, serde_json::Value, Option<DateTime<Utc>>)> =
-        work_requests::table
-            .find(id)
-            .select((
-                work_requests::status,
-                work_requests::kind,
-                work_requests::requirements,
-                work_requests::not_before,
-            ))
-            .first(conn)
-            .await
-            .optional()?;
-    let Some((status, kind, requirements, not_before)) = row else {
+    type Waiting = (Status, Kind, Uuid, serde_json::Value, Option<DateTime<Utc>>);
+    let row: Option<Waiting> = work_requests::table
+        .find(id)
+        .select((
+            work_requests::status,
+            work_requests::kind,
+            work_requests::workspace_id,
+            work_requests::requirements,
+            work_requests::not_before,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((status, kind, workspace, requirements, not_before)) = row else {
         return Err(Error::NotFound(format!("work request {id} not found")));
     };
     match status {
@@ -237,7 +414,7 @@ pub async fn pending_reason(conn: &mut AsyncPgConnection, id: WorkRequestId) -> 
         return Ok("a workflow waits for its steps, which are queued on their own".into());
     }
     let fleet = Fleet::load(conn).await?;
-    Ok(fleet.reason(&requirements, not_before, Utc::now()))
+    Ok(fleet.reason(workspace, &requirements, not_before, Utc::now()))
 }
 
 #[derive(QueryableByName)]
@@ -332,7 +509,7 @@ pub async fn list_queue(
         // A request claimed between the two reads is no longer in the queue: skip it.
         .filter_map(|p| {
             let (row, workspace, created_by, not_before) = rows.remove(&p.id)?;
-            let reason = fleet.reason(&row.requirements, not_before, now);
+            let reason = fleet.reason(row.workspace_id, &row.requirements, not_before, now);
             Some(QueueItem {
                 row,
                 workspace,
@@ -378,14 +555,118 @@ mod tests {
             exclusive: exclusive.as_object().cloned().unwrap_or_default(),
             accepting,
             free_slots,
+            serves: None,
         }
     }
+
+    /// The workspace the requests of these tests are in.
+    const OWN: Uuid = Uuid::from_u128(1);
+    const OTHER: Uuid = Uuid::from_u128(2);
 
     fn reason(fleet: &[Offer], requirements: serde_json::Value) -> String {
         Fleet {
             connected: fleet.to_vec(),
+            workspaces: HashMap::new(),
         }
-        .reason(&requirements, None, Utc::now())
+        .reason(OWN, &requirements, None, Utc::now())
+    }
+
+    fn share(name: &str, weight: i32, running: i64, waiting: bool) -> Share {
+        Share {
+            name: name.into(),
+            weight,
+            max_running: None,
+            running,
+            waiting,
+        }
+    }
+
+    fn with_workspaces(fleet: &[Offer], own: Share, other: Share) -> String {
+        Fleet {
+            connected: fleet.to_vec(),
+            workspaces: HashMap::from([(OWN, own), (OTHER, other)]),
+        }
+        .reason(OWN, &json!({}), None, Utc::now())
+    }
+
+    #[test]
+    fn a_workspace_at_its_max_running_says_so() {
+        let free = worker(json!({}), true, 1);
+        let limited = Share {
+            max_running: Some(4),
+            ..share("team-a", 1, 4, true)
+        };
+        assert_eq!(
+            with_workspaces(
+                std::slice::from_ref(&free),
+                limited.clone(),
+                share("team-b", 1, 0, false)
+            ),
+            "workspace team-a runs 4 requests, its max_running limit"
+        );
+        let below = Share {
+            running: 3,
+            ..limited
+        };
+        assert_eq!(
+            with_workspaces(&[free], below, share("team-b", 1, 0, false)),
+            "next in line"
+        );
+    }
+
+    #[test]
+    fn a_busy_fleet_names_the_workspace_whose_share_goes_first() {
+        let busy = worker(json!({}), true, 0);
+        assert_eq!(
+            with_workspaces(
+                std::slice::from_ref(&busy),
+                share("team-a", 1, 10, true),
+                share("team-b", 1, 1, true)
+            ),
+            "workspace team-a has 10 running (weight 1) while team-b with 1 running (weight 1) goes first"
+        );
+        // Weight 10 makes 10 running a share of 1, no more than team-b's.
+        assert_eq!(
+            with_workspaces(
+                std::slice::from_ref(&busy),
+                share("team-a", 10, 10, true),
+                share("team-b", 1, 1, true)
+            ),
+            "all 1 matching worker is busy"
+        );
+        // A workspace with nothing pending takes no slot from anyone.
+        assert_eq!(
+            with_workspaces(
+                &[busy],
+                share("team-a", 1, 10, true),
+                share("team-b", 1, 1, false)
+            ),
+            "all 1 matching worker is busy"
+        );
+    }
+
+    #[test]
+    fn workers_restricted_to_other_workspaces_are_named() {
+        let mut theirs = worker(json!({}), true, 1);
+        theirs.serves = Some(vec![OTHER]);
+        assert_eq!(
+            with_workspaces(
+                std::slice::from_ref(&theirs),
+                share("team-a", 1, 0, true),
+                share("team-b", 1, 0, true)
+            ),
+            "the workers that match are restricted to other workspaces (team-b), not team-a"
+        );
+        let mut ours = worker(json!({}), true, 1);
+        ours.serves = Some(vec![OTHER, OWN]);
+        assert_eq!(
+            with_workspaces(
+                &[theirs, ours],
+                share("team-a", 1, 0, true),
+                share("team-b", 1, 0, true)
+            ),
+            "next in line"
+        );
     }
 
     #[test]
@@ -448,16 +729,22 @@ mod tests {
     fn retry_backoff_comes_first() {
         let fleet = Fleet {
             connected: vec![worker(json!({}), true, 1)],
+            workspaces: HashMap::new(),
         };
         let now = Utc::now();
         let later = now + chrono::TimeDelta::seconds(30);
         assert!(
             fleet
-                .reason(&json!({}), Some(later), now)
+                .reason(OWN, &json!({}), Some(later), now)
                 .starts_with("waiting for its retry backoff until ")
         );
         assert_eq!(
-            fleet.reason(&json!({}), Some(now - chrono::TimeDelta::seconds(1)), now),
+            fleet.reason(
+                OWN,
+                &json!({}),
+                Some(now - chrono::TimeDelta::seconds(1)),
+                now
+            ),
             "next in line"
         );
     }

@@ -32,6 +32,7 @@ use crate::work::deps::{self, Scheduling};
 use crate::work::ids::WorkRequestId;
 use crate::work::intake::Intake;
 use crate::work::lifecycle;
+use crate::work::limits;
 use crate::work::logs::{self, Chunk, Follow};
 use crate::work::queue;
 use crate::work::spec::{SpecDefaults, StoredSpec, SubmitInput, validate_submission};
@@ -223,6 +224,7 @@ impl WorkRequests {
             // The request and its dependency rows are stored together or not at all.
             let mut conn = self.pool.get().await?;
             conn.transaction::<_, Error, _>(async |conn| {
+                limits::admit_one(conn, workspace_id, 1).await?;
                 let status = deps::initial_status(conn, workspace_id, &scheduling).await?;
                 let row = diesel::insert_into(work_requests::table)
                     .values(NewWorkRequest { status, ..new })

@@ -8,6 +8,10 @@
 //! `Assign` sent; if it cannot be delivered the attempt is withdrawn and the request goes
 //! back to pending.
 //!
+//! Between workspaces the claim shares fairly: a free slot goes to the workspace running
+//! the least for its weight, never past a workspace's `max_running`, and a worker
+//! restricted to workspaces is offered only theirs (see [`FAIR_CLAIM`]).
+//!
 //! Every later change of an attempt goes through `lifecycle`, fenced by its attempt
 //! number.
 
@@ -17,7 +21,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Bytea, Integer, Jsonb, Nullable, Uuid as SqlUuid};
+use diesel::sql_types::{Array, BigInt, Bytea, Integer, Jsonb, Nullable, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::live::health::DbHealth;
 use crate::live::hub::{Assignment, Delivery, Hub, ToWorker};
 use crate::store::db::DbPool;
-use crate::store::schema::{attempts, work_requests, workers};
+use crate::store::schema::{attempts, work_requests, workers, workspaces};
 use crate::store::secrets::SecretBox;
 use crate::work::ids::{AttemptKey, WorkRequestId};
 use crate::work::lifecycle;
@@ -498,15 +502,111 @@ impl Scheduler {
     }
 }
 
+/// One worker's claim as the fair-share query returns it: how many requests it chose,
+/// and one row per request it could lock and mark running (none when every chosen row
+/// was taken meanwhile, or nothing was chosen).
+#[derive(QueryableByName)]
+struct ClaimRow {
+    #[diesel(sql_type = BigInt)]
+    chosen: i64,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    id: Option<WorkRequestId>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    attempt_count: Option<i32>,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    spec: Option<serde_json::Value>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    secret_env: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    parent_id: Option<WorkRequestId>,
+}
+
+/// The claim of one worker with `$3` free slots, offering `$1` (matching labels) and
+/// `$2` (exclusive labels), restricted to the workspaces in `$4` (NULL: all of them).
+///
+/// Fair share between workspaces, cheap on a deep queue:
+///
+/// - `ws`: every workspace the worker may serve, with its running jobs (through
+///   `work_requests_running_by_workspace`; the running set is as small as the fleet).
+///   A workspace at its `max_running` takes no part.
+/// - `cand`: for each workspace, its first `free` matching requests in its own queue
+///   order, walked through `work_requests_queue_by_workspace` with a LATERAL LIMIT, so
+///   no claim reads more than `free` rows of any workspace however deep the queue is
+///   (rows the worker's labels do not admit are stepped over, as in a single queue).
+///   The workspace is matched as a range (`>= AND <=`) and leads the ORDER BY: with an
+///   equality the planner drops it from the order and may walk the global
+///   `work_requests_queue` instead, filtering out every other workspace's rows (on a
+///   10,000-deep queue, thousands of rows per workspace instead of `free`).
+///   The LIMIT is a plain parameter so the planner knows it is small.
+/// - `chosen`: candidates within their workspace's `max_running` (its running jobs plus
+///   the rank), the `free` ones with the least share first, then priority, then age. A
+///   candidate's share is `(running + rank - 1) / weight`: what the workspace would run,
+///   relative to its weight, if it got this one next.
+/// - `picked`: the chosen rows locked `FOR UPDATE SKIP LOCKED`, re-checked as pending.
+///   Locking only after choosing, not inside the lateral, locks at most `free` rows:
+///   locking in the lateral would hold up to `free` rows of every workspace until
+///   commit, and another replica's claim would skip all of them, handing its workers
+///   rows further down each queue than fair share says. A row skipped here (another
+///   claim has it) is simply not claimed this time; `chosen` tells the caller the
+///   worker did find work, so the `exhausted` shortcut is not taken for its labels.
+///
+/// Running counts read in this statement include the claims of workers earlier in the
+/// same round (same transaction), so a round over many workers shares out as it goes.
+const FAIR_CLAIM: &str = "\
+WITH ws AS MATERIALIZED ( \
+  SELECT w.id, w.weight, w.max_running, \
+         (SELECT count(*) FROM work_requests r \
+           WHERE r.workspace_id = w.id AND r.status = 'running' AND r.kind = 'job') AS running \
+  FROM workspaces w \
+  WHERE $4::uuid[] IS NULL OR w.id = ANY($4)), \
+cand AS ( \
+  SELECT c.id, c.prio, c.created_at, ws.running, ws.max_running, ws.weight, \
+         row_number() OVER (PARTITION BY ws.id \
+             ORDER BY c.prio DESC, c.created_at, c.id) AS rank \
+  FROM ws CROSS JOIN LATERAL ( \
+    SELECT wr.id, wr.priority_base + wr.priority_adjustment AS prio, wr.created_at \
+    FROM work_requests wr \
+    WHERE wr.workspace_id >= ws.id AND wr.workspace_id <= ws.id \
+      AND wr.status = 'pending' AND wr.kind = 'job' \
+      AND (wr.not_before IS NULL OR wr.not_before <= now()) \
+      AND wr.requirements <@ $1 AND wr.requirements @> $2 \
+    ORDER BY wr.workspace_id, wr.priority_base + wr.priority_adjustment DESC, \
+      wr.created_at, wr.id \
+    LIMIT $3) c \
+  WHERE ws.max_running IS NULL OR ws.running < ws.max_running), \
+chosen AS ( \
+  SELECT id FROM cand \
+  WHERE max_running IS NULL OR running + rank <= max_running \
+  ORDER BY (running + rank - 1)::float8 / weight, prio DESC, created_at, id LIMIT $3), \
+picked AS ( \
+  SELECT wr.id FROM work_requests wr JOIN chosen ON chosen.id = wr.id \
+  WHERE wr.status = 'pending' AND wr.kind = 'job' \
+  FOR UPDATE OF wr SKIP LOCKED), \
+claimed AS ( \
+  UPDATE work_requests SET status = 'running', attempt_count = attempt_count + 1 \
+  FROM picked WHERE work_requests.id = picked.id \
+  RETURNING work_requests.id, work_requests.attempt_count, work_requests.spec, \
+    work_requests.secret_env, work_requests.parent_id) \
+SELECT (SELECT count(*) FROM chosen) AS chosen, claimed.id, claimed.attempt_count, \
+  claimed.spec, claimed.secret_env, claimed.parent_id \
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true";
+
 /// In the caller's transaction: locks the workers that may take work (id order, so two
 /// claimers never deadlock), counts their free slots, claims that many matching pending
-/// requests for each and records an attempt for each claim.
-/// Also says whether any of them had a free slot.
+/// requests for each (fair share between workspaces, see [`FAIR_CLAIM`]) and records an
+/// attempt for each claim. Also says whether any of them had a free slot.
 async fn claim(
     conn: &mut AsyncPgConnection,
     worker_ids: &[Uuid],
 ) -> Result<(Vec<(Uuid, Claimed)>, bool)> {
-    type WorkerGate = (Uuid, String, i32, serde_json::Value, serde_json::Value);
+    type WorkerGate = (
+        Uuid,
+        String,
+        i32,
+        serde_json::Value,
+        serde_json::Value,
+        Option<Vec<Uuid>>,
+    );
     no_bitmap_scans(conn).await?;
     let gates: Vec<WorkerGate> = workers::table
         .filter(workers::id.eq_any(worker_ids))
@@ -520,6 +620,7 @@ async fn claim(
             workers::concurrency,
             workers::labels,
             workers::metadata,
+            workers::workspaces,
         ))
         // Serializes claimers of the same worker without waiting for transactions that
         // only reference it (updating an attempt twice in one transaction re-checks
@@ -540,60 +641,74 @@ async fn claim(
         .await?
         .into_iter()
         .collect();
+    let free_of = |worker_id: &Uuid, concurrency: i32| {
+        i64::from(concurrency) - live.get(&Some(*worker_id)).copied().unwrap_or(0)
+    };
+    let had_room = gates.iter().any(|g| free_of(&g.0, g.2) > 0);
+    if !had_room {
+        return Ok((Vec::new(), false));
+    }
+    lock_limited_workspaces(conn).await?;
     // The server's clock, like the attempt's other times, read after the slot counts: a
     // finish committed during this transaction has an earlier finished_at than this.
     let assigned_at = Utc::now();
     let mut claimed: Vec<(Uuid, Claimed)> = Vec::new();
     let mut new_attempts = Vec::new();
-    // Label sets that found less work than they had room for: another worker offering
-    // the same labels would find nothing either, in this same transaction.
-    let mut exhausted: Vec<(serde_json::Value, serde_json::Value)> = Vec::new();
-    let mut had_room = false;
-    for (worker_id, name, concurrency, labels, metadata) in &gates {
-        let free = i64::from(*concurrency) - live.get(&Some(*worker_id)).copied().unwrap_or(0);
+    // Offers (label sets and workspaces) that found less work than they had room for:
+    // another worker offering the same would find nothing either, in this transaction.
+    type Offer = (serde_json::Value, serde_json::Value, Option<Vec<Uuid>>);
+    let mut exhausted: Vec<Offer> = Vec::new();
+    for (worker_id, name, concurrency, labels, metadata, served) in &gates {
+        let free = free_of(worker_id, *concurrency);
         if free <= 0 {
             continue;
         }
-        had_room = true;
-        let offer = match_labels(labels, metadata);
+        let (matching, exclusive) = match_labels(labels, metadata);
+        let mut served = served.clone();
+        if let Some(ids) = served.as_mut() {
+            ids.sort_unstable();
+        }
+        let offer = (matching, exclusive, served);
         if exhausted.contains(&offer) {
             continue;
         }
-        let (matching, exclusive) = offer.clone();
         // Requirements must be a subset of what the worker has, and must name every
         // exclusive label of the worker. Never a workflow parent; never before a retry's
-        // backoff has passed.
-        let rows: Vec<Claimed> = diesel::sql_query(
-            "WITH picked AS ( \
-               SELECT wr.id FROM work_requests wr \
-               WHERE wr.status = 'pending' AND wr.kind = 'job' \
-                 AND (wr.not_before IS NULL OR wr.not_before <= now()) \
-                 AND wr.requirements <@ $1 AND wr.requirements @> $2 \
-               ORDER BY wr.priority_base + wr.priority_adjustment DESC, wr.created_at, wr.id \
-               LIMIT $3 FOR UPDATE OF wr SKIP LOCKED) \
-             UPDATE work_requests SET status = 'running', attempt_count = attempt_count + 1 \
-             FROM picked WHERE work_requests.id = picked.id \
-             RETURNING work_requests.id, work_requests.attempt_count, work_requests.spec, \
-               work_requests.secret_env, work_requests.parent_id",
-        )
-        .bind::<Jsonb, _>(matching)
-        .bind::<Jsonb, _>(exclusive)
-        .bind::<BigInt, _>(free)
-        .load(conn)
-        .await?;
-        if (rows.len() as i64) < free {
+        // backoff has passed; only the workspaces the worker serves.
+        let rows: Vec<ClaimRow> = diesel::sql_query(FAIR_CLAIM)
+            .bind::<Jsonb, _>(&offer.0)
+            .bind::<Jsonb, _>(&offer.1)
+            .bind::<BigInt, _>(free)
+            .bind::<Nullable<Array<SqlUuid>>, _>(&offer.2)
+            .load(conn)
+            .await?;
+        let chosen = rows.as_slice().first().map_or(0, |r| r.chosen);
+        if chosen < free {
             exhausted.push(offer);
         }
         for row in rows {
+            let (Some(id), Some(attempt_count), Some(spec)) = (row.id, row.attempt_count, row.spec)
+            else {
+                continue;
+            };
             new_attempts.push((
-                attempts::work_request_id.eq(row.id),
-                attempts::number.eq(row.attempt_count),
+                attempts::work_request_id.eq(id),
+                attempts::number.eq(attempt_count),
                 attempts::worker_id.eq(*worker_id),
                 attempts::worker_name.eq(name.clone()),
                 attempts::state.eq(AttemptState::Assigned),
                 attempts::assigned_at.eq(assigned_at),
             ));
-            claimed.push((*worker_id, row));
+            claimed.push((
+                *worker_id,
+                Claimed {
+                    id,
+                    attempt_count,
+                    spec,
+                    secret_env: row.secret_env,
+                    parent_id: row.parent_id,
+                },
+            ));
         }
     }
     if new_attempts.is_empty() {
@@ -612,17 +727,46 @@ async fn claim(
     Ok((claimed, had_room))
 }
 
-/// Turns bitmap scans off for the rest of the caller's transaction.
+/// Locks the rows of the workspaces with a `max_running` limit, in id order, for the
+/// rest of the claim.
+///
+/// Two replicas claiming at once would otherwise each count a limited workspace's
+/// running jobs before the other's claims commit, and together pass the limit. With the
+/// lock, the second claimer waits until the first commits and then counts its claims
+/// (each statement reads what is committed). `FOR NO KEY UPDATE` does not conflict with
+/// the key-share lock a submission's foreign key takes on its workspace, so submissions
+/// go on meanwhile.
+///
+/// No deadlock: every claimer takes worker rows first, then these rows, each in id
+/// order, and takes no other workspace lock; a submission under `max_pending`
+/// (`limits::admit`) takes only workspace rows, in id order, and then inserts, which
+/// waits for no lock a claimer holds (new rows, and key-share on its own workspace).
+async fn lock_limited_workspaces(conn: &mut AsyncPgConnection) -> Result<()> {
+    let _: Vec<Uuid> = workspaces::table
+        .filter(workspaces::max_running.is_not_null())
+        .order(workspaces::id)
+        .select(workspaces::id)
+        .for_no_key_update()
+        .load(conn)
+        .await?;
+    Ok(())
+}
+
+/// Turns bitmap scans and JIT compilation off for the rest of the caller's transaction.
 ///
 /// The queue table grows and drains faster than statistics follow: with an estimate of a
 /// handful of pending rows the planner reads (and for a claim, sorts) every entry of
 /// `work_requests_queue`, including the dead ones a drained backlog leaves until vacuum,
 /// instead of walking the index in order and stopping at the limit. A backlog is exactly
-/// when claims must be cheap.
+/// when claims must be cheap. The fair-share claim's estimates (a LATERAL per workspace)
+/// can pass `jit_above_cost` although it reads a few rows per workspace; compiling it
+/// would cost tens of milliseconds for a query that runs in one.
 async fn no_bitmap_scans(conn: &mut AsyncPgConnection) -> Result<()> {
-    diesel::sql_query("SET LOCAL enable_bitmapscan = off")
-        .execute(conn)
-        .await?;
+    diesel::sql_query(
+        "SELECT set_config('enable_bitmapscan', 'off', true), set_config('jit', 'off', true)",
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

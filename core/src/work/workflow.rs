@@ -50,6 +50,7 @@ use crate::error::{Error, Result};
 use crate::store::schema::{work_request_dependencies, work_requests, workspaces};
 use crate::store::secrets::SecretBox;
 use crate::work::ids::WorkRequestId;
+use crate::work::limits;
 use crate::work::spec::{
     SpecDefaults, SpecInput, Submission, SubmitInput, validate_name, validate_submission,
 };
@@ -311,6 +312,8 @@ pub async fn create(
                     workflow.workspace
                 ))
             })?;
+        let steps = i64::try_from(workflow.steps.len()).unwrap_or(i64::MAX);
+        limits::admit_one(conn, workspace_id, steps).await?;
         diesel::insert_into(work_requests::table)
             .values((
                 work_requests::id.eq(parent),

@@ -40,7 +40,7 @@ fn to_proto(view: WorkerView) -> Worker {
         connected_at: timestamp_opt(row.connected_at),
         last_heartbeat_at: timestamp_opt(row.last_heartbeat_at),
         created_at: Some(timestamp(row.created_at)),
-        workspaces: Vec::new(),
+        workspaces: view.workspaces,
     }
 }
 
@@ -108,8 +108,15 @@ impl WorkerService for WorkerApi {
 
     async fn restrict_worker(
         &self,
-        _request: Request<RestrictWorkerRequest>,
+        request: Request<RestrictWorkerRequest>,
     ) -> Result<Response<Worker>, Status> {
-        Err(Status::unimplemented("RestrictWorker is not built yet"))
+        let caller = identity(&request)?;
+        let restrict = request.get_ref();
+        respond(
+            self.workers
+                .restrict(&restrict.name, &restrict.workspaces, &caller.name)
+                .await
+                .map(to_proto),
+        )
     }
 }

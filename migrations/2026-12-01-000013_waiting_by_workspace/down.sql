@@ -1,0 +1,1 @@
+DROP INDEX work_requests_blocked_by_workspace;
