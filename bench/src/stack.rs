@@ -34,6 +34,7 @@ use berth_common::client::BearerAuth;
 use berth_common::proto::token_service_client::TokenServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::worker_service_client::WorkerServiceClient;
+use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use berth_pg::{EmbeddedOptions, EmbeddedPostgres};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -275,6 +276,51 @@ impl Stack {
             self.channel().await?,
             BearerAuth::new(token),
         ))
+    }
+
+    /// Creates workspace `name` with the admin token, unless it exists (`default` does).
+    pub async fn create_workspace(&self, name: &str) -> anyhow::Result<()> {
+        let mut workspaces = WorkspaceServiceClient::with_interceptor(
+            self.channel().await?,
+            BearerAuth::new(&self.admin_token),
+        );
+        match workspaces
+            .create_workspace(berth_common::proto::CreateWorkspaceRequest {
+                name: name.to_owned(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(()),
+            Err(status) => Err(anyhow::anyhow!(
+                "cannot create workspace {name}: {}",
+                berth_common::client::describe_status(&status)
+            )),
+        }
+    }
+
+    /// Makes user `user` a contributor of `workspace` with the admin token, as an admin
+    /// would before the user submits there.
+    pub async fn make_contributor(&self, workspace: &str, user: &str) -> anyhow::Result<()> {
+        let mut workspaces = WorkspaceServiceClient::with_interceptor(
+            self.channel().await?,
+            BearerAuth::new(&self.admin_token),
+        );
+        workspaces
+            .add_member(berth_common::proto::AddMemberRequest {
+                workspace: workspace.to_owned(),
+                user: user.to_owned(),
+                role: berth_common::proto::WorkspaceRole::Contributor as i32,
+            })
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "cannot make {user} a contributor of {workspace}: {}",
+                    berth_common::client::describe_status(&status)
+                )
+            })?;
+        Ok(())
     }
 
     /// A direct SQL connection to the `berth` database.

@@ -380,6 +380,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
 /// Everything that needs the stack; split out so the stack is stopped on every path.
 async fn measure(stack: &Stack, runs: usize, burst_jobs: usize) -> anyhow::Result<Report> {
     let token = stack.create_token(Role::User, "bench-container").await?;
+    stack.make_contributor("default", "bench-container").await?;
     let mut client = stack.work_requests(&token).await?;
 
     // Latency, one job at a time, on a worker with four slots (the same worker then serves

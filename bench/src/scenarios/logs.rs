@@ -142,6 +142,7 @@ async fn berth_run(
     bytes: u64,
 ) -> anyhow::Result<BerthRun> {
     let token = stack.create_token(Role::User, "bench-logs").await?;
+    stack.make_contributor("default", "bench-logs").await?;
     let mut client = stack
         .work_requests(&token)
         .await?

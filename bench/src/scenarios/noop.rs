@@ -191,8 +191,8 @@ async fn measure(stack: &Stack, sizes: Sizes, workspaces: usize) -> anyhow::Resu
     let fleet = start_fleet(stack, "sim", sizes.workers, sizes.concurrency).await?;
     fleet.wait_welcomed(Duration::from_secs(60)).await?;
     let user_token = stack.create_token(Role::User, "bench").await?;
+    let workspace_names = create_workspaces(stack, workspaces).await?;
     let sql = stack.sql().await?;
-    let workspace_names = create_workspaces(&sql, workspaces).await?;
     // Every statement the bench sends on `sql` is a transaction of its own in `berth`;
     // they are counted so they can be subtracted from the server's commits.
     let mut own_queries: u64 = 0;
@@ -418,25 +418,12 @@ async fn xact_commit(sql: &tokio_postgres::Client) -> anyhow::Result<u64> {
 
 /// Creates workspaces `bench-1` ... `bench-N` and makes the `bench` user a contributor
 /// in each (as an admin would before its members submit); returns their names.
-async fn create_workspaces(
-    sql: &tokio_postgres::Client,
-    count: usize,
-) -> anyhow::Result<Vec<String>> {
+async fn create_workspaces(stack: &Stack, count: usize) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = (1..=count).map(|i| format!("bench-{i}")).collect();
-    sql.execute(
-        "INSERT INTO workspaces (id, name) SELECT gen_random_uuid(), unnest($1::text[])",
-        &[&names],
-    )
-    .await
-    .context("cannot create the bench workspaces")?;
-    sql.execute(
-        "INSERT INTO workspace_members (workspace_id, user_id, role) \
-         SELECT w.id, u.id, 'contributor' FROM workspaces w, users u \
-         WHERE w.name = ANY($1) AND u.name = 'bench'",
-        &[&names],
-    )
-    .await
-    .context("cannot make the bench user a member of its workspaces")?;
+    for name in &names {
+        stack.create_workspace(name).await?;
+        stack.make_contributor(name, "bench").await?;
+    }
     Ok(names)
 }
 
