@@ -13,6 +13,11 @@
 //! descriptor set, so a new RPC must be placed in the matrix or said to touch no workspace.
 //! A failing matrix prints every wrong cell at once.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "integration tests: an unexpected failure should fail the test"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::client::BearerAuth;
