@@ -423,8 +423,11 @@ async fn the_stop_is_asked_of_a_helper_connected_to_another_replica_and_its_answ
     // Still waiting: nothing runs again before the answer.
     let waiting = get(&server, &submitted.id).await;
     assert_eq!(status(&waiting), WorkRequestStatus::Running);
+    // The attempt had started, so a container existed: the helper finding none now
+    // means it is gone.
     helper.send(WorkerMsg::ContainersStopped(proto::ContainersStopped {
-        attempts: stop.attempts,
+        attempts: Vec::new(),
+        none_found: stop.attempts,
     }));
     let ended = wait_for(&server, &submitted.id, "to be offered again", WAIT, |r| {
         r.attempts.first().is_some_and(|a| a.finished_at.is_some())
@@ -557,5 +560,73 @@ async fn end(server: TestServer, mut workers: Vec<TestWorker>, running: &[&str])
         // A killed worker has no process left to stop.
         let _ = worker.terminate(Duration::from_secs(30)).await;
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_helper_finding_no_container_of_an_attempt_that_never_started_does_not_run_it_again() {
+    let server = server(Duration::from_secs(60)).await;
+    let (mut helper, _) = raw_on_engine(&server, &berth_tests::unique_name("help"), "h").await;
+    let beating = keep_alive(&helper);
+    let (mut lost, _) = raw_on_engine(&server, &berth_tests::unique_name("lost"), "r").await;
+    let submitted = submit_for(&server, "r", spec(&["sleep", "300"])).await;
+    // Accepted, never reported started: cut off while pulling or creating, the lost
+    // worker may make its container after any look another worker takes.
+    let attempt = loop {
+        if let ServerMsg::Assign(assign) = lost.next(WAIT).await {
+            break assign.attempt.unwrap();
+        }
+    };
+    lost.send(WorkerMsg::Accept(proto::Accept {
+        attempt: Some(attempt.clone()),
+    }));
+    let accepted = format!(
+        "SELECT 1 FROM attempts WHERE work_request_id = '{}' AND state = 'accepted'",
+        submitted.id
+    );
+    berth_tests::eventually("the attempt to be accepted", WAIT, || async {
+        let rows = berth_tests::query(&server.database_url, &accepted).await;
+        (!rows.is_empty()).then_some(())
+    })
+    .await;
+    drop(lost);
+    let stop = loop {
+        if let ServerMsg::StopContainers(stop) = helper.next(WAIT).await {
+            break stop;
+        }
+    };
+    assert_eq!(stop.attempts, vec![attempt.clone()]);
+    helper.send(WorkerMsg::ContainersStopped(proto::ContainersStopped {
+        attempts: Vec::new(),
+        none_found: stop.attempts.clone(),
+    }));
+    // The sweep asks again every round while the attempt waits; two more asks show the
+    // first answer was taken and did not end the wait.
+    for _ in 0..2 {
+        loop {
+            if let ServerMsg::StopContainers(again) = helper.next(WAIT).await {
+                assert_eq!(again.attempts, vec![attempt.clone()]);
+                break;
+            }
+        }
+    }
+    let waiting = get(&server, &submitted.id).await;
+    assert_eq!(
+        status(&waiting),
+        WorkRequestStatus::Running,
+        "ran again on a helper's word that it found nothing: {waiting:?}"
+    );
+    assert!(waiting.attempts[0].finished_at.is_none(), "{waiting:?}");
+    // Found and removed: that counts.
+    helper.send(WorkerMsg::ContainersStopped(proto::ContainersStopped {
+        attempts: stop.attempts,
+        none_found: Vec::new(),
+    }));
+    let ended = wait_for(&server, &submitted.id, "to be offered again", WAIT, |r| {
+        r.attempts.first().is_some_and(|a| a.finished_at.is_some())
+    })
+    .await;
+    assert_eq!(status(&ended), WorkRequestStatus::Pending);
+    beating.abort();
     server.stop().await;
 }

@@ -561,18 +561,20 @@ async fn handle(
             // In a task of its own: a long grace period must not hold up the stream.
             tasks.spawn(async move {
                 let running = state.live_keys();
-                let Some(gone) = state.reaper.stop_attempts(keys, &running).await else {
+                let Some(done) = state.reaper.stop_attempts(keys, &running).await else {
                     return;
                 };
-                if gone.is_empty() {
+                if done.removed.is_empty() && done.none_found.is_empty() {
                     return;
                 }
                 tracing::info!(
-                    attempts = gone.len(),
+                    removed = done.removed.len(),
+                    none_found = done.none_found.len(),
                     "stopped the containers of a lost worker on this engine"
                 );
                 let stopped = proto::ContainersStopped {
-                    attempts: gone.iter().map(attempt_ref).collect(),
+                    attempts: done.removed.iter().map(attempt_ref).collect(),
+                    none_found: done.none_found.iter().map(attempt_ref).collect(),
                 };
                 let _ = state
                     .outbox

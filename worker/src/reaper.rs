@@ -256,10 +256,12 @@ impl Reaper {
     }
 
     /// Stops the containers of `keys` on the engine (a lost worker's, named by the
-    /// server) and returns the attempts whose containers are now gone; `None` when every
-    /// one of `keys` is already being stopped for an earlier request (a repeat). Attempts
-    /// this worker runs itself are not touched and not confirmed.
-    pub async fn stop_attempts(&self, keys: Vec<Key>, running: &HashSet<Key>) -> Option<Vec<Key>> {
+    /// server) and returns the attempts whose containers it found and removed, and those
+    /// it found no container of (the server tells the two apart: see
+    /// `ContainersStopped.none_found`); `None` when every one of `keys` is already being
+    /// stopped for an earlier request (a repeat). Attempts this worker runs itself are not
+    /// touched and not confirmed.
+    pub async fn stop_attempts(&self, keys: Vec<Key>, running: &HashSet<Key>) -> Option<Stopped> {
         let keys: Vec<Key> = {
             let mut confirming = self.confirming();
             keys.into_iter()
@@ -270,9 +272,10 @@ impl Reaper {
         if keys.is_empty() {
             return None;
         }
-        let mut gone = Vec::new();
+        let mut outcome = Stopped::default();
         for key in &keys {
             match self.executor.containers_of(&key.0, key.1).await {
+                Ok(found) if found.is_empty() => outcome.none_found.push(key.clone()),
                 Ok(found) => {
                     let waits: Vec<_> = found
                         .iter()
@@ -284,7 +287,7 @@ impl Reaper {
                         all_gone &= removed == Some(true);
                     }
                     if all_gone {
-                        gone.push(key.clone());
+                        outcome.removed.push(key.clone());
                     }
                 }
                 Err(e) => {
@@ -296,8 +299,17 @@ impl Reaper {
         for key in &keys {
             confirming.remove(key);
         }
-        Some(gone)
+        Some(outcome)
     }
+}
+
+/// What [`Reaper::stop_attempts`] did.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Attempts whose containers were found, stopped and removed.
+    pub removed: Vec<Key>,
+    /// Attempts no container was found of.
+    pub none_found: Vec<Key>,
 }
 
 /// Asks the server about `attempts`, in batches it accepts.

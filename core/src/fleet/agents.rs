@@ -108,9 +108,15 @@ pub enum Report {
     Started(AttemptKey, Started),
     /// The attempt ended.
     Finished(AttemptKey, Finished),
-    /// The containers of these attempts (of a lost worker on the same engine, named by a
-    /// `StopContainers`) are gone.
-    ContainersStopped(Vec<AttemptKey>),
+    /// Of the attempts a `StopContainers` named (a lost worker's, on the same engine):
+    /// those whose containers the worker found and removed, and those it found no
+    /// container of.
+    ContainersStopped {
+        /// Found, stopped and removed.
+        stopped: Vec<AttemptKey>,
+        /// No container found.
+        none_found: Vec<AttemptKey>,
+    },
 }
 
 /// The most attempts one `KeepContainers` call may name.
@@ -304,9 +310,14 @@ impl Agents {
             }
             Report::Started(key, started) => recorder::Report::Started(key, started),
             Report::Finished(key, finished) => recorder::Report::Finished(key, finished),
-            Report::ContainersStopped(keys) => {
+            Report::ContainersStopped {
+                stopped,
+                none_found,
+            } => {
                 let mut conn = self.pool.get().await?;
-                let ended = lifecycle::containers_stopped(&mut conn, worker_id, &keys).await?;
+                let ended =
+                    lifecycle::containers_stopped(&mut conn, worker_id, &stopped, &none_found)
+                        .await?;
                 if !ended.is_empty() {
                     tracing::info!(%worker_id, attempts = ended.len(), "a worker stopped the containers of a lost worker on its engine; their requests run again");
                     self.hub.changed();

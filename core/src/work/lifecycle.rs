@@ -569,15 +569,26 @@ pub async fn await_stop(conn: &mut AsyncPgConnection, worker_id: Uuid) -> Result
         .collect())
 }
 
-/// Worker `helper` says the containers of `keys` are gone from its Docker engine. Each of
-/// them that is still current, waiting for that ([`await_stop`]), and owned by a worker on
-/// the same engine as `helper` (`helper` itself, back after a reconnect, included) ends as `worker-lost` and its request may run again. The
-/// rest change nothing (a repeat, or a confirmation from a worker elsewhere). One
-/// transaction per attempt; returns the attempts ended.
+/// Worker `helper` says the containers of `stopped` are gone from its Docker engine (it
+/// found and removed them), and that it found no container of `none_found`. Each of them
+/// that is still current, waiting for that ([`await_stop`]), and owned by a worker on
+/// the same engine as `helper` (`helper` itself, back after a reconnect, included) ends
+/// as `worker-lost` and its request may run again. The rest change nothing (a repeat, or
+/// a confirmation from a worker elsewhere).
+///
+/// Finding no container proves the attempt cannot run on only when its container is
+/// known to have existed (the attempt was reported started, so the container was made
+/// and is gone now), or when the lost worker says so itself, back again with the attempt
+/// given up. Otherwise the lost worker, cut off but alive, may still be pulling the image
+/// or creating the container, and another worker's look came too early: such attempts
+/// keep waiting, for the owner's return, a later look, or the stop wait.
+///
+/// One transaction per attempt; returns the attempts ended.
 pub async fn containers_stopped(
     conn: &mut AsyncPgConnection,
     helper: Uuid,
-    keys: &[AttemptKey],
+    stopped: &[AttemptKey],
+    none_found: &[AttemptKey],
 ) -> Result<Vec<AttemptKey>> {
     #[derive(QueryableByName)]
     struct Owner {
@@ -587,11 +598,18 @@ pub async fn containers_stopped(
         owner_name: String,
         #[diesel(sql_type = diesel::sql_types::Text)]
         helper_name: String,
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        started: bool,
     }
     let mut ended = Vec::new();
-    for &key in keys {
+    let reports = stopped
+        .iter()
+        .map(|key| (*key, true))
+        .chain(none_found.iter().map(|key| (*key, false)));
+    for (key, found) in reports {
         let owner: Option<Owner> = diesel::sql_query(
-            "SELECT a.worker_id AS owner, o.name AS owner_name, h.name AS helper_name \
+            "SELECT a.worker_id AS owner, o.name AS owner_name, h.name AS helper_name, \
+               a.started_at IS NOT NULL AS started \
              FROM attempts a \
              JOIN workers o ON o.id = a.worker_id \
              JOIN workers h ON h.id = $3 \
@@ -606,6 +624,10 @@ pub async fn containers_stopped(
         .await
         .optional()?;
         let Some(owner) = owner else { continue };
+        if !found && !owner.started && owner.owner != helper {
+            tracing::info!(%key, helper = %owner.helper_name, owner = %owner.owner_name, "no container found for a lost worker's attempt that never reported starting; it may still be made, so the request keeps waiting");
+            continue;
+        }
         let message = if owner.owner == helper {
             format!(
                 "worker {} was lost; back again, it stopped its container",

@@ -137,9 +137,10 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
                 pull_ms: started.pull_duration.as_ref().map(millis),
             },
         ),
-        worker_message::Msg::ContainersStopped(stopped) => {
-            Report::ContainersStopped(keys("containers_stopped.attempts", &stopped.attempts)?)
-        }
+        worker_message::Msg::ContainersStopped(stopped) => Report::ContainersStopped {
+            stopped: keys("containers_stopped.attempts", &stopped.attempts)?,
+            none_found: keys("containers_stopped.none_found", &stopped.none_found)?,
+        },
         worker_message::Msg::Finished(finished) => Report::Finished(
             key(finished.attempt.as_ref())?,
             Finished {
