@@ -14,6 +14,9 @@
 //!   the scheduler, the recorder of worker reports, dependencies, workflows, the queue,
 //!   logs, and the front the API calls ([`work::requests`]).
 //! - [`fleet`]: workers: their registry and a worker's session with this replica.
+//! - [`artifacts`]: artifacts, their files in the file stores, collections and the
+//!   collector of what expired. Beside `work`; it may read work requests but changes
+//!   their state only through `work::lifecycle`.
 //!
 //! Architecture invariant: this crate knows no wire protocol. It does not depend on
 //! tonic, prost or the generated `berth.v1` types (its Cargo.toml says so and
@@ -22,6 +25,7 @@
 //! here, beside `work`.
 
 pub mod access;
+pub mod artifacts;
 pub mod error;
 pub mod fleet;
 pub mod live;

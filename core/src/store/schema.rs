@@ -132,6 +132,7 @@ diesel::table! {
         run_ms -> Nullable<Int8>,
         log_incomplete -> Text,
         stop_requested_at -> Nullable<Timestamptz>,
+        output_artifact_id -> Nullable<Uuid>,
     }
 }
 
@@ -147,12 +148,143 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    file_stores (id) {
+        id -> Uuid,
+        name -> Text,
+        backend -> Text,
+        max_size -> Nullable<Int8>,
+        total_size -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    files (sha256, size) {
+        sha256 -> Bytea,
+        size -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    file_in_store (store_id, sha256, size) {
+        store_id -> Uuid,
+        sha256 -> Bytea,
+        size -> Int8,
+        stored_at -> Timestamptz,
+        unreferenced_since -> Nullable<Timestamptz>,
+        deleting -> Bool,
+    }
+}
+
+diesel::table! {
+    artifacts (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        store_id -> Uuid,
+        category -> Text,
+        data -> Jsonb,
+        created_by -> Nullable<Uuid>,
+        work_request_id -> Nullable<Uuid>,
+        attempt -> Nullable<Int4>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        complete -> Bool,
+        completed_at -> Nullable<Timestamptz>,
+        total_size -> Int8,
+        file_count -> Int4,
+    }
+}
+
+diesel::table! {
+    artifact_files (artifact_id, path) {
+        artifact_id -> Uuid,
+        path -> Text,
+        sha256 -> Nullable<Bytea>,
+        size -> Nullable<Int8>,
+        mode -> Int4,
+        symlink -> Nullable<Text>,
+        uploaded -> Bool,
+    }
+}
+
+diesel::table! {
+    file_uploads (artifact_id, path) {
+        artifact_id -> Uuid,
+        path -> Text,
+        store_id -> Uuid,
+        staging_key -> Text,
+        multipart_id -> Text,
+        committed_size -> Int8,
+        hash_state -> Nullable<Bytea>,
+        parts -> Array<Text>,
+        started_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    artifact_relations (from_id, to_id, kind) {
+        from_id -> Uuid,
+        to_id -> Uuid,
+        kind -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    collections (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        name -> Text,
+        category -> Text,
+        keep_last -> Nullable<Int4>,
+        keep_seconds -> Nullable<Int8>,
+        history_seconds -> Int8,
+        metadata_seconds -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    collection_items (id) {
+        id -> Uuid,
+        collection_id -> Uuid,
+        name -> Text,
+        artifact_id -> Nullable<Uuid>,
+        category -> Text,
+        data -> Jsonb,
+        pinned -> Bool,
+        added_by -> Nullable<Uuid>,
+        added_at -> Timestamptz,
+        removed_at -> Nullable<Timestamptz>,
+        removed_why -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    work_request_inputs (work_request_id, mount) {
+        work_request_id -> Uuid,
+        mount -> Text,
+        artifact_id -> Nullable<Uuid>,
+        from_work_request_id -> Nullable<Uuid>,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
 diesel::joinable!(attempts -> work_requests (work_request_id));
 diesel::joinable!(workspace_members -> workspaces (workspace_id));
 diesel::joinable!(workspace_members -> users (user_id));
+diesel::joinable!(artifacts -> workspaces (workspace_id));
+diesel::joinable!(artifacts -> file_stores (store_id));
+diesel::joinable!(artifact_files -> artifacts (artifact_id));
+diesel::joinable!(file_in_store -> file_stores (store_id));
+diesel::joinable!(collections -> workspaces (workspace_id));
+diesel::joinable!(collection_items -> collections (collection_id));
+diesel::joinable!(collection_items -> artifacts (artifact_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -164,4 +296,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     work_request_dependencies,
     attempts,
     log_chunks,
+    file_stores,
+    files,
+    file_in_store,
+    artifacts,
+    artifact_files,
+    file_uploads,
+    artifact_relations,
+    collections,
+    collection_items,
+    work_request_inputs,
 );

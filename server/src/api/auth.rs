@@ -37,6 +37,49 @@ pub const RULES: &[(&str, &[TokenKind])] = &[
     ("/berth.v1.WorkerService/DisableWorker", &[Admin]),
     ("/berth.v1.WorkerService/DrainWorker", &[Admin]),
     ("/berth.v1.WorkerService/RestrictWorker", &[Admin]),
+    (
+        "/berth.v1.ArtifactService/CreateArtifact",
+        &[Admin, User, Worker],
+    ),
+    (
+        "/berth.v1.ArtifactService/UploadFile",
+        &[Admin, User, Worker],
+    ),
+    (
+        "/berth.v1.ArtifactService/QueryUpload",
+        &[Admin, User, Worker],
+    ),
+    ("/berth.v1.ArtifactService/ReadFile", &[Admin, User, Worker]),
+    (
+        "/berth.v1.ArtifactService/GetArtifact",
+        &[Admin, User, Worker],
+    ),
+    ("/berth.v1.ArtifactService/ListArtifacts", &[Admin, User]),
+    ("/berth.v1.ArtifactService/RelateArtifacts", &[Admin, User]),
+    ("/berth.v1.ArtifactService/DeleteArtifact", &[Admin, User]),
+    ("/berth.v1.ArtifactService/SetExpiry", &[Admin, User]),
+    (
+        "/berth.v1.CollectionService/CreateCollection",
+        &[Admin, User],
+    ),
+    ("/berth.v1.CollectionService/GetCollection", &[Admin, User]),
+    (
+        "/berth.v1.CollectionService/ListCollections",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.CollectionService/UpdateCollection",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.CollectionService/AddToCollection",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.CollectionService/RemoveFromCollection",
+        &[Admin, User],
+    ),
+    ("/berth.v1.CollectionService/LookupItem", &[Admin, User]),
     ("/berth.v1.UserService/CreateUser", &[Admin]),
     ("/berth.v1.UserService/ListUsers", &[Admin]),
     ("/berth.v1.UserService/GetUser", &[Admin, User]),

@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_common::logging::LogFormat;
+use berth_files::store::StoreConfig;
 use serde::Deserialize;
 
+use berth_core::artifacts::stores::{FilesSettings, StoreSettings};
 use berth_core::live::AgentSettings;
 use berth_core::work::spec::SpecDefaults;
 
@@ -81,6 +83,127 @@ struct FileConfig {
     stop_wait: Option<String>,
     #[serde(default)]
     defaults: FileDefaults,
+    files: Option<FileFiles>,
+}
+
+/// `[files]`: the file stores artifacts are kept in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFiles {
+    /// The store workspaces write to; default `local`.
+    default_store: Option<String>,
+    /// `[files.stores.NAME]`: each store.
+    #[serde(default)]
+    stores: std::collections::BTreeMap<String, FileStoreEntry>,
+    /// `[files.workspaces]`: workspace name = store name.
+    #[serde(default)]
+    workspaces: std::collections::BTreeMap<String, String>,
+}
+
+/// `[files.stores.NAME]`: one store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "backend", rename_all = "lowercase")]
+enum FileStoreEntry {
+    /// A directory; relative paths are under the data directory. Default `files`.
+    Local {
+        path: Option<PathBuf>,
+        max_size: Option<u64>,
+    },
+    /// An S3-compatible bucket. Credentials are read from the environment variables
+    /// named by `access_key_id_env` and `secret_access_key_env` (default
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`), so they need not be in the file.
+    S3 {
+        endpoint: Option<String>,
+        bucket: String,
+        region: Option<String>,
+        #[serde(default = "default_true")]
+        path_style: bool,
+        access_key_id_env: Option<String>,
+        secret_access_key_env: Option<String>,
+        max_size: Option<u64>,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn files_settings(data_dir: &Path, files: Option<FileFiles>) -> Result<FilesSettings, ConfigError> {
+    let Some(files) = files else {
+        return Ok(FilesSettings::local(data_dir.join("files")));
+    };
+    let mut settings = FilesSettings {
+        stores: Vec::new(),
+        default_store: files.default_store.unwrap_or_else(|| "local".into()),
+        workspaces: files.workspaces,
+    };
+    for (name, entry) in files.stores {
+        let (config, max_size) = match entry {
+            FileStoreEntry::Local { path, max_size } => {
+                let root = match path {
+                    Some(p) if p.is_absolute() => p,
+                    Some(p) => data_dir.join(p),
+                    None => data_dir.join("files"),
+                };
+                (StoreConfig::Local { root }, max_size)
+            }
+            FileStoreEntry::S3 {
+                endpoint,
+                bucket,
+                region,
+                path_style,
+                access_key_id_env,
+                secret_access_key_env,
+                max_size,
+            } => {
+                let env = |var: Option<String>, default: &str| {
+                    let var = var.unwrap_or_else(|| default.to_owned());
+                    std::env::var(&var).map_err(|_| {
+                        ConfigError(format!(
+                            "[files.stores.{name}]: the environment variable {var} (its credentials) is not set"
+                        ))
+                    })
+                };
+                if let Some(endpoint) = &endpoint
+                    && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                {
+                    return Err(ConfigError(format!(
+                        "[files.stores.{name}] endpoint: {endpoint:?} must start with http:// or https://"
+                    )));
+                }
+                (
+                    StoreConfig::S3 {
+                        endpoint,
+                        bucket,
+                        region: region.unwrap_or_else(|| "us-east-1".into()),
+                        access_key_id: env(access_key_id_env, "AWS_ACCESS_KEY_ID")?,
+                        secret_access_key: env(secret_access_key_env, "AWS_SECRET_ACCESS_KEY")?,
+                        path_style,
+                    },
+                    max_size,
+                )
+            }
+        };
+        settings.stores.push(StoreSettings {
+            name,
+            config,
+            max_size,
+        });
+    }
+    if !settings.stores.iter().any(|s| s.name == "local") && settings.default_store == "local" {
+        // The built-in local store stays available unless the config names another default.
+        settings.stores.push(StoreSettings {
+            name: "local".into(),
+            config: StoreConfig::Local {
+                root: data_dir.join("files"),
+            },
+            max_size: None,
+        });
+    }
+    settings
+        .check()
+        .map_err(|e| ConfigError(format!("[files]: {e}")))?;
+    Ok(settings)
 }
 
 /// `[defaults]`: limits given to work requests that do not set them.
@@ -99,6 +222,8 @@ struct FileDefaults {
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// The file stores (`[files]`); one local store in the data directory by default.
+    pub files: FilesSettings,
     /// Absolute data directory.
     pub data_dir: PathBuf,
     /// External database URL; `None` runs the embedded PostgreSQL.
@@ -279,7 +404,9 @@ impl Config {
             }
             agent.outbox_slack = slack;
         }
+        let files = files_settings(&data_dir, file.files)?;
         Ok(Config {
+            files,
             agent,
             listen,
             data_dir,

@@ -24,6 +24,7 @@ use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
+use berth_core::artifacts::stores::Stores;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{self, DbHealth};
@@ -58,6 +59,9 @@ pub enum StartError {
     /// The secret key cannot be loaded.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// The file stores cannot be opened.
+    #[error("file stores: {0}")]
+    Files(String),
     /// The data directory cannot be used.
     #[error("data directory {path}: {reason}")]
     DataDir {
@@ -98,6 +102,8 @@ pub struct Prepared {
     pub db: DbSettings,
     /// The key sealing secret env values.
     pub secrets: SecretBox,
+    /// The file stores, open and recorded in `file_stores`.
+    pub stores: Stores,
     embedded: Option<SharedCluster>,
 }
 
@@ -173,20 +179,33 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         db: settings,
         secrets: SecretBox::load_or_create(&config.secret_key_file)?,
         config,
+        stores: Stores::empty(),
         embedded: embedded.map(|cluster| std::sync::Arc::new(tokio::sync::Mutex::new(cluster))),
     };
     let bootstrap = async {
         let mut conn = db::connect_once(&prepared.db).await?;
-        berth_core::access::bootstrap::first_admin_token(&mut conn, &prepared.config.data_dir)
+        let token =
+            berth_core::access::bootstrap::first_admin_token(&mut conn, &prepared.config.data_dir)
+                .await
+                .map_err(|e| StartError::Bootstrap(e.to_string()))?;
+        let mut pooled = prepared.pool.get().await.map_err(|e| {
+            StartError::Files(format!(
+                "no database connection to record the file stores: {e}"
+            ))
+        })?;
+        let stores = Stores::open(&mut pooled, &prepared.config.files)
             .await
-            .map_err(|e| StartError::Bootstrap(e.to_string()))
+            .map_err(|e| StartError::Files(e.to_string()))?;
+        Ok::<_, StartError>((token, stores))
     }
     .await;
     match bootstrap {
-        Ok(Some(path)) => {
-            tracing::info!(path = %path.display(), "created the first admin token; it is in this file")
+        Ok((token, stores)) => {
+            prepared.stores = stores;
+            if let Some(path) = token {
+                tracing::info!(path = %path.display(), "created the first admin token; it is in this file");
+            }
         }
-        Ok(None) => {}
         Err(e) => {
             if let Err(stop) = prepared.stop_database().await {
                 tracing::error!(error = %stop, "and stopping the embedded PostgreSQL failed too");
