@@ -14,4 +14,5 @@
 //! wire protocol (this crate knows none). Paths are checked by
 //! [`berth_files::paths`] only, and bytes are reached through [`stores`] only.
 
+pub mod live;
 pub mod stores;

@@ -1,0 +1,31 @@
+//! The one rule of whether an artifact is alive: visible, downloadable and kept.
+//!
+//! An artifact is alive while it has not expired (`expires_at` unset or in the future), or,
+//! once its time has passed, while something still needs it:
+//! - an active (not removed) collection item holds it (collection retention decides how
+//!   long that is), or
+//! - it is the input of a work request that is not finished (blocked, pending, running).
+//!
+//! Everything that shows, serves or deletes artifacts asks this rule, in SQL, so what the
+//! API hides and what the collector deletes can never disagree: an artifact that is not
+//! alive is NOT_FOUND at once, even before its bytes are gone.
+
+use diesel::dsl::sql;
+use diesel::expression::SqlLiteral;
+use diesel::sql_types::Bool;
+
+/// The condition, as SQL over a row of `artifacts` (the table named `artifacts`, not an
+/// alias). For raw queries.
+pub const ALIVE_SQL: &str = "(artifacts.expires_at IS NULL \
+    OR artifacts.expires_at > now() \
+    OR EXISTS (SELECT 1 FROM collection_items ci \
+               WHERE ci.artifact_id = artifacts.id AND ci.removed_at IS NULL) \
+    OR EXISTS (SELECT 1 FROM work_request_inputs wi \
+               JOIN work_requests wr ON wr.id = wi.work_request_id \
+               WHERE wi.artifact_id = artifacts.id \
+                 AND wr.status IN ('blocked', 'pending', 'running')))";
+
+/// [`ALIVE_SQL`] as a Diesel filter on `artifacts`.
+pub fn alive() -> SqlLiteral<Bool> {
+    sql::<Bool>(ALIVE_SQL)
+}
