@@ -529,7 +529,7 @@ async fn listings_filter_by_category_creator_work_request_and_collection_and_pag
         },
     )
     .await;
-    assert_eq!(by_creator, [report.clone()]);
+    assert_eq!(by_creator, std::slice::from_ref(&report));
 
     // A collection's active items only.
     query(
@@ -910,7 +910,7 @@ async fn a_worker_reaches_only_the_outputs_and_inputs_of_the_attempt_it_holds() 
         },
     )
     .await;
-    assert_eq!(listed, [output.id.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&output.id));
 
     // Inputs: only those of the attempt it holds, and not for another worker.
     assert_code(

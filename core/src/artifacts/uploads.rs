@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::access::auth::Identity;
 use crate::artifacts::access::{self, ArtifactRef, Need};
-use crate::artifacts::artifacts::{Artifacts, mark_uploaded};
+use crate::artifacts::artifacts::{Artifacts, StoredFile, mark_uploaded, stored_file};
 use crate::artifacts::stores::OpenStore;
 use crate::error::{Error, Result};
 use crate::store::schema::{artifact_files, artifacts, file_in_store, file_stores, file_uploads};
@@ -192,33 +192,14 @@ impl Artifacts {
         validate_path(path).map_err(|e| Error::InvalidArgument(format!("path: {e}")))?;
         let mut conn = self.pool.get().await?;
         let artifact = access::artifact(&mut conn, caller, id, Need::Upload).await?;
-        let row: Option<(Option<Vec<u8>>, Option<i64>, Option<String>, bool)> =
-            artifact_files::table
-                .filter(artifact_files::artifact_id.eq(id))
-                .filter(artifact_files::path.eq(path))
-                .select((
-                    artifact_files::sha256,
-                    artifact_files::size,
-                    artifact_files::symlink,
-                    artifact_files::uploaded,
-                ))
-                .first(&mut conn)
-                .await
-                .optional()?;
-        let Some((sha256, size, symlink, done)) = row else {
-            return Err(Error::NotFound(format!(
-                "artifact {id} has no file {path:?}"
-            )));
+        let (file, done) = match stored_file(&mut conn, id, path).await? {
+            StoredFile::Regular { file, uploaded } => (file, uploaded),
+            StoredFile::Symlink(target) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{path:?} in artifact {id} is a symlink (to {target:?}); it has no bytes to upload"
+                )));
+            }
         };
-        if let Some(target) = symlink {
-            return Err(Error::FailedPrecondition(format!(
-                "{path:?} in artifact {id} is a symlink (to {target:?}); it has no bytes to upload"
-            )));
-        }
-        let file = sha256
-            .zip(size)
-            .and_then(|(h, s)| FileId::from_bytes(&h, u64::try_from(s).ok()?))
-            .ok_or_else(|| Error::internal(format!("artifact {id} file {path:?} has no hash")))?;
         let store = self.stores.get(artifact.store_id)?;
         Ok((
             Target {
