@@ -86,9 +86,13 @@ async fn create_uploads_a_directory_and_download_gives_it_back_byte_for_byte() {
 
     let out = work.path().join("out");
     let downloaded = cli
-        .json(&["artifact", "download", &id, "-o", out.to_str().unwrap()])
+        .json(&["artifact", "download", &id, "-d", out.to_str().unwrap()])
         .await;
-    assert_eq!(downloaded["skipped"], serde_json::json!(["escape"]), "{downloaded}");
+    assert_eq!(
+        downloaded["skipped"],
+        serde_json::json!(["escape"]),
+        "{downloaded}"
+    );
     for name in ["app.bin", "docs/readme.txt", "empty"] {
         assert_eq!(
             std::fs::read(out.join(name)).unwrap(),
@@ -112,11 +116,14 @@ async fn create_uploads_a_directory_and_download_gives_it_back_byte_for_byte() {
         "download",
         &id,
         "docs/readme.txt",
-        "-o",
+        "-d",
         one.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(std::fs::read(one.join("docs/readme.txt")).unwrap(), b"read me\n");
+    assert_eq!(
+        std::fs::read(one.join("docs/readme.txt")).unwrap(),
+        b"read me\n"
+    );
     assert!(!one.join("app.bin").exists());
 }
 
@@ -125,7 +132,7 @@ async fn an_interrupted_create_resumes_where_the_server_got_to_when_run_again() 
     let server = TestServer::start().await;
     let work = tempfile::tempdir().unwrap();
     let big = work.path().join("big.bin");
-    write(&big, &pattern(160 * 1024 * 1024, 7));
+    write(&big, &pattern(128 * 1024 * 1024, 7));
     let state = work.path().join("state");
 
     // Start an upload and kill the CLI once the server has committed part of it.
@@ -154,12 +161,15 @@ async fn an_interrupted_create_resumes_where_the_server_got_to_when_run_again() 
             child.try_wait().unwrap().is_none(),
             "the upload finished before it could be interrupted"
         );
-        assert!(tokio::time::Instant::now() < deadline, "nothing was committed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing was committed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    assert!(committed < 160 * 1024 * 1024, "{committed}");
+    assert!(committed < 128 * 1024 * 1024, "{committed}");
     let remembered: Vec<_> = std::fs::read_dir(state.join("uploads"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -168,10 +178,22 @@ async fn an_interrupted_create_resumes_where_the_server_got_to_when_run_again() 
 
     let again = berth(&server)
         .env("BERTH_STATE_DIR", state.to_str().unwrap())
-        .run(&["artifact", "create", "--category", "output", "-o", "json", big.to_str().unwrap()])
+        .run(&[
+            "artifact",
+            "create",
+            "--category",
+            "output",
+            "-o",
+            "json",
+            big.to_str().unwrap(),
+        ])
         .await;
     assert_eq!(again.code, 0, "{}", again.stderr);
-    assert!(again.stderr.contains("resuming the upload"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("resuming the upload"),
+        "{}",
+        again.stderr
+    );
     let artifact: Value = serde_json::from_str(&again.stdout).unwrap();
     assert_eq!(artifact["id"], remembered[0].trim(), "{artifact}");
     assert_eq!(artifact["complete"], true, "{artifact}");
@@ -182,7 +204,7 @@ async fn an_interrupted_create_resumes_where_the_server_got_to_when_run_again() 
             "artifact",
             "download",
             artifact["id"].as_str().unwrap(),
-            "-o",
+            "-d",
             out.to_str().unwrap(),
         ])
         .await;
@@ -200,7 +222,13 @@ async fn collection_commands_add_look_up_and_remove_items_with_history() {
     let file = work.path().join("pkg.deb");
     write(&file, b"package bytes");
     let artifact = cli
-        .json(&["artifact", "create", "--category", "package", file.to_str().unwrap()])
+        .json(&[
+            "artifact",
+            "create",
+            "--category",
+            "package",
+            file.to_str().unwrap(),
+        ])
         .await;
     let id = artifact["id"].as_str().unwrap();
 
@@ -220,13 +248,23 @@ async fn collection_commands_add_look_up_and_remove_items_with_history() {
     assert_eq!(item["artifact_id"], id, "{item}");
     let found = cli.json(&["collection", "lookup", "releases", "v1"]).await;
     assert_eq!(found["artifact_id"], id, "{found}");
-    let listed = cli.json(&["artifact", "list", "--collection", "releases"]).await;
+    let listed = cli
+        .json(&["artifact", "list", "--collection", "releases"])
+        .await;
     assert_eq!(listed["artifacts"][0]["id"], id, "{listed}");
     cli.run(&["collection", "add", "releases", "v1", id])
         .await
         .assert_one_error_line("a taken item name", 1, &["ALREADY_EXISTS"]);
     let changed = cli
-        .json(&["collection", "set", "releases", "--keep-last", "none", "--keep-for", "30d"])
+        .json(&[
+            "collection",
+            "set",
+            "releases",
+            "--keep-last",
+            "none",
+            "--keep-for",
+            "30d",
+        ])
         .await;
     assert_eq!(changed["retention"]["keep_last"], Value::Null, "{changed}");
     assert_eq!(changed["retention"]["keep_for"], "30days", "{changed}");
@@ -258,9 +296,15 @@ async fn bad_input_is_one_error_line_naming_what_to_fix() {
         .await
         .assert_one_error_line("data not JSON", 2, &["--data", "not JSON"]);
     let missing = work.path().join("nope");
-    cli.run(&["artifact", "create", "--category", "x", missing.to_str().unwrap()])
-        .await
-        .assert_one_error_line("a missing path", 1, &["nope"]);
+    cli.run(&[
+        "artifact",
+        "create",
+        "--category",
+        "x",
+        missing.to_str().unwrap(),
+    ])
+    .await
+    .assert_one_error_line("a missing path", 1, &["nope"]);
     cli.run(&["artifact", "create", "--category", "Not A Slug", f])
         .await
         .assert_one_error_line("a bad category", 1, &["INVALID_ARGUMENT", "category"]);
@@ -276,7 +320,9 @@ async fn bad_input_is_one_error_line_naming_what_to_fix() {
     cli.run(&["collection", "get", "nothing-here"])
         .await
         .assert_one_error_line("an unknown collection", 1, &["NOT_FOUND", "nothing-here"]);
-    let created = cli.json(&["artifact", "create", "--category", "x", f]).await;
+    let created = cli
+        .json(&["artifact", "create", "--category", "x", f])
+        .await;
     cli.run(&[
         "artifact",
         "download",
