@@ -154,6 +154,29 @@ fn submit_request(
         allow_failure: args.allow_failure,
         retries: args.retries.unwrap_or(0),
         retry_backoff: args.retry_backoff.map(to_proto_duration),
+        inputs: args
+            .inputs
+            .iter()
+            .map(|input| proto::Input {
+                artifact: input.artifact.clone(),
+                mount: input.mount.clone(),
+                from: String::new(),
+            })
+            .collect(),
+        outputs: args
+            .outputs
+            .iter()
+            .map(|output| proto::Output {
+                path: output.path.clone(),
+                when: if output.always {
+                    proto::OutputWhen::Always
+                } else {
+                    proto::OutputWhen::Success
+                }
+                .into(),
+            })
+            .collect(),
+        output_category: args.output_category.clone().unwrap_or_default(),
     })
 }
 

@@ -14,5 +14,6 @@
 //! wire protocol (this crate knows none). Paths are checked by
 //! [`berth_files::paths`] only, and bytes are reached through [`stores`] only.
 
+pub mod inputs;
 pub mod live;
 pub mod stores;
