@@ -224,6 +224,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The file stores (`[files]`); one local store in the data directory by default.
     pub files: FilesSettings,
+    /// The limits of one artifact (files, total size); the defaults, lowered by tests.
+    pub artifact_limits: berth_core::artifacts::rules::ArtifactLimits,
     /// Absolute data directory.
     pub data_dir: PathBuf,
     /// External database URL; `None` runs the embedded PostgreSQL.
@@ -407,6 +409,7 @@ impl Config {
         let files = files_settings(&data_dir, file.files)?;
         Ok(Config {
             files,
+            artifact_limits: Default::default(),
             agent,
             listen,
             data_dir,

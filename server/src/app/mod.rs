@@ -24,6 +24,7 @@ use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
+use berth_core::artifacts::Artifacts;
 use berth_core::artifacts::stores::Stores;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
@@ -336,6 +337,8 @@ async fn serve_inner(
             recorder,
             config.agent.clone(),
         ),
+        artifacts: Artifacts::new(pool.clone(), prepared.stores.clone())
+            .with_limits(config.artifact_limits),
         streams_end: background.clone(),
         database,
     };
