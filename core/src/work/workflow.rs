@@ -187,6 +187,20 @@ pub fn validate(req: &WorkflowInput, defaults: &SpecDefaults) -> Result<Workflow
         }
         needs.push(own.into_iter().collect());
     }
+    // A step's output can be taken only from a step that declares outputs.
+    for (i, submission) in submissions.iter().enumerate() {
+        for (k, input) in submission.inputs.iter().enumerate() {
+            if let InputSource::Step(from) = &input.source
+                && let Some(&j) = index.get(from.as_str())
+                && submissions[j].spec.outputs.is_empty()
+            {
+                return Err(invalid(format!(
+                    "steps[{:?}].inputs[{k}].from: step {from:?} declares no outputs, so it makes no artifact to take; give it `outputs`",
+                    req.steps[i].name
+                )));
+            }
+        }
+    }
     let order = dependency_order(&needs).map_err(|cycle| {
         let names: Vec<&str> = cycle.iter().map(|&i| req.steps[i].name.as_str()).collect();
         invalid(format!(
