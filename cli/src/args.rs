@@ -73,8 +73,9 @@ pub struct GlobalArgs {
     pub ca_cert: Option<PathBuf>,
 
     /// Output format: aligned text for people, or one JSON object for programs. `logs`
-    /// and `run` without --detach print the job's own output either way.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    /// and `run` without --detach print the job's own output either way. (The long name
+    /// is `--format`: `run --output` names files to collect.)
+    #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
     /// Whether `token` came from BERTH_TOKEN rather than `--token`; set by [`Cli::parse_args`].

@@ -361,6 +361,37 @@ steps:
     }
 
     #[test]
+    fn steps_carry_inputs_from_needed_steps_and_outputs() {
+        let text = "name: wf\nsteps:\n  - name: build\n    image: busybox\n    workdir: /w\n    outputs: [dist/**, {path: log.txt, when: always}]\n    output_category: package\n  - name: use\n    image: busybox\n    needs: [build]\n    inputs:\n      - {from: build, mount: dist}\n      - {artifact: pkgs/latest, mount: p}\n";
+        let file = parse(Path::new("wf.yaml"), text).expect("valid");
+        let request = submit_request(&file, None, lookup).expect("valid");
+        let build = &request.steps[0];
+        let outputs: Vec<(&str, i32)> = build
+            .outputs
+            .iter()
+            .map(|o| (o.path.as_str(), o.when))
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                ("dist/**", proto::OutputWhen::Success as i32),
+                ("log.txt", proto::OutputWhen::Always as i32)
+            ]
+        );
+        assert_eq!(build.output_category, "package");
+        let inputs: Vec<(&str, &str, &str)> = request.steps[1]
+            .inputs
+            .iter()
+            .map(|i| (i.from.as_str(), i.artifact.as_str(), i.mount.as_str()))
+            .collect();
+        assert_eq!(inputs, [("build", "", "dist"), ("", "pkgs/latest", "p")]);
+        let bad = "name: wf\nsteps:\n  - name: a\n    image: busybox\n    outputs: [{path: x, when: sometimes}]\n";
+        let file = parse(Path::new("wf.yaml"), bad).expect("parses");
+        let err = submit_request(&file, None, lookup).expect_err("refused");
+        assert!(err.contains("outputs[0].when"), "{err}");
+    }
+
+    #[test]
     fn json_files_are_read_by_extension_or_content() {
         let text = r#"{"name": "wf", "steps": [{"name": "a", "image": "busybox"}]}"#;
         for name in ["wf.json", "wf.txt"] {

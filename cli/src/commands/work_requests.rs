@@ -348,6 +348,55 @@ mod tests {
     }
 
     #[test]
+    fn submit_request_carries_inputs_and_outputs() {
+        let args = run_args(&[
+            "run",
+            "--input",
+            "0190f5c2-8b1e-7c3a-9d4e-5f6a7b8c9d0e",
+            "--input",
+            "nightly/v1:2:pkgs",
+            "--output",
+            "dist/**",
+            "--output",
+            "report.xml:always",
+            "--output",
+            "a:b",
+            "--output-category",
+            "package",
+            "-w",
+            "/work",
+            "busybox",
+        ]);
+        let request = submit_request(&args, |_| None).expect("valid");
+        let inputs: Vec<(&str, &str)> = request
+            .inputs
+            .iter()
+            .map(|i| (i.artifact.as_str(), i.mount.as_str()))
+            .collect();
+        assert_eq!(
+            inputs,
+            [
+                ("0190f5c2-8b1e-7c3a-9d4e-5f6a7b8c9d0e", ""),
+                ("nightly/v1:2", "pkgs")
+            ]
+        );
+        let outputs: Vec<(&str, i32)> = request
+            .outputs
+            .iter()
+            .map(|o| (o.path.as_str(), o.when))
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                ("dist/**", proto::OutputWhen::Success as i32),
+                ("report.xml", proto::OutputWhen::Always as i32),
+                ("a:b", proto::OutputWhen::Success as i32),
+            ]
+        );
+        assert_eq!(request.output_category, "package");
+    }
+
+    #[test]
     fn submit_request_leaves_unset_limits_to_the_server() {
         let request = submit_request(&run_args(&["run", "busybox"]), |_| None).expect("valid");
         let spec = request.spec.expect("spec");
