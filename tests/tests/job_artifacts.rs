@@ -306,7 +306,7 @@ async fn a_one_gib_output_comes_back_with_the_hash_the_job_computed() {
         &submitted.id,
         "the 1 GiB job to end",
         Duration::from_secs(600),
-        |r| berth_tests::is_terminal(r),
+        berth_tests::is_terminal,
     )
     .await;
     assert_eq!(result(&done), WorkResult::Success, "{done:?}");

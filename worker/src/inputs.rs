@@ -83,6 +83,16 @@ impl FilesDir {
         let dir = dir.canonicalize()?;
         let cache = dir.join("cache");
         let attempts = dir.join("attempts");
+        // A fresh worker process runs nothing, so the dirs of attempts and the half-fetched
+        // files an earlier run left are leftovers (the cache itself is kept: its files are
+        // whole and checked).
+        for leftover in [&attempts, &cache.join("tmp")] {
+            match std::fs::remove_dir_all(leftover) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         for d in [&cache, &attempts, &cache.join("tmp")] {
             std::fs::create_dir_all(d)?;
         }

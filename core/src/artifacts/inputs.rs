@@ -30,6 +30,9 @@ use crate::store::schema::{
 use crate::work::ids::{AttemptKey, WorkRequestId};
 use crate::work::spec::{AssignedInput, CheckedInput, InputFile, InputSource};
 
+/// path, sha256, size, mode, symlink of an `artifact_files` row.
+type FileRow = (String, Option<Vec<u8>>, Option<i64>, i32, Option<String>);
+
 /// An input resolved at submission: pinned to an artifact, or waiting for a step's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pinned {
@@ -243,19 +246,18 @@ pub async fn for_assignment(
                 input.mount
             )));
         }
-        let files: Vec<(String, Option<Vec<u8>>, Option<i64>, i32, Option<String>)> =
-            artifact_files::table
-                .filter(artifact_files::artifact_id.eq(artifact_id))
-                .select((
-                    artifact_files::path,
-                    artifact_files::sha256,
-                    artifact_files::size,
-                    artifact_files::mode,
-                    artifact_files::symlink,
-                ))
-                .order(artifact_files::path)
-                .load(conn)
-                .await?;
+        let files: Vec<FileRow> = artifact_files::table
+            .filter(artifact_files::artifact_id.eq(artifact_id))
+            .select((
+                artifact_files::path,
+                artifact_files::sha256,
+                artifact_files::size,
+                artifact_files::mode,
+                artifact_files::symlink,
+            ))
+            .order(artifact_files::path)
+            .load(conn)
+            .await?;
         out.push(AssignedInput {
             artifact_id,
             mount: input.mount,

@@ -554,7 +554,7 @@ pub fn validate_inputs(
             }
             (artifact, from) if !artifact.is_empty() && !from.is_empty() => {
                 return Err(InvalidField::new(
-                    format!("{at}"),
+                    at.clone(),
                     "names both an artifact and a step (`from`); give one of them",
                 ));
             }
@@ -661,8 +661,7 @@ pub fn validate_outputs(
     let category = match category {
         "" => DEFAULT_OUTPUT_CATEGORY.to_owned(),
         other => {
-            validate_category(other)
-                .map_err(|m| InvalidField::new(format!("output_category"), m))?;
+            validate_category(other).map_err(|m| InvalidField::new("output_category", m))?;
             other.to_owned()
         }
     };
