@@ -296,10 +296,14 @@ async fn delete_is_refused_while_a_pending_request_takes_the_artifact_as_input_o
         .id;
     query(
         &server.database_url,
+        "INSERT INTO collections (id, workspace_id, name, category) \
+           SELECT gen_random_uuid(), id, 'releases', 'package' FROM workspaces WHERE name = 'default'",
+    )
+    .await;
+    query(
+        &server.database_url,
         &format!(
-            "INSERT INTO collections (id, workspace_id, name, category) \
-               SELECT gen_random_uuid(), id, 'releases', 'package' FROM workspaces WHERE name = 'default'; \
-             INSERT INTO collection_items (id, collection_id, name, artifact_id, category) \
+            "INSERT INTO collection_items (id, collection_id, name, artifact_id, category) \
                SELECT gen_random_uuid(), id, 'v1', '{held}', 'package' FROM collections WHERE name = 'releases'"
         ),
     )
@@ -525,22 +529,25 @@ async fn listings_filter_by_category_creator_work_request_and_collection_and_pag
         },
     )
     .await;
-    assert_eq!(by_creator, [report.clone()]);
+    assert_eq!(by_creator, std::slice::from_ref(&report));
 
     // A collection's active items only.
     query(
         &server.database_url,
-        &format!(
-            "INSERT INTO collections (id, workspace_id, name, category) \
-               SELECT gen_random_uuid(), id, 'nightly', 'package' FROM workspaces WHERE name = 'default'; \
-             INSERT INTO collection_items (id, collection_id, name, artifact_id, category) \
-               SELECT gen_random_uuid(), id, 'a', '{}', 'package' FROM collections; \
-             INSERT INTO collection_items (id, collection_id, name, artifact_id, category, removed_at) \
-               SELECT gen_random_uuid(), id, 'b', '{}', 'package', now() FROM collections",
-            packages[1], packages[2]
-        ),
+        "INSERT INTO collections (id, workspace_id, name, category) \
+           SELECT gen_random_uuid(), id, 'nightly', 'package' FROM workspaces WHERE name = 'default'",
     )
     .await;
+    for (name, artifact, removed) in [("a", &packages[1], "NULL"), ("b", &packages[2], "now()")] {
+        query(
+            &server.database_url,
+            &format!(
+                "INSERT INTO collection_items (id, collection_id, name, artifact_id, category, removed_at) \
+                   SELECT gen_random_uuid(), id, '{name}', '{artifact}', 'package', {removed} FROM collections"
+            ),
+        )
+        .await;
+    }
     let in_collection = list(
         &mut admin,
         ListArtifactsRequest {
@@ -903,7 +910,7 @@ async fn a_worker_reaches_only_the_outputs_and_inputs_of_the_attempt_it_holds() 
         },
     )
     .await;
-    assert_eq!(listed, [output.id.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&output.id));
 
     // Inputs: only those of the attempt it holds, and not for another worker.
     assert_code(

@@ -173,6 +173,49 @@ pub struct ArtifactPage {
     pub next_page_token: String,
 }
 
+/// A staged upload of a deleted artifact: key, upload id, and the file's hash and size.
+type StagedUpload = (String, String, Option<Vec<u8>>, Option<i64>);
+
+/// A file of an artifact as stored: its contents, or a symlink's target.
+pub(crate) enum StoredFile {
+    Regular { file: FileId, uploaded: bool },
+    Symlink(String),
+}
+
+/// The file `path` of artifact `id`; NOT_FOUND when it has none.
+pub(crate) async fn stored_file(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    path: &str,
+) -> Result<StoredFile> {
+    type Row = (Option<Vec<u8>>, Option<i64>, Option<String>, bool);
+    let row: Option<Row> = artifact_files::table
+        .filter(artifact_files::artifact_id.eq(id))
+        .filter(artifact_files::path.eq(path))
+        .select((
+            artifact_files::sha256,
+            artifact_files::size,
+            artifact_files::symlink,
+            artifact_files::uploaded,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((sha256, size, symlink, uploaded)) = row else {
+        return Err(Error::NotFound(format!(
+            "artifact {id} has no file {path:?}"
+        )));
+    };
+    if let Some(target) = symlink {
+        return Ok(StoredFile::Symlink(target));
+    }
+    let file = sha256
+        .zip(size)
+        .and_then(|(h, s)| FileId::from_bytes(&h, u64::try_from(s).ok()?))
+        .ok_or_else(|| Error::internal(format!("artifact {id} file {path:?} has no hash")))?;
+    Ok(StoredFile::Regular { file, uploaded })
+}
+
 /// Rows of `artifact_files` inserted per statement (7 parameters each, under
 /// PostgreSQL's 65,535).
 const FILE_ROWS_PER_INSERT: usize = 5_000;
@@ -770,8 +813,7 @@ impl Artifacts {
                     .set(artifacts::expires_at.eq(diesel::dsl::now))
                     .execute(conn)
                     .await?;
-                let staged: Vec<(String, String, Option<Vec<u8>>, Option<i64>)> =
-                    file_uploads::table
+                let staged: Vec<StagedUpload> = file_uploads::table
                         .inner_join(
                             artifact_files::table.on(artifact_files::artifact_id
                                 .eq(file_uploads::artifact_id)

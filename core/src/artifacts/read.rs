@@ -5,19 +5,15 @@
 //! is NOT_FOUND at once); bytes come only through [`super::stores`]; the path is checked
 //! only by [`berth_files::paths`].
 
-use berth_files::FileId;
 use berth_files::paths::validate_path;
 use bytes::{Bytes, BytesMut};
-use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use crate::access::auth::Identity;
 use crate::artifacts::access::{self, Need};
-use crate::artifacts::artifacts::Artifacts;
+use crate::artifacts::artifacts::{Artifacts, StoredFile, stored_file};
 use crate::artifacts::uploads::store_error;
 use crate::error::{Error, Result};
-use crate::store::schema::artifact_files;
 use crate::work::ids::parse_uuid;
 
 /// Most bytes in one piece of a download.
@@ -48,34 +44,16 @@ impl Artifacts {
         validate_path(path).map_err(|e| Error::InvalidArgument(format!("path: {e}")))?;
         let mut conn = self.pool.get().await?;
         let artifact = access::artifact(&mut conn, caller, id, Need::Read).await?;
-        let row: Option<(Option<Vec<u8>>, Option<i64>, Option<String>, bool)> =
-            artifact_files::table
-                .filter(artifact_files::artifact_id.eq(id))
-                .filter(artifact_files::path.eq(path))
-                .select((
-                    artifact_files::sha256,
-                    artifact_files::size,
-                    artifact_files::symlink,
-                    artifact_files::uploaded,
-                ))
-                .first(&mut conn)
-                .await
-                .optional()?;
+        let stored = stored_file(&mut conn, id, path).await?;
         drop(conn);
-        let Some((sha256, size, symlink, uploaded)) = row else {
-            return Err(Error::NotFound(format!(
-                "artifact {id} has no file {path:?}"
-            )));
+        let (file, uploaded) = match stored {
+            StoredFile::Regular { file, uploaded } => (file, uploaded),
+            StoredFile::Symlink(target) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{path:?} in artifact {id} is a symlink (to {target:?}); it has no bytes to read"
+                )));
+            }
         };
-        if let Some(target) = symlink {
-            return Err(Error::FailedPrecondition(format!(
-                "{path:?} in artifact {id} is a symlink (to {target:?}); it has no bytes to read"
-            )));
-        }
-        let file = sha256
-            .zip(size)
-            .and_then(|(h, s)| FileId::from_bytes(&h, u64::try_from(s).ok()?))
-            .ok_or_else(|| Error::internal(format!("artifact {id} file {path:?} has no hash")))?;
         if !uploaded {
             return Err(Error::FailedPrecondition(format!(
                 "{path:?} in artifact {id} is not uploaded yet; read it once the artifact is \

@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use crate::access::auth::Identity;
 use crate::artifacts::access::{self, ArtifactRef, Need};
-use crate::artifacts::artifacts::{Artifacts, mark_uploaded};
+use crate::artifacts::artifacts::{Artifacts, StoredFile, mark_uploaded, stored_file};
 use crate::artifacts::stores::OpenStore;
 use crate::error::{Error, Result};
 use crate::store::schema::{artifact_files, artifacts, file_in_store, file_stores, file_uploads};
@@ -192,33 +192,14 @@ impl Artifacts {
         validate_path(path).map_err(|e| Error::InvalidArgument(format!("path: {e}")))?;
         let mut conn = self.pool.get().await?;
         let artifact = access::artifact(&mut conn, caller, id, Need::Upload).await?;
-        let row: Option<(Option<Vec<u8>>, Option<i64>, Option<String>, bool)> =
-            artifact_files::table
-                .filter(artifact_files::artifact_id.eq(id))
-                .filter(artifact_files::path.eq(path))
-                .select((
-                    artifact_files::sha256,
-                    artifact_files::size,
-                    artifact_files::symlink,
-                    artifact_files::uploaded,
-                ))
-                .first(&mut conn)
-                .await
-                .optional()?;
-        let Some((sha256, size, symlink, done)) = row else {
-            return Err(Error::NotFound(format!(
-                "artifact {id} has no file {path:?}"
-            )));
+        let (file, done) = match stored_file(&mut conn, id, path).await? {
+            StoredFile::Regular { file, uploaded } => (file, uploaded),
+            StoredFile::Symlink(target) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "{path:?} in artifact {id} is a symlink (to {target:?}); it has no bytes to upload"
+                )));
+            }
         };
-        if let Some(target) = symlink {
-            return Err(Error::FailedPrecondition(format!(
-                "{path:?} in artifact {id} is a symlink (to {target:?}); it has no bytes to upload"
-            )));
-        }
-        let file = sha256
-            .zip(size)
-            .and_then(|(h, s)| FileId::from_bytes(&h, u64::try_from(s).ok()?))
-            .ok_or_else(|| Error::internal(format!("artifact {id} file {path:?} has no hash")))?;
         let store = self.stores.get(artifact.store_id)?;
         Ok((
             Target {
@@ -604,8 +585,9 @@ impl Artifacts {
         self.register(target, Making::Staged(row)).await
     }
 
-    /// Makes the verified file in the store and records it, in one transaction that
-    /// holds the store's row (its total size and limit).
+    /// Makes the verified file in the store and records it, in one transaction (holding
+    /// the store's row throughout when it has a size limit). A commit that fails after the
+    /// object was made leaves an orphan object (swept later), never a row without bytes.
     async fn register(
         &self,
         target: &Target,
@@ -618,16 +600,24 @@ impl Artifacts {
         let mut conn = self.pool.get().await.map_err(Error::from)?;
         let (artifact_complete, unneeded) = conn
             .transaction::<_, Error, _>(async |conn| {
-                let (name, total, max): (String, i64, Option<i64>) = file_stores::table
+                // A store with a size limit is locked for the whole check-and-make, so two
+                // files cannot pass the limit together; one without is only updated (at
+                // the end, briefly) and makes files in parallel.
+                let store_row = file_stores::table
                     .filter(file_stores::id.eq(store.id))
                     .select((
                         file_stores::name,
                         file_stores::total_size,
                         file_stores::max_size,
-                    ))
-                    .for_update()
-                    .first(conn)
-                    .await?;
+                    ));
+                let (name, mut total, max): (String, i64, Option<i64>) =
+                    store_row.first(conn).await?;
+                if max.is_some() {
+                    (_, total, _) = store_row
+                        .for_update()
+                        .first::<(String, i64, Option<i64>)>(conn)
+                        .await?;
+                }
                 let held: Option<bool> = file_in_store::table
                     .filter(file_in_store::store_id.eq(store.id))
                     .filter(file_in_store::sha256.eq(&sha))
@@ -699,18 +689,24 @@ impl Artifacts {
                                 }
                             }
                         }
-                        diesel::insert_into(file_in_store::table)
+                        // Another upload of the same file may have recorded it meanwhile
+                        // (it waits for this insert's transaction, then does nothing); the
+                        // store's size counts the file once.
+                        let inserted = diesel::insert_into(file_in_store::table)
                             .values((
                                 file_in_store::store_id.eq(store.id),
                                 file_in_store::sha256.eq(&sha),
                                 file_in_store::size.eq(size),
                             ))
+                            .on_conflict_do_nothing()
                             .execute(conn)
                             .await?;
-                        diesel::update(file_stores::table.filter(file_stores::id.eq(store.id)))
-                            .set(file_stores::total_size.eq(file_stores::total_size + size))
-                            .execute(conn)
-                            .await?;
+                        if inserted > 0 {
+                            diesel::update(file_stores::table.filter(file_stores::id.eq(store.id)))
+                                .set(file_stores::total_size.eq(file_stores::total_size + size))
+                                .execute(conn)
+                                .await?;
+                        }
                         None
                     }
                 };
