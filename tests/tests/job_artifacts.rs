@@ -620,3 +620,65 @@ async fn another_workers_token_can_neither_read_this_attempts_inputs_nor_write_i
     other.terminate(Duration::from_secs(30)).await;
     finish(server, worker).await;
 }
+
+// ----- the CLI -----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn berth_run_takes_inputs_and_outputs_and_berth_get_shows_them() {
+    let (server, worker) = server_and_worker().await;
+    let mut client = server.artifacts(&server.admin_token).await;
+    let id = artifact(&mut client, "", &[("in.txt", b"from the cli\n")]).await;
+    let input_flag = format!("{id}:data");
+    let out = berth_tests::berth(&server)
+        .ok(&[
+            "run",
+            "--input",
+            &input_flag,
+            "--output",
+            "copy.txt",
+            "--output",
+            "log.txt:always",
+            "--output-category",
+            "report",
+            "--workdir",
+            "/work",
+            "--pull",
+            "never",
+            berth_tests::TEST_IMAGE,
+            "--",
+            "sh",
+            "-c",
+            "cp /in/data/in.txt copy.txt && echo done > log.txt && cat copy.txt",
+        ])
+        .await;
+    assert_eq!(out, "from the cli\n");
+    let listed = berth_tests::berth(&server).json(&["list"]).await;
+    let request_id = listed["work_requests"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shown = berth_tests::berth(&server)
+        .json(&["get", &request_id])
+        .await;
+    assert_eq!(shown["inputs"][0]["mount"], "data", "{shown}");
+    assert_eq!(shown["inputs"][0]["artifact_id"], id.as_str(), "{shown}");
+    assert_eq!(shown["outputs"][0]["path"], "copy.txt", "{shown}");
+    assert_eq!(shown["outputs"][0]["when"], "success", "{shown}");
+    assert_eq!(shown["outputs"][1]["when"], "always", "{shown}");
+    assert_eq!(shown["output_category"], "report", "{shown}");
+    let output = shown["output_artifact_id"].as_str().unwrap();
+    let artifact = get_artifact(&server, output).await;
+    assert_eq!(artifact.category, "report");
+    let mut paths: Vec<&str> = artifact.files.iter().map(|f| f.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["copy.txt", "log.txt"]);
+    assert_eq!(
+        file(&artifact, "copy.txt").sha256,
+        FileId::of(b"from the cli\n").hex()
+    );
+    // The table view names them too.
+    let table = berth_tests::berth(&server).ok(&["get", &request_id]).await;
+    assert!(table.contains(&format!("/in/data <- {id}")), "{table}");
+    assert!(table.contains("log.txt (always)"), "{table}");
+    finish(server, worker).await;
+}
