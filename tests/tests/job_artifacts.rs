@@ -682,3 +682,65 @@ async fn berth_run_takes_inputs_and_outputs_and_berth_get_shows_them() {
     assert!(table.contains("log.txt (always)"), "{table}");
     finish(server, worker).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_item_input_is_pinned_to_the_items_artifact_at_submission() {
+    let server = TestServer::start().await;
+    let mut client = server.artifacts(&server.admin_token).await;
+    let first = artifact(&mut client, "", &[("v", b"1")]).await;
+    let second = artifact(&mut client, "", &[("v", b"2")]).await;
+    // The collection rows as CollectionService would make them.
+    berth_tests::query(
+        &server.database_url,
+        "INSERT INTO collections (id, workspace_id, name, category) \
+         SELECT gen_random_uuid(), id, 'nightly', 'package' FROM workspaces WHERE name = 'default'",
+    )
+    .await;
+    let add = |artifact: &str| {
+        format!(
+            "INSERT INTO collection_items (id, collection_id, name, artifact_id, category) \
+             SELECT gen_random_uuid(), id, 'latest', '{artifact}', 'package' FROM collections \
+             WHERE name = 'nightly'"
+        )
+    };
+    berth_tests::query(&server.database_url, &add(&first)).await;
+    let request = SubmitWorkRequestRequest {
+        spec: Some(sh("true")),
+        inputs: vec![input("nightly/latest", "pkg")],
+        ..Default::default()
+    };
+    let submitted = try_submit(&server, &server.admin_token, request.clone())
+        .await
+        .unwrap();
+    assert_eq!(submitted.inputs[0].artifact_id, first);
+    // The item moves on; the request keeps what it was pinned to, a new one gets the new.
+    berth_tests::query(
+        &server.database_url,
+        "UPDATE collection_items SET removed_at = now(), removed_why = 'replaced' \
+         WHERE name = 'latest'",
+    )
+    .await;
+    berth_tests::query(&server.database_url, &add(&second)).await;
+    assert_eq!(
+        get(&server, &submitted.id).await.inputs[0].artifact_id,
+        first
+    );
+    let later = try_submit(&server, &server.admin_token, request)
+        .await
+        .unwrap();
+    assert_eq!(later.inputs[0].artifact_id, second);
+    // A COLLECTION/ITEM input needs a mount (an item name may hold a `/`).
+    let refused = try_submit(
+        &server,
+        &server.admin_token,
+        SubmitWorkRequestRequest {
+            spec: Some(sh("true")),
+            inputs: vec![input("nightly/latest", "")],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    server.stop().await;
+}

@@ -32,12 +32,15 @@ use berth_common::client::describe_status;
 use berth_common::proto::{self, OutputWhen};
 use berth_files::digest::{FileId, Hasher};
 use berth_files::paths::{validate_path, validate_paths};
+use futures::StreamExt;
 use globset::{GlobSet, GlobSetBuilder};
 
 use crate::inputs::ArtifactClient;
 
 /// Bytes per UploadFile message (the server takes up to 4 MiB).
 const CHUNK: usize = 1024 * 1024;
+/// Files uploaded at once.
+const PARALLEL_UPLOADS: usize = 4;
 /// Upload attempts per file before collecting fails.
 const UPLOAD_TRIES: u32 = 5;
 /// Entries the walk looks at before it gives up (a job that made millions of files).
@@ -270,8 +273,11 @@ pub async fn upload(
     let artifact = created
         .artifact
         .ok_or("CreateArtifact answered no artifact")?;
+    let by_path: std::collections::HashMap<&str, &Collected> =
+        collected.iter().map(|c| (c.path.as_str(), c)).collect();
+    let mut uploads = Vec::with_capacity(created.missing.len());
     for path in &created.missing {
-        let Some(entry) = collected.iter().find(|c| &c.path == path) else {
+        let Some(entry) = by_path.get(path.as_str()) else {
             return Err(format!(
                 "the server asked for {path:?}, which was not collected"
             ));
@@ -283,8 +289,19 @@ pub async fn upload(
         };
         let host: PathBuf =
             berth_files::paths::join_beneath(root, path).map_err(|e| e.to_string())?;
-        upload_file(client, &artifact.id, path, &host, id).await?;
+        uploads.push((path.clone(), host, *id));
     }
+    // A few files at a time: many small outputs cost round trips more than bandwidth.
+    let jobs = uploads.into_iter().map(|(path, host, id)| {
+        let client = client.clone();
+        let artifact_id = artifact.id.clone();
+        async move { upload_file(&client, &artifact_id, &path, &host, &id).await }
+    });
+    let mut running = futures::stream::iter(jobs).buffer_unordered(PARALLEL_UPLOADS);
+    while let Some(done) = running.next().await {
+        done?;
+    }
+    drop(running);
     Ok(artifact.id)
 }
 

@@ -666,11 +666,22 @@ pub fn validate_outputs(
         }
     };
     if !checked.is_empty() {
-        if spec.working_dir.is_none() {
-            return Err(InvalidField::new(
-                "spec.working_dir",
-                "is required with outputs: they are collected from the working directory, so give one (e.g. /work)",
-            ));
+        match spec.working_dir.as_deref() {
+            None => {
+                return Err(InvalidField::new(
+                    "spec.working_dir",
+                    "is required with outputs: they are collected from the working directory, so give one (e.g. /work)",
+                ));
+            }
+            Some(dir) if dir == "/" || dir == "/in" || dir.starts_with("/in/") => {
+                return Err(InvalidField::new(
+                    "spec.working_dir",
+                    format!(
+                        "{dir:?} cannot hold outputs: it is / or lies in /in, where inputs are mounted; give another (e.g. /work)"
+                    ),
+                ));
+            }
+            Some(_) => {}
         }
         spec.output_category = Some(category);
     }
@@ -1295,6 +1306,14 @@ mod tests {
         let mut no_dir = with_io(vec![], vec![output("x")]);
         no_dir.spec = Some(spec());
         refused_on(submit(&no_dir), "spec.working_dir");
+        for dir in ["/", "/in", "/in/x"] {
+            let mut in_inputs = with_io(vec![], vec![output("x")]);
+            in_inputs.spec = Some(SpecInput {
+                working_dir: dir.into(),
+                ..spec()
+            });
+            refused_on(submit(&in_inputs), "spec.working_dir");
+        }
         let mut bad_category = with_io(vec![], vec![output("x")]);
         bad_category.output_category = "Not A Slug".into();
         refused_on(submit(&bad_category), "output_category");
