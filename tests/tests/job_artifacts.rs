@@ -390,7 +390,7 @@ async fn symlinks_planted_in_the_outputs_are_recorded_as_symlinks_and_never_foll
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hard_link_in_the_outputs_is_refused_and_no_artifact_is_made() {
+async fn a_hard_link_in_the_outputs_is_refused_no_artifact_is_made_and_the_request_ends_in_error() {
     let (server, worker) = server_and_worker().await;
     let request = producing(
         "echo secret > outside.txt && mkdir out && ln outside.txt out/linked.txt",
@@ -398,6 +398,10 @@ async fn a_hard_link_in_the_outputs_is_refused_and_no_artifact_is_made() {
     );
     let done = run(&server, request).await;
     assert_eq!(done.output_artifact_id, "", "{done:?}");
+    // The job exited 0 but did not deliver what it declared: an error, saying why.
+    assert_eq!(result(&done), WorkResult::Error, "{done:?}");
+    assert_eq!(done.reason, "outputs", "{done:?}");
+    assert!(done.message.contains("hard link"), "{done:?}");
     let attempt = done.attempts.last().unwrap();
     assert!(attempt.message.contains("hard link"), "{attempt:?}");
     finish(server, worker).await;

@@ -306,7 +306,11 @@ pub(crate) async fn finish(
     else {
         return Ok(false);
     };
-    let verdict = verdict(report.outcome, report.exit_code);
+    let verdict = verdict(
+        report.outcome,
+        report.exit_code,
+        !report.output_error.is_empty(),
+    );
     let now = Utc::now();
     // Only what the reports carry; an earlier Started may have set them.
     let container_id = [
@@ -413,7 +417,7 @@ pub(crate) async fn finish(
             }
             let closing = Closing {
                 ending,
-                message: Some(report.message.clone()),
+                message: Some(message.clone()),
                 exit_code: Some(report.exit_code),
                 started_at,
             };
