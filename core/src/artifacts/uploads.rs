@@ -657,11 +657,12 @@ impl Artifacts {
                         if let Some(max) = max
                             && total.saturating_add(size) > max
                         {
+                            // The store is shared by workspaces: its limit is named, not
+                            // how much of it others use.
                             return Err(Error::ResourceExhausted(format!(
-                                "file store {name} is full: it holds {total} of its max_size \
-                                 {max} bytes and {file} needs {size} more; the upload is kept \
-                                 (send finish again once an operator raised max_size or \
-                                 freed space)"
+                                "file store {name} is full: {file} does not fit in its \
+                                 max_size of {max} bytes; the upload is kept (send finish \
+                                 again once an operator raised max_size or space was freed)"
                             )));
                         }
                         match &making {
