@@ -103,6 +103,23 @@ fn file<'a>(artifact: &'a Artifact, path: &str) -> &'a ArtifactFile {
         .unwrap_or_else(|| panic!("{path} not in {:?}", artifact.files))
 }
 
+/// Every regular file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk_files(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 fn stdout(logs: &Logs) -> String {
     logs.text(STDOUT)
 }
@@ -139,8 +156,23 @@ async fn a_job_reads_its_input_at_in_and_cannot_write_it() {
         "hello from an artifact\ndeep\nREFUSED\nNOT-CREATED\nhello from an artifact\n",
     );
 
-    // A second job with the same input is laid out from the worker's cache: the cached
+    // A second job with the same input is laid out from the worker's cache, not fetched
+    // again: with the server's copy of the bytes gone, it still reads them. The cached
     // file is read-only and stays so.
+    let stored: Vec<std::path::PathBuf> = walk_files(&server.data_dir.path().join("files"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&FileId::of(hello).hex()))
+        })
+        .collect();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the local store holds the file once: {stored:?}"
+    );
+    std::fs::remove_file(&stored[0]).unwrap();
     let again = SubmitWorkRequestRequest {
         spec: Some(sh("cat /in/x/hello.txt")),
         inputs: vec![input(&id, "x")],
