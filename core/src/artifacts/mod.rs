@@ -20,6 +20,7 @@ pub mod access;
     reason = "the artifacts room of the artifacts domain; its siblings are uploads, read, access"
 )]
 pub mod artifacts;
+pub mod inputs;
 pub mod live;
 pub mod read;
 pub mod rules;
