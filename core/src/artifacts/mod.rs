@@ -5,14 +5,19 @@
 //! What it owns:
 //! - [`stores`]: the configured file stores (a local directory, S3) and which one each
 //!   workspace writes to; the `file_stores` rows that account for them.
-//! - the artifact rows, their files and relations, resumable uploads and downloads, the
-//!   collections and their retention, and the garbage collector (rooms added beside
-//!   `stores` as they come).
+//! - [`collections`]: collections and their items; [`retention`]: which items stay
+//!   active and how long removed ones are kept; [`gc`]: the collector of what no live
+//!   artifact needs (artifacts, files' bytes, stale uploads, orphan objects).
+//! - the artifact rows, their files and relations, resumable uploads and downloads
+//!   (rooms added beside `stores` as they come).
 //!
 //! What it must not touch: the state of work requests (that goes through
 //! [`crate::work::lifecycle`] only), roles (decided by [`crate::access::roles`]), and the
 //! wire protocol (this crate knows none). Paths are checked by
 //! [`berth_files::paths`] only, and bytes are reached through [`stores`] only.
 
+pub mod collections;
+pub mod gc;
 pub mod live;
+pub mod retention;
 pub mod stores;

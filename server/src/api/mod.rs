@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod collections;
 pub mod error;
 pub mod limits;
 pub mod server;

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_common::proto::agent_service_server::AgentServiceServer;
+use berth_common::proto::collection_service_server::CollectionServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
 use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
@@ -23,6 +24,7 @@ use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
+use berth_core::artifacts::collections::Collections;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{DbHealth, Reachability};
@@ -39,6 +41,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::api::agent::AgentApi;
 use crate::api::auth::AuthLayer;
+use crate::api::collections::CollectionApi;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::api::tokens::TokenApi;
 use crate::api::users::UserApi;
@@ -47,7 +50,7 @@ use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 7] = [
+const SERVICE_NAMES: [&str; 8] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -55,6 +58,7 @@ const SERVICE_NAMES: [&str; 7] = [
     "berth.v1.WorkerService",
     "berth.v1.WorkRequestService",
     "berth.v1.AgentService",
+    "berth.v1.CollectionService",
 ];
 
 /// What the server serves.
@@ -67,6 +71,7 @@ pub struct Services {
     pub workers: Workers,
     pub requests: WorkRequests,
     pub agents: Agents,
+    pub collections: Collections,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
@@ -152,6 +157,7 @@ pub async fn serve(
         workers,
         requests,
         agents,
+        collections,
         streams_end,
         database: _,
     } = services;
@@ -183,6 +189,10 @@ pub async fn serve(
         )
         .add_service(
             AgentServiceServer::new(AgentApi::new(agents, streams_end))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            CollectionServiceServer::new(CollectionApi::new(collections))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

@@ -12,6 +12,7 @@ use berth_common::logging::LogFormat;
 use berth_files::store::StoreConfig;
 use serde::Deserialize;
 
+use berth_core::artifacts::gc::GcSettings;
 use berth_core::artifacts::stores::{FilesSettings, StoreSettings};
 use berth_core::live::AgentSettings;
 use berth_core::work::spec::SpecDefaults;
@@ -98,6 +99,37 @@ struct FileFiles {
     /// `[files.workspaces]`: workspace name = store name.
     #[serde(default)]
     workspaces: std::collections::BTreeMap<String, String>,
+    /// Time between passes of the collector; default 5m.
+    gc_interval: Option<String>,
+    /// How long a file stays unreferenced before its bytes are deleted; default 1h.
+    gc_grace: Option<String>,
+    /// How old an object no row names must be before it is deleted; default 24h.
+    orphan_age: Option<String>,
+    /// How long an upload may go without a part before it is aborted; default 24h.
+    stale_upload_age: Option<String>,
+}
+
+/// The collector's settings from `[files]`.
+fn gc_settings(files: Option<&FileFiles>) -> Result<GcSettings, ConfigError> {
+    let mut gc = GcSettings::default();
+    let Some(files) = files else {
+        return Ok(gc);
+    };
+    if let Some(text) = &files.gc_interval {
+        gc.interval = duration("[files] gc_interval", text)?;
+    }
+    if let Some(text) = &files.gc_grace {
+        gc.grace = duration("[files] gc_grace", text)?;
+    }
+    if let Some(text) = &files.orphan_age {
+        gc.orphan_age = duration("[files] orphan_age", text)?;
+    }
+    if let Some(text) = &files.stale_upload_age {
+        gc.stale_upload_age = duration("[files] stale_upload_age", text)?;
+    }
+    gc.check()
+        .map_err(|e| ConfigError(format!("[files] {e}")))?;
+    Ok(gc)
 }
 
 /// `[files.stores.NAME]`: one store.
@@ -224,6 +256,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The file stores (`[files]`); one local store in the data directory by default.
     pub files: FilesSettings,
+    /// The collector of expired artifacts and unreferenced files (`[files]` gc_*).
+    pub gc: GcSettings,
     /// Absolute data directory.
     pub data_dir: PathBuf,
     /// External database URL; `None` runs the embedded PostgreSQL.
@@ -404,9 +438,11 @@ impl Config {
             }
             agent.outbox_slack = slack;
         }
+        let gc = gc_settings(file.files.as_ref())?;
         let files = files_settings(&data_dir, file.files)?;
         Ok(Config {
             files,
+            gc,
             agent,
             listen,
             data_dir,
