@@ -571,21 +571,22 @@ async fn find(
         })
 }
 
+/// The columns of an [`ItemRow`].
+type ItemColumns = (
+    collection_items::name,
+    collection_items::artifact_id,
+    collection_items::category,
+    collection_items::data,
+    collection_items::pinned,
+    collection_items::added_at,
+    diesel::dsl::Nullable<users::name>,
+    collection_items::removed_at,
+    collection_items::removed_why,
+);
+
 /// Items with the name of who added them.
-fn item_query() -> diesel::dsl::Select<
-    diesel::dsl::LeftJoin<collection_items::table, users::table>,
-    (
-        collection_items::name,
-        collection_items::artifact_id,
-        collection_items::category,
-        collection_items::data,
-        collection_items::pinned,
-        collection_items::added_at,
-        diesel::dsl::Nullable<users::name>,
-        collection_items::removed_at,
-        collection_items::removed_why,
-    ),
-> {
+fn item_query()
+-> diesel::dsl::Select<diesel::dsl::LeftJoin<collection_items::table, users::table>, ItemColumns> {
     collection_items::table.left_join(users::table).select((
         collection_items::name,
         collection_items::artifact_id,

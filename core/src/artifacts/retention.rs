@@ -63,11 +63,11 @@ pub struct Swept {
 /// The time-driven part of retention for every collection, `batch` rows per statement,
 /// until nothing is left to do.
 pub async fn sweep(conn: &mut AsyncPgConnection, batch: i64) -> Result<Swept> {
-    let mut swept = Swept::default();
-    swept.expired = repeat(conn, batch, EXPIRE_BY_AGE).await?;
-    swept.released = repeat(conn, batch, END_HISTORY).await?;
-    swept.forgotten = repeat(conn, batch, END_METADATA).await?;
-    Ok(swept)
+    Ok(Swept {
+        expired: repeat(conn, batch, EXPIRE_BY_AGE).await?,
+        released: repeat(conn, batch, END_HISTORY).await?,
+        forgotten: repeat(conn, batch, END_METADATA).await?,
+    })
 }
 
 /// Runs a statement with a `$1` batch size until it touches fewer rows than that.
