@@ -537,6 +537,34 @@ mod tests {
     }
 
     #[test]
+    fn the_collectors_settings_are_read_from_files_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "[files]\ngc_interval = \"30s\"\ngc_grace = \"10m\"\norphan_age = \"2h\"\nstale_upload_age = \"3h\"\n",
+        )
+        .expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.gc.interval, Duration::from_secs(30));
+        assert_eq!(config.gc.grace, Duration::from_secs(600));
+        assert_eq!(config.gc.orphan_age, Duration::from_secs(7200));
+        assert_eq!(config.gc.stale_upload_age, Duration::from_secs(3 * 3600));
+        std::fs::write(&path, "[files]\norphan_age = \"5s\"\n").expect("write");
+        let error = Config::resolve(&args).expect_err("too young");
+        assert!(error.to_string().contains("orphan_age"), "{error}");
+        std::fs::write(&path, "[files]\ngc_grace = \"soon\"\n").expect("write");
+        let error = Config::resolve(&args).expect_err("not a duration");
+        assert!(error.to_string().contains("gc_grace"), "{error}");
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.gc.grace, Duration::from_secs(3600));
+    }
+
+    #[test]
     fn outbox_slack_is_read_from_the_file_and_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("berth.toml");
