@@ -338,3 +338,58 @@ async fn a_stale_upload_is_aborted_and_its_artifact_stays_incomplete() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_collectors_at_once_delete_everything_exactly_once() {
+    let server = TestServer::start().await;
+    let stored = Stored::local(&server).await;
+    let other = Stored::local(&server).await;
+    let mut files = Vec::new();
+    for n in 0..30 {
+        let bytes = unique(&format!("file {n}"));
+        files.push(FileId::of(&bytes));
+        stored
+            .artifact("default", "output", &[("f", &bytes)], Expiry::Past)
+            .await;
+    }
+    // Small batches, so the two passes interleave over many statements.
+    let small = GcSettings {
+        batch: 4,
+        ..eager_gc()
+    };
+    let (a, b) = tokio::join!(stored.gc(&small), other.gc(&small));
+    assert_eq!(a.artifacts_deleted + b.artifacts_deleted, 30);
+    assert_eq!(a.files_deleted + b.files_deleted, 30);
+    assert_eq!(stored.total_size("default").await, 0);
+    for file in files {
+        assert!(!stored.holds("default", file).await);
+        assert_eq!(stored.file_row("default", file).await, None);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_servers_own_collector_frees_an_expired_artifact() {
+    let server = TestServer::start_with(|c| {
+        c.gc.interval = Duration::from_secs(1);
+        c.gc.grace = Duration::ZERO;
+    })
+    .await;
+    let stored = Stored::local(&server).await;
+    let bytes = unique("collected by the server");
+    let file = FileId::of(&bytes);
+    let id = stored
+        .artifact("default", "output", &[("f", &bytes)], Expiry::Past)
+        .await;
+    berth_tests::eventually(
+        "the server's collector",
+        Duration::from_secs(30),
+        || async {
+            (stored.alive(id).await.is_none() && stored.file_row("default", file).await.is_none())
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!stored.holds("default", file).await);
+    server.stop().await;
+}
