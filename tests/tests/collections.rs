@@ -596,3 +596,57 @@ async fn viewers_read_collections_and_only_contributors_change_them() {
     assert_code(denied, Code::PermissionDenied, "contributor");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_adds_keep_names_unique_and_the_count_limit_exact() {
+    let server = TestServer::start().await;
+    let stored = Stored::local(&server).await;
+    let mut c = client(&server, &server.admin_token).await;
+    create(
+        &mut c,
+        "busy",
+        Retention {
+            keep_last: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    // Without a count limit, so that retention frees no name meanwhile.
+    create(&mut c, "names", Retention::default()).await;
+    let mut same = Vec::new();
+    let mut distinct = Vec::new();
+    for n in 0..8 {
+        let id = package(&stored, &format!("busy {n}")).await;
+        let mut same_client = client(&server, &server.admin_token).await;
+        let mut distinct_client = client(&server, &server.admin_token).await;
+        same.push(tokio::spawn(async move {
+            same_client
+                .add_to_collection(adding("names", "same", id))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+        distinct.push(tokio::spawn(async move {
+            distinct_client
+                .add_to_collection(adding("busy", &format!("item-{n}"), id))
+                .await
+                .map(|_| ())
+                .map_err(|s| s.code())
+        }));
+    }
+    let mut added = 0;
+    for task in same {
+        match task.await.unwrap() {
+            Ok(()) => added += 1,
+            Err(code) => assert_eq!(code, Code::AlreadyExists),
+        }
+    }
+    assert_eq!(added, 1, "one add of the name wins, the others are refused");
+    for task in distinct {
+        task.await.unwrap().unwrap();
+    }
+    let got = get(&mut c, "busy").await;
+    assert_eq!(got.items.len(), 2, "{:?}", names(&got.items));
+    assert_eq!(got.items.len() + got.history.len(), 8);
+    server.stop().await;
+}
