@@ -453,6 +453,11 @@ impl Collections {
                         collection_items::data.eq(&data),
                         collection_items::pinned.eq(new.pinned),
                         collection_items::added_by.eq(added_by),
+                        // The time it is added, not when the transaction began: under the
+                        // collection's lock that orders items as they were added.
+                        collection_items::added_at.eq(diesel::dsl::sql::<
+                            diesel::sql_types::Timestamptz,
+                        >("clock_timestamp()")),
                     ))
                     .execute(conn)
                     .await?;

@@ -228,13 +228,13 @@ const MARK_UNREFERENCED: &str = concat!(
     " LIMIT $1 FOR UPDATE SKIP LOCKED)"
 );
 
-/// Files unreferenced for longer than the grace period (`$2` milliseconds) become
-/// `deleting`; the outer conditions re-check the row as it is when it is updated.
+/// Files (of the stores `$3`) unreferenced for longer than the grace period (`$2`
+/// milliseconds) become `deleting`; the outer conditions re-check the row as it is when it is updated.
 const MARK_DELETING: &str = concat!(
     "UPDATE file_in_store f SET deleting = true \
      WHERE (f.store_id, f.sha256, f.size) IN ( \
        SELECT x.store_id, x.sha256, x.size FROM file_in_store x \
-       WHERE NOT x.deleting AND x.unreferenced_since IS NOT NULL \
+       WHERE x.store_id = ANY($3) AND NOT x.deleting AND x.unreferenced_since IS NOT NULL \
          AND x.unreferenced_since <= now() - $2 * interval '1 millisecond' AND NOT ",
     referenced!("x"),
     " LIMIT $1 FOR UPDATE SKIP LOCKED) \
@@ -270,6 +270,7 @@ async fn abort_uploads(
     settings: &GcSettings,
 ) -> Result<usize> {
     let stale_ms = millis(settings.stale_upload_age);
+    let here = configured(stores);
     let mut aborted = 0;
     loop {
         let rows: Vec<UploadRow> = diesel::sql_query(format!(
@@ -277,12 +278,14 @@ async fn abort_uploads(
                     af.sha256, af.size, fu.updated_at \
              FROM file_uploads fu \
              JOIN artifact_files af ON af.artifact_id = fu.artifact_id AND af.path = fu.path \
-             WHERE fu.updated_at <= now() - $2 * interval '1 millisecond' \
-                OR NOT EXISTS (SELECT 1 FROM artifacts WHERE artifacts.id = fu.artifact_id AND {ALIVE_SQL}) \
+             WHERE fu.store_id = ANY($3) \
+               AND (fu.updated_at <= now() - $2 * interval '1 millisecond' \
+                    OR NOT EXISTS (SELECT 1 FROM artifacts WHERE artifacts.id = fu.artifact_id AND {ALIVE_SQL})) \
              ORDER BY fu.updated_at LIMIT $1"
         ))
         .bind::<BigInt, _>(settings.batch)
         .bind::<BigInt, _>(stale_ms)
+        .bind::<Array<SqlUuid>, _>(&here)
         .load(conn)
         .await?;
         let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= settings.batch;
@@ -425,12 +428,14 @@ async fn delete_files(
     settings: &GcSettings,
 ) -> Result<(usize, u64)> {
     let grace_ms = millis(settings.grace);
+    let here = configured(stores);
     // Marked and committed before any byte goes: from here on these rows are not
     // present for anyone.
     loop {
         let n = diesel::sql_query(MARK_DELETING)
             .bind::<BigInt, _>(settings.batch)
             .bind::<BigInt, _>(grace_ms)
+            .bind::<Array<SqlUuid>, _>(&here)
             .execute(conn)
             .await?;
         if i64::try_from(n).unwrap_or(i64::MAX) < settings.batch {
@@ -439,16 +444,17 @@ async fn delete_files(
     }
     let mut files = 0;
     let mut bytes = 0;
-    // Rows are skipped (not deleted) when their store is not configured here or its
-    // delete fails; the offset steps over them so the loop ends.
+    // Rows are skipped (not deleted) when their bytes cannot be deleted now; the offset
+    // steps over them so the loop ends.
     let mut skipped: i64 = 0;
     loop {
         let rows: Vec<FileRow> = diesel::sql_query(
-            "SELECT store_id, sha256, size FROM file_in_store WHERE deleting \
+            "SELECT store_id, sha256, size FROM file_in_store WHERE deleting AND store_id = ANY($3) \
              ORDER BY store_id, sha256, size LIMIT $1 OFFSET $2",
         )
         .bind::<BigInt, _>(settings.batch)
         .bind::<BigInt, _>(skipped)
+        .bind::<Array<SqlUuid>, _>(&here)
         .load(conn)
         .await?;
         let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= settings.batch;
@@ -610,6 +616,12 @@ async fn delete_orphans(
         }
     }
     Ok(deleted)
+}
+
+/// The ids of the stores configured here: rows of other stores are left to a replica
+/// that has them.
+fn configured(stores: &Stores) -> Vec<Uuid> {
+    stores.all().map(|s| s.id).collect()
 }
 
 fn millis(d: Duration) -> i64 {
