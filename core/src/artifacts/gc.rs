@@ -26,7 +26,10 @@
 //!    counts as present ([`super::live::PRESENT_SQL`]), so nothing is deduplicated
 //!    against or served from bytes that may be gone.
 //! 6. **Orphans**: each store is listed, and objects older than `orphan_age` that no
-//!    `file_in_store` row names are deleted.
+//!    `file_in_store` row names are deleted, each under the lock of the store's
+//!    `file_stores` row (which an upload holds from writing a file's bytes to inserting
+//!    its row), after a re-check. A store must belong to one installation: another's
+//!    objects have no rows here.
 //!
 //! The race with a new artifact taking an unreferenced file (dedup) is settled by the
 //! row: the artifacts side sets `unreferenced_since = NULL WHERE deleting = false` in the
@@ -602,20 +605,52 @@ async fn delete_orphans(
             // Something under sha256/ that is no file's key: nothing can name it.
             None => true,
         };
-        if !orphan {
-            continue;
+        if orphan && delete_orphan(conn, store, &object).await? {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes one orphan object under the store row's lock, which an upload recording a
+/// file holds while it writes the bytes and inserts the row: so no upload is between
+/// bytes and row meanwhile, and the re-check sees every row. Returns whether it went.
+async fn delete_orphan(
+    conn: &mut AsyncPgConnection,
+    store: &OpenStore,
+    object: &StoredObject,
+) -> Result<bool> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        diesel::sql_query("SELECT id FROM file_stores WHERE id = $1 FOR UPDATE")
+            .bind::<SqlUuid, _>(store.id)
+            .load::<IdRow>(conn)
+            .await?;
+        if let Some(file) = object.file {
+            let rows: Vec<IdRow> = diesel::sql_query(
+                "SELECT store_id AS id FROM file_in_store \
+                 WHERE store_id = $1 AND sha256 = $2 AND size = $3",
+            )
+            .bind::<SqlUuid, _>(store.id)
+            .bind::<Bytea, _>(file.sha256.to_vec())
+            .bind::<BigInt, _>(i64::try_from(file.size).unwrap_or(i64::MAX))
+            .load(conn)
+            .await?;
+            if !rows.is_empty() {
+                return Ok(false);
+            }
         }
         match store.files.delete_key(&object.key).await {
             Ok(()) => {
                 tracing::info!(store = %store.name, key = %object.key, "collector: deleted an object no row names");
-                deleted += 1;
+                Ok(true)
             }
             Err(e) => {
-                tracing::warn!(error = %e, key = %object.key, "collector: deleting an orphan failed; the next pass retries")
+                tracing::warn!(error = %e, key = %object.key, "collector: deleting an orphan failed; the next pass retries");
+                Ok(false)
             }
         }
-    }
-    Ok(deleted)
+    })
+    .await
 }
 
 /// The ids of the stores configured here: rows of other stores are left to a replica
