@@ -93,7 +93,7 @@ pub enum OutputFormat {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-#[expect(
+#[allow(
     clippy::large_enum_variant,
     reason = "parsed once per process; boxing would only obscure the clap definition"
 )]
@@ -111,6 +111,14 @@ pub enum Command {
     /// Create, list, inspect, configure and archive workspaces, and manage their members.
     #[command(subcommand, arg_required_else_help = true)]
     Workspace(WorkspaceCommand),
+    /// Create, inspect, download, relate and delete artifacts: files with JSON data, kept
+    /// in a workspace's file store.
+    #[command(subcommand, arg_required_else_help = true)]
+    Artifact(ArtifactCommand),
+    /// Create collections of artifacts with a retention policy; add, remove and look up
+    /// their items.
+    #[command(subcommand, arg_required_else_help = true)]
+    Collection(CollectionCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's
@@ -725,6 +733,246 @@ impl Cli {
 }
 
 /// Also used by the tests of the commands, which start from a parsed command line.
+/// `berth artifact ...`
+#[derive(Debug, Subcommand)]
+pub enum ArtifactCommand {
+    /// Create an artifact from files and directories and upload what the store lacks.
+    ///
+    /// A file is stored under its name; a directory's contents are stored under their
+    /// paths inside it (the directory's own name is not part of them). Symlinks are
+    /// recorded as symlinks, never followed. Files the workspace already holds are not
+    /// sent again. An interrupted upload resumes when the same command is run again.
+    Create(ArtifactCreateArgs),
+    /// Show one artifact with its files and relations.
+    Get {
+        /// The artifact's id.
+        id: String,
+    },
+    /// List a workspace's artifacts, newest first.
+    List(ArtifactListArgs),
+    /// Download an artifact's files (or one of them) into a directory, checking each
+    /// file's SHA-256.
+    Download {
+        /// The artifact's id.
+        id: String,
+        /// Only this file (its path in the artifact).
+        path: Option<String>,
+        /// Where to put the files (created if missing).
+        #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
+        output: PathBuf,
+    },
+    /// Relate an artifact to another: FROM extends | relates-to | built-using TO.
+    Relate {
+        /// The source artifact's id.
+        from: String,
+        /// The kind of relation.
+        #[arg(value_enum)]
+        kind: RelationArg,
+        /// The target artifact's id.
+        to: String,
+        /// Remove the relation instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Delete an artifact now (refused while a collection holds it or an unfinished work
+    /// request takes it as input).
+    Delete {
+        /// The artifact's id.
+        id: String,
+    },
+    /// Change when an artifact expires: a duration from now, e.g. 7d, or `never`.
+    Expire {
+        /// The artifact's id.
+        id: String,
+        /// How long from now, or `never`.
+        #[arg(value_name = "DURATION|never", value_parser = parse_expiry)]
+        expire: Setting<Duration>,
+    },
+}
+
+/// `berth artifact create ...`
+#[derive(Debug, Args)]
+pub struct ArtifactCreateArgs {
+    /// Its category: a slug such as package, test-report or output.
+    #[arg(long, value_name = "C")]
+    pub category: String,
+    /// Workspace (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Its data: a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
+    /// When it expires: a duration from now, e.g. 7d, or `never` (default: the
+    /// workspace's default expiry).
+    #[arg(long, value_name = "DURATION|never", value_parser = parse_expiry)]
+    pub expire: Option<Setting<Duration>>,
+    /// The files and directories to put in it.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// `berth artifact list ...`
+#[derive(Debug, Args)]
+pub struct ArtifactListArgs {
+    /// Workspace (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Only this category.
+    #[arg(long, value_name = "C")]
+    pub category: Option<String>,
+    /// Only those made by this user.
+    #[arg(long, value_name = "USER")]
+    pub created_by: Option<String>,
+    /// Only those made by this work request.
+    #[arg(long, value_name = "ID")]
+    pub work_request: Option<String>,
+    /// Only the active items of this collection.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
+    /// Also those whose upload is not finished.
+    #[arg(long)]
+    pub incomplete: bool,
+    /// At most this many (1-1000, default 100).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u32>,
+    /// Continue after a previous page (its `next_page_token`).
+    #[arg(long, value_name = "TOKEN")]
+    pub page_token: Option<String>,
+}
+
+/// A relation between artifacts, as written on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RelationArg {
+    /// FROM adds to TO (a later version, more files).
+    Extends,
+    /// FROM is about TO (a report on a package).
+    RelatesTo,
+    /// FROM was built from TO.
+    BuiltUsing,
+}
+
+impl From<RelationArg> for proto::ArtifactRelationKind {
+    fn from(kind: RelationArg) -> proto::ArtifactRelationKind {
+        match kind {
+            RelationArg::Extends => proto::ArtifactRelationKind::Extends,
+            RelationArg::RelatesTo => proto::ArtifactRelationKind::RelatesTo,
+            RelationArg::BuiltUsing => proto::ArtifactRelationKind::BuiltUsing,
+        }
+    }
+}
+
+/// `berth collection ...`
+#[derive(Debug, Subcommand)]
+pub enum CollectionCommand {
+    /// Create a collection of artifacts of one category, with a retention policy.
+    Create(CollectionCreateArgs),
+    /// Show a collection and its active items (and, with --history, removed ones).
+    Get {
+        /// The collection's name.
+        name: String,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+        /// Also show removed items.
+        #[arg(long)]
+        history: bool,
+    },
+    /// List a workspace's collections.
+    List {
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// Change a collection's retention policy (what is not given stays as it is).
+    Set(CollectionSetArgs),
+    /// Add an artifact to a collection under an item name.
+    Add {
+        /// The collection's name.
+        collection: String,
+        /// The item name.
+        name: String,
+        /// The artifact's id.
+        artifact: String,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+        /// Keep it whatever the retention policy says.
+        #[arg(long)]
+        pin: bool,
+        /// Replace the active item of that name, if there is one.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Remove an item from a collection (it stays in the history).
+    Rm {
+        /// The collection's name.
+        collection: String,
+        /// The item name.
+        name: String,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// Show the active item of a name.
+    Lookup {
+        /// The collection's name.
+        collection: String,
+        /// The item name.
+        name: String,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+}
+
+/// `berth collection create ...`
+#[derive(Debug, Args)]
+pub struct CollectionCreateArgs {
+    /// The name: 1-63 lowercase letters, digits and '-'.
+    pub name: String,
+    /// The category of artifacts it holds.
+    #[arg(long, value_name = "C")]
+    pub category: String,
+    /// Workspace (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Keep at most this many active items (the newest).
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep items younger than this, e.g. 30d.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub keep_for: Option<Duration>,
+    /// How long removed items keep their artifacts (default 30d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub history: Option<Duration>,
+    /// After that, how long removed items stay as metadata (default 365d).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub metadata: Option<Duration>,
+}
+
+/// `berth collection set ...`
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub struct CollectionSetArgs {
+    /// The collection's name.
+    pub name: String,
+    /// Workspace (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Keep at most this many active items, or `none`.
+    #[arg(long, value_name = "N|none", value_parser = parse_limit)]
+    pub keep_last: Option<Setting<u32>>,
+    /// Keep items younger than this, or `never` for no age limit.
+    #[arg(long, value_name = "DURATION|never", value_parser = parse_expiry)]
+    pub keep_for: Option<Setting<Duration>>,
+    /// How long removed items keep their artifacts.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub history: Option<Duration>,
+    /// After that, how long removed items stay as metadata.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub metadata: Option<Duration>,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

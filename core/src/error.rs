@@ -38,6 +38,8 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// Something did not happen in time.
     DeadlineExceeded,
+    /// A position past the end of the thing (an offset beyond a file's size).
+    OutOfRange,
     /// The server cannot serve this now; the caller may retry.
     Unavailable,
     /// A bug or an unexpected failure.
@@ -46,7 +48,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests that walk the table.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::ResourceExhausted,
         ErrorCode::DeadlineExceeded,
+        ErrorCode::OutOfRange,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -71,6 +74,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => (16, 401),
             ErrorCode::ResourceExhausted => (8, 429),
             ErrorCode::DeadlineExceeded => (4, 504),
+            ErrorCode::OutOfRange => (11, 416),
             ErrorCode::Unavailable => (14, 503),
             ErrorCode::Internal => (13, 500),
         }
@@ -114,6 +118,9 @@ pub enum Error {
     /// Something did not happen in time.
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// A position past the end of the thing; the message says where the end is.
+    #[error("{0}")]
+    OutOfRange(String),
     /// The server cannot serve this now (it is shutting down, say); the message is for
     /// the caller.
     #[error("{0}")]
@@ -152,6 +159,7 @@ impl Error {
             Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Error::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Error::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
+            Error::OutOfRange(_) => ErrorCode::OutOfRange,
             Error::Unavailable(_) | Error::Database(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -44,6 +44,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 pub mod agent;
 pub mod api;
+pub mod artifacts;
 pub mod cli;
 pub mod docker;
 pub mod invariants;

@@ -35,6 +35,11 @@ use berth_common::proto::{
     AddToCollectionRequest, CreateCollectionRequest, GetCollectionRequest, ListCollectionsRequest,
     LookupItemRequest, RemoveFromCollectionRequest, Retention, UpdateCollectionRequest,
 };
+use berth_common::proto::{
+    ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
+    ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
+};
+use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
 use prost::Message as _;
 use tonic::Code;
@@ -161,6 +166,15 @@ const MATRIX: &[(&str, Policy)] = &[
         Policy::Write,
     ),
     ("/berth.v1.CollectionService/LookupItem", Policy::Read),
+    ("/berth.v1.ArtifactService/CreateArtifact", Policy::Write),
+    ("/berth.v1.ArtifactService/UploadFile", Policy::Write),
+    ("/berth.v1.ArtifactService/QueryUpload", Policy::Write),
+    ("/berth.v1.ArtifactService/ReadFile", Policy::Read),
+    ("/berth.v1.ArtifactService/GetArtifact", Policy::Read),
+    ("/berth.v1.ArtifactService/ListArtifacts", Policy::Read),
+    ("/berth.v1.ArtifactService/RelateArtifacts", Policy::Write),
+    ("/berth.v1.ArtifactService/DeleteArtifact", Policy::Write),
+    ("/berth.v1.ArtifactService/SetExpiry", Policy::Write),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -372,6 +386,9 @@ fn parked(workspace: &str) -> SubmitWorkRequestRequest {
 /// Makes, with the admin token, what the cell for `rpc` acts on, and returns its id (or
 /// user name): a fresh one per cell.
 async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    if rpc.starts_with("/berth.v1.ArtifactService/") {
+        return artifact_target(server, rpc, workspace, cell).await;
+    }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
         "/berth.v1.WorkRequestService/RetryWorkRequest" => {
@@ -417,6 +434,120 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
         .id
 }
 
+/// What an ArtifactService cell acts on, made by the admin: an uploaded artifact (its id),
+/// one with a file still to upload (`ID CONTENT`), or two artifacts (`ID ID`).
+async fn artifact_target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let mut admin = server.artifacts(&server.admin_token).await;
+    let content = format!("cell {cell} of the matrix");
+    let made = create(
+        &mut admin,
+        workspace,
+        "package",
+        &[("f", content.as_bytes())],
+    )
+    .await;
+    let id = made.artifact.unwrap().id;
+    match rpc {
+        "/berth.v1.ArtifactService/UploadFile" | "/berth.v1.ArtifactService/QueryUpload" => {
+            format!("{id} {content}")
+        }
+        "/berth.v1.ArtifactService/RelateArtifacts" => {
+            upload(&mut admin, &id, "f", content.as_bytes()).await;
+            let other = create(&mut admin, workspace, "package", &[]).await;
+            format!("{id} {}", other.artifact.unwrap().id)
+        }
+        _ => {
+            upload(&mut admin, &id, "f", content.as_bytes()).await;
+            id
+        }
+    }
+}
+
+/// Calls an ArtifactService `rpc` as `token`; `Ok` if it was answered.
+async fn call_artifacts(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = server.artifacts(token).await;
+    let (first, second) = target.split_once(' ').unwrap_or((&target, ""));
+    let (first, second) = (first.to_owned(), second.to_owned());
+    match rpc {
+        "/berth.v1.ArtifactService/CreateArtifact" => {
+            client
+                .create_artifact(CreateArtifactRequest {
+                    workspace: workspace.into(),
+                    category: "package".into(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.ArtifactService/UploadFile" => {
+            let bytes = second.as_bytes();
+            let done = upload_range(&mut client, &first, "f", bytes, 0, bytes.len(), true).await?;
+            assert!(done.complete, "an answered upload completes the file");
+        }
+        "/berth.v1.ArtifactService/QueryUpload" => {
+            client
+                .query_upload(QueryUploadRequest {
+                    artifact_id: first,
+                    path: "f".into(),
+                })
+                .await?;
+        }
+        "/berth.v1.ArtifactService/ReadFile" => {
+            read(&mut client, &first, "f", 0, 0).await?;
+        }
+        "/berth.v1.ArtifactService/GetArtifact" => {
+            client
+                .get_artifact(GetArtifactRequest { id: first })
+                .await?;
+        }
+        "/berth.v1.ArtifactService/ListArtifacts" => {
+            let page = client
+                .list_artifacts(ListArtifactsRequest {
+                    workspace: workspace.into(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                page.artifacts.iter().all(|a| a.workspace == workspace),
+                "a listing of {workspace} holds another workspace's artifact"
+            );
+        }
+        "/berth.v1.ArtifactService/RelateArtifacts" => {
+            client
+                .relate_artifacts(RelateArtifactsRequest {
+                    from_id: first,
+                    to_id: second,
+                    kind: ArtifactRelationKind::RelatesTo as i32,
+                    remove: false,
+                })
+                .await?;
+        }
+        "/berth.v1.ArtifactService/DeleteArtifact" => {
+            client
+                .delete_artifact(DeleteArtifactRequest { id: first })
+                .await?;
+        }
+        "/berth.v1.ArtifactService/SetExpiry" => {
+            client
+                .set_expiry(SetExpiryRequest {
+                    id: first,
+                    expiry: Some(Expiry {
+                        when: Some(expiry::When::Never(true)),
+                    }),
+                })
+                .await?;
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
 /// Calls `rpc` as `token` on `workspace`'s thing `target`; `Ok` if it was answered.
 async fn call(
     server: &TestServer,
@@ -425,6 +556,9 @@ async fn call(
     workspace: &str,
     target: String,
 ) -> Result<(), tonic::Status> {
+    if rpc.starts_with("/berth.v1.ArtifactService/") {
+        return call_artifacts(server, rpc, token, workspace, target).await;
+    }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
     let mut spaces = workspaces(token, channel.clone());

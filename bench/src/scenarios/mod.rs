@@ -1,6 +1,7 @@
 //! The scenarios: each starts the stack it needs, measures one thing and returns a
 //! [`Report`]. See each module for what it measures and why.
 
+pub mod artifacts;
 pub mod chaos;
 pub mod container;
 pub mod idle;
@@ -40,6 +41,9 @@ pub enum Scenario {
     Container,
     /// Log throughput.
     Logs,
+    /// Upload and download of one large file through Berth against a plain copy to the
+    /// same store (local directory and S3), and a dedup hit.
+    Artifacts,
     /// Mixed load under random faults (workers, connections, PostgreSQL, replicas), then
     /// the invariants.
     Chaos,
@@ -49,11 +53,12 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs, in order.
-    pub const EACH: [Scenario; 5] = [
+    pub const EACH: [Scenario; 6] = [
         Scenario::Noop,
         Scenario::IdleStreams,
         Scenario::Container,
         Scenario::Logs,
+        Scenario::Artifacts,
         Scenario::Chaos,
     ];
 
@@ -64,6 +69,7 @@ impl Scenario {
             Scenario::IdleStreams => "idle-streams",
             Scenario::Container => "container",
             Scenario::Logs => "logs",
+            Scenario::Artifacts => "artifacts",
             Scenario::Chaos => "chaos",
             Scenario::All => "all",
         }
@@ -76,6 +82,7 @@ impl Scenario {
             Scenario::IdleStreams => idle::run(opts).await,
             Scenario::Container => container::run(opts).await,
             Scenario::Logs => logs::run(opts).await,
+            Scenario::Artifacts => artifacts::run(opts).await,
             Scenario::Chaos => chaos::run(opts).await,
             Scenario::All => anyhow::bail!("`all` is not a single scenario"),
         }

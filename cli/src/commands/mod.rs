@@ -11,7 +11,8 @@
 //! One module per resource, as in [`crate::output`]: `tokens`, `users`, `workspaces`,
 //! `workers`,
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
-//! (`queue`, `priority`) and `workflows`. This module dispatches, finds the token and
+//! (`queue`, `priority`), `workflows`, `artifacts` (`artifact ...`: create with resumable
+//! uploads, download with verification) and `collections`. This module dispatches, finds the token and
 //! reaches the server.
 //!
 //! Everything that can be checked without the server (the token, secret environment
@@ -23,6 +24,8 @@
 //! `run` without `--detach` ends with the job's status, and both end with 130 when stopped
 //! with Ctrl-C.
 
+mod artifacts;
+mod collections;
 mod queue;
 mod tokens;
 mod users;
@@ -70,6 +73,8 @@ pub async fn execute(
         Command::Worker(command) => workers::execute(command, server, printer).await,
         Command::User(command) => users::execute(command, server, printer).await,
         Command::Workspace(command) => workspaces::execute(command, server, printer).await,
+        Command::Artifact(command) => artifacts::execute(command, server, printer).await,
+        Command::Collection(command) => collections::execute(command, server, printer).await,
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
         Command::Logs(args) => return work_requests::logs(args, server, printer, interrupt).await,
@@ -208,6 +213,9 @@ type Users = UserServiceClient<Authenticated>;
 type Workspaces = WorkspaceServiceClient<Authenticated>;
 type Workers = WorkerServiceClient<Authenticated>;
 type WorkRequests = WorkRequestServiceClient<Authenticated>;
+type Artifacts = berth_common::proto::artifact_service_client::ArtifactServiceClient<Authenticated>;
+type Collections =
+    berth_common::proto::collection_service_client::CollectionServiceClient<Authenticated>;
 
 /// A generated client of one of the services the CLI calls.
 trait Service {

@@ -9,11 +9,12 @@
 //! no field for one.
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
-//! `work_requests` (a request with its attempts and workflow steps, and `list`) and
-//! `queue`. This module has what they share: [`Render`], `Answer` (which view each kind of
+//! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`
+//! and `artifacts` (artifacts and collections). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
 
+mod artifacts;
 mod queue;
 mod tokens;
 mod users;
@@ -29,6 +30,10 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 
+pub use self::artifacts::{
+    ArtifactListView, ArtifactView, CollectionItemView, CollectionListView, CollectionView,
+    DeletedArtifactView, DownloadedView, RelatedView,
+};
 pub use self::queue::{QueueEntryView, QueueView};
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
 pub use self::users::{DeletedUserView, MembershipView, UserListView, UserView};

@@ -16,8 +16,19 @@
 //! wire protocol (this crate knows none). Paths are checked by
 //! [`berth_files::paths`] only, and bytes are reached through [`stores`] only.
 
+pub mod access;
+#[expect(
+    clippy::module_inception,
+    reason = "the artifacts room of the artifacts domain; its siblings are uploads, read, access"
+)]
+pub mod artifacts;
 pub mod collections;
 pub mod gc;
 pub mod live;
+pub mod read;
 pub mod retention;
+pub mod rules;
 pub mod stores;
+pub mod uploads;
+
+pub use artifacts::Artifacts;

@@ -40,6 +40,7 @@ mod tests {
             (ErrorCode::Unauthenticated, Code::Unauthenticated),
             (ErrorCode::ResourceExhausted, Code::ResourceExhausted),
             (ErrorCode::DeadlineExceeded, Code::DeadlineExceeded),
+            (ErrorCode::OutOfRange, Code::OutOfRange),
             (ErrorCode::Unavailable, Code::Unavailable),
             (ErrorCode::Internal, Code::Internal),
         ];

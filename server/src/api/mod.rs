@@ -6,6 +6,7 @@
 //! [`error`] and nowhere else. No handler touches the database or decides anything.
 
 pub mod agent;
+pub mod artifacts;
 pub mod auth;
 pub mod collections;
 pub mod error;

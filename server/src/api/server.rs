@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_common::proto::agent_service_server::AgentServiceServer;
+use berth_common::proto::artifact_service_server::ArtifactServiceServer;
 use berth_common::proto::collection_service_server::CollectionServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
@@ -24,6 +25,7 @@ use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
+use berth_core::artifacts::Artifacts;
 use berth_core::artifacts::collections::Collections;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
@@ -40,6 +42,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::api::agent::AgentApi;
+use crate::api::artifacts::ArtifactApi;
 use crate::api::auth::AuthLayer;
 use crate::api::collections::CollectionApi;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
@@ -50,7 +53,7 @@ use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 8] = [
+const SERVICE_NAMES: [&str; 9] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -59,6 +62,7 @@ const SERVICE_NAMES: [&str; 8] = [
     "berth.v1.WorkRequestService",
     "berth.v1.AgentService",
     "berth.v1.CollectionService",
+    "berth.v1.ArtifactService",
 ];
 
 /// What the server serves.
@@ -72,6 +76,7 @@ pub struct Services {
     pub requests: WorkRequests,
     pub agents: Agents,
     pub collections: Collections,
+    pub artifacts: Artifacts,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
@@ -158,6 +163,7 @@ pub async fn serve(
         requests,
         agents,
         collections,
+        artifacts,
         streams_end,
         database: _,
     } = services;
@@ -193,6 +199,10 @@ pub async fn serve(
         )
         .add_service(
             CollectionServiceServer::new(CollectionApi::new(collections))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ArtifactServiceServer::new(ArtifactApi::new(artifacts))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

@@ -258,6 +258,8 @@ pub struct Config {
     pub files: FilesSettings,
     /// The collector of expired artifacts and unreferenced files (`[files]` gc_*).
     pub gc: GcSettings,
+    /// The limits of one artifact (files, total size); the defaults, lowered by tests.
+    pub artifact_limits: berth_core::artifacts::rules::ArtifactLimits,
     /// Absolute data directory.
     pub data_dir: PathBuf,
     /// External database URL; `None` runs the embedded PostgreSQL.
@@ -443,6 +445,7 @@ impl Config {
         Ok(Config {
             files,
             gc,
+            artifact_limits: Default::default(),
             agent,
             listen,
             data_dir,

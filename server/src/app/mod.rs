@@ -24,6 +24,7 @@ use berth_core::access::auth::Authenticator;
 use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
+use berth_core::artifacts::Artifacts;
 use berth_core::artifacts::collections::Collections;
 use berth_core::artifacts::gc;
 use berth_core::artifacts::stores::Stores;
@@ -346,6 +347,8 @@ async fn serve_inner(
             config.agent.clone(),
         ),
         collections: Collections::new(pool.clone()),
+        artifacts: Artifacts::new(pool.clone(), prepared.stores.clone())
+            .with_limits(config.artifact_limits),
         streams_end: background.clone(),
         database,
     };
