@@ -393,3 +393,139 @@ async fn the_servers_own_collector_frees_an_expired_artifact() {
     assert!(!stored.holds("default", file).await);
     server.stop().await;
 }
+
+/// Through the real ArtifactService: an artifact uploaded, held by a collection, expired,
+/// let go by the collection, then collected; and one deleted while only the history
+/// holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uploaded_artifact_is_kept_by_its_collection_then_collected_once_let_go() {
+    use berth_common::proto::collection_service_client::CollectionServiceClient;
+    use berth_common::proto::{
+        AddToCollectionRequest, CreateCollectionRequest, DeleteArtifactRequest, Expiry,
+        GetArtifactRequest, GetCollectionRequest, RemoveFromCollectionRequest, SetExpiryRequest,
+        expiry,
+    };
+    use berth_tests::artifacts::{create, read_all, upload};
+    let server = TestServer::start().await;
+    let stored = Stored::local(&server).await;
+    let mut artifacts = server.artifacts(&server.admin_token).await;
+    let mut collections = CollectionServiceClient::with_interceptor(
+        server.channel().await,
+        berth_common::client::BearerAuth::new(&server.admin_token),
+    );
+    let bytes = unique("uploaded");
+    let file = FileId::of(&bytes);
+    let id = create(&mut artifacts, "", "package", &[("pkg", &bytes)])
+        .await
+        .artifact
+        .unwrap()
+        .id;
+    upload(&mut artifacts, &id, "pkg", &bytes).await;
+    collections
+        .create_collection(CreateCollectionRequest {
+            name: "releases".into(),
+            category: "package".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let adding = |name: &str, artifact: &str| AddToCollectionRequest {
+        collection: "releases".into(),
+        name: name.into(),
+        artifact_id: artifact.into(),
+        ..Default::default()
+    };
+    collections
+        .add_to_collection(adding("1.0", &id))
+        .await
+        .unwrap();
+    let past = Expiry {
+        when: Some(expiry::When::At(prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() - 60,
+            nanos: 0,
+        })),
+    };
+    artifacts
+        .set_expiry(SetExpiryRequest {
+            id: id.clone(),
+            expiry: Some(past.clone()),
+        })
+        .await
+        .unwrap();
+    stored.gc(&eager_gc()).await;
+    assert_eq!(
+        read_all(&mut artifacts, &id, "pkg").await,
+        bytes,
+        "the collection keeps it downloadable"
+    );
+
+    // Let go at once: a history of no time.
+    query(
+        &server.database_url,
+        "UPDATE collections SET history_seconds = 0",
+    )
+    .await;
+    collections
+        .remove_from_collection(RemoveFromCollectionRequest {
+            collection: "releases".into(),
+            name: "1.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let gone = artifacts
+        .get_artifact(GetArtifactRequest { id: id.clone() })
+        .await;
+    assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
+    let report = stored.gc(&eager_gc()).await;
+    assert_eq!(report.artifacts_deleted, 1);
+    assert!(!stored.holds("default", file).await);
+
+    // Deleted while only a removed item holds it (within its history): the delete wins.
+    query(
+        &server.database_url,
+        "UPDATE collections SET history_seconds = 3600",
+    )
+    .await;
+    let other = unique("deleted");
+    let second = create(&mut artifacts, "", "package", &[("pkg", &other)])
+        .await
+        .artifact
+        .unwrap()
+        .id;
+    upload(&mut artifacts, &second, "pkg", &other).await;
+    collections
+        .add_to_collection(adding("2.0", &second))
+        .await
+        .unwrap();
+    collections
+        .remove_from_collection(RemoveFromCollectionRequest {
+            collection: "releases".into(),
+            name: "2.0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    artifacts
+        .delete_artifact(DeleteArtifactRequest { id: second.clone() })
+        .await
+        .unwrap();
+    let gone = artifacts
+        .get_artifact(GetArtifactRequest { id: second.clone() })
+        .await;
+    assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
+    let history = collections
+        .get_collection(GetCollectionRequest {
+            name: "releases".into(),
+            history: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .history;
+    assert!(history.iter().all(|item| item.artifact_id.is_empty()));
+    stored.gc(&eager_gc()).await;
+    assert!(!stored.holds("default", FileId::of(&other)).await);
+    server.stop().await;
+}

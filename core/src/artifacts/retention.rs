@@ -49,6 +49,20 @@ pub async fn apply(conn: &mut AsyncPgConnection, id: Uuid) -> Result<usize> {
     Ok(removed)
 }
 
+/// Removed items of any collection let go of artifact `id` before their history period
+/// ends: an explicit delete of the artifact is stronger than the history. Active items
+/// are left alone (they refuse the delete). Run it in the deleting transaction.
+pub async fn release(conn: &mut AsyncPgConnection, id: Uuid) -> Result<usize> {
+    let released = diesel::sql_query(
+        "UPDATE collection_items SET artifact_id = NULL \
+         WHERE artifact_id = $1 AND removed_at IS NOT NULL",
+    )
+    .bind::<SqlUuid, _>(id)
+    .execute(conn)
+    .await?;
+    Ok(released)
+}
+
 /// What one [`sweep`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Swept {
