@@ -448,7 +448,7 @@ async fn an_uploaded_artifact_is_kept_by_its_collection_then_collected_once_let_
     artifacts
         .set_expiry(SetExpiryRequest {
             id: id.clone(),
-            expiry: Some(past.clone()),
+            expiry: Some(past),
         })
         .await
         .unwrap();
