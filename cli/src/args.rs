@@ -757,9 +757,10 @@ pub enum ArtifactCommand {
         id: String,
         /// Only this file (its path in the artifact).
         path: Option<String>,
-        /// Where to put the files (created if missing).
-        #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
-        output: PathBuf,
+        /// Where to put the files (created if missing). (`-o` is the output format, as
+        /// for every command.)
+        #[arg(short = 'd', long = "dir", value_name = "DIR", default_value = ".")]
+        dir: PathBuf,
     },
     /// Relate an artifact to another: FROM extends | relates-to | built-using TO.
     Relate {

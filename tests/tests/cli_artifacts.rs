@@ -86,7 +86,7 @@ async fn create_uploads_a_directory_and_download_gives_it_back_byte_for_byte() {
 
     let out = work.path().join("out");
     let downloaded = cli
-        .json(&["artifact", "download", &id, "-o", out.to_str().unwrap()])
+        .json(&["artifact", "download", &id, "-d", out.to_str().unwrap()])
         .await;
     assert_eq!(
         downloaded["skipped"],
@@ -116,7 +116,7 @@ async fn create_uploads_a_directory_and_download_gives_it_back_byte_for_byte() {
         "download",
         &id,
         "docs/readme.txt",
-        "-o",
+        "-d",
         one.to_str().unwrap(),
     ])
     .await;
@@ -132,7 +132,7 @@ async fn an_interrupted_create_resumes_where_the_server_got_to_when_run_again() 
     let server = TestServer::start().await;
     let work = tempfile::tempdir().unwrap();
     let big = work.path().join("big.bin");
-    write(&big, &pattern(160 * 1024 * 1024, 7));
+    write(&big, &pattern(128 * 1024 * 1024, 7));
     let state = work.path().join("state");
 
     // Start an upload and kill the CLI once the server has committed part of it.
@@ -169,7 +169,7 @@ async fn an_interrupted_create_resumes_where_the_server_got_to_when_run_again() 
     };
     child.start_kill().unwrap();
     child.wait().await.unwrap();
-    assert!(committed < 160 * 1024 * 1024, "{committed}");
+    assert!(committed < 128 * 1024 * 1024, "{committed}");
     let remembered: Vec<_> = std::fs::read_dir(state.join("uploads"))
         .unwrap()
         .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
@@ -204,7 +204,7 @@ async fn an_interrupted_create_resumes_where_the_server_got_to_when_run_again() 
             "artifact",
             "download",
             artifact["id"].as_str().unwrap(),
-            "-o",
+            "-d",
             out.to_str().unwrap(),
         ])
         .await;

@@ -303,9 +303,13 @@ async fn a_resent_chunk_is_a_no_op_and_a_gap_is_refused_with_the_committed_size(
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_uploads_of_the_same_file_all_succeed_on_s3() {
-    let server = TestServer::start_with_store(Backend::S3).await;
+async fn concurrent_uploads(backend: Backend) {
+    let server = TestServer::start_with_store(backend).await;
+    let store = if backend == Backend::S3 {
+        "s3"
+    } else {
+        "local"
+    };
     let bytes = random_bytes(12 * MIB + 1);
     let mut client = server.artifacts(&server.admin_token).await;
     // Two artifacts that both need the file, and two streams for the same path of one.
@@ -342,7 +346,7 @@ async fn concurrent_uploads_of_the_same_file_all_succeed_on_s3() {
     );
     let total: i64 = query(
         &server.database_url,
-        "SELECT total_size FROM file_stores WHERE name = 's3'",
+        &format!("SELECT total_size FROM file_stores WHERE name = '{store}'"),
     )
     .await[0]
         .get(0);
@@ -357,6 +361,16 @@ async fn concurrent_uploads_of_the_same_file_all_succeed_on_s3() {
         .unwrap();
     assert!(again.complete && again.committed_size == bytes.len() as u64);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_uploads_of_the_same_file_all_succeed_on_s3() {
+    concurrent_uploads(Backend::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_uploads_of_the_same_file_all_succeed_on_the_local_store() {
+    concurrent_uploads(Backend::Local).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

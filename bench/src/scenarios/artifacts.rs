@@ -13,7 +13,7 @@
 //!   plain copy is a multipart put with the `object_store` S3 client, and the download a
 //!   streamed get, both from this process.
 //!
-//! Through Berth: `CreateArtifact` (the file's SHA-256 is computed beforehand, as a client
+//! Each baseline runs twice and the faster run counts. Through Berth: `CreateArtifact` (the file's SHA-256 is computed beforehand, as a client
 //! must) then `UploadFile` in 1 MiB messages; the download is `ReadFile` into a file,
 //! synced. Figures: seconds and MiB/s each way, the ratio plain/Berth (goal ≥ 0.8), the
 //! server's peak RSS (goal ≤ 128 MiB), and the latency of a **dedup hit**: creating a second
@@ -141,6 +141,12 @@ fn run_cmd(program: &str, args: &[&Path]) -> anyhow::Result<()> {
         bail!("{program} failed: {status}");
     }
     Ok(())
+}
+
+/// The faster of two runs of a baseline, each way: the first run may pay for warming up
+/// (the S3 server allocating its volumes, the page cache), which would flatter Berth.
+fn best_of_two(a: (f64, f64), b: (f64, f64)) -> (f64, f64) {
+    (a.0.min(b.0), a.1.min(b.1))
 }
 
 /// Seconds for a plain copy into and out of the local store's directory.
@@ -363,7 +369,7 @@ fn rows(name: &str, size: u64, f: &Figures, rows: &mut Vec<(String, String)>) ->
     let up_ratio = f.plain_up / f.berth_up;
     let down_ratio = f.plain_down / f.berth_down;
     rows.push((
-        format!("{name}: upload, plain copy"),
+        format!("{name}: upload, plain copy (best of 2)"),
         format!("{:.2} s ({:.0} MiB/s)", f.plain_up, rate(f.plain_up)),
     ));
     rows.push((
@@ -376,7 +382,7 @@ fn rows(name: &str, size: u64, f: &Figures, rows: &mut Vec<(String, String)>) ->
         ),
     ));
     rows.push((
-        format!("{name}: download, plain copy"),
+        format!("{name}: download, plain copy (best of 2)"),
         format!("{:.2} s ({:.0} MiB/s)", f.plain_down, rate(f.plain_down)),
     ));
     rows.push((
@@ -424,8 +430,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let src = stack.dir.path().join("source.bin");
     let back = stack.dir.path().join("back.bin");
     let file = make_file(&src, size)?;
-    let (plain_up, plain_down) =
-        plain_local(&src, &stack.dir.path().join("data").join("files"), &back)?;
+    let store_dir = stack.dir.path().join("data").join("files");
+    let (plain_up, plain_down) = best_of_two(
+        plain_local(&src, &store_dir, &back)?,
+        plain_local(&src, &store_dir, &back)?,
+    );
     let mut local = through_berth(&stack, &src, &back, file).await?;
     local.plain_up = plain_up;
     local.plain_down = plain_down;
@@ -437,7 +446,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         ..StackOptions::default()
     })
     .await?;
-    let (plain_up, plain_down) = plain_s3(&s3, &src, &back).await?;
+    let (plain_up, plain_down) = best_of_two(
+        plain_s3(&s3, &src, &back).await?,
+        plain_s3(&s3, &src, &back).await?,
+    );
     let mut remote = through_berth(&s3_stack, &src, &back, file).await?;
     remote.plain_up = plain_up;
     remote.plain_down = plain_down;

@@ -56,8 +56,8 @@ pub(super) async fn execute(
             )
             .await
         }
-        ArtifactCommand::Download { id, path, output } => {
-            download(server, printer, id, path, output).await
+        ArtifactCommand::Download { id, path, dir } => {
+            download(server, printer, id, path, dir).await
         }
         ArtifactCommand::Relate {
             from,

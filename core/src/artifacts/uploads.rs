@@ -585,8 +585,9 @@ impl Artifacts {
         self.register(target, Making::Staged(row)).await
     }
 
-    /// Makes the verified file in the store and records it, in one transaction that
-    /// holds the store's row (its total size and limit).
+    /// Makes the verified file in the store and records it, in one transaction (holding
+    /// the store's row throughout when it has a size limit). A commit that fails after the
+    /// object was made leaves an orphan object (swept later), never a row without bytes.
     async fn register(
         &self,
         target: &Target,
@@ -599,16 +600,24 @@ impl Artifacts {
         let mut conn = self.pool.get().await.map_err(Error::from)?;
         let (artifact_complete, unneeded) = conn
             .transaction::<_, Error, _>(async |conn| {
-                let (name, total, max): (String, i64, Option<i64>) = file_stores::table
+                // A store with a size limit is locked for the whole check-and-make, so two
+                // files cannot pass the limit together; one without is only updated (at
+                // the end, briefly) and makes files in parallel.
+                let store_row = file_stores::table
                     .filter(file_stores::id.eq(store.id))
                     .select((
                         file_stores::name,
                         file_stores::total_size,
                         file_stores::max_size,
-                    ))
-                    .for_update()
-                    .first(conn)
-                    .await?;
+                    ));
+                let (name, mut total, max): (String, i64, Option<i64>) =
+                    store_row.first(conn).await?;
+                if max.is_some() {
+                    (_, total, _) = store_row
+                        .for_update()
+                        .first::<(String, i64, Option<i64>)>(conn)
+                        .await?;
+                }
                 let held: Option<bool> = file_in_store::table
                     .filter(file_in_store::store_id.eq(store.id))
                     .filter(file_in_store::sha256.eq(&sha))
@@ -648,11 +657,12 @@ impl Artifacts {
                         if let Some(max) = max
                             && total.saturating_add(size) > max
                         {
+                            // The store is shared by workspaces: its limit is named, not
+                            // how much of it others use.
                             return Err(Error::ResourceExhausted(format!(
-                                "file store {name} is full: it holds {total} of its max_size \
-                                 {max} bytes and {file} needs {size} more; the upload is kept \
-                                 (send finish again once an operator raised max_size or \
-                                 freed space)"
+                                "file store {name} is full: {file} does not fit in its \
+                                 max_size of {max} bytes; the upload is kept (send finish \
+                                 again once an operator raised max_size or space was freed)"
                             )));
                         }
                         match &making {
@@ -680,18 +690,24 @@ impl Artifacts {
                                 }
                             }
                         }
-                        diesel::insert_into(file_in_store::table)
+                        // Another upload of the same file may have recorded it meanwhile
+                        // (it waits for this insert's transaction, then does nothing); the
+                        // store's size counts the file once.
+                        let inserted = diesel::insert_into(file_in_store::table)
                             .values((
                                 file_in_store::store_id.eq(store.id),
                                 file_in_store::sha256.eq(&sha),
                                 file_in_store::size.eq(size),
                             ))
+                            .on_conflict_do_nothing()
                             .execute(conn)
                             .await?;
-                        diesel::update(file_stores::table.filter(file_stores::id.eq(store.id)))
-                            .set(file_stores::total_size.eq(file_stores::total_size + size))
-                            .execute(conn)
-                            .await?;
+                        if inserted > 0 {
+                            diesel::update(file_stores::table.filter(file_stores::id.eq(store.id)))
+                                .set(file_stores::total_size.eq(file_stores::total_size + size))
+                                .execute(conn)
+                                .await?;
+                        }
                         None
                     }
                 };
