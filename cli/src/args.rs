@@ -73,8 +73,9 @@ pub struct GlobalArgs {
     pub ca_cert: Option<PathBuf>,
 
     /// Output format: aligned text for people, or one JSON object for programs. `logs`
-    /// and `run` without --detach print the job's own output either way.
-    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
+    /// and `run` without --detach print the job's own output either way. (The long name
+    /// is `--format`: `run --output` names files to collect.)
+    #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
 
     /// Whether `token` came from BERTH_TOKEN rather than `--token`; set by [`Cli::parse_args`].
@@ -600,10 +601,74 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub retry_backoff: Option<Duration>,
 
+    /// Mount an artifact read-only at /in/MOUNT (repeatable). ARTIFACT is an artifact id
+    /// or COLLECTION/ITEM (then MOUNT is required); MOUNT defaults to the artifact id.
+    #[arg(long = "input", value_name = "ARTIFACT[:MOUNT]", value_parser = parse_input)]
+    pub inputs: Vec<InputArg>,
+
+    /// Collect PATH (relative to --workdir, globs allowed) into an artifact after the
+    /// container exits (repeatable); `:always` collects it whatever the exit code,
+    /// `:success` (the default) only after exit code 0.
+    #[arg(long = "output", value_name = "PATH[:WHEN]", value_parser = parse_output)]
+    pub outputs: Vec<OutputArg>,
+
+    /// The category of the collected artifact (default: output).
+    #[arg(long = "output-category", value_name = "CATEGORY")]
+    pub output_category: Option<String>,
+
     /// Print the work request's id (with -o json: the whole request) and return at once,
     /// instead of following its output.
     #[arg(short = 'd', long)]
     pub detach: bool,
+}
+
+/// One `--input`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputArg {
+    /// An artifact id or COLLECTION/ITEM.
+    pub artifact: String,
+    /// Relative to /in; empty for the default.
+    pub mount: String,
+}
+
+fn parse_input(text: &str) -> Result<InputArg, String> {
+    // Artifact ids and collection names hold no `:`, an item name may: the mount is
+    // what follows the last one.
+    let (artifact, mount) = match text.rsplit_once(':') {
+        Some((artifact, mount)) => (artifact, mount),
+        None => (text, ""),
+    };
+    if artifact.is_empty() {
+        return Err("give an artifact id or COLLECTION/ITEM before the `:`".into());
+    }
+    Ok(InputArg {
+        artifact: artifact.to_owned(),
+        mount: mount.to_owned(),
+    })
+}
+
+/// One `--output`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputArg {
+    /// A path or glob relative to the working directory.
+    pub path: String,
+    /// Collect it whatever the exit code.
+    pub always: bool,
+}
+
+fn parse_output(text: &str) -> Result<OutputArg, String> {
+    let (path, always) = match text.rsplit_once(':') {
+        Some((path, "always")) => (path, true),
+        Some((path, "success")) => (path, false),
+        _ => (text, false),
+    };
+    if path.is_empty() {
+        return Err("give a path relative to the working directory, e.g. dist/**".into());
+    }
+    Ok(OutputArg {
+        path: path.to_owned(),
+        always,
+    })
 }
 
 /// `berth unblock ...`

@@ -20,9 +20,14 @@
 //!     requires: {arch: amd64}   # worker labels
 //!     priority: 10
 //!     allow_failure: false      # if true, its failure neither stops dependants nor fails the workflow
+//!     outputs: [dist/**]        # collected from workdir after exit 0 (or {path: x, when: always})
+//!     output_category: package  # default: output
 //!   - name: test
 //!     image: busybox:1.36
 //!     needs: [build]            # runs once these steps completed successfully
+//!     inputs:                   # mounted read-only under /in
+//!       - {from: build, mount: dist}        # the output of a step it needs
+//!       - {artifact: ARTIFACT_ID}           # or COLLECTION/ITEM with a mount
 //! ```
 //!
 //! A file named `*.json` is read as JSON, `*.yaml`/`*.yml` as YAML; any other name is
@@ -102,6 +107,41 @@ pub struct StepFile {
     pub allow_failure: bool,
     #[serde(default)]
     pub priority: i32,
+    #[serde(default)]
+    pub inputs: Vec<InputFile>,
+    #[serde(default)]
+    pub outputs: Vec<OutputFile>,
+    #[serde(default)]
+    pub output_category: Option<String>,
+}
+
+/// One input of a step.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    #[serde(default)]
+    pub artifact: String,
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub mount: String,
+}
+
+/// One output of a step: a path, or a path with `when`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OutputFile {
+    Path(String),
+    Full(OutputEntry),
+}
+
+/// `{path: ..., when: success|always}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputEntry {
+    pub path: String,
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 /// Parses a workflow file's text; `path` picks the format (see the module docs).
@@ -223,6 +263,42 @@ fn step_request(
             .collect(),
         allow_failure: step.allow_failure,
         priority: step.priority,
+        inputs: step
+            .inputs
+            .iter()
+            .map(|input| proto::Input {
+                artifact: input.artifact.clone(),
+                mount: input.mount.clone(),
+                from: input.from.clone(),
+            })
+            .collect(),
+        outputs: step
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(i, output)| {
+                let (path, when) = match output {
+                    OutputFile::Path(path) => (path.clone(), proto::OutputWhen::Success),
+                    OutputFile::Full(entry) => {
+                        let when = match entry.when.as_deref() {
+                            None | Some("success") => proto::OutputWhen::Success,
+                            Some("always") => proto::OutputWhen::Always,
+                            Some(other) => {
+                                return Err(format!(
+                                    "{at}.outputs[{i}].when: {other:?} is not one of success, always"
+                                ));
+                            }
+                        };
+                        (entry.path.clone(), when)
+                    }
+                };
+                Ok(proto::Output {
+                    path,
+                    when: when.into(),
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        output_category: step.output_category.clone().unwrap_or_default(),
     })
 }
 
@@ -282,6 +358,37 @@ steps:
             test.spec.as_ref().and_then(|s| s.memory_bytes),
             Some(1 << 20)
         );
+    }
+
+    #[test]
+    fn steps_carry_inputs_from_needed_steps_and_outputs() {
+        let text = "name: wf\nsteps:\n  - name: build\n    image: busybox\n    workdir: /w\n    outputs: [dist/**, {path: log.txt, when: always}]\n    output_category: package\n  - name: use\n    image: busybox\n    needs: [build]\n    inputs:\n      - {from: build, mount: dist}\n      - {artifact: pkgs/latest, mount: p}\n";
+        let file = parse(Path::new("wf.yaml"), text).expect("valid");
+        let request = submit_request(&file, None, lookup).expect("valid");
+        let build = &request.steps[0];
+        let outputs: Vec<(&str, i32)> = build
+            .outputs
+            .iter()
+            .map(|o| (o.path.as_str(), o.when))
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                ("dist/**", proto::OutputWhen::Success as i32),
+                ("log.txt", proto::OutputWhen::Always as i32)
+            ]
+        );
+        assert_eq!(build.output_category, "package");
+        let inputs: Vec<(&str, &str, &str)> = request.steps[1]
+            .inputs
+            .iter()
+            .map(|i| (i.from.as_str(), i.artifact.as_str(), i.mount.as_str()))
+            .collect();
+        assert_eq!(inputs, [("build", "", "dist"), ("", "pkgs/latest", "p")]);
+        let bad = "name: wf\nsteps:\n  - name: a\n    image: busybox\n    outputs: [{path: x, when: sometimes}]\n";
+        let file = parse(Path::new("wf.yaml"), bad).expect("parses");
+        let err = submit_request(&file, None, lookup).expect_err("refused");
+        assert!(err.contains("outputs[0].when"), "{err}");
     }
 
     #[test]

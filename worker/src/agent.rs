@@ -24,6 +24,7 @@ use std::time::Duration;
 use berth_common::PROTOCOL_VERSION;
 use berth_common::client::BearerAuth;
 use berth_common::proto::agent_service_client::AgentServiceClient;
+use berth_common::proto::artifact_service_client::ArtifactServiceClient;
 use berth_common::proto::{
     self, AttemptRef, LogStream, Outcome, ServerMessage, WorkerMessage, server_message,
     worker_message,
@@ -37,8 +38,10 @@ use tonic::Code;
 
 use crate::config::WorkerConfig;
 use crate::executor::{Cleanup, DockerExecutor, Job, OutputEvent, RunReport};
+use crate::inputs::{ArtifactClient, AttemptDirs, FilesDir};
 use crate::logs::{LogSpool, UploadError, upload};
 use crate::mask::Masker;
+use crate::outputs;
 use crate::reaper::Reaper;
 
 type Key = (String, u32);
@@ -79,6 +82,10 @@ struct State {
     /// Judges and stops the Berth containers on the engine (see `reaper`).
     reaper: Reaper,
     client: Client,
+    /// Reads inputs and writes outputs of the attempts this worker holds.
+    artifacts: ArtifactClient,
+    /// The input cache and the attempts' dirs (see `inputs`).
+    files: FilesDir,
     running: Mutex<HashMap<Key, Running>>,
     /// Finished reports not yet acknowledged with Recorded: each is sent again on every
     /// new stream until the server says it recorded it (a repeat changes nothing there).
@@ -174,8 +181,17 @@ pub async fn run(
         })?;
     let channel =
         berth_common::client::endpoint(&config.server, config.ca_cert.as_deref())?.connect_lazy();
+    let artifacts =
+        ArtifactServiceClient::with_interceptor(channel.clone(), BearerAuth::new(&config.token))
+            .max_decoding_message_size(64 * 1024 * 1024);
     let client = AgentServiceClient::with_interceptor(channel, BearerAuth::new(&config.token))
         .max_decoding_message_size(64 * 1024 * 1024);
+    let files = FilesDir::open(&config.files_dir).map_err(|e| {
+        WorkerError::Refused(format!(
+            "cannot set up the files dir {}: {e}",
+            config.files_dir.display()
+        ))
+    })?;
     // A fresh worker process runs nothing: whatever of ours is left is an orphan, and so is
     // whatever a lost worker on this engine left behind. Done before the first Hello, so
     // nothing this worker is given can run beside a leftover of the same request.
@@ -200,6 +216,8 @@ pub async fn run(
         executor,
         reaper,
         client,
+        artifacts,
+        files,
         running: Mutex::new(HashMap::new()),
         unconfirmed: Mutex::new(HashMap::new()),
         outbox,
@@ -519,10 +537,16 @@ async fn handle(
                         work_request_id: key.0.clone(),
                         attempt: key.1,
                         spec,
+                        mounts: Vec::new(),
+                    };
+                    let io = JobIo {
+                        inputs: assign.inputs,
+                        outputs: assign.outputs,
+                        category: assign.output_category,
                     };
                     state
                         .attempts
-                        .spawn(run_attempt(state.clone(), job, tokens));
+                        .spawn(run_attempt(state.clone(), job, io, tokens));
                     None
                 }
             };
@@ -589,11 +613,12 @@ async fn handle(
 /// last the removal of the container and the spool.
 async fn run_attempt(
     state: Arc<State>,
-    job: Job,
+    mut job: Job,
+    io: JobIo,
     (cancel, abandoned, interrupted): (CancellationToken, CancellationToken, CancellationToken),
 ) {
     let key: Key = (job.work_request_id.clone(), job.attempt);
-    let ended = run_attempt_inner(&state, &job, &cancel, &abandoned).await;
+    let ended = run_attempt_inner(&state, &mut job, &io, &cancel, &abandoned).await;
     // The slot is free before the report goes out: the server may answer the report with
     // the next assignment at once, and it must not find the slot still taken.
     state.running().remove(&key);
@@ -603,6 +628,7 @@ async fn run_attempt(
             &key,
             &report,
             ended.log_incomplete.unwrap_or_default(),
+            &ended.output,
             interrupted.is_cancelled(),
         ),
         None => {
@@ -620,6 +646,102 @@ async fn run_attempt(
     {
         tracing::warn!(work_request = %key.0, attempt = key.1, error = %e, "cannot remove the log spool");
     }
+    if let Some(dirs) = ended.dirs {
+        dirs.remove().await;
+    }
+}
+
+/// What an attempt reads and leaves: its inputs and outputs from the Assign.
+struct JobIo {
+    inputs: Vec<proto::AssignedInput>,
+    outputs: Vec<proto::Output>,
+    category: String,
+}
+
+/// What became of an attempt's outputs: the artifact's id, or why there is none.
+#[derive(Debug, Default)]
+struct OutputResult {
+    artifact_id: String,
+    error: String,
+}
+
+/// Collects the outputs `report`'s ending calls for from the attempt's working dir and
+/// uploads them (see `outputs`). `when: success` outputs only after exit code 0, `always`
+/// ones whenever the container ran; none after a cancel (the request is over).
+async fn collect_outputs(
+    state: &State,
+    job: &Job,
+    io: &JobIo,
+    dirs: Option<&AttemptDirs>,
+    report: &RunReport,
+) -> OutputResult {
+    let Some(work) = dirs.and_then(|d| d.work.clone()) else {
+        return OutputResult::default();
+    };
+    let ran = matches!(
+        report.outcome,
+        Outcome::Exited | Outcome::TimedOut | Outcome::OomKilled
+    );
+    let succeeded = report.outcome == Outcome::Exited && report.exit_code == Some(0);
+    let patterns = if ran {
+        outputs::patterns_for(&io.outputs, succeeded)
+    } else {
+        Vec::new()
+    };
+    if patterns.is_empty() {
+        return OutputResult::default();
+    }
+    let walk_root = work.clone();
+    let walk_patterns = patterns.clone();
+    let collected =
+        match tokio::task::spawn_blocking(move || outputs::collect(&walk_root, &walk_patterns))
+            .await
+        {
+            Ok(Ok(collected)) => collected,
+            Ok(Err(e)) => {
+                return OutputResult {
+                    artifact_id: String::new(),
+                    error: e,
+                };
+            }
+            Err(e) => {
+                return OutputResult {
+                    artifact_id: String::new(),
+                    error: format!("the collecting task failed: {e}"),
+                };
+            }
+        };
+    if collected.is_empty() {
+        // Outputs are globs that may match nothing (a report only some runs write): no
+        // artifact, and no error. A step taking this one's output fails saying so.
+        tracing::info!(work_request = %job.work_request_id, attempt = job.attempt, patterns = %patterns.join(", "), "nothing matched the outputs; no artifact made");
+        return OutputResult::default();
+    }
+    match outputs::upload(
+        &state.artifacts,
+        &work,
+        &collected,
+        &job.work_request_id,
+        job.attempt,
+        &io.category,
+    )
+    .await
+    {
+        Ok(id) => {
+            tracing::info!(work_request = %job.work_request_id, attempt = job.attempt, artifact = %id, files = collected.len(), "outputs collected");
+            OutputResult {
+                artifact_id: id,
+                error: String::new(),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(work_request = %job.work_request_id, attempt = job.attempt, error = %e, "collecting outputs failed");
+            OutputResult {
+                artifact_id: String::new(),
+                error: e,
+            }
+        }
+    }
 }
 
 /// Queues the Finished report for `key`, and keeps it until the server answers `Recorded`.
@@ -628,6 +750,7 @@ fn report_finished(
     key: &Key,
     report: &RunReport,
     log_incomplete: String,
+    output: &OutputResult,
     interrupted: bool,
 ) {
     let outcome = if interrupted && report.outcome == Outcome::Cancelled {
@@ -646,6 +769,8 @@ fn report_finished(
         run_duration: Some(proto_duration(report.run_duration)),
         container_id: report.container_id.clone(),
         log_incomplete,
+        output_artifact_id: output.artifact_id.clone(),
+        output_error: output.error.clone(),
     };
     tracing::info!(work_request = %key.0, attempt = key.1, outcome = outcome.as_str_name(), exit_code = ?report.exit_code, "attempt finished");
     state.unconfirmed().insert(key.clone(), finished.clone());
@@ -665,37 +790,81 @@ struct Ended {
     /// The spool, when nothing in it is needed any more (every byte acknowledged, or the
     /// server refused the attempt).
     spool: Option<Arc<LogSpool>>,
+    /// The outputs' artifact, or why there is none.
+    output: OutputResult,
+    /// The attempt's input and working dirs, removed after the report.
+    dirs: Option<AttemptDirs>,
 }
 
 /// Runs the container and uploads its log; see [`Ended`].
 async fn run_attempt_inner(
     state: &Arc<State>,
-    job: &Job,
+    job: &mut Job,
+    io: &JobIo,
     cancel: &CancellationToken,
     abandoned: &CancellationToken,
 ) -> Ended {
-    let spool =
-        match LogSpool::open(&state.config.spool_dir, &job.work_request_id, job.attempt).await {
-            Ok(spool) => Arc::new(spool),
+    let failed_start = |message: String| RunReport {
+        outcome: Outcome::StartFailed,
+        exit_code: None,
+        message,
+        peak_memory_bytes: None,
+        cpu_time: None,
+        pull_duration: Duration::ZERO,
+        run_duration: Duration::ZERO,
+        container_id: String::new(),
+    };
+    // Inputs fetched and laid out, and a fresh working dir for outputs, before anything
+    // runs; a failure here ends the attempt before a container exists.
+    let mut dirs = None;
+    if !io.inputs.is_empty() || !io.outputs.is_empty() {
+        let name = format!("{}-{}", job.work_request_id, job.attempt);
+        let work_dir = (!io.outputs.is_empty()).then_some(job.spec.working_dir.as_str());
+        let prepared = tokio::select! {
+            prepared = state.files.prepare(&state.artifacts, &name, &io.inputs, work_dir) => prepared,
+            () = cancel.cancelled() => Err("cancelled while the inputs were fetched".to_owned()),
+        };
+        match prepared {
+            Ok(prepared) => {
+                job.mounts = prepared.mounts.clone();
+                dirs = Some(prepared);
+            }
             Err(e) => {
-                let report = RunReport {
-                    outcome: Outcome::StartFailed,
-                    exit_code: None,
-                    message: format!(
-                        "the worker cannot open its log spool in {}: {e}",
-                        state.config.spool_dir.display()
-                    ),
-                    peak_memory_bytes: None,
-                    cpu_time: None,
-                    pull_duration: Duration::ZERO,
-                    run_duration: Duration::ZERO,
-                    container_id: String::new(),
+                tracing::warn!(work_request = %job.work_request_id, attempt = job.attempt, error = %e, "cannot lay out the attempt's inputs");
+                let report = failed_start(format!("the worker cannot lay out the inputs: {e}"));
+                let leftover = AttemptDirs {
+                    root: state.files.attempt_root(&name),
+                    mounts: Vec::new(),
+                    work: None,
+                    notes: Vec::new(),
                 };
                 return Ended {
                     report: Some(report),
                     log_incomplete: None,
                     container: None,
                     spool: None,
+                    output: OutputResult::default(),
+                    dirs: Some(leftover),
+                };
+            }
+        }
+    }
+    let job: &Job = job;
+    let spool =
+        match LogSpool::open(&state.config.spool_dir, &job.work_request_id, job.attempt).await {
+            Ok(spool) => Arc::new(spool),
+            Err(e) => {
+                let report = failed_start(format!(
+                    "the worker cannot open its log spool in {}: {e}",
+                    state.config.spool_dir.display()
+                ));
+                return Ended {
+                    report: Some(report),
+                    log_incomplete: None,
+                    container: None,
+                    spool: None,
+                    output: OutputResult::default(),
+                    dirs,
                 };
             }
         };
@@ -712,8 +881,13 @@ async fn run_attempt_inner(
     let (out_tx, mut out_rx) = mpsc::channel::<OutputEvent>(64);
     let outbox = state.outbox.clone();
     let reference = attempt_ref(&(job.work_request_id.clone(), job.attempt));
+    let notes: Vec<String> = dirs.as_ref().map(|d| d.notes.clone()).unwrap_or_default();
     let forward = async {
         let mut loss = SpoolLoss::default();
+        for note in notes {
+            let line = format!("[berth] {note}\n");
+            loss.write(&spool, LogStream::System, line.as_bytes()).await;
+        }
         while let Some(event) = out_rx.recv().await {
             match event {
                 OutputEvent::Started {
@@ -755,11 +929,21 @@ async fn run_attempt_inner(
     }
     spool.close().await;
     let container = Some(container);
+    // Outputs are uploaded while the log finishes uploading, and both before Finished:
+    // the server takes them only while the attempt is current.
+    let collected = tokio::select! {
+        output = collect_outputs(state, job, io, dirs.as_ref(), &report) => output,
+        () = abandoned.cancelled() => {
+            upload_cancel.cancel();
+            return Ended { report: None, log_incomplete: None, container, spool: Some(spool), output: OutputResult::default(), dirs };
+        }
+    };
+    let output = collected;
     let uploaded = tokio::select! {
         result = uploader => result,
         () = abandoned.cancelled() => {
             upload_cancel.cancel();
-            return Ended { report: None, log_incomplete: None, container, spool: Some(spool) };
+            return Ended { report: None, log_incomplete: None, container, spool: Some(spool), output, dirs };
         }
     };
     match uploaded {
@@ -768,12 +952,16 @@ async fn run_attempt_inner(
             log_incomplete,
             container,
             spool: Some(spool),
+            output,
+            dirs,
         },
         Ok(Err(UploadError::Fenced)) => Ended {
             report: None,
             log_incomplete: None,
             container,
             spool: Some(spool),
+            output,
+            dirs,
         },
         Ok(Err(e)) => {
             tracing::error!(work_request = %job.work_request_id, error = %e, "log upload failed; the log kept in the spool dir is incomplete on the server");
@@ -784,6 +972,8 @@ async fn run_attempt_inner(
                 log_incomplete,
                 container,
                 spool: None,
+                output,
+                dirs,
             }
         }
         Err(e) => {
@@ -794,6 +984,8 @@ async fn run_attempt_inner(
                 log_incomplete,
                 container,
                 spool: None,
+                output,
+                dirs,
             }
         }
     }

@@ -43,6 +43,11 @@ pub struct WorkerArgs {
     /// Directory for log bytes not yet acknowledged by the server [default: ./berth-spool]
     #[arg(long, env = "BERTH_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// Directory for the input cache (files by SHA-256, read-only) and each attempt's
+    /// input and working dirs; it must be on a path the Docker engine can bind-mount
+    /// [default: <spool dir>/files]
+    #[arg(long, env = "BERTH_FILES_DIR")]
+    pub files_dir: Option<PathBuf>,
     /// CA certificate (PEM) to verify the server's TLS certificate
     #[arg(long, env = "BERTH_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
@@ -72,6 +77,7 @@ struct FileConfig {
     docker_host: Option<String>,
     docker_tls: Option<bool>,
     spool_dir: Option<PathBuf>,
+    files_dir: Option<PathBuf>,
     ca_cert: Option<PathBuf>,
     log_format: Option<String>,
     drain_timeout: Option<String>,
@@ -97,6 +103,8 @@ pub struct WorkerConfig {
     pub docker_tls: bool,
     /// Spool directory.
     pub spool_dir: PathBuf,
+    /// The input cache and the attempts' input and working dirs (see `inputs`).
+    pub files_dir: PathBuf,
     /// CA for the server's certificate.
     pub ca_cert: Option<PathBuf>,
     /// Log format.
@@ -117,6 +125,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("labels", &self.labels)
             .field("docker_host", &self.docker_host)
             .field("spool_dir", &self.spool_dir)
+            .field("files_dir", &self.files_dir)
             .finish()
     }
 }
@@ -233,6 +242,11 @@ impl WorkerConfig {
             .clone()
             .or(file.spool_dir)
             .unwrap_or_else(|| PathBuf::from("berth-spool"));
+        let files_dir = args
+            .files_dir
+            .clone()
+            .or(file.files_dir)
+            .unwrap_or_else(|| spool_dir.join("files"));
         Ok(WorkerConfig {
             server: args
                 .server
@@ -246,6 +260,7 @@ impl WorkerConfig {
             docker_host: args.docker_host.clone().or(file.docker_host),
             docker_tls: args.docker_tls || file.docker_tls.unwrap_or(false),
             spool_dir,
+            files_dir,
             ca_cert: args.ca_cert.clone().or(file.ca_cert),
             log_format,
             drain_timeout,

@@ -21,8 +21,11 @@
 //!   something that is not the job.
 //! - **Limits**: memory with swap equal to memory (no swap, so the limit is real and an OOM
 //!   kill is visible), CPU, and a pids limit against fork bombs. The OOM killer stays enabled.
-//! - **No binds, no mounts**, so never the Docker socket nor any host path. (Anonymous
-//!   volumes an image declares are removed together with the container.)
+//! - **No binds but the attempt's own dirs**, so never the Docker socket nor any other
+//!   host path: the worker's per-attempt input dirs, read-only at `/in/<mount>`, and the
+//!   per-attempt working dir when outputs are collected (see `inputs` and `outputs`); they
+//!   are given as mounts (not `binds` strings, which a `:` in a path would break).
+//!   (Anonymous volumes an image declares are removed together with the container.)
 //! - **An init process** (`init = true`): it reaps zombies and forwards SIGTERM to the
 //!   command, which as PID 1 would otherwise ignore signals it has no handler for, making
 //!   every graceful stop wait out the grace period.
@@ -67,7 +70,9 @@ use berth_common::proto::{ContainerSpec, Outcome, PullPolicy};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerStatsResponse, ContainerSummary, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStatsResponse, ContainerSummary, HostConfig, Mount, MountType,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -165,6 +170,8 @@ pub struct Job {
     pub attempt: u32,
     /// What to run, with `secret_env` filled in.
     pub spec: ContainerSpec,
+    /// Host dirs of this attempt to bind-mount: (host path, container path, read-only).
+    pub mounts: Vec<(std::path::PathBuf, String, bool)>,
 }
 
 impl fmt::Debug for Job {
@@ -1052,7 +1059,18 @@ impl Plan {
             cap_add: Some(ADDED_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
             binds: None,
-            mounts: None,
+            mounts: (!job.mounts.is_empty()).then(|| {
+                job.mounts
+                    .iter()
+                    .map(|(host, target, read_only)| Mount {
+                        source: Some(host.to_string_lossy().into_owned()),
+                        target: Some(target.clone()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(*read_only),
+                        ..Mount::default()
+                    })
+                    .collect()
+            }),
             auto_remove: Some(false),
             readonly_rootfs: Some(false),
             oom_kill_disable: Some(false),
@@ -1556,6 +1574,7 @@ mod tests {
                 pull_policy: PullPolicy::Never as i32,
                 ..ContainerSpec::default()
             },
+            mounts: Vec::new(),
         }
     }
 

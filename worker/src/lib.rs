@@ -6,6 +6,8 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod executor;
+pub mod inputs;
 pub mod logs;
 pub mod mask;
+pub mod outputs;
 pub mod reaper;

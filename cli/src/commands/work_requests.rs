@@ -154,6 +154,29 @@ fn submit_request(
         allow_failure: args.allow_failure,
         retries: args.retries.unwrap_or(0),
         retry_backoff: args.retry_backoff.map(to_proto_duration),
+        inputs: args
+            .inputs
+            .iter()
+            .map(|input| proto::Input {
+                artifact: input.artifact.clone(),
+                mount: input.mount.clone(),
+                from: String::new(),
+            })
+            .collect(),
+        outputs: args
+            .outputs
+            .iter()
+            .map(|output| proto::Output {
+                path: output.path.clone(),
+                when: if output.always {
+                    proto::OutputWhen::Always
+                } else {
+                    proto::OutputWhen::Success
+                }
+                .into(),
+            })
+            .collect(),
+        output_category: args.output_category.clone().unwrap_or_default(),
     })
 }
 
@@ -322,6 +345,55 @@ mod tests {
         let deps_args = run_args(&["run", "--unblock", "deps", "busybox"]);
         let deps = submit_request(&deps_args, |_| None).expect("valid");
         assert_eq!(deps.unblock, proto::UnblockStrategy::Deps as i32);
+    }
+
+    #[test]
+    fn submit_request_carries_inputs_and_outputs() {
+        let args = run_args(&[
+            "run",
+            "--input",
+            "0190f5c2-8b1e-7c3a-9d4e-5f6a7b8c9d0e",
+            "--input",
+            "nightly/v1:2:pkgs",
+            "--output",
+            "dist/**",
+            "--output",
+            "report.xml:always",
+            "--output",
+            "a:b",
+            "--output-category",
+            "package",
+            "-w",
+            "/work",
+            "busybox",
+        ]);
+        let request = submit_request(&args, |_| None).expect("valid");
+        let inputs: Vec<(&str, &str)> = request
+            .inputs
+            .iter()
+            .map(|i| (i.artifact.as_str(), i.mount.as_str()))
+            .collect();
+        assert_eq!(
+            inputs,
+            [
+                ("0190f5c2-8b1e-7c3a-9d4e-5f6a7b8c9d0e", ""),
+                ("nightly/v1:2", "pkgs")
+            ]
+        );
+        let outputs: Vec<(&str, i32)> = request
+            .outputs
+            .iter()
+            .map(|o| (o.path.as_str(), o.when))
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                ("dist/**", proto::OutputWhen::Success as i32),
+                ("report.xml", proto::OutputWhen::Always as i32),
+                ("a:b", proto::OutputWhen::Success as i32),
+            ]
+        );
+        assert_eq!(request.output_category, "package");
     }
 
     #[test]

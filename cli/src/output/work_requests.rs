@@ -101,6 +101,47 @@ pub struct WorkRequestView {
     pub parent_id: String,
     /// A workflow's steps, in an order they can run in; empty for other requests.
     pub children: Vec<WorkRequestView>,
+    /// The artifacts mounted under /in.
+    pub inputs: Vec<InputView>,
+    /// What is collected from the working dir after the container exits.
+    pub outputs: Vec<OutputView>,
+    /// The collected artifact's category (empty without outputs).
+    pub output_category: String,
+    /// The artifact the last attempt's outputs were collected into; empty if none.
+    pub output_artifact_id: String,
+}
+
+/// One input of a request.
+#[derive(Debug, Serialize)]
+pub struct InputView {
+    /// Relative to /in.
+    pub mount: String,
+    /// The artifact it is pinned to; empty while it waits for a step's output.
+    pub artifact_id: String,
+    /// The step whose output it takes; empty otherwise.
+    pub from_work_request_id: String,
+}
+
+/// One declared output.
+#[derive(Debug, Serialize)]
+pub struct OutputView {
+    /// Relative to the working dir; globs allowed.
+    pub path: String,
+    /// `success` or `always`.
+    pub when: String,
+}
+
+impl InputView {
+    fn shown(&self) -> String {
+        match (
+            self.artifact_id.as_str(),
+            self.from_work_request_id.as_str(),
+        ) {
+            ("", from) => format!("/in/{} <- output of {from} (not yet made)", self.mount),
+            (id, "") => format!("/in/{} <- {id}", self.mount),
+            (id, from) => format!("/in/{} <- {id} (output of {from})", self.mount),
+        }
+    }
 }
 
 impl From<proto::WorkRequest> for WorkRequestView {
@@ -160,6 +201,29 @@ impl From<proto::WorkRequest> for WorkRequestView {
                 .into_iter()
                 .map(WorkRequestView::from)
                 .collect(),
+            inputs: request
+                .inputs
+                .into_iter()
+                .map(|input| InputView {
+                    mount: input.mount,
+                    artifact_id: input.artifact_id,
+                    from_work_request_id: input.from_work_request_id,
+                })
+                .collect(),
+            outputs: request
+                .outputs
+                .into_iter()
+                .map(|output| OutputView {
+                    path: output.path,
+                    when: match proto::OutputWhen::try_from(output.when) {
+                        Ok(proto::OutputWhen::Always) => "always".to_owned(),
+                        Ok(_) => "success".to_owned(),
+                        Err(_) => format!("unknown({})", output.when),
+                    },
+                })
+                .collect(),
+            output_category: request.output_category,
+            output_artifact_id: request.output_artifact_id,
         }
     }
 }
@@ -212,6 +276,24 @@ impl Render for WorkRequestView {
             ("unblock", self.unblock.clone()),
             ("allow_failure", yes_no(self.allow_failure)),
             ("retries_left", self.retries_left.to_string()),
+            (
+                "inputs",
+                self.inputs
+                    .iter()
+                    .map(InputView::shown)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            (
+                "outputs",
+                self.outputs
+                    .iter()
+                    .map(|o| format!("{} ({})", o.path, o.when))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            ("output_category", self.output_category.clone()),
+            ("output_artifact_id", self.output_artifact_id.clone()),
         ]);
         if !self.attempts.is_empty() {
             text.push_str("attempts:\n");
@@ -319,6 +401,8 @@ pub struct AttemptView {
     pub message: String,
     /// Why the attempt's stored log misses output; empty when it is complete.
     pub log_incomplete: String,
+    /// The artifact its outputs were collected into; empty if none.
+    pub output_artifact_id: String,
 }
 
 impl From<proto::Attempt> for AttemptView {
@@ -338,6 +422,7 @@ impl From<proto::Attempt> for AttemptView {
             run_duration: Span::from_proto(attempt.run_duration.as_ref()),
             message: attempt.message,
             log_incomplete: attempt.log_incomplete,
+            output_artifact_id: attempt.output_artifact_id,
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod access;
 pub mod artifacts;
 pub mod collections;
 pub mod gc;
+pub mod inputs;
 pub mod live;
 pub mod read;
 pub mod retention;

@@ -73,6 +73,8 @@ pub struct Assignment {
     pub spec: StoredSpec,
     /// The secret env values, in plain form.
     pub secret_env: std::collections::BTreeMap<String, String>,
+    /// The artifacts to mount, with their files.
+    pub inputs: Vec<crate::work::spec::AssignedInput>,
 }
 
 impl std::fmt::Debug for Assignment {
@@ -81,6 +83,7 @@ impl std::fmt::Debug for Assignment {
             .field("key", &self.key)
             .field("spec", &self.spec)
             .field("secret_env", &self.secret_env.keys().collect::<Vec<_>>())
+            .field("inputs", &self.inputs.len())
             .finish()
     }
 }

@@ -115,4 +115,6 @@ pub struct AttemptRow {
     pub run_ms: Option<i64>,
     /// Why its stored log misses output; empty when complete.
     pub log_incomplete: String,
+    /// The artifact its outputs were collected into.
+    pub output_artifact_id: Option<Uuid>,
 }

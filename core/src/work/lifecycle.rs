@@ -31,6 +31,7 @@ use uuid::Uuid;
 
 use crate::access::auth::Identity;
 use crate::access::roles::{self, WorkspaceRole};
+use crate::artifacts::inputs;
 use crate::error::{Error, Result};
 use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
@@ -305,7 +306,11 @@ pub(crate) async fn finish(
     else {
         return Ok(false);
     };
-    let verdict = verdict(report.outcome, report.exit_code);
+    let verdict = verdict(
+        report.outcome,
+        report.exit_code,
+        !report.output_error.is_empty(),
+    );
     let now = Utc::now();
     // Only what the reports carry; an earlier Started may have set them.
     let container_id = [
@@ -316,14 +321,25 @@ pub(crate) async fn finish(
     .flatten()
     .find(|c| !c.is_empty());
     let pull_ms = report.pull_ms.or(folded.started.and_then(|s| s.pull_ms));
+    // A failure to collect outputs is said on the attempt, after Docker's message.
+    let message = match (report.message.as_str(), report.output_error.as_str()) {
+        (m, "") => m.to_owned(),
+        ("", e) => format!("collecting outputs failed: {e}"),
+        (m, e) => format!("{m}; collecting outputs failed: {e}"),
+    };
+    let output_artifact = match report.output_artifact_id {
+        Some(id) => inputs::output_of_attempt(conn, key, id).await?,
+        None => None,
+    };
     diesel::update(attempts::table.find((key.id, key.attempt)))
         .set((
             attempts::state.eq(AttemptState::Finished),
             attempts::outcome.eq(report.outcome),
             attempts::exit_code.eq(report.exit_code),
             attempts::reason.eq(verdict.reason()),
-            attempts::message.eq(&report.message),
+            attempts::message.eq(&message),
             attempts::finished_at.eq(now),
+            output_artifact.map(|id| attempts::output_artifact_id.eq(id)),
             attempts::peak_memory_bytes.eq(report.peak_memory_bytes),
             attempts::cpu_time_ns.eq(report.cpu_time_ns),
             attempts::run_ms.eq(report.run_ms),
@@ -339,6 +355,9 @@ pub(crate) async fn finish(
         .await?;
     if !report.log_incomplete.is_empty() {
         logs::note_incomplete(conn, key, &report.log_incomplete).await?;
+    }
+    if let Some(artifact) = output_artifact {
+        inputs::pin_step_output(conn, key.id, artifact).await?;
     }
     // The request's start time, when the Started was folded in here.
     let started_at = folded.started.is_some().then_some(now);
@@ -398,7 +417,7 @@ pub(crate) async fn finish(
             }
             let closing = Closing {
                 ending,
-                message: Some(report.message.clone()),
+                message: Some(message.clone()),
                 exit_code: Some(report.exit_code),
                 started_at,
             };

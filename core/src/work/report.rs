@@ -33,6 +33,10 @@ pub struct Finished {
     /// Why the log the server holds misses output (the worker could not spool all of
     /// it, say); empty when the log is complete.
     pub log_incomplete: String,
+    /// The artifact the worker collected the attempt's outputs into.
+    pub output_artifact_id: Option<uuid::Uuid>,
+    /// Why collecting the outputs failed; empty when it did not.
+    pub output_error: String,
 }
 
 impl Finished {
@@ -48,6 +52,8 @@ impl Finished {
             pull_ms: None,
             run_ms: None,
             log_incomplete: String::new(),
+            output_artifact_id: None,
+            output_error: String::new(),
         }
     }
 }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::access::auth::Identity;
 use crate::access::roles::{self, WorkspaceRole};
+use crate::artifacts::inputs::{self, Pinned};
 use crate::error::{Error, Result};
 use crate::live::hub::Hub;
 use crate::store::db::DbPool;
@@ -64,6 +65,8 @@ pub struct RequestView {
     pub pending_reason: String,
     /// A pending request's place in the queue (0 otherwise).
     pub queue_position: u32,
+    /// Its inputs by mount (empty in listings).
+    pub inputs: Vec<Pinned>,
 }
 
 impl RequestView {
@@ -77,6 +80,7 @@ impl RequestView {
             children: Vec::new(),
             pending_reason: String::new(),
             queue_position: 0,
+            inputs: Vec::new(),
         }
     }
 
@@ -195,6 +199,7 @@ impl WorkRequests {
             standing.workspace.id
         };
         let id = WorkRequestId::new();
+        let mut inputs_view = Vec::new();
         let manual = scheduling.unblock == UnblockStrategy::Manual;
         let new = NewWorkRequest {
             id,
@@ -217,24 +222,41 @@ impl WorkRequests {
             retry_backoff_ms: scheduling.retry_backoff_ms,
         };
         // The stored row comes back from the insert, so the answer costs no further reads.
-        let row = if scheduling.after.is_empty() {
+        let row = if scheduling.after.is_empty() && submission.inputs.is_empty() {
             // One row, inserted with whatever other submissions are queued (see `intake`).
             self.intake.insert(new).await?
         } else {
-            // The request and its dependency rows are stored together or not at all.
+            // The request, its dependency rows and its inputs (resolved and pinned here,
+            // each artifact locked until the rows are in) are stored together or not at all.
             let mut conn = self.pool.get().await?;
-            conn.transaction::<_, Error, _>(async |conn| {
-                limits::admit_one(conn, workspace_id, 1).await?;
-                let status = deps::initial_status(conn, workspace_id, &scheduling).await?;
-                let row = diesel::insert_into(work_requests::table)
-                    .values(NewWorkRequest { status, ..new })
-                    .returning(WorkRequestRow::as_returning())
-                    .get_result(conn)
+            let (row, pinned) = conn
+                .transaction::<_, Error, _>(async |conn| {
+                    limits::admit_one(conn, workspace_id, 1).await?;
+                    let pinned = inputs::resolve(
+                        conn,
+                        workspace_id,
+                        &submission.inputs,
+                        &Default::default(),
+                        "inputs",
+                    )
                     .await?;
-                deps::insert_dependencies(conn, id, &scheduling).await?;
-                Ok(row)
-            })
-            .await?
+                    let status = if scheduling.after.is_empty() {
+                        new.status
+                    } else {
+                        deps::initial_status(conn, workspace_id, &scheduling).await?
+                    };
+                    let row = diesel::insert_into(work_requests::table)
+                        .values(NewWorkRequest { status, ..new })
+                        .returning(WorkRequestRow::as_returning())
+                        .get_result(conn)
+                        .await?;
+                    deps::insert_dependencies(conn, id, &scheduling).await?;
+                    inputs::insert(conn, id, &pinned).await?;
+                    Ok((row, pinned))
+                })
+                .await?;
+            inputs_view = pinned;
+            row
         };
         tracing::info!(work_request = %id, image = %submission.spec.image, by = %caller.name, status = %row.status, "work request submitted");
         if row.status == Status::Pending {
@@ -242,6 +264,7 @@ impl WorkRequests {
         }
         let mut view = RequestView::new(row, submission.workspace, caller.name.clone());
         view.depends_on = scheduling.after;
+        view.inputs = inputs_view;
         Ok(view)
     }
 
@@ -521,6 +544,7 @@ async fn load(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<Request
         .load(conn)
         .await?;
     view.depends_on = deps::depends_on(conn, id).await?;
+    view.inputs = inputs::of_request(conn, id).await?;
     if is_workflow {
         view.children = load_children(conn, id).await?;
     }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::artifacts::inputs;
 use crate::error::{Error, Result};
 use crate::live::health::DbHealth;
 use crate::live::hub::{Assignment, Delivery, Hub, ToWorker};
@@ -461,8 +462,10 @@ impl Scheduler {
         claim: Claimed,
     ) -> Result<()> {
         let key = AttemptKey::new(claim.id, claim.attempt_count);
-        let assignment = match self.assignment(key, &claim) {
+        let assignment = match self.assignment(conn, key, &claim).await {
             Ok(assignment) => assignment,
+            // Unsent, the attempt is withdrawn at the hand-off deadline and runs again.
+            Err(e @ Error::Database(_)) => return Err(e),
             Err(e) => {
                 tracing::error!(%key, error = %e, "cannot build the assignment");
                 return lifecycle::finish_without_running(
@@ -487,9 +490,18 @@ impl Scheduler {
         Ok(())
     }
 
-    fn assignment(&self, key: AttemptKey, claim: &Claimed) -> Result<Assignment> {
+    /// The assignment of a committed claim: the spec, the secrets opened, and the inputs
+    /// with their files. An input that cannot be had (a needed step made no output) is an
+    /// error whose message the attempt ends with.
+    async fn assignment(
+        &self,
+        conn: &mut AsyncPgConnection,
+        key: AttemptKey,
+        claim: &Claimed,
+    ) -> Result<Assignment> {
         let spec = StoredSpec::deserialize(&claim.spec)
             .map_err(|e| Error::internal(format!("stored spec of {key} unreadable: {e}")))?;
+        let inputs = inputs::for_assignment(conn, key.id).await?;
         let secret_env = match &claim.secret_env {
             Some(sealed) => self.secrets.open(sealed).map_err(Error::internal)?,
             None => Default::default(),
@@ -498,6 +510,7 @@ impl Scheduler {
             key,
             spec,
             secret_env,
+            inputs,
         })
     }
 }

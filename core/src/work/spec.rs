@@ -76,6 +76,11 @@ const MAX_PRIORITY: i32 = 1000;
 const MAX_PROTO_DURATION_SECONDS: i64 = 315_576_000_000;
 const DEFAULT_NETWORK: &str = "none";
 const DEFAULT_WORKSPACE: &str = "default";
+/// Inputs per request, and outputs.
+pub const MAX_INPUTS: usize = 100;
+const MAX_OUTPUTS: usize = 100;
+/// The category of collected outputs unless one is given.
+pub const DEFAULT_OUTPUT_CATEGORY: &str = "output";
 
 fn static_regex(pattern: &str) -> Regex {
     Regex::new(pattern).expect("static regex literal is valid (compiled by the unit tests)")
@@ -209,6 +214,83 @@ pub struct SubmitInput {
     pub allow_failure: bool,
     pub retries: u32,
     pub retry_backoff: Option<RawDuration>,
+    /// Artifacts to mount under /in, as sent.
+    pub inputs: Vec<InputInput>,
+    /// Files to collect after the container exits, as sent.
+    pub outputs: Vec<OutputSpec>,
+    /// The collected artifact's category ('' for `output`).
+    pub output_category: String,
+}
+
+/// An input as a caller sent it: an artifact (id or `COLLECTION/ITEM`), or for workflow
+/// steps the name of a needed step whose output to take, and where to mount it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InputInput {
+    /// An artifact id or `COLLECTION/ITEM`; '' with `from`.
+    pub artifact: String,
+    /// Relative to /in; '' for the artifact id (or the step's name).
+    pub mount: String,
+    /// Workflow steps only: a needed step's name.
+    pub from: String,
+}
+
+/// A checked input: where it is mounted and what it names, not yet resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedInput {
+    /// Relative to /in, checked by the path validator.
+    pub mount: String,
+    /// What it takes.
+    pub source: InputSource,
+}
+
+/// What an input takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputSource {
+    /// An artifact by id.
+    Artifact(uuid::Uuid),
+    /// The active item of a collection of the request's workspace.
+    Item { collection: String, item: String },
+    /// The output of a step of the same workflow, by name.
+    Step(String),
+}
+
+/// One file of an input, as a worker needs it to fetch and lay it out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputFile {
+    pub path: String,
+    /// SHA-256 in lower-case hex ('' for a symlink).
+    pub sha256: String,
+    pub size: u64,
+    pub mode: u32,
+    /// A symlink's target ('' for a regular file).
+    pub symlink: String,
+}
+
+/// An input of an assigned attempt: the artifact, where it goes, and its files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssignedInput {
+    pub artifact_id: uuid::Uuid,
+    pub mount: String,
+    pub files: Vec<InputFile>,
+}
+
+/// When outputs are collected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputWhen {
+    /// Only after an exit with code 0 (the default).
+    #[default]
+    Success,
+    /// Whenever the container ran.
+    Always,
+}
+
+/// One declared output: a path or glob relative to the working directory.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutputSpec {
+    pub path: String,
+    #[serde(default)]
+    pub when: OutputWhen,
 }
 
 /// The validated, defaults-filled spec as stored in the database (as JSON, column
@@ -230,6 +312,12 @@ pub struct StoredSpec {
     /// `none` when the user left it unset.
     pub network: String,
     pub pull_policy: PullPolicy,
+    /// What to collect after the container exits (none for older rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputSpec>,
+    /// The collected artifact's category; set when there are outputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_category: Option<String>,
 }
 
 /// When a worker pulls the image.
@@ -278,6 +366,8 @@ pub struct Submission {
     pub priority: i32,
     /// `default` when the user left it empty.
     pub workspace: String,
+    /// Its inputs, checked but not yet resolved.
+    pub inputs: Vec<CheckedInput>,
 }
 
 impl fmt::Debug for Submission {
@@ -288,6 +378,7 @@ impl fmt::Debug for Submission {
             .field("requirements", &self.requirements)
             .field("priority", &self.priority)
             .field("workspace", &self.workspace)
+            .field("inputs", &self.inputs)
             .finish()
     }
 }
@@ -388,6 +479,8 @@ pub fn validate_spec(
             stop_grace_period_ms: millis_rounded_up(stop_grace_period),
             network,
             pull_policy: spec.pull_policy.unwrap_or(PullPolicy::IfNotPresent),
+            outputs: Vec::new(),
+            output_category: None,
         },
         secret_env,
     })
@@ -403,7 +496,12 @@ pub fn validate_submission(
         .spec
         .as_ref()
         .ok_or_else(|| InvalidField::new("spec", "is required"))?;
-    let CheckedSpec { spec, secret_env } = validate_spec(spec, defaults)?;
+    let CheckedSpec {
+        mut spec,
+        secret_env,
+    } = validate_spec(spec, defaults)?;
+    let inputs = validate_inputs("inputs", &req.inputs, false)?;
+    validate_outputs("outputs", &req.outputs, &req.output_category, &mut spec)?;
     let requirements = validate_requirements(&req.requirements)?;
     let priority = validate_priority(req.priority)?;
     let workspace = validate_workspace(&req.workspace)?;
@@ -413,7 +511,199 @@ pub fn validate_submission(
         requirements,
         priority,
         workspace,
+        inputs,
     })
+}
+
+/// Checks a request's inputs (at most [`MAX_INPUTS`], mounts through the one path
+/// validator and unique). `steps` allows `from` (workflow steps); its name is checked
+/// against the step's needs by the workflow. Errors name the field under `field`.
+pub fn validate_inputs(
+    field: &str,
+    inputs: &[InputInput],
+    steps: bool,
+) -> Result<Vec<CheckedInput>, InvalidField> {
+    if inputs.len() > MAX_INPUTS {
+        return Err(InvalidField::new(
+            field,
+            format!(
+                "has {} inputs; at most {MAX_INPUTS} are allowed",
+                inputs.len()
+            ),
+        ));
+    }
+    let mut checked: Vec<CheckedInput> = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let source = match (input.artifact.trim(), input.from.trim()) {
+            ("", "") => {
+                return Err(InvalidField::new(
+                    format!("{at}.artifact"),
+                    if steps {
+                        "is required unless `from` names a needed step; give an artifact id or COLLECTION/ITEM"
+                    } else {
+                        "is required; give an artifact id or COLLECTION/ITEM"
+                    },
+                ));
+            }
+            (_, from) if !from.is_empty() && !steps => {
+                return Err(InvalidField::new(
+                    format!("{at}.from"),
+                    "is only for workflow steps; give an artifact instead",
+                ));
+            }
+            (artifact, from) if !artifact.is_empty() && !from.is_empty() => {
+                return Err(InvalidField::new(
+                    at.clone(),
+                    "names both an artifact and a step (`from`); give one of them",
+                ));
+            }
+            ("", from) => InputSource::Step(from.to_owned()),
+            (artifact, _) => parse_artifact_ref(artifact)
+                .map_err(|m| InvalidField::new(format!("{at}.artifact"), m))?,
+        };
+        let mount = match (input.mount.as_str(), &source) {
+            ("", InputSource::Artifact(id)) => id.to_string(),
+            ("", InputSource::Step(name)) => name.clone(),
+            ("", InputSource::Item { .. }) => {
+                return Err(InvalidField::new(
+                    format!("{at}.mount"),
+                    "is required for a COLLECTION/ITEM input (the item's name may hold a `/`); give a relative path under /in",
+                ));
+            }
+            (mount, _) => mount.trim_end_matches('/').to_owned(),
+        };
+        berth_files::paths::validate_path(&mount)
+            .map_err(|e| InvalidField::new(format!("{at}.mount"), e.to_string()))?;
+        if let Some(other) = checked
+            .iter()
+            .find(|c| c.mount == mount || nested(&c.mount, &mount) || nested(&mount, &c.mount))
+        {
+            return Err(InvalidField::new(
+                format!("{at}.mount"),
+                format!(
+                    "{mount:?} clashes with the mount {:?} of another input; give each input a mount of its own",
+                    other.mount
+                ),
+            ));
+        }
+        checked.push(CheckedInput { mount, source });
+    }
+    Ok(checked)
+}
+
+/// Whether `inner` lies beneath `outer`.
+fn nested(outer: &str, inner: &str) -> bool {
+    inner.len() > outer.len()
+        && inner.starts_with(outer)
+        && inner.as_bytes().get(outer.len()) == Some(&b'/')
+}
+
+/// An artifact id, or `COLLECTION/ITEM` (the collection a slug, the item the rest).
+fn parse_artifact_ref(artifact: &str) -> Result<InputSource, String> {
+    if let Ok(id) = uuid::Uuid::parse_str(artifact) {
+        return Ok(InputSource::Artifact(id));
+    }
+    match artifact.split_once('/') {
+        Some((collection, item)) if !collection.is_empty() && !item.is_empty() => {
+            validate_name("collection", collection)?;
+            if item.chars().any(char::is_control) || item.chars().count() > 255 {
+                return Err(format!(
+                    "{artifact:?}: the item name must be 1-255 characters without control characters"
+                ));
+            }
+            Ok(InputSource::Item {
+                collection: collection.to_owned(),
+                item: item.to_owned(),
+            })
+        }
+        _ => Err(format!(
+            "{artifact:?} is neither an artifact id (a UUID) nor COLLECTION/ITEM"
+        )),
+    }
+}
+
+/// Checks the outputs and their category and puts them into `spec`.
+pub fn validate_outputs(
+    field: &str,
+    outputs: &[OutputSpec],
+    category: &str,
+    spec: &mut StoredSpec,
+) -> Result<(), InvalidField> {
+    if outputs.len() > MAX_OUTPUTS {
+        return Err(InvalidField::new(
+            field,
+            format!(
+                "has {} outputs; at most {MAX_OUTPUTS} are allowed",
+                outputs.len()
+            ),
+        ));
+    }
+    let mut checked = Vec::with_capacity(outputs.len());
+    for (i, output) in outputs.iter().enumerate() {
+        let at = format!("{field}[{i}].path");
+        let path = output.path.trim_end_matches('/');
+        berth_files::paths::validate_path(path).map_err(|e| {
+            InvalidField::new(
+                &at,
+                format!("{e}; give a path or glob relative to the working directory"),
+            )
+        })?;
+        globset::GlobBuilder::new(path)
+            .literal_separator(true)
+            .build()
+            .map_err(|e| InvalidField::new(&at, format!("is not a valid glob: {e}")))?;
+        checked.push(OutputSpec {
+            path: path.to_owned(),
+            when: output.when,
+        });
+    }
+    let category = match category {
+        "" => DEFAULT_OUTPUT_CATEGORY.to_owned(),
+        other => {
+            validate_category(other).map_err(|m| InvalidField::new("output_category", m))?;
+            other.to_owned()
+        }
+    };
+    if !checked.is_empty() {
+        match spec.working_dir.as_deref() {
+            None => {
+                return Err(InvalidField::new(
+                    "spec.working_dir",
+                    "is required with outputs: they are collected from the working directory, so give one (e.g. /work)",
+                ));
+            }
+            Some(dir) if dir == "/" || dir == "/in" || dir.starts_with("/in/") => {
+                return Err(InvalidField::new(
+                    "spec.working_dir",
+                    format!(
+                        "{dir:?} cannot hold outputs: it is / or lies in /in, where inputs are mounted; give another (e.g. /work)"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        spec.output_category = Some(category);
+    }
+    spec.outputs = checked;
+    Ok(())
+}
+
+/// An artifact category: 1-63 characters of [a-z0-9-], starting with a letter or digit.
+fn validate_category(category: &str) -> Result<(), String> {
+    let ok = !category.is_empty()
+        && category.len() <= 63
+        && category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !category.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{category:?} is not a category: use 1-63 characters of [a-z0-9-], starting with a letter or digit"
+        ))
+    }
 }
 
 /// The workspace named in a submission: `default` when none is named.
@@ -914,6 +1204,121 @@ mod tests {
         }
     }
 
+    fn with_io(inputs: Vec<InputInput>, outputs: Vec<OutputSpec>) -> SubmitInput {
+        SubmitInput {
+            inputs,
+            outputs,
+            ..request(SpecInput {
+                working_dir: "/work".into(),
+                ..spec()
+            })
+        }
+    }
+
+    fn input(artifact: &str, mount: &str) -> InputInput {
+        InputInput {
+            artifact: artifact.into(),
+            mount: mount.into(),
+            from: String::new(),
+        }
+    }
+
+    fn output(path: &str) -> OutputSpec {
+        OutputSpec {
+            path: path.into(),
+            when: OutputWhen::Success,
+        }
+    }
+
+    #[test]
+    fn an_input_mounts_at_its_artifact_id_unless_a_mount_is_given() {
+        let id = "0190f5c2-8b1e-7c3a-9d4e-5f6a7b8c9d0e";
+        let s = submit(&with_io(
+            vec![input(id, ""), input("pkgs/latest", "pkgs")],
+            vec![],
+        ))
+        .expect("valid");
+        assert_eq!(s.inputs[0].mount, id);
+        assert_eq!(
+            s.inputs[1].source,
+            InputSource::Item {
+                collection: "pkgs".into(),
+                item: "latest".into()
+            }
+        );
+    }
+
+    #[test]
+    fn input_mounts_go_through_the_path_validator_and_must_not_overlap() {
+        let id = "0190f5c2-8b1e-7c3a-9d4e-5f6a7b8c9d0e";
+        for bad in ["../x", "/abs", "a/../../b", "a//b", "a\\b"] {
+            refused_on(
+                submit(&with_io(vec![input(id, bad)], vec![])),
+                "inputs[0].mount",
+            );
+        }
+        let m = refused_on(
+            submit(&with_io(vec![input(id, "a"), input(id, "a/b")], vec![])),
+            "inputs[1].mount",
+        );
+        assert!(m.contains("clashes"), "{m}");
+        refused_on(
+            submit(&with_io(vec![input(id, "a"), input(id, "a")], vec![])),
+            "inputs[1].mount",
+        );
+    }
+
+    #[test]
+    fn an_input_must_name_an_artifact_id_or_a_collection_item() {
+        refused_on(
+            submit(&with_io(vec![input("not an id", "x")], vec![])),
+            "inputs[0].artifact",
+        );
+        refused_on(
+            submit(&with_io(vec![input("", "x")], vec![])),
+            "inputs[0].artifact",
+        );
+        // `from` is for workflow steps only.
+        let mut from = input("", "x");
+        from.from = "build".into();
+        refused_on(submit(&with_io(vec![from], vec![])), "inputs[0].from");
+        let many: Vec<InputInput> = (0..=MAX_INPUTS)
+            .map(|i| input("0190f5c2-8b1e-7c3a-9d4e-5f6a7b8c9d0e", &format!("m{i}")))
+            .collect();
+        refused_on(submit(&with_io(many, vec![])), "inputs");
+    }
+
+    #[test]
+    fn outputs_are_relative_globs_stored_with_their_category() {
+        let s = submit(&with_io(
+            vec![],
+            vec![output("dist/**/*.deb"), output("report.xml")],
+        ))
+        .expect("valid");
+        assert_eq!(s.spec.outputs.len(), 2);
+        assert_eq!(s.spec.output_category.as_deref(), Some("output"));
+        for bad in ["../x", "/etc/passwd", "a/../b", "a[", ""] {
+            refused_on(
+                submit(&with_io(vec![], vec![output(bad)])),
+                "outputs[0].path",
+            );
+        }
+        let mut no_dir = with_io(vec![], vec![output("x")]);
+        no_dir.spec = Some(spec());
+        refused_on(submit(&no_dir), "spec.working_dir");
+        for dir in ["/", "/in", "/in/x"] {
+            let mut in_inputs = with_io(vec![], vec![output("x")]);
+            in_inputs.spec = Some(SpecInput {
+                working_dir: dir.into(),
+                ..spec()
+            });
+            refused_on(submit(&in_inputs), "spec.working_dir");
+        }
+        let mut bad_category = with_io(vec![], vec![output("x")]);
+        bad_category.output_category = "Not A Slug".into();
+        refused_on(submit(&bad_category), "output_category");
+    }
+
     #[test]
     fn minimal_spec_gets_every_default() {
         let s = submit_spec(spec()).expect("valid");
@@ -931,6 +1336,8 @@ mod tests {
                 stop_grace_period_ms: 10_000,
                 network: "none".to_owned(),
                 pull_policy: PullPolicy::IfNotPresent,
+                outputs: vec![],
+                output_category: None,
             }
         );
         assert!(s.secret_env.is_empty());

@@ -153,6 +153,9 @@ text_enum! {
         NotAccepted = "not-accepted",
         /// The assignment could not be handed to the worker's stream.
         HandoffFailed = "handoff-failed",
+        /// The job exited 0 but its declared outputs could not be collected (a hard link,
+        /// a FIFO, nothing matched, the upload failed); the attempt's message says why.
+        Outputs = "outputs",
     }
 }
 
@@ -295,10 +298,15 @@ impl Closing {
 }
 
 /// What a finished attempt means for its request. The worker decides nothing about
-/// results: it reports an outcome and the exit code, and this maps them.
-pub(crate) fn verdict(outcome: Outcome, exit_code: Option<i32>) -> Verdict {
+/// results: it reports an outcome, the exit code and whether collecting the outputs
+/// failed, and this maps them. A job that exited 0 without the outputs it declared did
+/// not deliver: that is an error, not a success its dependants could build on.
+pub(crate) fn verdict(outcome: Outcome, exit_code: Option<i32>, outputs_failed: bool) -> Verdict {
     use WorkResult::{Error, Failure, Success};
     Verdict::Ends(match outcome {
+        Outcome::Exited if exit_code == Some(0) && outputs_failed => {
+            Ending::completed(Error, Reason::Outputs)
+        }
         Outcome::Exited if exit_code == Some(0) => Ending::completed(Success, Reason::None),
         Outcome::Exited => Ending::completed(Failure, Reason::None),
         Outcome::TimedOut => Ending::completed(Failure, Reason::Timeout),
@@ -345,7 +353,7 @@ mod tests {
 
     #[test]
     fn a_finished_attempt_maps_to_its_result() {
-        let ends = |outcome, code| match verdict(outcome, code) {
+        let ends = |outcome, code| match verdict(outcome, code, false) {
             Verdict::Ends(ending) => ending,
             other => panic!("{outcome:?} should end the request, got {other:?}"),
         };
@@ -366,8 +374,20 @@ mod tests {
         assert_eq!(ends(Outcome::Cancelled, None).status, Status::Aborted);
         assert_eq!(ends(Outcome::Cancelled, None).result, None);
         assert_eq!(
-            verdict(Outcome::Interrupted, None),
+            verdict(Outcome::Interrupted, None, false),
             Verdict::Requeue(Reason::Interrupted)
         );
+        // Outputs that could not be collected spoil only a success.
+        match verdict(Outcome::Exited, Some(0), true) {
+            Verdict::Ends(ending) => {
+                assert_eq!(ending.result, Some(WorkResult::Error));
+                assert_eq!(ending.reason, Reason::Outputs);
+            }
+            other => panic!("should end the request, got {other:?}"),
+        }
+        match verdict(Outcome::Exited, Some(4), true) {
+            Verdict::Ends(ending) => assert_eq!(ending.result, Some(WorkResult::Failure)),
+            other => panic!("should end the request, got {other:?}"),
+        }
     }
 }

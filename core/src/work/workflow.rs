@@ -46,13 +46,15 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
+use crate::artifacts::inputs;
 use crate::error::{Error, Result};
 use crate::store::schema::{work_request_dependencies, work_requests, workspaces};
 use crate::store::secrets::SecretBox;
 use crate::work::ids::WorkRequestId;
 use crate::work::limits;
 use crate::work::spec::{
-    SpecDefaults, SpecInput, Submission, SubmitInput, validate_name, validate_submission,
+    InputInput, InputSource, OutputSpec, SpecDefaults, SpecInput, Submission, SubmitInput,
+    validate_inputs, validate_name, validate_submission,
 };
 use crate::work::state::{Closing, Ending, Kind, Reason, Status, WorkResult};
 
@@ -81,6 +83,12 @@ pub struct StepInput {
     pub requirements: HashMap<String, String>,
     pub priority: i32,
     pub allow_failure: bool,
+    /// Artifacts to mount; `from` takes the output of a step in `needs`.
+    pub inputs: Vec<InputInput>,
+    /// Files to collect.
+    pub outputs: Vec<OutputSpec>,
+    /// The collected artifact's category ('' for `output`).
+    pub output_category: String,
 }
 
 /// A checked workflow, ready to store.
@@ -148,10 +156,24 @@ pub fn validate(req: &WorkflowInput, defaults: &SpecDefaults) -> Result<Workflow
             priority: step.priority,
             workspace: workspace.clone(),
             allow_failure: step.allow_failure,
+            outputs: step.outputs.clone(),
+            output_category: step.output_category.clone(),
             ..Default::default()
         };
-        let submission = validate_submission(&single, defaults)
+        let mut submission = validate_submission(&single, defaults)
             .map_err(|e| invalid(format!("steps[{:?}].{e}", step.name)))?;
+        submission.inputs = validate_inputs("inputs", &step.inputs, true)
+            .map_err(|e| invalid(format!("steps[{:?}].{e}", step.name)))?;
+        for (k, input) in submission.inputs.iter().enumerate() {
+            if let InputSource::Step(from) = &input.source
+                && !step.needs.contains(from)
+            {
+                return Err(invalid(format!(
+                    "steps[{:?}].inputs[{k}].from: {from:?} is not in this step's needs; a step may take the output only of a step it needs",
+                    step.name
+                )));
+            }
+        }
         submissions.push(submission);
         let mut own = BTreeSet::new();
         for need in &step.needs {
@@ -164,6 +186,20 @@ pub fn validate(req: &WorkflowInput, defaults: &SpecDefaults) -> Result<Workflow
             own.insert(j);
         }
         needs.push(own.into_iter().collect());
+    }
+    // A step's output can be taken only from a step that declares outputs.
+    for (i, submission) in submissions.iter().enumerate() {
+        for (k, input) in submission.inputs.iter().enumerate() {
+            if let InputSource::Step(from) = &input.source
+                && let Some(&j) = index.get(from.as_str())
+                && submissions[j].spec.outputs.is_empty()
+            {
+                return Err(invalid(format!(
+                    "steps[{:?}].inputs[{k}].from: step {from:?} declares no outputs, so it makes no artifact to take; give it `outputs`",
+                    req.steps[i].name
+                )));
+            }
+        }
     }
     let order = dependency_order(&needs).map_err(|cycle| {
         let names: Vec<&str> = cycle.iter().map(|&i| req.steps[i].name.as_str()).collect();
@@ -350,6 +386,23 @@ pub async fn create(
                 .values(chunk.to_vec())
                 .execute(conn)
                 .await?;
+        }
+        // Inputs: artifacts resolved and pinned now, a needed step's output named by
+        // that step's id (pinned when it finishes).
+        for (i, step) in workflow.steps.iter().enumerate() {
+            if step.submission.inputs.is_empty() {
+                continue;
+            }
+            let needed: HashMap<String, WorkRequestId> = step
+                .needs
+                .iter()
+                .map(|&j| (workflow.steps[j].name.clone(), ids[j]))
+                .collect();
+            let field = format!("steps[{:?}].inputs", step.name);
+            let pinned =
+                inputs::resolve(conn, workspace_id, &step.submission.inputs, &needed, &field)
+                    .await?;
+            inputs::insert(conn, ids[i], &pinned).await?;
         }
         Ok(())
     })

@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::auth::identity;
 use crate::api::error::{respond, to_status};
-use crate::api::work_requests::spec_to_proto;
+use crate::api::work_requests::{outputs_to_proto, spec_to_proto};
 use crate::api::{millis, nanos};
 use berth_core::error::{Error, Result};
 use berth_core::fleet::agents::{Agents, Hello, MAX_KEEP_QUERY, Report};
@@ -155,6 +155,9 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
                 pull_ms: finished.pull_duration.as_ref().map(millis),
                 run_ms: finished.run_duration.as_ref().map(millis),
                 log_incomplete: finished.log_incomplete,
+                // A malformed id names no artifact; the recorder records none.
+                output_artifact_id: uuid::Uuid::parse_str(&finished.output_artifact_id).ok(),
+                output_error: finished.output_error,
             },
         ),
     }))
@@ -169,6 +172,28 @@ fn to_server_message(message: ToWorker) -> ServerMessage {
             server_message::Msg::Assign(proto::Assign {
                 attempt: Some(attempt_ref(assignment.key)),
                 spec: Some(spec),
+                outputs: outputs_to_proto(&assignment.spec.outputs),
+                output_category: assignment.spec.output_category.clone().unwrap_or_default(),
+                inputs: assignment
+                    .inputs
+                    .into_iter()
+                    .map(|input| proto::AssignedInput {
+                        artifact_id: input.artifact_id.to_string(),
+                        mount: input.mount,
+                        files: input
+                            .files
+                            .into_iter()
+                            .map(|file| proto::ArtifactFile {
+                                uploaded: true,
+                                path: file.path,
+                                sha256: file.sha256,
+                                size: file.size,
+                                mode: file.mode,
+                                symlink: file.symlink,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
             })
         }
         ToWorker::Cancel(key) => server_message::Msg::Cancel(proto::Cancel {

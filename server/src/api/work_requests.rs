@@ -24,7 +24,9 @@ use berth_core::store::models::AttemptRow;
 use berth_core::work::ids::WorkRequestId;
 use berth_core::work::logs::Chunk;
 use berth_core::work::requests::{ListQuery, LogQuery, PriorityChange, RequestView, WorkRequests};
-use berth_core::work::spec::{PullPolicy, SpecInput, StoredSpec, SubmitInput};
+use berth_core::work::spec::{
+    InputInput, OutputSpec, OutputWhen, PullPolicy, SpecInput, StoredSpec, SubmitInput,
+};
 use berth_core::work::state::{Status as WrStatus, UnblockStrategy, WorkResult};
 use berth_core::work::workflow::{StepInput, WorkflowInput};
 
@@ -96,7 +98,57 @@ fn submit_from_proto(req: SubmitWorkRequestRequest) -> Result<SubmitInput> {
         allow_failure: req.allow_failure,
         retries: req.retries,
         retry_backoff: req.retry_backoff.as_ref().map(raw_from_proto),
+        inputs: req.inputs.into_iter().map(input_from_proto).collect(),
+        outputs: outputs_from_proto("outputs", req.outputs)?,
+        output_category: req.output_category,
     })
+}
+
+fn input_from_proto(input: proto::Input) -> InputInput {
+    InputInput {
+        artifact: input.artifact,
+        mount: input.mount,
+        from: input.from,
+    }
+}
+
+fn outputs_from_proto(field: &str, outputs: Vec<proto::Output>) -> Result<Vec<OutputSpec>> {
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, output)| {
+            let when = match proto::OutputWhen::try_from(output.when) {
+                Ok(proto::OutputWhen::Unspecified | proto::OutputWhen::Success) => {
+                    OutputWhen::Success
+                }
+                Ok(proto::OutputWhen::Always) => OutputWhen::Always,
+                Err(_) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{field}[{i}].when: unknown value {}; use OUTPUT_WHEN_SUCCESS or OUTPUT_WHEN_ALWAYS",
+                        output.when
+                    )));
+                }
+            };
+            Ok(OutputSpec {
+                path: output.path,
+                when,
+            })
+        })
+        .collect()
+}
+
+/// The outputs as the API (and Assign) sends them.
+pub fn outputs_to_proto(outputs: &[OutputSpec]) -> Vec<proto::Output> {
+    outputs
+        .iter()
+        .map(|output| proto::Output {
+            path: output.path.clone(),
+            when: match output.when {
+                OutputWhen::Success => proto::OutputWhen::Success,
+                OutputWhen::Always => proto::OutputWhen::Always,
+            } as i32,
+        })
+        .collect()
 }
 
 fn workflow_from_proto(req: SubmitWorkflowRequest) -> Result<WorkflowInput> {
@@ -107,6 +159,9 @@ fn workflow_from_proto(req: SubmitWorkflowRequest) -> Result<WorkflowInput> {
             .map(spec_from_proto)
             .transpose()
             .map_err(|e| Error::InvalidArgument(format!("steps[{:?}].{e}", step.name)))?;
+        let outputs = outputs_from_proto("outputs", step.outputs).map_err(|e| {
+            Error::InvalidArgument(format!("steps[{:?}].{}", step.name, e.public_message()))
+        })?;
         steps.push(StepInput {
             name: step.name,
             spec,
@@ -114,6 +169,9 @@ fn workflow_from_proto(req: SubmitWorkflowRequest) -> Result<WorkflowInput> {
             requirements: step.requirements,
             priority: step.priority,
             allow_failure: step.allow_failure,
+            inputs: step.inputs.into_iter().map(input_from_proto).collect(),
+            outputs,
+            output_category: step.output_category,
         });
     }
     Ok(WorkflowInput {
@@ -201,12 +259,28 @@ fn attempt_to_proto(row: AttemptRow) -> proto::Attempt {
         pull_duration: ms(row.pull_ms),
         run_duration: ms(row.run_ms),
         log_incomplete: row.log_incomplete,
+        output_artifact_id: row
+            .output_artifact_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     }
 }
 
 /// A request as the API returns it.
 fn to_proto(view: RequestView) -> Result<WorkRequest> {
-    let spec = view.spec()?.as_ref().map(spec_to_proto);
+    let stored = view.spec()?;
+    let spec = stored.as_ref().map(spec_to_proto);
+    let outputs = stored
+        .as_ref()
+        .map(|s| outputs_to_proto(&s.outputs))
+        .unwrap_or_default();
+    let output_category = stored.and_then(|s| s.output_category).unwrap_or_default();
+    let output_artifact_id = view
+        .attempts
+        .last()
+        .and_then(|a| a.output_artifact_id)
+        .map(|id| id.to_string())
+        .unwrap_or_default();
     let RequestView {
         row,
         workspace,
@@ -216,6 +290,7 @@ fn to_proto(view: RequestView) -> Result<WorkRequest> {
         children,
         pending_reason,
         queue_position,
+        inputs,
     } = view;
     Ok(WorkRequest {
         id: row.id.to_string(),
@@ -250,6 +325,20 @@ fn to_proto(view: RequestView) -> Result<WorkRequest> {
         allow_failure: row.allow_failure,
         retries_left: u32::try_from(row.retries_left).unwrap_or(0),
         name: row.name,
+        inputs: inputs
+            .into_iter()
+            .map(|input| proto::InputPin {
+                mount: input.mount,
+                artifact_id: input
+                    .artifact_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                from_work_request_id: input.from.map(|id| id.to_string()).unwrap_or_default(),
+            })
+            .collect(),
+        outputs,
+        output_category,
+        output_artifact_id,
     })
 }
 
