@@ -53,6 +53,7 @@ pub mod process;
 pub mod proxy;
 pub mod sim;
 pub mod spec;
+pub mod stored;
 pub mod worker;
 
 pub use agent::{RawAgent, raw_hello};

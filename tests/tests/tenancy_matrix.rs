@@ -21,6 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::client::BearerAuth;
+use berth_common::proto::collection_service_client::CollectionServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use berth_common::proto::{
@@ -29,6 +30,10 @@ use berth_common::proto::{
     ListWorkRequestsRequest, RemoveMemberRequest, RetryWorkRequestRequest, Role, StreamLogsRequest,
     SubmitWorkRequestRequest, SubmitWorkflowRequest, UnblockStrategy, UnblockWorkRequestRequest,
     UpdateWorkspaceRequest, WorkRequestStatus, WorkflowStep, WorkspaceRole,
+};
+use berth_common::proto::{
+    AddToCollectionRequest, CreateCollectionRequest, GetCollectionRequest, ListCollectionsRequest,
+    LookupItemRequest, RemoveFromCollectionRequest, Retention, UpdateCollectionRequest,
 };
 use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
@@ -145,6 +150,22 @@ const MATRIX: &[(&str, Policy)] = &[
         "/berth.v1.WorkspaceService/ArchiveWorkspace",
         Policy::Manage,
     ),
+    (
+        "/berth.v1.CollectionService/CreateCollection",
+        Policy::Write,
+    ),
+    ("/berth.v1.CollectionService/GetCollection", Policy::Read),
+    ("/berth.v1.CollectionService/ListCollections", Policy::Read),
+    (
+        "/berth.v1.CollectionService/UpdateCollection",
+        Policy::Write,
+    ),
+    ("/berth.v1.CollectionService/AddToCollection", Policy::Write),
+    (
+        "/berth.v1.CollectionService/RemoveFromCollection",
+        Policy::Write,
+    ),
+    ("/berth.v1.CollectionService/LookupItem", Policy::Read),
     ("/berth.v1.ArtifactService/CreateArtifact", Policy::Write),
     ("/berth.v1.ArtifactService/UploadFile", Policy::Write),
     ("/berth.v1.ArtifactService/QueryUpload", Policy::Write),
@@ -308,6 +329,50 @@ fn workspaces(
     WorkspaceServiceClient::with_interceptor(channel, BearerAuth::new(token))
 }
 
+fn collections(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> CollectionServiceClient<berth_tests::Authed> {
+    CollectionServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// For a CollectionService cell: a collection `c-CELL` of category `package` in
+/// `workspace` with an item `item`, and an artifact to add; returns "COLLECTION ARTIFACT".
+async fn collection_target(server: &TestServer, workspace: &str, cell: usize) -> String {
+    let collection = format!("c-{cell}");
+    let artifact = uuid::Uuid::new_v4();
+    query(
+        &server.database_url,
+        &format!(
+            "INSERT INTO artifacts (id, workspace_id, store_id, category, complete) \
+             SELECT '{artifact}', w.id, (SELECT id FROM file_stores ORDER BY name LIMIT 1), 'package', true \
+             FROM workspaces w WHERE w.name = '{workspace}'"
+        ),
+    )
+    .await;
+    let mut admin = collections(&server.admin_token, server.channel().await);
+    admin
+        .create_collection(CreateCollectionRequest {
+            workspace: workspace.to_owned(),
+            name: collection.clone(),
+            category: "package".into(),
+            retention: None,
+        })
+        .await
+        .unwrap();
+    admin
+        .add_to_collection(AddToCollectionRequest {
+            workspace: workspace.to_owned(),
+            collection: collection.clone(),
+            name: "item".into(),
+            artifact_id: artifact.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    format!("{collection} {artifact}")
+}
+
 /// A request in `workspace` that no worker takes (it requires a label none has).
 fn parked(workspace: &str) -> SubmitWorkRequestRequest {
     SubmitWorkRequestRequest {
@@ -354,6 +419,10 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
             let user = format!("{workspace}-joiner-{cell}");
             server.create_token_without_roles(Role::User, &user).await;
             return user;
+        }
+        "/berth.v1.CollectionService/CreateCollection" => return format!("made-{cell}"),
+        collection if collection.starts_with("/berth.v1.CollectionService/") => {
+            return collection_target(server, workspace, cell).await;
         }
         _ => parked(workspace),
     };
@@ -492,8 +561,14 @@ async fn call(
     }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
-    let mut spaces = workspaces(token, channel);
+    let mut spaces = workspaces(token, channel.clone());
+    let mut colls = collections(token, channel);
     let ws = workspace.to_owned();
+    // CollectionService targets: "COLLECTION ARTIFACT".
+    let (collection, artifact) = target
+        .split_once(' ')
+        .map(|(c, a)| (c.to_owned(), a.to_owned()))
+        .unwrap_or_default();
     match rpc {
         "/berth.v1.WorkRequestService/SubmitWorkRequest" => {
             work.submit_work_request(parked(workspace)).await?;
@@ -609,6 +684,80 @@ async fn call(
         "/berth.v1.WorkspaceService/ArchiveWorkspace" => {
             spaces
                 .archive_workspace(ArchiveWorkspaceRequest { name: ws })
+                .await?;
+        }
+        "/berth.v1.CollectionService/CreateCollection" => {
+            colls
+                .create_collection(CreateCollectionRequest {
+                    workspace: ws,
+                    name: target,
+                    category: "package".into(),
+                    retention: None,
+                })
+                .await?;
+        }
+        "/berth.v1.CollectionService/GetCollection" => {
+            let got = colls
+                .get_collection(GetCollectionRequest {
+                    workspace: ws,
+                    name: collection,
+                    history: true,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(got.items.len(), 1);
+        }
+        "/berth.v1.CollectionService/ListCollections" => {
+            let listed = colls
+                .list_collections(ListCollectionsRequest {
+                    workspace: ws.clone(),
+                })
+                .await?
+                .into_inner();
+            assert!(
+                listed.collections.iter().all(|c| c.workspace == ws),
+                "a listing of {ws} holds another workspace's collection"
+            );
+        }
+        "/berth.v1.CollectionService/UpdateCollection" => {
+            colls
+                .update_collection(UpdateCollectionRequest {
+                    workspace: ws,
+                    name: collection,
+                    retention: Some(Retention {
+                        keep_last: Some(5),
+                        ..Default::default()
+                    }),
+                })
+                .await?;
+        }
+        "/berth.v1.CollectionService/AddToCollection" => {
+            colls
+                .add_to_collection(AddToCollectionRequest {
+                    workspace: ws,
+                    collection,
+                    name: "added".into(),
+                    artifact_id: artifact,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.CollectionService/RemoveFromCollection" => {
+            colls
+                .remove_from_collection(RemoveFromCollectionRequest {
+                    workspace: ws,
+                    collection,
+                    name: "item".into(),
+                })
+                .await?;
+        }
+        "/berth.v1.CollectionService/LookupItem" => {
+            colls
+                .lookup_item(LookupItemRequest {
+                    workspace: ws,
+                    collection,
+                    name: "item".into(),
+                })
                 .await?;
         }
         other => panic!("no call for {other} in the tenancy matrix"),

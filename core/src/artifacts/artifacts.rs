@@ -813,6 +813,8 @@ impl Artifacts {
                     .set(artifacts::expires_at.eq(diesel::dsl::now))
                     .execute(conn)
                     .await?;
+                // Removed collection items would keep it for their history period.
+                crate::artifacts::retention::release(conn, id).await?;
                 let staged: Vec<StagedUpload> = file_uploads::table
                         .inner_join(
                             artifact_files::table.on(artifact_files::artifact_id

@@ -5,9 +5,11 @@
 //! What it owns:
 //! - [`stores`]: the configured file stores (a local directory, S3) and which one each
 //!   workspace writes to; the `file_stores` rows that account for them.
-//! - the artifact rows, their files and relations, resumable uploads and downloads, the
-//!   collections and their retention, and the garbage collector (rooms added beside
-//!   `stores` as they come).
+//! - [`collections`]: collections and their items; [`retention`]: which items stay
+//!   active and how long removed ones are kept; [`gc`]: the collector of what no live
+//!   artifact needs (artifacts, files' bytes, stale uploads, orphan objects).
+//! - the artifact rows, their files and relations, resumable uploads and downloads
+//!   (rooms added beside `stores` as they come).
 //!
 //! What it must not touch: the state of work requests (that goes through
 //! [`crate::work::lifecycle`] only), roles (decided by [`crate::access::roles`]), and the
@@ -20,9 +22,12 @@ pub mod access;
     reason = "the artifacts room of the artifacts domain; its siblings are uploads, read, access"
 )]
 pub mod artifacts;
+pub mod collections;
+pub mod gc;
 pub mod inputs;
 pub mod live;
 pub mod read;
+pub mod retention;
 pub mod rules;
 pub mod stores;
 pub mod uploads;

@@ -285,6 +285,7 @@ diesel::joinable!(file_in_store -> file_stores (store_id));
 diesel::joinable!(collections -> workspaces (workspace_id));
 diesel::joinable!(collection_items -> collections (collection_id));
 diesel::joinable!(collection_items -> artifacts (artifact_id));
+diesel::joinable!(collection_items -> users (added_by));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod artifacts;
 pub mod auth;
+pub mod collections;
 pub mod error;
 pub mod limits;
 pub mod server;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::artifact_service_server::ArtifactServiceServer;
+use berth_common::proto::collection_service_server::CollectionServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
 use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
@@ -25,6 +26,7 @@ use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
 use berth_core::artifacts::Artifacts;
+use berth_core::artifacts::collections::Collections;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{DbHealth, Reachability};
@@ -42,6 +44,7 @@ use tonic_health::server::HealthReporter;
 use crate::api::agent::AgentApi;
 use crate::api::artifacts::ArtifactApi;
 use crate::api::auth::AuthLayer;
+use crate::api::collections::CollectionApi;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::api::tokens::TokenApi;
 use crate::api::users::UserApi;
@@ -50,7 +53,7 @@ use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 8] = [
+const SERVICE_NAMES: [&str; 9] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -58,6 +61,7 @@ const SERVICE_NAMES: [&str; 8] = [
     "berth.v1.WorkerService",
     "berth.v1.WorkRequestService",
     "berth.v1.AgentService",
+    "berth.v1.CollectionService",
     "berth.v1.ArtifactService",
 ];
 
@@ -71,6 +75,7 @@ pub struct Services {
     pub workers: Workers,
     pub requests: WorkRequests,
     pub agents: Agents,
+    pub collections: Collections,
     pub artifacts: Artifacts,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
@@ -157,6 +162,7 @@ pub async fn serve(
         workers,
         requests,
         agents,
+        collections,
         artifacts,
         streams_end,
         database: _,
@@ -189,6 +195,10 @@ pub async fn serve(
         )
         .add_service(
             AgentServiceServer::new(AgentApi::new(agents, streams_end))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            CollectionServiceServer::new(CollectionApi::new(collections))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(

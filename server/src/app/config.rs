@@ -12,6 +12,7 @@ use berth_common::logging::LogFormat;
 use berth_files::store::StoreConfig;
 use serde::Deserialize;
 
+use berth_core::artifacts::gc::GcSettings;
 use berth_core::artifacts::stores::{FilesSettings, StoreSettings};
 use berth_core::live::AgentSettings;
 use berth_core::work::spec::SpecDefaults;
@@ -98,6 +99,37 @@ struct FileFiles {
     /// `[files.workspaces]`: workspace name = store name.
     #[serde(default)]
     workspaces: std::collections::BTreeMap<String, String>,
+    /// Time between passes of the collector; default 5m.
+    gc_interval: Option<String>,
+    /// How long a file stays unreferenced before its bytes are deleted; default 1h.
+    gc_grace: Option<String>,
+    /// How old an object no row names must be before it is deleted; default 24h.
+    orphan_age: Option<String>,
+    /// How long an upload may go without a part before it is aborted; default 24h.
+    stale_upload_age: Option<String>,
+}
+
+/// The collector's settings from `[files]`.
+fn gc_settings(files: Option<&FileFiles>) -> Result<GcSettings, ConfigError> {
+    let mut gc = GcSettings::default();
+    let Some(files) = files else {
+        return Ok(gc);
+    };
+    if let Some(text) = &files.gc_interval {
+        gc.interval = duration("[files] gc_interval", text)?;
+    }
+    if let Some(text) = &files.gc_grace {
+        gc.grace = duration("[files] gc_grace", text)?;
+    }
+    if let Some(text) = &files.orphan_age {
+        gc.orphan_age = duration("[files] orphan_age", text)?;
+    }
+    if let Some(text) = &files.stale_upload_age {
+        gc.stale_upload_age = duration("[files] stale_upload_age", text)?;
+    }
+    gc.check()
+        .map_err(|e| ConfigError(format!("[files] {e}")))?;
+    Ok(gc)
 }
 
 /// `[files.stores.NAME]`: one store.
@@ -224,6 +256,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The file stores (`[files]`); one local store in the data directory by default.
     pub files: FilesSettings,
+    /// The collector of expired artifacts and unreferenced files (`[files]` gc_*).
+    pub gc: GcSettings,
     /// The limits of one artifact (files, total size); the defaults, lowered by tests.
     pub artifact_limits: berth_core::artifacts::rules::ArtifactLimits,
     /// Absolute data directory.
@@ -406,9 +440,11 @@ impl Config {
             }
             agent.outbox_slack = slack;
         }
+        let gc = gc_settings(file.files.as_ref())?;
         let files = files_settings(&data_dir, file.files)?;
         Ok(Config {
             files,
+            gc,
             artifact_limits: Default::default(),
             agent,
             listen,
@@ -501,6 +537,34 @@ mod tests {
         assert!(error.to_string().contains("sweep_interval"), "{error}");
         let default = Config::resolve(&ServerArgs::default()).expect("resolve");
         assert_eq!(default.agent.sweep_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_collectors_settings_are_read_from_files_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "[files]\ngc_interval = \"30s\"\ngc_grace = \"10m\"\norphan_age = \"2h\"\nstale_upload_age = \"3h\"\n",
+        )
+        .expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.gc.interval, Duration::from_secs(30));
+        assert_eq!(config.gc.grace, Duration::from_secs(600));
+        assert_eq!(config.gc.orphan_age, Duration::from_secs(7200));
+        assert_eq!(config.gc.stale_upload_age, Duration::from_secs(3 * 3600));
+        std::fs::write(&path, "[files]\norphan_age = \"5s\"\n").expect("write");
+        let error = Config::resolve(&args).expect_err("too young");
+        assert!(error.to_string().contains("orphan_age"), "{error}");
+        std::fs::write(&path, "[files]\ngc_grace = \"soon\"\n").expect("write");
+        let error = Config::resolve(&args).expect_err("not a duration");
+        assert!(error.to_string().contains("gc_grace"), "{error}");
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.gc.grace, Duration::from_secs(3600));
     }
 
     #[test]

@@ -25,6 +25,8 @@ use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
 use berth_core::artifacts::Artifacts;
+use berth_core::artifacts::collections::Collections;
+use berth_core::artifacts::gc;
 use berth_core::artifacts::stores::Stores;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
@@ -317,6 +319,13 @@ async fn serve_inner(
         hub.clone(),
         background.clone(),
     ));
+    // Collects expired artifacts, unreferenced files, stale uploads and orphan objects.
+    tasks.spawn(gc::run(
+        pool.clone(),
+        prepared.stores.clone(),
+        config.gc.clone(),
+        background.clone(),
+    ));
 
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
@@ -337,6 +346,7 @@ async fn serve_inner(
             recorder,
             config.agent.clone(),
         ),
+        collections: Collections::new(pool.clone()),
         artifacts: Artifacts::new(pool.clone(), prepared.stores.clone())
             .with_limits(config.artifact_limits),
         streams_end: background.clone(),
