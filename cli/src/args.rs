@@ -1002,7 +1002,7 @@ pub struct CollectionCreateArgs {
     /// Workspace (default: default).
     #[arg(long, value_name = "W")]
     pub workspace: Option<String>,
-    /// Keep at most this many active items (the newest).
+    /// Keep the newest this many unpinned items (pinned ones do not count).
     #[arg(long, value_name = "N")]
     pub keep_last: Option<u32>,
     /// Keep items younger than this, e.g. 30d.
@@ -1025,7 +1025,7 @@ pub struct CollectionSetArgs {
     /// Workspace (default: default).
     #[arg(long, value_name = "W")]
     pub workspace: Option<String>,
-    /// Keep at most this many active items, or `none`.
+    /// Keep the newest this many unpinned items, or `none`.
     #[arg(long, value_name = "N|none", value_parser = parse_limit)]
     pub keep_last: Option<Setting<u32>>,
     /// Keep items younger than this, or `never` for no age limit.
