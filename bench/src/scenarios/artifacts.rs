@@ -18,6 +18,13 @@
 //! synced. Figures: seconds and MiB/s each way, the ratio plain/Berth (goal ≥ 0.8), the
 //! server's peak RSS (goal ≤ 128 MiB), and the latency of a **dedup hit**: creating a second
 //! artifact of the same file, which must need nothing uploaded and so costs one call.
+//!
+//! Then, on the local store, a **job's output**: a real worker runs a container that writes
+//! the same size of data into its working directory and declares it as an output; the
+//! worker walks the directory, hashes the file and uploads it before reporting. Figures:
+//! the request's wall time against the same job without the output, and the worker's peak
+//! RSS (goal ≤ 128 MiB: the bytes must stream through it, not gather in it).
+//!
 //! Goals are printed next to the figures, never asserted.
 
 use std::io::Write;
@@ -37,6 +44,7 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use super::Options;
+use super::container::{check_success, ensure_image, poll_until_done, rpc_error, spec};
 use crate::report::{Report, mib};
 use crate::stack::{Authed, Sampler, Stack, StackOptions, sample};
 
@@ -418,6 +426,99 @@ fn rows(name: &str, size: u64, f: &Figures, rows: &mut Vec<(String, String)>) ->
     })
 }
 
+/// Wall seconds of one job writing `size` bytes to `out.bin` in its working directory,
+/// with or without declaring it as an output, and the output artifact's total size.
+async fn timed_job(
+    stack: &Stack,
+    token: &str,
+    size: u64,
+    collect: bool,
+) -> anyhow::Result<(f64, u64)> {
+    let mut requests = stack.work_requests(token).await?;
+    let mut job = spec(&[
+        "sh",
+        "-c",
+        &format!("head -c {size} /dev/zero | tr '\\0' x > out.bin"),
+    ]);
+    job.working_dir = "/work".into();
+    let t = Instant::now();
+    let submitted = requests
+        .submit_work_request(proto::SubmitWorkRequestRequest {
+            spec: Some(job),
+            outputs: if collect {
+                vec![proto::Output {
+                    path: "out.bin".into(),
+                    when: proto::OutputWhen::Success as i32,
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc_error("SubmitWorkRequest"))?
+        .into_inner();
+    let done = poll_until_done(&mut requests, &submitted.id).await?;
+    let secs = t.elapsed().as_secs_f64();
+    check_success(&done)?;
+    if !collect {
+        return Ok((secs, 0));
+    }
+    let token_client =
+        ArtifactServiceClient::with_interceptor(stack.channel().await?, BearerAuth::new(token));
+    let mut artifacts: ArtifactServiceClient<Authed> = token_client;
+    let artifact = artifacts
+        .get_artifact(proto::GetArtifactRequest {
+            id: done.output_artifact_id.clone(),
+        })
+        .await
+        .map_err(rpc("GetArtifact (job output)"))?
+        .into_inner();
+    Ok((secs, artifact.total_size))
+}
+
+/// A job's output of `size` bytes through a real worker on the local store.
+async fn job_output(
+    stack: &Stack,
+    size: u64,
+    table: &mut Vec<(String, String)>,
+) -> anyhow::Result<serde_json::Value> {
+    ensure_image().await?;
+    let token = stack.create_token(Role::User, "bench-outputs").await?;
+    stack.make_contributor("default", "bench-outputs").await?;
+    let worker = stack.spawn_worker("bench-output-worker", 1).await?;
+    let sampler = Sampler::start(worker.pid());
+    let (plain, _) = timed_job(stack, &token, size, false).await?;
+    let (collected, stored) = timed_job(stack, &token, size, true).await?;
+    let sampled = sampler.stop().await;
+    let peak = sample(worker.pid())
+        .map(|s| s.peak_rss_bytes)
+        .unwrap_or(0)
+        .max(sampled);
+    worker.stop().await;
+    if stored != size {
+        bail!("the job's output artifact holds {stored} bytes, not {size}");
+    }
+    table.push(("job output: the job alone".into(), format!("{plain:.2} s")));
+    table.push((
+        "job output: the job with its output collected".into(),
+        format!(
+            "{collected:.2} s ({:.0} MiB/s for the extra {:.2} s)",
+            size as f64 / MIB / (collected - plain).max(1e-3),
+            collected - plain
+        ),
+    ));
+    table.push((
+        "job output: worker peak RSS".into(),
+        format!("{} (goal ≤ {})", mib(peak), mib(MEMORY_GOAL)),
+    ));
+    Ok(json!({
+        "job_seconds": plain,
+        "job_with_output_seconds": collected,
+        "worker_peak_rss_bytes": peak,
+    }))
+}
+
 /// Runs the scenario: local store, then S3.
 pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     let size = if opts.quick { QUICK_BYTES } else { FULL_BYTES };
@@ -439,6 +540,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
     local.plain_up = plain_up;
     local.plain_down = plain_down;
     figures.insert("local".into(), rows("local", size, &local, &mut table));
+    let outputs = job_output(&stack, size, &mut table).await?;
+    figures.insert("job_output".into(), outputs);
 
     // S3 store (the same source file, from the local stack's directory).
     let s3_stack = Stack::start(StackOptions {
