@@ -447,6 +447,14 @@ async fn upload(
                 }
                 continue;
             }
+            Err(status) if interrupted(&status) => {
+                return Err(CliError::Local(format!(
+                    "uploading {}: {}; the server keeps what it committed, so running the \
+                     same command again resumes the upload",
+                    file.path,
+                    berth_common::client::describe_status(&status)
+                )));
+            }
             Err(status) => return Err(status.into()),
         }
     }
@@ -454,6 +462,19 @@ async fn upload(
         "{}: the upload did not settle; run the command again",
         file.path
     )))
+}
+
+/// Whether an upload failed because the connection or the server went away (rather than
+/// because the server refused it): then a rerun resumes it.
+fn interrupted(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unknown
+            | tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Aborted
+    )
 }
 
 /// The messages of one upload stream from `start`. Read lazily would need a blocking
