@@ -6,7 +6,8 @@
 //! size, the SHA-256 midstate after it and the part's reference. Any replica, after any
 //! restart, goes on from there: the committed size is what [`Artifacts::query_upload`]
 //! reports, and it only moves forward by whole parts (bytes received short of a part and
-//! not finished are dropped when the stream ends, and sent again by the client).
+//! not finished are dropped when the stream ends, and sent again by the client). One part
+//! is written (hashed, staged, recorded) while the next is received; parts commit in order.
 //!
 //! - A chunk must start at the end of what was received (the committed size at the start
 //!   of a stream); one wholly inside it is a resend and a no-op; one beyond it is
@@ -24,6 +25,9 @@
 //!
 //! What it must not touch: who may upload is [`super::access`]; bytes go only through
 //! [`super::stores`]; paths are checked only by [`berth_files::paths`].
+
+use std::future::Future;
+use std::pin::Pin;
 
 use berth_files::paths::validate_path;
 use berth_files::store::{MIN_PART, StoreError};
@@ -44,6 +48,34 @@ use crate::work::ids::parse_uuid;
 
 /// Bytes per staged part.
 pub const PART: usize = MIN_PART;
+
+/// What writing one part came to.
+type FlushResult = std::result::Result<Flushed, UploadError>;
+
+/// What an upload stream waits for next: the part being written, or the next chunk.
+enum Event {
+    Written(FlushResult),
+    Received(Option<Result<UploadChunk>>),
+}
+
+/// Waits for the part being written, if any. `Committed` when there was none.
+async fn settle(
+    writing: Option<Pin<Box<dyn Future<Output = FlushResult> + Send + '_>>>,
+) -> FlushResult {
+    match writing {
+        Some(part) => part.await,
+        None => Ok(Flushed::Committed),
+    }
+}
+
+/// The answer for a file that is uploaded (by this stream or another).
+fn complete(target: &Target, artifact_complete: bool) -> UploadStatus {
+    UploadStatus {
+        committed_size: target.file.size,
+        complete: true,
+        artifact_complete,
+    }
+}
 /// Most bytes in one chunk.
 pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
 
@@ -270,31 +302,55 @@ impl Artifacts {
         drop(conn);
         let committed = staged.as_ref().map_or(0, |s| s.committed);
         let mut buffer = BytesMut::new();
+        // Where `buffer` starts in the file: the committed size, plus the part being
+        // written, if one is.
         let mut start = committed;
+        // One part at a time is written (hashed, staged, recorded) while the next is
+        // received, so the stream does not wait for the store and the database.
+        let mut writing: Option<Pin<Box<dyn Future<Output = FlushResult> + Send + '_>>> = None;
         let mut next = Some(first);
         loop {
             let chunk = match next.take() {
                 Some(chunk) => chunk,
-                None => match chunks.next().await {
-                    Some(Ok(chunk)) => chunk,
-                    Some(Err(e)) => {
-                        let committed = self.committed(&target).await?;
-                        return Err(UploadError {
-                            error: e,
-                            committed: Some(committed),
-                        });
+                None => {
+                    let received = match writing.as_mut() {
+                        Some(part) => tokio::select! {
+                            flushed = part => Event::Written(flushed),
+                            received = chunks.next() => Event::Received(received),
+                        },
+                        None => Event::Received(chunks.next().await),
+                    };
+                    match received {
+                        Event::Written(flushed) => {
+                            writing = None;
+                            if let Flushed::Complete { artifact_complete } = flushed? {
+                                return Ok(complete(&target, artifact_complete));
+                            }
+                            continue;
+                        }
+                        Event::Received(Some(Ok(chunk))) => chunk,
+                        Event::Received(Some(Err(e))) => {
+                            settle(writing.take()).await?;
+                            let committed = self.committed(&target).await?;
+                            return Err(UploadError {
+                                error: e,
+                                committed: Some(committed),
+                            });
+                        }
+                        Event::Received(None) => {
+                            // Ended without `finish`: what is short of a part is dropped.
+                            settle(writing.take()).await?;
+                            let status = self.status(&target).await?;
+                            return Ok(status);
+                        }
                     }
-                    None => {
-                        // Ended without `finish`: what is short of a part is dropped.
-                        let status = self.status(&target).await?;
-                        return Ok(status);
-                    }
-                },
+                }
             };
             if (!chunk.artifact_id.is_empty()
                 && chunk.artifact_id != target.artifact.id.to_string())
                 || (!chunk.path.is_empty() && chunk.path != target.path)
             {
+                settle(writing.take()).await?;
                 return Err(Error::InvalidArgument(
                     "artifact_id and path: one stream uploads one file; later messages must \
                      name the same file or leave them empty"
@@ -303,6 +359,7 @@ impl Artifacts {
                 .into());
             }
             if chunk.data.len() > MAX_CHUNK {
+                settle(writing.take()).await?;
                 return Err(Error::InvalidArgument(format!(
                     "data: {} bytes; send at most {MAX_CHUNK} bytes per message",
                     chunk.data.len()
@@ -312,6 +369,7 @@ impl Artifacts {
             let len = chunk.data.len() as u64;
             let end = chunk.offset.saturating_add(len);
             if end > target.file.size {
+                settle(writing.take()).await?;
                 self.reset(&target).await?;
                 return Err(UploadError {
                     error: Error::FailedPrecondition(format!(
@@ -325,6 +383,7 @@ impl Artifacts {
             }
             let position = start + buffer.len() as u64;
             if chunk.offset > position {
+                settle(writing.take()).await?;
                 let committed = self.committed(&target).await?;
                 return Err(gap(chunk.offset, committed));
             }
@@ -333,19 +392,18 @@ impl Artifacts {
                 buffer.extend_from_slice(&chunk.data[skip..]);
             }
             while buffer.len() >= PART {
-                let part = buffer.split_to(PART).freeze();
-                match self.flush(&target, start, part).await? {
-                    Flushed::Committed => start += PART as u64,
-                    Flushed::Complete { artifact_complete } => {
-                        return Ok(UploadStatus {
-                            committed_size: target.file.size,
-                            complete: true,
-                            artifact_complete,
-                        });
-                    }
+                // The part before must be recorded first: parts commit in order.
+                if let Flushed::Complete { artifact_complete } = settle(writing.take()).await? {
+                    return Ok(complete(&target, artifact_complete));
                 }
+                let part = buffer.split_to(PART).freeze();
+                writing = Some(Box::pin(self.flush(&target, start, part)));
+                start += PART as u64;
             }
             if chunk.finish {
+                if let Flushed::Complete { artifact_complete } = settle(writing.take()).await? {
+                    return Ok(complete(&target, artifact_complete));
+                }
                 return self.finish(&target, start, buffer.freeze()).await;
             }
         }
