@@ -39,24 +39,9 @@ impl Expiry {
 }
 
 /// The S3 store of the test run's SeaweedFS (`scripts/with-s3`), or a panic saying what
-/// is missing.
+/// is missing: the one the artifact harness uses.
 pub fn s3_store_config() -> StoreConfig {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: this test needs a real S3 server. Run it with \
-                 ./scripts/test (which starts SeaweedFS through scripts/with-s3)"
-            )
-        })
-    };
-    StoreConfig::S3 {
-        endpoint: Some(var("BERTH_TEST_S3_ENDPOINT")),
-        bucket: var("BERTH_TEST_S3_BUCKET"),
-        region: std::env::var("BERTH_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into()),
-        access_key_id: var("BERTH_TEST_S3_ACCESS_KEY"),
-        secret_access_key: var("BERTH_TEST_S3_SECRET_KEY"),
-        path_style: true,
-    }
+    crate::artifacts::s3_config()
 }
 
 /// A test server's database and stores, opened as the server opened them.
