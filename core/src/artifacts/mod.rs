@@ -8,8 +8,12 @@
 //! - [`collections`]: collections and their items; [`retention`]: which items stay
 //!   active and how long removed ones are kept; [`gc`]: the collector of what no live
 //!   artifact needs (artifacts, files' bytes, stale uploads, orphan objects).
-//! - the artifact rows, their files and relations, resumable uploads and downloads
-//!   (rooms added beside `stores` as they come).
+//! - [`artifacts`]: creating (with per-workspace dedup), reading, listing, relating,
+//!   deleting and re-dating artifacts; [`rules`]: the checks on what a create may say
+//!   (category, data, modes, limits); [`uploads`]: resumable uploads; [`read`]:
+//!   downloads; [`access`]: who may reach an artifact (roles for users, the current
+//!   attempt for workers); [`live`]: the one rule of whether an artifact is alive;
+//!   [`inputs`]: the inputs of work requests, resolved and pinned at submission.
 //!
 //! What it must not touch: the state of work requests (that goes through
 //! [`crate::work::lifecycle`] only), roles (decided by [`crate::access::roles`]), and the
