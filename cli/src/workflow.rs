@@ -254,6 +254,7 @@ fn step_request(
             network: step.network.clone().unwrap_or_default(),
             pull_policy: pull.into(),
             stop_grace_period: duration("grace_period", &step.grace_period)?,
+            networks: Vec::new(),
         }),
         needs: step.needs.clone(),
         requirements: step
@@ -299,6 +300,7 @@ fn step_request(
             })
             .collect::<Result<_, String>>()?,
         output_category: step.output_category.clone().unwrap_or_default(),
+        template: String::new(),
     })
 }
 

@@ -40,6 +40,8 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// A position past the end of the thing (an offset beyond a file's size).
     OutOfRange,
+    /// A conditional change lost to another change (the version it expected is gone).
+    Aborted,
     /// The server cannot serve this now; the caller may retry.
     Unavailable,
     /// A bug or an unexpected failure.
@@ -48,7 +50,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for tests that walk the table.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -58,6 +60,7 @@ impl ErrorCode {
         ErrorCode::ResourceExhausted,
         ErrorCode::DeadlineExceeded,
         ErrorCode::OutOfRange,
+        ErrorCode::Aborted,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -75,6 +78,7 @@ impl ErrorCode {
             ErrorCode::ResourceExhausted => (8, 429),
             ErrorCode::DeadlineExceeded => (4, 504),
             ErrorCode::OutOfRange => (11, 416),
+            ErrorCode::Aborted => (10, 409),
             ErrorCode::Unavailable => (14, 503),
             ErrorCode::Internal => (13, 500),
         }
@@ -121,6 +125,10 @@ pub enum Error {
     /// A position past the end of the thing; the message says where the end is.
     #[error("{0}")]
     OutOfRange(String),
+    /// A conditional change found another change had come first; the message says what
+    /// the caller expected and what it found.
+    #[error("{0}")]
+    Aborted(String),
     /// The server cannot serve this now (it is shutting down, say); the message is for
     /// the caller.
     #[error("{0}")]
@@ -160,6 +168,7 @@ impl Error {
             Error::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Error::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
             Error::OutOfRange(_) => ErrorCode::OutOfRange,
+            Error::Aborted(_) => ErrorCode::Aborted,
             Error::Unavailable(_) | Error::Database(_) => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -17,6 +17,8 @@
 //! - [`artifacts`]: artifacts, their files in the file stores, collections and the
 //!   collector of what expired. Beside `work`; it may read work requests but changes
 //!   their state only through `work::lifecycle`.
+//! - [`templates`]: named, versioned job and workflow specs and their releases, and
+//!   runs made from them. Beside `work`; it submits through `work::requests` only.
 //!
 //! Architecture invariant: this crate knows no wire protocol. It does not depend on
 //! tonic, prost or the generated `berth.v1` types (its Cargo.toml says so and
@@ -30,4 +32,5 @@ pub mod error;
 pub mod fleet;
 pub mod live;
 pub mod store;
+pub mod templates;
 pub mod work;

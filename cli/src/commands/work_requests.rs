@@ -138,6 +138,7 @@ fn submit_request(
             .map_or(proto::PullPolicy::Unspecified, proto::PullPolicy::from)
             .into(),
         stop_grace_period: args.grace_period.map(to_proto_duration),
+        networks: Vec::new(),
     };
     let unblock = match (args.unblock, args.manual) {
         (Some(UnblockArg::Manual), _) | (None, true) => proto::UnblockStrategy::Manual,

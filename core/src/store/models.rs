@@ -72,6 +72,10 @@ pub struct WorkRequestRow {
     pub name: String,
     /// A job, or a workflow parent whose status follows its steps (never run).
     pub kind: Kind,
+    /// The template it was made from, if any (a record of origin: the spec is its own).
+    pub template_id: Option<Uuid>,
+    /// That template's release version.
+    pub template_version: Option<i32>,
 }
 
 /// A work request as submitted, ready to insert.
@@ -92,6 +96,9 @@ pub(crate) struct NewWorkRequest {
     pub allow_failure: bool,
     pub retries_left: i32,
     pub retry_backoff_ms: i64,
+    /// The template release it was made from, if any.
+    pub template_id: Option<Uuid>,
+    pub template_version: Option<i32>,
 }
 
 /// An attempt row.

@@ -97,6 +97,8 @@ diesel::table! {
         not_before -> Nullable<Timestamptz>,
         name -> Text,
         kind -> Text,
+        template_id -> Nullable<Uuid>,
+        template_version -> Nullable<Int4>,
     }
 }
 
@@ -272,6 +274,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    templates (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        kind -> Text,
+        name -> Text,
+        description -> Text,
+        active -> Bool,
+        latest_version -> Int4,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        archived_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    template_releases (template_id, version) {
+        template_id -> Uuid,
+        version -> Int4,
+        spec -> Jsonb,
+        secret_env -> Nullable<Bytea>,
+        secret_env_keys -> Array<Text>,
+        changes -> Jsonb,
+        summary -> Text,
+        note -> Text,
+        rolled_back_from -> Nullable<Int4>,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
@@ -286,6 +320,9 @@ diesel::joinable!(collections -> workspaces (workspace_id));
 diesel::joinable!(collection_items -> collections (collection_id));
 diesel::joinable!(collection_items -> artifacts (artifact_id));
 diesel::joinable!(collection_items -> users (added_by));
+diesel::joinable!(templates -> workspaces (workspace_id));
+diesel::joinable!(template_releases -> templates (template_id));
+diesel::joinable!(work_requests -> templates (template_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -307,4 +344,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     collections,
     collection_items,
     work_request_inputs,
+    templates,
+    template_releases,
 );

@@ -67,6 +67,8 @@ pub struct RequestView {
     pub queue_position: u32,
     /// Its inputs by mount (empty in listings).
     pub inputs: Vec<Pinned>,
+    /// The name of the template it was made from, if any.
+    pub template: Option<String>,
 }
 
 impl RequestView {
@@ -81,6 +83,7 @@ impl RequestView {
             pending_reason: String::new(),
             queue_position: 0,
             inputs: Vec::new(),
+            template: None,
         }
     }
 
@@ -141,6 +144,14 @@ pub struct LogQuery {
     pub stderr_offset: u64,
 }
 
+/// The template release a request is made from: recorded on the request, never read to
+/// run it (the request holds its whole spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub template_id: Uuid,
+    pub version: i32,
+}
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct WorkRequests {
@@ -166,6 +177,16 @@ impl WorkRequests {
 
     /// `SubmitWorkRequest`.
     pub async fn submit(&self, caller: &Identity, req: SubmitInput) -> Result<RequestView> {
+        self.submit_from(caller, req, None).await
+    }
+
+    /// Submits a request made from a template release (`origin`), or from none.
+    pub async fn submit_from(
+        &self,
+        caller: &Identity,
+        req: SubmitInput,
+        origin: Option<Origin>,
+    ) -> Result<RequestView> {
         let submission = validate_submission(&req, &self.defaults)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let scheduling = Scheduling::check(
@@ -220,6 +241,8 @@ impl WorkRequests {
             allow_failure: scheduling.allow_failure,
             retries_left: scheduling.retries,
             retry_backoff_ms: scheduling.retry_backoff_ms,
+            template_id: origin.map(|o| o.template_id),
+            template_version: origin.map(|o| o.version),
         };
         // The stored row comes back from the insert, so the answer costs no further reads.
         let row = if scheduling.after.is_empty() && submission.inputs.is_empty() {

@@ -174,6 +174,16 @@ pub struct SpecInput {
     pub network: String,
     /// `None` means the default (if not present).
     pub pull_policy: Option<PullPolicy>,
+    /// Networks with aliases; empty means just `network`.
+    pub networks: Vec<NetworkAttachment>,
+}
+
+/// One network a container joins, with its DNS aliases there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkAttachment {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl fmt::Debug for SpecInput {
@@ -196,6 +206,7 @@ impl fmt::Debug for SpecInput {
             .field("stop_grace_period", &self.stop_grace_period)
             .field("network", &self.network)
             .field("pull_policy", &self.pull_policy)
+            .field("networks", &self.networks)
             .finish()
     }
 }
@@ -309,8 +320,12 @@ pub struct StoredSpec {
     pub pids_limit: i64,
     pub timeout_ms: u64,
     pub stop_grace_period_ms: u64,
-    /// `none` when the user left it unset.
+    /// `none` when the user left it unset; the first of `networks` when those are given.
     pub network: String,
+    /// Every network with its aliases, when the user gave aliases or more than one
+    /// network (empty otherwise, and in older rows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
     pub pull_policy: PullPolicy,
     /// What to collect after the container exits (none for older rows).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -352,6 +367,7 @@ impl StoredSpec {
             network: self.network.clone(),
             pull_policy: Some(self.pull_policy),
             stop_grace_period: Some(RawDuration::from_millis(self.stop_grace_period_ms)),
+            networks: self.networks.clone(),
         }
     }
 }
@@ -478,6 +494,7 @@ pub fn validate_spec(
             timeout_ms: millis_rounded_up(timeout),
             stop_grace_period_ms: millis_rounded_up(stop_grace_period),
             network,
+            networks: spec.networks.clone(),
             pull_policy: spec.pull_policy.unwrap_or(PullPolicy::IfNotPresent),
             outputs: Vec::new(),
             output_category: None,
@@ -1336,6 +1353,7 @@ mod tests {
                 stop_grace_period_ms: 10_000,
                 network: "none".to_owned(),
                 pull_policy: PullPolicy::IfNotPresent,
+                networks: Vec::new(),
                 outputs: vec![],
                 output_category: None,
             }
@@ -1378,6 +1396,7 @@ mod tests {
                 timeout: Some(raw(120, 500_000_000)),
                 network: "bridge".to_owned(),
                 pull_policy: Some(PullPolicy::Never),
+                networks: Vec::new(),
                 stop_grace_period: Some(raw(0, 0)),
             }),
             requirements: map(&[("gpu", "a100"), ("arch", "amd64")]),
@@ -1973,6 +1992,7 @@ mod tests {
                 timeout: Some(raw(0, 0)),
                 network: "host".to_owned(),
                 pull_policy: None,
+                networks: Vec::new(),
                 stop_grace_period: Some(raw(-1, 0)),
             }),
             requirements: map(&[("b b", "v"), ("a a", "v")]),
@@ -2069,6 +2089,7 @@ mod tests {
                 timeout: Some(raw(61, 250_000_000)),
                 network: "bridge".to_owned(),
                 pull_policy: Some(PullPolicy::Always),
+                networks: Vec::new(),
                 stop_grace_period: Some(raw(3, 0)),
             }),
             ..Default::default()

@@ -52,6 +52,7 @@ use crate::store::schema::{work_request_dependencies, work_requests, workspaces}
 use crate::store::secrets::SecretBox;
 use crate::work::ids::WorkRequestId;
 use crate::work::limits;
+use crate::work::requests::Origin;
 use crate::work::spec::{
     InputInput, InputSource, OutputSpec, SpecDefaults, SpecInput, Submission, SubmitInput,
     validate_inputs, validate_name, validate_submission,
@@ -71,6 +72,8 @@ pub struct WorkflowInput {
     /// Empty means `default`.
     pub workspace: String,
     pub steps: Vec<StepInput>,
+    /// The workflow template release it is made from, if any (recorded on the parent).
+    pub origin: Option<Origin>,
 }
 
 /// One step as submitted.
@@ -89,6 +92,11 @@ pub struct StepInput {
     pub outputs: Vec<OutputSpec>,
     /// The collected artifact's category ('' for `output`).
     pub output_category: String,
+    /// A job template to run, `NAME` or `NAME@vK`, as sent ('' for none). It is
+    /// resolved into `spec` (and `origin`) before the workflow is checked.
+    pub template: String,
+    /// The job template release the step's spec came from, once resolved.
+    pub origin: Option<Origin>,
 }
 
 /// A checked workflow, ready to store.
@@ -98,6 +106,8 @@ pub struct Workflow {
     pub workspace: String,
     /// In dependency order: every step comes after the steps it needs.
     pub steps: Vec<Step>,
+    /// The workflow template release it is made from, if any.
+    pub origin: Option<Origin>,
 }
 
 /// One checked step.
@@ -108,6 +118,8 @@ pub struct Step {
     /// Indexes into [`Workflow::steps`] of the steps it needs; all smaller than its own.
     pub needs: Vec<usize>,
     pub allow_failure: bool,
+    /// The job template release its spec came from, if any.
+    pub origin: Option<Origin>,
 }
 
 fn invalid(message: String) -> Error {
@@ -150,6 +162,12 @@ pub fn validate(req: &WorkflowInput, defaults: &SpecDefaults) -> Result<Workflow
     let mut submissions = Vec::with_capacity(req.steps.len());
     let mut needs: Vec<Vec<usize>> = Vec::with_capacity(req.steps.len());
     for step in &req.steps {
+        if !step.template.is_empty() && step.origin.is_none() {
+            return Err(invalid(format!(
+                "steps[{:?}].template: job templates in workflow steps are not resolved here",
+                step.name
+            )));
+        }
         let single = SubmitInput {
             spec: step.spec.clone(),
             requirements: step.requirements.clone(),
@@ -225,12 +243,14 @@ pub fn validate(req: &WorkflowInput, defaults: &SpecDefaults) -> Result<Workflow
             submission,
             needs: needs[i].iter().map(|&j| position[j]).collect(),
             allow_failure: req.steps[i].allow_failure,
+            origin: req.steps[i].origin,
         });
     }
     Ok(Workflow {
         name: req.name.clone(),
         workspace,
         steps,
+        origin: req.origin,
     })
 }
 
@@ -319,6 +339,8 @@ pub async fn create(
             work_requests::priority_base.eq(s.priority),
             work_requests::allow_failure.eq(step.allow_failure),
             work_requests::name.eq(step.name.clone()),
+            work_requests::template_id.eq(step.origin.map(|o| o.template_id)),
+            work_requests::template_version.eq(step.origin.map(|o| o.version)),
         ));
     }
     let dependencies: Vec<_> = workflow
@@ -359,6 +381,8 @@ pub async fn create(
                 work_requests::spec.eq(serde_json::json!({})),
                 work_requests::name.eq(&workflow.name),
                 work_requests::created_by.eq(creator),
+                work_requests::template_id.eq(workflow.origin.map(|o| o.template_id)),
+                work_requests::template_version.eq(workflow.origin.map(|o| o.version)),
             ))
             .execute(conn)
             .await?;
@@ -596,6 +620,7 @@ mod tests {
             name: "wf".into(),
             steps,
             workspace: String::new(),
+            origin: None,
         }
     }
 

@@ -26,6 +26,17 @@ use TokenKind::{Admin, User, Worker};
 
 /// Which roles may call each method. Every method of every Berth service must be here.
 pub const RULES: &[(&str, &[TokenKind])] = &[
+    ("/berth.v1.TemplateService/CreateTemplate", &[Admin, User]),
+    ("/berth.v1.TemplateService/GetTemplate", &[Admin, User]),
+    ("/berth.v1.TemplateService/ListTemplates", &[Admin, User]),
+    ("/berth.v1.TemplateService/UpdateTemplate", &[Admin, User]),
+    ("/berth.v1.TemplateService/RollbackTemplate", &[Admin, User]),
+    ("/berth.v1.TemplateService/ListReleases", &[Admin, User]),
+    ("/berth.v1.TemplateService/GetRelease", &[Admin, User]),
+    ("/berth.v1.TemplateService/RunTemplate", &[Admin, User]),
+    ("/berth.v1.TemplateService/GetTemplateStats", &[Admin, User]),
+    ("/berth.v1.TemplateService/ArchiveTemplate", &[Admin, User]),
+    ("/berth.v1.TemplateService/DeleteTemplate", &[Admin, User]),
     ("/berth.v1.TokenService/CreateToken", &[Admin, User]),
     ("/berth.v1.TokenService/ListTokens", &[Admin, User]),
     ("/berth.v1.TokenService/EnableToken", &[Admin, User]),

@@ -41,6 +41,7 @@ mod tests {
             (ErrorCode::ResourceExhausted, Code::ResourceExhausted),
             (ErrorCode::DeadlineExceeded, Code::DeadlineExceeded),
             (ErrorCode::OutOfRange, Code::OutOfRange),
+            (ErrorCode::Aborted, Code::Aborted),
             (ErrorCode::Unavailable, Code::Unavailable),
             (ErrorCode::Internal, Code::Internal),
         ];

@@ -12,10 +12,12 @@ pub mod collections;
 pub mod error;
 pub mod limits;
 pub mod server;
+pub mod templates;
 pub mod tokens;
 pub mod users;
 pub mod work_requests;
 pub mod workers;
+pub mod workflow_templates;
 pub mod workspaces;
 
 use chrono::{DateTime, Utc};

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::artifact_service_server::ArtifactServiceServer;
 use berth_common::proto::collection_service_server::CollectionServiceServer;
+use berth_common::proto::template_service_server::TemplateServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
 use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
@@ -31,6 +32,7 @@ use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{DbHealth, Reachability};
 use berth_core::store::db;
+use berth_core::templates::Templates;
 use berth_core::work::requests::WorkRequests;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -46,6 +48,7 @@ use crate::api::artifacts::ArtifactApi;
 use crate::api::auth::AuthLayer;
 use crate::api::collections::CollectionApi;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
+use crate::api::templates::TemplateApi;
 use crate::api::tokens::TokenApi;
 use crate::api::users::UserApi;
 use crate::api::work_requests::WorkRequestApi;
@@ -53,7 +56,7 @@ use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 9] = [
+const SERVICE_NAMES: [&str; 10] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -63,6 +66,7 @@ const SERVICE_NAMES: [&str; 9] = [
     "berth.v1.AgentService",
     "berth.v1.CollectionService",
     "berth.v1.ArtifactService",
+    "berth.v1.TemplateService",
 ];
 
 /// What the server serves.
@@ -77,6 +81,7 @@ pub struct Services {
     pub agents: Agents,
     pub collections: Collections,
     pub artifacts: Artifacts,
+    pub templates: Templates,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
@@ -164,6 +169,7 @@ pub async fn serve(
         agents,
         collections,
         artifacts,
+        templates,
         streams_end,
         database: _,
     } = services;
@@ -203,6 +209,10 @@ pub async fn serve(
         )
         .add_service(
             ArtifactServiceServer::new(ArtifactApi::new(artifacts))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            TemplateServiceServer::new(TemplateApi::new(templates))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

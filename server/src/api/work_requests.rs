@@ -25,7 +25,8 @@ use berth_core::work::ids::WorkRequestId;
 use berth_core::work::logs::Chunk;
 use berth_core::work::requests::{ListQuery, LogQuery, PriorityChange, RequestView, WorkRequests};
 use berth_core::work::spec::{
-    InputInput, OutputSpec, OutputWhen, PullPolicy, SpecInput, StoredSpec, SubmitInput,
+    InputInput, NetworkAttachment, OutputSpec, OutputWhen, PullPolicy, SpecInput, StoredSpec,
+    SubmitInput,
 };
 use berth_core::work::state::{Status as WrStatus, UnblockStrategy, WorkResult};
 use berth_core::work::workflow::{StepInput, WorkflowInput};
@@ -45,7 +46,7 @@ impl WorkRequestApi {
 
 // ----- from the wire -----
 
-fn pull_policy_from_proto(value: i32) -> Result<Option<PullPolicy>> {
+pub(crate) fn pull_policy_from_proto(value: i32) -> Result<Option<PullPolicy>> {
     match proto::PullPolicy::try_from(value) {
         Ok(proto::PullPolicy::Unspecified) => Ok(None),
         Ok(proto::PullPolicy::Always) => Ok(Some(PullPolicy::Always)),
@@ -72,6 +73,14 @@ pub fn spec_from_proto(spec: ContainerSpec) -> Result<SpecInput> {
         timeout: spec.timeout.as_ref().map(raw_from_proto),
         stop_grace_period: spec.stop_grace_period.as_ref().map(raw_from_proto),
         network: spec.network,
+        networks: spec
+            .networks
+            .into_iter()
+            .map(|n| NetworkAttachment {
+                name: n.name,
+                aliases: n.aliases,
+            })
+            .collect(),
     })
 }
 
@@ -104,7 +113,7 @@ fn submit_from_proto(req: SubmitWorkRequestRequest) -> Result<SubmitInput> {
     })
 }
 
-fn input_from_proto(input: proto::Input) -> InputInput {
+pub(crate) fn input_from_proto(input: proto::Input) -> InputInput {
     InputInput {
         artifact: input.artifact,
         mount: input.mount,
@@ -112,7 +121,10 @@ fn input_from_proto(input: proto::Input) -> InputInput {
     }
 }
 
-fn outputs_from_proto(field: &str, outputs: Vec<proto::Output>) -> Result<Vec<OutputSpec>> {
+pub(crate) fn outputs_from_proto(
+    field: &str,
+    outputs: Vec<proto::Output>,
+) -> Result<Vec<OutputSpec>> {
     outputs
         .into_iter()
         .enumerate()
@@ -152,32 +164,41 @@ pub fn outputs_to_proto(outputs: &[OutputSpec]) -> Vec<proto::Output> {
 }
 
 fn workflow_from_proto(req: SubmitWorkflowRequest) -> Result<WorkflowInput> {
-    let mut steps = Vec::with_capacity(req.steps.len());
-    for step in req.steps {
-        let spec = step
-            .spec
-            .map(spec_from_proto)
-            .transpose()
-            .map_err(|e| Error::InvalidArgument(format!("steps[{:?}].{e}", step.name)))?;
-        let outputs = outputs_from_proto("outputs", step.outputs).map_err(|e| {
-            Error::InvalidArgument(format!("steps[{:?}].{}", step.name, e.public_message()))
-        })?;
-        steps.push(StepInput {
-            name: step.name,
-            spec,
-            needs: step.needs,
-            requirements: step.requirements,
-            priority: step.priority,
-            allow_failure: step.allow_failure,
-            inputs: step.inputs.into_iter().map(input_from_proto).collect(),
-            outputs,
-            output_category: step.output_category,
-        });
-    }
+    let steps = req
+        .steps
+        .into_iter()
+        .map(step_from_proto)
+        .collect::<Result<Vec<_>>>()?;
     Ok(WorkflowInput {
         name: req.name,
         workspace: req.workspace,
         steps,
+        origin: None,
+    })
+}
+
+/// One workflow step as sent; errors name the step.
+pub(crate) fn step_from_proto(step: proto::WorkflowStep) -> Result<StepInput> {
+    let spec = step
+        .spec
+        .map(spec_from_proto)
+        .transpose()
+        .map_err(|e| Error::InvalidArgument(format!("steps[{:?}].{e}", step.name)))?;
+    let outputs = outputs_from_proto("outputs", step.outputs).map_err(|e| {
+        Error::InvalidArgument(format!("steps[{:?}].{}", step.name, e.public_message()))
+    })?;
+    Ok(StepInput {
+        name: step.name,
+        spec,
+        needs: step.needs,
+        requirements: step.requirements,
+        priority: step.priority,
+        allow_failure: step.allow_failure,
+        inputs: step.inputs.into_iter().map(input_from_proto).collect(),
+        outputs,
+        output_category: step.output_category,
+        template: step.template,
+        origin: None,
     })
 }
 
@@ -211,6 +232,14 @@ pub fn spec_to_proto(spec: &StoredSpec) -> ContainerSpec {
         pids_limit: input.pids_limit,
         timeout: input.timeout.map(raw_to_proto),
         network: input.network,
+        networks: input
+            .networks
+            .into_iter()
+            .map(|n| proto::NetworkAttachment {
+                name: n.name,
+                aliases: n.aliases,
+            })
+            .collect(),
         pull_policy: match spec.pull_policy {
             PullPolicy::Always => proto::PullPolicy::Always,
             PullPolicy::IfNotPresent => proto::PullPolicy::IfNotPresent,
@@ -267,7 +296,7 @@ fn attempt_to_proto(row: AttemptRow) -> proto::Attempt {
 }
 
 /// A request as the API returns it.
-fn to_proto(view: RequestView) -> Result<WorkRequest> {
+pub(crate) fn to_proto(view: RequestView) -> Result<WorkRequest> {
     let stored = view.spec()?;
     let spec = stored.as_ref().map(spec_to_proto);
     let outputs = stored
@@ -291,6 +320,7 @@ fn to_proto(view: RequestView) -> Result<WorkRequest> {
         pending_reason,
         queue_position,
         inputs,
+        template,
     } = view;
     Ok(WorkRequest {
         id: row.id.to_string(),
@@ -339,6 +369,11 @@ fn to_proto(view: RequestView) -> Result<WorkRequest> {
         outputs,
         output_category,
         output_artifact_id,
+        template: template.unwrap_or_default(),
+        template_version: row
+            .template_version
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
     })
 }
 

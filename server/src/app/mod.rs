@@ -35,6 +35,7 @@ use berth_core::live::hub::Hub;
 use berth_core::live::{leases, notify};
 use berth_core::store::db::{self, DbError, DbPool, DbSettings};
 use berth_core::store::secrets::{SecretBox, SecretError};
+use berth_core::templates::Templates;
 use berth_core::work::recorder::{self, Recorder};
 use berth_core::work::requests::WorkRequests;
 use berth_core::work::scheduler::Scheduler;
@@ -327,18 +328,25 @@ async fn serve_inner(
         background.clone(),
     ));
 
+    let requests = WorkRequests::new(
+        pool.clone(),
+        prepared.secrets.clone(),
+        config.spec_defaults.clone(),
+        hub.clone(),
+    );
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
         tokens: Tokens::new(pool.clone(), hub.clone()),
         users: Users::new(pool.clone(), hub.clone()),
         workspaces: Workspaces::new(pool.clone()),
         workers: Workers::new(pool.clone(), hub.clone()),
-        requests: WorkRequests::new(
+        templates: Templates::new(
             pool.clone(),
             prepared.secrets.clone(),
             config.spec_defaults.clone(),
-            hub.clone(),
+            requests.clone(),
         ),
+        requests,
         agents: Agents::new(
             pool.clone(),
             hub.clone(),
