@@ -265,6 +265,59 @@ pub fn resolve_secret_env(
     Ok(resolved)
 }
 
+/// A network to attach, as `--network NAME[:ALIAS,...]` gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkArg {
+    pub name: String,
+    pub aliases: Vec<String>,
+}
+
+/// Parses `NAME` or `NAME:ALIAS,ALIAS`. Names and aliases are otherwise checked by the
+/// server.
+pub fn parse_network(text: &str) -> Result<NetworkArg, String> {
+    let (name, aliases) = match text.split_once(':') {
+        None => (text, Vec::new()),
+        Some((name, list)) => {
+            let aliases: Vec<String> = list.split(',').map(str::to_owned).collect();
+            if aliases.iter().any(String::is_empty) {
+                return Err(format!(
+                    "{text:?} has an empty alias (expected NAME or NAME:ALIAS,ALIAS)"
+                ));
+            }
+            (name, aliases)
+        }
+    };
+    if name.is_empty() {
+        return Err(format!(
+            "{text:?} has no network name (expected NAME or NAME:ALIAS,ALIAS)"
+        ));
+    }
+    Ok(NetworkArg {
+        name: name.to_owned(),
+        aliases,
+    })
+}
+
+/// The networks as the protocol takes them: a single network without aliases goes in
+/// `network` (as it always did), anything more in `networks`.
+pub fn networks_to_proto(
+    networks: &[NetworkArg],
+) -> (String, Vec<berth_common::proto::NetworkAttachment>) {
+    match networks {
+        [] => (String::new(), Vec::new()),
+        [only] if only.aliases.is_empty() => (only.name.clone(), Vec::new()),
+        many => (
+            String::new(),
+            many.iter()
+                .map(|n| berth_common::proto::NetworkAttachment {
+                    name: n.name.clone(),
+                    aliases: n.aliases.clone(),
+                })
+                .collect(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,5 +486,29 @@ mod tests {
     fn secret_env_debug_hides_the_value() {
         let secret = parse_secret_env("PASSWORD=hunter2").expect("should succeed");
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn networks_take_optional_aliases() {
+        assert_eq!(
+            parse_network("build").unwrap(),
+            NetworkArg {
+                name: "build".into(),
+                aliases: vec![]
+            }
+        );
+        assert_eq!(
+            parse_network("build:db,cache").unwrap(),
+            NetworkArg {
+                name: "build".into(),
+                aliases: vec!["db".into(), "cache".into()]
+            }
+        );
+        assert!(parse_network(":db").unwrap_err().contains("no network name"));
+        assert!(parse_network("build:db,").unwrap_err().contains("empty alias"));
+        let (single, none) = networks_to_proto(&[parse_network("build").unwrap()]);
+        assert_eq!((single.as_str(), none.len()), ("build", 0));
+        let (empty, listed) = networks_to_proto(&[parse_network("build:db").unwrap()]);
+        assert_eq!((empty.as_str(), listed.len()), ("", 1));
     }
 }
