@@ -490,25 +490,21 @@ mod tests {
 
     #[test]
     fn networks_take_optional_aliases() {
-        assert_eq!(
-            parse_network("build").unwrap(),
-            NetworkArg {
-                name: "build".into(),
-                aliases: vec![]
-            }
-        );
-        assert_eq!(
-            parse_network("build:db,cache").unwrap(),
-            NetworkArg {
-                name: "build".into(),
-                aliases: vec!["db".into(), "cache".into()]
-            }
-        );
-        assert!(parse_network(":db").unwrap_err().contains("no network name"));
-        assert!(parse_network("build:db,").unwrap_err().contains("empty alias"));
-        let (single, none) = networks_to_proto(&[parse_network("build").unwrap()]);
+        let build = NetworkArg {
+            name: "build".into(),
+            aliases: vec![],
+        };
+        assert_eq!(parse_network("build"), Ok(build.clone()));
+        let aliased = NetworkArg {
+            name: "build".into(),
+            aliases: vec!["db".into(), "cache".into()],
+        };
+        assert_eq!(parse_network("build:db,cache"), Ok(aliased.clone()));
+        assert!(parse_network(":db").is_err_and(|e| e.contains("no network name")));
+        assert!(parse_network("build:db,").is_err_and(|e| e.contains("empty alias")));
+        let (single, none) = networks_to_proto(std::slice::from_ref(&build));
         assert_eq!((single.as_str(), none.len()), ("build", 0));
-        let (empty, listed) = networks_to_proto(&[parse_network("build:db").unwrap()]);
+        let (empty, listed) = networks_to_proto(&[aliased]);
         assert_eq!((empty.as_str(), listed.len()), ("", 1));
     }
 }
