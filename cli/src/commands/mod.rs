@@ -216,6 +216,7 @@ type WorkRequests = WorkRequestServiceClient<Authenticated>;
 type Artifacts = berth_common::proto::artifact_service_client::ArtifactServiceClient<Authenticated>;
 type Collections =
     berth_common::proto::collection_service_client::CollectionServiceClient<Authenticated>;
+type Templates = berth_common::proto::template_service_client::TemplateServiceClient<Authenticated>;
 
 /// A generated client of one of the services the CLI calls.
 trait Service {
@@ -244,6 +245,14 @@ impl Service for Workspaces {
 impl Service for Workers {
     fn new(channel: Channel, auth: BearerAuth) -> Workers {
         WorkerServiceClient::with_interceptor(channel, auth)
+    }
+}
+
+impl Service for Templates {
+    fn new(channel: Channel, auth: BearerAuth) -> Templates {
+        berth_common::proto::template_service_client::TemplateServiceClient::with_interceptor(
+            channel, auth,
+        )
     }
 }
 
