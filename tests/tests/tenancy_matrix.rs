@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::client::BearerAuth;
 use berth_common::proto::collection_service_client::CollectionServiceClient;
+use berth_common::proto::template_service_client::TemplateServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use berth_common::proto::{
@@ -38,6 +39,10 @@ use berth_common::proto::{
 use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
+};
+use berth_common::proto::{
+    CreateTemplateRequest, GetTemplateStatsRequest, JobTemplateSpec, RunTemplateRequest,
+    create_template_request,
 };
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
@@ -175,6 +180,8 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.ArtifactService/RelateArtifacts", Policy::Write),
     ("/berth.v1.ArtifactService/DeleteArtifact", Policy::Write),
     ("/berth.v1.ArtifactService/SetExpiry", Policy::Write),
+    ("/berth.v1.TemplateService/RunTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/GetTemplateStats", Policy::Read),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -389,6 +396,12 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return artifact_target(server, rpc, workspace, cell).await;
     }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return run_template_target(server, workspace, cell).await;
+    }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
         "/berth.v1.WorkRequestService/RetryWorkRequest" => {
@@ -548,6 +561,84 @@ async fn call_artifacts(
     Ok(())
 }
 
+/// For a RunTemplate or GetTemplateStats cell: a job template `run-CELL` in `workspace`,
+/// made by the admin, whose runs no worker takes, with one run already made; returns its
+/// name.
+async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) -> String {
+    let name = format!("run-{cell}");
+    let mut admin = template_client(&server.admin_token, server.channel().await);
+    admin
+        .create_template(CreateTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
+                spec: Some(spec(&["true"])),
+                requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .run_template(RunTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    name
+}
+
+fn template_client(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TemplateServiceClient<berth_tests::Authed> {
+    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// Calls RunTemplate or GetTemplateStats as `token` on template `target`; `Ok` if it was
+/// answered.
+async fn call_template_runs(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = template_client(token, server.channel().await);
+    match rpc {
+        "/berth.v1.TemplateService/RunTemplate" => {
+            let ran = client
+                .run_template(RunTemplateRequest {
+                    workspace: workspace.to_owned(),
+                    name: target.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(
+                (ran.workspace.as_str(), ran.template.as_str()),
+                (workspace, target.as_str())
+            );
+        }
+        "/berth.v1.TemplateService/GetTemplateStats" => {
+            let stats = client
+                .get_template_stats(GetTemplateStatsRequest {
+                    workspace: workspace.to_owned(),
+                    name: target,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(stats.runs, 1, "{stats:?}");
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
 /// Calls `rpc` as `token` on `workspace`'s thing `target`; `Ok` if it was answered.
 async fn call(
     server: &TestServer,
@@ -558,6 +649,12 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return call_artifacts(server, rpc, token, workspace, target).await;
+    }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return call_template_runs(server, rpc, token, workspace, target).await;
     }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
