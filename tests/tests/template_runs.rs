@@ -627,3 +627,82 @@ async fn berth_run_template_at_a_version_and_get_shows_it() {
     assert_eq!(refused.code, 2, "{refused:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_with_aliases_are_checked_and_kept_for_plain_and_template_runs() {
+    let server = TestServer::start().await;
+    let attach = |name: &str, aliases: &[&str]| proto::NetworkAttachment {
+        name: name.to_owned(),
+        aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+    };
+    let mut spec = sh("true");
+    spec.networks = vec![attach("front", &["web", "www"]), attach("back", &[])];
+    create(&server, "networked", spec, 0).await;
+    let ran = run(
+        &server,
+        run_request("networked", 0, TemplateOverrides::default()),
+    )
+    .await;
+    let kept = get(&server, &ran.id).await.spec.unwrap();
+    assert_eq!(kept.network, "front");
+    assert_eq!(
+        kept.networks,
+        [attach("front", &["web", "www"]), attach("back", &[])]
+    );
+
+    let mut work = server.work_requests(&server.admin_token).await;
+    let mut bad = sh("true");
+    bad.networks = vec![attach("front", &["-bad"])];
+    assert_code(
+        work.submit_work_request(proto::SubmitWorkRequestRequest {
+            spec: Some(bad),
+            ..Default::default()
+        })
+        .await,
+        tonic::Code::InvalidArgument,
+        "spec.networks[0].aliases[0]",
+    );
+    let mut listed_host = sh("true");
+    listed_host.networks = vec![attach("front", &[]), attach("host", &[])];
+    assert_code(
+        work.submit_work_request(proto::SubmitWorkRequestRequest {
+            spec: Some(listed_host),
+            ..Default::default()
+        })
+        .await,
+        tonic::Code::InvalidArgument,
+        "spec.networks[1].name",
+    );
+
+    // The CLI's repeatable --network NAME[:ALIAS,...].
+    let cli = berth(&server);
+    let id = cli
+        .ok(&[
+            "run",
+            "--network",
+            "front:api,api.local",
+            "--network",
+            "back",
+            "-d",
+            "berth-test/busybox:latest",
+            "true",
+        ])
+        .await
+        .trim()
+        .to_owned();
+    let json = cli.json(&["get", &id]).await;
+    assert_eq!(json["network"], "front");
+    assert_eq!(
+        json["networks"],
+        serde_json::json!([
+            {"name": "front", "aliases": ["api", "api.local"]},
+            {"name": "back", "aliases": []}
+        ])
+    );
+    let shown = cli.ok(&["get", &id]).await;
+    assert!(
+        shown.contains("front (aliases api, api.local), back"),
+        "{shown}"
+    );
+    server.stop().await;
+}
