@@ -46,6 +46,7 @@ use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
 };
+use berth_common::proto::{GetTemplateStatsRequest, RunTemplateRequest};
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
 use prost::Message as _;
@@ -192,6 +193,8 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.TemplateService/GetRelease", Policy::Read),
     ("/berth.v1.TemplateService/ArchiveTemplate", Policy::Write),
     ("/berth.v1.TemplateService/DeleteTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/RunTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/GetTemplateStats", Policy::Read),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -405,6 +408,12 @@ fn parked(workspace: &str) -> SubmitWorkRequestRequest {
 async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return artifact_target(server, rpc, workspace, cell).await;
+    }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return run_template_target(server, workspace, cell).await;
     }
     if rpc.starts_with("/berth.v1.TemplateService/") {
         return template_target(server, rpc, workspace, cell).await;
@@ -726,6 +735,84 @@ async fn call_artifacts(
     Ok(())
 }
 
+/// For a RunTemplate or GetTemplateStats cell: a job template `run-CELL` in `workspace`,
+/// made by the admin, whose runs no worker takes, with one run already made; returns its
+/// name.
+async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) -> String {
+    let name = format!("run-{cell}");
+    let mut admin = template_client(&server.admin_token, server.channel().await);
+    admin
+        .create_template(CreateTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
+                spec: Some(spec(&["true"])),
+                requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .run_template(RunTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    name
+}
+
+fn template_client(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TemplateServiceClient<berth_tests::Authed> {
+    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// Calls RunTemplate or GetTemplateStats as `token` on template `target`; `Ok` if it was
+/// answered.
+async fn call_template_runs(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = template_client(token, server.channel().await);
+    match rpc {
+        "/berth.v1.TemplateService/RunTemplate" => {
+            let ran = client
+                .run_template(RunTemplateRequest {
+                    workspace: workspace.to_owned(),
+                    name: target.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(
+                (ran.workspace.as_str(), ran.template.as_str()),
+                (workspace, target.as_str())
+            );
+        }
+        "/berth.v1.TemplateService/GetTemplateStats" => {
+            let stats = client
+                .get_template_stats(GetTemplateStatsRequest {
+                    workspace: workspace.to_owned(),
+                    name: target,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(stats.runs, 1, "{stats:?}");
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
 /// Calls `rpc` as `token` on `workspace`'s thing `target`; `Ok` if it was answered.
 async fn call(
     server: &TestServer,
@@ -736,6 +823,12 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return call_artifacts(server, rpc, token, workspace, target).await;
+    }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return call_template_runs(server, rpc, token, workspace, target).await;
     }
     if rpc.starts_with("/berth.v1.TemplateService/") {
         return call_templates(server, rpc, token, workspace, target).await;
