@@ -325,7 +325,7 @@ impl Templates {
         };
         let random = input.name.is_empty();
         let mut attempt = 0;
-        let template_id = loop {
+        let made = loop {
             let name = if random {
                 names::random(attempt)
             } else {
@@ -346,7 +346,7 @@ impl Templates {
                 })
                 .await;
             match created {
-                Ok((row, _)) => break row.id,
+                Ok(made) => break made,
                 // A random name someone already uses: draw another.
                 Err(Error::AlreadyExists(_)) if random && attempt + 1 < RANDOM_NAME_ATTEMPTS => {
                     attempt += 1;
@@ -354,7 +354,7 @@ impl Templates {
                 Err(e) => return Err(e),
             }
         };
-        Self::view_of(&mut conn, template_id, &standing.workspace.name).await
+        Self::view_from(&mut conn, made, &standing.workspace.name).await
     }
 
     /// `GetTemplate`.
@@ -406,7 +406,9 @@ impl Templates {
 
     /// `UpdateTemplate`: merges a job change into the latest release (or replaces a
     /// workflow's definition) as a new release, and changes the description and the
-    /// active flag in place (they are not part of what a release runs).
+    /// active flag in place (they are not part of what a release runs). A spec change
+    /// that changes nothing is refused even when the description changes too: the
+    /// caller asked for a release, and silently making none would hide that.
     pub async fn update(&self, caller: &Identity, input: UpdateInput) -> Result<TemplateView> {
         if input.change.is_none() && input.description.is_none() && input.active.is_none() {
             return Err(Error::InvalidArgument(
