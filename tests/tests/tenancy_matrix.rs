@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::client::BearerAuth;
 use berth_common::proto::collection_service_client::CollectionServiceClient;
+use berth_common::proto::template_service_client::TemplateServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use berth_common::proto::{
@@ -36,9 +37,16 @@ use berth_common::proto::{
     LookupItemRequest, RemoveFromCollectionRequest, Retention, UpdateCollectionRequest,
 };
 use berth_common::proto::{
+    ArchiveTemplateRequest, CreateTemplateRequest, DeleteTemplateRequest, GetReleaseRequest,
+    GetTemplateRequest, JobTemplateChange, JobTemplateSpec, ListReleasesRequest,
+    ListTemplatesRequest, RollbackTemplateRequest, UpdateTemplateRequest, create_template_request,
+    update_template_request,
+};
+use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
 };
+use berth_common::proto::{GetTemplateStatsRequest, RunTemplateRequest};
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
 use prost::Message as _;
@@ -175,6 +183,18 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.ArtifactService/RelateArtifacts", Policy::Write),
     ("/berth.v1.ArtifactService/DeleteArtifact", Policy::Write),
     ("/berth.v1.ArtifactService/SetExpiry", Policy::Write),
+    // Job templates: reads for viewers, every change for contributors.
+    ("/berth.v1.TemplateService/CreateTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/GetTemplate", Policy::Read),
+    ("/berth.v1.TemplateService/ListTemplates", Policy::Read),
+    ("/berth.v1.TemplateService/UpdateTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/RollbackTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/ListReleases", Policy::Read),
+    ("/berth.v1.TemplateService/GetRelease", Policy::Read),
+    ("/berth.v1.TemplateService/ArchiveTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/DeleteTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/RunTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/GetTemplateStats", Policy::Read),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -389,6 +409,15 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return artifact_target(server, rpc, workspace, cell).await;
     }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return run_template_target(server, workspace, cell).await;
+    }
+    if rpc.starts_with("/berth.v1.TemplateService/") {
+        return template_target(server, rpc, workspace, cell).await;
+    }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
         "/berth.v1.WorkRequestService/RetryWorkRequest" => {
@@ -461,6 +490,164 @@ async fn artifact_target(server: &TestServer, rpc: &str, workspace: &str, cell: 
             id
         }
     }
+}
+
+fn templates(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TemplateServiceClient<berth_tests::Authed> {
+    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// A job template `name` in `workspace` whose runs no worker takes.
+fn parked_template(workspace: &str, name: &str) -> CreateTemplateRequest {
+    CreateTemplateRequest {
+        workspace: workspace.to_owned(),
+        name: name.to_owned(),
+        spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
+            spec: Some(spec(&["true"])),
+            requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// What a TemplateService cell acts on, made by the admin: a fresh template `t-CELL`
+/// with two releases (so a rollback has somewhere to go), or for CreateTemplate only
+/// the name to give.
+async fn template_target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let name = format!("t-{cell}");
+    if rpc == "/berth.v1.TemplateService/CreateTemplate" {
+        return name;
+    }
+    let mut admin = templates(&server.admin_token, server.channel().await);
+    admin
+        .create_template(parked_template(workspace, &name))
+        .await
+        .unwrap();
+    admin
+        .update_template(UpdateTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            change: Some(update_template_request::Change::Job(JobTemplateChange {
+                env: [("CELL".to_owned(), cell.to_string())].into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    name
+}
+
+/// Calls a TemplateService `rpc` as `token` on the template `name`; `Ok` if answered.
+async fn call_templates(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    name: String,
+) -> Result<(), tonic::Status> {
+    let mut client = templates(token, server.channel().await);
+    let ws = workspace.to_owned();
+    match rpc {
+        "/berth.v1.TemplateService/CreateTemplate" => {
+            client
+                .create_template(parked_template(workspace, &name))
+                .await?;
+        }
+        "/berth.v1.TemplateService/GetTemplate" => {
+            client
+                .get_template(GetTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ListTemplates" => {
+            let listed = client
+                .list_templates(ListTemplatesRequest {
+                    workspace: ws,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                listed.templates.iter().all(|t| t.workspace == workspace),
+                "a listing of {workspace} holds another workspace's template"
+            );
+        }
+        "/berth.v1.TemplateService/UpdateTemplate" => {
+            client
+                .update_template(UpdateTemplateRequest {
+                    workspace: ws,
+                    name,
+                    change: Some(update_template_request::Change::Job(JobTemplateChange {
+                        env: [("CALLED".to_owned(), "yes".to_owned())].into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/RollbackTemplate" => {
+            client
+                .rollback_template(RollbackTemplateRequest {
+                    workspace: ws,
+                    name,
+                    version: 1,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ListReleases" => {
+            client
+                .list_releases(ListReleasesRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/GetRelease" => {
+            client
+                .get_release(GetReleaseRequest {
+                    workspace: ws,
+                    name,
+                    version: 2,
+                    diff_against: 1,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ArchiveTemplate" => {
+            client
+                .archive_template(ArchiveTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/DeleteTemplate" => {
+            let deleted = client
+                .delete_template(DeleteTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                deleted.deleted,
+                "an unused template is deleted: {deleted:?}"
+            );
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
 }
 
 /// Calls an ArtifactService `rpc` as `token`; `Ok` if it was answered.
@@ -548,6 +735,84 @@ async fn call_artifacts(
     Ok(())
 }
 
+/// For a RunTemplate or GetTemplateStats cell: a job template `run-CELL` in `workspace`,
+/// made by the admin, whose runs no worker takes, with one run already made; returns its
+/// name.
+async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) -> String {
+    let name = format!("run-{cell}");
+    let mut admin = template_client(&server.admin_token, server.channel().await);
+    admin
+        .create_template(CreateTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
+                spec: Some(spec(&["true"])),
+                requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .run_template(RunTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    name
+}
+
+fn template_client(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TemplateServiceClient<berth_tests::Authed> {
+    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// Calls RunTemplate or GetTemplateStats as `token` on template `target`; `Ok` if it was
+/// answered.
+async fn call_template_runs(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = template_client(token, server.channel().await);
+    match rpc {
+        "/berth.v1.TemplateService/RunTemplate" => {
+            let ran = client
+                .run_template(RunTemplateRequest {
+                    workspace: workspace.to_owned(),
+                    name: target.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(
+                (ran.workspace.as_str(), ran.template.as_str()),
+                (workspace, target.as_str())
+            );
+        }
+        "/berth.v1.TemplateService/GetTemplateStats" => {
+            let stats = client
+                .get_template_stats(GetTemplateStatsRequest {
+                    workspace: workspace.to_owned(),
+                    name: target,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(stats.runs, 1, "{stats:?}");
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
 /// Calls `rpc` as `token` on `workspace`'s thing `target`; `Ok` if it was answered.
 async fn call(
     server: &TestServer,
@@ -558,6 +823,15 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return call_artifacts(server, rpc, token, workspace, target).await;
+    }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return call_template_runs(server, rpc, token, workspace, target).await;
+    }
+    if rpc.starts_with("/berth.v1.TemplateService/") {
+        return call_templates(server, rpc, token, workspace, target).await;
     }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
