@@ -37,12 +37,14 @@ use berth_common::proto::{
     LookupItemRequest, RemoveFromCollectionRequest, Retention, UpdateCollectionRequest,
 };
 use berth_common::proto::{
-    ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
-    ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
+    ArchiveTemplateRequest, CreateTemplateRequest, DeleteTemplateRequest, GetReleaseRequest,
+    GetTemplateRequest, GetTemplateStatsRequest, JobTemplateChange, JobTemplateSpec,
+    ListReleasesRequest, ListTemplatesRequest, RollbackTemplateRequest, RunTemplateRequest,
+    UpdateTemplateRequest, create_template_request, update_template_request,
 };
 use berth_common::proto::{
-    CreateTemplateRequest, GetTemplateStatsRequest, JobTemplateSpec, RunTemplateRequest,
-    create_template_request,
+    ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
+    ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
 };
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
@@ -180,6 +182,17 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.ArtifactService/RelateArtifacts", Policy::Write),
     ("/berth.v1.ArtifactService/DeleteArtifact", Policy::Write),
     ("/berth.v1.ArtifactService/SetExpiry", Policy::Write),
+    // Job templates: reads for viewers, every change for contributors.
+    ("/berth.v1.TemplateService/CreateTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/GetTemplate", Policy::Read),
+    ("/berth.v1.TemplateService/ListTemplates", Policy::Read),
+    ("/berth.v1.TemplateService/UpdateTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/RollbackTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/ListReleases", Policy::Read),
+    ("/berth.v1.TemplateService/GetRelease", Policy::Read),
+    ("/berth.v1.TemplateService/ArchiveTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/DeleteTemplate", Policy::Write),
+    // Runs and their statistics.
     ("/berth.v1.TemplateService/RunTemplate", Policy::Write),
     ("/berth.v1.TemplateService/GetTemplateStats", Policy::Read),
 ];
@@ -402,6 +415,9 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
     ) {
         return run_template_target(server, workspace, cell).await;
     }
+    if rpc.starts_with("/berth.v1.TemplateService/") {
+        return template_target(server, rpc, workspace, cell).await;
+    }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
         "/berth.v1.WorkRequestService/RetryWorkRequest" => {
@@ -474,6 +490,164 @@ async fn artifact_target(server: &TestServer, rpc: &str, workspace: &str, cell: 
             id
         }
     }
+}
+
+fn templates(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TemplateServiceClient<berth_tests::Authed> {
+    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// A job template `name` in `workspace` whose runs no worker takes.
+fn parked_template(workspace: &str, name: &str) -> CreateTemplateRequest {
+    CreateTemplateRequest {
+        workspace: workspace.to_owned(),
+        name: name.to_owned(),
+        spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
+            spec: Some(spec(&["true"])),
+            requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// What a TemplateService cell acts on, made by the admin: a fresh template `t-CELL`
+/// with two releases (so a rollback has somewhere to go), or for CreateTemplate only
+/// the name to give.
+async fn template_target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let name = format!("t-{cell}");
+    if rpc == "/berth.v1.TemplateService/CreateTemplate" {
+        return name;
+    }
+    let mut admin = templates(&server.admin_token, server.channel().await);
+    admin
+        .create_template(parked_template(workspace, &name))
+        .await
+        .unwrap();
+    admin
+        .update_template(UpdateTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            change: Some(update_template_request::Change::Job(JobTemplateChange {
+                env: [("CELL".to_owned(), cell.to_string())].into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    name
+}
+
+/// Calls a TemplateService `rpc` as `token` on the template `name`; `Ok` if answered.
+async fn call_templates(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    name: String,
+) -> Result<(), tonic::Status> {
+    let mut client = templates(token, server.channel().await);
+    let ws = workspace.to_owned();
+    match rpc {
+        "/berth.v1.TemplateService/CreateTemplate" => {
+            client
+                .create_template(parked_template(workspace, &name))
+                .await?;
+        }
+        "/berth.v1.TemplateService/GetTemplate" => {
+            client
+                .get_template(GetTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ListTemplates" => {
+            let listed = client
+                .list_templates(ListTemplatesRequest {
+                    workspace: ws,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                listed.templates.iter().all(|t| t.workspace == workspace),
+                "a listing of {workspace} holds another workspace's template"
+            );
+        }
+        "/berth.v1.TemplateService/UpdateTemplate" => {
+            client
+                .update_template(UpdateTemplateRequest {
+                    workspace: ws,
+                    name,
+                    change: Some(update_template_request::Change::Job(JobTemplateChange {
+                        env: [("CALLED".to_owned(), "yes".to_owned())].into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/RollbackTemplate" => {
+            client
+                .rollback_template(RollbackTemplateRequest {
+                    workspace: ws,
+                    name,
+                    version: 1,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ListReleases" => {
+            client
+                .list_releases(ListReleasesRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/GetRelease" => {
+            client
+                .get_release(GetReleaseRequest {
+                    workspace: ws,
+                    name,
+                    version: 2,
+                    diff_against: 1,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ArchiveTemplate" => {
+            client
+                .archive_template(ArchiveTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/DeleteTemplate" => {
+            let deleted = client
+                .delete_template(DeleteTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                deleted.deleted,
+                "an unused template is deleted: {deleted:?}"
+            );
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
 }
 
 /// Calls an ArtifactService `rpc` as `token`; `Ok` if it was answered.
@@ -566,18 +740,9 @@ async fn call_artifacts(
 /// name.
 async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) -> String {
     let name = format!("run-{cell}");
-    let mut admin = template_client(&server.admin_token, server.channel().await);
+    let mut admin = templates(&server.admin_token, server.channel().await);
     admin
-        .create_template(CreateTemplateRequest {
-            workspace: workspace.to_owned(),
-            name: name.clone(),
-            spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
-                spec: Some(spec(&["true"])),
-                requirements: [("parked".to_owned(), "yes".to_owned())].into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        })
+        .create_template(parked_template(workspace, &name))
         .await
         .unwrap();
     admin
@@ -591,13 +756,6 @@ async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) 
     name
 }
 
-fn template_client(
-    token: &str,
-    channel: tonic::transport::Channel,
-) -> TemplateServiceClient<berth_tests::Authed> {
-    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
-}
-
 /// Calls RunTemplate or GetTemplateStats as `token` on template `target`; `Ok` if it was
 /// answered.
 async fn call_template_runs(
@@ -607,7 +765,7 @@ async fn call_template_runs(
     workspace: &str,
     target: String,
 ) -> Result<(), tonic::Status> {
-    let mut client = template_client(token, server.channel().await);
+    let mut client = templates(token, server.channel().await);
     match rpc {
         "/berth.v1.TemplateService/RunTemplate" => {
             let ran = client
@@ -655,6 +813,9 @@ async fn call(
         "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
     ) {
         return call_template_runs(server, rpc, token, workspace, target).await;
+    }
+    if rpc.starts_with("/berth.v1.TemplateService/") {
+        return call_templates(server, rpc, token, workspace, target).await;
     }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());

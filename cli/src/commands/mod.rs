@@ -12,7 +12,7 @@
 //! `workers`,
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
 //! (`queue`, `priority`), `workflows`, `artifacts` (`artifact ...`: create with resumable
-//! uploads, download with verification) and `collections`. This module dispatches, finds the token and
+//! uploads, download with verification), `collections` and `templates` (`template ...`). This module dispatches, finds the token and
 //! reaches the server.
 //!
 //! Everything that can be checked without the server (the token, secret environment
@@ -27,6 +27,7 @@
 mod artifacts;
 mod collections;
 mod queue;
+mod templates;
 mod tokens;
 mod users;
 mod work_requests;
@@ -75,6 +76,7 @@ pub async fn execute(
         Command::Workspace(command) => workspaces::execute(command, server, printer).await,
         Command::Artifact(command) => artifacts::execute(command, server, printer).await,
         Command::Collection(command) => collections::execute(command, server, printer).await,
+        Command::Template(command) => templates::execute(command, server, printer).await,
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
         Command::Logs(args) => return work_requests::logs(args, server, printer, interrupt).await,
