@@ -19,7 +19,6 @@ use crate::values::{
     parse_expiry, parse_key_value, parse_limit, parse_network, parse_pids, parse_priority,
     parse_priority_change, parse_secret_env, parse_size,
 };
-use crate::values::{NetworkArg, parse_network};
 
 /// The default server address: a server on this machine with its default port.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
