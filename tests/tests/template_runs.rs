@@ -379,6 +379,44 @@ async fn inactive_archived_and_ill_fitting_runs_are_refused_naming_what_to_fix()
     // The request made before keeps its origin.
     let kept = get(&server, &ran.id).await;
     assert_eq!((kept.template.as_str(), kept.template_version), ("idle", 1));
+
+    // An archived workspace takes no runs, even of an active template.
+    let mut spaces = server.workspaces(&server.admin_token).await;
+    spaces
+        .create_workspace(proto::CreateWorkspaceRequest {
+            name: "closed".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    client
+        .create_template(CreateTemplateRequest {
+            workspace: "closed".to_owned(),
+            name: "left".to_owned(),
+            spec: Some(proto::create_template_request::Spec::Job(JobTemplateSpec {
+                spec: Some(sh("true")),
+                ..JobTemplateSpec::default()
+            })),
+            ..CreateTemplateRequest::default()
+        })
+        .await
+        .unwrap();
+    spaces
+        .archive_workspace(proto::ArchiveWorkspaceRequest {
+            name: "closed".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_code(
+        client
+            .run_template(RunTemplateRequest {
+                workspace: "closed".to_owned(),
+                ..run_request("left", 0, TemplateOverrides::default())
+            })
+            .await,
+        tonic::Code::FailedPrecondition,
+        "workspace closed is archived",
+    );
     server.stop().await;
 }
 
