@@ -27,7 +27,9 @@ use crate::error::{Error, Result};
 use crate::live::hub::Hub;
 use crate::store::db::DbPool;
 use crate::store::models::{AttemptRow, NewWorkRequest, WorkRequestRow};
-use crate::store::schema::{attempts, users, work_request_dependencies, work_requests, workspaces};
+use crate::store::schema::{
+    attempts, templates, users, work_request_dependencies, work_requests, workspaces,
+};
 use crate::store::secrets::SecretBox;
 use crate::work::deps::{self, Scheduling};
 use crate::work::ids::WorkRequestId;
@@ -71,7 +73,18 @@ pub struct RequestView {
     pub template: Option<String>,
 }
 
+/// A request row with the names shown with it: its workspace's, its submitter's and,
+/// when it was made from one, its template's.
+type Named = (WorkRequestRow, String, String, Option<String>);
+
 impl RequestView {
+    fn named((row, workspace, created_by, template): Named) -> RequestView {
+        RequestView {
+            template,
+            ..RequestView::new(row, workspace, created_by)
+        }
+    }
+
     fn new(row: WorkRequestRow, workspace: String, created_by: String) -> RequestView {
         RequestView {
             row,
@@ -330,7 +343,13 @@ impl WorkRequests {
         let mut select = work_requests::table
             .inner_join(workspaces::table)
             .inner_join(users::table)
-            .select((WorkRequestRow::as_select(), workspaces::name, users::name))
+            .left_join(templates::table)
+            .select((
+                WorkRequestRow::as_select(),
+                workspaces::name,
+                users::name,
+                templates::name.nullable(),
+            ))
             .order((work_requests::created_at.desc(), work_requests::id.desc()))
             .limit(page_size + 1)
             .into_boxed();
@@ -350,18 +369,15 @@ impl WorkRequests {
                         .and(work_requests::id.lt(id))),
             );
         }
-        let mut rows: Vec<(WorkRequestRow, String, String)> = select.load(&mut conn).await?;
+        let mut rows: Vec<Named> = select.load(&mut conn).await?;
         let more = rows.len() as i64 > page_size;
         rows.truncate(usize::try_from(page_size).unwrap_or(100));
         let next_page_token = match (more, rows.last()) {
-            (true, Some((last, _, _))) => encode_page_token(last.created_at, last.id),
+            (true, Some((last, _, _, _))) => encode_page_token(last.created_at, last.id),
             _ => String::new(),
         };
         Ok(Page {
-            requests: rows
-                .into_iter()
-                .map(|(row, workspace, by)| RequestView::new(row, workspace, by))
-                .collect(),
+            requests: rows.into_iter().map(RequestView::named).collect(),
             next_page_token,
         })
     }
@@ -549,17 +565,23 @@ async fn scope(
 
 /// Loads one request with its names, attempts, dependencies and (for a workflow) steps.
 async fn load(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<RequestView> {
-    let (row, workspace, created_by): (WorkRequestRow, String, String) = work_requests::table
+    let named: Named = work_requests::table
         .inner_join(workspaces::table)
         .inner_join(users::table)
+        .left_join(templates::table)
         .filter(work_requests::id.eq(id))
-        .select((WorkRequestRow::as_select(), workspaces::name, users::name))
+        .select((
+            WorkRequestRow::as_select(),
+            workspaces::name,
+            users::name,
+            templates::name.nullable(),
+        ))
         .first(conn)
         .await
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("work request {id} not found")))?;
-    let is_workflow = row.kind == Kind::Workflow;
-    let mut view = RequestView::new(row, workspace, created_by);
+    let is_workflow = named.0.kind == Kind::Workflow;
+    let mut view = RequestView::named(named);
     view.attempts = attempts::table
         .filter(attempts::work_request_id.eq(id))
         .select(AttemptRow::as_select())
@@ -580,15 +602,21 @@ async fn load_children(
     conn: &mut AsyncPgConnection,
     parent: WorkRequestId,
 ) -> Result<Vec<RequestView>> {
-    let rows: Vec<(WorkRequestRow, String, String)> = work_requests::table
+    let rows: Vec<Named> = work_requests::table
         .inner_join(workspaces::table)
         .inner_join(users::table)
+        .left_join(templates::table)
         .filter(work_requests::parent_id.eq(parent))
-        .select((WorkRequestRow::as_select(), workspaces::name, users::name))
+        .select((
+            WorkRequestRow::as_select(),
+            workspaces::name,
+            users::name,
+            templates::name.nullable(),
+        ))
         .order((work_requests::created_at, work_requests::id))
         .load(conn)
         .await?;
-    let ids: Vec<WorkRequestId> = rows.iter().map(|(row, _, _)| row.id).collect();
+    let ids: Vec<WorkRequestId> = rows.iter().map(|(row, _, _, _)| row.id).collect();
     let edges: Vec<(WorkRequestId, WorkRequestId)> = work_request_dependencies::table
         .filter(work_request_dependencies::work_request_id.eq_any(&ids))
         .select((
@@ -603,9 +631,9 @@ async fn load_children(
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(row, workspace, by)| {
-            let id = row.id;
-            let mut child = RequestView::new(row, workspace, by);
+        .map(|named| {
+            let id = named.0.id;
+            let mut child = RequestView::named(named);
             child.depends_on = edges
                 .iter()
                 .filter(|(from, _)| *from == id)

@@ -23,7 +23,10 @@
 //!   it every service listening on the worker's loopback); `container:<id>` is refused
 //!   because it would join another container's namespace. Both are refused by name
 //!   only; the worker must still check the driver of the network it resolves, since
-//!   Docker also accepts network ids.
+//!   Docker also accepts network ids. **Networks with aliases** (`networks`): at most 8
+//!   user-defined networks, each once, with at most 16 DNS aliases each (RFC 1123 labels,
+//!   dots allowed); `none`, `host` and `container:*` cannot be listed. `network` must be
+//!   empty or the first of them, and is stored as the first.
 //! - **Requirements**: at most 64 labels, keys 1-63 characters, values at most 255
 //!   characters without control characters, so they print cleanly and index well.
 //! - **Priority -1000 to 1000**: leaves room for admin adjustments without overflow.
@@ -75,6 +78,11 @@ const MAX_PRIORITY: i32 = 1000;
 /// The largest `google.protobuf.Duration` (10,000 years).
 const MAX_PROTO_DURATION_SECONDS: i64 = 315_576_000_000;
 const DEFAULT_NETWORK: &str = "none";
+/// Networks one container may join: each is an endpoint the worker connects before the
+/// start, so the bound keeps a start quick; real jobs need one or two.
+const MAX_NETWORKS: usize = 8;
+/// DNS aliases on one network, as many as any service needs.
+const MAX_ALIASES: usize = 16;
 const DEFAULT_WORKSPACE: &str = "default";
 /// Inputs per request, and outputs.
 pub const MAX_INPUTS: usize = 100;
@@ -103,6 +111,8 @@ static IMAGE_DIGEST: LazyLock<Regex> =
 static ENV_NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(r"^[A-Za-z_][A-Za-z0-9_]*$"));
 static NETWORK_NAME: LazyLock<Regex> =
     LazyLock::new(|| static_regex(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$"));
+static NETWORK_ALIAS: LazyLock<Regex> =
+    LazyLock::new(|| static_regex(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,61}[A-Za-z0-9])?$"));
 static LABEL_KEY: LazyLock<Regex> =
     LazyLock::new(|| static_regex(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"));
 static NAME: LazyLock<Regex> = LazyLock::new(|| static_regex(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"));
@@ -481,7 +491,7 @@ pub fn validate_spec(
         Some(d) => validate_stop_grace_period(d.to_std("spec.stop_grace_period")?)?,
         None => defaults.stop_grace_period,
     };
-    let network = validate_network(&spec.network)?;
+    let (network, networks) = validate_networks(&spec.network, &spec.networks)?;
     Ok(CheckedSpec {
         spec: StoredSpec {
             image: spec.image.clone(),
@@ -494,7 +504,7 @@ pub fn validate_spec(
             timeout_ms: millis_rounded_up(timeout),
             stop_grace_period_ms: millis_rounded_up(stop_grace_period),
             network,
-            networks: spec.networks.clone(),
+            networks,
             pull_policy: spec.pull_policy.unwrap_or(PullPolicy::IfNotPresent),
             outputs: Vec::new(),
             output_category: None,
@@ -914,6 +924,83 @@ fn validate_network(network: &str) -> Result<String, InvalidField> {
         ));
     }
     Ok(network.to_owned())
+}
+
+/// Checks `network` and the list of networks with aliases; returns the network to store
+/// (the first of the list when there is one) and the list to store (empty when it says
+/// no more than `network` does: one network without aliases).
+fn validate_networks(
+    network: &str,
+    networks: &[NetworkAttachment],
+) -> Result<(String, Vec<NetworkAttachment>), InvalidField> {
+    let Some(first) = networks.first() else {
+        return Ok((validate_network(network)?, Vec::new()));
+    };
+    if networks.len() > MAX_NETWORKS {
+        return Err(InvalidField::new(
+            "spec.networks",
+            format!(
+                "{} networks; at most {MAX_NETWORKS} are allowed",
+                networks.len()
+            ),
+        ));
+    }
+    if !network.is_empty() && network != first.name {
+        return Err(InvalidField::new(
+            "spec.network",
+            format!(
+                "{network:?} differs from the first of spec.networks ({:?}); leave it empty or give the same name",
+                first.name
+            ),
+        ));
+    }
+    for (i, attachment) in networks.iter().enumerate() {
+        let field = format!("spec.networks[{i}].name");
+        let name = attachment.name.as_str();
+        if name.is_empty() {
+            return Err(InvalidField::new(
+                field,
+                "is required; name a user-defined network such as \"jobs\"",
+            ));
+        }
+        if matches!(name, "none" | "host") || name.starts_with("container:") {
+            return Err(InvalidField::new(
+                field,
+                format!(
+                    "{name:?} cannot be joined with aliases: list only user-defined networks (for no network, give none)"
+                ),
+            ));
+        }
+        validate_network(name).map_err(|e| InvalidField::new(field.clone(), e.message))?;
+        if let Some(j) = networks[..i].iter().position(|n| n.name == name) {
+            return Err(InvalidField::new(
+                field,
+                format!("{name:?} is also spec.networks[{j}]; list each network once"),
+            ));
+        }
+        if attachment.aliases.len() > MAX_ALIASES {
+            return Err(InvalidField::new(
+                format!("spec.networks[{i}].aliases"),
+                format!(
+                    "{} aliases; at most {MAX_ALIASES} are allowed",
+                    attachment.aliases.len()
+                ),
+            ));
+        }
+        for (k, alias) in attachment.aliases.iter().enumerate() {
+            if !NETWORK_ALIAS.is_match(alias) {
+                return Err(InvalidField::new(
+                    format!("spec.networks[{i}].aliases[{k}]"),
+                    format!(
+                        "{alias:?} is not a valid alias: use 1-63 letters, digits, '.' and '-', starting and ending with a letter or digit"
+                    ),
+                ));
+            }
+        }
+    }
+    let plain = networks.len() == 1 && first.aliases.is_empty();
+    let list = if plain { Vec::new() } else { networks.to_vec() };
+    Ok((first.name.clone(), list))
 }
 
 fn validate_requirements(
@@ -1839,6 +1926,74 @@ mod tests {
         ] {
             refused_on(with_network(bad), "spec.network");
         }
+    }
+
+    fn attach(name: &str, aliases: &[&str]) -> NetworkAttachment {
+        NetworkAttachment {
+            name: name.to_owned(),
+            aliases: aliases.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    fn with_networks(
+        network: &str,
+        networks: Vec<NetworkAttachment>,
+    ) -> Result<Submission, InvalidField> {
+        submit_spec(SpecInput {
+            network: network.to_owned(),
+            networks,
+            ..spec()
+        })
+    }
+
+    #[test]
+    fn networks_with_aliases_store_the_first_as_the_network() {
+        let list = vec![attach("jobs", &["db", "db.local"]), attach("backend", &[])];
+        let s = with_networks("", list.clone()).expect("valid");
+        assert_eq!(s.spec.network, "jobs");
+        assert_eq!(s.spec.networks, list);
+        let s = with_networks("jobs", list.clone()).expect("same as the first");
+        assert_eq!(s.spec.network, "jobs");
+        // One network without aliases says no more than `network`.
+        let s = with_networks("", vec![attach("jobs", &[])]).expect("plain");
+        assert_eq!(s.spec.network, "jobs");
+        assert!(s.spec.networks.is_empty());
+    }
+
+    #[test]
+    fn bad_networks_are_refused_naming_the_entry() {
+        let msg = refused_on(
+            with_networks("other", vec![attach("jobs", &[])]),
+            "spec.network",
+        );
+        assert!(msg.contains("first of spec.networks"), "{msg}");
+        for bad in ["none", "host", "container:abc", "", "-x", "a b"] {
+            refused_on(
+                with_networks("", vec![attach("jobs", &[]), attach(bad, &[])]),
+                "spec.networks[1].name",
+            );
+        }
+        let msg = refused_on(
+            with_networks("", vec![attach("jobs", &[]), attach("jobs", &["a"])]),
+            "spec.networks[1].name",
+        );
+        assert!(msg.contains("spec.networks[0]"), "{msg}");
+        for bad in ["-db", "db-", "d_b", "a b", &"a".repeat(64), ""] {
+            refused_on(
+                with_networks("", vec![attach("jobs", &["ok", bad])]),
+                "spec.networks[0].aliases[1]",
+            );
+        }
+        with_networks("", vec![attach("jobs", &[&"a".repeat(63), "a", "x.y-z9"])])
+            .expect("good aliases");
+        let many: Vec<_> = (0..9).map(|i| attach(&format!("n{i}"), &[])).collect();
+        refused_on(with_networks("", many), "spec.networks");
+        let aliases: Vec<String> = (0..17).map(|i| format!("a{i}")).collect();
+        let aliases: Vec<&str> = aliases.iter().map(String::as_str).collect();
+        refused_on(
+            with_networks("", vec![attach("jobs", &aliases)]),
+            "spec.networks[0].aliases",
+        );
     }
 
     #[test]

@@ -162,10 +162,13 @@ pub fn validate(req: &WorkflowInput, defaults: &SpecDefaults) -> Result<Workflow
     let mut submissions = Vec::with_capacity(req.steps.len());
     let mut needs: Vec<Vec<usize>> = Vec::with_capacity(req.steps.len());
     for step in &req.steps {
+        // `Templates::submit_workflow` turns a step naming a template into a spec and an
+        // origin before the workflow reaches here; one that did not is a bug of the
+        // caller, never something a user sent.
         if !step.template.is_empty() && step.origin.is_none() {
-            return Err(invalid(format!(
-                "steps[{:?}].template: job templates in workflow steps are not resolved here",
-                step.name
+            return Err(Error::internal(format!(
+                "workflow step {:?} names template {:?} but was not resolved; submit workflows through Templates::submit_workflow",
+                step.name, step.template
             )));
         }
         let single = SubmitInput {

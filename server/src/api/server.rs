@@ -196,7 +196,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            WorkRequestServiceServer::new(WorkRequestApi::new(requests))
+            WorkRequestServiceServer::new(WorkRequestApi::new(requests, templates.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(

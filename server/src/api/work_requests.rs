@@ -21,6 +21,7 @@ use crate::api::error::{respond, to_status};
 use crate::api::{duration_ms, raw_from_proto, raw_to_proto, string_map, timestamp, timestamp_opt};
 use berth_core::error::{Error, Result};
 use berth_core::store::models::AttemptRow;
+use berth_core::templates::Templates;
 use berth_core::work::ids::WorkRequestId;
 use berth_core::work::logs::Chunk;
 use berth_core::work::requests::{ListQuery, LogQuery, PriorityChange, RequestView, WorkRequests};
@@ -35,12 +36,18 @@ use berth_core::work::workflow::{StepInput, WorkflowInput};
 #[derive(Clone)]
 pub struct WorkRequestApi {
     requests: WorkRequests,
+    /// Workflows go through templates, which resolve the steps that name one.
+    templates: Templates,
 }
 
 impl WorkRequestApi {
-    /// The service over `requests`.
-    pub fn new(requests: WorkRequests) -> WorkRequestApi {
-        WorkRequestApi { requests }
+    /// The service over `requests`, with workflow steps naming templates resolved by
+    /// `templates`.
+    pub fn new(requests: WorkRequests, templates: Templates) -> WorkRequestApi {
+        WorkRequestApi {
+            requests,
+            templates,
+        }
     }
 }
 
@@ -579,7 +586,7 @@ impl WorkRequestService for WorkRequestApi {
         let caller = identity(&request)?;
         let submitted = async {
             let input = workflow_from_proto(request.into_inner())?;
-            to_proto(self.requests.submit_workflow(&caller, &input).await?)
+            to_proto(self.templates.submit_workflow(&caller, input).await?)
         };
         respond(submitted.await)
     }
