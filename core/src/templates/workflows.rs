@@ -36,6 +36,7 @@ use crate::access::auth::Identity;
 use crate::error::{Error, Result};
 use crate::templates::Templates;
 use crate::templates::diff::{Change, ChangeKind};
+use crate::templates::runs::parse_reference;
 use crate::templates::spec::{
     ParamType, Parameter, ReleaseSpec, StepInputText, StepText, WorkflowSpec,
 };
@@ -504,6 +505,29 @@ const SAMPLE_ARTIFACT: &str = "00000000-0000-0000-0000-000000000000";
 /// An image standing in for the one a step's job template gives it (resolved at a run).
 const SAMPLE_IMAGE: &str = "sample";
 
+/// Refuses, now rather than at a run, a step naming a job template (parameters bound to
+/// samples) whose reference cannot be one or whose spec sets what the template fixes;
+/// see [`Templates::submit_workflow`].
+fn check_template_step(step: &StepText) -> Result<()> {
+    let at = format!("steps[{:?}]", step.name);
+    parse_reference(&step.template).map_err(|m| invalid(format!("{at}.template: {m}")))?;
+    let fixed = [
+        ("image", !step.image.is_empty()),
+        ("working_dir", !step.working_dir.is_empty()),
+        ("pids_limit", step.pids_limit.is_some()),
+        ("stop_grace_period", step.stop_grace_period_ms.is_some()),
+        ("network", !step.network.is_empty()),
+        ("networks", !step.networks.is_empty()),
+        ("pull_policy", !step.pull_policy.is_empty()),
+    ];
+    if let Some((field, _)) = fixed.iter().find(|(_, set)| *set) {
+        return Err(invalid(format!(
+            "{at}.spec.{field}: is set by the job template the step names; remove it or drop `template`"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a workflow template definition; returns the stored spec and its secret values
 /// keyed `STEP/KEY` (to be sealed). See the module docs.
 pub fn check(
@@ -554,10 +578,9 @@ pub fn check(
         // A step naming a job template is resolved at a run; here its structure (needs,
         // inputs, outputs) is checked with a stand-in image.
         if !step.template.is_empty() {
+            check_template_step(step)?;
             step.template.clear();
-            if step.image.is_empty() {
-                step.image = SAMPLE_IMAGE.to_owned();
-            }
+            step.image = SAMPLE_IMAGE.to_owned();
         }
     }
     let trial = WorkflowInput {
@@ -894,7 +917,7 @@ pub(crate) async fn run(
         &secrets,
         params,
     )?;
-    templates.requests.submit_workflow(caller, &input).await
+    templates.submit_workflow(caller, input).await
 }
 
 /// The workflow a run of release `version` submits: parameters bound and substituted,
@@ -1304,6 +1327,18 @@ mod tests {
             instantiate(&template_row(), "", 1, &spec, &secrets, &BTreeMap::new()).expect("binds");
         assert_eq!(wf.steps[1].template, "web@v2");
         assert_eq!(wf.steps[1].spec, None, "nothing overridden");
+        // What the job template fixes cannot be set by the step, nor a bad reference.
+        let mut fixed = input.clone();
+        fixed.steps[1].spec = Some(SpecInput {
+            image: "alpine".into(),
+            ..Default::default()
+        });
+        assert!(
+            refused(&fixed).starts_with("steps[\"deploy\"].spec.image: is set by the job template")
+        );
+        let mut bad = input.clone();
+        bad.steps[1].template = "web@vX".into();
+        assert!(refused(&bad).starts_with("steps[\"deploy\"].template: "));
     }
 
     #[test]
