@@ -1,14 +1,25 @@
 //! Job templates' specs: checking a new one, merging a change into the latest release,
 //! and comparing two releases.
+//!
+//! A job template's spec is checked exactly as a submission is (the same validators, the
+//! same defaults), so a release that was accepted is one `berth run` would accept; a
+//! merged change is checked again as a whole. Inputs are kept as written (an artifact id
+//! or `COLLECTION/ITEM`) because a run resolves them afresh.
+//!
+//! What it must not touch: the database and the secret key. It sees secret values only
+//! as the caller opened them, and never puts one into a [`Change`].
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::error::{Error, Result};
-use crate::templates::diff::Change;
-use crate::templates::spec::JobSpec;
+use crate::templates::diff::{self, Change};
+use crate::templates::spec::{JobSpec, StoredInput};
+use crate::work::deps::Scheduling;
 use crate::work::spec::{
-    InputInput, NetworkAttachment, OutputSpec, PullPolicy, RawDuration, SpecDefaults, SpecInput,
+    InputInput, NetworkAttachment, OutputSpec, OutputWhen, PullPolicy, RawDuration, SpecDefaults,
+    SpecInput, StoredSpec, SubmitInput, validate_submission,
 };
+use crate::work::state::UnblockStrategy;
 
 /// A job template's spec as a caller sent it (create).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -68,35 +79,437 @@ impl std::fmt::Debug for JobChange {
     }
 }
 
+/// The fields a change may reset, by the names `reset` takes.
+pub const RESETTABLE: &[&str] = &[
+    "command",
+    "env",
+    "secret_env",
+    "working_dir",
+    "memory_bytes",
+    "cpus",
+    "pids_limit",
+    "timeout",
+    "stop_grace_period",
+    "networks",
+    "pull_policy",
+    "requirements",
+    "priority",
+    "retries",
+    "retry_backoff",
+    "inputs",
+    "outputs",
+    "output_category",
+];
+
 /// Checks a new job template's spec as `SubmitWorkRequest` would; returns the resolved
 /// spec and its secret values (to be sealed).
 pub fn check(
-    _input: &JobSpecInput,
-    _defaults: &SpecDefaults,
+    input: &JobSpecInput,
+    defaults: &SpecDefaults,
 ) -> Result<(JobSpec, BTreeMap<String, String>)> {
-    Err(Error::FailedPrecondition(
-        "job templates are not available yet".into(),
-    ))
+    let submission = SubmitInput {
+        spec: Some(input.spec.clone()),
+        requirements: input.requirements.clone(),
+        priority: input.priority,
+        inputs: input.inputs.clone(),
+        outputs: input.outputs.clone(),
+        output_category: input.output_category.clone(),
+        retries: input.retries,
+        retry_backoff: input.retry_backoff,
+        ..SubmitInput::default()
+    };
+    let checked = validate_submission(&submission, defaults)
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    // The same rules as a submission's retries; a template has no dependencies.
+    let scheduling = Scheduling::check(
+        &[],
+        UnblockStrategy::Deps,
+        false,
+        input.retries,
+        input.retry_backoff,
+    )?;
+    let spec = JobSpec {
+        spec: checked.spec,
+        requirements: checked.requirements,
+        priority: checked.priority,
+        retries: input.retries,
+        // Kept unset when not given, so a run follows the server's default of its day.
+        retry_backoff_ms: input
+            .retry_backoff
+            .map(|_| u64::try_from(scheduling.retry_backoff_ms).unwrap_or(0)),
+        inputs: input
+            .inputs
+            .iter()
+            .map(|i| StoredInput {
+                artifact: i.artifact.trim().to_owned(),
+                mount: i.mount.clone(),
+            })
+            .collect(),
+    };
+    Ok((spec, checked.secret_env))
+}
+
+/// The input that [`check`] turns into `spec` again: the base of a merge.
+fn to_input(spec: &JobSpec, secrets: &BTreeMap<String, String>) -> JobSpecInput {
+    let mut container = spec.spec.to_input();
+    container.secret_env = secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    JobSpecInput {
+        spec: container,
+        requirements: spec
+            .requirements
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        priority: spec.priority,
+        retries: spec.retries,
+        retry_backoff: spec.retry_backoff_ms.map(RawDuration::from_millis),
+        inputs: spec
+            .inputs
+            .iter()
+            .map(|i| InputInput {
+                artifact: i.artifact.clone(),
+                mount: i.mount.clone(),
+                from: String::new(),
+            })
+            .collect(),
+        outputs: spec.spec.outputs.clone(),
+        output_category: spec.spec.output_category.clone().unwrap_or_default(),
+    }
+}
+
+/// The fields `change` sets, by the names `reset` takes.
+fn fields_set(change: &JobChange) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    let mut mark = |given: bool, name: &'static str| {
+        if given {
+            set.push(name);
+        }
+    };
+    mark(change.command.is_some(), "command");
+    mark(
+        !change.env.is_empty() || !change.unset_env.is_empty(),
+        "env",
+    );
+    mark(
+        !change.secret_env.is_empty() || !change.unset_secret_env.is_empty(),
+        "secret_env",
+    );
+    mark(change.working_dir.is_some(), "working_dir");
+    mark(change.memory_bytes.is_some(), "memory_bytes");
+    mark(change.cpus.is_some(), "cpus");
+    mark(change.pids_limit.is_some(), "pids_limit");
+    mark(change.timeout.is_some(), "timeout");
+    mark(change.stop_grace_period.is_some(), "stop_grace_period");
+    mark(change.networks.is_some(), "networks");
+    mark(change.pull_policy.is_some(), "pull_policy");
+    mark(
+        !change.requirements.is_empty() || !change.unset_requirements.is_empty(),
+        "requirements",
+    );
+    mark(change.priority.is_some(), "priority");
+    mark(change.retries.is_some(), "retries");
+    mark(change.retry_backoff.is_some(), "retry_backoff");
+    mark(change.inputs.is_some(), "inputs");
+    mark(change.outputs.is_some(), "outputs");
+    mark(change.output_category.is_some(), "output_category");
+    set
+}
+
+/// Sets `set` and removes `unset` in `map` (the field `field`): a key both set and unset,
+/// or unset but not there, is refused, so a typo in `--unset` does not pass as a change.
+fn merge_map(
+    field: &str,
+    map: &mut HashMap<String, String>,
+    set: &HashMap<String, String>,
+    unset: &[String],
+) -> Result<()> {
+    for key in unset {
+        if set.contains_key(key) {
+            return Err(Error::InvalidArgument(format!(
+                "{field}[{key:?}]: is both set and unset in one change; give one of them"
+            )));
+        }
+        if map.remove(key).is_none() {
+            let mut known: Vec<&String> = map.keys().collect();
+            known.sort();
+            return Err(Error::InvalidArgument(format!(
+                "{field}[{key:?}]: cannot be unset: the latest release has no such key (it has: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            )));
+        }
+    }
+    map.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(())
 }
 
 /// Merges `change` into `base` (with its opened secrets) and checks the result.
 pub fn merge(
-    _base: &JobSpec,
-    _base_secrets: &BTreeMap<String, String>,
-    _change: &JobChange,
-    _defaults: &SpecDefaults,
+    base: &JobSpec,
+    base_secrets: &BTreeMap<String, String>,
+    change: &JobChange,
+    defaults: &SpecDefaults,
 ) -> Result<(JobSpec, BTreeMap<String, String>)> {
-    Err(Error::FailedPrecondition(
-        "job templates are not available yet".into(),
-    ))
+    for name in &change.reset {
+        if !RESETTABLE.contains(&name.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "reset: {name:?} is not a field that can be reset; give one of {}",
+                RESETTABLE.join(", ")
+            )));
+        }
+    }
+    if let Some(both) = fields_set(change)
+        .into_iter()
+        .find(|f| change.reset.iter().any(|r| r == f))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "reset: {both:?} is also set in this change; either set it or reset it"
+        )));
+    }
+    let mut next = to_input(base, base_secrets);
+    for name in &change.reset {
+        let spec = &mut next.spec;
+        match name.as_str() {
+            "command" => spec.command.clear(),
+            "env" => spec.env.clear(),
+            "secret_env" => spec.secret_env.clear(),
+            "working_dir" => spec.working_dir.clear(),
+            "memory_bytes" => spec.memory_bytes = None,
+            "cpus" => spec.cpus = None,
+            "pids_limit" => spec.pids_limit = None,
+            "timeout" => spec.timeout = None,
+            "stop_grace_period" => spec.stop_grace_period = None,
+            "networks" => {
+                spec.network.clear();
+                spec.networks.clear();
+            }
+            "pull_policy" => spec.pull_policy = None,
+            "requirements" => next.requirements.clear(),
+            "priority" => next.priority = 0,
+            "retries" => next.retries = 0,
+            "retry_backoff" => next.retry_backoff = None,
+            "inputs" => next.inputs.clear(),
+            "outputs" => next.outputs.clear(),
+            // Checked against RESETTABLE above; `output_category` is the last.
+            _ => next.output_category.clear(),
+        }
+    }
+    let spec = &mut next.spec;
+    if let Some(image) = &change.image {
+        spec.image.clone_from(image);
+    }
+    if let Some(command) = &change.command {
+        spec.command.clone_from(command);
+    }
+    merge_map("env", &mut spec.env, &change.env, &change.unset_env)?;
+    merge_map(
+        "secret_env",
+        &mut spec.secret_env,
+        &change.secret_env,
+        &change.unset_secret_env,
+    )?;
+    if let Some(dir) = &change.working_dir {
+        spec.working_dir.clone_from(dir);
+    }
+    if let Some(memory) = change.memory_bytes {
+        spec.memory_bytes = Some(memory);
+    }
+    if let Some(cpus) = change.cpus {
+        spec.cpus = Some(cpus);
+    }
+    if let Some(pids) = change.pids_limit {
+        spec.pids_limit = Some(pids);
+    }
+    if let Some(timeout) = change.timeout {
+        spec.timeout = Some(timeout);
+    }
+    if let Some(grace) = change.stop_grace_period {
+        spec.stop_grace_period = Some(grace);
+    }
+    if let Some(networks) = &change.networks {
+        // The list replaces every network, the single `network` of older specs too.
+        spec.network.clear();
+        spec.networks.clone_from(networks);
+    }
+    if let Some(policy) = change.pull_policy {
+        spec.pull_policy = Some(policy);
+    }
+    merge_map(
+        "requirements",
+        &mut next.requirements,
+        &change.requirements,
+        &change.unset_requirements,
+    )?;
+    if let Some(priority) = change.priority {
+        next.priority = priority;
+    }
+    if let Some(retries) = change.retries {
+        next.retries = retries;
+    }
+    if let Some(backoff) = change.retry_backoff {
+        next.retry_backoff = Some(backoff);
+    }
+    if let Some(inputs) = &change.inputs {
+        next.inputs.clone_from(inputs);
+    }
+    if let Some(outputs) = &change.outputs {
+        next.outputs.clone_from(outputs);
+    }
+    if let Some(category) = &change.output_category {
+        next.output_category.clone_from(category);
+    }
+    check(&next, defaults)
+}
+
+fn networks_text(spec: &StoredSpec) -> String {
+    if spec.networks.is_empty() {
+        return spec.network.clone();
+    }
+    spec.networks
+        .iter()
+        .map(|n| {
+            if n.aliases.is_empty() {
+                n.name.clone()
+            } else {
+                format!("{}:{}", n.name, n.aliases.join(","))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn pull_text(policy: PullPolicy) -> String {
+    match policy {
+        PullPolicy::Always => "always",
+        PullPolicy::IfNotPresent => "if-not-present",
+        PullPolicy::Never => "never",
+    }
+    .to_owned()
+}
+
+/// A command as a shell would read it (arguments with spaces quoted).
+fn command_text(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(char::is_whitespace) || a.contains('"') {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What differs from `old` to `new`; secrets by name only.
 pub fn compare(
-    _old: &JobSpec,
-    _old_secrets: &BTreeMap<String, String>,
-    _new: &JobSpec,
-    _new_secrets: &BTreeMap<String, String>,
+    old: &JobSpec,
+    old_secrets: &BTreeMap<String, String>,
+    new: &JobSpec,
+    new_secrets: &BTreeMap<String, String>,
 ) -> Vec<Change> {
-    Vec::new()
+    let (a, b) = (&old.spec, &new.spec);
+    let mut changes = Vec::new();
+    let mut push = |field: &str, before: String, after: String| {
+        changes.extend(diff::scalar(field, before, after));
+    };
+    push("image", a.image.clone(), b.image.clone());
+    push(
+        "command",
+        command_text(&a.command),
+        command_text(&b.command),
+    );
+    push(
+        "working_dir",
+        a.working_dir.clone().unwrap_or_default(),
+        b.working_dir.clone().unwrap_or_default(),
+    );
+    push(
+        "memory_bytes",
+        diff::bytes(a.memory_bytes),
+        diff::bytes(b.memory_bytes),
+    );
+    push("cpus", a.cpus.to_string(), b.cpus.to_string());
+    push(
+        "pids_limit",
+        a.pids_limit.to_string(),
+        b.pids_limit.to_string(),
+    );
+    push(
+        "timeout",
+        diff::millis(a.timeout_ms),
+        diff::millis(b.timeout_ms),
+    );
+    push(
+        "stop_grace_period",
+        diff::millis(a.stop_grace_period_ms),
+        diff::millis(b.stop_grace_period_ms),
+    );
+    push("networks", networks_text(a), networks_text(b));
+    push(
+        "pull_policy",
+        pull_text(a.pull_policy),
+        pull_text(b.pull_policy),
+    );
+    push(
+        "priority",
+        old.priority.to_string(),
+        new.priority.to_string(),
+    );
+    push("retries", old.retries.to_string(), new.retries.to_string());
+    push(
+        "retry_backoff",
+        old.retry_backoff_ms.map(diff::millis).unwrap_or_default(),
+        new.retry_backoff_ms.map(diff::millis).unwrap_or_default(),
+    );
+    let inputs = |spec: &JobSpec| {
+        spec.inputs
+            .iter()
+            .map(|i| {
+                if i.mount.is_empty() {
+                    i.artifact.clone()
+                } else {
+                    format!("{}:{}", i.artifact, i.mount)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    push("inputs", inputs(old), inputs(new));
+    let outputs = |spec: &StoredSpec| {
+        spec.outputs
+            .iter()
+            .map(|o| match o.when {
+                OutputWhen::Success => o.path.clone(),
+                OutputWhen::Always => format!("{} (always)", o.path),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    push("outputs", outputs(a), outputs(b));
+    push(
+        "output_category",
+        a.output_category.clone().unwrap_or_default(),
+        b.output_category.clone().unwrap_or_default(),
+    );
+    changes.extend(diff::map("env", &a.env, &b.env, false));
+    changes.extend(diff::map("secret_env", old_secrets, new_secrets, true));
+    changes.extend(diff::map(
+        "requirements",
+        &old.requirements,
+        &new.requirements,
+        false,
+    ));
+    changes
 }
