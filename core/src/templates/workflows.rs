@@ -29,13 +29,12 @@
 //! values are kept out of the stored spec (they are returned apart, keyed `STEP/KEY`, to
 //! be sealed) and never appear in an error or a [`Change`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Display;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::access::auth::Identity;
 use crate::error::{Error, Result};
 use crate::templates::Templates;
-use crate::templates::diff::{Change, ChangeKind};
+use crate::templates::diff::{self, Change, ChangeKind};
 use crate::templates::runs::parse_reference;
 use crate::templates::spec::{
     ParamType, Parameter, ReleaseSpec, StepInputText, StepText, WorkflowSpec,
@@ -628,86 +627,80 @@ fn change(field: String, kind: ChangeKind, before: String, after: String) -> Cha
     }
 }
 
-/// A value as a summary shows it: text as it is, anything else as JSON.
-fn shown<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        Ok(serde_json::Value::Null) => String::new(),
-        Ok(other) => other.to_string(),
-        Err(_) => String::new(),
-    }
+/// A list as a summary shows it: elements with spaces or quotes quoted, space-separated.
+fn words(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(char::is_whitespace) || a.contains('"') {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-/// One field compared: changed, added (empty before) or removed (empty after).
-fn field<T: PartialEq + serde::Serialize>(
-    out: &mut Vec<Change>,
-    name: String,
-    old: &T,
-    new: &T,
-    empty: &T,
-) {
-    if old == new {
-        return;
-    }
-    let kind = if old == empty {
-        ChangeKind::Added
-    } else if new == empty {
-        ChangeKind::Removed
-    } else {
-        ChangeKind::Changed
-    };
-    out.push(change(name, kind, shown(old), shown(new)));
+fn networks_text(step: &StepText) -> String {
+    step.networks
+        .iter()
+        .map(|n| {
+            if n.aliases.is_empty() {
+                n.name.clone()
+            } else {
+                format!("{}:{}", n.name, n.aliases.join(","))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
-fn map<V: PartialEq + Display>(
-    out: &mut Vec<Change>,
-    at: &str,
-    old: &BTreeMap<String, V>,
-    new: &BTreeMap<String, V>,
-) {
-    for (key, value) in old {
-        match new.get(key) {
-            None => out.push(change(
-                format!("{at}[{key:?}]"),
-                ChangeKind::Removed,
-                value.to_string(),
-                String::new(),
-            )),
-            Some(after) if after != value => out.push(change(
-                format!("{at}[{key:?}]"),
-                ChangeKind::Changed,
-                value.to_string(),
-                after.to_string(),
-            )),
-            Some(_) => {}
-        }
-    }
-    for (key, value) in new {
-        if !old.contains_key(key) {
-            out.push(change(
-                format!("{at}[{key:?}]"),
-                ChangeKind::Added,
-                String::new(),
-                value.to_string(),
-            ));
-        }
-    }
+fn inputs_text(step: &StepText) -> String {
+    step.inputs
+        .iter()
+        .map(|i| {
+            let what = if i.from.is_empty() {
+                i.artifact.clone()
+            } else {
+                format!("from {}", i.from)
+            };
+            if i.mount.is_empty() {
+                what
+            } else {
+                format!("{what}:{}", i.mount)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn outputs_text(step: &StepText) -> String {
+    step.outputs
+        .iter()
+        .map(|o| match o.when {
+            crate::work::spec::OutputWhen::Success => o.path.clone(),
+            crate::work::spec::OutputWhen::Always => format!("{} (always)", o.path),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The secret env of one step, by key, from a release's sealed map (values only to
 /// compare, never to show).
-fn step_secrets<'s>(
-    step: &StepText,
-    secrets: &'s BTreeMap<String, String>,
-) -> BTreeMap<&'s str, &'s str> {
-    let prefix = format!("{}/", step.name);
-    secrets
+fn step_secrets(step: &StepText, secrets: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    step.secret_env_keys
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|key| (key, v.as_str())))
-        .filter(|(key, _)| step.secret_env_keys.iter().any(|k| k == key))
+        .filter_map(|key| {
+            secrets
+                .get(&secret_key(&step.name, key))
+                .map(|value| (key.clone(), value.clone()))
+        })
         .collect()
 }
 
+/// The fields of one step that differ, as `steps["NAME"].FIELD`, worded as a job
+/// template's are (see [`diff`](crate::templates::diff)).
 fn compare_steps(
     out: &mut Vec<Change>,
     old: &StepText,
@@ -716,117 +709,85 @@ fn compare_steps(
     new_secrets: &BTreeMap<String, String>,
 ) {
     let at = format!("steps[{:?}]", new.name);
-    let f = |name: &str| format!("{at}.{name}");
-    field(
-        out,
-        f("template"),
-        &old.template,
-        &new.template,
-        &String::new(),
+    let mut push = |name: &str, before: String, after: String| {
+        out.extend(diff::scalar(&format!("{at}.{name}"), before, after));
+    };
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    push("template", old.template.clone(), new.template.clone());
+    push("image", old.image.clone(), new.image.clone());
+    push("command", words(&old.command), words(&new.command));
+    push(
+        "working_dir",
+        old.working_dir.clone(),
+        new.working_dir.clone(),
     );
-    field(out, f("image"), &old.image, &new.image, &String::new());
-    field(out, f("command"), &old.command, &new.command, &Vec::new());
-    map(out, &f("env"), &old.env, &new.env);
-    let (before, after) = (
-        step_secrets(old, old_secrets),
-        step_secrets(new, new_secrets),
+    push(
+        "memory_bytes",
+        opt(old.memory_bytes.map(diff::bytes)),
+        opt(new.memory_bytes.map(diff::bytes)),
     );
-    for key in before.keys().chain(after.keys()).collect::<BTreeSet<_>>() {
-        let kind = match (before.get(key), after.get(key)) {
-            (Some(_), None) => ChangeKind::Removed,
-            (None, Some(_)) => ChangeKind::Added,
-            (Some(a), Some(b)) if a != b => ChangeKind::Changed,
-            _ => continue,
-        };
-        out.push(Change {
-            field: format!("{at}.secret_env[{key:?}]"),
-            kind,
-            before: String::new(),
-            after: String::new(),
-            secret: true,
-        });
-    }
-    field(
-        out,
-        f("working_dir"),
-        &old.working_dir,
-        &new.working_dir,
-        &String::new(),
+    push(
+        "cpus",
+        opt(old.cpus.map(|c| c.to_string())),
+        opt(new.cpus.map(|c| c.to_string())),
     );
-    field(
-        out,
-        f("memory_bytes"),
-        &old.memory_bytes,
-        &new.memory_bytes,
-        &None,
+    push(
+        "pids_limit",
+        opt(old.pids_limit.map(|p| p.to_string())),
+        opt(new.pids_limit.map(|p| p.to_string())),
     );
-    field(out, f("cpus"), &old.cpus, &new.cpus, &None);
-    field(
-        out,
-        f("pids_limit"),
-        &old.pids_limit,
-        &new.pids_limit,
-        &None,
+    push(
+        "timeout",
+        opt(old.timeout_ms.map(diff::millis)),
+        opt(new.timeout_ms.map(diff::millis)),
     );
-    field(
-        out,
-        f("timeout_ms"),
-        &old.timeout_ms,
-        &new.timeout_ms,
-        &None,
+    push(
+        "stop_grace_period",
+        opt(old.stop_grace_period_ms.map(diff::millis)),
+        opt(new.stop_grace_period_ms.map(diff::millis)),
     );
-    field(
-        out,
-        f("stop_grace_period_ms"),
-        &old.stop_grace_period_ms,
-        &new.stop_grace_period_ms,
-        &None,
+    push("network", old.network.clone(), new.network.clone());
+    push("networks", networks_text(old), networks_text(new));
+    push(
+        "pull_policy",
+        old.pull_policy.clone(),
+        new.pull_policy.clone(),
     );
-    field(
-        out,
-        f("network"),
-        &old.network,
-        &new.network,
-        &String::new(),
+    push("needs", words(&old.needs), words(&new.needs));
+    push(
+        "allow_failure",
+        old.allow_failure
+            .then(|| "true".to_owned())
+            .unwrap_or_default(),
+        new.allow_failure
+            .then(|| "true".to_owned())
+            .unwrap_or_default(),
     );
-    field(
-        out,
-        f("networks"),
-        &old.networks,
-        &new.networks,
-        &Vec::new(),
+    push(
+        "priority",
+        old.priority.to_string(),
+        new.priority.to_string(),
     );
-    field(
-        out,
-        f("pull_policy"),
-        &old.pull_policy,
-        &new.pull_policy,
-        &String::new(),
+    push("inputs", inputs_text(old), inputs_text(new));
+    push("outputs", outputs_text(old), outputs_text(new));
+    push(
+        "output_category",
+        old.output_category.clone(),
+        new.output_category.clone(),
     );
-    field(out, f("needs"), &old.needs, &new.needs, &Vec::new());
-    map(
-        out,
-        &f("requirements"),
+    out.extend(diff::map(&format!("{at}.env"), &old.env, &new.env, false));
+    out.extend(diff::map(
+        &format!("{at}.secret_env"),
+        &step_secrets(old, old_secrets),
+        &step_secrets(new, new_secrets),
+        true,
+    ));
+    out.extend(diff::map(
+        &format!("{at}.requirements"),
         &old.requirements,
         &new.requirements,
-    );
-    field(
-        out,
-        f("allow_failure"),
-        &old.allow_failure,
-        &new.allow_failure,
-        &false,
-    );
-    field(out, f("priority"), &old.priority, &new.priority, &0);
-    field(out, f("inputs"), &old.inputs, &new.inputs, &Vec::new());
-    field(out, f("outputs"), &old.outputs, &new.outputs, &Vec::new());
-    field(
-        out,
-        f("output_category"),
-        &old.output_category,
-        &new.output_category,
-        &String::new(),
-    );
+        false,
+    ));
 }
 
 /// What differs from `old` to `new`; secrets by name only.
@@ -842,12 +803,8 @@ pub fn compare(
             .map(|p| (p.name.clone(), describe_parameter(p)))
             .collect()
     };
-    map(
-        &mut out,
-        "parameters",
-        &by_name(&old.parameters),
-        &by_name(&new.parameters),
-    );
+    let (before, after) = (by_name(&old.parameters), by_name(&new.parameters));
+    out.extend(diff::map("parameters", &before, &after, false));
     let shown_step = |s: &StepText| {
         if s.template.is_empty() {
             s.image.clone()
@@ -1387,20 +1344,28 @@ mod tests {
                 ("parameters[\"jobs\"]", ChangeKind::Changed),
                 ("parameters[\"tag\"]", ChangeKind::Added),
                 ("steps[\"build\"].image", ChangeKind::Changed),
+                ("steps[\"build\"].memory_bytes", ChangeKind::Added),
                 ("steps[\"build\"].env[\"A\"]", ChangeKind::Removed),
                 ("steps[\"build\"].env[\"B\"]", ChangeKind::Added),
                 (
                     "steps[\"build\"].secret_env[\"TOKEN\"]",
                     ChangeKind::Changed
                 ),
-                ("steps[\"build\"].memory_bytes", ChangeKind::Added),
                 ("steps[\"gone\"]", ChangeKind::Removed),
                 ("steps[\"fresh\"]", ChangeKind::Added),
             ]
         );
         assert_eq!(changes[2].before, "busybox:1.36");
         assert_eq!(changes[2].after, "busybox:1.37");
-        let secret = &changes[5];
+        assert_eq!(changes[3].after, "512 MiB");
+        let secret = &changes[6];
+        assert_eq!(
+            diff::summary(&changes, None),
+            "parameter jobs changed; added parameter tag; \
+             step build: image busybox:1.36 → busybox:1.37; step build: memory set to 512 MiB; \
+             step build: removed env A; step build: added env B; step build: secret TOKEN changed; \
+             removed step gone; added step fresh"
+        );
         assert!(secret.secret && secret.before.is_empty() && secret.after.is_empty());
         let all = serde_json::to_string(&changes).expect("serialises");
         assert!(
