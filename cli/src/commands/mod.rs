@@ -11,7 +11,8 @@
 //! One module per resource, as in [`crate::output`]: `tokens`, `users`, `workspaces`,
 //! `workers`,
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
-//! (`queue`, `priority`), `workflows`, `artifacts` (`artifact ...`: create with resumable
+//! (`queue`, `priority`), `workflows` (`workflow submit`, `workflow template ...`,
+//! `workflow run`), `artifacts` (`artifact ...`: create with resumable
 //! uploads, download with verification) and `collections`. This module dispatches, finds the token and
 //! reaches the server.
 //!
@@ -216,6 +217,7 @@ type WorkRequests = WorkRequestServiceClient<Authenticated>;
 type Artifacts = berth_common::proto::artifact_service_client::ArtifactServiceClient<Authenticated>;
 type Collections =
     berth_common::proto::collection_service_client::CollectionServiceClient<Authenticated>;
+type Templates = berth_common::proto::template_service_client::TemplateServiceClient<Authenticated>;
 
 /// A generated client of one of the services the CLI calls.
 trait Service {
@@ -250,6 +252,14 @@ impl Service for Workers {
 impl Service for WorkRequests {
     fn new(channel: Channel, auth: BearerAuth) -> WorkRequests {
         WorkRequestServiceClient::with_interceptor(channel, auth)
+    }
+}
+
+impl Service for Templates {
+    fn new(channel: Channel, auth: BearerAuth) -> Templates {
+        berth_common::proto::template_service_client::TemplateServiceClient::with_interceptor(
+            channel, auth,
+        )
     }
 }
 

@@ -9,7 +9,8 @@
 //! no field for one.
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
-//! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`
+//! `work_requests` (a request with its attempts and workflow steps, and `list`),
+//! `workflow_templates` (a workflow template, its releases), `queue`
 //! and `artifacts` (artifacts and collections). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
@@ -20,6 +21,7 @@ mod tokens;
 mod users;
 mod work_requests;
 mod workers;
+mod workflow_templates;
 mod workspaces;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +42,9 @@ pub use self::users::{DeletedUserView, MembershipView, UserListView, UserView};
 pub(crate) use self::work_requests::status_name;
 pub use self::work_requests::{AttemptView, SubmittedView, WorkRequestListView, WorkRequestView};
 pub use self::workers::{WorkerListView, WorkerView};
+pub use self::workflow_templates::{
+    WorkflowReleaseListView, WorkflowReleaseView, WorkflowTemplateView,
+};
 pub use self::workspaces::{
     MemberListView, MemberView, RemovedMemberView, WorkspaceListView, WorkspaceView,
 };
