@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::client::BearerAuth;
 use berth_common::proto::collection_service_client::CollectionServiceClient;
+use berth_common::proto::template_service_client::TemplateServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use berth_common::proto::{
@@ -34,6 +35,12 @@ use berth_common::proto::{
 use berth_common::proto::{
     AddToCollectionRequest, CreateCollectionRequest, GetCollectionRequest, ListCollectionsRequest,
     LookupItemRequest, RemoveFromCollectionRequest, Retention, UpdateCollectionRequest,
+};
+use berth_common::proto::{
+    ArchiveTemplateRequest, CreateTemplateRequest, DeleteTemplateRequest, GetReleaseRequest,
+    GetTemplateRequest, JobTemplateChange, JobTemplateSpec, ListReleasesRequest,
+    ListTemplatesRequest, RollbackTemplateRequest, UpdateTemplateRequest, create_template_request,
+    update_template_request,
 };
 use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
@@ -175,6 +182,16 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.ArtifactService/RelateArtifacts", Policy::Write),
     ("/berth.v1.ArtifactService/DeleteArtifact", Policy::Write),
     ("/berth.v1.ArtifactService/SetExpiry", Policy::Write),
+    // Job templates: reads for viewers, every change for contributors.
+    ("/berth.v1.TemplateService/CreateTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/GetTemplate", Policy::Read),
+    ("/berth.v1.TemplateService/ListTemplates", Policy::Read),
+    ("/berth.v1.TemplateService/UpdateTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/RollbackTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/ListReleases", Policy::Read),
+    ("/berth.v1.TemplateService/GetRelease", Policy::Read),
+    ("/berth.v1.TemplateService/ArchiveTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/DeleteTemplate", Policy::Write),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -389,6 +406,9 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return artifact_target(server, rpc, workspace, cell).await;
     }
+    if rpc.starts_with("/berth.v1.TemplateService/") {
+        return template_target(server, rpc, workspace, cell).await;
+    }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
         "/berth.v1.WorkRequestService/RetryWorkRequest" => {
@@ -461,6 +481,164 @@ async fn artifact_target(server: &TestServer, rpc: &str, workspace: &str, cell: 
             id
         }
     }
+}
+
+fn templates(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TemplateServiceClient<berth_tests::Authed> {
+    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// A job template `name` in `workspace` whose runs no worker takes.
+fn parked_template(workspace: &str, name: &str) -> CreateTemplateRequest {
+    CreateTemplateRequest {
+        workspace: workspace.to_owned(),
+        name: name.to_owned(),
+        spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
+            spec: Some(spec(&["true"])),
+            requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// What a TemplateService cell acts on, made by the admin: a fresh template `t-CELL`
+/// with two releases (so a rollback has somewhere to go), or for CreateTemplate only
+/// the name to give.
+async fn template_target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let name = format!("t-{cell}");
+    if rpc == "/berth.v1.TemplateService/CreateTemplate" {
+        return name;
+    }
+    let mut admin = templates(&server.admin_token, server.channel().await);
+    admin
+        .create_template(parked_template(workspace, &name))
+        .await
+        .unwrap();
+    admin
+        .update_template(UpdateTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            change: Some(update_template_request::Change::Job(JobTemplateChange {
+                env: [("CELL".to_owned(), cell.to_string())].into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    name
+}
+
+/// Calls a TemplateService `rpc` as `token` on the template `name`; `Ok` if answered.
+async fn call_templates(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    name: String,
+) -> Result<(), tonic::Status> {
+    let mut client = templates(token, server.channel().await);
+    let ws = workspace.to_owned();
+    match rpc {
+        "/berth.v1.TemplateService/CreateTemplate" => {
+            client
+                .create_template(parked_template(workspace, &name))
+                .await?;
+        }
+        "/berth.v1.TemplateService/GetTemplate" => {
+            client
+                .get_template(GetTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ListTemplates" => {
+            let listed = client
+                .list_templates(ListTemplatesRequest {
+                    workspace: ws,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                listed.templates.iter().all(|t| t.workspace == workspace),
+                "a listing of {workspace} holds another workspace's template"
+            );
+        }
+        "/berth.v1.TemplateService/UpdateTemplate" => {
+            client
+                .update_template(UpdateTemplateRequest {
+                    workspace: ws,
+                    name,
+                    change: Some(update_template_request::Change::Job(JobTemplateChange {
+                        env: [("CALLED".to_owned(), "yes".to_owned())].into(),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/RollbackTemplate" => {
+            client
+                .rollback_template(RollbackTemplateRequest {
+                    workspace: ws,
+                    name,
+                    version: 1,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ListReleases" => {
+            client
+                .list_releases(ListReleasesRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/GetRelease" => {
+            client
+                .get_release(GetReleaseRequest {
+                    workspace: ws,
+                    name,
+                    version: 2,
+                    diff_against: 1,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/ArchiveTemplate" => {
+            client
+                .archive_template(ArchiveTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.TemplateService/DeleteTemplate" => {
+            let deleted = client
+                .delete_template(DeleteTemplateRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                deleted.deleted,
+                "an unused template is deleted: {deleted:?}"
+            );
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
 }
 
 /// Calls an ArtifactService `rpc` as `token`; `Ok` if it was answered.
@@ -558,6 +736,9 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return call_artifacts(server, rpc, token, workspace, target).await;
+    }
+    if rpc.starts_with("/berth.v1.TemplateService/") {
+        return call_templates(server, rpc, token, workspace, target).await;
     }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
