@@ -19,6 +19,7 @@ use crate::values::{
     parse_key_value, parse_limit, parse_pids, parse_priority, parse_priority_change,
     parse_secret_env, parse_size,
 };
+use crate::values::{NetworkArg, parse_network};
 
 /// The default server address: a server on this machine with its default port.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
@@ -687,9 +688,24 @@ pub enum WorkerCommand {
 /// `berth run ...`
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The image to run, e.g. busybox:1.36.
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
+    /// The image to run, e.g. busybox:1.36 (not with --template, whose release names it:
+    /// there the first word is the command's).
+    #[arg(value_name = "IMAGE", required_unless_present = "template")]
+    pub image: Option<String>,
+
+    /// Run a job template's release instead of an image: NAME for the latest, NAME@vK
+    /// for release K. Only --env, --secret-env, --memory, --cpus, --timeout, --priority
+    /// and the command change what it runs.
+    #[arg(
+        long,
+        value_name = "NAME[@vK]",
+        conflicts_with_all = [
+            "pids", "grace_period", "network", "pull", "workdir", "require", "after",
+            "unblock", "manual", "allow_failure", "retries", "retry_backoff", "inputs",
+            "outputs", "output_category",
+        ]
+    )]
+    pub template: Option<String>,
 
     /// The command and its arguments; without them the image's default command runs.
     /// Put them after `--` when they start with `-` (the first word not taken as a flag
@@ -729,9 +745,10 @@ pub struct RunArgs {
     #[arg(long = "grace-period", value_name = "DURATION", value_parser = parse_duration)]
     pub grace_period: Option<Duration>,
 
-    /// Docker network to attach (default: none, no network).
-    #[arg(long, value_name = "NAME")]
-    pub network: Option<String>,
+    /// Docker network to join (default: none, no network), with DNS aliases there
+    /// (repeatable: the first is the container's network, the others are joined too).
+    #[arg(long, value_name = "NAME[:ALIAS,...]", value_parser = parse_network)]
+    pub network: Vec<NetworkArg>,
 
     /// When the worker pulls the image (default: if-not-present).
     #[arg(long, value_enum, value_name = "POLICY")]
@@ -745,9 +762,9 @@ pub struct RunArgs {
     #[arg(long = "require", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     pub require: Vec<KeyValue>,
 
-    /// Base priority, -1000 to 1000; higher runs first.
-    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true, value_parser = parse_priority)]
-    pub priority: i32,
+    /// Base priority, -1000 to 1000 (default 0, or the template's); higher runs first.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_priority)]
+    pub priority: Option<i32>,
 
     /// Workspace to submit to (default: default).
     #[arg(long, value_name = "W")]
@@ -1248,6 +1265,61 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn run_takes_a_template_instead_of_an_image_and_refuses_what_it_fixes() {
+        let run = run_args(&[
+            "run",
+            "--template",
+            "build@v2",
+            "--memory",
+            "2G",
+            "--",
+            "make",
+            "-j",
+        ]);
+        assert_eq!(run.template.as_deref(), Some("build@v2"));
+        // With a template the first word is the command's.
+        assert_eq!(run.image.as_deref(), Some("make"));
+        assert_eq!(run.command, ["-j"]);
+        assert!(run_args(&["run", "--template", "build"]).image.is_none());
+        refused(&["run"]);
+        for flag in [
+            ["--pids", "5"],
+            ["--network", "x"],
+            ["--workdir", "/w"],
+            ["--after", "x"],
+        ] {
+            let mut line = vec!["run", "--template", "build"];
+            line.extend(flag);
+            let e = refused(&line);
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{flag:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn run_networks_repeat_with_aliases() {
+        let run = run_args(&[
+            "run",
+            "--network",
+            "front:web,www",
+            "--network",
+            "back",
+            "busybox",
+        ]);
+        assert_eq!(
+            run.network,
+            [
+                parse_network("front:web,www").expect("valid"),
+                parse_network("back").expect("valid")
+            ]
+        );
+        assert_eq!(run.network[0].aliases, ["web", "www"]);
+    }
+
+    #[test]
     fn the_clap_definition_is_consistent() {
         Cli::command().debug_assert();
     }
@@ -1257,7 +1329,7 @@ pub(crate) mod tests {
         let run = run_args(&[
             "run", "busybox", "--env", "A=1", "--", "sh", "-c", "echo hi",
         ]);
-        assert_eq!(run.image, "busybox");
+        assert_eq!(run.image.as_deref(), Some("busybox"));
         assert_eq!(run.command, ["sh", "-c", "echo hi"]);
         assert_eq!(
             run.env,
@@ -1334,11 +1406,11 @@ pub(crate) mod tests {
         assert_eq!(run.pids, Some(64));
         assert_eq!(run.timeout, Some(Duration::from_secs(30)));
         assert_eq!(run.grace_period, Some(Duration::from_secs(10)));
-        assert_eq!(run.network.as_deref(), Some("build"));
+        assert_eq!(run.network, [parse_network("build").expect("valid")]);
         assert_eq!(run.pull, Some(PullArg::IfNotPresent));
         assert_eq!(run.workdir.as_deref(), Some("/src"));
         assert_eq!(run.require[0].key, "arch");
-        assert_eq!(run.priority, -5);
+        assert_eq!(run.priority, Some(-5));
         assert_eq!(run.workspace.as_deref(), Some("team"));
         assert!(run.detach);
         assert_eq!(run.command, ["make"]);

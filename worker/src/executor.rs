@@ -58,7 +58,18 @@
 //! plus a statistics stream for the resource figures and one inspect of the exited
 //! container for the OOM verdict. The image is not inspected beforehand: the create itself
 //! says when it is missing, and only then is it looked at and, if the pull policy allows,
-//! pulled (with `always`, it is pulled before the create).
+//! pulled (with `always`, it is pulled before the create). A job on networks costs one
+//! inspect of each (for its driver, see below) and, beyond the first network, one connect
+//! each before the start.
+//!
+//! # Networks
+//!
+//! The first network of the spec is the container's network mode, joined at the create
+//! with its aliases; the others are connected, with theirs, after the create and before
+//! the start, so the job's command never runs without them. Each named network is
+//! inspected first and refused when its driver is `host` or `null`: the server refuses
+//! those by name, but Docker also accepts a network's id, which only its driver gives
+//! away.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -71,7 +82,8 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStatsResponse, ContainerSummary, HostConfig, Mount, MountType,
+    ContainerCreateBody, ContainerStatsResponse, ContainerSummary, EndpointSettings, HostConfig,
+    Mount, MountType, NetworkConnectRequest, NetworkingConfig,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
@@ -358,6 +370,11 @@ impl DockerExecutor {
                 return (report, Cleanup::nothing());
             }
         };
+        if let Err(message) = self.check_networks(&plan).await {
+            let report =
+                RunReport::without_container(Outcome::StartFailed, message, Duration::ZERO);
+            return (report, Cleanup::nothing());
+        }
         let (id, pull_duration) = match self.create(job, &plan, &output, &cancel).await {
             Ok(created) => created,
             Err(report) => return (report, Cleanup::nothing()),
@@ -365,6 +382,12 @@ impl DockerExecutor {
         let cleanup = Cleanup {
             removal: Some(Removal::new(self.docker.clone(), id.clone())),
         };
+        if let Err(message) = self.connect_networks(&id, &plan).await {
+            let mut report =
+                RunReport::without_container(Outcome::StartFailed, message, pull_duration);
+            report.container_id = id;
+            return (report, cleanup);
+        }
         let report = self
             .run_container(&id, &plan, pull_duration, &output, &cancel)
             .await;
@@ -443,6 +466,46 @@ impl DockerExecutor {
             pull_duration = self.pull_unless_cancelled(image, output, cancel).await?;
             pulled = true;
         }
+    }
+
+    /// Refuses a network whose driver would share a namespace with the worker (`host`) or
+    /// give no network at all (`null`), whatever name or id the spec used. A network the
+    /// engine does not know is left to the create, which reports it as it does today.
+    async fn check_networks(&self, plan: &Plan) -> Result<(), String> {
+        for name in &plan.networks {
+            let Ok(network) = self.docker.inspect_network(name, None).await else {
+                continue;
+            };
+            if let Some(driver @ ("host" | "null")) = network.driver.as_deref() {
+                return Err(format!(
+                    "network {name} uses the {driver} driver, which jobs may not join"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins the created container `id` to its networks beyond the first, with aliases.
+    async fn connect_networks(&self, id: &str, plan: &Plan) -> Result<(), String> {
+        for (name, aliases) in &plan.connect {
+            let request = NetworkConnectRequest {
+                container: id.to_owned(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: (!aliases.is_empty()).then(|| aliases.clone()),
+                    ..EndpointSettings::default()
+                }),
+            };
+            self.docker
+                .connect_network(name, request)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "Docker refused to connect the container to network {name}: {}",
+                        docker_message(&e)
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     /// [`Self::pull`], given up when `cancel` is cancelled; returns the time it took.
@@ -990,6 +1053,11 @@ struct Plan {
     timeout: Option<Duration>,
     grace: Duration,
     memory_bytes: Option<u64>,
+    /// Every network the container joins, the first (its network mode) included; empty
+    /// for `none`.
+    networks: Vec<String>,
+    /// The networks joined after the create, with their aliases.
+    connect: Vec<(String, Vec<String>)>,
 }
 
 impl Plan {
@@ -1013,14 +1081,55 @@ impl Plan {
             .map(|m| i64::try_from(m).map_err(|_| format!("memory limit {m} is too large")))
             .transpose()?;
         let nano_cpus = spec.cpus.map(nano_cpus).transpose()?;
-        let network = match spec.network.as_str() {
-            "" => "none",
-            "host" => return Err("network host is not allowed".to_owned()),
+        let refuse = |name: &str| match name {
+            "host" => Err("network host is not allowed".to_owned()),
             other if other.starts_with("container:") => {
-                return Err(format!("network {other} is not allowed"));
+                Err(format!("network {other} is not allowed"))
             }
-            other => other,
+            _ => Ok(()),
         };
+        refuse(&spec.network)?;
+        for attachment in &spec.networks {
+            refuse(&attachment.name)?;
+            if attachment.name.is_empty() || attachment.name == "none" {
+                return Err(format!(
+                    "network {:?} cannot be joined with aliases",
+                    attachment.name
+                ));
+            }
+        }
+        let network = match (spec.networks.first(), spec.network.as_str()) {
+            (Some(first), "") => first.name.as_str(),
+            (Some(first), named) if named == first.name => named,
+            (Some(first), named) => {
+                return Err(format!(
+                    "network {named} differs from the first of the networks ({})",
+                    first.name
+                ));
+            }
+            (None, "") => "none",
+            (None, named) => named,
+        };
+        let networking_config = spec.networks.first().map(|first| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                first.name.clone(),
+                EndpointSettings {
+                    aliases: (!first.aliases.is_empty()).then(|| first.aliases.clone()),
+                    ..EndpointSettings::default()
+                },
+            )])),
+        });
+        let connect: Vec<(String, Vec<String>)> = spec
+            .networks
+            .iter()
+            .skip(1)
+            .map(|n| (n.name.clone(), n.aliases.clone()))
+            .collect();
+        let mut networks: Vec<String> = Vec::new();
+        if network != "none" {
+            networks.push(network.to_owned());
+        }
+        networks.extend(connect.iter().map(|(name, _)| name.clone()));
 
         // Sorted so the same spec always gives the same container; a secret overrides an
         // ordinary variable of the same name (Docker keeps the last).
@@ -1092,6 +1201,7 @@ impl Plan {
             // gives the same grace.
             stop_timeout: Some(i64::try_from(grace.as_secs()).unwrap_or(i64::MAX)),
             host_config: Some(host_config),
+            networking_config,
             ..ContainerCreateBody::default()
         };
         Ok(Plan {
@@ -1100,6 +1210,8 @@ impl Plan {
             timeout,
             grace,
             memory_bytes: spec.memory_bytes,
+            networks,
+            connect,
         })
     }
 }
@@ -1965,6 +2077,127 @@ mod tests {
         assert_eq!(collected.stdout(), "hi\n");
         assert!(collected.system.is_empty(), "{collected:?}");
         assert_nothing_left(&executor).await;
+    }
+
+    /// A job on two user-defined networks is reachable by each network's alias from
+    /// another container on that network: the first network (joined at the create) and
+    /// the second (connected before the start) both carry their aliases.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn aliases_on_every_network_reach_the_job() {
+        use berth_common::proto::NetworkAttachment;
+        use bollard::models::NetworkCreateRequest;
+
+        let executor = executor("aliases").await;
+        let suffix = format!("{:08x}", rand::random::<u32>());
+        let front = format!("berth-test-front-{suffix}");
+        let back = format!("berth-test-back-{suffix}");
+        for name in [&front, &back] {
+            executor
+                .docker
+                .create_network(NetworkCreateRequest {
+                    name: name.clone(),
+                    driver: Some("bridge".to_owned()),
+                    ..NetworkCreateRequest::default()
+                })
+                .await
+                .unwrap();
+        }
+        let attach = |name: &str, alias: &str| NetworkAttachment {
+            name: name.to_owned(),
+            aliases: vec![alias.to_owned()],
+        };
+        let mut server = job(&[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && echo pong > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ]);
+        server.spec.networks = vec![attach(&front, "web-front"), attach(&back, "web-back")];
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn({
+            let executor = executor.clone();
+            let stop = stop.clone();
+            async move { run(&executor, &server, stop).await }
+        });
+        // Polls until the server listens; the job's own timeout bounds it.
+        let fetch = |network: &str, alias: &str| {
+            let mut client = job(&[
+                "sh",
+                "-c",
+                &format!(
+                    "for i in $(seq 300); do wget -q -O - http://{alias}:8080/ && exit 0; sleep 0.1; done; exit 1"
+                ),
+            ]);
+            client.spec.network = network.to_owned();
+            client
+        };
+        let mut outputs = Vec::new();
+        for (network, alias) in [(&front, "web-front"), (&back, "web-back")] {
+            let (report, collected) =
+                run(&executor, &fetch(network, alias), CancellationToken::new()).await;
+            outputs.push((alias, report.exit_code, collected.stdout()));
+        }
+        // An alias is known only on its own network.
+        let (cross, _) = run(
+            &executor,
+            &{
+                let mut client = job(&["sh", "-c", "exec wget -q -T 2 -O - http://web-back:8080/"]);
+                client.spec.network = front.clone();
+                client
+            },
+            CancellationToken::new(),
+        )
+        .await;
+        stop.cancel();
+        let (served, _) = serving.await.unwrap();
+        for name in [&front, &back] {
+            executor.docker.remove_network(name).await.unwrap();
+        }
+        for (alias, code, stdout) in outputs {
+            assert_eq!((code, stdout.as_str()), (Some(0), "pong\n"), "{alias}");
+        }
+        assert_ne!(cross.exit_code, Some(0), "{cross:?}");
+        assert_eq!(served.outcome, Outcome::Cancelled, "{served:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    #[test]
+    fn networks_plan_the_first_as_the_mode_and_connect_the_others() {
+        use berth_common::proto::NetworkAttachment;
+        let mut spec_job = job(&[]);
+        spec_job.spec.networks = vec![
+            NetworkAttachment {
+                name: "front".to_owned(),
+                aliases: vec!["web".to_owned()],
+            },
+            NetworkAttachment {
+                name: "back".to_owned(),
+                aliases: Vec::new(),
+            },
+        ];
+        let plan = Plan::for_job(&spec_job, "w").unwrap();
+        let host = plan.config.host_config.as_ref().unwrap();
+        assert_eq!(host.network_mode.as_deref(), Some("front"));
+        let endpoints = plan
+            .config
+            .networking_config
+            .as_ref()
+            .and_then(|n| n.endpoints_config.as_ref())
+            .unwrap();
+        assert_eq!(endpoints["front"].aliases, Some(vec!["web".to_owned()]));
+        assert_eq!(plan.connect, vec![("back".to_owned(), Vec::new())]);
+        assert_eq!(plan.networks, vec!["front".to_owned(), "back".to_owned()]);
+        spec_job.spec.network = "other".to_owned();
+        assert!(
+            Plan::for_job(&spec_job, "w")
+                .unwrap_err()
+                .contains("differs")
+        );
+        spec_job.spec.network = String::new();
+        spec_job.spec.networks[1].name = "host".to_owned();
+        assert_eq!(
+            Plan::for_job(&spec_job, "w").unwrap_err(),
+            "network host is not allowed"
+        );
     }
 
     /// Engines answer 404 for a missing network too: at the create (newer ones) or at the

@@ -5,12 +5,12 @@ use std::ffi::OsString;
 
 use berth_common::proto;
 
-use super::{Interrupt, Server, WorkRequests, show};
+use super::{Interrupt, Server, Templates, WorkRequests, show};
 use crate::args::{ListArgs, LogsArgs, OutputFormat, RunArgs, UnblockArg, UnblockArgs};
 use crate::error::CliError;
 use crate::follow::{self, EXIT_INTERRUPTED, LogTarget, Reconnect, RunEnd};
 use crate::output::{Printer, SubmittedView, WorkRequestListView};
-use crate::values::{into_map, resolve_secret_env, to_proto_duration};
+use crate::values::{into_map, networks_to_proto, resolve_secret_env, to_proto_duration};
 
 /// `run`: submits what the command line describes; with `--detach` prints the id, else
 /// follows the request to its end ([`run_attached`]).
@@ -20,33 +20,90 @@ pub(super) async fn run(
     printer: &mut Printer<'_>,
     interrupt: Interrupt<'_>,
 ) -> Result<u8, CliError> {
-    let request = submit_request(&args, |key| std::env::var_os(key))?;
+    // A refused or failed submission means nothing was submitted, attached or not: the
+    // same status (125) for both, so a script needs to know only one.
+    let submitted = match &args.template {
+        Some(template) => {
+            let request = template_request(&args, template, |key| std::env::var_os(key))?;
+            server
+                .call(Templates::run_template, request)
+                .await
+                .map_err(CliError::while_running)?
+        }
+        None => {
+            let request = submit_request(&args, |key| std::env::var_os(key))?;
+            server
+                .call(WorkRequests::submit_work_request, request)
+                .await
+                .map_err(CliError::while_running)?
+        }
+    };
     if args.detach {
-        // A refused or failed submission means nothing was submitted, attached or not:
-        // the same status (125) for both, so a script needs to know only one.
-        let submitted = server
-            .call(WorkRequests::submit_work_request, request)
-            .await
-            .map_err(CliError::while_running)?;
         printer.show(&SubmittedView::from(submitted))?;
         return Ok(0);
     }
-    run_attached(request, server, printer, interrupt)
+    run_attached(submitted, server, printer, interrupt)
         .await
         .map_err(CliError::while_running)
+}
+
+/// Splits `NAME`, `NAME@vK` or `NAME@K` (K from 1); 0 asks for the latest release.
+fn template_reference(text: &str) -> Result<(String, u32), CliError> {
+    let Some((name, version)) = text.split_once('@') else {
+        return Ok((text.to_owned(), 0));
+    };
+    match version.strip_prefix('v').unwrap_or(version).parse::<u32>() {
+        Ok(k) if k >= 1 && !name.is_empty() => Ok((name.to_owned(), k)),
+        _ => Err(CliError::Usage(format!(
+            "--template {text:?}: expected NAME or NAME@vK with K a release number from 1"
+        ))),
+    }
+}
+
+/// Builds the `RunTemplate` request `run --template` sends: the flags a run may
+/// override, and the words after the options as the command (with a template there is
+/// no image argument, so the first of them is the command's).
+fn template_request(
+    args: &RunArgs,
+    template: &str,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<proto::RunTemplateRequest, CliError> {
+    let (name, version) = template_reference(template)?;
+    let secret_env = resolve_secret_env(&args.secret_env, lookup).map_err(CliError::Usage)?;
+    let command: Vec<String> = args
+        .image
+        .iter()
+        .chain(args.command.iter())
+        .cloned()
+        .collect();
+    Ok(proto::RunTemplateRequest {
+        workspace: args.workspace.clone().unwrap_or_default(),
+        name,
+        kind: proto::TemplateKind::Job.into(),
+        version,
+        overrides: Some(proto::TemplateOverrides {
+            command,
+            env: into_map(&args.env),
+            secret_env,
+            memory_bytes: args.memory,
+            cpus: args.cpus,
+            timeout: args.timeout.map(to_proto_duration),
+            priority: args.priority,
+        }),
+        params: Default::default(),
+    })
 }
 
 /// `run` without `--detach`: submits, then writes the request's log as it comes and exits
 /// with the job's status. Stdout carries the container's output and nothing else, in either
 /// output format: a JSON object after it could not be told apart from it.
 async fn run_attached(
-    request: proto::SubmitWorkRequestRequest,
+    submitted: proto::WorkRequest,
     server: &Server,
     printer: &mut Printer<'_>,
     interrupt: Interrupt<'_>,
 ) -> Result<u8, CliError> {
     let mut client: WorkRequests = server.client().await?;
-    let submitted = client.submit_work_request(request).await?.into_inner();
     let target = LogTarget {
         id: submitted.id,
         attempt: 0,
@@ -122,8 +179,9 @@ fn submit_request(
     lookup: impl Fn(&str) -> Option<OsString>,
 ) -> Result<proto::SubmitWorkRequestRequest, CliError> {
     let secret_env = resolve_secret_env(&args.secret_env, lookup).map_err(CliError::Usage)?;
+    let (network, networks) = networks_to_proto(&args.network);
     let spec = proto::ContainerSpec {
-        image: args.image.clone(),
+        image: args.image.clone().unwrap_or_default(),
         command: args.command.clone(),
         env: into_map(&args.env),
         secret_env,
@@ -132,13 +190,13 @@ fn submit_request(
         cpus: args.cpus,
         pids_limit: args.pids,
         timeout: args.timeout.map(to_proto_duration),
-        network: args.network.clone().unwrap_or_default(),
+        network,
         pull_policy: args
             .pull
             .map_or(proto::PullPolicy::Unspecified, proto::PullPolicy::from)
             .into(),
         stop_grace_period: args.grace_period.map(to_proto_duration),
-        networks: Vec::new(),
+        networks,
     };
     let unblock = match (args.unblock, args.manual) {
         (Some(UnblockArg::Manual), _) | (None, true) => proto::UnblockStrategy::Manual,
@@ -148,7 +206,7 @@ fn submit_request(
     Ok(proto::SubmitWorkRequestRequest {
         spec: Some(spec),
         requirements: into_map(&args.require),
-        priority: args.priority,
+        priority: args.priority.unwrap_or(0),
         workspace: args.workspace.clone().unwrap_or_default(),
         after: args.after.clone(),
         unblock: unblock.into(),
@@ -254,6 +312,72 @@ pub(super) async fn retry(
 mod tests {
     use super::*;
     use crate::args::tests::run_args;
+
+    #[test]
+    fn template_runs_send_only_overrides_and_the_command() {
+        let args = run_args(&[
+            "run",
+            "--template",
+            "build@v3",
+            "--memory",
+            "2G",
+            "--env",
+            "A=1",
+            "--secret-env",
+            "TOKEN",
+            "--priority",
+            "9",
+            "--workspace",
+            "team",
+            "--",
+            "make",
+            "test",
+        ]);
+        let request = template_request(&args, "build@v3", |key| {
+            (key == "TOKEN").then(|| OsString::from("s3cret"))
+        })
+        .expect("valid");
+        assert_eq!((request.name.as_str(), request.version), ("build", 3));
+        assert_eq!(request.workspace, "team");
+        assert_eq!(request.kind, i32::from(proto::TemplateKind::Job));
+        let overrides = request.overrides.expect("overrides");
+        assert_eq!(overrides.command, ["make", "test"]);
+        assert_eq!(overrides.memory_bytes, Some(2 << 30));
+        assert_eq!(overrides.env["A"], "1");
+        assert_eq!(overrides.secret_env["TOKEN"], "s3cret");
+        assert_eq!(overrides.priority, Some(9));
+        assert_eq!(overrides.cpus, None);
+        let latest = run_args(&["run", "--template", "build"]);
+        let request = template_request(&latest, "build", |_| None).expect("valid");
+        assert_eq!(request.version, 0);
+        assert_eq!(request.overrides.expect("overrides").priority, None);
+        for bad in ["build@", "build@v0", "@v1", "build@x"] {
+            assert!(template_reference(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            template_reference("b@7").expect("valid"),
+            ("b".to_owned(), 7)
+        );
+    }
+
+    #[test]
+    fn networks_with_aliases_go_in_the_list() {
+        let args = run_args(&[
+            "run",
+            "--network",
+            "front:web",
+            "--network",
+            "back",
+            "busybox",
+        ]);
+        let spec = submit_request(&args, |_| None)
+            .expect("valid")
+            .spec
+            .expect("spec");
+        assert_eq!(spec.network, "");
+        assert_eq!(spec.networks.len(), 2);
+        assert_eq!(spec.networks[0].aliases, ["web"]);
+    }
 
     #[test]
     fn submit_request_carries_every_flag() {

@@ -79,6 +79,8 @@ pub struct WorkRequestView {
     pub timeout: Option<Span>,
     pub stop_grace_period: Option<Span>,
     pub network: String,
+    /// Every network with its aliases, when the spec lists them.
+    pub networks: Vec<NetworkView>,
     pub pull_policy: Option<String>,
     pub requirements: BTreeMap<String, String>,
     pub created_by: String,
@@ -97,6 +99,10 @@ pub struct WorkRequestView {
     pub attempts: Vec<AttemptView>,
     /// The step name (for a workflow step) or the workflow name (for a workflow).
     pub name: String,
+    /// The template it was made from ('' when submitted directly).
+    pub template: String,
+    /// That template's release (absent when submitted directly).
+    pub template_version: Option<u32>,
     /// The workflow this request is a step of; empty otherwise.
     pub parent_id: String,
     /// A workflow's steps, in an order they can run in; empty for other requests.
@@ -109,6 +115,24 @@ pub struct WorkRequestView {
     pub output_category: String,
     /// The artifact the last attempt's outputs were collected into; empty if none.
     pub output_artifact_id: String,
+}
+
+/// One network of a request, with its aliases there.
+#[derive(Debug, Serialize)]
+pub struct NetworkView {
+    pub name: String,
+    pub aliases: Vec<String>,
+}
+
+impl NetworkView {
+    /// `NAME` or `NAME (aliases a, b)`.
+    fn shown(&self) -> String {
+        if self.aliases.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} (aliases {})", self.name, self.aliases.join(", "))
+        }
+    }
 }
 
 /// One input of a request.
@@ -174,6 +198,14 @@ impl From<proto::WorkRequest> for WorkRequestView {
             timeout: Span::from_proto(spec.timeout.as_ref()),
             stop_grace_period: Span::from_proto(spec.stop_grace_period.as_ref()),
             network: spec.network,
+            networks: spec
+                .networks
+                .into_iter()
+                .map(|n| NetworkView {
+                    name: n.name,
+                    aliases: n.aliases,
+                })
+                .collect(),
             pull_policy: pull_policy_name(spec.pull_policy),
             requirements: sorted(request.requirements),
             created_by: request.created_by,
@@ -195,6 +227,8 @@ impl From<proto::WorkRequest> for WorkRequestView {
                 .map(AttemptView::from)
                 .collect(),
             name: request.name,
+            template: request.template,
+            template_version: (request.template_version > 0).then_some(request.template_version),
             parent_id: request.parent_id,
             children: request
                 .children
@@ -239,6 +273,13 @@ impl Render for WorkRequestView {
             ("name", self.name.clone()),
             ("parent_id", self.parent_id.clone()),
             ("workspace", self.workspace.clone()),
+            (
+                "template",
+                match self.template_version {
+                    Some(v) => format!("{}@v{v}", self.template),
+                    None => self.template.clone(),
+                },
+            ),
             ("status", self.status.clone()),
             ("result", opt(self.result.as_ref())),
             ("exit_code", opt(self.exit_code)),
@@ -265,6 +306,14 @@ impl Render for WorkRequestView {
             ("timeout", opt(self.timeout)),
             ("stop_grace_period", opt(self.stop_grace_period)),
             ("network", self.network.clone()),
+            (
+                "networks",
+                self.networks
+                    .iter()
+                    .map(NetworkView::shown)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
             ("pull_policy", opt(self.pull_policy.as_ref())),
             ("requirements", pairs(&self.requirements)),
             ("created_by", self.created_by.clone()),
