@@ -263,14 +263,6 @@ impl Service for WorkRequests {
     }
 }
 
-impl Service for Templates {
-    fn new(channel: Channel, auth: BearerAuth) -> Templates {
-        berth_common::proto::template_service_client::TemplateServiceClient::with_interceptor(
-            channel, auth,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
