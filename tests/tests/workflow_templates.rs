@@ -302,7 +302,10 @@ async fn bad_parameters_and_references_are_refused_naming_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn set_rollback_and_runs_of_an_older_release() {
     let server = TestServer::start().await;
-    let _worker = server.sim_worker(SimOptions::default()).await;
+    // `build` requires the label `tier` of the parameter's default.
+    let _worker = server
+        .sim_worker(SimOptions::default().label("tier", "any"))
+        .await;
     let mut c = client(&server).await;
     c.create_template(create("nightly", nightly()))
         .await
@@ -455,14 +458,14 @@ async fn a_step_may_name_a_job_template_chosen_by_a_parameter() {
     let mut fixed = spec.clone();
     fixed.steps[1].spec.as_mut().unwrap().image = TEST_IMAGE.into();
     assert_code(
-        c.create_template(create("release", fixed)).await,
+        c.create_template(create("ship", fixed)).await,
         Code::InvalidArgument,
         "steps[\"deploy\"].spec.image: is set by the job template",
     );
-    c.create_template(create("release", spec)).await.unwrap();
+    c.create_template(create("ship", spec)).await.unwrap();
 
     let parent = c
-        .run_template(run("release", 0, &[("target", "prod")]))
+        .run_template(run("ship", 0, &[("target", "prod")]))
         .await
         .unwrap()
         .into_inner();
@@ -473,13 +476,13 @@ async fn a_step_may_name_a_job_template_chosen_by_a_parameter() {
     assert_eq!(deploy_env.get("TARGET").map(String::as_str), Some("prod"));
     assert_eq!(deploy.template, "web", "the step records its job template");
     assert_eq!(deploy.template_version, 1);
-    assert_eq!(parent.template, "release");
+    assert_eq!(parent.template, "ship");
     let done = wait_terminal(&server, &parent.id).await;
     assert_eq!(done.result, WorkResult::Success as i32, "{done:?}");
 
     // A parameter naming no job template fails the run naming the step.
     assert_code(
-        c.run_template(run("release", 0, &[("target", "prod"), ("job", "nope")]))
+        c.run_template(run("ship", 0, &[("target", "prod"), ("job", "nope")]))
             .await,
         Code::NotFound,
         "steps[\"deploy\"].template",
