@@ -754,14 +754,17 @@ fn compare_steps(
         new.pull_policy.clone(),
     );
     push("needs", words(&old.needs), words(&new.needs));
+    let flag = |set: bool| {
+        if set {
+            "true".to_owned()
+        } else {
+            String::new()
+        }
+    };
     push(
         "allow_failure",
-        old.allow_failure
-            .then(|| "true".to_owned())
-            .unwrap_or_default(),
-        new.allow_failure
-            .then(|| "true".to_owned())
-            .unwrap_or_default(),
+        flag(old.allow_failure),
+        flag(new.allow_failure),
     );
     push(
         "priority",
