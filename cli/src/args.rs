@@ -15,11 +15,10 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::values::{
-    KeyValue, PriorityChange, SecretEnv, Setting, parse_cpus, parse_duration, parse_expiry,
-    parse_key_value, parse_limit, parse_pids, parse_priority, parse_priority_change,
-    parse_secret_env, parse_size,
+    KeyValue, NetworkArg, PriorityChange, SecretEnv, Setting, parse_cpus, parse_duration,
+    parse_expiry, parse_key_value, parse_limit, parse_network, parse_pids, parse_priority,
+    parse_priority_change, parse_secret_env, parse_size,
 };
-use crate::values::{NetworkArg, parse_network};
 
 /// The default server address: a server on this machine with its default port.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
@@ -121,6 +120,10 @@ pub enum Command {
     /// their items.
     #[command(subcommand, arg_required_else_help = true)]
     Collection(CollectionCommand),
+    /// Named job specs with numbered releases: create, change (merging into the latest
+    /// release), show, compare, roll back, list, archive and delete templates.
+    #[command(subcommand, arg_required_else_help = true)]
+    Template(TemplateCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's
@@ -1233,6 +1236,239 @@ pub struct CollectionSetArgs {
     /// After that, how long removed items stay as metadata.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub metadata: Option<Duration>,
+}
+
+/// `berth template ...`
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Create a job template; its spec becomes release v1. Flags are those of `berth run`.
+    Create(TemplateCreateArgs),
+    /// Change a template: the flags given are merged into the latest release as a new
+    /// release; everything not named is kept.
+    Set(TemplateSetArgs),
+    /// Show a template with its latest release, or one release (NAME@vK), optionally
+    /// compared with another version.
+    Show {
+        /// NAME, or NAME@vK for release K.
+        #[arg(value_name = "NAME[@vK]")]
+        template: String,
+        /// Compare with this version (the older side), e.g. v2.
+        #[arg(long, value_name = "vJ", value_parser = parse_version)]
+        diff: Option<u32>,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// List a template's releases, newest first.
+    Releases {
+        /// The template's name.
+        name: String,
+        /// At most this many (default: 100).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+        /// Only releases older than this version, e.g. v20 (for paging).
+        #[arg(long, value_name = "vK", value_parser = parse_version)]
+        before: Option<u32>,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// Make a new release equal to release vK; history is kept as it is.
+    Rollback {
+        /// The template's name.
+        name: String,
+        /// The version to restore, e.g. v2.
+        #[arg(value_name = "vK", value_parser = parse_version)]
+        version: u32,
+        /// Only if the latest release is still this version, e.g. v5.
+        #[arg(long, value_name = "vN", value_parser = parse_version)]
+        expect_version: Option<u32>,
+        /// Why, kept with the release.
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// List a workspace's templates by name.
+    List {
+        /// Also list archived templates.
+        #[arg(long)]
+        all: bool,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// Archive a template: hidden from lists, it can be neither run nor changed
+    /// (--restore undoes it). Its releases are kept.
+    Archive {
+        /// The template's name.
+        name: String,
+        /// Undo an archive.
+        #[arg(long)]
+        restore: bool,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// Delete a template and its releases; one that unfinished work requests were made
+    /// from is archived instead.
+    Delete {
+        /// The template's name.
+        name: String,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+    /// What the runs of a template did: runs, successes, failures, durations.
+    Stats {
+        /// The template's name.
+        name: String,
+        /// Only runs submitted within this long, e.g. 7d (default: the server's, 7d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// Workspace (default: default).
+        #[arg(long, value_name = "W")]
+        workspace: Option<String>,
+    },
+}
+
+/// A version as written on the command line: `v3` or `3`.
+pub fn parse_version(text: &str) -> Result<u32, String> {
+    let digits = text.strip_prefix('v').unwrap_or(text);
+    match digits.parse::<u32>() {
+        Ok(0) | Err(_) => Err(format!(
+            "{text:?} is not a version; write v1, v2, ... (or 1, 2, ...)"
+        )),
+        Ok(version) => Ok(version),
+    }
+}
+
+/// The spec flags `template create` and `template set` share, as `berth run` spells
+/// them.
+#[derive(Debug, Args)]
+pub struct TemplateSpecArgs {
+    /// The command and its arguments, after `--` (without them the image's default
+    /// command runs).
+    #[arg(value_name = "CMD", last = true)]
+    pub command: Vec<String>,
+    /// Set an environment variable (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "K=V", value_parser = parse_key_value)]
+    pub env: Vec<KeyValue>,
+    /// Set a secret environment variable (repeatable); `--secret-env K` takes the value
+    /// from this command's own environment. Stored encrypted, never shown.
+    #[arg(long = "secret-env", value_name = "K[=V]", value_parser = parse_secret_env)]
+    pub secret_env: Vec<SecretEnv>,
+    /// Absolute working directory inside the container.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Memory limit, e.g. 512M, 2G.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// CPU limit in CPUs, e.g. 0.5 or 2.
+    #[arg(long, value_name = "N", value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes in the container.
+    #[arg(long, value_name = "N", value_parser = parse_pids)]
+    pub pids: Option<i64>,
+    /// Wall-clock limit, e.g. 30s, 10m, 2h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL.
+    #[arg(long = "grace-period", value_name = "DURATION", value_parser = parse_duration)]
+    pub grace_period: Option<Duration>,
+    /// A Docker network to attach, with aliases (repeatable); in `set`, the list given
+    /// replaces the template's networks.
+    #[arg(long = "network", value_name = "NAME[:ALIAS,...]", value_parser = parse_network)]
+    pub networks: Vec<NetworkArg>,
+    /// When the worker pulls the image.
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub pull: Option<PullArg>,
+    /// Only run on a worker with this label (repeatable).
+    #[arg(long = "require", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub require: Vec<KeyValue>,
+    /// Base priority, -1000 to 1000.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = parse_priority)]
+    pub priority: Option<i32>,
+    /// Retry automatically up to N times (0-10) when the job fails.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub retries: Option<u32>,
+    /// Wait before an automatic retry, doubling each time.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_backoff: Option<Duration>,
+    /// Mount an artifact (an id or COLLECTION/ITEM, resolved at each run) at /in/MOUNT
+    /// (repeatable); in `set`, the list given replaces the template's inputs.
+    #[arg(long = "input", value_name = "ARTIFACT[:MOUNT]", value_parser = parse_input)]
+    pub inputs: Vec<InputArg>,
+    /// Collect PATH after the container exits (repeatable); in `set`, the list given
+    /// replaces the template's outputs.
+    #[arg(long = "output", value_name = "PATH[:WHEN]", value_parser = parse_output)]
+    pub outputs: Vec<OutputArg>,
+    /// The category of the collected artifact.
+    #[arg(long = "output-category", value_name = "CATEGORY")]
+    pub output_category: Option<String>,
+    /// Why, kept with the release.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Workspace (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+}
+
+/// `berth template create ...`
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub struct TemplateCreateArgs {
+    /// The template's name: a-z, 0-9 and single dashes; `""` picks a readable random name.
+    pub name: String,
+    /// The image to run, e.g. busybox:1.36.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// What the template is for.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Create it inactive: it cannot be run until `template set NAME --active`.
+    #[arg(long)]
+    pub inactive: bool,
+    #[command(flatten)]
+    pub spec: TemplateSpecArgs,
+}
+
+/// `berth template set ...`
+#[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
+pub struct TemplateSetArgs {
+    /// The template's name.
+    pub name: String,
+    /// A new image.
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Remove an environment or secret environment variable (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub unset: Vec<String>,
+    /// Remove a worker label requirement (repeatable).
+    #[arg(long = "unset-require", value_name = "KEY")]
+    pub unset_require: Vec<String>,
+    /// Reset a field to the server's default or empty it (repeatable): command, env,
+    /// secret_env, working_dir, memory_bytes, cpus, pids_limit, timeout,
+    /// stop_grace_period, networks, pull_policy, requirements, priority, retries,
+    /// retry_backoff, inputs, outputs, output_category.
+    #[arg(long, value_name = "FIELD")]
+    pub reset: Vec<String>,
+    /// Only if the latest release is still this version, e.g. v3.
+    #[arg(long, value_name = "vN", value_parser = parse_version)]
+    pub expect_version: Option<u32>,
+    /// A new description (not a release: it does not change what runs).
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Let the template be run again.
+    #[arg(long, conflicts_with = "inactive")]
+    pub active: bool,
+    /// Stop the template from being run.
+    #[arg(long)]
+    pub inactive: bool,
+    #[command(flatten)]
+    pub spec: TemplateSpecArgs,
 }
 
 #[cfg(test)]

@@ -38,9 +38,9 @@ use berth_common::proto::{
 };
 use berth_common::proto::{
     ArchiveTemplateRequest, CreateTemplateRequest, DeleteTemplateRequest, GetReleaseRequest,
-    GetTemplateRequest, JobTemplateChange, JobTemplateSpec, ListReleasesRequest,
-    ListTemplatesRequest, RollbackTemplateRequest, UpdateTemplateRequest, create_template_request,
-    update_template_request,
+    GetTemplateRequest, GetTemplateStatsRequest, JobTemplateChange, JobTemplateSpec,
+    ListReleasesRequest, ListTemplatesRequest, RollbackTemplateRequest, RunTemplateRequest,
+    UpdateTemplateRequest, create_template_request, update_template_request,
 };
 use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
@@ -192,6 +192,9 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.TemplateService/GetRelease", Policy::Read),
     ("/berth.v1.TemplateService/ArchiveTemplate", Policy::Write),
     ("/berth.v1.TemplateService/DeleteTemplate", Policy::Write),
+    // Runs and their statistics.
+    ("/berth.v1.TemplateService/RunTemplate", Policy::Write),
+    ("/berth.v1.TemplateService/GetTemplateStats", Policy::Read),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -405,6 +408,12 @@ fn parked(workspace: &str) -> SubmitWorkRequestRequest {
 async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return artifact_target(server, rpc, workspace, cell).await;
+    }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return run_template_target(server, workspace, cell).await;
     }
     if rpc.starts_with("/berth.v1.TemplateService/") {
         return template_target(server, rpc, workspace, cell).await;
@@ -726,6 +735,68 @@ async fn call_artifacts(
     Ok(())
 }
 
+/// For a RunTemplate or GetTemplateStats cell: a job template `run-CELL` in `workspace`,
+/// made by the admin, whose runs no worker takes, with one run already made; returns its
+/// name.
+async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) -> String {
+    let name = format!("run-{cell}");
+    let mut admin = templates(&server.admin_token, server.channel().await);
+    admin
+        .create_template(parked_template(workspace, &name))
+        .await
+        .unwrap();
+    admin
+        .run_template(RunTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    name
+}
+
+/// Calls RunTemplate or GetTemplateStats as `token` on template `target`; `Ok` if it was
+/// answered.
+async fn call_template_runs(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = templates(token, server.channel().await);
+    match rpc {
+        "/berth.v1.TemplateService/RunTemplate" => {
+            let ran = client
+                .run_template(RunTemplateRequest {
+                    workspace: workspace.to_owned(),
+                    name: target.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(
+                (ran.workspace.as_str(), ran.template.as_str()),
+                (workspace, target.as_str())
+            );
+        }
+        "/berth.v1.TemplateService/GetTemplateStats" => {
+            let stats = client
+                .get_template_stats(GetTemplateStatsRequest {
+                    workspace: workspace.to_owned(),
+                    name: target,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(stats.runs, 1, "{stats:?}");
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
 /// Calls `rpc` as `token` on `workspace`'s thing `target`; `Ok` if it was answered.
 async fn call(
     server: &TestServer,
@@ -736,6 +807,12 @@ async fn call(
 ) -> Result<(), tonic::Status> {
     if rpc.starts_with("/berth.v1.ArtifactService/") {
         return call_artifacts(server, rpc, token, workspace, target).await;
+    }
+    if matches!(
+        rpc,
+        "/berth.v1.TemplateService/RunTemplate" | "/berth.v1.TemplateService/GetTemplateStats"
+    ) {
+        return call_template_runs(server, rpc, token, workspace, target).await;
     }
     if rpc.starts_with("/berth.v1.TemplateService/") {
         return call_templates(server, rpc, token, workspace, target).await;

@@ -12,8 +12,9 @@
 //! `workers`,
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
 //! (`queue`, `priority`), `workflows` (`workflow submit`, `workflow template ...`,
-//! `workflow run`), `artifacts` (`artifact ...`: create with resumable
-//! uploads, download with verification) and `collections`. This module dispatches, finds the token and
+//! `workflow run`), `artifacts` (`artifact ...`: create with resumable uploads, download
+//! with verification), `collections` and `templates` (`template ...`). This module
+//! dispatches, finds the token and
 //! reaches the server.
 //!
 //! Everything that can be checked without the server (the token, secret environment
@@ -28,6 +29,7 @@
 mod artifacts;
 mod collections;
 mod queue;
+mod templates;
 mod tokens;
 mod users;
 mod work_requests;
@@ -76,6 +78,7 @@ pub async fn execute(
         Command::Workspace(command) => workspaces::execute(command, server, printer).await,
         Command::Artifact(command) => artifacts::execute(command, server, printer).await,
         Command::Collection(command) => collections::execute(command, server, printer).await,
+        Command::Template(command) => templates::execute(command, server, printer).await,
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
         Command::Logs(args) => return work_requests::logs(args, server, printer, interrupt).await,
@@ -246,14 +249,6 @@ impl Service for Workspaces {
 impl Service for Workers {
     fn new(channel: Channel, auth: BearerAuth) -> Workers {
         WorkerServiceClient::with_interceptor(channel, auth)
-    }
-}
-
-impl Service for Templates {
-    fn new(channel: Channel, auth: BearerAuth) -> Templates {
-        berth_common::proto::template_service_client::TemplateServiceClient::with_interceptor(
-            channel, auth,
-        )
     }
 }
 

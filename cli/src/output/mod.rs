@@ -9,14 +9,15 @@
 //! no field for one.
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
-//! `work_requests` (a request with its attempts and workflow steps, and `list`),
-//! `workflow_templates` (a workflow template, its releases), `queue`
-//! and `artifacts` (artifacts and collections). This module has what they share: [`Render`], `Answer` (which view each kind of
+//! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`,
+//! `artifacts` (artifacts and collections), `templates` (templates and releases) and
+//! `workflow_templates` (a workflow template's releases with their steps). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
 
 mod artifacts;
 mod queue;
+mod templates;
 mod tokens;
 mod users;
 mod work_requests;
@@ -37,6 +38,10 @@ pub use self::artifacts::{
     DeletedArtifactView, DownloadedView, RelatedView,
 };
 pub use self::queue::{QueueEntryView, QueueView};
+pub use self::templates::{
+    ChangeView, DeletedTemplateView, JobSpecView, ReleaseListView, ReleaseView, TemplateListView,
+    TemplateStatsView, TemplateView,
+};
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
 pub use self::users::{DeletedUserView, MembershipView, UserListView, UserView};
 pub(crate) use self::work_requests::status_name;

@@ -38,7 +38,7 @@ fn result_name(value: i32) -> Option<String> {
 }
 
 /// `None` for the server's default (UNSPECIFIED), so JSON says `null`.
-fn pull_policy_name(value: i32) -> Option<String> {
+pub(super) fn pull_policy_name(value: i32) -> Option<String> {
     use proto::PullPolicy as P;
     let name = match P::try_from(value) {
         Ok(P::Unspecified) => return None,
@@ -552,7 +552,7 @@ fn short_container_id(id: &str) -> String {
 }
 
 /// Writes argv so that a shell would read it back the same way.
-fn shell_words(argv: &[String]) -> String {
+pub(super) fn shell_words(argv: &[String]) -> String {
     let quoted: Vec<String> = argv
         .iter()
         .map(|word| {
