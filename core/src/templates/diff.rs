@@ -99,7 +99,7 @@ pub fn bytes(n: u64) -> String {
     ];
     for (unit, size) in UNITS {
         if n >= size {
-            if n % size == 0 {
+            if n.is_multiple_of(size) {
                 return format!("{} {unit}", n / size);
             }
             // Two decimals are enough to tell limits apart; precision is in the bytes.

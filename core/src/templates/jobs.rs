@@ -513,3 +513,149 @@ pub fn compare(
     ));
     changes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const SECRET: &str = "hunter2-unit-secret";
+
+    fn input() -> JobSpecInput {
+        JobSpecInput {
+            spec: SpecInput {
+                image: "busybox:1.36".into(),
+                env: [("A".to_owned(), "1".to_owned())].into(),
+                secret_env: [("KEY".to_owned(), SECRET.to_owned())].into(),
+                memory_bytes: Some(512 * MIB),
+                ..SpecInput::default()
+            },
+            requirements: [("arch".to_owned(), "amd64".to_owned())].into(),
+            ..JobSpecInput::default()
+        }
+    }
+
+    fn base() -> (JobSpec, BTreeMap<String, String>) {
+        check(&input(), &SpecDefaults::default()).expect("a valid spec")
+    }
+
+    fn refused(result: Result<(JobSpec, BTreeMap<String, String>)>) -> String {
+        match result {
+            Err(Error::InvalidArgument(m)) => m,
+            Err(other) => panic!("refused otherwise: {other:?}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    #[test]
+    fn check_fills_defaults_keeps_secrets_apart_and_inputs_as_written() {
+        let mut with_input = input();
+        with_input.inputs = vec![InputInput {
+            artifact: "releases/app.tar".into(),
+            mount: "app".into(),
+            from: String::new(),
+        }];
+        let (spec, secrets) = check(&with_input, &SpecDefaults::default()).expect("valid");
+        assert_eq!(spec.spec.memory_bytes, 512 * MIB);
+        assert_eq!(spec.spec.timeout_ms, 3_600_000);
+        assert_eq!(spec.retry_backoff_ms, None, "the default is the run's");
+        assert_eq!(secrets["KEY"], SECRET);
+        assert!(!serde_json::to_string(&spec).expect("json").contains(SECRET));
+        assert_eq!(spec.inputs[0].artifact, "releases/app.tar");
+    }
+
+    #[test]
+    fn check_refuses_what_a_submission_would_naming_the_field() {
+        let mut no_image = input();
+        no_image.spec.image.clear();
+        assert!(refused(check(&no_image, &SpecDefaults::default())).starts_with("spec.image"));
+        let mut retries = input();
+        retries.retries = 11;
+        assert!(refused(check(&retries, &SpecDefaults::default())).starts_with("retries"));
+        let mut from = input();
+        from.inputs = vec![InputInput {
+            from: "build".into(),
+            ..InputInput::default()
+        }];
+        assert!(refused(check(&from, &SpecDefaults::default())).starts_with("inputs[0].from"));
+    }
+
+    #[test]
+    fn merge_overwrites_what_is_given_removes_what_is_unset_and_keeps_the_rest() {
+        let (spec, secrets) = base();
+        let change = JobChange {
+            env: [("B".to_owned(), "2".to_owned())].into(),
+            unset_secret_env: vec!["KEY".into()],
+            secret_env: [("OTHER".to_owned(), "x".to_owned())].into(),
+            memory_bytes: Some(2048 * MIB),
+            unset_requirements: vec!["arch".into()],
+            ..JobChange::default()
+        };
+        let (merged, merged_secrets) =
+            merge(&spec, &secrets, &change, &SpecDefaults::default()).expect("merges");
+        assert_eq!(merged.spec.env.keys().collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(merged.spec.memory_bytes, 2048 * MIB);
+        assert_eq!(merged.spec.image, "busybox:1.36");
+        assert!(merged.requirements.is_empty());
+        assert_eq!(merged_secrets.keys().collect::<Vec<_>>(), ["OTHER"]);
+        let changes = compare(&spec, &secrets, &merged, &merged_secrets);
+        assert_eq!(
+            diff::summary(&changes, None),
+            "memory 512 MiB → 2 GiB; added env B; removed secret KEY; added secret OTHER; removed requirement arch"
+        );
+        assert!(
+            changes
+                .iter()
+                .all(|c| !c.before.contains(SECRET) && !c.after.contains(SECRET))
+        );
+    }
+
+    #[test]
+    fn merge_refuses_unknown_resets_double_naming_and_unsetting_what_is_absent() {
+        let (spec, secrets) = base();
+        let defaults = SpecDefaults::default();
+        let unknown = JobChange {
+            reset: vec!["colour".into()],
+            ..JobChange::default()
+        };
+        let message = refused(merge(&spec, &secrets, &unknown, &defaults));
+        assert!(message.contains("memory_bytes") && message.contains("output_category"));
+        let both = JobChange {
+            memory_bytes: Some(MIB * 64),
+            reset: vec!["memory_bytes".into()],
+            ..JobChange::default()
+        };
+        assert!(refused(merge(&spec, &secrets, &both, &defaults)).contains("either set it"));
+        let absent = JobChange {
+            unset_env: vec!["NOPE".into()],
+            ..JobChange::default()
+        };
+        let message = refused(merge(&spec, &secrets, &absent, &defaults));
+        assert!(message.starts_with("env[\"NOPE\"]") && message.contains("it has: A"));
+        let reset = JobChange {
+            reset: vec!["memory_bytes".into(), "env".into()],
+            ..JobChange::default()
+        };
+        let (merged, _) = merge(&spec, &secrets, &reset, &defaults).expect("merges");
+        assert_eq!(merged.spec.memory_bytes, defaults.memory_bytes);
+        assert!(merged.spec.env.is_empty());
+    }
+
+    #[test]
+    fn an_unchanged_merge_compares_equal() {
+        let (spec, secrets) = base();
+        let same = JobChange {
+            env: [("A".to_owned(), "1".to_owned())].into(),
+            secret_env: [("KEY".to_owned(), SECRET.to_owned())].into(),
+            ..JobChange::default()
+        };
+        let (merged, merged_secrets) =
+            merge(&spec, &secrets, &same, &SpecDefaults::default()).expect("merges");
+        assert_eq!(merged, spec);
+        assert!(compare(&spec, &secrets, &merged, &merged_secrets).is_empty());
+        let changed = BTreeMap::from([("KEY".to_owned(), "new".to_owned())]);
+        let secret = compare(&spec, &secrets, &spec, &changed);
+        assert_eq!(secret.len(), 1);
+        assert!(secret[0].secret && secret[0].before.is_empty() && secret[0].after.is_empty());
+    }
+}

@@ -34,6 +34,10 @@ use crate::work::state::{Kind, Status};
 
 /// A new template's spec, by kind.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per request, moved once; boxing would only add noise at every use"
+)]
 pub enum NewSpec {
     Job(JobSpecInput),
     Workflow(WorkflowSpecInput),
@@ -54,6 +58,10 @@ pub struct CreateInput {
 
 /// A change of spec, by kind.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per request, moved once; boxing would only add noise at every use"
+)]
 pub enum SpecChange {
     /// Merged into the latest release.
     Job(JobChange),

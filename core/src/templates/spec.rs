@@ -154,6 +154,10 @@ pub struct StepInputText {
 
 /// What a release holds, by the template's kind.
 #[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few per request, read and dropped; boxing would only add noise at every use"
+)]
 pub enum ReleaseSpec {
     Job(JobSpec),
     Workflow(WorkflowSpec),
