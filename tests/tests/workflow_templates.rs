@@ -196,7 +196,7 @@ async fn a_run_binds_parameters_into_the_steps_and_records_the_release() {
         "a default applies"
     );
     assert_eq!(test_env.get("FAST").map(String::as_str), Some("true"));
-    assert_eq!(test.depends_on, [build.id.clone()]);
+    assert_eq!(test.depends_on, std::slice::from_ref(&build.id));
 
     // Stored as the answer says, and run: the bound workflow is an ordinary one.
     let done = wait_terminal(&server, &parent.id).await;
