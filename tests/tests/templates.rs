@@ -15,7 +15,7 @@ use berth_common::proto::template_service_client::TemplateServiceClient;
 use berth_common::proto::{
     ArchiveTemplateRequest, ChangeKind, CreateTemplateRequest, DeleteTemplateRequest,
     GetReleaseRequest, GetTemplateRequest, JobTemplateChange, JobTemplateSpec, ListReleasesRequest,
-    ListTemplatesRequest, Release, RollbackTemplateRequest, SubmitWorkRequestRequest, Template,
+    ListTemplatesRequest, Release, RollbackTemplateRequest, RunTemplateRequest, Template,
     UpdateTemplateRequest, create_template_request, release, update_template_request,
 };
 use berth_tests::{Authed, TestServer, assert_code, query, spec};
@@ -812,24 +812,25 @@ async fn delete_removes_an_unused_template_and_archives_one_a_pending_request_us
         .await
         .unwrap()
         .into_inner();
-    let mut work = server.work_requests(&server.admin_token).await;
-    let parked = work
-        .submit_work_request(SubmitWorkRequestRequest {
-            spec: Some(spec(&["true"])),
-            requirements: [("parked".to_owned(), "yes".to_owned())].into(),
+    // No worker is connected, so the run stays pending.
+    let run = c
+        .run_template(RunTemplateRequest {
+            name: "used".into(),
             ..Default::default()
         })
         .await
         .unwrap()
         .into_inner();
-    query(
+    let recorded = query(
         &server.database_url,
         &format!(
-            "UPDATE work_requests SET template_id = '{}', template_version = 1 WHERE id = '{}'",
-            used.id, parked.id
+            "SELECT template_id::text, template_version FROM work_requests WHERE id = '{}'",
+            run.id
         ),
     )
     .await;
+    assert_eq!(recorded[0].get::<_, String>(0), used.id);
+    assert_eq!(recorded[0].get::<_, i32>(1), 1);
     let kept = c
         .delete_template(DeleteTemplateRequest {
             name: "used".into(),
@@ -853,5 +854,27 @@ async fn delete_removes_an_unused_template_and_archives_one_a_pending_request_us
         .unwrap()
         .into_inner();
     assert!(still.archived);
+    let recorded = query(
+        &server.database_url,
+        &format!(
+            "SELECT template_id::text FROM work_requests WHERE id = '{}'",
+            run.id
+        ),
+    )
+    .await;
+    assert_eq!(
+        recorded[0].get::<_, String>(0),
+        used.id,
+        "the run keeps its origin"
+    );
+    assert_code(
+        c.run_template(RunTemplateRequest {
+            name: "used".into(),
+            ..Default::default()
+        })
+        .await,
+        Code::FailedPrecondition,
+        "archived",
+    );
     server.stop().await;
 }

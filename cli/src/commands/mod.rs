@@ -252,6 +252,14 @@ impl Service for Workers {
     }
 }
 
+impl Service for Templates {
+    fn new(channel: Channel, auth: BearerAuth) -> Templates {
+        berth_common::proto::template_service_client::TemplateServiceClient::with_interceptor(
+            channel, auth,
+        )
+    }
+}
+
 impl Service for WorkRequests {
     fn new(channel: Channel, auth: BearerAuth) -> WorkRequests {
         WorkRequestServiceClient::with_interceptor(channel, auth)

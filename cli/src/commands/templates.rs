@@ -349,17 +349,6 @@ async fn set(
     show(server, printer, Templates::update_template, update).await
 }
 
-impl super::Service for Templates {
-    fn new(
-        channel: tonic::transport::Channel,
-        auth: berth_common::client::BearerAuth,
-    ) -> Templates {
-        berth_common::proto::template_service_client::TemplateServiceClient::with_interceptor(
-            channel, auth,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
