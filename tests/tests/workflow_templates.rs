@@ -258,6 +258,18 @@ async fn bad_parameters_and_references_are_refused_naming_them() {
     c.create_template(create("nightly", nightly()))
         .await
         .unwrap();
+    // At set too, and the refused change makes no release.
+    let mut unknown = nightly();
+    unknown.steps[0].spec.as_mut().unwrap().image = "${{ params.image }}".into();
+    assert_code(
+        c.update_template(set("nightly", unknown)).await,
+        Code::InvalidArgument,
+        "steps[\"build\"].spec.image: names parameter \"image\", which is not declared",
+    );
+    assert_eq!(
+        count(&server, "SELECT count(*) FROM template_releases").await,
+        1
+    );
     assert_code(
         c.run_template(run("nightly", 0, &[])).await,
         Code::InvalidArgument,

@@ -35,7 +35,6 @@ use crate::access::auth::Identity;
 use crate::error::{Error, Result};
 use crate::templates::Templates;
 use crate::templates::diff::{self, Change, ChangeKind};
-use crate::templates::runs::parse_reference;
 use crate::templates::spec::{
     ParamType, Parameter, ReleaseSpec, StepInputText, StepText, WorkflowSpec,
 };
@@ -509,7 +508,25 @@ const SAMPLE_IMAGE: &str = "sample";
 /// see [`Templates::submit_workflow`].
 fn check_template_step(step: &StepText) -> Result<()> {
     let at = format!("steps[{:?}]", step.name);
-    parse_reference(&step.template).map_err(|m| invalid(format!("{at}.template: {m}")))?;
+    // The form `runs::parse_reference` reads at a run (that module runs this one, so it
+    // is not imported here): NAME, NAME@vK or NAME@K with K from 1.
+    let well_formed = match step.template.split_once('@') {
+        None => true,
+        Some((name, version)) => {
+            !name.is_empty()
+                && version
+                    .strip_prefix('v')
+                    .unwrap_or(version)
+                    .parse::<i32>()
+                    .is_ok_and(|k| k >= 1)
+        }
+    };
+    if !well_formed {
+        return Err(invalid(format!(
+            "{at}.template: {:?} is not a template reference: write NAME, NAME@vK or NAME@K with K a release number from 1",
+            step.template
+        )));
+    }
     let fixed = [
         ("image", !step.image.is_empty()),
         ("working_dir", !step.working_dir.is_empty()),
