@@ -157,9 +157,13 @@ pub struct LogQuery {
     pub stderr_offset: u64,
 }
 
-// Defined with the specs so that `workflow`, which `lifecycle` uses, need not import this
-// module (which uses `lifecycle`): the modules must not import each other in a circle.
-pub use crate::work::spec::Origin;
+/// The template release a request is made from: recorded on the request, never read to
+/// run it (the request holds its whole spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub template_id: Uuid,
+    pub version: i32,
+}
 
 /// See the module docs.
 #[derive(Clone)]

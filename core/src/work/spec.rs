@@ -140,14 +140,6 @@ impl Default for SpecDefaults {
     }
 }
 
-/// The template release a request is made from: recorded on the request, never read to
-/// run it (the request holds its whole spec).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub template_id: uuid::Uuid,
-    pub version: i32,
-}
-
 /// A duration as a caller sent it (seconds and nanoseconds, each possibly out of range),
 /// checked by [`RawDuration::to_std`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -52,8 +52,9 @@ use crate::store::schema::{work_request_dependencies, work_requests, workspaces}
 use crate::store::secrets::SecretBox;
 use crate::work::ids::WorkRequestId;
 use crate::work::limits;
+use crate::work::requests::Origin;
 use crate::work::spec::{
-    InputInput, InputSource, Origin, OutputSpec, SpecDefaults, SpecInput, Submission, SubmitInput,
+    InputInput, InputSource, OutputSpec, SpecDefaults, SpecInput, Submission, SubmitInput,
     validate_inputs, validate_name, validate_submission,
 };
 use crate::work::state::{Closing, Ending, Kind, Reason, Status, WorkResult};
