@@ -15,10 +15,11 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::values::{
-    KeyValue, NetworkArg, PriorityChange, SecretEnv, Setting, parse_cpus, parse_duration,
-    parse_expiry, parse_key_value, parse_limit, parse_network, parse_pids, parse_priority,
-    parse_priority_change, parse_secret_env, parse_size,
+    KeyValue, PriorityChange, SecretEnv, Setting, parse_cpus, parse_duration, parse_expiry,
+    parse_key_value, parse_limit, parse_pids, parse_priority, parse_priority_change,
+    parse_secret_env, parse_size,
 };
+use crate::values::{NetworkArg, parse_network};
 
 /// The default server address: a server on this machine with its default port.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";

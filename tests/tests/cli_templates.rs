@@ -188,6 +188,13 @@ async fn template_round_trip_create_set_show_releases_rollback_list() {
     assert_eq!(listed["templates"].as_array().unwrap().len(), 1);
     let all = cli.json(&["template", "list", "--all"]).await;
     assert_eq!(all["templates"].as_array().unwrap().len(), 2);
+    let stats = cli
+        .json(&["template", "stats", "web", "--since", "7d"])
+        .await;
+    assert_eq!(stats["template"], "web", "{stats}");
+    assert_eq!(stats["runs"], 0, "nothing ran: {stats}");
+    let table = cli.ok(&["template", "stats", "web"]).await;
+    assert!(table.contains("runs:"), "{table}");
     let deleted = cli.json(&["template", "delete", "batch"]).await;
     assert_eq!(deleted["deleted"], true, "{deleted}");
 

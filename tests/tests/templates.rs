@@ -359,6 +359,18 @@ async fn twenty_concurrent_changes_get_v2_to_v21_and_each_keeps_the_others_keys(
     let mut expected: Vec<String> = (0..20).map(|i| format!("K{i}")).collect();
     expected.sort();
     assert_eq!(env_keys(&history[0]), expected, "v21 holds every change");
+    let page = c
+        .list_releases(ListReleasesRequest {
+            name: "busy".into(),
+            limit: 5,
+            before_version: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let paged: Vec<u32> = page.releases.iter().map(|r| r.version).collect();
+    assert_eq!(paged, [9, 8, 7, 6, 5], "pages go back from `before`");
     for release in &history[..20] {
         assert_eq!(
             release.changes.len(),

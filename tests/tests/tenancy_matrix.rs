@@ -38,15 +38,14 @@ use berth_common::proto::{
 };
 use berth_common::proto::{
     ArchiveTemplateRequest, CreateTemplateRequest, DeleteTemplateRequest, GetReleaseRequest,
-    GetTemplateRequest, JobTemplateChange, JobTemplateSpec, ListReleasesRequest,
-    ListTemplatesRequest, RollbackTemplateRequest, UpdateTemplateRequest, create_template_request,
-    update_template_request,
+    GetTemplateRequest, GetTemplateStatsRequest, JobTemplateChange, JobTemplateSpec,
+    ListReleasesRequest, ListTemplatesRequest, RollbackTemplateRequest, RunTemplateRequest,
+    UpdateTemplateRequest, create_template_request, update_template_request,
 };
 use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
 };
-use berth_common::proto::{GetTemplateStatsRequest, RunTemplateRequest};
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
 use prost::Message as _;
@@ -193,6 +192,7 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.TemplateService/GetRelease", Policy::Read),
     ("/berth.v1.TemplateService/ArchiveTemplate", Policy::Write),
     ("/berth.v1.TemplateService/DeleteTemplate", Policy::Write),
+    // Runs and their statistics.
     ("/berth.v1.TemplateService/RunTemplate", Policy::Write),
     ("/berth.v1.TemplateService/GetTemplateStats", Policy::Read),
 ];
@@ -740,18 +740,9 @@ async fn call_artifacts(
 /// name.
 async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) -> String {
     let name = format!("run-{cell}");
-    let mut admin = template_client(&server.admin_token, server.channel().await);
+    let mut admin = templates(&server.admin_token, server.channel().await);
     admin
-        .create_template(CreateTemplateRequest {
-            workspace: workspace.to_owned(),
-            name: name.clone(),
-            spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
-                spec: Some(spec(&["true"])),
-                requirements: [("parked".to_owned(), "yes".to_owned())].into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        })
+        .create_template(parked_template(workspace, &name))
         .await
         .unwrap();
     admin
@@ -765,13 +756,6 @@ async fn run_template_target(server: &TestServer, workspace: &str, cell: usize) 
     name
 }
 
-fn template_client(
-    token: &str,
-    channel: tonic::transport::Channel,
-) -> TemplateServiceClient<berth_tests::Authed> {
-    TemplateServiceClient::with_interceptor(channel, BearerAuth::new(token))
-}
-
 /// Calls RunTemplate or GetTemplateStats as `token` on template `target`; `Ok` if it was
 /// answered.
 async fn call_template_runs(
@@ -781,7 +765,7 @@ async fn call_template_runs(
     workspace: &str,
     target: String,
 ) -> Result<(), tonic::Status> {
-    let mut client = template_client(token, server.channel().await);
+    let mut client = templates(token, server.channel().await);
     match rpc {
         "/berth.v1.TemplateService/RunTemplate" => {
             let ran = client

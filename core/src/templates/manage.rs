@@ -254,20 +254,40 @@ impl Templates {
         })
     }
 
-    /// Reads a template's row and latest release again, and makes its view.
-    async fn view_of(
+    /// Reads a template's row and latest release again. A change calls it in its own
+    /// transaction, so that what it answers is what it made, not what a change that
+    /// committed just after it made.
+    async fn rows_of(
         conn: &mut AsyncPgConnection,
         template_id: Uuid,
-        workspace: &str,
-    ) -> Result<TemplateView> {
+    ) -> Result<(TemplateRow, ReleaseRow)> {
         let row: TemplateRow = templates::table
             .find(template_id)
             .select(TemplateRow::as_select())
             .first(conn)
             .await?;
         let (latest, _) = store::release(conn, &row, row.latest_version).await?;
+        Ok((row, latest))
+    }
+
+    /// The view of a template's row and latest release.
+    async fn view_from(
+        conn: &mut AsyncPgConnection,
+        (row, latest): (TemplateRow, ReleaseRow),
+        workspace: &str,
+    ) -> Result<TemplateView> {
         let names = user_names(conn, [row.created_by, latest.created_by]).await?;
         Self::template_view(row, workspace, latest, &names)
+    }
+
+    /// Reads a template's row and latest release again, and makes its view.
+    async fn view_of(
+        conn: &mut AsyncPgConnection,
+        template_id: Uuid,
+        workspace: &str,
+    ) -> Result<TemplateView> {
+        let rows = Self::rows_of(conn, template_id).await?;
+        Self::view_from(conn, rows, workspace).await
     }
 
     /// `CreateTemplate`.
@@ -305,7 +325,7 @@ impl Templates {
         };
         let random = input.name.is_empty();
         let mut attempt = 0;
-        let template_id = loop {
+        let made = loop {
             let name = if random {
                 names::random(attempt)
             } else {
@@ -326,7 +346,7 @@ impl Templates {
                 })
                 .await;
             match created {
-                Ok((row, _)) => break row.id,
+                Ok(made) => break made,
                 // A random name someone already uses: draw another.
                 Err(Error::AlreadyExists(_)) if random && attempt + 1 < RANDOM_NAME_ATTEMPTS => {
                     attempt += 1;
@@ -334,7 +354,7 @@ impl Templates {
                 Err(e) => return Err(e),
             }
         };
-        Self::view_of(&mut conn, template_id, &standing.workspace.name).await
+        Self::view_from(&mut conn, made, &standing.workspace.name).await
     }
 
     /// `GetTemplate`.
@@ -386,7 +406,9 @@ impl Templates {
 
     /// `UpdateTemplate`: merges a job change into the latest release (or replaces a
     /// workflow's definition) as a new release, and changes the description and the
-    /// active flag in place (they are not part of what a release runs).
+    /// active flag in place (they are not part of what a release runs). A spec change
+    /// that changes nothing is refused even when the description changes too: the
+    /// caller asked for a release, and silently making none would hide that.
     pub async fn update(&self, caller: &Identity, input: UpdateInput) -> Result<TemplateView> {
         if input.change.is_none() && input.description.is_none() && input.active.is_none() {
             return Err(Error::InvalidArgument(
@@ -404,7 +426,7 @@ impl Templates {
             "change templates of",
         )
         .await?;
-        let template_id = conn
+        let rows = conn
             .transaction::<_, Error, _>(async |conn| {
                 // Read everything again under the lock: a change that waited for it
                 // merges onto the release the one before it made.
@@ -497,10 +519,10 @@ impl Templates {
                         .execute(conn)
                         .await?;
                 }
-                Ok(locked.id)
+                Self::rows_of(conn, locked.id).await
             })
             .await?;
-        Self::view_of(&mut conn, template_id, &standing.workspace.name).await
+        Self::view_from(&mut conn, rows, &standing.workspace.name).await
     }
 
     /// `RollbackTemplate`: a new release with the spec and the (still sealed) secrets of
@@ -516,7 +538,7 @@ impl Templates {
             "change templates of",
         )
         .await?;
-        let template_id = conn
+        let rows = conn
             .transaction::<_, Error, _>(async |conn| {
                 let locked = store::lock(conn, found.id).await?;
                 refuse_archived(&locked)?;
@@ -552,10 +574,10 @@ impl Templates {
                     created_by: author,
                 };
                 store::append(conn, &locked, input.expect_version, release).await?;
-                Ok(locked.id)
+                Self::rows_of(conn, locked.id).await
             })
             .await?;
-        Self::view_of(&mut conn, template_id, &standing.workspace.name).await
+        Self::view_from(&mut conn, rows, &standing.workspace.name).await
     }
 
     /// `ListReleases`: newest first; `limit` 0 means 100; `before` pages.
@@ -653,32 +675,33 @@ impl Templates {
             "archive templates of",
         )
         .await?;
-        conn.transaction::<_, Error, _>(async |conn| {
-            let locked = store::lock(conn, found.id).await?;
-            match (restore, locked.archived_at.is_some()) {
-                (false, true) => Err(Error::FailedPrecondition(format!(
-                    "template {} is archived already",
-                    locked.name
-                ))),
-                (true, false) => Err(Error::FailedPrecondition(format!(
-                    "template {} is not archived; there is nothing to restore",
-                    locked.name
-                ))),
-                _ => {
-                    let archived_at = (!restore).then(chrono::Utc::now);
-                    diesel::update(templates::table.find(locked.id))
-                        .set((
-                            templates::archived_at.eq(archived_at),
-                            templates::updated_at.eq(diesel::dsl::now),
-                        ))
-                        .execute(conn)
-                        .await?;
-                    Ok(())
+        let rows = conn
+            .transaction::<_, Error, _>(async |conn| {
+                let locked = store::lock(conn, found.id).await?;
+                match (restore, locked.archived_at.is_some()) {
+                    (false, true) => Err(Error::FailedPrecondition(format!(
+                        "template {} is archived already",
+                        locked.name
+                    ))),
+                    (true, false) => Err(Error::FailedPrecondition(format!(
+                        "template {} is not archived; there is nothing to restore",
+                        locked.name
+                    ))),
+                    _ => {
+                        let archived_at = (!restore).then(chrono::Utc::now);
+                        diesel::update(templates::table.find(locked.id))
+                            .set((
+                                templates::archived_at.eq(archived_at),
+                                templates::updated_at.eq(diesel::dsl::now),
+                            ))
+                            .execute(conn)
+                            .await?;
+                        Self::rows_of(conn, locked.id).await
+                    }
                 }
-            }
-        })
-        .await?;
-        Self::view_of(&mut conn, found.id, &standing.workspace.name).await
+            })
+            .await?;
+        Self::view_from(&mut conn, rows, &standing.workspace.name).await
     }
 
     /// `DeleteTemplate`: deletes a template and its releases, unless an unfinished

@@ -1,4 +1,5 @@
-//! Identifiers of work: a work request's id, and the key of one of its attempts.
+//! Identifiers of work: a work request's id, the key of one of its attempts, and the
+//! template release a request was made from.
 //!
 //! Both are newtypes so a worker id, a token id and a work request id cannot be swapped
 //! by accident; they read from and write to the `uuid` and `integer` columns directly.
@@ -13,6 +14,15 @@ use diesel::sql_types::Uuid as SqlUuid;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+
+/// The template release a request is made from: recorded on the request, never read to
+/// run it (the request holds its whole spec). Here, with the other identifiers, so that
+/// both `requests` and `workflow` can name it without importing each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub template_id: Uuid,
+    pub version: i32,
+}
 
 /// A work request's id (a UUIDv7, so ids sort by creation).
 #[derive(

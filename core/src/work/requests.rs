@@ -32,6 +32,7 @@ use crate::store::schema::{
 };
 use crate::store::secrets::SecretBox;
 use crate::work::deps::{self, Scheduling};
+pub use crate::work::ids::Origin;
 use crate::work::ids::WorkRequestId;
 use crate::work::intake::Intake;
 use crate::work::lifecycle;
@@ -155,14 +156,6 @@ pub struct LogQuery {
     pub stdout_offset: u64,
     /// Bytes of stderr the reader already has.
     pub stderr_offset: u64,
-}
-
-/// The template release a request is made from: recorded on the request, never read to
-/// run it (the request holds its whole spec).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Origin {
-    pub template_id: Uuid,
-    pub version: i32,
 }
 
 /// See the module docs.

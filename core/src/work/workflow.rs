@@ -50,9 +50,8 @@ use crate::artifacts::inputs;
 use crate::error::{Error, Result};
 use crate::store::schema::{work_request_dependencies, work_requests, workspaces};
 use crate::store::secrets::SecretBox;
-use crate::work::ids::WorkRequestId;
+use crate::work::ids::{Origin, WorkRequestId};
 use crate::work::limits;
-use crate::work::requests::Origin;
 use crate::work::spec::{
     InputInput, InputSource, OutputSpec, SpecDefaults, SpecInput, Submission, SubmitInput,
     validate_inputs, validate_name, validate_submission,
