@@ -175,7 +175,185 @@ pub enum WorkflowCommand {
     /// json: the workflow with its steps). All steps are created or none is.
     #[command(after_help = WORKFLOW_FILE_HELP)]
     Submit(WorkflowSubmitArgs),
+    /// Workflow templates: workflows stored by name in a workspace, with declared
+    /// parameters. Every change makes a new numbered release (v1, v2, ...); a rollback
+    /// makes a new release equal to an old one.
+    #[command(subcommand, arg_required_else_help = true)]
+    Template(WorkflowTemplateCommand),
+    /// Run a workflow template (its latest release, or NAME@vK) with parameter values, and
+    /// print the workflow's id (with -o json: the workflow with its steps).
+    #[command(after_help = WORKFLOW_RUN_HELP)]
+    Run(WorkflowRunArgs),
 }
+
+/// `berth workflow template ...`
+#[derive(Debug, Subcommand)]
+pub enum WorkflowTemplateCommand {
+    /// Create a workflow template from FILE (a workflow file with a `parameters:` list)
+    /// and print it with its release v1.
+    #[command(after_help = WORKFLOW_TEMPLATE_FILE_HELP)]
+    Create(WorkflowTemplateCreateArgs),
+    /// Replace a workflow template's definition with FILE's, as a new release; the server
+    /// writes what changed in its summary. A file that changes nothing is refused.
+    #[command(after_help = WORKFLOW_TEMPLATE_FILE_HELP)]
+    Set(WorkflowTemplateSetArgs),
+    /// Show a workflow template's release (the latest, or NAME@vK): its parameters and
+    /// steps, and with --diff what differs from another release.
+    Show(WorkflowTemplateShowArgs),
+    /// List a workflow template's releases, newest first, with their summaries.
+    Releases(WorkflowTemplateReleasesArgs),
+    /// Make a new release equal to release vK (history is kept: nothing is renumbered).
+    Rollback(WorkflowTemplateRollbackArgs),
+}
+
+/// `berth workflow template create ...`
+#[derive(Debug, Args)]
+pub struct WorkflowTemplateCreateArgs {
+    /// The template's name: lower-case letters, digits and '-', starting with a letter.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The workflow file (YAML, or JSON); see below.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Workspace of the template (default: the file's `workspace`, else default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// What the template is for.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+    /// Stored with release v1.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// Create it inactive: it cannot be run until made active.
+    #[arg(long)]
+    pub inactive: bool,
+}
+
+/// `berth workflow template set ...`
+#[derive(Debug, Args)]
+pub struct WorkflowTemplateSetArgs {
+    /// The template's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The new workflow file (YAML, or JSON): the whole definition, parameters and steps.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Workspace of the template (default: the file's `workspace`, else default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Refuse (ABORTED) unless the latest release is vN, so a change made meanwhile by
+    /// someone else is not overwritten unseen.
+    #[arg(long, value_name = "N", value_parser = parse_release)]
+    pub expect_version: Option<u32>,
+    /// Stored with the new release.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+/// `berth workflow template show ...`
+#[derive(Debug, Args)]
+pub struct WorkflowTemplateShowArgs {
+    /// The template, `NAME` (its latest release) or `NAME@vK`.
+    #[arg(value_name = "NAME[@vK]", value_parser = parse_template_reference)]
+    pub template: (String, u32),
+    /// Also show what differs from release vJ to this one.
+    #[arg(long, value_name = "vJ", value_parser = parse_release)]
+    pub diff: Option<u32>,
+    /// Workspace of the template (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+}
+
+/// `berth workflow template releases ...`
+#[derive(Debug, Args)]
+pub struct WorkflowTemplateReleasesArgs {
+    /// The template's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Workspace of the template (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// At most this many (1-1000; default: the server's, 100).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+}
+
+/// `berth workflow template rollback ...`
+#[derive(Debug, Args)]
+pub struct WorkflowTemplateRollbackArgs {
+    /// The template's name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The release whose definition the new release takes: vK or K.
+    #[arg(value_name = "vK", value_parser = parse_release)]
+    pub version: u32,
+    /// Workspace of the template (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+    /// Refuse (ABORTED) unless the latest release is vN.
+    #[arg(long, value_name = "N", value_parser = parse_release)]
+    pub expect_version: Option<u32>,
+    /// Stored with the new release.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+/// `berth workflow run ...`
+#[derive(Debug, Args)]
+pub struct WorkflowRunArgs {
+    /// The workflow template, `NAME` (its latest release) or `NAME@vK`.
+    #[arg(value_name = "NAME[@vK]", value_parser = parse_template_reference)]
+    pub template: (String, u32),
+    /// A parameter value, KEY=VALUE; repeat for more. Parameters not given take their
+    /// default; a required one must be given.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub params: Vec<(String, String)>,
+    /// Workspace of the template (default: default).
+    #[arg(long, value_name = "W")]
+    pub workspace: Option<String>,
+}
+
+fn parse_release(text: &str) -> Result<u32, String> {
+    crate::workflow::parse_version(text)
+}
+
+fn parse_template_reference(text: &str) -> Result<(String, u32), String> {
+    crate::workflow::parse_reference(text)
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    crate::workflow::parse_param(text)
+}
+
+/// `berth workflow run --help`.
+const WORKFLOW_RUN_HELP: &str = "\
+Example:
+  berth workflow run nightly --param tag=1.37 --param jobs=8
+  berth workflow run nightly@v2
+An unknown parameter, a missing required one or a value not of the parameter's type is
+refused naming it.";
+
+/// The workflow template file format, for `create` and `set`.
+const WORKFLOW_TEMPLATE_FILE_HELP: &str = "\
+File format: a workflow file (see `berth workflow submit --help`) with declared parameters,
+named in any string field of a step as ${{ params.NAME }}:
+  parameters:
+    - name: tag                  # letters, digits and '_', starting with a letter
+      type: string               # string (default) | integer | number | boolean
+      default: \"1.36\"            # used when a run gives none
+    - name: jobs
+      type: integer
+      required: true             # a run must give it (a required parameter has no default)
+  steps:
+    - name: build
+      image: busybox:${{ params.tag }}
+      command: [make, \"-j${{ params.jobs }}\"]
+    - name: deploy
+      template: web@v3           # a job template's release instead of an image
+      needs: [build]
+String fields take placeholders: image, command, env and secret values, workdir, network,
+requires values, inputs, outputs and template. Typed ones (memory, cpus, pids, timeouts,
+priority, pull) cannot. `name`, if given, must be the template's.";
 
 /// `berth workflow submit ...`
 #[derive(Debug, Args)]
@@ -196,7 +374,8 @@ File format (YAML shown; JSON with the same keys works too):
   workspace: default             # optional; --workspace overrides it
   steps:
     - name: build                # unique; letters, digits, '.', '_', '-'
-      image: busybox:1.36        # required
+      image: busybox:1.36        # required, unless `template` is given
+      template: web@v3           # instead of image: a job template's release
       command: [sh, -c, make]    # optional
       env: {MODE: release}       # string values (quote numbers)
       secret_env_from: [TOKEN]   # values from berth's own environment, never the file

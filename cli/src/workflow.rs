@@ -1,11 +1,20 @@
-//! Workflow files for `berth workflow submit FILE`: a DAG of named steps in YAML or JSON.
+//! Workflow files for `berth workflow submit FILE` and `berth workflow template create|set
+//! NAME -f FILE`: a DAG of named steps in YAML or JSON.
 //!
 //! ```yaml
-//! name: release                 # the workflow's name (required)
+//! name: release                 # the workflow's name (required to submit)
 //! workspace: default            # optional; --workspace overrides it
+//! parameters:                   # workflow templates only
+//!   - name: tag                 # 1-63 of [A-Za-z0-9_], starting with a letter
+//!     type: string              # string (default) | integer | number | boolean
+//!     default: "1.36"           # used when a run gives none
+//!   - name: jobs
+//!     type: integer
+//!     required: true            # a run must give it (then no default)
 //! steps:
 //!   - name: build               # unique; 1-63 of [A-Za-z0-9._-]
-//!     image: busybox:1.36       # required
+//!     image: busybox:${{ params.tag }}  # required, unless `template` is given
+//!     template: NAME@v2         # instead of image: run a job template's release
 //!     command: [sh, -c, "make"] # optional; the image's default command otherwise
 //!     env: {MODE: release}      # values are strings: quote numbers ("1")
 //!     secret_env_from: [TOKEN]  # secret values come from berth's own environment
@@ -29,6 +38,12 @@
 //!       - {from: build, mount: dist}        # the output of a step it needs
 //!       - {artifact: ARTIFACT_ID}           # or COLLECTION/ITEM with a mount
 //! ```
+//!
+//! In a workflow template, any string field of a step (image, command arguments, env and
+//! secret values, workdir, network, requirement values, input artifacts and mounts,
+//! output paths, template) may name a parameter as `${{ params.NAME }}`; the server
+//! substitutes the run's values (`berth workflow run NAME --param KEY=VALUE`). Numbers
+//! such as memory, cpus or priority are typed and cannot.
 //!
 //! A file named `*.json` is read as JSON, `*.yaml`/`*.yml` as YAML; any other name is
 //! read as JSON if it starts with `{`, else as YAML. Unknown keys are refused (a typo
@@ -54,10 +69,52 @@ use crate::values::{parse_duration, parse_size, to_proto_duration};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowFile {
+    /// Required to submit; a template's file may leave it out (the template names it).
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub workspace: Option<String>,
+    /// Workflow templates only.
+    #[serde(default)]
+    pub parameters: Vec<ParameterFile>,
     pub steps: Vec<StepFile>,
+}
+
+/// A declared parameter of a workflow template.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParameterFile {
+    pub name: String,
+    /// `string` (the default), `integer`, `number` or `boolean`.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub default: Option<ScalarValue>,
+    #[serde(default)]
+    pub required: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A parameter default as written: YAML `4`, `true` or `"text"` alike, sent as text.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ScalarValue {
+    Bool(bool),
+    Integer(i64),
+    Number(f64),
+    Text(String),
+}
+
+impl ScalarValue {
+    fn text(&self) -> String {
+        match self {
+            ScalarValue::Bool(b) => b.to_string(),
+            ScalarValue::Integer(n) => n.to_string(),
+            ScalarValue::Number(n) => n.to_string(),
+            ScalarValue::Text(t) => t.clone(),
+        }
+    }
 }
 
 /// A memory size: `512M` or a number of bytes.
@@ -73,7 +130,12 @@ pub enum SizeValue {
 #[serde(deny_unknown_fields)]
 pub struct StepFile {
     pub name: String,
+    /// Required unless `template` names a job template.
+    #[serde(default)]
     pub image: String,
+    /// A job template of the workspace, `NAME` or `NAME@vK`, instead of an image.
+    #[serde(default)]
+    pub template: String,
     #[serde(default)]
     pub command: Vec<String>,
     #[serde(default)]
@@ -170,6 +232,30 @@ pub fn submit_request(
     workspace: Option<&str>,
     lookup: impl Fn(&str) -> Option<OsString>,
 ) -> Result<proto::SubmitWorkflowRequest, String> {
+    if !file.parameters.is_empty() {
+        return Err(
+            "parameters: only workflow templates take parameters; store the file with \
+             `berth workflow template create NAME -f FILE` and run it with `berth workflow run NAME --param KEY=VALUE`"
+                .to_owned(),
+        );
+    }
+    if file.name.is_empty() {
+        return Err("name: is required; give the workflow a name".to_owned());
+    }
+    Ok(proto::SubmitWorkflowRequest {
+        name: file.name.clone(),
+        steps: steps_request(file, &lookup)?,
+        workspace: workspace
+            .map(str::to_owned)
+            .or_else(|| file.workspace.clone())
+            .unwrap_or_default(),
+    })
+}
+
+fn steps_request(
+    file: &WorkflowFile,
+    lookup: &impl Fn(&str) -> Option<OsString>,
+) -> Result<Vec<proto::WorkflowStep>, String> {
     let mut steps = Vec::with_capacity(file.steps.len());
     for (i, step) in file.steps.iter().enumerate() {
         let at = if step.name.is_empty() {
@@ -177,16 +263,78 @@ pub fn submit_request(
         } else {
             format!("steps[{i}] ({:?})", step.name)
         };
-        steps.push(step_request(step, &at, &lookup)?);
+        steps.push(step_request(step, &at, lookup)?);
     }
-    Ok(proto::SubmitWorkflowRequest {
-        name: file.name.clone(),
-        steps,
-        workspace: workspace
-            .map(str::to_owned)
-            .or_else(|| file.workspace.clone())
-            .unwrap_or_default(),
+    Ok(steps)
+}
+
+/// Builds a workflow template's spec from a parsed file: its parameters and steps.
+/// `template` is the template's name: a `name` in the file must agree with it. The file's
+/// `workspace` is returned for the caller to weigh against `--workspace`.
+pub fn template_spec(
+    file: &WorkflowFile,
+    template: &str,
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Result<proto::WorkflowTemplateSpec, String> {
+    if !file.name.is_empty() && file.name != template {
+        return Err(format!(
+            "name: the file names workflow {:?} but the template is {template:?}; drop `name` or make them agree",
+            file.name
+        ));
+    }
+    let mut parameters = Vec::with_capacity(file.parameters.len());
+    for (i, p) in file.parameters.iter().enumerate() {
+        let kind = match p.kind.as_deref() {
+            None | Some("string") => proto::ParameterType::String,
+            Some("integer") => proto::ParameterType::Integer,
+            Some("number") => proto::ParameterType::Number,
+            Some("boolean") => proto::ParameterType::Boolean,
+            Some(other) => {
+                return Err(format!(
+                    "parameters[{i}].type: {other:?} is not a parameter type; use string, integer, number or boolean"
+                ));
+            }
+        };
+        parameters.push(proto::TemplateParameter {
+            name: p.name.clone(),
+            r#type: kind.into(),
+            default: p.default.as_ref().map(ScalarValue::text),
+            required: p.required,
+            description: p.description.clone(),
+        });
+    }
+    Ok(proto::WorkflowTemplateSpec {
+        parameters,
+        steps: steps_request(file, &lookup)?,
     })
+}
+
+/// A template named with an optional release, `NAME`, `NAME@vK` or `NAME@K`: the name
+/// and the version (0 for the latest).
+pub fn parse_reference(text: &str) -> Result<(String, u32), String> {
+    match text.split_once('@') {
+        None => Ok((text.to_owned(), 0)),
+        Some((name, version)) if !name.is_empty() => Ok((name.to_owned(), parse_version(version)?)),
+        Some(_) => Err(format!("{text:?} is not NAME, NAME@vK or NAME@K")),
+    }
+}
+
+/// A release number, `vK` or `K`, K from 1.
+pub fn parse_version(text: &str) -> Result<u32, String> {
+    text.strip_prefix('v')
+        .unwrap_or(text)
+        .parse::<u32>()
+        .ok()
+        .filter(|&k| k >= 1)
+        .ok_or_else(|| format!("{text:?} is not a release: write vK or K, K from 1 (v1, v2, ...)"))
+}
+
+/// A `--param KEY=VALUE`.
+pub fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
 }
 
 fn step_request(
@@ -235,27 +383,31 @@ fn step_request(
             proto::PullPolicy::from(arg)
         }
     };
+    let spec = proto::ContainerSpec {
+        image: step.image.clone(),
+        command: step.command.clone(),
+        env: step
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        secret_env,
+        working_dir: step.workdir.clone().unwrap_or_default(),
+        memory_bytes,
+        cpus: step.cpus,
+        pids_limit: step.pids,
+        timeout: duration("timeout", &step.timeout)?,
+        network: step.network.clone().unwrap_or_default(),
+        pull_policy: pull.into(),
+        stop_grace_period: duration("grace_period", &step.grace_period)?,
+        networks: Vec::new(),
+    };
+    // A step naming a job template sends a spec only for what it overrides.
+    let spec =
+        (step.template.is_empty() || spec != proto::ContainerSpec::default()).then_some(spec);
     Ok(proto::WorkflowStep {
         name: step.name.clone(),
-        spec: Some(proto::ContainerSpec {
-            image: step.image.clone(),
-            command: step.command.clone(),
-            env: step
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            secret_env,
-            working_dir: step.workdir.clone().unwrap_or_default(),
-            memory_bytes,
-            cpus: step.cpus,
-            pids_limit: step.pids,
-            timeout: duration("timeout", &step.timeout)?,
-            network: step.network.clone().unwrap_or_default(),
-            pull_policy: pull.into(),
-            stop_grace_period: duration("grace_period", &step.grace_period)?,
-            networks: Vec::new(),
-        }),
+        spec,
         needs: step.needs.clone(),
         requirements: step
             .requires
@@ -300,7 +452,7 @@ fn step_request(
             })
             .collect::<Result<_, String>>()?,
         output_category: step.output_category.clone().unwrap_or_default(),
-        template: String::new(),
+        template: step.template.clone(),
     })
 }
 
@@ -420,5 +572,107 @@ steps:
         let file = parse(Path::new("wf.yml"), bad).expect("parses");
         let error = submit_request(&file, None, lookup).expect_err("refused");
         assert!(error.starts_with("steps[0] (\"a\").memory:"), "{error}");
+    }
+
+    const TEMPLATE: &str = "
+parameters:
+  - name: tag
+    default: '1.36'
+  - name: jobs
+    type: integer
+    default: 4
+  - name: fast
+    type: boolean
+    required: true
+steps:
+  - name: build
+    image: busybox:${{ params.tag }}
+    command: [make, '-j${{ params.jobs }}']
+    secret_env_from: [API_KEY]
+  - name: deploy
+    template: web@v2
+    needs: [build]
+";
+
+    #[test]
+    fn template_files_carry_parameters_and_template_steps() {
+        let file = parse(Path::new("t.yaml"), TEMPLATE).expect("valid");
+        let spec = template_spec(&file, "nightly", lookup).expect("valid");
+        let kinds: Vec<(&str, i32, Option<&str>, bool)> = spec
+            .parameters
+            .iter()
+            .map(|p| (p.name.as_str(), p.r#type, p.default.as_deref(), p.required))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (
+                    "tag",
+                    proto::ParameterType::String as i32,
+                    Some("1.36"),
+                    false
+                ),
+                (
+                    "jobs",
+                    proto::ParameterType::Integer as i32,
+                    Some("4"),
+                    false
+                ),
+                ("fast", proto::ParameterType::Boolean as i32, None, true),
+            ]
+        );
+        let build = spec.steps[0].spec.as_ref().expect("spec");
+        assert_eq!(build.image, "busybox:${{ params.tag }}");
+        assert_eq!(build.command, ["make", "-j${{ params.jobs }}"]);
+        assert_eq!(
+            build.secret_env.get("API_KEY").map(String::as_str),
+            Some("s3cret")
+        );
+        assert_eq!(spec.steps[1].template, "web@v2");
+        assert_eq!(
+            spec.steps[1].spec, None,
+            "a template step overriding nothing sends no spec"
+        );
+    }
+
+    #[test]
+    fn template_files_are_checked_before_sending() {
+        let file = parse(Path::new("t.yaml"), TEMPLATE).expect("valid");
+        let err = submit_request(&file, None, lookup).expect_err("refused");
+        assert!(
+            err.starts_with("parameters: only workflow templates take parameters"),
+            "{err}"
+        );
+        let named = format!("name: other\n{TEMPLATE}");
+        let file = parse(Path::new("t.yaml"), &named).expect("valid");
+        let err = template_spec(&file, "nightly", lookup).expect_err("refused");
+        assert!(
+            err.starts_with("name: the file names workflow \"other\""),
+            "{err}"
+        );
+        let bad =
+            "parameters:\n  - {name: n, type: float}\nsteps:\n  - {name: a, image: busybox}\n";
+        let file = parse(Path::new("t.yaml"), bad).expect("parses");
+        let err = template_spec(&file, "t", lookup).expect_err("refused");
+        assert!(err.starts_with("parameters[0].type: \"float\""), "{err}");
+        let unnamed = "steps:\n  - {name: a, image: busybox}\n";
+        let file = parse(Path::new("t.yaml"), unnamed).expect("parses");
+        let err = submit_request(&file, None, lookup).expect_err("refused");
+        assert!(err.starts_with("name: is required"), "{err}");
+    }
+
+    #[test]
+    fn references_versions_and_params_parse() {
+        assert_eq!(parse_reference("web"), Ok(("web".into(), 0)));
+        assert_eq!(parse_reference("web@v3"), Ok(("web".into(), 3)));
+        assert_eq!(parse_reference("web@3"), Ok(("web".into(), 3)));
+        assert!(parse_reference("web@v0").is_err());
+        assert!(parse_reference("@v1").is_err());
+        assert_eq!(parse_version("v12"), Ok(12));
+        assert!(parse_version("x").is_err());
+        assert_eq!(parse_param("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_param("a="), Ok(("a".into(), String::new())));
+        assert!(parse_param("=b").is_err());
+        assert!(parse_param("ab").is_err());
     }
 }

@@ -11,8 +11,10 @@
 //! One module per resource, as in [`crate::output`]: `tokens`, `users`, `workspaces`,
 //! `workers`,
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
-//! (`queue`, `priority`), `workflows`, `artifacts` (`artifact ...`: create with resumable
-//! uploads, download with verification), `collections` and `templates` (`template ...`). This module dispatches, finds the token and
+//! (`queue`, `priority`), `workflows` (`workflow submit`, `workflow template ...`,
+//! `workflow run`), `artifacts` (`artifact ...`: create with resumable uploads, download
+//! with verification), `collections` and `templates` (`template ...`). This module
+//! dispatches, finds the token and
 //! reaches the server.
 //!
 //! Everything that can be checked without the server (the token, secret environment

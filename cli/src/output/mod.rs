@@ -10,7 +10,8 @@
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`,
-//! `artifacts` (artifacts and collections) and `templates` (templates and releases). This module has what they share: [`Render`], `Answer` (which view each kind of
+//! `artifacts` (artifacts and collections), `templates` (templates and releases) and
+//! `workflow_templates` (a workflow template's releases with their steps). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
 
@@ -21,6 +22,7 @@ mod tokens;
 mod users;
 mod work_requests;
 mod workers;
+mod workflow_templates;
 mod workspaces;
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +47,9 @@ pub use self::users::{DeletedUserView, MembershipView, UserListView, UserView};
 pub(crate) use self::work_requests::status_name;
 pub use self::work_requests::{AttemptView, SubmittedView, WorkRequestListView, WorkRequestView};
 pub use self::workers::{WorkerListView, WorkerView};
+pub use self::workflow_templates::{
+    WorkflowReleaseListView, WorkflowReleaseView, WorkflowTemplateView,
+};
 pub use self::workspaces::{
     MemberListView, MemberView, RemovedMemberView, WorkspaceListView, WorkspaceView,
 };

@@ -167,11 +167,26 @@ fn entry(field: &str) -> Option<(&str, String)> {
     Some((map, key.to_owned()))
 }
 
+/// A workflow template step's field, `steps["NAME"].FIELD`: the step and the field.
+fn step_field(field: &str) -> Option<(&str, &str)> {
+    field.strip_prefix("steps[\"")?.split_once("\"].")
+}
+
 fn phrase(change: &Change) -> String {
+    // Workflow templates: a step's field reads as a job template's, after the step.
+    if let Some((step, field)) = step_field(&change.field) {
+        let within = Change {
+            field: field.to_owned(),
+            ..change.clone()
+        };
+        return format!("step {step}: {}", phrase(&within));
+    }
     if let Some((map, key)) = entry(&change.field) {
         let noun = match map {
             "secret_env" => "secret",
             "requirements" => "requirement",
+            "steps" => "step",
+            "parameters" => "parameter",
             other => other,
         };
         // A secret reads the same as any entry: by its name only.
