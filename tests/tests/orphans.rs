@@ -433,7 +433,7 @@ async fn the_stop_is_asked_of_a_helper_connected_to_another_replica_and_its_answ
         r.attempts.first().is_some_and(|a| a.finished_at.is_some())
     })
     .await;
-    assert_eq!(status(&ended), WorkRequestStatus::Pending);
+    assert_eq!(status(&ended), WorkRequestStatus::Pending, "{ended:#?}");
     assert!(
         ended.attempts[0].message.contains("stopped its container"),
         "{:?}",

@@ -557,7 +557,21 @@ async fn scope(
 }
 
 /// Loads one request with its names, attempts, dependencies and (for a workflow) steps.
+/// The request with its attempts, dependencies, inputs and steps, read from one snapshot:
+/// the request row and its attempts are written together (an attempt ending and its
+/// request requeued, say), so reading them in separate snapshots could show an attempt
+/// that ended beside a request still running on it.
 async fn load(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<RequestView> {
+    conn.transaction::<_, Error, _>(async |conn| {
+        diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(conn)
+            .await?;
+        load_in_snapshot(conn, id).await
+    })
+    .await
+}
+
+async fn load_in_snapshot(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Result<RequestView> {
     let named: Named = work_requests::table
         .inner_join(workspaces::table)
         .inner_join(users::table)
