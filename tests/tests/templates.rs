@@ -1,7 +1,8 @@
 //! Job templates over real gRPC on a real database: creation and names, config merges
 //! release by release, changes that change nothing, conditional changes, twenty
-//! concurrent changes, rollback, comparisons, archiving and deleting — and secret values,
-//! which must appear in no answer and not in plain form in the database.
+//! concurrent changes, a server killed amid concurrent changes, rollback, comparisons,
+//! archiving and deleting — and secret values, which must appear in no answer and not in
+//! plain form in the database.
 
 #![expect(
     clippy::unwrap_used,
@@ -889,4 +890,93 @@ async fn delete_removes_an_unused_template_and_archives_one_a_pending_request_us
         "archived",
     );
     server.stop().await;
+}
+
+/// A server killed with SIGKILL while many changes are in flight: every change it
+/// acknowledged is in the history, no release is half made or missing, and the versions
+/// still run 1, 2, 3, ... without a gap once it is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_amid_concurrent_changes_keeps_every_acknowledged_release_and_no_gap() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let database_url = berth_tests::fresh_database().await;
+    let mut process = berth_tests::ServerProcess::start(&database_url, None, "").await;
+    let server = process.handle(&process.admin_token());
+    let mut c = client(&server).await;
+    c.create_template(job("doomed", &[])).await.unwrap();
+
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..300 {
+        let mut c = client(&server).await;
+        let acknowledged = acknowledged.clone();
+        tasks.spawn(async move {
+            let key = format!("K{i}");
+            let answer = c
+                .update_template(change("doomed", set_env(&[(&key, "x")])))
+                .await;
+            answer.ok().map(|t| {
+                acknowledged.fetch_add(1, Ordering::SeqCst);
+                (key, t.into_inner().latest_version)
+            })
+        });
+    }
+    berth_tests::eventually(
+        "some changes to be acknowledged",
+        std::time::Duration::from_secs(30),
+        || {
+            let acknowledged = acknowledged.clone();
+            async move { (acknowledged.load(Ordering::SeqCst) >= 30).then_some(()) }
+        },
+    )
+    .await;
+    process.kill().await;
+    let mut answered = Vec::new();
+    let mut refused = 0;
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            Some(done) => answered.push(done),
+            None => refused += 1,
+        }
+    }
+    assert!(
+        refused > 0,
+        "the kill must land while changes are in flight ({} answered)",
+        answered.len()
+    );
+
+    process.spawn().await;
+    let mut c = client(&server).await;
+    let history = c
+        .list_releases(ListReleasesRequest {
+            name: "doomed".into(),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .releases;
+    let latest = history[0].version;
+    let stored: Vec<u32> = history.iter().map(|r| r.version).collect();
+    assert_eq!(stored, (1..=latest).rev().collect::<Vec<u32>>(), "no gap");
+    // Each release after v1 added exactly one key onto the one before it.
+    assert_eq!(
+        env_keys(&history[0]).len(),
+        usize::try_from(latest - 1).unwrap()
+    );
+    for release in &history[..history.len() - 1] {
+        assert_eq!(release.changes.len(), 1, "v{} is whole", release.version);
+    }
+    let kept: BTreeSet<String> = env_keys(&history[0]).into_iter().collect();
+    let mut versions = BTreeSet::new();
+    for (key, version) in &answered {
+        assert!(
+            kept.contains(key),
+            "acknowledged {key} (v{version}) was lost"
+        );
+        assert!(versions.insert(*version), "v{version} acknowledged twice");
+    }
+    process.stop().await;
 }
