@@ -384,6 +384,7 @@ fn step_request(
         }
     };
     let spec = proto::ContainerSpec {
+        ports: Vec::new(),
         image: step.image.clone(),
         command: step.command.clone(),
         env: step

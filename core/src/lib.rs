@@ -31,6 +31,7 @@ pub mod artifacts;
 pub mod error;
 pub mod fleet;
 pub mod live;
+pub mod services;
 pub mod store;
 pub mod templates;
 pub mod work;

@@ -428,6 +428,7 @@ fn finish_at_once(
         attempt: Some(attempt.clone()),
         container_id: "sim".into(),
         pull_duration: Some(prost_types::Duration::default()),
+        ..Default::default()
     }))?;
     send(WorkerMsg::Finished(Finished {
         attempt: Some(attempt.clone()),
@@ -684,6 +685,7 @@ impl AttemptTask {
                 attempt: Some(reference.clone()),
                 container_id: container_id.clone(),
                 pull_duration: Some(prost_types::Duration::default()),
+                ..Default::default()
             })),
         });
         let timeout = self

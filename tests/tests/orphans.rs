@@ -167,6 +167,7 @@ async fn accept_next(server: &TestServer, agent: &mut RawAgent) -> AttemptRef {
         attempt: Some(attempt.clone()),
         container_id: "made-up".into(),
         pull_duration: None,
+        ..Default::default()
     }));
     wait_for(server, &attempt.work_request_id, "to start", WAIT, |r| {
         r.attempts.first().is_some_and(|a| a.started_at.is_some())

@@ -898,6 +898,8 @@ async fn run_attempt_inner(
                         attempt: Some(reference.clone()),
                         container_id,
                         pull_duration: Some(proto_duration(pull_duration)),
+                        ports: Vec::new(),
+                        has_healthcheck: false,
                     };
                     let _ = outbox.send(message(worker_message::Msg::Started(started)));
                 }

@@ -181,6 +181,7 @@ fn create_request(
     let secret_env = resolve_secret_env(&spec.secret_env, lookup).map_err(CliError::Usage)?;
     let (network, networks) = networks_to_proto(&spec.networks);
     let container = proto::ContainerSpec {
+        ports: Vec::new(),
         image: args.image.clone(),
         command: spec.command.clone(),
         env: into_map(&spec.env),

@@ -181,6 +181,7 @@ fn submit_request(
     let secret_env = resolve_secret_env(&args.secret_env, lookup).map_err(CliError::Usage)?;
     let (network, networks) = networks_to_proto(&args.network);
     let spec = proto::ContainerSpec {
+        ports: Vec::new(),
         image: args.image.clone().unwrap_or_default(),
         command: args.command.clone(),
         env: into_map(&args.env),

@@ -135,6 +135,11 @@ diesel::table! {
         log_incomplete -> Text,
         stop_requested_at -> Nullable<Timestamptz>,
         output_artifact_id -> Nullable<Uuid>,
+        has_healthcheck -> Bool,
+        health -> Nullable<Text>,
+        health_output -> Text,
+        health_at -> Nullable<Timestamptz>,
+        ports -> Jsonb,
     }
 }
 
@@ -306,6 +311,91 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    services (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        name -> Text,
+        template_id -> Uuid,
+        version -> Int4,
+        stable_version -> Nullable<Int4>,
+        processes -> Jsonb,
+        restart_policy -> Text,
+        backoff_initial_ms -> Int8,
+        backoff_max_ms -> Int8,
+        stable_after_ms -> Int8,
+        success_delay_ms -> Int8,
+        max_local_restarts -> Int4,
+        min_healthy_ms -> Int8,
+        deploy_deadline_ms -> Int8,
+        ports -> Jsonb,
+        deploy_state -> Text,
+        deploy_from -> Nullable<Int4>,
+        deploy_auto_revert -> Bool,
+        deploy_started_at -> Nullable<Timestamptz>,
+        deploy_deadline_at -> Nullable<Timestamptz>,
+        deploy_message -> Text,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    service_slots (service_id, process, slot_index) {
+        service_id -> Uuid,
+        process -> Text,
+        slot_index -> Int4,
+        request_id -> Nullable<Uuid>,
+        version -> Int4,
+        next_request_id -> Nullable<Uuid>,
+        next_version -> Nullable<Int4>,
+        failures -> Int4,
+        local_failures -> Int4,
+        last_worker_id -> Nullable<Uuid>,
+        restart_at -> Nullable<Timestamptz>,
+        healthy_since -> Nullable<Timestamptz>,
+        exited -> Bool,
+    }
+}
+
+diesel::table! {
+    service_runs (request_id) {
+        request_id -> Uuid,
+        service_id -> Uuid,
+        process -> Text,
+        slot_index -> Int4,
+        version -> Int4,
+    }
+}
+
+diesel::table! {
+    request_placement (request_id) {
+        request_id -> Uuid,
+        pin_worker_id -> Nullable<Uuid>,
+        avoid_worker_id -> Nullable<Uuid>,
+        why -> Text,
+    }
+}
+
+diesel::table! {
+    service_events (id) {
+        id -> Int8,
+        service_id -> Uuid,
+        process -> Nullable<Text>,
+        slot_index -> Nullable<Int4>,
+        at -> Timestamptz,
+        kind -> Text,
+        reason -> Text,
+        version -> Nullable<Int4>,
+        request_id -> Nullable<Uuid>,
+        worker_id -> Nullable<Uuid>,
+        exit_code -> Nullable<Int4>,
+        by_user -> Nullable<Uuid>,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
@@ -323,6 +413,13 @@ diesel::joinable!(collection_items -> users (added_by));
 diesel::joinable!(templates -> workspaces (workspace_id));
 diesel::joinable!(template_releases -> templates (template_id));
 diesel::joinable!(work_requests -> templates (template_id));
+diesel::joinable!(services -> workspaces (workspace_id));
+diesel::joinable!(services -> templates (template_id));
+diesel::joinable!(service_slots -> services (service_id));
+diesel::joinable!(service_events -> services (service_id));
+diesel::joinable!(service_runs -> services (service_id));
+diesel::joinable!(service_runs -> work_requests (request_id));
+diesel::joinable!(request_placement -> work_requests (request_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -346,4 +443,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     work_request_inputs,
     templates,
     template_releases,
+    services,
+    service_slots,
+    service_events,
+    service_runs,
+    request_placement,
 );

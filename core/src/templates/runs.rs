@@ -422,6 +422,7 @@ mod tests {
                     when: OutputWhen::Success,
                 }],
                 output_category: Some("report".to_owned()),
+                ports: Vec::new(),
             },
             requirements: BTreeMap::from([("gpu".to_owned(), "no".to_owned())]),
             priority: 7,

@@ -466,6 +466,7 @@ fn to_input(step: &StepText, secrets: &BTreeMap<String, String>) -> Result<StepI
         network: step.network.clone(),
         pull_policy: pull_policy_of(&step.name, &step.pull_policy)?,
         networks: step.networks.clone(),
+        ports: Vec::new(),
     };
     let spec = if !step.template.is_empty() && spec == SpecInput::default() {
         None

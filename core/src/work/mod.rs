@@ -7,6 +7,7 @@ pub(crate) mod intake;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub mod logs;
+pub(crate) mod own;
 pub(crate) mod queue;
 pub mod recorder;
 pub mod report;

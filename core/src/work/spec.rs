@@ -186,6 +186,20 @@ pub struct SpecInput {
     pub pull_policy: Option<PullPolicy>,
     /// Networks with aliases; empty means just `network`.
     pub networks: Vec<NetworkAttachment>,
+    /// Ports to publish: only service replicas have them (a submission is refused).
+    pub ports: Vec<PortMapping>,
+}
+
+/// A container port published on the worker's host (service replicas only).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortMapping {
+    /// 1-65535.
+    pub container_port: u16,
+    /// 0 lets Docker pick a free port.
+    #[serde(default)]
+    pub host_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
 }
 
 /// One network a container joins, with its DNS aliases there.
@@ -217,6 +231,7 @@ impl fmt::Debug for SpecInput {
             .field("network", &self.network)
             .field("pull_policy", &self.pull_policy)
             .field("networks", &self.networks)
+            .field("ports", &self.ports)
             .finish()
     }
 }
@@ -343,6 +358,10 @@ pub struct StoredSpec {
     /// The collected artifact's category; set when there are outputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_category: Option<String>,
+    /// Ports published on the worker's host: set by the services room for replicas only
+    /// (a submission cannot), as is `timeout_ms` 0 (no timeout).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
 }
 
 /// When a worker pulls the image.
@@ -378,6 +397,7 @@ impl StoredSpec {
             pull_policy: Some(self.pull_policy),
             stop_grace_period: Some(RawDuration::from_millis(self.stop_grace_period_ms)),
             networks: self.networks.clone(),
+            ports: self.ports.clone(),
         }
     }
 }
@@ -473,6 +493,12 @@ pub fn validate_spec(
         ));
     }
     validate_image_reference(&spec.image).map_err(|m| InvalidField::new("spec.image", m))?;
+    if !spec.ports.is_empty() {
+        return Err(InvalidField::new(
+            "spec.ports",
+            "only service replicas publish ports; give them to the service (berth service create --port)",
+        ));
+    }
 
     validate_command(&spec.command)?;
     let env = sorted(&spec.env);
@@ -508,6 +534,7 @@ pub fn validate_spec(
             pull_policy: spec.pull_policy.unwrap_or(PullPolicy::IfNotPresent),
             outputs: Vec::new(),
             output_category: None,
+            ports: Vec::new(),
         },
         secret_env,
     })
@@ -1443,6 +1470,7 @@ mod tests {
                 networks: Vec::new(),
                 outputs: vec![],
                 output_category: None,
+                ports: Vec::new(),
             }
         );
         assert!(s.secret_env.is_empty());
@@ -1472,6 +1500,7 @@ mod tests {
     fn given_values_are_kept() {
         let req = SubmitInput {
             spec: Some(SpecInput {
+                ports: Vec::new(),
                 image: "localhost:5000/team/app:v1.2-rc_3".to_owned(),
                 command: vec!["sh".to_owned(), "-c".to_owned(), "echo hi".to_owned()],
                 env: map(&[("B", "2"), ("A", "1")]),
@@ -2136,6 +2165,7 @@ mod tests {
     fn first_bad_field_is_reported_in_a_fixed_order() {
         let all_bad = SubmitInput {
             spec: Some(SpecInput {
+                ports: Vec::new(),
                 image: "Bad".to_owned(),
                 command: vec![String::new()],
                 env: map(&[("2B", "x"), ("1A", "x")]),
@@ -2233,6 +2263,7 @@ mod tests {
     fn returned_spec_round_trips_through_validation() {
         let req = SubmitInput {
             spec: Some(SpecInput {
+                ports: Vec::new(),
                 image: format!("ghcr.io/org/img:tag@{DIGEST64}"),
                 command: vec!["run".to_owned()],
                 env: map(&[("A", "1")]),

@@ -122,6 +122,8 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
             return Err(Error::InvalidArgument("Hello may only be sent once".into()));
         }
         worker_message::Msg::Heartbeat(_) => Report::Heartbeat,
+        // Placeholder until health reports are recorded.
+        worker_message::Msg::HealthChanged(_) => Report::Heartbeat,
         worker_message::Msg::GoingAway(going) => Report::GoingAway {
             reason: going.reason,
         },

@@ -12,6 +12,7 @@ pub mod collections;
 pub mod error;
 pub mod limits;
 pub mod server;
+pub mod services;
 pub mod templates;
 pub mod tokens;
 pub mod users;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::artifact_service_server::ArtifactServiceServer;
 use berth_common::proto::collection_service_server::CollectionServiceServer;
+use berth_common::proto::service_service_server::ServiceServiceServer;
 use berth_common::proto::template_service_server::TemplateServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
@@ -31,6 +32,7 @@ use berth_core::artifacts::collections::Collections;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{DbHealth, Reachability};
+use berth_core::services::ServiceManager;
 use berth_core::store::db;
 use berth_core::templates::Templates;
 use berth_core::work::requests::WorkRequests;
@@ -48,6 +50,7 @@ use crate::api::artifacts::ArtifactApi;
 use crate::api::auth::AuthLayer;
 use crate::api::collections::CollectionApi;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
+use crate::api::services::ServiceApi;
 use crate::api::templates::TemplateApi;
 use crate::api::tokens::TokenApi;
 use crate::api::users::UserApi;
@@ -82,6 +85,7 @@ pub struct Services {
     pub collections: Collections,
     pub artifacts: Artifacts,
     pub templates: Templates,
+    pub service_manager: ServiceManager,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
@@ -170,6 +174,7 @@ pub async fn serve(
         collections,
         artifacts,
         templates,
+        service_manager,
         streams_end,
         database: _,
     } = services;
@@ -213,6 +218,10 @@ pub async fn serve(
         )
         .add_service(
             TemplateServiceServer::new(TemplateApi::new(templates))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ServiceServiceServer::new(ServiceApi::new(service_manager))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

@@ -26,8 +26,8 @@ use berth_core::work::ids::WorkRequestId;
 use berth_core::work::logs::Chunk;
 use berth_core::work::requests::{ListQuery, LogQuery, PriorityChange, RequestView, WorkRequests};
 use berth_core::work::spec::{
-    InputInput, NetworkAttachment, OutputSpec, OutputWhen, PullPolicy, SpecInput, StoredSpec,
-    SubmitInput,
+    InputInput, NetworkAttachment, OutputSpec, OutputWhen, PortMapping, PullPolicy, SpecInput,
+    StoredSpec, SubmitInput,
 };
 use berth_core::work::state::{Status as WrStatus, UnblockStrategy, WorkResult};
 use berth_core::work::workflow::{StepInput, WorkflowInput};
@@ -68,6 +68,16 @@ pub(crate) fn pull_policy_from_proto(value: i32) -> Result<Option<PullPolicy>> {
 /// A container spec as sent.
 pub fn spec_from_proto(spec: ContainerSpec) -> Result<SpecInput> {
     Ok(SpecInput {
+        ports: spec
+            .ports
+            .into_iter()
+            .map(|p| PortMapping {
+                // Out of range saturates; the submission is refused for any port anyway.
+                container_port: u16::try_from(p.container_port).unwrap_or(u16::MAX),
+                host_port: u16::try_from(p.host_port).unwrap_or(u16::MAX),
+                protocol: p.protocol,
+            })
+            .collect(),
         pull_policy: pull_policy_from_proto(spec.pull_policy)?,
         image: spec.image,
         command: spec.command,
@@ -229,6 +239,15 @@ fn status_from_proto(value: i32) -> Result<Option<WrStatus>> {
 pub fn spec_to_proto(spec: &StoredSpec) -> ContainerSpec {
     let input = spec.to_input();
     ContainerSpec {
+        ports: input
+            .ports
+            .into_iter()
+            .map(|p| proto::PortMapping {
+                container_port: u32::from(p.container_port),
+                host_port: u32::from(p.host_port),
+                protocol: p.protocol,
+            })
+            .collect(),
         image: input.image,
         command: input.command,
         env: input.env,

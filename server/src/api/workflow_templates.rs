@@ -80,6 +80,7 @@ fn pull_policy_to_proto(text: &str) -> proto::PullPolicy {
 
 fn step_to_proto(step: &StepText) -> proto::WorkflowStep {
     let spec = proto::ContainerSpec {
+        ports: Vec::new(),
         image: step.image.clone(),
         command: step.command.clone(),
         env: step

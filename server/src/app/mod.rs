@@ -33,6 +33,7 @@ use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{self, DbHealth};
 use berth_core::live::hub::Hub;
 use berth_core::live::{leases, notify};
+use berth_core::services::{ServiceManager, reconcile};
 use berth_core::store::db::{self, DbError, DbPool, DbSettings};
 use berth_core::store::secrets::{SecretBox, SecretError};
 use berth_core::templates::Templates;
@@ -334,18 +335,31 @@ async fn serve_inner(
         config.spec_defaults.clone(),
         hub.clone(),
     );
+    let templates = Templates::new(
+        pool.clone(),
+        prepared.secrets.clone(),
+        config.spec_defaults.clone(),
+        requests.clone(),
+    );
+    // Keeps every service's replicas as desired: restarts, moves, scaling, deploys.
+    let service_manager = ServiceManager::new(
+        pool.clone(),
+        prepared.secrets.clone(),
+        config.spec_defaults.clone(),
+        hub.clone(),
+        requests.clone(),
+        templates.clone(),
+    )
+    .with_interval(config.agent.sweep_interval);
+    tasks.spawn(reconcile::run(service_manager.clone(), background.clone()));
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
         tokens: Tokens::new(pool.clone(), hub.clone()),
         users: Users::new(pool.clone(), hub.clone()),
         workspaces: Workspaces::new(pool.clone()),
         workers: Workers::new(pool.clone(), hub.clone()),
-        templates: Templates::new(
-            pool.clone(),
-            prepared.secrets.clone(),
-            config.spec_defaults.clone(),
-            requests.clone(),
-        ),
+        templates,
+        service_manager,
         requests,
         agents: Agents::new(
             pool.clone(),

@@ -1,0 +1,11 @@
+ALTER TABLE attempts
+    DROP COLUMN ports,
+    DROP COLUMN health_at,
+    DROP COLUMN health_output,
+    DROP COLUMN health,
+    DROP COLUMN has_healthcheck;
+DROP TABLE request_placement;
+DROP TABLE service_runs;
+DROP TABLE service_events;
+DROP TABLE service_slots;
+DROP TABLE services;
