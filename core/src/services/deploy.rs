@@ -8,7 +8,7 @@ use diesel_async::AsyncPgConnection;
 
 use crate::error::Result;
 use crate::services::ServiceManager;
-use crate::services::reconcile::{AfterCommit, ServiceState};
+use crate::services::state::{AfterCommit, ServiceState};
 
 /// Advances the deploy under way on `state` (if any) by what can be done now, in the
 /// pass's transaction.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::services::HealthSettings;
-use crate::services::reconcile::RunState;
+use crate::services::state::RunState;
 use crate::work::state::Status;
 
 /// What a replica's current container is, health-wise.

@@ -23,6 +23,8 @@
 //! - [`store`]: service, slot, run and event rows.
 //! - [`manage`]: creating, reading, listing, changing, scaling and deleting services (the
 //!   front the API calls).
+//! - [`state`]: a service with its slots and containers as a pass sees it, and the
+//!   primitives that start and stop a slot's containers.
 //! - [`reconcile`]: the pass that makes slots match what is desired; [`restart`] decides
 //!   when and where a replica that ended starts again; [`history`] records every event
 //!   with its reason and reads it back.
@@ -44,6 +46,7 @@ pub mod manage;
 pub mod oneoff;
 pub mod reconcile;
 pub mod restart;
+pub mod state;
 pub mod store;
 
 use std::collections::BTreeMap;
