@@ -103,6 +103,11 @@ pub struct WorkRequestView {
     pub template: String,
     /// That template's release (absent when submitted directly).
     pub template_version: Option<u32>,
+    /// For a service replica's container: the service and the replica (`web.1`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub service: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub service_replica: String,
     /// The workflow this request is a step of; empty otherwise.
     pub parent_id: String,
     /// A workflow's steps, in an order they can run in; empty for other requests.
@@ -229,6 +234,8 @@ impl From<proto::WorkRequest> for WorkRequestView {
             name: request.name,
             template: request.template,
             template_version: (request.template_version > 0).then_some(request.template_version),
+            service: request.service,
+            service_replica: request.service_replica,
             parent_id: request.parent_id,
             children: request
                 .children
@@ -278,6 +285,14 @@ impl Render for WorkRequestView {
                 match self.template_version {
                     Some(v) => format!("{}@v{v}", self.template),
                     None => self.template.clone(),
+                },
+            ),
+            (
+                "service",
+                if self.service.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ({})", self.service, self.service_replica)
                 },
             ),
             ("status", self.status.clone()),

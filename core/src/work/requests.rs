@@ -28,7 +28,8 @@ use crate::live::hub::Hub;
 use crate::store::db::DbPool;
 use crate::store::models::{AttemptRow, NewWorkRequest, WorkRequestRow};
 use crate::store::schema::{
-    attempts, templates, users, work_request_dependencies, work_requests, workspaces,
+    attempts, service_runs, services, templates, users, work_request_dependencies, work_requests,
+    workspaces,
 };
 use crate::store::secrets::SecretBox;
 use crate::work::deps::{self, Scheduling};
@@ -72,6 +73,9 @@ pub struct RequestView {
     pub inputs: Vec<Pinned>,
     /// The name of the template it was made from, if any.
     pub template: Option<String>,
+    /// For a service replica's container: the service's name and the replica (`web.1`);
+    /// only read for a single request.
+    pub service: Option<(String, String)>,
 }
 
 /// A request row with the names shown with it: its workspace's, its submitter's and,
@@ -98,6 +102,7 @@ impl RequestView {
             queue_position: 0,
             inputs: Vec::new(),
             template: None,
+            service: None,
         }
     }
 
@@ -597,6 +602,18 @@ async fn load_in_snapshot(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Re
         .await?;
     view.depends_on = deps::depends_on(conn, id).await?;
     view.inputs = inputs::of_request(conn, id).await?;
+    view.service = service_runs::table
+        .inner_join(services::table)
+        .filter(service_runs::request_id.eq(id))
+        .select((
+            services::name,
+            service_runs::process,
+            service_runs::slot_index,
+        ))
+        .first::<(String, String, i32)>(conn)
+        .await
+        .optional()?
+        .map(|(name, process, index)| (name, format!("{process}.{index}")));
     if is_workflow {
         view.children = load_children(conn, id).await?;
     }

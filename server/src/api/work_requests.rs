@@ -347,7 +347,9 @@ pub(crate) fn to_proto(view: RequestView) -> Result<WorkRequest> {
         queue_position,
         inputs,
         template,
+        service,
     } = view;
+    let (service, service_replica) = service.unzip();
     Ok(WorkRequest {
         id: row.id.to_string(),
         workspace,
@@ -400,6 +402,8 @@ pub(crate) fn to_proto(view: RequestView) -> Result<WorkRequest> {
             .template_version
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0),
+        service: service.unwrap_or_default(),
+        service_replica: service_replica.unwrap_or_default(),
     })
 }
 
