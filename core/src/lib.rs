@@ -19,6 +19,9 @@
 //!   their state only through `work::lifecycle`.
 //! - [`templates`]: named, versioned job and workflow specs and their releases, and
 //!   runs made from them. Beside `work`; it submits through `work::requests` only.
+//! - [`services`]: long-running containers from a template's release, scaled, restarted,
+//!   moved and rolled forward by a reconciler. Above `templates`; it makes and stops
+//!   requests through `work::own` only.
 //!
 //! Architecture invariant: this crate knows no wire protocol. It does not depend on
 //! tonic, prost or the generated `berth.v1` types (its Cargo.toml says so and
