@@ -44,12 +44,20 @@ impl Services {
         })
         .await
         .unwrap();
-        let secrets = SecretBox::load_or_create(&server.data_dir.path().join("secret.key")).unwrap();
+        let secrets =
+            SecretBox::load_or_create(&server.data_dir.path().join("secret.key")).unwrap();
         let defaults = SpecDefaults::default();
         let hub = Arc::new(Hub::new(&AgentSettings::default()));
-        let requests = WorkRequests::new(pool.clone(), secrets.clone(), defaults.clone(), hub.clone());
-        let templates = Templates::new(pool.clone(), secrets.clone(), defaults.clone(), requests.clone());
-        let manager = ServiceManager::new(pool.clone(), secrets, defaults, hub, requests, templates);
+        let requests =
+            WorkRequests::new(pool.clone(), secrets.clone(), defaults.clone(), hub.clone());
+        let templates = Templates::new(
+            pool.clone(),
+            secrets.clone(),
+            defaults.clone(),
+            requests.clone(),
+        );
+        let manager =
+            ServiceManager::new(pool.clone(), secrets, defaults, hub, requests, templates);
         let admin = Authenticator::new(pool)
             .authenticate(&server.admin_token)
             .await
@@ -118,7 +126,12 @@ impl Services {
     }
 
     /// Waits until `check` holds of `name`'s view.
-    pub async fn wait(&self, name: &str, what: &str, check: impl Fn(&ServiceView) -> bool) -> ServiceView {
+    pub async fn wait(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&ServiceView) -> bool,
+    ) -> ServiceView {
         eventually(what, WAIT, || async {
             let view = self.get(name).await;
             check(&view).then_some(view)
@@ -148,21 +161,30 @@ pub fn service(name: &str) -> ServiceRef {
 
 /// Creates job template `name` in `default` running `command` (a simulated worker's
 /// script, or a shell command for real containers) in `image`, on `network`.
-pub async fn create_template(server: &TestServer, name: &str, image: &str, command: &[&str], network: &str) {
-    TemplateServiceClient::with_interceptor(server.channel().await, BearerAuth::new(&server.admin_token))
-        .create_template(CreateTemplateRequest {
-            name: name.to_owned(),
-            spec: Some(proto::create_template_request::Spec::Job(JobTemplateSpec {
-                spec: Some(ContainerSpec {
-                    image: image.to_owned(),
-                    command: command.iter().map(|c| (*c).to_owned()).collect(),
-                    network: network.to_owned(),
-                    ..ContainerSpec::default()
-                }),
-                ..JobTemplateSpec::default()
-            })),
-            ..CreateTemplateRequest::default()
-        })
-        .await
-        .unwrap();
+pub async fn create_template(
+    server: &TestServer,
+    name: &str,
+    image: &str,
+    command: &[&str],
+    network: &str,
+) {
+    TemplateServiceClient::with_interceptor(
+        server.channel().await,
+        BearerAuth::new(&server.admin_token),
+    )
+    .create_template(CreateTemplateRequest {
+        name: name.to_owned(),
+        spec: Some(proto::create_template_request::Spec::Job(JobTemplateSpec {
+            spec: Some(ContainerSpec {
+                image: image.to_owned(),
+                command: command.iter().map(|c| (*c).to_owned()).collect(),
+                network: network.to_owned(),
+                ..ContainerSpec::default()
+            }),
+            ..JobTemplateSpec::default()
+        })),
+        ..CreateTemplateRequest::default()
+    })
+    .await
+    .unwrap();
 }

@@ -24,20 +24,23 @@ fn states(view: &ServiceView) -> Vec<(String, ReplicaState)> {
 
 fn all_running(view: &ServiceView, n: usize) -> bool {
     view.replicas.len() == n
-        && view
-            .replicas
-            .iter()
-            .all(|r| r.worker.is_some() && matches!(r.state, ReplicaState::Starting | ReplicaState::Healthy))
+        && view.replicas.iter().all(|r| {
+            r.worker.is_some() && matches!(r.state, ReplicaState::Starting | ReplicaState::Healthy)
+        })
 }
 
 #[tokio::test]
 async fn scale_up_and_down_stops_the_highest_indices_first() {
     let server = TestServer::start_with(quick_heartbeats).await;
-    let sim = server.sim_worker(SimOptions::default().concurrency(4)).await;
+    let sim = server
+        .sim_worker(SimOptions::default().concurrency(4))
+        .await;
     let services = Services::on(&server).await;
     create_template(&server, "sleeper", "busybox", &["sleep", "3600"], "").await;
     let name = unique_name("web");
-    let view = services.create(&name, "sleeper", &[("web", 0)], |_| {}).await;
+    let view = services
+        .create(&name, "sleeper", &[("web", 0)], |_| {})
+        .await;
     assert!(view.replicas.is_empty(), "{:?}", states(&view));
 
     services.scale(&name, "web", 3).await;
@@ -84,7 +87,8 @@ async fn scale_up_and_down_stops_the_highest_indices_first() {
         .collect();
     assert_eq!(stopping, ["web.2", "web.1"], "{said:?}");
     assert!(
-        said.iter().all(|s| s.0 != "stopping" || s.2 == "scaled down"),
+        said.iter()
+            .all(|s| s.0 != "stopping" || s.2 == "scaled down"),
         "{said:?}"
     );
     let started = said.iter().filter(|s| s.0 == "started").count();
@@ -108,9 +112,11 @@ async fn scale_up_and_down_stops_the_highest_indices_first() {
 #[tokio::test]
 async fn a_crashing_replica_is_restarted_with_growing_backoff_pinned_then_moved() {
     let server = TestServer::start_with(quick_heartbeats).await;
-    let _sim = server.sim_worker(SimOptions::default().concurrency(2)).await;
+    let _sim = server
+        .sim_worker(SimOptions::default().concurrency(2))
+        .await;
     let services = Services::on(&server).await;
-    create_template(&server, "crasher", "busybox", &["exit", "1"], "").await;
+    create_template(&server, "crasher", "busybox", &["false"], "").await;
     let name = unique_name("crash");
     services
         .create(&name, "crasher", &[("web", 1)], |input| {
@@ -119,7 +125,9 @@ async fn a_crashing_replica_is_restarted_with_growing_backoff_pinned_then_moved(
         })
         .await;
     // Three failures: two local restarts pinned to the worker, then a move off it.
-    let moved = services.wait_event(&name, "moved", "crashed 3 times in a row on").await;
+    let moved = services
+        .wait_event(&name, "moved", "crashed 3 times in a row on")
+        .await;
     let history = services.history(&name).await;
     let exited: Vec<&str> = history
         .iter()
@@ -146,7 +154,10 @@ async fn a_crashing_replica_is_restarted_with_growing_backoff_pinned_then_moved(
     let delays: Vec<f64> = rows.iter().map(|r| r.get::<_, f64>(0)).collect();
     assert_eq!(delays.len(), 3, "{delays:?}");
     for (delay, base) in delays.iter().zip([0.2, 0.4, 0.8]) {
-        assert!(*delay >= base - 0.05 && *delay <= base * 1.1 + 0.05, "{delays:?}");
+        assert!(
+            *delay >= base - 0.05 && *delay <= base * 1.1 + 0.05,
+            "{delays:?}"
+        );
     }
     // The first two restarts were pinned to the worker; the third keeps off it.
     let placements = query(
@@ -160,7 +171,11 @@ async fn a_crashing_replica_is_restarted_with_growing_backoff_pinned_then_moved(
     )
     .await;
     let kinds: Vec<(bool, bool)> = placements.iter().map(|r| (r.get(0), r.get(1))).collect();
-    assert_eq!(kinds, [(true, false), (true, false), (false, true)], "{moved:?}");
+    assert_eq!(
+        kinds,
+        [(true, false), (true, false), (false, true)],
+        "{moved:?}"
+    );
     let why: String = placements[0].get(2);
     assert!(why.starts_with("pinned to worker "), "{why}");
     server.stop().await;
@@ -169,10 +184,12 @@ async fn a_crashing_replica_is_restarted_with_growing_backoff_pinned_then_moved(
 #[tokio::test]
 async fn restart_policies_never_and_on_failure() {
     let server = TestServer::start_with(quick_heartbeats).await;
-    let _sim = server.sim_worker(SimOptions::default().concurrency(4)).await;
+    let _sim = server
+        .sim_worker(SimOptions::default().concurrency(4))
+        .await;
     let services = Services::on(&server).await;
     create_template(&server, "ok", "busybox", &["true"], "").await;
-    create_template(&server, "bad", "busybox", &["exit", "1"], "").await;
+    create_template(&server, "bad", "busybox", &["false"], "").await;
     let cases = [
         ("ok", RestartPolicy::Never, true),
         ("bad", RestartPolicy::Never, true),
@@ -194,11 +211,17 @@ async fn restart_policies_never_and_on_failure() {
         if *stays {
             let view = services
                 .wait(name, "the replica exited and stayed", |v| {
-                    v.replicas.first().is_some_and(|r| r.state == ReplicaState::Exited)
+                    v.replicas
+                        .first()
+                        .is_some_and(|r| r.state == ReplicaState::Exited)
                 })
                 .await;
             services
-                .wait_event(name, "exited", &format!("not restarted: restart policy {policy}"))
+                .wait_event(
+                    name,
+                    "exited",
+                    &format!("not restarted: restart policy {policy}"),
+                )
                 .await;
             assert_eq!(view.replicas[0].failures, 0, "{template} {policy}");
         } else {
@@ -428,12 +451,20 @@ async fn bad_input_is_refused_naming_the_field() {
         ..base("good")
     };
     let view = m.create(admin, ok.clone()).await.unwrap();
-    assert_eq!(view.replicas.len(), 0, "the reconciler makes slots, not create");
+    assert_eq!(
+        view.replicas.len(),
+        0,
+        "the reconciler makes slots, not create"
+    );
     let e = m.create(admin, ok.clone()).await.unwrap_err();
     assert_eq!(code(&e), "exists", "{e}");
     // Scaling an unknown process type names the known ones.
     let e = m
-        .scale(admin, &service("good"), &BTreeMap::from([("worker".to_owned(), 2)]))
+        .scale(
+            admin,
+            &service("good"),
+            &BTreeMap::from([("worker".to_owned(), 2)]),
+        )
         .await
         .unwrap_err();
     assert_eq!(code(&e), "invalid", "{e}");

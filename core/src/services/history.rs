@@ -93,7 +93,9 @@ impl ServiceManager {
         if let Some(replica) = &replica {
             select = select
                 .filter(service_events::process.eq(replica.process.clone()))
-                .filter(service_events::slot_index.eq(i32::try_from(replica.index).unwrap_or(i32::MAX)));
+                .filter(
+                    service_events::slot_index.eq(i32::try_from(replica.index).unwrap_or(i32::MAX)),
+                );
         }
         let mut found: Vec<EventRow> = select.load(&mut conn).await?;
         let more = found.len() > limit as usize;

@@ -22,8 +22,7 @@ use crate::services::state::{self, ServiceState};
 use crate::services::store::{self, EventKind, NewEvent, ServiceRow};
 use crate::services::{
     Backoff, BackoffInput, CreateInput, HealthInput, HealthSettings, Process, ReplicaName,
-    ReplicaState, ReplicaView, ServiceManager, ServiceRef, ServiceView,
-    UpdateInput, history,
+    ReplicaState, ReplicaView, ServiceManager, ServiceRef, ServiceView, UpdateInput, history,
 };
 use crate::store::schema::{services, templates, users, workers};
 use crate::templates::workspace_name;
@@ -212,7 +211,10 @@ pub fn check_backoff(current: Backoff, input: &BackoffInput) -> Result<Backoff> 
         b.max_local_restarts = n;
     }
     if b.initial.is_zero() {
-        return Err(invalid("backoff.initial", "must be greater than 0 (e.g. 1s)"));
+        return Err(invalid(
+            "backoff.initial",
+            "must be greater than 0 (e.g. 1s)",
+        ));
     }
     if b.max < b.initial {
         return Err(invalid(
@@ -559,10 +561,7 @@ impl ServiceManager {
     ) -> Result<ServiceView> {
         let by = user_id(caller, "scale services")?;
         if replicas.is_empty() {
-            return Err(invalid(
-                "replicas",
-                "is empty; give PROCESS=N, e.g. web=3",
-            ));
+            return Err(invalid("replicas", "is empty; give PROCESS=N, e.g. web=3"));
         }
         let mut conn = self.pool.get().await?;
         let (standing, found) = find_for(
@@ -718,9 +717,10 @@ fn replica_views(state: &ServiceState, names: &HashMap<Uuid, String>) -> Vec<Rep
         .iter()
         .map(|slot| {
             let wanted = state.row.deleted_at.is_none()
-                && state.processes.get(&slot.row.process).is_some_and(|p| {
-                    i64::from(p.replicas) > i64::from(slot.row.slot_index)
-                });
+                && state
+                    .processes
+                    .get(&slot.row.process)
+                    .is_some_and(|p| i64::from(p.replicas) > i64::from(slot.row.slot_index));
             let current = slot.current.as_ref();
             let replica_state = if !wanted {
                 ReplicaState::Stopping

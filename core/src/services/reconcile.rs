@@ -94,9 +94,7 @@ pub async fn run_once(manager: &ServiceManager) -> Result<usize> {
         let mut conn = manager.pool.get().await?;
         let mut after = AfterCommit::default();
         let done = conn
-            .transaction::<_, Error, _>(async |conn| {
-                pass_one(manager, conn, id, &mut after).await
-            })
+            .transaction::<_, Error, _>(async |conn| pass_one(manager, conn, id, &mut after).await)
             .await;
         match done {
             Ok(true) => {
@@ -203,7 +201,11 @@ async fn pass(
             .flatten()
             .map(|r| r.request_id)
             .collect();
-        if !live && crate::work::lifecycle::live_attempts(conn, &ids).await?.is_empty() {
+        if !live
+            && crate::work::lifecycle::live_attempts(conn, &ids)
+                .await?
+                .is_empty()
+        {
             diesel::delete(service_slots::table.find((
                 slot.row.service_id,
                 slot.row.process.clone(),
@@ -214,7 +216,9 @@ async fn pass(
             removed.push(i);
         }
     }
-    for i in removed.into_iter().rev() {
+    // Highest positions first, so that each removal leaves the others in place.
+    removed.sort_unstable_by(|a, b| b.cmp(a));
+    for i in removed {
         state.slots.remove(i);
     }
     // 1b. Slots the processes ask for that do not exist yet.
@@ -259,9 +263,9 @@ async fn pass(
                 });
             }
         }
-        state
-            .slots
-            .sort_by(|a, b| (&a.row.process, a.row.slot_index).cmp(&(&b.row.process, b.row.slot_index)));
+        state.slots.sort_by(|a, b| {
+            (&a.row.process, a.row.slot_index).cmp(&(&b.row.process, b.row.slot_index))
+        });
     }
     // 2 and 3, for each wanted slot.
     for i in 0..state.slots.len() {
@@ -383,7 +387,10 @@ async fn tend(
             save(conn, state, i, row).await
         }
         Judgement::Unhealthy { since }
-            if now.signed_duration_since(since).to_std().unwrap_or_default()
+            if now
+                .signed_duration_since(since)
+                .to_std()
+                .unwrap_or_default()
                 >= state.health.min_healthy =>
         {
             state::stop_run(conn, state, &row, current.request_id, "unhealthy", after).await
@@ -399,7 +406,10 @@ async fn save(
     row: SlotRow,
 ) -> Result<()> {
     store::save_slot(conn, &row).await?;
-    let ids: Vec<Uuid> = [row.request_id, row.next_request_id].into_iter().flatten().collect();
+    let ids: Vec<Uuid> = [row.request_id, row.next_request_id]
+        .into_iter()
+        .flatten()
+        .collect();
     let mut found = state::runs(conn, &ids).await?;
     let slot = &mut state.slots[i];
     slot.current = row.request_id.and_then(|id| found.remove(&id));
@@ -437,17 +447,27 @@ async fn ended(
         history::record(conn, event(EventKind::Lost, why.clone())).await?;
     }
     let uptime = match (run.started_at, run.completed_at) {
-        (Some(start), Some(end)) => end.signed_duration_since(start).to_std().unwrap_or_default(),
+        (Some(start), Some(end)) => end
+            .signed_duration_since(start)
+            .to_std()
+            .unwrap_or_default(),
         _ => Duration::ZERO,
     };
-    let worker = run
-        .worker_id
-        .map(|id| (id, fleet.get(&id).map_or_else(|| run.worker_name.clone(), |w| w.0.clone())));
+    let worker = run.worker_id.map(|id| {
+        (
+            id,
+            fleet
+                .get(&id)
+                .map_or_else(|| run.worker_name.clone(), |w| w.0.clone()),
+        )
+    });
     let ending = Ending {
         success: run.result == Some(WorkResult::Success),
         lost,
         uptime,
-        worker_connected: run.worker_id.is_some_and(|id| fleet.get(&id).is_some_and(|w| w.1)),
+        worker_connected: run
+            .worker_id
+            .is_some_and(|id| fleet.get(&id).is_some_and(|w| w.1)),
         worker,
     };
     let counters = Counters {
@@ -490,8 +510,24 @@ async fn ended(
             }
             let at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             let not_before = (!delay.is_zero()).then_some(at);
-            let reason = if lost {
-                format!("replacing the replica on {}", ending.worker.as_ref().map_or("its worker", |w| w.1.as_str()))
+            let reason = if let Placement::Pin { .. } = &placement {
+                format!(
+                    "local restart {} of {} on {} after {why}",
+                    row.local_failures,
+                    state.backoff.max_local_restarts,
+                    ending
+                        .worker
+                        .as_ref()
+                        .map_or("its worker", |w| w.1.as_str())
+                )
+            } else if lost {
+                format!(
+                    "replacing the replica on {}",
+                    ending
+                        .worker
+                        .as_ref()
+                        .map_or("its worker", |w| w.1.as_str())
+                )
             } else {
                 format!("restart after {why}")
             };
@@ -563,11 +599,18 @@ async fn check_placement(
     let _ = state;
     let placed: Option<(Option<Uuid>, Option<Uuid>)> = request_placement::table
         .find(run.request_id)
-        .select((request_placement::pin_worker_id, request_placement::avoid_worker_id))
+        .select((
+            request_placement::pin_worker_id,
+            request_placement::avoid_worker_id,
+        ))
         .first(conn)
         .await
         .optional()?;
-    let name = |id: &Uuid| fleet.get(id).map_or_else(|| id.to_string(), |w| w.0.clone());
+    let name = |id: &Uuid| {
+        fleet
+            .get(id)
+            .map_or_else(|| id.to_string(), |w| w.0.clone())
+    };
     let lift = match placed {
         Some((Some(pin), _)) if !fleet.get(&pin).is_some_and(|w| w.1) => Some(format!(
             "worker {} is not connected; the restart may run on any worker",
@@ -575,7 +618,10 @@ async fn check_placement(
         )),
         Some((_, Some(avoid))) => {
             let since = row.restart_at.unwrap_or(run.created_at).max(run.created_at);
-            let waited = now.signed_duration_since(since).to_std().unwrap_or_default();
+            let waited = now
+                .signed_duration_since(since)
+                .to_std()
+                .unwrap_or_default();
             (waited >= AVOID_FOR).then(|| {
                 format!(
                     "no other worker took it in {}s; worker {} may run it again",

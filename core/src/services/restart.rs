@@ -197,14 +197,22 @@ mod tests {
         let mut counters = Counters::default();
         let mut delays = Vec::new();
         for _ in 0..2 {
-            match decide(RestartPolicy::Always, &b, counters, &ending(false, 1, Some(w)), 0.0) {
+            match decide(
+                RestartPolicy::Always,
+                &b,
+                counters,
+                &ending(false, 1, Some(w)),
+                0.0,
+            ) {
                 Decision::Restart {
                     delay,
                     placement,
                     counters: next,
                     moved,
                 } => {
-                    assert!(matches!(placement, Placement::Pin { worker_id, .. } if worker_id == w));
+                    assert!(
+                        matches!(placement, Placement::Pin { worker_id, .. } if worker_id == w)
+                    );
                     assert_eq!(moved, None);
                     delays.push(delay);
                     counters = next;
@@ -226,7 +234,13 @@ mod tests {
             local_failures: 2,
             last_worker: Some(w),
         };
-        match decide(RestartPolicy::Always, &b, counters, &ending(false, 1, Some(w)), 0.0) {
+        match decide(
+            RestartPolicy::Always,
+            &b,
+            counters,
+            &ending(false, 1, Some(w)),
+            0.0,
+        ) {
             Decision::Restart {
                 placement,
                 moved,
@@ -267,7 +281,13 @@ mod tests {
             local_failures: 1,
             last_worker: None,
         };
-        match decide(RestartPolicy::Always, &b, counters, &ending(true, 1, None), 0.9) {
+        match decide(
+            RestartPolicy::Always,
+            &b,
+            counters,
+            &ending(true, 1, None),
+            0.9,
+        ) {
             Decision::Restart {
                 delay, counters, ..
             } => {
@@ -320,7 +340,13 @@ mod tests {
             local_failures: 2,
             last_worker: None,
         };
-        match decide(RestartPolicy::Always, &b, counters, &ending(false, 3600, None), 0.0) {
+        match decide(
+            RestartPolicy::Always,
+            &b,
+            counters,
+            &ending(false, 3600, None),
+            0.0,
+        ) {
             Decision::Restart {
                 delay, counters, ..
             } => {

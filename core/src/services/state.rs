@@ -119,7 +119,10 @@ pub fn settings(
     Vec<PortMapping>,
 )> {
     let bad = |what: &str, e: serde_json::Error| {
-        Error::internal(format!("stored {what} of service {} unreadable: {e}", row.id))
+        Error::internal(format!(
+            "stored {what} of service {} unreadable: {e}",
+            row.id
+        ))
     };
     let processes: BTreeMap<String, Process> =
         serde_json::from_value(row.processes.clone()).map_err(|e| bad("processes", e))?;
@@ -171,10 +174,7 @@ type AttemptFacts = (
 );
 
 /// What `ids` (containers of services' slots) are doing, by request id.
-pub async fn runs(
-    conn: &mut AsyncPgConnection,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, RunState>> {
+pub async fn runs(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, RunState>> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -224,8 +224,7 @@ pub async fn runs(
         }
     }
     let mut out = HashMap::new();
-    for (id, status, result, reason, exit_code, message, created_at, completed_at, _) in requests
-    {
+    for (id, status, result, reason, exit_code, message, created_at, completed_at, _) in requests {
         let attempt = latest.remove(&id.0);
         let mut run = RunState {
             request_id: id,
@@ -247,8 +246,18 @@ pub async fn runs(
             health_at: None,
             ports: Vec::new(),
         };
-        if let Some((_, number, worker_id, worker_name, started_at, reason, hc, health, at, ports)) =
-            attempt
+        if let Some((
+            _,
+            number,
+            worker_id,
+            worker_name,
+            started_at,
+            reason,
+            hc,
+            health,
+            at,
+            ports,
+        )) = attempt
         {
             run.attempt = Some(number);
             run.worker_id = worker_id;
@@ -315,8 +324,7 @@ pub async fn start_run(
 ) -> Result<WorkRequestId> {
     let service = &state.row;
     let (_, job, secrets) =
-        crate::templates::job_release(conn, &manager.secrets, service.template_id, version)
-            .await?;
+        crate::templates::job_release(conn, &manager.secrets, service.template_id, version).await?;
     let workspace: String = workspaces::table
         .find(service.workspace_id)
         .select(workspaces::name)

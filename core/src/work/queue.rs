@@ -39,7 +39,9 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::store::models::WorkRequestRow;
-use crate::store::schema::{attempts, request_placement, users, work_requests, workers, workspaces};
+use crate::store::schema::{
+    attempts, request_placement, users, work_requests, workers, workspaces,
+};
 use crate::work::ids::WorkRequestId;
 use crate::work::scheduler::match_labels;
 use crate::work::state::{Kind, Status};
@@ -541,9 +543,9 @@ pub async fn list_queue(
         // A request claimed between the two reads is no longer in the queue: skip it.
         .filter_map(|p| {
             let (row, workspace, created_by, not_before) = rows.remove(&p.id)?;
-            let reason = placed_reason(&waiting_on, row.id, not_before, now).unwrap_or_else(
-                || fleet.reason(row.workspace_id, &row.requirements, not_before, now),
-            );
+            let reason = placed_reason(&waiting_on, row.id, not_before, now).unwrap_or_else(|| {
+                fleet.reason(row.workspace_id, &row.requirements, not_before, now)
+            });
             Some(QueueItem {
                 row,
                 workspace,
