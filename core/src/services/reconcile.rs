@@ -574,7 +574,7 @@ fn human(delay: Duration) -> String {
     let ms = delay.as_millis();
     if ms < 60_000 {
         let tenths = ms.div_ceil(100);
-        if tenths % 10 == 0 {
+        if tenths.is_multiple_of(10) {
             format!("{}s", tenths / 10)
         } else {
             format!("{}.{}s", tenths / 10, tenths % 10)

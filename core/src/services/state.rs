@@ -108,16 +108,17 @@ pub(crate) fn millis(ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// Reads a service row's settings.
-pub fn settings(
-    row: &ServiceRow,
-) -> Result<(
+/// A service's settings as read from its row: processes, policy, backoff, health, ports.
+pub type Settings = (
     BTreeMap<String, Process>,
     RestartPolicy,
     Backoff,
     HealthSettings,
     Vec<PortMapping>,
-)> {
+);
+
+/// Reads a service row's settings.
+pub fn settings(row: &ServiceRow) -> Result<Settings> {
     let bad = |what: &str, e: serde_json::Error| {
         Error::internal(format!(
             "stored {what} of service {} unreadable: {e}",
@@ -405,7 +406,7 @@ pub async fn stop_run(
     after: &mut AfterCommit,
 ) -> Result<()> {
     let live = own::stop(conn, request, why).await?;
-    let worker = live.iter().next().map(|l| l.worker_id);
+    let worker = <[LiveAttempt]>::first(&live).map(|l| l.worker_id);
     after.stops.extend(live);
     after.changed = true;
     history::record(
