@@ -51,6 +51,7 @@ pub mod invariants;
 pub mod logs;
 pub mod process;
 pub mod proxy;
+pub mod services;
 pub mod sim;
 pub mod spec;
 pub mod stored;
