@@ -2449,16 +2449,17 @@ mod tests {
         };
         assert!(!has_healthcheck, "the test image has no HEALTHCHECK");
         assert_eq!(ports.len(), 1, "{ports:?}");
-        assert_eq!((ports[0].container_port, ports[0].protocol.as_str()), (8080, "tcp"));
+        assert_eq!(
+            (ports[0].container_port, ports[0].protocol.as_str()),
+            (8080, "tcp")
+        );
         let host_port = u16::try_from(ports[0].host_port).unwrap();
         assert_ne!(host_port, 0, "Docker picked a port");
         // Polls until httpd listens (bounded: 300 tries, 0.1 s apart).
         let mut answer = String::new();
         for _ in 0..300 {
             if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await {
-                let _ = stream
-                    .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-                    .await;
+                let _ = stream.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
                 answer.clear();
                 let mut bytes = Vec::new();
                 let _ = stream.read_to_end(&mut bytes).await;
@@ -2510,7 +2511,11 @@ mod tests {
     async fn healthcheck_is_reported_and_its_changes_follow() {
         let executor = executor("health").await;
         let image = ensure_healthcheck_image(&executor).await;
-        let mut replica = job(&["sh", "-c", "sleep 3; touch /tmp/ok; exec sleep 60"]);
+        let mut replica = job(&[
+            "sh",
+            "-c",
+            "sleep 3; mkdir -p /tmp && touch /tmp/ok; exec sleep 60",
+        ]);
         replica.spec.image = image.to_owned();
         replica.spec.timeout = Some(secs(0));
         let stop = CancellationToken::new();
