@@ -1117,7 +1117,10 @@ mod tests {
         assert!(!carried.contains(&secret), "{carried}");
         assert!(carried.starts_with("probe failed: token [MASKED]\n"));
         assert!(carried.len() <= HEALTH_OUTPUT_MAX);
-        assert!(carried.len() > HEALTH_OUTPUT_MAX - 4, "cut only to a char boundary");
+        assert!(
+            carried.len() > HEALTH_OUTPUT_MAX - 4,
+            "cut only to a char boundary"
+        );
     }
 
     #[test]
