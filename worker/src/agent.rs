@@ -146,6 +146,24 @@ fn key_of(reference: Option<&AttemptRef>) -> Option<Key> {
     reference.map(|r| (r.work_request_id.clone(), r.attempt))
 }
 
+/// How much of a HEALTHCHECK probe's output a HealthChanged carries.
+const HEALTH_OUTPUT_MAX: usize = 1024;
+
+/// A probe's output as HealthChanged carries it: secret values masked first (so a cut
+/// cannot leave half a secret readable), then cut to [`HEALTH_OUTPUT_MAX`] bytes on a
+/// character boundary.
+fn health_output(output: &str, secrets: &[String]) -> String {
+    let mut masker = Masker::new(secrets.iter().cloned());
+    let mut masked = masker.push(output.as_bytes()).into_owned();
+    masked.extend_from_slice(&masker.finish());
+    let text = String::from_utf8_lossy(&masked);
+    let mut end = text.len().min(HEALTH_OUTPUT_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 fn message(msg: worker_message::Msg) -> WorkerMessage {
     WorkerMessage { msg: Some(msg) }
 }
@@ -170,7 +188,9 @@ pub async fn run(
         &config.name,
     )
     .await?;
-    let facts = executor.host_facts().await?;
+    let mut facts = executor.host_facts().await?;
+    // Where the ports published by this worker's service replicas are reached.
+    facts.insert("address".to_owned(), config.advertise_address.clone());
     tokio::fs::create_dir_all(&config.spool_dir)
         .await
         .map_err(|e| {
@@ -876,6 +896,7 @@ async fn run_attempt_inner(
         tokio::spawn(async move { upload(&spool, client, cancel).await })
     };
     let secrets: Vec<String> = job.spec.secret_env.values().cloned().collect();
+    let health_secrets = secrets.clone();
     let mut out_mask = Masker::new(secrets.clone());
     let mut err_mask = Masker::new(secrets);
     let (out_tx, mut out_rx) = mpsc::channel::<OutputEvent>(64);
@@ -893,15 +914,25 @@ async fn run_attempt_inner(
                 OutputEvent::Started {
                     container_id,
                     pull_duration,
+                    ports,
+                    has_healthcheck,
                 } => {
                     let started = proto::Started {
                         attempt: Some(reference.clone()),
                         container_id,
                         pull_duration: Some(proto_duration(pull_duration)),
-                        ports: Vec::new(),
-                        has_healthcheck: false,
+                        ports,
+                        has_healthcheck,
                     };
                     let _ = outbox.send(message(worker_message::Msg::Started(started)));
+                }
+                OutputEvent::Health { status, output } => {
+                    let changed = proto::HealthChanged {
+                        attempt: Some(reference.clone()),
+                        status,
+                        output: health_output(&output, &health_secrets),
+                    };
+                    let _ = outbox.send(message(worker_message::Msg::HealthChanged(changed)));
                 }
                 OutputEvent::Stdout(bytes) => {
                     let masked = out_mask.push(&bytes);
@@ -1071,5 +1102,29 @@ async fn reap_periodically(state: Arc<State>, shutdown: CancellationToken) {
             Ok(stops) => tracing::info!(count = stops.len(), "stopping leftover containers"),
             Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_output_masks_secrets_then_cuts_to_one_kib() {
+        let secret = "s3cr3t-value".to_owned();
+        let output = format!("probe failed: token {secret}\n{}", "é".repeat(1000));
+        let carried = health_output(&output, std::slice::from_ref(&secret));
+        assert!(!carried.contains(&secret), "{carried}");
+        assert!(carried.starts_with("probe failed: token [MASKED]\n"));
+        assert!(carried.len() <= HEALTH_OUTPUT_MAX);
+        assert!(
+            carried.len() > HEALTH_OUTPUT_MAX - 4,
+            "cut only to a char boundary"
+        );
+    }
+
+    #[test]
+    fn health_output_without_secrets_is_kept_when_short() {
+        assert_eq!(health_output("ok", &[]), "ok");
     }
 }

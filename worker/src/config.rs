@@ -28,6 +28,10 @@ pub struct WorkerArgs {
     /// Worker name [default: the host's FQDN]
     #[arg(long, env = "BERTH_WORKER_NAME")]
     pub name: Option<String>,
+    /// Host name or address where clients reach the ports this worker's service replicas
+    /// publish [default: the worker name]
+    #[arg(long, env = "BERTH_WORKER_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
     /// How many work requests to run at once [default: 1]
     #[arg(long, env = "BERTH_CONCURRENCY")]
     pub concurrency: Option<u32>,
@@ -71,6 +75,7 @@ struct FileConfig {
     server: Option<String>,
     token_file: Option<PathBuf>,
     name: Option<String>,
+    advertise_address: Option<String>,
     concurrency: Option<u32>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
@@ -93,6 +98,8 @@ pub struct WorkerConfig {
     pub token: String,
     /// The name to register as.
     pub name: String,
+    /// Where published ports are reached (sent as the `address` fact); the name when unset.
+    pub advertise_address: String,
     /// Slots.
     pub concurrency: u32,
     /// Static labels.
@@ -121,6 +128,7 @@ impl std::fmt::Debug for WorkerConfig {
             .field("server", &self.server)
             .field("token", &"[REDACTED]")
             .field("name", &self.name)
+            .field("advertise_address", &self.advertise_address)
             .field("concurrency", &self.concurrency)
             .field("labels", &self.labels)
             .field("docker_host", &self.docker_host)
@@ -247,6 +255,13 @@ impl WorkerConfig {
             .clone()
             .or(file.files_dir)
             .unwrap_or_else(|| spool_dir.join("files"));
+        let name = args.name.clone().or(file.name).unwrap_or_else(host_name);
+        let advertise_address = args
+            .advertise_address
+            .clone()
+            .or(file.advertise_address)
+            .filter(|a| !a.trim().is_empty())
+            .unwrap_or_else(|| name.clone());
         Ok(WorkerConfig {
             server: args
                 .server
@@ -254,7 +269,8 @@ impl WorkerConfig {
                 .or(file.server)
                 .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned()),
             token,
-            name: args.name.clone().or(file.name).unwrap_or_else(host_name),
+            name,
+            advertise_address,
             concurrency,
             labels,
             docker_host: args.docker_host.clone().or(file.docker_host),

@@ -41,6 +41,15 @@
 //! itself instead of calling `docker stop`, because a grace period may be up to an hour and a
 //! single API request that long would outlive the client's request timeout.
 //!
+//! # Service replicas: ports, health, no timeout
+//!
+//! A spec with `ports` publishes them on every host address (host port 0: one Docker
+//! picks); after the start one inspect reads the ports as bound and whether a HEALTHCHECK
+//! applies (the container's or its image's), both sent with [`OutputEvent::Started`].
+//! With a HEALTHCHECK the container is inspected every [`HEALTH_POLL`] and each change of
+//! its status is sent as [`OutputEvent::Health`]. A zero timeout means none: the
+//! container gets no `berth.timeout-ms` label, so no reaper stops it for its age.
+//!
 //! # Clean-up
 //!
 //! Containers carry the labels [`LABEL_MANAGED`], [`LABEL_WORKER`], [`LABEL_WORK_REQUEST`],
@@ -77,13 +86,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use berth_common::proto::{ContainerSpec, Outcome, PullPolicy};
+use berth_common::proto::{ContainerSpec, Outcome, PortMapping, PullPolicy};
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerStatsResponse, ContainerSummary, EndpointSettings, HostConfig,
-    Mount, MountType, NetworkConnectRequest, NetworkingConfig,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerSummary,
+    EndpointSettings, HealthStatusEnum, HostConfig, Mount, MountType, NetworkConnectRequest,
+    NetworkingConfig, PortBinding, PortMap,
 };
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
@@ -129,6 +139,8 @@ pub const ADDED_CAPABILITIES: [&str; 6] = [
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for the exit after SIGKILL before giving up on the container.
 const KILL_WAIT: Duration = Duration::from_secs(30);
+/// How often a running container's HEALTHCHECK status is read.
+const HEALTH_POLL: Duration = Duration::from_secs(1);
 /// How long the output stream may stay silent after the container exited before the
 /// rest of the output is given up on. Docker closes it as soon as the container's output
 /// pipes close, so this only matters when the engine misbehaves.
@@ -209,6 +221,20 @@ pub enum OutputEvent {
         container_id: String,
         /// Time spent making the image available.
         pull_duration: Duration,
+        /// The ports Docker published, as bound (a host port asked as 0 carries the one
+        /// Docker picked).
+        ports: Vec<PortMapping>,
+        /// Whether the container has a Docker HEALTHCHECK (its own or its image's); if
+        /// so, [`OutputEvent::Health`] follows on every change of its status.
+        has_healthcheck: bool,
+    },
+    /// The container's HEALTHCHECK status changed (`starting`, `healthy`, `unhealthy`),
+    /// with the last probe's output as Docker keeps it (not yet cut or masked).
+    Health {
+        /// Docker's status.
+        status: String,
+        /// The last probe's output.
+        output: String,
     },
     /// Bytes the container wrote to standard output, as Docker delivered them.
     Stdout(Bytes),
@@ -760,10 +786,22 @@ impl DockerExecutor {
         }
         let started = Instant::now();
 
+        // One inspect after the start tells the ports as bound and whether a HEALTHCHECK
+        // applies; a failed inspect only costs those facts, not the attempt.
+        let (ports, has_healthcheck) = match self.docker.inspect_container(id, None).await {
+            Ok(inspected) => (bound_ports(&inspected), declares_healthcheck(&inspected)),
+            Err(e) => {
+                let error = error_chain(&e);
+                warn!(container_id = id, %error, "cannot inspect the started container");
+                (Vec::new(), false)
+            }
+        };
         let receiver_gone = CancellationToken::new();
         let started_event = OutputEvent::Started {
             container_id: id.to_owned(),
             pull_duration,
+            ports,
+            has_healthcheck,
         };
         if emit(output, started_event).await.is_err() {
             receiver_gone.cancel();
@@ -777,12 +815,15 @@ impl DockerExecutor {
             let pump = pump_output(frames, output, &receiver_gone, &exited);
             let both = async { tokio::join!(supervise, pump) };
             let collect = self.collect_stats(id, &mut usage);
-            tokio::pin!(both, collect);
+            let health = self.watch_health(id, has_healthcheck, output);
+            tokio::pin!(both, collect, health);
             let mut collecting = true;
+            let mut watching = true;
             loop {
                 tokio::select! {
                     done = &mut both => break done,
                     () = &mut collect, if collecting => collecting = false,
+                    () = &mut health, if watching => watching = false,
                 }
             }
         };
@@ -1029,6 +1070,44 @@ impl DockerExecutor {
 
     /// Follows Docker's statistics of the running container, keeping the peaks. Returns
     /// when the stream ends (the container stopped) or fails; the figures are best effort.
+    /// Polls the container's HEALTHCHECK status every [`HEALTH_POLL`] and emits
+    /// [`OutputEvent::Health`] on every change, until the container is gone or the
+    /// receiver is. Without a HEALTHCHECK it does nothing.
+    async fn watch_health(
+        &self,
+        id: &str,
+        has_healthcheck: bool,
+        output: &mpsc::Sender<OutputEvent>,
+    ) {
+        if !has_healthcheck {
+            return;
+        }
+        let mut last: Option<String> = None;
+        loop {
+            let inspected = match self.docker.inspect_container(id, None).await {
+                Ok(inspected) => inspected,
+                Err(e) => {
+                    let error = error_chain(&e);
+                    debug!(container_id = id, %error, "health polling ended");
+                    return;
+                }
+            };
+            if let Some((status, probe_output)) = health_of(&inspected)
+                && last.as_deref() != Some(status.as_str())
+            {
+                last = Some(status.clone());
+                let event = OutputEvent::Health {
+                    status,
+                    output: probe_output,
+                };
+                if emit(output, event).await.is_err() {
+                    return;
+                }
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        }
+    }
+
     async fn collect_stats(&self, id: &str, usage: &mut ResourceUsage) {
         let options = StatsOptionsBuilder::default().stream(true).build();
         let mut stats = self.docker.stats(id, Some(options));
@@ -1067,10 +1146,12 @@ impl Plan {
         if spec.image.is_empty() {
             return Err("the spec names no image".to_owned());
         }
+        // Zero means none: only service replicas have it, and they run until stopped.
         let timeout = spec
             .timeout
             .map(|d| std_duration(d, "timeout"))
-            .transpose()?;
+            .transpose()?
+            .filter(|t| !t.is_zero());
         let grace = spec
             .stop_grace_period
             .map(|d| std_duration(d, "stop grace period"))
@@ -1184,6 +1265,7 @@ impl Plan {
             readonly_rootfs: Some(false),
             oom_kill_disable: Some(false),
             publish_all_ports: Some(false),
+            port_bindings: (!spec.ports.is_empty()).then(|| port_bindings(&spec.ports)),
             ..HostConfig::default()
         };
         let config = ContainerCreateBody {
@@ -1192,6 +1274,8 @@ impl Plan {
             env: Some(env),
             working_dir: (!spec.working_dir.is_empty()).then(|| spec.working_dir.clone()),
             labels: Some(labels),
+            exposed_ports: (!spec.ports.is_empty())
+                .then(|| spec.ports.iter().map(port_key).collect()),
             attach_stdin: Some(false),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -1464,7 +1548,8 @@ impl Found {
             attempt: attempt_of(container),
             running,
             grace: millis(LABEL_STOP_GRACE).unwrap_or(DEFAULT_GRACE),
-            timeout: millis(LABEL_TIMEOUT),
+            // A zero timeout is none (a service replica): never reaped for its age.
+            timeout: millis(LABEL_TIMEOUT).filter(|t| !t.is_zero()),
         })
     }
 }
@@ -1502,6 +1587,105 @@ fn split_reference(image: &str) -> (&str, &str) {
         }
         None => (image, "latest"),
     }
+}
+
+/// Docker's key for a container port: `80/tcp`.
+fn port_key(port: &PortMapping) -> String {
+    let protocol = if port.protocol.is_empty() {
+        "tcp"
+    } else {
+        port.protocol.as_str()
+    };
+    format!("{}/{protocol}", port.container_port)
+}
+
+/// The bindings for `ports`: on every host address, the asked host port or (0) any.
+fn port_bindings(ports: &[PortMapping]) -> PortMap {
+    let mut map = PortMap::new();
+    for port in ports {
+        let host_port = if port.host_port == 0 {
+            String::new()
+        } else {
+            port.host_port.to_string()
+        };
+        map.entry(port_key(port))
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some("0.0.0.0".to_owned()),
+                host_port: Some(host_port),
+            });
+    }
+    map
+}
+
+/// The ports Docker bound for a started container, sorted by container port: one per
+/// container port and protocol (the IPv4 binding when Docker also made an IPv6 one).
+fn bound_ports(inspected: &ContainerInspectResponse) -> Vec<PortMapping> {
+    let Some(map) = inspected
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+    else {
+        return Vec::new();
+    };
+    let mut ports: Vec<PortMapping> = Vec::new();
+    for (key, bindings) in map {
+        let Some((container_port, protocol)) = key.split_once('/') else {
+            continue;
+        };
+        let Ok(container_port) = container_port.parse::<u32>() else {
+            continue;
+        };
+        let host_port = bindings
+            .iter()
+            .flatten()
+            .filter_map(|b| b.host_port.as_deref()?.parse::<u32>().ok())
+            .next();
+        if let Some(host_port) = host_port {
+            ports.push(PortMapping {
+                container_port,
+                host_port,
+                protocol: protocol.to_owned(),
+            });
+        }
+    }
+    ports.sort_by(|a, b| (a.container_port, &a.protocol).cmp(&(b.container_port, &b.protocol)));
+    ports
+}
+
+/// Whether a HEALTHCHECK applies to the container: Docker tracks its health, or its
+/// configuration (its own or the image's, merged at the create) names a test.
+fn declares_healthcheck(inspected: &ContainerInspectResponse) -> bool {
+    let tracked = inspected
+        .state
+        .as_ref()
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.status)
+        .is_some_and(|s| !matches!(s, HealthStatusEnum::NONE | HealthStatusEnum::EMPTY));
+    let configured = inspected
+        .config
+        .as_ref()
+        .and_then(|c| c.healthcheck.as_ref())
+        .and_then(|h| h.test.as_ref())
+        .is_some_and(|test| test.first().is_some_and(|t| t != "NONE"));
+    tracked || configured
+}
+
+/// The container's HEALTHCHECK status and its last probe's output, when Docker has one.
+fn health_of(inspected: &ContainerInspectResponse) -> Option<(String, String)> {
+    let health = inspected.state.as_ref()?.health.as_ref()?;
+    let status = match health.status? {
+        HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => return None,
+        other => other.to_string(),
+    };
+    let output = health
+        .log
+        .as_ref()
+        .and_then(|log| log.last())
+        .and_then(|probe| probe.output.clone())
+        .unwrap_or_default();
+    Some((status, output))
 }
 
 fn std_duration(d: prost_types::Duration, what: &str) -> Result<Duration, String> {
@@ -1707,7 +1891,7 @@ mod tests {
                     OutputEvent::Stdout(bytes) => collected.stdout.extend_from_slice(bytes),
                     OutputEvent::Stderr(bytes) => collected.stderr.extend_from_slice(bytes),
                     OutputEvent::System(note) => collected.system.push(note.clone()),
-                    OutputEvent::Started { .. } => {}
+                    OutputEvent::Started { .. } | OutputEvent::Health { .. } => {}
                 }
             }
             collected.events = events;
@@ -2157,6 +2341,214 @@ mod tests {
         }
         assert_ne!(cross.exit_code, Some(0), "{cross:?}");
         assert_eq!(served.outcome, Outcome::Cancelled, "{served:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    /// Runs `job` in the background, handing its events over as they come; cancelling
+    /// `stop` ends it.
+    fn run_streaming(
+        executor: &DockerExecutor,
+        job: Job,
+        stop: CancellationToken,
+    ) -> (
+        tokio::task::JoinHandle<RunReport>,
+        mpsc::Receiver<OutputEvent>,
+    ) {
+        let (tx, rx) = mpsc::channel(64);
+        let executor = executor.clone();
+        let handle = tokio::spawn(async move { run_and_remove(&executor, &job, tx, stop).await });
+        (handle, rx)
+    }
+
+    #[test]
+    fn zero_timeout_plans_no_timeout_and_no_timeout_label() {
+        let mut replica = job(&["sleep", "1"]);
+        replica.spec.timeout = Some(secs(0));
+        let plan = Plan::for_job(&replica, "w").unwrap();
+        assert_eq!(plan.timeout, None);
+        let labels = plan.config.labels.as_ref().unwrap();
+        assert!(!labels.contains_key(LABEL_TIMEOUT), "{labels:?}");
+        // A timed job keeps its label, which the reapers read.
+        let timed = Plan::for_job(&job(&["true"]), "w").unwrap();
+        assert_eq!(timed.config.labels.unwrap()[LABEL_TIMEOUT], "60000");
+    }
+
+    /// A zero timeout taken literally would stop the container at once (TIMED_OUT).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn zero_timeout_runs_until_the_container_exits() {
+        let executor = executor("no-timeout").await;
+        let mut replica = job(&["sh", "-c", "sleep 2; echo done"]);
+        replica.spec.timeout = Some(secs(0));
+        let (report, collected) = run(&executor, &replica, CancellationToken::new()).await;
+        assert_eq!(report.outcome, Outcome::Exited, "{report:?}");
+        assert_eq!(report.exit_code, Some(0), "{report:?}");
+        assert_eq!(collected.stdout(), "done\n");
+        assert!(report.run_duration >= Duration::from_secs(2), "{report:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    #[test]
+    fn ports_plan_exposed_ports_and_bindings_on_every_address() {
+        let mut replica = job(&[]);
+        replica.spec.ports = vec![
+            PortMapping {
+                container_port: 8080,
+                host_port: 0,
+                protocol: String::new(),
+            },
+            PortMapping {
+                container_port: 53,
+                host_port: 5353,
+                protocol: "udp".to_owned(),
+            },
+        ];
+        let plan = Plan::for_job(&replica, "w").unwrap();
+        let mut exposed = plan.config.exposed_ports.clone().unwrap();
+        exposed.sort();
+        assert_eq!(exposed, vec!["53/udp".to_owned(), "8080/tcp".to_owned()]);
+        let bindings = plan.config.host_config.unwrap().port_bindings.unwrap();
+        let binding = |key: &str| bindings[key].clone().unwrap();
+        assert_eq!(
+            binding("8080/tcp"),
+            vec![PortBinding {
+                host_ip: Some("0.0.0.0".to_owned()),
+                host_port: Some(String::new()),
+            }]
+        );
+        assert_eq!(binding("53/udp")[0].host_port.as_deref(), Some("5353"));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn published_port_is_bound_reported_and_reachable() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let executor = executor("ports").await;
+        let mut server = job(&[
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && echo pong > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+        ]);
+        server.spec.network = "bridge".to_owned();
+        server.spec.ports = vec![PortMapping {
+            container_port: 8080,
+            host_port: 0,
+            protocol: "tcp".to_owned(),
+        }];
+        let stop = CancellationToken::new();
+        let (serving, mut events) = run_streaming(&executor, server, stop.clone());
+        let (ports, has_healthcheck) = loop {
+            match events.recv().await {
+                Some(OutputEvent::Started {
+                    ports,
+                    has_healthcheck,
+                    ..
+                }) => break (ports, has_healthcheck),
+                Some(_) => {}
+                None => panic!("the run ended before it started: {:?}", serving.await),
+            }
+        };
+        assert!(!has_healthcheck, "the test image has no HEALTHCHECK");
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        assert_eq!(
+            (ports[0].container_port, ports[0].protocol.as_str()),
+            (8080, "tcp")
+        );
+        let host_port = u16::try_from(ports[0].host_port).unwrap();
+        assert_ne!(host_port, 0, "Docker picked a port");
+        // Polls until httpd listens (bounded: 300 tries, 0.1 s apart).
+        let mut answer = String::new();
+        for _ in 0..300 {
+            if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", host_port)).await {
+                let _ = stream.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").await;
+                answer.clear();
+                let mut bytes = Vec::new();
+                let _ = stream.read_to_end(&mut bytes).await;
+                answer = String::from_utf8_lossy(&bytes).into_owned();
+                if answer.contains("pong") {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        let report = serving.await.unwrap();
+        assert!(answer.contains("pong"), "{answer:?}");
+        assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
+        assert_nothing_left(&executor).await;
+    }
+
+    /// `berth-test/healthy:latest`: the test image with a HEALTHCHECK that passes once
+    /// `/tmp/ok` exists, probed every second.
+    async fn ensure_healthcheck_image(executor: &DockerExecutor) -> &'static str {
+        const IMAGE: &str = "berth-test/healthy:latest";
+        if executor.docker.inspect_image(IMAGE).await.is_ok() {
+            return IMAGE;
+        }
+        let built = tokio::task::spawn_blocking(|| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                format!(
+                    "FROM {TEST_IMAGE}\nHEALTHCHECK --interval=1s --timeout=2s --retries=30 CMD [\"sh\", \"-c\", \"echo probing; test -f /tmp/ok\"]\n"
+                ),
+            )
+            .unwrap();
+            std::process::Command::new("docker")
+                .args(["build", "-q", "-t", IMAGE])
+                .arg(dir.path())
+                .status()
+        })
+        .await
+        .unwrap();
+        assert!(
+            matches!(built, Ok(status) if status.success()),
+            "cannot build {IMAGE}: {built:?}"
+        );
+        IMAGE
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn healthcheck_is_reported_and_its_changes_follow() {
+        let executor = executor("health").await;
+        let image = ensure_healthcheck_image(&executor).await;
+        let mut replica = job(&[
+            "sh",
+            "-c",
+            "sleep 3; mkdir -p /tmp && touch /tmp/ok; exec sleep 60",
+        ]);
+        replica.spec.image = image.to_owned();
+        replica.spec.timeout = Some(secs(0));
+        let stop = CancellationToken::new();
+        let (running, mut events) = run_streaming(&executor, replica, stop.clone());
+        let mut has_healthcheck = None;
+        let mut statuses: Vec<(String, String)> = Vec::new();
+        // Bounded by the image: probes every second, healthy after about 3 s.
+        while let Some(event) = tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .unwrap()
+        {
+            match event {
+                OutputEvent::Started {
+                    has_healthcheck: has,
+                    ..
+                } => has_healthcheck = Some(has),
+                OutputEvent::Health { status, output } => {
+                    let healthy = status == "healthy";
+                    statuses.push((status, output));
+                    if healthy {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        stop.cancel();
+        let report = running.await.unwrap();
+        assert_eq!(has_healthcheck, Some(true));
+        let names: Vec<&str> = statuses.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(names, vec!["starting", "healthy"], "{statuses:?}");
+        assert!(statuses[1].1.contains("probing"), "{statuses:?}");
+        assert_eq!(report.outcome, Outcome::Cancelled, "{report:?}");
         assert_nothing_left(&executor).await;
     }
 

@@ -40,7 +40,7 @@ use crate::work::ids::{AttemptKey, WorkRequestId};
 use crate::work::lifecycle;
 use crate::work::logs::{self, Append, Appended, LogStream};
 use crate::work::recorder::{self, Recorder};
-use crate::work::report::{Finished, Started};
+use crate::work::report::{Finished, Health, Started};
 use crate::work::scheduler::Scheduler;
 use crate::work::spec::{validate_label, validate_name};
 
@@ -108,6 +108,8 @@ pub enum Report {
     Started(AttemptKey, Started),
     /// The attempt ended.
     Finished(AttemptKey, Finished),
+    /// The attempt's container changed its HEALTHCHECK status.
+    Health(AttemptKey, Health),
     /// Of the attempts a `StopContainers` named (a lost worker's, on the same engine):
     /// those whose containers the worker found and removed, and those it found no
     /// container of.
@@ -310,6 +312,8 @@ impl Agents {
             }
             Report::Started(key, started) => recorder::Report::Started(key, started),
             Report::Finished(key, finished) => recorder::Report::Finished(key, finished),
+            // The recorder's batch ends with `hub.changed()`, so the reconciler looks.
+            Report::Health(key, health) => recorder::Report::Health(key, health),
             Report::ContainersStopped {
                 stopped,
                 none_found,

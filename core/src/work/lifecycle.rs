@@ -37,7 +37,8 @@ use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
 use crate::work::ids::{AttemptKey, WorkRequestId};
 use crate::work::logs;
-use crate::work::report::{Finished, Started};
+use crate::work::report::{Finished, Health, Started};
+use crate::work::spec::PortMapping;
 use crate::work::state::{
     AttemptState, Closing, Ending, Kind, Outcome, Reason, Status, UnblockStrategy, Verdict,
     WorkResult, verdict,
@@ -266,12 +267,44 @@ pub(crate) async fn started(
             attempts::container_id.eq(&report.container_id),
             attempts::started_at.eq(now),
             attempts::pull_ms.eq(report.pull_ms),
+            attempts::ports.eq(ports_json(&report.ports)),
+            attempts::has_healthcheck.eq(report.has_healthcheck),
         ))
         .execute(conn)
         .await?;
     diesel::update(work_requests::table.find(key.id))
         .filter(work_requests::started_at.is_null())
         .set(work_requests::started_at.eq(now))
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// The bound ports as `attempts.ports` stores them.
+fn ports_json(ports: &[PortMapping]) -> serde_json::Value {
+    serde_json::to_value(ports).unwrap_or_else(|_| serde_json::Value::Array(Vec::new()))
+}
+
+/// Records a running container's HEALTHCHECK status on its attempt, in the caller's
+/// transaction: fenced like every report (the current attempt, held by `worker_id`), so a
+/// replaced attempt's container cannot make its slot look healthy. Returns false for a
+/// stale attempt. Written only on a change (the worker sends only changes), so `health_at`
+/// is when the status became what it is.
+pub(crate) async fn health_changed(
+    conn: &mut AsyncPgConnection,
+    worker_id: Uuid,
+    key: AttemptKey,
+    report: &Health,
+) -> Result<bool> {
+    if lock_current(conn, key, Some(worker_id)).await?.is_none() {
+        return Ok(false);
+    }
+    diesel::update(attempts::table.find((key.id, key.attempt)))
+        .set((
+            attempts::health.eq(report.status.as_str()),
+            attempts::health_output.eq(&report.output),
+            attempts::health_at.eq(Utc::now()),
+        ))
         .execute(conn)
         .await?;
     Ok(true)

@@ -50,7 +50,7 @@ use crate::live::hub::{Hub, ToWorker};
 use crate::store::db::DbPool;
 use crate::work::ids::AttemptKey;
 use crate::work::lifecycle::{self, Folded};
-use crate::work::report::{Finished, Started};
+use crate::work::report::{Finished, Health, Started};
 use crate::work::state::Reason;
 
 /// Reports waiting to be applied, across all streams of this replica.
@@ -72,6 +72,11 @@ pub enum Report {
     Started(AttemptKey, Started),
     /// The attempt ended.
     Finished(AttemptKey, Finished),
+    /// The container's HEALTHCHECK status changed. Queued here rather than written on
+    /// the stream's task so it lands after the same worker's Started of the attempt and
+    /// before its Finished, in the order sent, and costs no transaction of its own in a
+    /// busy batch.
+    Health(AttemptKey, Health),
 }
 
 impl Report {
@@ -81,7 +86,8 @@ impl Report {
             Report::Accept(key)
             | Report::Reject(key)
             | Report::Started(key, _)
-            | Report::Finished(key, _) => *key,
+            | Report::Finished(key, _)
+            | Report::Health(key, _) => *key,
         }
     }
 }
@@ -250,6 +256,8 @@ fn plan(batch: &[(Uuid, Report)]) -> Vec<Plan> {
             Report::Reject(_) => {
                 open.remove(&key);
             }
+            // Applied on its own, in order: it needs nothing of the Started before it.
+            Report::Health(..) => {}
             Report::Finished(..) => {
                 let Some((accept, started)) = open.remove(&key) else {
                     continue;
@@ -338,6 +346,9 @@ async fn apply_report(
         Report::Finished(key, finished) => {
             lifecycle::finish(conn, Some(worker_id), *key, finished, Folded::default()).await
         }
+        Report::Health(key, health) => {
+            lifecycle::health_changed(conn, worker_id, *key, health).await
+        }
     }
 }
 
@@ -355,6 +366,9 @@ fn after(hub: &Hub, worker_id: Uuid, report: &Report, applied: Applied) {
         }
         (Report::Started(key, _), Applied::Stale) => {
             tracing::warn!(%key, "started for a stale attempt ignored");
+        }
+        (Report::Health(key, _), Applied::Stale) => {
+            tracing::debug!(%key, "health of a stale attempt ignored");
         }
         (Report::Finished(key, finished), Applied::Current) => {
             tracing::info!(%key, outcome = %finished.outcome, exit_code = ?finished.exit_code, "attempt finished");

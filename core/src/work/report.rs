@@ -1,5 +1,6 @@
 //! What a worker reports about an attempt, in the domain's terms: values only.
 
+use crate::work::spec::PortMapping;
 use crate::work::state::Outcome;
 
 /// A worker's report that an attempt's container started.
@@ -9,6 +10,51 @@ pub struct Started {
     pub container_id: String,
     /// Time spent making the image available.
     pub pull_ms: Option<i64>,
+    /// The ports Docker published on the worker's host, as bound (service replicas).
+    pub ports: Vec<PortMapping>,
+    /// Whether the container has a Docker HEALTHCHECK; its status follows in [`Health`].
+    pub has_healthcheck: bool,
+}
+
+/// A Docker HEALTHCHECK status, as a worker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Not yet judged (Docker's start period, or too few probes).
+    Starting,
+    /// The check passes.
+    Healthy,
+    /// The check failed its retries.
+    Unhealthy,
+}
+
+impl HealthStatus {
+    /// Docker's word for it, as `attempts.health` stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Starting => "starting",
+            HealthStatus::Healthy => "healthy",
+            HealthStatus::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// Docker's word read back; `None` for anything else.
+    pub fn parse(word: &str) -> Option<HealthStatus> {
+        match word {
+            "starting" => Some(HealthStatus::Starting),
+            "healthy" => Some(HealthStatus::Healthy),
+            "unhealthy" => Some(HealthStatus::Unhealthy),
+            _ => None,
+        }
+    }
+}
+
+/// A worker's report that a running container's HEALTHCHECK status changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// The new status.
+    pub status: HealthStatus,
+    /// The last probe's output, cut and masked by the worker.
+    pub output: String,
 }
 
 /// A worker's report that an attempt ended.

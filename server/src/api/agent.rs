@@ -31,7 +31,8 @@ use berth_core::fleet::agents::{Agents, Hello, MAX_KEEP_QUERY, Report};
 use berth_core::live::hub::{Session, ToWorker};
 use berth_core::work::ids::AttemptKey;
 use berth_core::work::logs::LogStream;
-use berth_core::work::report::{Finished, Started};
+use berth_core::work::report::{Finished, Health, HealthStatus, Started};
+use berth_core::work::spec::PortMapping;
 use berth_core::work::state::Outcome;
 
 /// How long a new stream may take to send its Hello.
@@ -122,8 +123,20 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
             return Err(Error::InvalidArgument("Hello may only be sent once".into()));
         }
         worker_message::Msg::Heartbeat(_) => Report::Heartbeat,
-        // Placeholder until health reports are recorded.
-        worker_message::Msg::HealthChanged(_) => Report::Heartbeat,
+        worker_message::Msg::HealthChanged(changed) => Report::Health(
+            key(changed.attempt.as_ref())?,
+            Health {
+                status: HealthStatus::parse(&changed.status).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "health_changed.status: unknown status {:?}; send starting, healthy or unhealthy",
+                        changed.status
+                    ))
+                })?,
+                // The worker cuts it to 1 KiB; a longer one is cut here too, so a
+                // misbehaving worker cannot fill the attempts table.
+                output: cut_output(changed.output),
+            },
+        ),
         worker_message::Msg::GoingAway(going) => Report::GoingAway {
             reason: going.reason,
         },
@@ -137,6 +150,19 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
             Started {
                 container_id: started.container_id,
                 pull_ms: started.pull_duration.as_ref().map(millis),
+                ports: started
+                    .ports
+                    .into_iter()
+                    .filter_map(|p| {
+                        // A port out of range cannot have been bound: dropped.
+                        Some(PortMapping {
+                            container_port: u16::try_from(p.container_port).ok()?,
+                            host_port: u16::try_from(p.host_port).ok()?,
+                            protocol: p.protocol,
+                        })
+                    })
+                    .collect(),
+                has_healthcheck: started.has_healthcheck,
             },
         ),
         worker_message::Msg::ContainersStopped(stopped) => Report::ContainersStopped {
@@ -163,6 +189,20 @@ fn report_from_proto(message: WorkerMessage) -> Result<Option<Report>> {
             },
         ),
     }))
+}
+
+/// The most of a probe's output kept from a HealthChanged.
+const HEALTH_OUTPUT_MAX: usize = 1024;
+
+fn cut_output(mut output: String) -> String {
+    if output.len() > HEALTH_OUTPUT_MAX {
+        let mut end = HEALTH_OUTPUT_MAX;
+        while !output.is_char_boundary(end) {
+            end -= 1;
+        }
+        output.truncate(end);
+    }
+    output
 }
 
 /// What the hub queued for a worker, on the wire.
