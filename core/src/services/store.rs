@@ -165,3 +165,100 @@ impl EventKind {
         }
     }
 }
+
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::error::{Error, Result};
+
+/// The live (not deleted) service `name` of a workspace; NOT_FOUND names it.
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    workspace: &str,
+    name: &str,
+) -> Result<ServiceRow> {
+    services::table
+        .filter(services::workspace_id.eq(workspace_id))
+        .filter(services::name.eq(name))
+        .filter(services::deleted_at.is_null())
+        .select(ServiceRow::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "workspace {workspace} has no service named {name:?}"
+            ))
+        })
+}
+
+/// Locks a service's row for the rest of the transaction and returns it as it is now.
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> Result<ServiceRow> {
+    Ok(services::table
+        .find(id)
+        .select(ServiceRow::as_select())
+        .for_update()
+        .first(conn)
+        .await?)
+}
+
+/// The slots of a service, by process type then index.
+pub async fn slots(conn: &mut AsyncPgConnection, service_id: Uuid) -> Result<Vec<SlotRow>> {
+    Ok(service_slots::table
+        .filter(service_slots::service_id.eq(service_id))
+        .order((service_slots::process, service_slots::slot_index))
+        .select(SlotRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Writes a slot's row back as it is in `slot`.
+pub async fn save_slot(conn: &mut AsyncPgConnection, slot: &SlotRow) -> Result<()> {
+    diesel::update(service_slots::table.find((
+        slot.service_id,
+        slot.process.clone(),
+        slot.slot_index,
+    )))
+    .set((
+        service_slots::request_id.eq(slot.request_id),
+        service_slots::version.eq(slot.version),
+        service_slots::next_request_id.eq(slot.next_request_id),
+        service_slots::next_version.eq(slot.next_version),
+        service_slots::failures.eq(slot.failures),
+        service_slots::local_failures.eq(slot.local_failures),
+        service_slots::last_worker_id.eq(slot.last_worker_id),
+        service_slots::restart_at.eq(slot.restart_at),
+        service_slots::healthy_since.eq(slot.healthy_since),
+        service_slots::exited.eq(slot.exited),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl NewEvent {
+    /// An event of the whole service.
+    pub fn service(service_id: Uuid, kind: EventKind, reason: impl Into<String>) -> NewEvent {
+        NewEvent {
+            service_id,
+            process: None,
+            slot_index: None,
+            kind: kind.as_str().to_owned(),
+            reason: reason.into(),
+            version: None,
+            request_id: None,
+            worker_id: None,
+            exit_code: None,
+            by_user: None,
+        }
+    }
+
+    /// An event of one slot.
+    pub fn slot(slot: &SlotRow, kind: EventKind, reason: impl Into<String>) -> NewEvent {
+        NewEvent {
+            process: Some(slot.process.clone()),
+            slot_index: Some(slot.slot_index),
+            ..NewEvent::service(slot.service_id, kind, reason)
+        }
+    }
+}

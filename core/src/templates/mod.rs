@@ -90,6 +90,36 @@ pub(crate) fn release_spec(kind: Kind, release: &ReleaseRow) -> Result<ReleaseSp
     })
 }
 
+/// A job release read on a room's own account (a service's replicas), with no caller:
+/// the template's row, the release's job spec and its secret values opened (never to be
+/// shown). NOT_FOUND names the release; a workflow template is FAILED_PRECONDITION.
+pub(crate) async fn job_release(
+    conn: &mut AsyncPgConnection,
+    secrets: &SecretBox,
+    template_id: uuid::Uuid,
+    version: i32,
+) -> Result<(TemplateRow, JobSpec, BTreeMap<String, String>)> {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let row: TemplateRow = crate::store::schema::templates::table
+        .find(template_id)
+        .select(TemplateRow::as_select())
+        .first(conn)
+        .await?;
+    let (release, sealed) = store::release(conn, &row, version).await?;
+    let opened = match sealed {
+        Some(sealed) => secrets.open(&sealed).map_err(Error::internal)?,
+        None => BTreeMap::new(),
+    };
+    match release_spec(row.kind, &release)? {
+        ReleaseSpec::Job(job) => Ok((row, job, opened)),
+        ReleaseSpec::Workflow(_) => Err(Error::FailedPrecondition(format!(
+            "template {} is a workflow template; services run job templates",
+            row.name
+        ))),
+    }
+}
+
 /// Names a template: its workspace ('' for `default`), its name and, optionally, its kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TemplateRef {

@@ -116,7 +116,7 @@ fn check_runnable(template: &TemplateRow) -> Result<()> {
 
 /// The submission a job release makes, before any override: the whole stored spec, its
 /// opened secrets and its scheduling fields.
-fn job_submission(
+pub(crate) fn job_submission(
     job: &JobSpec,
     secrets: &BTreeMap<String, String>,
     workspace: &str,

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::store::models::WorkRequestRow;
-use crate::store::schema::{attempts, users, work_requests, workers, workspaces};
+use crate::store::schema::{attempts, request_placement, users, work_requests, workers, workspaces};
 use crate::work::ids::WorkRequestId;
 use crate::work::scheduler::match_labels;
 use crate::work::state::{Kind, Status};
@@ -414,7 +414,38 @@ pub async fn pending_reason(conn: &mut AsyncPgConnection, id: WorkRequestId) -> 
         return Ok("a workflow waits for its steps, which are queued on their own".into());
     }
     let fleet = Fleet::load(conn).await?;
-    Ok(fleet.reason(workspace, &requirements, not_before, Utc::now()))
+    let now = Utc::now();
+    let placed = placements(conn, &[id]).await?;
+    Ok(placed_reason(&placed, id, not_before, now)
+        .unwrap_or_else(|| fleet.reason(workspace, &requirements, not_before, now)))
+}
+
+/// Why `ids` wait on their placement (a service replica pinned to a worker for a local
+/// restart, or kept off one), by request.
+async fn placements(
+    conn: &mut AsyncPgConnection,
+    ids: &[WorkRequestId],
+) -> Result<HashMap<WorkRequestId, String>> {
+    Ok(request_placement::table
+        .filter(request_placement::request_id.eq_any(ids))
+        .select((request_placement::request_id, request_placement::why))
+        .load::<(WorkRequestId, String)>(conn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The placement's words, once the backoff (which is said first) has passed.
+fn placed_reason(
+    placed: &HashMap<WorkRequestId, String>,
+    id: WorkRequestId,
+    not_before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if not_before.is_some_and(|at| at > now) {
+        return None;
+    }
+    placed.get(&id).filter(|why| !why.is_empty()).cloned()
 }
 
 #[derive(QueryableByName)]
@@ -504,12 +535,15 @@ pub async fn list_queue(
     let mut rows: HashMap<WorkRequestId, Loaded> = rows.into_iter().map(|r| (r.0.id, r)).collect();
     let fleet = Fleet::load(conn).await?;
     let now = Utc::now();
+    let waiting_on = placements(conn, &ids).await?;
     let items = placed
         .into_iter()
         // A request claimed between the two reads is no longer in the queue: skip it.
         .filter_map(|p| {
             let (row, workspace, created_by, not_before) = rows.remove(&p.id)?;
-            let reason = fleet.reason(row.workspace_id, &row.requirements, not_before, now);
+            let reason = placed_reason(&waiting_on, row.id, not_before, now).unwrap_or_else(
+                || fleet.reason(row.workspace_id, &row.requirements, not_before, now),
+            );
             Some(QueueItem {
                 row,
                 workspace,

@@ -10,7 +10,9 @@
 //!
 //! Between workspaces the claim shares fairly: a free slot goes to the workspace running
 //! the least for its weight, never past a workspace's `max_running`, and a worker
-//! restricted to workspaces is offered only theirs (see [`FAIR_CLAIM`]).
+//! restricted to workspaces is offered only theirs (see [`FAIR_CLAIM`]). A request with a
+//! placement (`request_placement`: a service replica's local restart or move) is offered
+//! only to its pinned worker, or to any worker but the one it avoids.
 //!
 //! Every later change of an attempt goes through `lifecycle`, fenced by its attempt
 //! number.
@@ -32,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::live::health::DbHealth;
 use crate::live::hub::{Assignment, Delivery, Hub, ToWorker};
 use crate::store::db::DbPool;
-use crate::store::schema::{attempts, work_requests, workers, workspaces};
+use crate::store::schema::{attempts, request_placement, work_requests, workers, workspaces};
 use crate::store::secrets::SecretBox;
 use crate::work::ids::{AttemptKey, WorkRequestId};
 use crate::work::lifecycle;
@@ -583,6 +585,8 @@ cand AS ( \
       AND wr.status = 'pending' AND wr.kind = 'job' \
       AND (wr.not_before IS NULL OR wr.not_before <= now()) \
       AND wr.requirements <@ $1 AND wr.requirements @> $2 \
+      AND NOT EXISTS (SELECT 1 FROM request_placement p WHERE p.request_id = wr.id \
+        AND (p.pin_worker_id <> $5 OR p.avoid_worker_id = $5)) \
     ORDER BY wr.workspace_id, wr.priority_base + wr.priority_adjustment DESC, \
       wr.created_at, wr.id \
     LIMIT $3) c \
@@ -671,6 +675,13 @@ async fn claim(
     // another worker offering the same would find nothing either, in this transaction.
     type Offer = (serde_json::Value, serde_json::Value, Option<Vec<Uuid>>);
     let mut exhausted: Vec<Offer> = Vec::new();
+    let placed: bool = diesel::select(diesel::dsl::exists(
+        request_placement::table
+            .inner_join(work_requests::table)
+            .filter(work_requests::status.eq(Status::Pending)),
+    ))
+    .get_result(conn)
+    .await?;
     for (worker_id, name, concurrency, labels, metadata, served) in &gates {
         let free = free_of(worker_id, *concurrency);
         if free <= 0 {
@@ -682,7 +693,9 @@ async fn claim(
             ids.sort_unstable();
         }
         let offer = (matching, exclusive, served);
-        if exhausted.contains(&offer) {
+        // A request placed on (or off) a worker makes two workers with the same offer
+        // see different work: the shortcut holds only while none is pending.
+        if !placed && exhausted.contains(&offer) {
             continue;
         }
         // Requirements must be a subset of what the worker has, and must name every
@@ -693,6 +706,7 @@ async fn claim(
             .bind::<Jsonb, _>(&offer.1)
             .bind::<BigInt, _>(free)
             .bind::<Nullable<Array<SqlUuid>>, _>(&offer.2)
+            .bind::<SqlUuid, _>(*worker_id)
             .load(conn)
             .await?;
         let chosen = rows.as_slice().first().map_or(0, |r| r.chosen);

@@ -773,7 +773,7 @@ fn sorted(map: &HashMap<String, String>) -> BTreeMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn validate_command(command: &[String]) -> Result<(), InvalidField> {
+pub(crate) fn validate_command(command: &[String]) -> Result<(), InvalidField> {
     if command.len() > MAX_COMMAND_ARGS {
         return Err(InvalidField::new(
             "spec.command",
