@@ -196,7 +196,7 @@ async fn service_round_trip_create_scale_logs_history_run_delete() {
         .assert_one_error_line("bad scale", 2, &["PROCESS=N", "web=3"]);
     cli.run(&["service", "get", "nope"])
         .await
-        .assert_one_error_line("unknown service", 1, &["nope", "not found"]);
+        .assert_one_error_line("unknown service", 1, &["nope", "no service"]);
 
     // Delete: the answer, the name gone, and every container stopped.
     let deleted = cli.ok(&["service", "delete", "shop"]).await;
@@ -206,7 +206,7 @@ async fn service_round_trip_create_scale_logs_history_run_delete() {
     );
     cli.run(&["service", "get", "shop"])
         .await
-        .assert_one_error_line("deleted service", 1, &["shop", "not found"]);
+        .assert_one_error_line("deleted service", 1, &["shop", "no service"]);
     wait_no_containers(&worker.name).await;
     worker.terminate(Duration::from_secs(30)).await;
     server.stop().await;

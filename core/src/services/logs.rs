@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::access::auth::Identity;
 use crate::access::roles::{self, Standing, WorkspaceRole};
 use crate::error::{Error, Result};
-use crate::services::store::ServiceRow;
+use crate::services::store::{self, ServiceRow};
 use crate::services::{LogsQuery, ReplicaName, ServiceLogChunk, ServiceManager, ServiceRef};
 use crate::store::schema::{service_runs, service_slots, services, work_requests};
 use crate::work::ids::WorkRequestId;
@@ -44,7 +44,7 @@ const MIN_PAUSE: Duration = Duration::from_millis(100);
 
 /// Finds `service` for `caller`, who needs `role` in its workspace to `action` (NOT_FOUND
 /// for a workspace or service the caller may not see, PERMISSION_DENIED for too low a
-/// role). Deleted services are not found.
+/// role). Deleted services are not found. (The same rule as `manage`'s own lookup.)
 pub(crate) async fn find_for(
     conn: &mut AsyncPgConnection,
     caller: &Identity,
@@ -59,20 +59,7 @@ pub(crate) async fn find_for(
     };
     let standing = roles::in_workspace(conn, caller, workspace).await?;
     standing.require(role, action)?;
-    let row: Option<ServiceRow> = services::table
-        .filter(services::workspace_id.eq(standing.workspace.id))
-        .filter(services::name.eq(&service.name))
-        .filter(services::deleted_at.is_null())
-        .select(ServiceRow::as_select())
-        .first(conn)
-        .await
-        .optional()?;
-    let row = row.ok_or_else(|| {
-        Error::NotFound(format!(
-            "service {} not found in workspace {workspace}",
-            service.name
-        ))
-    })?;
+    let row = store::find(conn, standing.workspace.id, workspace, &service.name).await?;
     Ok((standing, row))
 }
 
