@@ -1,7 +1,8 @@
 //! The real `berth` binary with services, against a real server and a real worker on
 //! Docker: create, get (the replica table), scale, logs with each line prefixed by its
 //! replica, history, a one-off command that exits with its own status, delete; and bad
-//! input (an unknown replica, a bad `--port`, bad scale syntax) as one `error:` line.
+//! input (an unknown replica, a bad `--port`, bad scale syntax) as one `error:` line; and
+//! a followed log stream that goes on into the container a restart makes.
 
 #![expect(
     clippy::unwrap_used,
@@ -10,9 +11,12 @@
 
 use std::time::Duration;
 
+use berth_common::client::BearerAuth;
+use berth_common::proto::service_service_client::ServiceServiceClient;
+use berth_common::proto::{ServiceLogChunk, StreamServiceLogsRequest};
 use berth_tests::{
-    TEST_IMAGE, TestServer, TestWorker, WAIT, berth, ensure_test_image, eventually,
-    quick_heartbeats, wait_no_containers,
+    TEST_IMAGE, TestServer, TestWorker, WAIT, berth, docker, ensure_test_image, eventually,
+    quick_heartbeats, wait_no_containers, worker_containers,
 };
 use serde_json::Value;
 
@@ -207,6 +211,91 @@ async fn service_round_trip_create_scale_logs_history_run_delete() {
     cli.run(&["service", "get", "shop"])
         .await
         .assert_one_error_line("deleted service", 1, &["shop", "no service"]);
+    wait_no_containers(&worker.name).await;
+    worker.terminate(Duration::from_secs(30)).await;
+    server.stop().await;
+}
+
+/// Reads `stream` until a chunk satisfies `wanted` (at most [`WAIT`]); returns it.
+async fn read_until(
+    stream: &mut tonic::Streaming<ServiceLogChunk>,
+    what: &str,
+    wanted: impl Fn(&ServiceLogChunk) -> bool,
+) -> ServiceLogChunk {
+    let read = async {
+        while let Some(chunk) = stream.message().await.unwrap() {
+            if wanted(&chunk) {
+                return chunk;
+            }
+        }
+        panic!("the log stream ended before {what}");
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn following_a_services_logs_goes_on_through_a_restart() {
+    ensure_test_image().await;
+    let server = TestServer::start_with(quick_heartbeats).await;
+    let mut worker = TestWorker::start(&server, &["--concurrency", "2"]).await;
+    worker.wait_connected(&server).await;
+    let cli = berth(&server);
+    cli.ok(&[
+        "template",
+        "create",
+        "ticker",
+        "--image",
+        TEST_IMAGE,
+        "--grace-period",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        TICK,
+    ])
+    .await;
+    cli.ok(&[
+        "service",
+        "create",
+        "crashy",
+        "--template",
+        "ticker",
+        "--backoff-initial",
+        "1s",
+    ])
+    .await;
+
+    let mut client = ServiceServiceClient::with_interceptor(
+        server.channel().await,
+        BearerAuth::new(&server.admin_token),
+    );
+    let mut stream = client
+        .stream_service_logs(StreamServiceLogsRequest {
+            name: "crashy".into(),
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let up = |c: &ServiceLogChunk| String::from_utf8_lossy(&c.data).contains("up ");
+    let first = read_until(&mut stream, "the first container's start", up).await;
+    assert_eq!(first.replica, "web.0");
+
+    // Killed from outside: the slot gets a new container, and the same stream shows it.
+    for container in worker_containers(&worker.name).await {
+        docker(&["kill", &container]).await;
+    }
+    let second = read_until(&mut stream, "the restarted container's start", |c| {
+        up(c) && c.work_request_id != first.work_request_id
+    })
+    .await;
+    assert_eq!(second.replica, "web.0");
+    drop(stream);
+
+    cli.ok(&["service", "delete", "crashy"]).await;
     wait_no_containers(&worker.name).await;
     worker.terminate(Duration::from_secs(30)).await;
     server.stop().await;
