@@ -21,6 +21,13 @@ use crate::values::{
 };
 use crate::values::{NetworkArg, parse_network};
 
+mod services;
+pub use self::services::{
+    CommandArg, PortArg, RestartArg, ServiceCommand, ServiceCreateArgs, ServiceDeployArgs,
+    ServiceLogsArgs, ServiceRunArgs, ServiceSetArgs, ServiceSettingsArgs, parse_command,
+    parse_port, parse_scale, split_words,
+};
+
 /// The default server address: a server on this machine with its default port.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 
@@ -125,6 +132,11 @@ pub enum Command {
     /// release), show, compare, roll back, list, archive and delete templates.
     #[command(subcommand, arg_required_else_help = true)]
     Template(TemplateCommand),
+    /// Services: long-running replicas of a job template's release, scaled per process
+    /// type, restarted with backoff, moved off lost workers and deployed one replica at a
+    /// time.
+    #[command(subcommand, arg_required_else_help = true)]
+    Service(ServiceCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::client::BearerAuth;
 use berth_common::proto::collection_service_client::CollectionServiceClient;
+use berth_common::proto::service_service_client::ServiceServiceClient;
 use berth_common::proto::template_service_client::TemplateServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
@@ -45,6 +46,11 @@ use berth_common::proto::{
 use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
+};
+use berth_common::proto::{
+    CreateServiceRequest, DeleteServiceRequest, DeployServiceRequest, GetServiceHistoryRequest,
+    GetServiceRequest, ListServiceEndpointsRequest, ListServicesRequest, Process,
+    RunServiceCommandRequest, ScaleServiceRequest, StreamServiceLogsRequest, UpdateServiceRequest,
 };
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
@@ -195,6 +201,21 @@ const MATRIX: &[(&str, Policy)] = &[
     // Runs and their statistics.
     ("/berth.v1.TemplateService/RunTemplate", Policy::Write),
     ("/berth.v1.TemplateService/GetTemplateStats", Policy::Read),
+    // Services: reads for viewers, every change (and one-off runs) for contributors.
+    ("/berth.v1.ServiceService/CreateService", Policy::Write),
+    ("/berth.v1.ServiceService/GetService", Policy::Read),
+    ("/berth.v1.ServiceService/ListServices", Policy::Read),
+    ("/berth.v1.ServiceService/UpdateService", Policy::Write),
+    ("/berth.v1.ServiceService/ScaleService", Policy::Write),
+    ("/berth.v1.ServiceService/DeployService", Policy::Write),
+    ("/berth.v1.ServiceService/GetServiceHistory", Policy::Read),
+    (
+        "/berth.v1.ServiceService/ListServiceEndpoints",
+        Policy::Read,
+    ),
+    ("/berth.v1.ServiceService/StreamServiceLogs", Policy::Read),
+    ("/berth.v1.ServiceService/RunServiceCommand", Policy::Write),
+    ("/berth.v1.ServiceService/DeleteService", Policy::Write),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -417,6 +438,9 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
     }
     if rpc.starts_with("/berth.v1.TemplateService/") {
         return template_target(server, rpc, workspace, cell).await;
+    }
+    if rpc.starts_with("/berth.v1.ServiceService/") {
+        return service_target(server, rpc, workspace, cell).await;
     }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
@@ -817,6 +841,9 @@ async fn call(
     if rpc.starts_with("/berth.v1.TemplateService/") {
         return call_templates(server, rpc, token, workspace, target).await;
     }
+    if rpc.starts_with("/berth.v1.ServiceService/") {
+        return call_services(server, rpc, token, workspace, target).await;
+    }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
     let mut spaces = workspaces(token, channel.clone());
@@ -1015,6 +1042,197 @@ async fn call(
                     workspace: ws,
                     collection,
                     name: "item".into(),
+                })
+                .await?;
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
+fn services(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> ServiceServiceClient<berth_tests::Authed> {
+    ServiceServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// What a ServiceService cell acts on, made by the admin: a job template `st-CELL` whose
+/// containers no worker takes, with a service `s-CELL` (one `web` replica) on its v1 and
+/// a v2 to deploy; for CreateService only the template. Returns "TEMPLATE SERVICE".
+async fn service_target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let template = format!("st-{cell}");
+    let service = format!("s-{cell}");
+    let mut admin = templates(&server.admin_token, server.channel().await);
+    admin
+        .create_template(parked_template(workspace, &template))
+        .await
+        .unwrap();
+    if rpc == "/berth.v1.ServiceService/CreateService" {
+        return format!("{template} {service}");
+    }
+    services(&server.admin_token, server.channel().await)
+        .create_service(parked_service(workspace, &template, &service))
+        .await
+        .unwrap();
+    admin
+        .update_template(UpdateTemplateRequest {
+            workspace: workspace.to_owned(),
+            name: template.clone(),
+            change: Some(update_template_request::Change::Job(JobTemplateChange {
+                env: [("CELL".to_owned(), cell.to_string())].into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    format!("{template} {service}")
+}
+
+/// A service `name` of one `web` replica running v1 of `template`.
+fn parked_service(workspace: &str, template: &str, name: &str) -> CreateServiceRequest {
+    CreateServiceRequest {
+        workspace: workspace.to_owned(),
+        name: name.to_owned(),
+        template: template.to_owned(),
+        version: 1,
+        processes: [(
+            "web".to_owned(),
+            Process {
+                replicas: 1,
+                command: Vec::new(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+/// Calls a ServiceService `rpc` as `token` on "TEMPLATE SERVICE"; `Ok` if answered.
+async fn call_services(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = services(token, server.channel().await);
+    let (template, name) = target.split_once(' ').unwrap();
+    let (ws, name) = (workspace.to_owned(), name.to_owned());
+    match rpc {
+        "/berth.v1.ServiceService/CreateService" => {
+            let made = client
+                .create_service(parked_service(workspace, template, &name))
+                .await?
+                .into_inner();
+            assert_eq!(
+                (made.workspace.as_str(), made.name.as_str()),
+                (workspace, name.as_str())
+            );
+        }
+        "/berth.v1.ServiceService/GetService" => {
+            let got = client
+                .get_service(GetServiceRequest {
+                    workspace: ws,
+                    name: name.clone(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(got.name, name);
+        }
+        "/berth.v1.ServiceService/ListServices" => {
+            let listed = client
+                .list_services(ListServicesRequest {
+                    workspace: ws.clone(),
+                })
+                .await?
+                .into_inner();
+            assert!(listed.services.iter().any(|s| s.name == name));
+            assert!(listed.services.iter().all(|s| s.workspace == ws));
+        }
+        "/berth.v1.ServiceService/UpdateService" => {
+            client
+                .update_service(UpdateServiceRequest {
+                    workspace: ws,
+                    name,
+                    restart_policy: berth_common::proto::RestartPolicy::OnFailure as i32,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.ServiceService/ScaleService" => {
+            client
+                .scale_service(ScaleServiceRequest {
+                    workspace: ws,
+                    name,
+                    replicas: [("web".to_owned(), 2)].into(),
+                })
+                .await?;
+        }
+        "/berth.v1.ServiceService/DeployService" => {
+            client
+                .deploy_service(DeployServiceRequest {
+                    workspace: ws,
+                    name,
+                    version: 2,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        "/berth.v1.ServiceService/GetServiceHistory" => {
+            let history = client
+                .get_service_history(GetServiceHistoryRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(
+                !history.events.is_empty(),
+                "a created service has a history"
+            );
+        }
+        "/berth.v1.ServiceService/ListServiceEndpoints" => {
+            client
+                .list_service_endpoints(ListServiceEndpointsRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?;
+        }
+        "/berth.v1.ServiceService/StreamServiceLogs" => {
+            let mut stream = client
+                .stream_service_logs(StreamServiceLogsRequest {
+                    workspace: ws,
+                    name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            while stream.message().await?.is_some() {}
+        }
+        "/berth.v1.ServiceService/RunServiceCommand" => {
+            let ran = client
+                .run_service_command(RunServiceCommandRequest {
+                    workspace: ws,
+                    name,
+                    command: vec!["true".into()],
+                    process: String::new(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(
+                (ran.workspace.as_str(), ran.template.as_str()),
+                (workspace, template)
+            );
+        }
+        "/berth.v1.ServiceService/DeleteService" => {
+            client
+                .delete_service(DeleteServiceRequest {
+                    workspace: ws,
+                    name,
                 })
                 .await?;
         }

@@ -13,7 +13,7 @@
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
 //! (`queue`, `priority`), `workflows` (`workflow submit`, `workflow template ...`,
 //! `workflow run`), `artifacts` (`artifact ...`: create with resumable uploads, download
-//! with verification), `collections` and `templates` (`template ...`). This module
+//! with verification), `collections`, `templates` (`template ...`) and `services` (`service ...`). This module
 //! dispatches, finds the token and
 //! reaches the server.
 //!
@@ -29,6 +29,7 @@
 mod artifacts;
 mod collections;
 mod queue;
+mod services;
 mod templates;
 mod tokens;
 mod users;
@@ -79,6 +80,9 @@ pub async fn execute(
         Command::Artifact(command) => artifacts::execute(command, server, printer).await,
         Command::Collection(command) => collections::execute(command, server, printer).await,
         Command::Template(command) => templates::execute(command, server, printer).await,
+        Command::Service(command) => {
+            return services::execute(command, server, printer, interrupt).await;
+        }
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
         Command::Logs(args) => return work_requests::logs(args, server, printer, interrupt).await,
@@ -221,6 +225,7 @@ type Artifacts = berth_common::proto::artifact_service_client::ArtifactServiceCl
 type Collections =
     berth_common::proto::collection_service_client::CollectionServiceClient<Authenticated>;
 type Templates = berth_common::proto::template_service_client::TemplateServiceClient<Authenticated>;
+type Services = berth_common::proto::service_service_client::ServiceServiceClient<Authenticated>;
 
 /// A generated client of one of the services the CLI calls.
 trait Service {
@@ -255,6 +260,14 @@ impl Service for Workers {
 impl Service for Templates {
     fn new(channel: Channel, auth: BearerAuth) -> Templates {
         berth_common::proto::template_service_client::TemplateServiceClient::with_interceptor(
+            channel, auth,
+        )
+    }
+}
+
+impl Service for Services {
+    fn new(channel: Channel, auth: BearerAuth) -> Services {
+        berth_common::proto::service_service_client::ServiceServiceClient::with_interceptor(
             channel, auth,
         )
     }

@@ -97,7 +97,7 @@ fn template_request(
 /// `run` without `--detach`: submits, then writes the request's log as it comes and exits
 /// with the job's status. Stdout carries the container's output and nothing else, in either
 /// output format: a JSON object after it could not be told apart from it.
-async fn run_attached(
+pub(super) async fn run_attached(
     submitted: proto::WorkRequest,
     server: &Server,
     printer: &mut Printer<'_>,

@@ -10,13 +10,14 @@
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`,
-//! `artifacts` (artifacts and collections), `templates` (templates and releases) and
+//! `artifacts` (artifacts and collections), `services` (services with their replicas, history, endpoints), `templates` (templates and releases) and
 //! `workflow_templates` (a workflow template's releases with their steps). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
 
 mod artifacts;
 mod queue;
+mod services;
 mod templates;
 mod tokens;
 mod users;
@@ -38,6 +39,9 @@ pub use self::artifacts::{
     DeletedArtifactView, DownloadedView, RelatedView,
 };
 pub use self::queue::{QueueEntryView, QueueView};
+pub use self::services::{
+    DeletedServiceView, EndpointListView, ServiceHistoryView, ServiceListView, ServiceView,
+};
 pub use self::templates::{
     ChangeView, DeletedTemplateView, JobSpecView, ReleaseListView, ReleaseView, TemplateListView,
     TemplateStatsView, TemplateView,
