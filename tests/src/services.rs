@@ -56,8 +56,7 @@ impl Services {
             defaults.clone(),
             requests.clone(),
         );
-        let manager =
-            ServiceManager::new(pool.clone(), secrets, defaults, hub, requests, templates);
+        let manager = ServiceManager::new(pool.clone(), secrets, defaults, hub, templates);
         let admin = Authenticator::new(pool)
             .authenticate(&server.admin_token)
             .await

@@ -4,7 +4,7 @@
 //!
 //! A service runs one release of a job template. Each replica is a **slot**
 //! (process type, index; written `web.1`) whose container is an ordinary work request of
-//! its own, made through [`crate::work::requests::insert_own`] and linked to the slot in
+//! its own, made through [`crate::work::own::insert`] and linked to the slot in
 //! `service_runs`. So a replica is placed by the claim query, fenced by attempt numbers,
 //! lost with its worker's lease, stopped with TERM → grace → KILL and logged exactly like
 //! a job, takes a worker slot and counts against the workspace's `max_running`. A restart
@@ -33,7 +33,7 @@
 //! - [`logs`]: the replicas' logs interleaved; [`oneoff`]: one-off commands.
 //!
 //! What it must not touch: work requests' rows and states (it makes and stops them only
-//! through the doors in [`crate::work::requests`] and [`crate::work::lifecycle`]),
+//! through the doors in [`crate::work::own`]),
 //! templates' rows (it reads releases through [`crate::templates`]), roles (decided by
 //! [`crate::access::roles`]), and the wire protocol.
 
@@ -61,7 +61,6 @@ use crate::store::db::DbPool;
 use crate::store::secrets::SecretBox;
 use crate::templates::Templates;
 use crate::work::ids::WorkRequestId;
-use crate::work::requests::WorkRequests;
 use crate::work::spec::{PortMapping, RawDuration, SpecDefaults};
 
 use self::store::{EventRow, ServiceRow};
@@ -395,7 +394,6 @@ pub struct ServiceManager {
     pub(crate) secrets: SecretBox,
     pub(crate) defaults: SpecDefaults,
     pub(crate) hub: Arc<Hub>,
-    pub(crate) requests: WorkRequests,
     pub(crate) templates: Templates,
     /// How often the reconciler looks even when nothing woke it.
     pub(crate) interval: Duration,
@@ -403,14 +401,13 @@ pub struct ServiceManager {
 
 impl ServiceManager {
     /// Services stored in `pool`; replicas made from `templates`' releases (secrets
-    /// opened and sealed again with `secrets`), one-off runs submitted through
-    /// `requests`, workers told through `hub`.
+    /// opened and sealed again with `secrets`), one-off runs submitted as runs of
+    /// `templates`, workers told through `hub`.
     pub fn new(
         pool: DbPool,
         secrets: SecretBox,
         defaults: SpecDefaults,
         hub: Arc<Hub>,
-        requests: WorkRequests,
         templates: Templates,
     ) -> ServiceManager {
         ServiceManager {
@@ -418,7 +415,6 @@ impl ServiceManager {
             secrets,
             defaults,
             hub,
-            requests,
             templates,
             interval: Duration::from_secs(1),
         }

@@ -347,7 +347,6 @@ async fn serve_inner(
         prepared.secrets.clone(),
         config.spec_defaults.clone(),
         hub.clone(),
-        requests.clone(),
         templates.clone(),
     )
     .with_interval(config.agent.sweep_interval);
