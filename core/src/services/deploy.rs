@@ -264,6 +264,29 @@ async fn start_next(
         let slot = &state.slots[index].row;
         (slot.process.clone(), slot.slot_index, slot.version)
     };
+    // A replacement that ended is recorded as the slot's current containers are: an
+    // exit with its reason, so that history says why the deploy started another.
+    let ended = state.slots[index]
+        .next
+        .clone()
+        .filter(|run| run.status.is_terminal());
+    if let Some(run) = ended {
+        history::record(
+            conn,
+            NewEvent {
+                version: Some(run.version),
+                request_id: Some(run.request_id.0),
+                worker_id: run.worker_id,
+                exit_code: run.exit_code,
+                ..NewEvent::slot(
+                    &state.slots[index].row,
+                    EventKind::Exited,
+                    format!("deploy replacement: {}", ended_reason(&run)),
+                )
+            },
+        )
+        .await?;
+    }
     let reason = format!("deploy: replaces {process}.{slot_index} v{from} with v{target}");
     let request = state::start_run(
         manager,
