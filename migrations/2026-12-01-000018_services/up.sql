@@ -6,7 +6,8 @@
 --
 -- `version` is the release the replicas run, or the target while a deploy is under way
 -- (`deploy_state` 'rolling' or 'reverting'); `stable_version` the last one all replicas
--- were healthy on. `processes` maps a process type to {"replicas": N, "command": [...]}.
+-- were healthy on; `deploy_step_ms` is the deadline the deploy under way was given for
+-- each step (NULL: the service's `deploy_deadline_ms`). `processes` maps a process type to {"replicas": N, "command": [...]}.
 -- A deleted service keeps its row (its requests name it) with `deleted_at` set, which
 -- frees its name.
 CREATE TABLE services (
@@ -32,6 +33,7 @@ CREATE TABLE services (
     deploy_auto_revert  boolean NOT NULL DEFAULT false,
     deploy_started_at   timestamptz,
     deploy_deadline_at  timestamptz,
+    deploy_step_ms      bigint,
     deploy_message      text NOT NULL DEFAULT '',
     created_by          uuid NOT NULL REFERENCES users (id),
     created_at          timestamptz NOT NULL DEFAULT now(),

@@ -507,7 +507,7 @@ async fn a_healthcheck_decides_when_a_replica_is_healthy_and_a_failing_one_rever
     let server = TestServer::start_with(quick_heartbeats).await;
     let _worker = worker(&server).await;
     // v1 becomes healthy five seconds after it starts, whatever `min_healthy` (1 s) says.
-    let mut spec = sh(&format!("(sleep 5; touch /tmp/ok) & {}", ticker("v1")));
+    let mut spec = sh(&format!("(sleep 5; mkdir -p /tmp && touch /tmp/ok) & {}", ticker("v1")));
     spec.image = HEALTHCHECK_IMAGE.to_owned();
     create_template(&server, "checked", spec).await;
     release(&server, "checked", command(&ticker("v2 never ok"))).await;

@@ -161,13 +161,22 @@ fn current_healthy(slot: &SlotState, state: &ServiceState, now: DateTime<Utc>) -
     })
 }
 
+/// How long each step of the deploy under way may take: what the deploy was given, else
+/// the service's deploy deadline.
+fn step_deadline(state: &ServiceState) -> Duration {
+    state
+        .row
+        .deploy_step_ms
+        .map_or(state.health.deploy_deadline, state::millis)
+}
+
 fn past_deadline(row: &ServiceRow, now: DateTime<Utc>) -> bool {
     row.deploy_deadline_at.is_some_and(|at| now >= at)
 }
 
 /// Why the slot at `index` failed the deploy: "web.1 v3 not healthy within 2m: exit 1".
 fn not_healthy_reason(state: &ServiceState, index: Option<usize>, now: DateTime<Utc>) -> String {
-    let within = humantime::format_duration(state.health.deploy_deadline);
+    let within = humantime::format_duration(step_deadline(state));
     let Some(slot) = index.and_then(|i| state.slots.get(i)) else {
         return format!("v{} not healthy within {within}", state.row.version);
     };
@@ -354,8 +363,8 @@ async fn promote(
     )
     .await?;
     // A progress deadline: the next replica has as long as the first.
-    let deadline = now
-        + chrono::Duration::from_std(state.health.deploy_deadline).unwrap_or(chrono::Duration::MAX);
+    let deadline =
+        now + chrono::Duration::from_std(step_deadline(state)).unwrap_or(chrono::Duration::MAX);
     set_row(conn, state, |row| row.deploy_deadline_at = Some(deadline)).await
 }
 
@@ -438,7 +447,7 @@ async fn fail(
     match revert_to {
         Some(stable) => {
             let deadline = now
-                + chrono::Duration::from_std(state.health.deploy_deadline)
+                + chrono::Duration::from_std(step_deadline(state))
                     .unwrap_or(chrono::Duration::MAX);
             let message = format!("v{target} failed: {reason}");
             set_row(conn, state, |row| {
@@ -576,6 +585,7 @@ impl ServiceManager {
                         row.name, template.name
                     )));
                 }
+                let step_ms = deadline.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 let deadline = deadline
                     .unwrap_or_else(|| state::millis(row.deploy_deadline_ms));
                 let deadline_at = Utc::now()
@@ -588,6 +598,7 @@ impl ServiceManager {
                         services::deploy_auto_revert.eq(input.auto_revert),
                         services::deploy_started_at.eq(diesel::dsl::now),
                         services::deploy_deadline_at.eq(deadline_at),
+                        services::deploy_step_ms.eq(step_ms),
                         services::deploy_message.eq(""),
                         services::updated_at.eq(diesel::dsl::now),
                     ))
@@ -658,6 +669,7 @@ mod tests {
             deploy_auto_revert: true,
             deploy_started_at: Some(at(0)),
             deploy_deadline_at: Some(at(120)),
+            deploy_step_ms: None,
             deploy_message: String::new(),
             created_by: Uuid::nil(),
             created_at: at(0),

@@ -36,6 +36,8 @@ pub struct ServiceRow {
     pub deploy_auto_revert: bool,
     pub deploy_started_at: Option<DateTime<Utc>>,
     pub deploy_deadline_at: Option<DateTime<Utc>>,
+    /// The deadline of each step of the deploy under way, when it was given one.
+    pub deploy_step_ms: Option<i64>,
     pub deploy_message: String,
     pub created_by: Uuid,
     pub created_at: DateTime<Utc>,

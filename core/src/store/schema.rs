@@ -334,6 +334,7 @@ diesel::table! {
         deploy_auto_revert -> Bool,
         deploy_started_at -> Nullable<Timestamptz>,
         deploy_deadline_at -> Nullable<Timestamptz>,
+        deploy_step_ms -> Nullable<Int8>,
         deploy_message -> Text,
         created_by -> Uuid,
         created_at -> Timestamptz,
