@@ -30,7 +30,11 @@ use berth_tests::{
 };
 
 /// A replica's command in a real container: runs until stopped (TERM ends it at once).
-const LONG: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"];
+const LONG: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; while true; do sleep 1; done",
+];
 
 /// The `ServiceService` of `server`, as its admin.
 async fn api(server: &TestServer) -> ServiceServiceClient<Authed> {
@@ -101,7 +105,12 @@ async fn history(server: &TestServer, name: &str) -> Vec<ServiceEvent> {
 fn said(events: &[ServiceEvent]) -> Vec<String> {
     events
         .iter()
-        .map(|e| format!("{} {} {}: {}", e.kind, e.replica, e.work_request_id, e.reason))
+        .map(|e| {
+            format!(
+                "{} {} {}: {}",
+                e.kind, e.replica, e.work_request_id, e.reason
+            )
+        })
         .collect()
 }
 
@@ -285,7 +294,10 @@ async fn a_replica_killed_from_outside_is_restarted_with_a_growing_backoff() {
         "the second restart waits longer: {first} then {second}"
     );
     // Only the current container runs.
-    assert_eq!(running_containers("berth.worker", &worker.name).await.len(), 1);
+    assert_eq!(
+        running_containers("berth.worker", &worker.name).await.len(),
+        1
+    );
     server.stop().await;
 }
 
@@ -300,17 +312,26 @@ async fn a_killed_workers_replicas_move_to_the_other_worker_and_its_containers_g
     create_template(&server, "long", TEST_IMAGE, LONG, "").await;
     let name = unique_name("moved");
     create(&server, &name, "long", 2, None).await;
-    let before = wait_service(&server, &name, "two replicas on the doomed worker", WAIT, |s| {
-        s.replicas.len() == 2
-            && s.replicas
-                .iter()
-                .all(|r| is_running(r) && r.worker == doomed.name)
-    })
+    let before = wait_service(
+        &server,
+        &name,
+        "two replicas on the doomed worker",
+        WAIT,
+        |s| {
+            s.replicas.len() == 2
+                && s.replicas
+                    .iter()
+                    .all(|r| is_running(r) && r.worker == doomed.name)
+        },
+    )
     .await;
     let old = requests(&before);
     for id in old.values() {
         eventually("the replica's container", WAIT, || async {
-            (!running_containers("berth.work-request", id).await.is_empty()).then_some(())
+            (!running_containers("berth.work-request", id)
+                .await
+                .is_empty())
+            .then_some(())
         })
         .await;
     }
@@ -339,7 +360,8 @@ async fn a_killed_workers_replicas_move_to_the_other_worker_and_its_containers_g
         assert_ne!(&new[replica], id, "{replica} runs as a new request");
         let lost = wait_event(&server, &name, "lost", id, "").await;
         assert!(
-            lost.reason.contains(&format!("worker {} lost", doomed.name)),
+            lost.reason
+                .contains(&format!("worker {} lost", doomed.name)),
             "{lost:?}"
         );
     }
@@ -381,9 +403,13 @@ async fn a_cut_off_sim_workers_replica_moves_and_its_late_reports_are_refused() 
     create_template(&server, "sleeper", "busybox", &["sleep", "3600"], "").await;
     let name = unique_name("cut");
     create(&server, &name, "sleeper", 1, None).await;
-    let before = wait_service(&server, &name, "the replica on the doomed worker", WAIT, |s| {
-        s.replicas.len() == 1 && is_running(&s.replicas[0])
-    })
+    let before = wait_service(
+        &server,
+        &name,
+        "the replica on the doomed worker",
+        WAIT,
+        |s| s.replicas.len() == 1 && is_running(&s.replicas[0]),
+    )
     .await;
     let old_id = before.replicas[0].work_request_id.clone();
     assert_eq!(before.replicas[0].worker, doomed.name);
@@ -396,14 +422,19 @@ async fn a_cut_off_sim_workers_replica_moves_and_its_late_reports_are_refused() 
         &name,
         "the replica on the rescuer",
         Duration::from_secs(3 + 10),
-        |s| s.replicas.len() == 1 && is_running(&s.replicas[0]) && s.replicas[0].worker == rescuer.name,
+        |s| {
+            s.replicas.len() == 1
+                && is_running(&s.replicas[0])
+                && s.replicas[0].worker == rescuer.name
+        },
     )
     .await;
     let new_id = after.replicas[0].work_request_id.clone();
     assert_ne!(new_id, old_id);
     let lost = wait_event(&server, &name, "lost", &old_id, "").await;
     assert!(
-        lost.reason.contains(&format!("worker {} lost", doomed.name)),
+        lost.reason
+            .contains(&format!("worker {} lost", doomed.name)),
         "{lost:?}"
     );
 
@@ -580,18 +611,22 @@ async fn the_embedded_database_killed_under_a_service_leaves_its_replicas_runnin
     })
     .await;
     // Once the database answers again, a change shows the reconciler has looked since.
-    eventually("the scale to be accepted", Duration::from_secs(60), || async {
-        api(&server)
-            .await
-            .scale_service(ScaleServiceRequest {
-                name: name.clone(),
-                replicas: HashMap::from([("web".to_owned(), 3)]),
-                ..ScaleServiceRequest::default()
-            })
-            .await
-            .ok()
-            .map(drop)
-    })
+    eventually(
+        "the scale to be accepted",
+        Duration::from_secs(60),
+        || async {
+            api(&server)
+                .await
+                .scale_service(ScaleServiceRequest {
+                    name: name.clone(),
+                    replicas: HashMap::from([("web".to_owned(), 3)]),
+                    ..ScaleServiceRequest::default()
+                })
+                .await
+                .ok()
+                .map(drop)
+        },
+    )
     .await;
     let after = wait_service(&server, &name, "three replicas running", WAIT, |s| {
         s.replicas.len() == 3 && s.replicas.iter().all(is_running)
