@@ -471,7 +471,10 @@ async fn a_published_port_is_listed_on_the_workers_address_and_answers() {
     assert!(answer.contains("hello from berth"), "{answer}");
 }
 
-/// An image whose HEALTHCHECK passes once `/tmp/ok` exists, checked every second.
+/// An image whose HEALTHCHECK passes once `/tmp/ok` exists, checked every second. Failures
+/// in its first minute do not count (Docker's start period): it stays `starting` until the
+/// file exists, instead of turning `unhealthy` at the first probe (which Berth would answer
+/// by replacing the replica).
 const HEALTHCHECK_IMAGE: &str = "berth-test/healthcheck:latest";
 
 static HEALTHCHECK_READY: OnceCell<()> = OnceCell::const_new();
@@ -484,7 +487,7 @@ async fn ensure_healthcheck_image() {
             std::fs::write(
                 dir.path().join("Dockerfile"),
                 format!(
-                    "FROM {TEST_IMAGE}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 \
+                    "FROM {TEST_IMAGE}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 --start-period=60s \
                      CMD [\"test\", \"-f\", \"/tmp/ok\"]\n"
                 ),
             )
@@ -507,7 +510,10 @@ async fn a_healthcheck_decides_when_a_replica_is_healthy_and_a_failing_one_rever
     let server = TestServer::start_with(quick_heartbeats).await;
     let _worker = worker(&server).await;
     // v1 becomes healthy five seconds after it starts, whatever `min_healthy` (1 s) says.
-    let mut spec = sh(&format!("(sleep 5; mkdir -p /tmp && touch /tmp/ok) & {}", ticker("v1")));
+    let mut spec = sh(&format!(
+        "(sleep 5; mkdir -p /tmp && touch /tmp/ok) & {}",
+        ticker("v1")
+    ));
     spec.image = HEALTHCHECK_IMAGE.to_owned();
     create_template(&server, "checked", spec).await;
     release(&server, "checked", command(&ticker("v2 never ok"))).await;

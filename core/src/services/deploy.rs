@@ -447,8 +447,7 @@ async fn fail(
     match revert_to {
         Some(stable) => {
             let deadline = now
-                + chrono::Duration::from_std(step_deadline(state))
-                    .unwrap_or(chrono::Duration::MAX);
+                + chrono::Duration::from_std(step_deadline(state)).unwrap_or(chrono::Duration::MAX);
             let message = format!("v{target} failed: {reason}");
             set_row(conn, state, |row| {
                 row.deploy_state = REVERTING.to_owned();
