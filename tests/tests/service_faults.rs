@@ -385,6 +385,12 @@ async fn a_killed_workers_replicas_move_to_the_other_worker_and_its_containers_g
         Vec::<String>::new()
     );
     for (replica, id) in &new {
+        // Claimed is not yet started: under load the container may still be on its way.
+        let what = format!("{replica} to run exactly one container");
+        eventually(&what, WAIT, || async {
+            (running_containers("berth.work-request", id).await.len() == 1).then_some(())
+        })
+        .await;
         assert_eq!(
             running_containers("berth.work-request", id).await.len(),
             1,
@@ -557,11 +563,11 @@ async fn a_server_killed_and_started_again_keeps_its_replicas_running() {
     let now = requests(&after);
     for (replica, id) in &kept {
         assert_eq!(&now[replica], id, "{replica} kept its request");
-        assert_eq!(
-            running_containers("berth.work-request", id).await.len(),
-            1,
-            "{replica} still has its container"
-        );
+        let what = format!("{replica} to have its one container");
+        eventually(&what, WAIT, || async {
+            (running_containers("berth.work-request", id).await.len() == 1).then_some(())
+        })
+        .await;
     }
     let events = history(&server, &name).await;
     assert!(
