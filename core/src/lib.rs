@@ -22,6 +22,8 @@
 //! - [`services`]: long-running containers from a template's release, scaled, restarted,
 //!   moved and rolled forward by a reconciler. Above `templates`; it makes and stops
 //!   requests through `work::own` only.
+//! - [`triggers`]: rules that make work on a schedule, an artifact or an ended request,
+//!   and their events. Above `templates`; it makes work through `Templates::run` only.
 //!
 //! Architecture invariant: this crate knows no wire protocol. It does not depend on
 //! tonic, prost or the generated `berth.v1` types (its Cargo.toml says so and
@@ -37,4 +39,5 @@ pub mod live;
 pub mod services;
 pub mod store;
 pub mod templates;
+pub mod triggers;
 pub mod work;

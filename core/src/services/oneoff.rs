@@ -87,6 +87,8 @@ impl ServiceManager {
                 ..Overrides::default()
             },
             params: BTreeMap::new(),
+            inputs: Vec::new(),
+            id: None,
         };
         // The run names the override it refuses; here the command is the caller's own.
         let view = self.templates.run(caller, run).await.map_err(|e| match e {

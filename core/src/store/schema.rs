@@ -397,6 +397,54 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    trigger_rules (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        name -> Text,
+        kind -> Text,
+        config -> Jsonb,
+        template_id -> Uuid,
+        action -> Jsonb,
+        action_secrets -> Nullable<Bytea>,
+        active -> Bool,
+        pause_note -> Text,
+        archived_at -> Nullable<Timestamptz>,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+        modified_at -> Timestamptz,
+        last_fired_at -> Nullable<Timestamptz>,
+        next_fire_at -> Nullable<Timestamptz>,
+        buffered_at -> Nullable<Timestamptz>,
+        watch_from -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    trigger_events (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        rule_id -> Nullable<Uuid>,
+        kind -> Text,
+        outcome -> Text,
+        reason -> Text,
+        nominal_at -> Nullable<Timestamptz>,
+        dedupe -> Text,
+        description -> Jsonb,
+        run_as -> Nullable<Uuid>,
+        work_request_id -> Nullable<Uuid>,
+        occurred_at -> Timestamptz,
+        settled_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    trigger_clock (id) {
+        id -> Int4,
+        last_pass_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
@@ -421,6 +469,9 @@ diesel::joinable!(service_events -> services (service_id));
 diesel::joinable!(service_runs -> services (service_id));
 diesel::joinable!(service_runs -> work_requests (request_id));
 diesel::joinable!(request_placement -> work_requests (request_id));
+diesel::joinable!(trigger_rules -> workspaces (workspace_id));
+diesel::joinable!(trigger_rules -> templates (template_id));
+diesel::joinable!(trigger_events -> trigger_rules (rule_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -449,4 +500,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     service_events,
     service_runs,
     request_placement,
+    trigger_rules,
+    trigger_events,
+    trigger_clock,
 );

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::templates::spec::{JobSpec, ReleaseSpec};
 use crate::templates::store::TemplateRow;
 use crate::templates::{Resolved, TemplateRef, Templates, workspace_name};
+use crate::work::ids::WorkRequestId;
 use crate::work::requests::{Origin, RequestView};
 use crate::work::spec::{InputInput, RawDuration, SpecInput, SubmitInput, validate_submission};
 use crate::work::state::Kind;
@@ -76,6 +77,11 @@ pub struct RunInput {
     pub overrides: Overrides,
     /// Workflow templates: parameter values as text.
     pub params: BTreeMap<String, String>,
+    /// Job templates: inputs mounted besides the release's (a trigger's artifact).
+    pub inputs: Vec<InputInput>,
+    /// The id the request (or workflow parent) gets, reserved by the caller (a trigger's
+    /// firing, so a retried firing cannot make a second); `None`: a new one.
+    pub id: Option<WorkRequestId>,
 }
 
 /// What a caller needs to run a template.
@@ -226,7 +232,7 @@ impl Templates {
         let workspace = standing.workspace.name.clone();
         match spec {
             ReleaseSpec::Workflow(_) => {
-                if input.overrides != Overrides::default() {
+                if input.overrides != Overrides::default() || !input.inputs.is_empty() {
                     return Err(Error::InvalidArgument(format!(
                         "overrides: {} is a workflow template, which takes parameters (params), not overrides",
                         template.name
@@ -240,6 +246,7 @@ impl Templates {
                     &release,
                     secrets,
                     &input.params,
+                    input.id,
                 )
                 .await
             }
@@ -257,6 +264,7 @@ impl Templates {
                 if let Some(priority) = input.overrides.priority {
                     submit.priority = priority;
                 }
+                submit.inputs.extend(input.inputs);
                 // Checked here first only to name the override that is wrong; the
                 // submission checks it again, as every submission.
                 if let Err(e) = validate_submission(&submit, &self.defaults) {
@@ -269,7 +277,7 @@ impl Templates {
                 };
                 let mut view = self
                     .requests
-                    .submit_from(caller, submit, Some(origin))
+                    .submit_from(caller, submit, Some(origin), input.id)
                     .await?;
                 tracing::info!(work_request = %view.row.id, template = %template.name, version = release.version, by = %caller.name, "template run submitted");
                 view.template = Some(template.name);

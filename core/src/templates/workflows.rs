@@ -608,6 +608,7 @@ pub fn check(
             .map(|s| to_input(s, &bound_secrets))
             .collect::<Result<Vec<_>>>()?,
         origin: None,
+        id: None,
     };
     workflow::validate(&trial, defaults)?;
     Ok((
@@ -882,6 +883,7 @@ pub(crate) async fn run(
     release: &ReleaseRow,
     secrets: BTreeMap<String, String>,
     params: &BTreeMap<String, String>,
+    id: Option<crate::work::ids::WorkRequestId>,
 ) -> Result<RequestView> {
     let ReleaseSpec::Workflow(spec) = crate::templates::release_spec(Kind::Workflow, release)?
     else {
@@ -895,7 +897,9 @@ pub(crate) async fn run(
         &secrets,
         params,
     )?;
-    templates.submit_workflow(caller, input).await
+    templates
+        .submit_workflow(caller, WorkflowInput { id, ..input })
+        .await
 }
 
 /// The workflow a run of release `version` submits: parameters bound and substituted,
@@ -921,6 +925,7 @@ fn instantiate(
             template_id: template.id,
             version,
         }),
+        id: None,
     })
 }
 

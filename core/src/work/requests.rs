@@ -28,8 +28,8 @@ use crate::live::hub::Hub;
 use crate::store::db::DbPool;
 use crate::store::models::{AttemptRow, NewWorkRequest, WorkRequestRow};
 use crate::store::schema::{
-    attempts, service_runs, services, templates, users, work_request_dependencies, work_requests,
-    workspaces,
+    attempts, service_runs, services, templates, trigger_events, trigger_rules, users,
+    work_request_dependencies, work_requests, workspaces,
 };
 use crate::store::secrets::SecretBox;
 use crate::work::deps::{self, Scheduling};
@@ -76,6 +76,9 @@ pub struct RequestView {
     /// For a service replica's container: the service's name and the replica (`web.1`);
     /// only read for a single request.
     pub service: Option<(String, String)>,
+    /// For a request a trigger rule made: the rule's name and the event that made it;
+    /// only read for a single request.
+    pub trigger: Option<(String, Uuid)>,
 }
 
 /// A request row with the names shown with it: its workspace's, its submitter's and,
@@ -103,6 +106,7 @@ impl RequestView {
             inputs: Vec::new(),
             template: None,
             service: None,
+            trigger: None,
         }
     }
 
@@ -188,15 +192,18 @@ impl WorkRequests {
 
     /// `SubmitWorkRequest`.
     pub async fn submit(&self, caller: &Identity, req: SubmitInput) -> Result<RequestView> {
-        self.submit_from(caller, req, None).await
+        self.submit_from(caller, req, None, None).await
     }
 
-    /// Submits a request made from a template release (`origin`), or from none.
+    /// Submits a request made from a template release (`origin`), or from none, under
+    /// `id` when the caller reserved one (a trigger's firing: a retry then meets the
+    /// request it made, as ALREADY_EXISTS, instead of making a second), or a new id.
     pub async fn submit_from(
         &self,
         caller: &Identity,
         req: SubmitInput,
         origin: Option<Origin>,
+        id: Option<WorkRequestId>,
     ) -> Result<RequestView> {
         let submission = validate_submission(&req, &self.defaults)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
@@ -230,7 +237,7 @@ impl WorkRequests {
             standing.require_open()?;
             standing.workspace.id
         };
-        let id = WorkRequestId::new();
+        let id = id.unwrap_or_else(WorkRequestId::new);
         let mut inputs_view = Vec::new();
         let manual = scheduling.unblock == UnblockStrategy::Manual;
         let new = NewWorkRequest {
@@ -317,7 +324,7 @@ impl WorkRequests {
         let standing = roles::in_workspace(&mut conn, caller, &workflow.workspace).await?;
         standing.require(WorkspaceRole::Contributor, "submit to")?;
         standing.require_open()?;
-        let id = workflow::create(&mut conn, &self.secrets, creator, &workflow).await?;
+        let id = workflow::create(&mut conn, &self.secrets, creator, &workflow, req.id).await?;
         tracing::info!(work_request = %id, workflow = %workflow.name, steps = workflow.steps.len(), by = %caller.name, "workflow submitted");
         self.hub.wake_scheduler();
         self.hub.changed();
@@ -614,6 +621,13 @@ async fn load_in_snapshot(conn: &mut AsyncPgConnection, id: WorkRequestId) -> Re
         .await
         .optional()?
         .map(|(name, process, index)| (name, format!("{process}.{index}")));
+    view.trigger = trigger_events::table
+        .inner_join(trigger_rules::table)
+        .filter(trigger_events::work_request_id.eq(id))
+        .select((trigger_rules::name, trigger_events::id))
+        .first::<(String, Uuid)>(conn)
+        .await
+        .optional()?;
     if is_workflow {
         view.children = load_children(conn, id).await?;
     }

@@ -73,6 +73,9 @@ pub struct WorkflowInput {
     pub steps: Vec<StepInput>,
     /// The workflow template release it is made from, if any (recorded on the parent).
     pub origin: Option<Origin>,
+    /// The parent's id, reserved by the caller (a trigger's firing, so that a retried
+    /// firing finds its workflow instead of making a second); `None`: a new one.
+    pub id: Option<WorkRequestId>,
 }
 
 /// One step as submitted.
@@ -311,9 +314,10 @@ pub async fn create(
     secrets: &SecretBox,
     creator: Uuid,
     workflow: &Workflow,
+    id: Option<WorkRequestId>,
 ) -> Result<WorkRequestId> {
     // Everything that cannot touch the database is prepared before the transaction.
-    let parent = WorkRequestId::new();
+    let parent = id.unwrap_or_else(WorkRequestId::new);
     let mut children = Vec::with_capacity(workflow.steps.len());
     let mut ids = Vec::with_capacity(workflow.steps.len());
     for step in &workflow.steps {
@@ -623,6 +627,7 @@ mod tests {
             steps,
             workspace: String::new(),
             origin: None,
+            id: None,
         }
     }
 

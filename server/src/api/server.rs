@@ -19,6 +19,7 @@ use berth_common::proto::collection_service_server::CollectionServiceServer;
 use berth_common::proto::service_service_server::ServiceServiceServer;
 use berth_common::proto::template_service_server::TemplateServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
+use berth_common::proto::trigger_service_server::TriggerServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
 use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
 use berth_common::proto::worker_service_server::WorkerServiceServer;
@@ -35,6 +36,7 @@ use berth_core::live::health::{DbHealth, Reachability};
 use berth_core::services::ServiceManager;
 use berth_core::store::db;
 use berth_core::templates::Templates;
+use berth_core::triggers::Triggers;
 use berth_core::work::requests::WorkRequests;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -53,13 +55,14 @@ use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::api::services::ServiceApi;
 use crate::api::templates::TemplateApi;
 use crate::api::tokens::TokenApi;
+use crate::api::triggers::TriggerApi;
 use crate::api::users::UserApi;
 use crate::api::work_requests::WorkRequestApi;
 use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 10] = [
+const SERVICE_NAMES: [&str; 12] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -70,6 +73,8 @@ const SERVICE_NAMES: [&str; 10] = [
     "berth.v1.CollectionService",
     "berth.v1.ArtifactService",
     "berth.v1.TemplateService",
+    "berth.v1.ServiceService",
+    "berth.v1.TriggerService",
 ];
 
 /// What the server serves.
@@ -86,6 +91,7 @@ pub struct Services {
     pub artifacts: Artifacts,
     pub templates: Templates,
     pub service_manager: ServiceManager,
+    pub triggers: Triggers,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
@@ -175,6 +181,7 @@ pub async fn serve(
         artifacts,
         templates,
         service_manager,
+        triggers,
         streams_end,
         database: _,
     } = services;
@@ -222,6 +229,10 @@ pub async fn serve(
         )
         .add_service(
             ServiceServiceServer::new(ServiceApi::new(service_manager))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            TriggerServiceServer::new(TriggerApi::new(triggers))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

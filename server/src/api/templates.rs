@@ -209,6 +209,8 @@ fn run_from_proto(req: RunTemplateRequest) -> Result<RunInput> {
             priority: overrides.priority,
         },
         params: req.params.into_iter().collect(),
+        inputs: Vec::new(),
+        id: None,
     })
 }
 

@@ -191,6 +191,7 @@ fn workflow_from_proto(req: SubmitWorkflowRequest) -> Result<WorkflowInput> {
         workspace: req.workspace,
         steps,
         origin: None,
+        id: None,
     })
 }
 
@@ -348,8 +349,10 @@ pub(crate) fn to_proto(view: RequestView) -> Result<WorkRequest> {
         inputs,
         template,
         service,
+        trigger,
     } = view;
     let (service, service_replica) = service.unzip();
+    let (trigger_rule, trigger_event_id) = trigger.unzip();
     Ok(WorkRequest {
         id: row.id.to_string(),
         workspace,
@@ -404,6 +407,10 @@ pub(crate) fn to_proto(view: RequestView) -> Result<WorkRequest> {
             .unwrap_or(0),
         service: service.unwrap_or_default(),
         service_replica: service_replica.unwrap_or_default(),
+        trigger_rule: trigger_rule.unwrap_or_default(),
+        trigger_event_id: trigger_event_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
     })
 }
 

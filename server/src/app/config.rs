@@ -82,6 +82,7 @@ struct FileConfig {
     max_log_bytes: Option<u64>,
     outbox_slack: Option<usize>,
     stop_wait: Option<String>,
+    trigger_interval: Option<String>,
     #[serde(default)]
     defaults: FileDefaults,
     files: Option<FileFiles>,
@@ -284,6 +285,9 @@ pub struct Config {
     pub spec_defaults: SpecDefaults,
     /// Timing of the worker protocol and the log cap.
     pub agent: AgentSettings,
+    /// The longest time between two passes over trigger rules (they also run when the
+    /// next schedule time comes); default 1s.
+    pub trigger_interval: Duration,
 }
 
 /// A configuration mistake, said in one line.
@@ -400,6 +404,16 @@ impl Config {
             spec_defaults.stop_grace_period = duration("defaults.stop_grace_period", t)?;
         }
         check_defaults(&spec_defaults)?;
+        let trigger_interval = match &file.trigger_interval {
+            Some(text) => {
+                let interval = duration("trigger_interval", text)?;
+                if !(Duration::from_millis(50)..=Duration::from_secs(60)).contains(&interval) {
+                    return Err(ConfigError("trigger_interval: use 50ms to 60s".into()));
+                }
+                interval
+            }
+            None => Duration::from_secs(1),
+        };
         let mut agent = AgentSettings::default();
         if let Some(text) = &file.heartbeat_interval {
             agent.heartbeat_interval = duration("heartbeat_interval", text)?;
@@ -447,6 +461,7 @@ impl Config {
             gc,
             artifact_limits: Default::default(),
             agent,
+            trigger_interval,
             listen,
             data_dir,
             database_url,

@@ -37,6 +37,7 @@ use berth_core::services::{ServiceManager, reconcile};
 use berth_core::store::db::{self, DbError, DbPool, DbSettings};
 use berth_core::store::secrets::{SecretBox, SecretError};
 use berth_core::templates::Templates;
+use berth_core::triggers::{Triggers, fire};
 use berth_core::work::recorder::{self, Recorder};
 use berth_core::work::requests::WorkRequests;
 use berth_core::work::scheduler::Scheduler;
@@ -351,6 +352,15 @@ async fn serve_inner(
     )
     .with_interval(config.agent.sweep_interval);
     tasks.spawn(reconcile::run(service_manager.clone(), background.clone()));
+    // Fires schedule rules, watches for artifacts and ended requests, settles firings.
+    let triggers = Triggers::new(
+        pool.clone(),
+        prepared.secrets.clone(),
+        templates.clone(),
+        hub.clone(),
+    )
+    .with_interval(config.trigger_interval);
+    tasks.spawn(fire::run(triggers.clone(), background.clone()));
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
         tokens: Tokens::new(pool.clone(), hub.clone()),
@@ -359,6 +369,7 @@ async fn serve_inner(
         workers: Workers::new(pool.clone(), hub.clone()),
         templates,
         service_manager,
+        triggers,
         requests,
         agents: Agents::new(
             pool.clone(),

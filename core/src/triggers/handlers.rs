@@ -1,0 +1,73 @@
+//! The registry of rule types: which module checks a configuration of each type, and
+//! what a rule of each type needs when it is made, changed or resumed.
+//!
+//! A new type is a module with a `check` (and, for types that fire on time, the
+//! schedule's arithmetic) and one arm in each function here.
+
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncPgConnection;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::triggers::schedule::ScheduleConfig;
+use crate::triggers::store::RuleRow;
+use crate::triggers::{ConfigInput, RuleKind, artifact, completion, schedule, topic};
+
+/// Checks a new rule's configuration in workspace `workspace_id` at `now` and returns
+/// it as stored. INVALID_ARGUMENT names the field (`schedule.cron`, `artifact.all_of[0].path`…).
+pub async fn check(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    now: DateTime<Utc>,
+    input: &ConfigInput,
+) -> Result<serde_json::Value> {
+    let stored = match input {
+        ConfigInput::Schedule(s) => to_value(&schedule::check(s, now)?)?,
+        ConfigInput::Artifact(a) => to_value(&artifact::check(a)?)?,
+        ConfigInput::Completion(c) => to_value(&completion::check(conn, workspace_id, c).await?)?,
+        ConfigInput::Topic(t) => to_value(&topic::check(t)?)?,
+    };
+    Ok(stored)
+}
+
+/// Checks a change of `rule`'s configuration: it must be of the rule's type; what the
+/// input leaves unset keeps the current value where the type allows it.
+pub async fn check_change(
+    conn: &mut AsyncPgConnection,
+    rule: &RuleRow,
+    now: DateTime<Utc>,
+    input: &ConfigInput,
+) -> Result<serde_json::Value> {
+    let kind = rule.kind()?;
+    if input.kind() != kind {
+        return Err(Error::InvalidArgument(format!(
+            "config: rule {} is a {kind} rule; a {} configuration cannot replace its own (make a new rule)",
+            rule.name,
+            input.kind()
+        )));
+    }
+    match input {
+        ConfigInput::Schedule(s) => {
+            let current = ScheduleConfig::from_value(&rule.config)?;
+            to_value(&schedule::merge(&current, s, now)?)
+        }
+        _ => check(conn, rule.workspace_id, now, input).await,
+    }
+}
+
+/// A rule's next nominal time after `after`, by its type: schedule rules have one (or
+/// `None` when the schedule has no further time), event rules never.
+pub fn next_fire(
+    kind: RuleKind,
+    config: &serde_json::Value,
+    after: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>> {
+    match kind {
+        RuleKind::Schedule => ScheduleConfig::from_value(config)?.next_after(after),
+        RuleKind::Artifact | RuleKind::Completion | RuleKind::Topic => Ok(None),
+    }
+}
+
+fn to_value<T: serde::Serialize>(config: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(config).map_err(Error::internal)
+}
