@@ -27,6 +27,11 @@ pub use self::services::{
     ServiceLogsArgs, ServiceRunArgs, ServiceSetArgs, ServiceSettingsArgs, parse_command,
     parse_port, parse_scale, split_words,
 };
+mod triggers;
+pub use self::triggers::{
+    CatchupArg, Condition, OutcomeArg, OverlapArg, ResultArg, Since, TriggerCommand,
+    TriggerCreateArgs, TriggerEventsArgs, parse_condition, parse_since,
+};
 
 /// The default server address: a server on this machine with its default port.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
@@ -137,6 +142,11 @@ pub enum Command {
     /// time.
     #[command(subcommand, arg_required_else_help = true)]
     Service(ServiceCommand),
+    /// Trigger rules: run a template when a time comes (cron in a time zone, or an
+    /// interval), an artifact is completed or a work request ends; every firing, skip and
+    /// miss is an event.
+    #[command(subcommand, arg_required_else_help = true)]
+    Trigger(TriggerCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's

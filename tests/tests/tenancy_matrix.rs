@@ -24,6 +24,7 @@ use berth_common::client::BearerAuth;
 use berth_common::proto::collection_service_client::CollectionServiceClient;
 use berth_common::proto::service_service_client::ServiceServiceClient;
 use berth_common::proto::template_service_client::TemplateServiceClient;
+use berth_common::proto::trigger_service_client::TriggerServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
 use berth_common::proto::{
@@ -51,6 +52,13 @@ use berth_common::proto::{
     CreateServiceRequest, DeleteServiceRequest, DeployServiceRequest, GetServiceHistoryRequest,
     GetServiceRequest, ListServiceEndpointsRequest, ListServicesRequest, Process,
     RunServiceCommandRequest, ScaleServiceRequest, StreamServiceLogsRequest, UpdateServiceRequest,
+};
+use berth_common::proto::{
+    ArchiveTriggerRuleRequest, CreateTriggerRuleRequest, FireTriggerRuleRequest,
+    GetTriggerRuleRequest, ListTriggerEventsRequest, ListTriggerRulesRequest,
+    PauseTriggerRuleRequest, PreviewTriggerScheduleRequest, ResumeTriggerRuleRequest,
+    ScheduleConfig, TriggerAction, UpdateTriggerRuleRequest, create_trigger_rule_request,
+    update_trigger_rule_request,
 };
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
@@ -216,6 +224,17 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.ServiceService/StreamServiceLogs", Policy::Read),
     ("/berth.v1.ServiceService/RunServiceCommand", Policy::Write),
     ("/berth.v1.ServiceService/DeleteService", Policy::Write),
+    // Trigger rules: reads for viewers, every change and a firing by hand for contributors.
+    ("/berth.v1.TriggerService/CreateTriggerRule", Policy::Write),
+    ("/berth.v1.TriggerService/GetTriggerRule", Policy::Read),
+    ("/berth.v1.TriggerService/ListTriggerRules", Policy::Read),
+    ("/berth.v1.TriggerService/UpdateTriggerRule", Policy::Write),
+    ("/berth.v1.TriggerService/PauseTriggerRule", Policy::Write),
+    ("/berth.v1.TriggerService/ResumeTriggerRule", Policy::Write),
+    ("/berth.v1.TriggerService/ArchiveTriggerRule", Policy::Write),
+    ("/berth.v1.TriggerService/FireTriggerRule", Policy::Write),
+    ("/berth.v1.TriggerService/ListTriggerEvents", Policy::Read),
+    ("/berth.v1.TriggerService/PreviewTriggerSchedule", Policy::Read),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -441,6 +460,9 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
     }
     if rpc.starts_with("/berth.v1.ServiceService/") {
         return service_target(server, rpc, workspace, cell).await;
+    }
+    if rpc.starts_with("/berth.v1.TriggerService/") {
+        return trigger_target(server, rpc, workspace, cell).await;
     }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
@@ -844,6 +866,9 @@ async fn call(
     if rpc.starts_with("/berth.v1.ServiceService/") {
         return call_services(server, rpc, token, workspace, target).await;
     }
+    if rpc.starts_with("/berth.v1.TriggerService/") {
+        return call_triggers(server, rpc, token, workspace, target).await;
+    }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
     let mut spaces = workspaces(token, channel.clone());
@@ -1235,6 +1260,183 @@ async fn call_services(
                     name,
                 })
                 .await?;
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
+fn triggers(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TriggerServiceClient<berth_tests::Authed> {
+    TriggerServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// A rule `name` in `workspace` that runs `template` every day at 03:00 (not within a
+/// matrix run, so only firings by hand make work).
+fn nightly_rule(workspace: &str, template: &str, name: &str) -> CreateTriggerRuleRequest {
+    CreateTriggerRuleRequest {
+        workspace: workspace.to_owned(),
+        name: name.to_owned(),
+        config: Some(create_trigger_rule_request::Config::Schedule(
+            ScheduleConfig {
+                cron: "0 3 * * *".into(),
+                time_zone: "Europe/Berlin".into(),
+                ..Default::default()
+            },
+        )),
+        action: Some(TriggerAction {
+            template: template.to_owned(),
+            ..Default::default()
+        }),
+        paused: false,
+    }
+}
+
+/// What a TriggerService cell acts on, made by the admin: a job template `tt-CELL` whose
+/// runs no worker takes, with a rule `r-CELL` running it (for CreateTriggerRule only the
+/// template). Returns "TEMPLATE RULE".
+async fn trigger_target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let template = format!("tt-{cell}");
+    let rule = format!("r-{cell}");
+    templates(&server.admin_token, server.channel().await)
+        .create_template(parked_template(workspace, &template))
+        .await
+        .unwrap();
+    if rpc != "/berth.v1.TriggerService/CreateTriggerRule" {
+        triggers(&server.admin_token, server.channel().await)
+            .create_trigger_rule(nightly_rule(workspace, &template, &rule))
+            .await
+            .unwrap();
+    }
+    format!("{template} {rule}")
+}
+
+/// Calls a TriggerService `rpc` as `token` on "TEMPLATE RULE"; `Ok` if answered.
+async fn call_triggers(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = triggers(token, server.channel().await);
+    let (template, name) = target.split_once(' ').unwrap();
+    let (ws, name) = (workspace.to_owned(), name.to_owned());
+    match rpc {
+        "/berth.v1.TriggerService/CreateTriggerRule" => {
+            let made = client
+                .create_trigger_rule(nightly_rule(workspace, template, &name))
+                .await?
+                .into_inner();
+            assert_eq!(
+                (made.workspace.as_str(), made.name.as_str()),
+                (workspace, name.as_str())
+            );
+        }
+        "/berth.v1.TriggerService/GetTriggerRule" => {
+            let got = client
+                .get_trigger_rule(GetTriggerRuleRequest {
+                    workspace: ws,
+                    name: name.clone(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(got.name, name);
+        }
+        "/berth.v1.TriggerService/ListTriggerRules" => {
+            let listed = client
+                .list_trigger_rules(ListTriggerRulesRequest {
+                    workspace: ws.clone(),
+                    include_archived: true,
+                })
+                .await?
+                .into_inner();
+            assert!(listed.rules.iter().any(|r| r.name == name));
+            assert!(listed.rules.iter().all(|r| r.workspace == ws));
+        }
+        "/berth.v1.TriggerService/UpdateTriggerRule" => {
+            client
+                .update_trigger_rule(UpdateTriggerRuleRequest {
+                    workspace: ws,
+                    name,
+                    config: Some(update_trigger_rule_request::Config::Schedule(
+                        ScheduleConfig {
+                            cron: "30 4 * * *".into(),
+                            time_zone: "Europe/Berlin".into(),
+                            ..Default::default()
+                        },
+                    )),
+                    action: None,
+                })
+                .await?;
+        }
+        "/berth.v1.TriggerService/PauseTriggerRule" => {
+            let paused = client
+                .pause_trigger_rule(PauseTriggerRuleRequest {
+                    workspace: ws,
+                    name,
+                    note: "matrix".into(),
+                })
+                .await?
+                .into_inner();
+            assert!(!paused.active);
+        }
+        "/berth.v1.TriggerService/ResumeTriggerRule" => {
+            let resumed = client
+                .resume_trigger_rule(ResumeTriggerRuleRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?
+                .into_inner();
+            assert!(resumed.active);
+        }
+        "/berth.v1.TriggerService/ArchiveTriggerRule" => {
+            let archived = client
+                .archive_trigger_rule(ArchiveTriggerRuleRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?
+                .into_inner();
+            assert!(archived.archived_at.is_some());
+        }
+        "/berth.v1.TriggerService/FireTriggerRule" => {
+            let fired = client
+                .fire_trigger_rule(FireTriggerRuleRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(fired.r#type, "manual");
+            assert_eq!(fired.outcome, "fired", "{fired:?}");
+        }
+        "/berth.v1.TriggerService/ListTriggerEvents" => {
+            let listed = client
+                .list_trigger_events(ListTriggerEventsRequest {
+                    workspace: ws.clone(),
+                    rule: name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(listed.events.iter().all(|e| e.workspace == ws));
+        }
+        "/berth.v1.TriggerService/PreviewTriggerSchedule" => {
+            let preview = client
+                .preview_trigger_schedule(PreviewTriggerScheduleRequest {
+                    workspace: ws,
+                    name,
+                    schedule: None,
+                    count: 3,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(preview.times.len(), 3);
+            assert_eq!(preview.time_zone, "Europe/Berlin");
         }
         other => panic!("no call for {other} in the tenancy matrix"),
     }

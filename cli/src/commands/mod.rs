@@ -13,7 +13,7 @@
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
 //! (`queue`, `priority`), `workflows` (`workflow submit`, `workflow template ...`,
 //! `workflow run`), `artifacts` (`artifact ...`: create with resumable uploads, download
-//! with verification), `collections`, `templates` (`template ...`) and `services` (`service ...`). This module
+//! with verification), `collections`, `templates` (`template ...`), `services` (`service ...`) and `triggers` (`trigger ...`). This module
 //! dispatches, finds the token and
 //! reaches the server.
 //!
@@ -32,6 +32,7 @@ mod queue;
 mod services;
 mod templates;
 mod tokens;
+mod triggers;
 mod users;
 mod work_requests;
 mod workers;
@@ -83,6 +84,7 @@ pub async fn execute(
         Command::Service(command) => {
             return services::execute(command, server, printer, interrupt).await;
         }
+        Command::Trigger(command) => triggers::execute(command, server, printer).await,
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
         Command::Logs(args) => return work_requests::logs(args, server, printer, interrupt).await,
@@ -226,6 +228,7 @@ type Collections =
     berth_common::proto::collection_service_client::CollectionServiceClient<Authenticated>;
 type Templates = berth_common::proto::template_service_client::TemplateServiceClient<Authenticated>;
 type Services = berth_common::proto::service_service_client::ServiceServiceClient<Authenticated>;
+type Triggers = berth_common::proto::trigger_service_client::TriggerServiceClient<Authenticated>;
 
 /// A generated client of one of the services the CLI calls.
 trait Service {
@@ -268,6 +271,14 @@ impl Service for Templates {
 impl Service for Services {
     fn new(channel: Channel, auth: BearerAuth) -> Services {
         berth_common::proto::service_service_client::ServiceServiceClient::with_interceptor(
+            channel, auth,
+        )
+    }
+}
+
+impl Service for Triggers {
+    fn new(channel: Channel, auth: BearerAuth) -> Triggers {
+        berth_common::proto::trigger_service_client::TriggerServiceClient::with_interceptor(
             channel, auth,
         )
     }

@@ -10,7 +10,7 @@
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`,
-//! `artifacts` (artifacts and collections), `services` (services with their replicas, history, endpoints), `templates` (templates and releases) and
+//! `artifacts` (artifacts and collections), `services` (services with their replicas, history, endpoints), `templates` (templates and releases), `triggers` (trigger rules, events and schedule previews) and
 //! `workflow_templates` (a workflow template's releases with their steps). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
@@ -20,6 +20,7 @@ mod queue;
 mod services;
 mod templates;
 mod tokens;
+mod triggers;
 mod users;
 mod work_requests;
 mod workers;
@@ -47,6 +48,9 @@ pub use self::templates::{
     TemplateStatsView, TemplateView,
 };
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
+pub use self::triggers::{
+    PreviewView, TriggerEventListView, TriggerEventView, TriggerRuleListView, TriggerRuleView,
+};
 pub use self::users::{DeletedUserView, MembershipView, UserListView, UserView};
 pub(crate) use self::work_requests::status_name;
 pub use self::work_requests::{AttemptView, SubmittedView, WorkRequestListView, WorkRequestView};
