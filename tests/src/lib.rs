@@ -446,6 +446,18 @@ impl TestServer {
     /// (as an operator restarting it would).
     pub async fn restart(&mut self) {
         self.shutdown().await;
+        self.start_again().await;
+    }
+
+    /// Stops the server, leaves it down for `down` (an outage: no pass of any kind runs)
+    /// and starts it again as [`TestServer::restart`] does.
+    pub async fn restart_after(&mut self, down: Duration) {
+        self.shutdown().await;
+        tokio::time::sleep(down).await;
+        self.start_again().await;
+    }
+
+    async fn start_again(&mut self) {
         let mut attempts = 0;
         let listener = loop {
             match app::bind(&self.config).await {
