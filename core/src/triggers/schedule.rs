@@ -17,7 +17,6 @@
 //! What it must not touch: rows (the pass in [`super::fire`] stores what this computes).
 
 use std::fmt::Write as _;
-use std::str::FromStr as _;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound as _, LocalResult, SecondsFormat, TimeDelta, TimeZone, Utc};
@@ -67,10 +66,8 @@ pub struct ScheduleConfig {
 
 /// How a stored schedule makes its times, ready to compute with.
 enum Timing {
-    Cron {
-        cron: Cron,
-        zone: Tz,
-    },
+    /// Boxed: a parsed pattern is large, an interval small.
+    Cron { cron: Box<Cron>, zone: Tz },
     Interval {
         anchor: DateTime<Utc>,
         every: TimeDelta,
@@ -135,7 +132,7 @@ impl ScheduleConfig {
             let cron = parse_cron(&self.cron)
                 .map_err(|e| Error::internal(format!("stored cron {:?}: {e}", self.cron)))?;
             return Ok(Timing::Cron {
-                cron,
+                cron: Box::new(cron),
                 zone: self.zone()?,
             });
         }
@@ -586,6 +583,8 @@ fn dst_note(cron: &Cron, zone: Tz, at: DateTime<Utc>) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
+
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
