@@ -45,6 +45,13 @@ use berth_common::proto::{
     UpdateTemplateRequest, create_template_request, update_template_request,
 };
 use berth_common::proto::{
+    ArchiveTriggerRuleRequest, CreateTriggerRuleRequest, FireTriggerRuleRequest,
+    GetTriggerRuleRequest, ListTriggerEventsRequest, ListTriggerRulesRequest,
+    PauseTriggerRuleRequest, PreviewTriggerScheduleRequest, ResumeTriggerRuleRequest,
+    ScheduleConfig, TriggerAction, UpdateTriggerRuleRequest, create_trigger_rule_request,
+    update_trigger_rule_request,
+};
+use berth_common::proto::{
     ArtifactRelationKind, CreateArtifactRequest, DeleteArtifactRequest, Expiry, GetArtifactRequest,
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
 };
@@ -52,13 +59,6 @@ use berth_common::proto::{
     CreateServiceRequest, DeleteServiceRequest, DeployServiceRequest, GetServiceHistoryRequest,
     GetServiceRequest, ListServiceEndpointsRequest, ListServicesRequest, Process,
     RunServiceCommandRequest, ScaleServiceRequest, StreamServiceLogsRequest, UpdateServiceRequest,
-};
-use berth_common::proto::{
-    ArchiveTriggerRuleRequest, CreateTriggerRuleRequest, FireTriggerRuleRequest,
-    GetTriggerRuleRequest, ListTriggerEventsRequest, ListTriggerRulesRequest,
-    PauseTriggerRuleRequest, PreviewTriggerScheduleRequest, ResumeTriggerRuleRequest,
-    ScheduleConfig, TriggerAction, UpdateTriggerRuleRequest, create_trigger_rule_request,
-    update_trigger_rule_request,
 };
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
@@ -234,7 +234,10 @@ const MATRIX: &[(&str, Policy)] = &[
     ("/berth.v1.TriggerService/ArchiveTriggerRule", Policy::Write),
     ("/berth.v1.TriggerService/FireTriggerRule", Policy::Write),
     ("/berth.v1.TriggerService/ListTriggerEvents", Policy::Read),
-    ("/berth.v1.TriggerService/PreviewTriggerSchedule", Policy::Read),
+    (
+        "/berth.v1.TriggerService/PreviewTriggerSchedule",
+        Policy::Read,
+    ),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and

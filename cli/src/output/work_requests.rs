@@ -108,6 +108,11 @@ pub struct WorkRequestView {
     pub service: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub service_replica: String,
+    /// For a request a trigger rule made: the rule and the event that made it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub trigger_rule: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub trigger_event_id: String,
     /// The workflow this request is a step of; empty otherwise.
     pub parent_id: String,
     /// A workflow's steps, in an order they can run in; empty for other requests.
@@ -236,6 +241,8 @@ impl From<proto::WorkRequest> for WorkRequestView {
             template_version: (request.template_version > 0).then_some(request.template_version),
             service: request.service,
             service_replica: request.service_replica,
+            trigger_rule: request.trigger_rule,
+            trigger_event_id: request.trigger_event_id,
             parent_id: request.parent_id,
             children: request
                 .children
@@ -293,6 +300,14 @@ impl Render for WorkRequestView {
                     String::new()
                 } else {
                     format!("{} ({})", self.service, self.service_replica)
+                },
+            ),
+            (
+                "trigger",
+                if self.trigger_rule.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} (event {})", self.trigger_rule, self.trigger_event_id)
                 },
             ),
             ("status", self.status.clone()),

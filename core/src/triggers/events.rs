@@ -124,10 +124,11 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
-        let at = DateTime::<Utc>::from_timestamp_micros(1_780_000_000_123_456).unwrap();
+        let at =
+            DateTime::<Utc>::from_timestamp_micros(1_780_000_000_123_456).expect("should succeed");
         let id = Uuid::now_v7();
         let token = encode_page_token(at, id);
-        assert_eq!(decode_page_token(&token).unwrap(), (at, id));
+        assert_eq!(decode_page_token(&token).expect("should succeed"), (at, id));
         assert!(decode_page_token("garbage!").is_err());
         assert!(decode_page_token(&URL_SAFE_NO_PAD.encode("1:notauuid")).is_err());
         assert!(

@@ -575,9 +575,9 @@ mod tests {
     fn unknown_enum_numbers_are_refused_naming_the_field() {
         assert!(invalid(overlap_from_proto(99)).starts_with("schedule.overlap:"));
         assert!(invalid(catchup_from_proto(-1)).starts_with("schedule.catchup:"));
-        assert_eq!(overlap_from_proto(0).unwrap(), None);
+        assert_eq!(overlap_from_proto(0).expect("should succeed"), None);
         assert_eq!(
-            overlap_from_proto(proto::OverlapPolicy::BufferOne as i32).unwrap(),
+            overlap_from_proto(proto::OverlapPolicy::BufferOne as i32).expect("should succeed"),
             Some(Overlap::BufferOne)
         );
     }
@@ -594,7 +594,7 @@ mod tests {
             nanos: 0,
         };
         assert_eq!(
-            window_from_proto(&five_minutes).unwrap(),
+            window_from_proto(&five_minutes).expect("should succeed"),
             std::time::Duration::from_secs(300)
         );
     }
@@ -604,7 +604,7 @@ mod tests {
         let m = invalid(outcomes_from_proto(&["fired".into(), "exploded".into()]));
         assert!(m.starts_with("outcomes[1]:"), "{m}");
         assert_eq!(
-            outcomes_from_proto(&["missed".into()]).unwrap(),
+            outcomes_from_proto(&["missed".into()]).expect("should succeed"),
             vec![Outcome::Missed]
         );
     }
@@ -624,6 +624,6 @@ mod tests {
         let wire = schedule_to_proto(stored);
         assert_eq!(wire.overlap, proto::OverlapPolicy::CancelPrevious as i32);
         assert_eq!(wire.catchup, proto::CatchupPolicy::All as i32);
-        assert_eq!(wire.catchup_window.unwrap().seconds, 90);
+        assert_eq!(wire.catchup_window.expect("should succeed").seconds, 90);
     }
 }
