@@ -7,6 +7,7 @@ pub mod container;
 pub mod idle;
 pub mod logs;
 pub mod noop;
+pub mod triggers;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub enum Scenario {
     /// Upload and download of one large file through Berth against a plain copy to the
     /// same store (local directory and S3), and a dedup hit.
     Artifacts,
+    /// Schedule rules firing: exactness (double or lost firings) and punctuality.
+    Triggers,
     /// Mixed load under random faults (workers, connections, PostgreSQL, replicas), then
     /// the invariants.
     Chaos,
@@ -53,12 +56,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs, in order.
-    pub const EACH: [Scenario; 6] = [
+    pub const EACH: [Scenario; 7] = [
         Scenario::Noop,
         Scenario::IdleStreams,
         Scenario::Container,
         Scenario::Logs,
         Scenario::Artifacts,
+        Scenario::Triggers,
         Scenario::Chaos,
     ];
 
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::Container => "container",
             Scenario::Logs => "logs",
             Scenario::Artifacts => "artifacts",
+            Scenario::Triggers => "triggers",
             Scenario::Chaos => "chaos",
             Scenario::All => "all",
         }
@@ -83,6 +88,7 @@ impl Scenario {
             Scenario::Container => container::run(opts).await,
             Scenario::Logs => logs::run(opts).await,
             Scenario::Artifacts => artifacts::run(opts).await,
+            Scenario::Triggers => triggers::run(opts).await,
             Scenario::Chaos => chaos::run(opts).await,
             Scenario::All => anyhow::bail!("`all` is not a single scenario"),
         }

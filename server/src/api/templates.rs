@@ -194,20 +194,24 @@ fn update_from_proto(req: UpdateTemplateRequest) -> Result<UpdateInput> {
     })
 }
 
+/// A run's overrides as sent (a trigger rule's action holds them too).
+pub(crate) fn overrides_from_proto(overrides: proto::TemplateOverrides) -> Overrides {
+    Overrides {
+        command: overrides.command,
+        env: overrides.env,
+        secret_env: overrides.secret_env,
+        memory_bytes: overrides.memory_bytes,
+        cpus: overrides.cpus,
+        timeout: overrides.timeout.as_ref().map(raw_from_proto),
+        priority: overrides.priority,
+    }
+}
+
 fn run_from_proto(req: RunTemplateRequest) -> Result<RunInput> {
-    let overrides = req.overrides.unwrap_or_default();
     Ok(RunInput {
         template: template_ref(&req.workspace, &req.name, req.kind)?,
         version: version("version", req.version)?,
-        overrides: Overrides {
-            command: overrides.command,
-            env: overrides.env,
-            secret_env: overrides.secret_env,
-            memory_bytes: overrides.memory_bytes,
-            cpus: overrides.cpus,
-            timeout: overrides.timeout.as_ref().map(raw_from_proto),
-            priority: overrides.priority,
-        },
+        overrides: overrides_from_proto(req.overrides.unwrap_or_default()),
         params: req.params.into_iter().collect(),
         inputs: Vec::new(),
         id: None,
