@@ -179,7 +179,7 @@ async fn rules_are_created_read_listed_and_changed() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.rules, [made.clone()]);
+    assert_eq!(listed.rules, std::slice::from_ref(&made));
 
     // A name in use is refused, and nothing else is stored.
     assert_code(
@@ -540,7 +540,7 @@ async fn archiving_is_one_way_and_frees_the_name() {
         .into_iter()
         .map(|r| r.id)
         .collect();
-    assert_eq!(live, [second.id.clone()]);
+    assert_eq!(live, std::slice::from_ref(&second.id));
     let all: BTreeSet<String> = client
         .list_trigger_rules(ListTriggerRulesRequest {
             workspace: String::new(),
@@ -685,7 +685,7 @@ async fn fire_now_makes_an_event_that_says_who_and_a_request_that_names_it() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.events, [event.clone()]);
+    assert_eq!(listed.events, std::slice::from_ref(&event));
     // Firing twice makes two events and two requests: each firing by hand is its own.
     let second = carol
         .fire_trigger_rule(FireTriggerRuleRequest {

@@ -15,7 +15,7 @@ pub enum TriggerCommand {
     /// Create a rule: exactly one of --schedule (cron, with --tz), --interval,
     /// --on-artifact or --on-completion says when it fires, and --run-template what runs.
     #[command(after_help = TRIGGER_CREATE_HELP)]
-    Create(TriggerCreateArgs),
+    Create(Box<TriggerCreateArgs>),
     /// List a workspace's rules by name.
     List {
         /// Also list archived rules.

@@ -874,7 +874,12 @@ pub fn compare(
 
 // ----- run -----
 
-/// Submits the workflow of `release` of `template` (in `workspace`) with `params` bound.
+/// Submits the workflow of `release` of `template` (in `workspace`) with `params` bound,
+/// under `id` when the caller reserved one.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is a different piece of the run, already resolved by the caller"
+)]
 pub(crate) async fn run(
     templates: &Templates,
     caller: &Identity,

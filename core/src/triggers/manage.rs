@@ -285,6 +285,15 @@ impl StateChange<'_> {
                     return Ok(locked);
                 }
                 let next_fire_at = handlers::next_fire(locked.kind()?, &locked.config, now)?;
+                // Resuming starts from the next time after now; a time held back
+                // before the pause is not run either.
+                drop_buffered(
+                    conn,
+                    locked.id,
+                    "rule resumed: it goes on from the next time after now",
+                    now,
+                )
+                .await?;
                 update
                     .set((
                         trigger_rules::active.eq(true),
@@ -302,18 +311,7 @@ impl StateChange<'_> {
                     return Ok(locked);
                 }
                 // A time held back for the previous run will never run now.
-                diesel::update(
-                    trigger_events::table
-                        .filter(trigger_events::rule_id.eq(locked.id))
-                        .filter(trigger_events::outcome.eq(Outcome::Buffered.as_str())),
-                )
-                .set((
-                    trigger_events::outcome.eq(Outcome::Skipped.as_str()),
-                    trigger_events::reason.eq("rule archived"),
-                    trigger_events::settled_at.eq(now),
-                ))
-                .execute(conn)
-                .await?;
+                drop_buffered(conn, locked.id, "rule archived", now).await?;
                 update
                     .set((
                         trigger_rules::archived_at.eq(now),
@@ -329,6 +327,29 @@ impl StateChange<'_> {
         };
         Ok(row)
     }
+}
+
+/// Ends `rule`'s `buffered` event (a time held back for the previous run) as `skipped`
+/// with `reason`.
+async fn drop_buffered(
+    conn: &mut AsyncPgConnection,
+    rule: Uuid,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    diesel::update(
+        trigger_events::table
+            .filter(trigger_events::rule_id.eq(rule))
+            .filter(trigger_events::outcome.eq(Outcome::Buffered.as_str())),
+    )
+    .set((
+        trigger_events::outcome.eq(Outcome::Skipped.as_str()),
+        trigger_events::reason.eq(reason),
+        trigger_events::settled_at.eq(now),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 impl Triggers {

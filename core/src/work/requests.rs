@@ -237,7 +237,7 @@ impl WorkRequests {
             standing.require_open()?;
             standing.workspace.id
         };
-        let id = id.unwrap_or_else(WorkRequestId::new);
+        let id = id.unwrap_or_default();
         let mut inputs_view = Vec::new();
         let manual = scheduling.unblock == UnblockStrategy::Manual;
         let new = NewWorkRequest {

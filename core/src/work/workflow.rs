@@ -317,7 +317,7 @@ pub async fn create(
     id: Option<WorkRequestId>,
 ) -> Result<WorkRequestId> {
     // Everything that cannot touch the database is prepared before the transaction.
-    let parent = id.unwrap_or_else(WorkRequestId::new);
+    let parent = id.unwrap_or_default();
     let mut children = Vec::with_capacity(workflow.steps.len());
     let mut ids = Vec::with_capacity(workflow.steps.len());
     for step in &workflow.steps {
