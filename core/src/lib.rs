@@ -24,6 +24,12 @@
 //!   requests through `work::own` only.
 //! - [`triggers`]: rules that make work on a schedule, an artifact or an ended request,
 //!   and their events. Above `templates`; it makes work through `Templates::run` only.
+//! - [`topics`]: publish/subscribe with durable subscriptions and acknowledged delivery.
+//!   Beside `work`; it reads workspaces and roles only.
+//! - [`events`]: Berth's own events, from the outbox every state change writes in its
+//!   transaction onto the system topics and to [`notifications`].
+//! - [`notifications`]: webhook and email channels, event reactions, deliveries with
+//!   retries and their log.
 //!
 //! Architecture invariant: this crate knows no wire protocol. It does not depend on
 //! tonic, prost or the generated `berth.v1` types (its Cargo.toml says so and
@@ -34,10 +40,13 @@
 pub mod access;
 pub mod artifacts;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod live;
+pub mod notifications;
 pub mod services;
 pub mod store;
 pub mod templates;
+pub mod topics;
 pub mod triggers;
 pub mod work;

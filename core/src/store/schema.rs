@@ -445,6 +445,100 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    topics (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        slug -> Text,
+        description -> Text,
+        is_public -> Bool,
+        is_system -> Bool,
+        store_policy -> Text,
+        max_age_ms -> Nullable<Int8>,
+        max_messages -> Nullable<Int8>,
+        api_info -> Jsonb,
+        garbage_collect_at -> Nullable<Timestamptz>,
+        response_for -> Nullable<Uuid>,
+        owner_id -> Nullable<Uuid>,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        last_ping_at -> Nullable<Timestamptz>,
+        last_pong_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    topic_grants (topic_id, principal) {
+        topic_id -> Uuid,
+        principal -> Text,
+        can_produce -> Bool,
+        can_consume -> Bool,
+    }
+}
+
+diesel::table! {
+    topic_messages (topic_id, seq) {
+        topic_id -> Uuid,
+        seq -> Int8,
+        message_id -> Uuid,
+        context -> Text,
+        content -> Jsonb,
+        properties -> Jsonb,
+        producer_id -> Nullable<Uuid>,
+        producer -> Text,
+        published_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    topic_message_ids (topic_id, message_id) {
+        topic_id -> Uuid,
+        message_id -> Uuid,
+        seq -> Int8,
+        published_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> Uuid,
+        topic_id -> Uuid,
+        name -> Text,
+        internal -> Bool,
+        ack_deadline_ms -> Int4,
+        max_deliveries -> Int4,
+        backoff_ms -> Array<Int4>,
+        max_in_flight -> Int4,
+        dead_letter_topic_id -> Nullable<Uuid>,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscription_messages (subscription_id, seq) {
+        subscription_id -> Uuid,
+        seq -> Int8,
+        topic_id -> Uuid,
+        visible_at -> Timestamptz,
+        delivery_count -> Int4,
+        leased_until -> Nullable<Timestamptz>,
+        consumer_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    topic_consumers (id) {
+        id -> Uuid,
+        subscription_id -> Uuid,
+        topic_id -> Uuid,
+        replica_id -> Uuid,
+        user_id -> Nullable<Uuid>,
+        connected_at -> Timestamptz,
+        seen_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
@@ -472,6 +566,12 @@ diesel::joinable!(request_placement -> work_requests (request_id));
 diesel::joinable!(trigger_rules -> workspaces (workspace_id));
 diesel::joinable!(trigger_rules -> templates (template_id));
 diesel::joinable!(trigger_events -> trigger_rules (rule_id));
+diesel::joinable!(topics -> workspaces (workspace_id));
+diesel::joinable!(topic_grants -> topics (topic_id));
+diesel::joinable!(topic_messages -> topics (topic_id));
+diesel::joinable!(subscriptions -> topics (topic_id));
+diesel::joinable!(subscription_messages -> subscriptions (subscription_id));
+diesel::joinable!(topic_consumers -> subscriptions (subscription_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -503,4 +603,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     trigger_rules,
     trigger_events,
     trigger_clock,
+    topics,
+    topic_grants,
+    topic_messages,
+    topic_message_ids,
+    subscriptions,
+    subscription_messages,
+    topic_consumers,
 );
