@@ -288,10 +288,13 @@ pub struct CompletionInput {
     pub results: Vec<String>,
 }
 
-/// A topic rule as a caller gave it (refused until topics exist).
+/// A topic rule as a caller gave it (checked by [`topic::check`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicInput {
+    /// A topic's slug in the rule's workspace.
     pub topic: String,
+    /// Type patterns (`work_request.failed`, `work_request.*`, `*`); empty: every message.
+    pub types: Vec<String>,
 }
 
 /// A rule's configuration as a caller gave it; the variant is the rule's type.

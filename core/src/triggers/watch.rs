@@ -42,7 +42,9 @@ use crate::artifacts::live::ALIVE_SQL;
 use crate::error::{Error, Result};
 use crate::store::schema::trigger_rules;
 use crate::triggers::artifact::ArtifactConfig;
+use crate::topics;
 use crate::triggers::completion::{CompletionConfig, EndedAs};
+use crate::triggers::topic::{self, TopicConfig};
 use crate::triggers::store::{self, NewEvent, RuleRow};
 use crate::triggers::{Outcome, RuleKind, Triggers, settle};
 use crate::work::state::{Reason, Status, WorkResult};
@@ -59,10 +61,11 @@ pub async fn pass(triggers: &Triggers) -> Result<usize> {
     let mut conn = triggers.pool.get().await?;
     let rules: Vec<Uuid> = trigger_rules::table
         .filter(trigger_rules::archived_at.is_null())
-        .filter(
-            trigger_rules::kind
-                .eq_any([RuleKind::Artifact.as_str(), RuleKind::Completion.as_str()]),
-        )
+        .filter(trigger_rules::kind.eq_any([
+            RuleKind::Artifact.as_str(),
+            RuleKind::Completion.as_str(),
+            RuleKind::Topic.as_str(),
+        ]))
         .order(trigger_rules::id)
         .select(trigger_rules::id)
         .load(&mut conn)
@@ -128,7 +131,11 @@ async fn watch_one(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Found> {
             let config = CompletionConfig::from_value(&rule.config)?;
             scan_completions(conn, &rule, &config, start).await?
         }
-        RuleKind::Schedule | RuleKind::Topic => return Ok(Found::default()),
+        RuleKind::Topic => {
+            let config = TopicConfig::from_value(&rule.config)?;
+            return take_messages(conn, &rule, &config).await;
+        }
+        RuleKind::Schedule => return Ok(Found::default()),
     };
     let mut found = Found::default();
     for (dedupe, description) in causes {
@@ -170,6 +177,96 @@ fn new_event(rule: &RuleRow, dedupe: String, description: serde_json::Value) -> 
     };
     event.description = description;
     event
+}
+
+/// Takes a topic rule's messages from its subscription and, in the caller's
+/// transaction, stores an event for each it wants and acks them all (at most
+/// [`PAGES`] × [`PAGE`] a pass). A message the rule's own firings caused, or of a type it
+/// does not want, is acked without an event. A subscription that is gone (its topic was
+/// deleted) is one `error` event, once.
+async fn take_messages(
+    conn: &mut AsyncPgConnection,
+    rule: &RuleRow,
+    config: &TopicConfig,
+) -> Result<Found> {
+    let mut found = Found::default();
+    let Some(subscription) = config.subscription_id else {
+        return Ok(found);
+    };
+    let own = rule.id.to_string();
+    for _ in 0..PAGES {
+        let messages = match topics::take_internal(conn, subscription, PAGE as i64).await {
+            Ok(messages) => messages,
+            Err(Error::NotFound(m)) => {
+                let mut event = NewEvent::of_rule(
+                    rule,
+                    Outcome::Error,
+                    format!("subscription-gone:{subscription}"),
+                    format!(
+                        "topic {} or the rule's subscription on it no longer exists ({m}); make the topic again and set the rule's topic again, or archive the rule",
+                        config.topic
+                    ),
+                );
+                event.description = serde_json::json!({"topic": config.topic});
+                if store::insert_event(conn, &event).await? {
+                    found.stored += 1;
+                }
+                return Ok(found);
+            }
+            Err(e) => return Err(e),
+        };
+        let full = messages.len() == PAGE;
+        let mut seqs = Vec::with_capacity(messages.len());
+        for message in messages {
+            seqs.push(message.seq);
+            if !config.wants(&message.content) {
+                continue;
+            }
+            let rules = topic::cause_rules(&message.content);
+            if rules.contains(&own) {
+                tracing::debug!(rule = %rule.id, message = %message.message_id,
+                    "triggers: a message caused by the rule's own firings passed over");
+                continue;
+            }
+            let mut description = serde_json::json!({
+                "topic": config.topic,
+                "message_id": message.message_id.to_string(),
+                "seq": message.seq,
+                "producer": message.producer,
+                "published_at": message.published_at,
+                "cause_rules": rules,
+            });
+            for key in ["type", "object_id"] {
+                if let Some(value) = message.content.get(key)
+                    && let Some(object) = description.as_object_mut()
+                {
+                    object.insert(key.to_owned(), value.clone());
+                }
+            }
+            let mut event = new_event(
+                rule,
+                format!("message:{}:{}", config.topic, message.message_id),
+                description,
+            );
+            event.message = Some(serde_json::json!({
+                "content": message.content,
+                "properties": message.properties,
+                "context": message.context,
+                "producer": message.producer,
+            }));
+            if store::insert_event(conn, &event).await? {
+                found.stored += 1;
+                if event.outcome == Outcome::Pending.as_str() {
+                    found.pending.push(event.id);
+                }
+            }
+        }
+        topics::accept_internal(conn, subscription, &seqs).await?;
+        if !full {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// Causes found: (dedupe, description) of each, the newest completion time seen, and
