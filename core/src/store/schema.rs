@@ -435,6 +435,7 @@ diesel::table! {
         work_request_id -> Nullable<Uuid>,
         occurred_at -> Timestamptz,
         settled_at -> Nullable<Timestamptz>,
+        message -> Nullable<Jsonb>,
     }
 }
 
@@ -539,6 +540,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    system_events (seq) {
+        seq -> Int8,
+        id -> Uuid,
+        workspace_id -> Uuid,
+        topic -> Text,
+        event_type -> Text,
+        object_id -> Uuid,
+        occurred_at -> Timestamptz,
+        data -> Jsonb,
+        relayed_at -> Nullable<Timestamptz>,
+        relay_error -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
@@ -610,4 +626,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     subscription_messages,
     topic_consumers,
+    system_events,
 );

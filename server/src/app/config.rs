@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use berth_core::artifacts::gc::GcSettings;
 use berth_core::artifacts::stores::{FilesSettings, StoreSettings};
+use berth_core::events::relay::RelaySettings;
 use berth_core::live::AgentSettings;
 use berth_core::work::spec::SpecDefaults;
 
@@ -86,6 +87,53 @@ struct FileConfig {
     #[serde(default)]
     defaults: FileDefaults,
     files: Option<FileFiles>,
+    events: Option<FileEvents>,
+}
+
+/// `[events]`: the relay of Berth's own events onto the system topics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEvents {
+    /// The longest time between two relay passes; default 200ms.
+    relay_interval: Option<String>,
+    /// Events relayed per transaction; default 500.
+    relay_batch: Option<u32>,
+    /// How long relayed events stay in the outbox; default 1h.
+    retention: Option<String>,
+}
+
+/// The relay's settings from `[events]`, each checked against its bounds.
+fn relay_settings(events: Option<&FileEvents>) -> Result<RelaySettings, ConfigError> {
+    let mut relay = RelaySettings::default();
+    let Some(events) = events else {
+        return Ok(relay);
+    };
+    if let Some(text) = &events.relay_interval {
+        relay.interval = duration("[events] relay_interval", text)?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&relay.interval) {
+            return Err(ConfigError(format!(
+                "[events] relay_interval: {text} is out of bounds; use 10ms to 10s"
+            )));
+        }
+    }
+    if let Some(batch) = events.relay_batch {
+        if !(1..=10_000).contains(&batch) {
+            return Err(ConfigError(format!(
+                "[events] relay_batch: {batch} is out of bounds; use 1 to 10000"
+            )));
+        }
+        relay.batch = batch;
+    }
+    if let Some(text) = &events.retention {
+        relay.retention = duration("[events] retention", text)?;
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&relay.retention)
+        {
+            return Err(ConfigError(format!(
+                "[events] retention: {text} is out of bounds; use 1m to 30d"
+            )));
+        }
+    }
+    Ok(relay)
 }
 
 /// `[files]`: the file stores artifacts are kept in.
@@ -288,6 +336,8 @@ pub struct Config {
     /// The longest time between two passes over trigger rules (they also run when the
     /// next schedule time comes); default 1s.
     pub trigger_interval: Duration,
+    /// The relay of Berth's own events (`[events]`).
+    pub relay: RelaySettings,
 }
 
 /// A configuration mistake, said in one line.
@@ -455,6 +505,7 @@ impl Config {
             agent.outbox_slack = slack;
         }
         let gc = gc_settings(file.files.as_ref())?;
+        let relay = relay_settings(file.events.as_ref())?;
         let files = files_settings(&data_dir, file.files)?;
         Ok(Config {
             files,
@@ -462,6 +513,7 @@ impl Config {
             artifact_limits: Default::default(),
             agent,
             trigger_interval,
+            relay,
             listen,
             data_dir,
             database_url,
@@ -580,6 +632,39 @@ mod tests {
         assert!(error.to_string().contains("gc_grace"), "{error}");
         let default = Config::resolve(&ServerArgs::default()).expect("resolve");
         assert_eq!(default.gc.grace, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_relays_settings_are_read_from_the_file_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "[events]\nrelay_interval = \"50ms\"\nrelay_batch = 100\nretention = \"2h\"\n",
+        )
+        .expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.relay.interval, Duration::from_millis(50));
+        assert_eq!(config.relay.batch, 100);
+        assert_eq!(config.relay.retention, Duration::from_secs(7200));
+        for (text, key) in [
+            ("relay_interval = \"1ms\"", "relay_interval"),
+            ("relay_interval = \"1m\"", "relay_interval"),
+            ("relay_batch = 0", "relay_batch"),
+            ("relay_batch = 20000", "relay_batch"),
+            ("retention = \"10s\"", "retention"),
+            ("retention = \"forever\"", "retention"),
+        ] {
+            std::fs::write(&path, format!("[events]\n{text}\n")).expect("write");
+            let error = Config::resolve(&args).expect_err(text);
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.relay, RelaySettings::default());
     }
 
     #[test]

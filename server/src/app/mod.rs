@@ -28,6 +28,7 @@ use berth_core::artifacts::Artifacts;
 use berth_core::artifacts::collections::Collections;
 use berth_core::artifacts::gc;
 use berth_core::artifacts::stores::Stores;
+use berth_core::events::relay::{self, Relay};
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{self, DbHealth};
@@ -361,6 +362,12 @@ async fn serve_inner(
     )
     .with_interval(config.trigger_interval);
     tasks.spawn(fire::run(triggers.clone(), background.clone()));
+    // Publishes Berth's own events from the outbox onto the system topics and hands them
+    // to the notification channels (one replica at a time).
+    tasks.spawn(relay::run(
+        Relay::new(pool.clone(), hub.clone(), config.relay.clone()),
+        background.clone(),
+    ));
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
         tokens: Tokens::new(pool.clone(), hub.clone()),
