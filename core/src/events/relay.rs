@@ -214,7 +214,9 @@ pub async fn run(relay: Relay, stop: CancellationToken) {
             match relay.prune().await {
                 Ok(n) if n > 0 => tracing::debug!(events = n, "relayed system events pruned"),
                 Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "system events: pruning failed; trying again later"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "system events: pruning failed; trying again later")
+                }
             }
             pruned_at = Some(Instant::now());
         }
@@ -361,7 +363,11 @@ async fn publish(
     Ok(published.is_some())
 }
 
-async fn mark_relayed(conn: &mut AsyncPgConnection, seqs: &[i64], error: Option<&str>) -> Result<()> {
+async fn mark_relayed(
+    conn: &mut AsyncPgConnection,
+    seqs: &[i64],
+    error: Option<&str>,
+) -> Result<()> {
     diesel::update(system_events::table.filter(system_events::seq.eq_any(seqs)))
         .set((
             system_events::relayed_at.eq(diesel::dsl::now),

@@ -29,7 +29,9 @@ pub async fn check(
         ConfigInput::Schedule(s) => to_value(&schedule::check(s, now)?)?,
         ConfigInput::Artifact(a) => to_value(&artifact::check(a)?)?,
         ConfigInput::Completion(c) => to_value(&completion::check(conn, workspace_id, c).await?)?,
-        ConfigInput::Topic(t) => to_value(&topic::open(conn, workspace_id, rule_id, t, None).await?)?,
+        ConfigInput::Topic(t) => {
+            to_value(&topic::open(conn, workspace_id, rule_id, t, None).await?)?
+        }
     };
     Ok(stored)
 }

@@ -170,16 +170,18 @@ pub async fn open(
     current: Option<&TopicConfig>,
 ) -> Result<TopicConfig> {
     let mut config = check(input)?;
-    let subscription =
-        topics::open_internal(conn, workspace_id, &config.topic, &subscription_name(rule_id))
-            .await
-            .map_err(|e| match e {
-                Error::NotFound(m) => Error::NotFound(format!("topic.topic: {m}")),
-                Error::FailedPrecondition(m) => {
-                    Error::FailedPrecondition(format!("topic.topic: {m}"))
-                }
-                other => other,
-            })?;
+    let subscription = topics::open_internal(
+        conn,
+        workspace_id,
+        &config.topic,
+        &subscription_name(rule_id),
+    )
+    .await
+    .map_err(|e| match e {
+        Error::NotFound(m) => Error::NotFound(format!("topic.topic: {m}")),
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("topic.topic: {m}")),
+        other => other,
+    })?;
     if let Some(old) = current.and_then(|c| c.subscription_id)
         && old != subscription
     {
@@ -271,8 +273,12 @@ mod tests {
 
     #[test]
     fn the_rules_behind_a_message_are_read_from_its_trigger() {
-        let content = json!({"type": "work_request.created", "data": {"trigger": {"rules": ["r1", "r2"]}}});
-        assert_eq!(cause_rules(&content), vec!["r1".to_owned(), "r2".to_owned()]);
+        let content =
+            json!({"type": "work_request.created", "data": {"trigger": {"rules": ["r1", "r2"]}}});
+        assert_eq!(
+            cause_rules(&content),
+            vec!["r1".to_owned(), "r2".to_owned()]
+        );
         assert!(cause_rules(&json!({"data": {"trigger": null}})).is_empty());
         assert!(cause_rules(&json!("plain")).is_empty());
     }
@@ -287,6 +293,9 @@ mod tests {
         let value = serde_json::to_value(&config).unwrap();
         assert_eq!(TopicConfig::from_value(&value).unwrap(), config);
         let older = json!({"topic": "builds"});
-        assert_eq!(TopicConfig::from_value(&older).unwrap().types, Vec::<String>::new());
+        assert_eq!(
+            TopicConfig::from_value(&older).unwrap().types,
+            Vec::<String>::new()
+        );
     }
 }

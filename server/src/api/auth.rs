@@ -67,6 +67,45 @@ pub const RULES: &[(&str, &[TokenKind])] = &[
         "/berth.v1.TriggerService/PreviewTriggerSchedule",
         &[Admin, User],
     ),
+    (
+        "/berth.v1.NotificationService/CreateChannel",
+        &[Admin, User],
+    ),
+    ("/berth.v1.NotificationService/GetChannel", &[Admin, User]),
+    ("/berth.v1.NotificationService/ListChannels", &[Admin, User]),
+    (
+        "/berth.v1.NotificationService/UpdateChannel",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.NotificationService/RotateChannelSecret",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.NotificationService/DeleteChannel",
+        &[Admin, User],
+    ),
+    ("/berth.v1.NotificationService/TestChannel", &[Admin, User]),
+    (
+        "/berth.v1.NotificationService/ListDeliveries",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.NotificationService/RedeliverDelivery",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.NotificationService/CreateReaction",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.NotificationService/ListReactions",
+        &[Admin, User],
+    ),
+    (
+        "/berth.v1.NotificationService/DeleteReaction",
+        &[Admin, User],
+    ),
     ("/berth.v1.TokenService/CreateToken", &[Admin, User]),
     ("/berth.v1.TokenService/ListTokens", &[Admin, User]),
     ("/berth.v1.TokenService/EnableToken", &[Admin, User]),

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod collections;
 pub mod error;
 pub mod limits;
+pub mod notifications;
 pub mod server;
 pub mod services;
 pub mod templates;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::artifact_service_server::ArtifactServiceServer;
 use berth_common::proto::collection_service_server::CollectionServiceServer;
+use berth_common::proto::notification_service_server::NotificationServiceServer;
 use berth_common::proto::service_service_server::ServiceServiceServer;
 use berth_common::proto::template_service_server::TemplateServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
@@ -33,6 +34,7 @@ use berth_core::artifacts::collections::Collections;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{DbHealth, Reachability};
+use berth_core::notifications::Notifications;
 use berth_core::services::ServiceManager;
 use berth_core::store::db;
 use berth_core::templates::Templates;
@@ -52,6 +54,7 @@ use crate::api::artifacts::ArtifactApi;
 use crate::api::auth::AuthLayer;
 use crate::api::collections::CollectionApi;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
+use crate::api::notifications::NotificationApi;
 use crate::api::services::ServiceApi;
 use crate::api::templates::TemplateApi;
 use crate::api::tokens::TokenApi;
@@ -62,7 +65,7 @@ use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 12] = [
+const SERVICE_NAMES: [&str; 13] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -75,6 +78,7 @@ const SERVICE_NAMES: [&str; 12] = [
     "berth.v1.TemplateService",
     "berth.v1.ServiceService",
     "berth.v1.TriggerService",
+    "berth.v1.NotificationService",
 ];
 
 /// What the server serves.
@@ -92,6 +96,7 @@ pub struct Services {
     pub templates: Templates,
     pub service_manager: ServiceManager,
     pub triggers: Triggers,
+    pub notifications: Notifications,
     /// Ends the worker streams when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
@@ -182,6 +187,7 @@ pub async fn serve(
         templates,
         service_manager,
         triggers,
+        notifications,
         streams_end,
         database: _,
     } = services;
@@ -233,6 +239,10 @@ pub async fn serve(
         )
         .add_service(
             TriggerServiceServer::new(TriggerApi::new(triggers))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            NotificationServiceServer::new(NotificationApi::new(notifications))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

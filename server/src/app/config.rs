@@ -88,6 +88,170 @@ struct FileConfig {
     defaults: FileDefaults,
     files: Option<FileFiles>,
     events: Option<FileEvents>,
+    #[serde(default)]
+    notifications: FileNotifications,
+}
+
+/// `[notifications]`: how webhooks and email are delivered. Each `smtp_*` key and
+/// `webhook_allow_cidrs` may also come from the environment (`BERTH_SMTP_HOST`, ...,
+/// `BERTH_SMTP_PASSWORD`, `BERTH_WEBHOOK_ALLOW_CIDRS` comma-separated), which wins over
+/// the file, so the password need not be written in it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNotifications {
+    /// One webhook request's whole time; default 10s.
+    webhook_timeout: Option<String>,
+    /// The waits before each retry; default 5s, 5m, 30m, 2h, 5h, 10h, 10h.
+    webhook_retry_schedule: Option<Vec<String>>,
+    /// Deliveries finally failed in a row that disable a channel; default 5, 0 never.
+    webhook_failure_limit: Option<u32>,
+    /// Addresses webhooks may reach although the guard refuses them (CIDRs).
+    webhook_allow_cidrs: Option<Vec<String>>,
+    /// Days finished deliveries and their attempts are kept; default 30.
+    delivery_log_days: Option<u32>,
+    /// The longest wait between two looks for due deliveries; default 1s.
+    poll_interval: Option<String>,
+    smtp_host: Option<String>,
+    /// Default 587 (25 with smtp_tls = "none", 465 with "tls").
+    smtp_port: Option<u16>,
+    smtp_from: Option<String>,
+    /// `none`, `starttls` (default) or `tls`.
+    smtp_tls: Option<String>,
+    smtp_username: Option<String>,
+    smtp_password: Option<String>,
+}
+
+/// The environment variable `name`, if set and not empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The notification settings from `[notifications]` and the environment, checked.
+fn notify_settings(
+    file: FileNotifications,
+) -> Result<berth_core::notifications::NotifySettings, ConfigError> {
+    use berth_core::notifications::{NotifySettings, SmtpSettings, SmtpTls};
+    let mut settings = NotifySettings::default();
+    let bad = |key: &str, why: String| ConfigError(format!("[notifications] {key}: {why}"));
+    if let Some(text) = &file.webhook_timeout {
+        let timeout = duration("[notifications] webhook_timeout", text)?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&timeout) {
+            return Err(bad("webhook_timeout", "use 100ms to 5m".into()));
+        }
+        settings.webhook_timeout = timeout;
+    }
+    if let Some(list) = &file.webhook_retry_schedule {
+        if list.len() > 20 {
+            return Err(bad("webhook_retry_schedule", "at most 20 waits".into()));
+        }
+        let mut schedule = Vec::with_capacity(list.len());
+        for text in list {
+            let wait = duration("[notifications] webhook_retry_schedule", text)?;
+            if !(Duration::from_millis(1)..=Duration::from_secs(7 * 24 * 3600)).contains(&wait) {
+                return Err(bad(
+                    "webhook_retry_schedule",
+                    format!("{text:?}: each wait is 1ms to 7d"),
+                ));
+            }
+            schedule.push(wait);
+        }
+        settings.retry_schedule = schedule;
+    }
+    if let Some(limit) = file.webhook_failure_limit {
+        if limit > 1000 {
+            return Err(bad("webhook_failure_limit", "use 0 (never) to 1000".into()));
+        }
+        settings.failure_limit = limit;
+    }
+    let cidrs = env_var("BERTH_WEBHOOK_ALLOW_CIDRS")
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .or(file.webhook_allow_cidrs);
+    if let Some(cidrs) = cidrs {
+        settings.allow_cidrs = berth_core::notifications::ssrf::parse_cidrs(&cidrs)
+            .map_err(|why| bad("webhook_allow_cidrs", why))?;
+    }
+    if let Some(days) = file.delivery_log_days {
+        if !(1..=3650).contains(&days) {
+            return Err(bad("delivery_log_days", "use 1 to 3650".into()));
+        }
+        settings.log_retention = Duration::from_secs(u64::from(days) * 24 * 3600);
+    }
+    if let Some(text) = &file.poll_interval {
+        let interval = duration("[notifications] poll_interval", text)?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&interval) {
+            return Err(bad("poll_interval", "use 10ms to 60s".into()));
+        }
+        settings.poll_interval = interval;
+    }
+    let host = env_var("BERTH_SMTP_HOST").or(file.smtp_host);
+    let from = env_var("BERTH_SMTP_FROM").or(file.smtp_from);
+    let tls_text = env_var("BERTH_SMTP_TLS").or(file.smtp_tls);
+    let port_text = env_var("BERTH_SMTP_PORT");
+    let username = env_var("BERTH_SMTP_USERNAME").or(file.smtp_username);
+    let password = env_var("BERTH_SMTP_PASSWORD").or(file.smtp_password);
+    match host {
+        None => {
+            if from.is_some() || username.is_some() || password.is_some() {
+                return Err(bad(
+                    "smtp_host",
+                    "other smtp_* keys are set but smtp_host is not; give the relay's host".into(),
+                ));
+            }
+        }
+        Some(host) => {
+            let tls = match tls_text {
+                None => SmtpTls::default(),
+                Some(text) => SmtpTls::parse(text.trim()).ok_or_else(|| {
+                    bad("smtp_tls", format!("{text:?}: use none, starttls or tls"))
+                })?,
+            };
+            let port = match port_text {
+                Some(text) => text
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad("smtp_port", format!("{text:?}: use 1 to 65535")))?,
+                None => match file.smtp_port {
+                    Some(0) => return Err(bad("smtp_port", "use 1 to 65535".into())),
+                    Some(port) => port,
+                    None => match tls {
+                        SmtpTls::None => 25,
+                        SmtpTls::Starttls => 587,
+                        SmtpTls::Tls => 465,
+                    },
+                },
+            };
+            let Some(from) = from else {
+                return Err(bad(
+                    "smtp_from",
+                    "is required with smtp_host: the From address, e.g. berth@example.com".into(),
+                ));
+            };
+            if username.is_some() != password.is_some() {
+                return Err(bad(
+                    "smtp_username",
+                    "smtp_username and smtp_password go together (the password may come from BERTH_SMTP_PASSWORD)".into(),
+                ));
+            }
+            let smtp = SmtpSettings {
+                host: host.trim().to_owned(),
+                port,
+                from,
+                tls,
+                username,
+                password,
+            };
+            berth_core::notifications::email::Mailer::new(&smtp, settings.webhook_timeout)
+                .map_err(|why| ConfigError(format!("[notifications] {why}")))?;
+            settings.smtp = Some(smtp);
+        }
+    }
+    Ok(settings)
 }
 
 /// `[events]`: the relay of Berth's own events onto the system topics.
@@ -338,6 +502,9 @@ pub struct Config {
     pub trigger_interval: Duration,
     /// The relay of Berth's own events (`[events]`).
     pub relay: RelaySettings,
+    /// How notifications are delivered (`[notifications]`): webhook timeout, retries,
+    /// the failure limit, the SSRF allow-list, the log's retention, the SMTP relay.
+    pub notifications: berth_core::notifications::NotifySettings,
 }
 
 /// A configuration mistake, said in one line.
@@ -504,6 +671,7 @@ impl Config {
             }
             agent.outbox_slack = slack;
         }
+        let notifications = notify_settings(file.notifications)?;
         let gc = gc_settings(file.files.as_ref())?;
         let relay = relay_settings(file.events.as_ref())?;
         let files = files_settings(&data_dir, file.files)?;
@@ -514,6 +682,7 @@ impl Config {
             agent,
             trigger_interval,
             relay,
+            notifications,
             listen,
             data_dir,
             database_url,
@@ -703,6 +872,69 @@ mod tests {
         assert!(error.to_string().contains("stop_wait"), "{error}");
         let default = Config::resolve(&ServerArgs::default()).expect("resolve");
         assert_eq!(default.agent.stop_wait, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn notification_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "[notifications]\nwebhook_timeout = \"3s\"\nwebhook_retry_schedule = [\"1s\", \"1m\"]\n\
+             webhook_failure_limit = 2\nwebhook_allow_cidrs = [\"127.0.0.1\", \"10.0.0.0/8\"]\n\
+             smtp_host = \"mail.example.com\"\nsmtp_from = \"berth@example.com\"\nsmtp_tls = \"tls\"\n\
+             smtp_username = \"berth\"\nsmtp_password = \"hunter2\"\n",
+        )
+        .expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        let n = &config.notifications;
+        assert_eq!(n.webhook_timeout, Duration::from_secs(3));
+        assert_eq!(
+            n.retry_schedule,
+            vec![Duration::from_secs(1), Duration::from_secs(60)]
+        );
+        assert_eq!(n.failure_limit, 2);
+        assert_eq!(n.allow_cidrs.len(), 2);
+        let smtp = n.smtp.as_ref().expect("smtp");
+        assert_eq!(smtp.port, 465);
+        assert!(
+            !format!("{config:?}").contains("hunter2"),
+            "the password is in Debug"
+        );
+        for (text, key) in [
+            ("smtp_host = \"h\"\n", "smtp_from"),
+            ("smtp_from = \"a@b.c\"\n", "smtp_host"),
+            (
+                "smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_tls = \"ssl\"\n",
+                "smtp_tls",
+            ),
+            ("smtp_host = \"h\"\nsmtp_from = \"nope\"\n", "smtp_from"),
+            (
+                "smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_username = \"u\"\n",
+                "smtp_username",
+            ),
+            (
+                "webhook_allow_cidrs = [\"localhost\"]\n",
+                "webhook_allow_cidrs",
+            ),
+            ("webhook_timeout = \"1h\"\n", "webhook_timeout"),
+            (
+                "webhook_retry_schedule = [\"30d\"]\n",
+                "webhook_retry_schedule",
+            ),
+            ("delivery_log_days = 0\n", "delivery_log_days"),
+        ] {
+            std::fs::write(&path, format!("[notifications]\n{text}")).expect("write");
+            let error = Config::resolve(&args).expect_err(text);
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert!(default.notifications.smtp.is_none());
+        assert_eq!(default.notifications.retry_schedule.len(), 7);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{self, DbHealth};
 use berth_core::live::hub::Hub;
 use berth_core::live::{leases, notify};
+use berth_core::notifications::{Notifications, deliver};
 use berth_core::services::{ServiceManager, reconcile};
 use berth_core::store::db::{self, DbError, DbPool, DbSettings};
 use berth_core::store::secrets::{SecretBox, SecretError};
@@ -368,6 +369,17 @@ async fn serve_inner(
         Relay::new(pool.clone(), hub.clone(), config.relay.clone()),
         background.clone(),
     ));
+    // Sends queued notifications (webhooks, email), with retries, on every replica.
+    let notifications = Notifications::new(
+        pool.clone(),
+        prepared.secrets.clone(),
+        config.notifications.clone(),
+    );
+    tasks.spawn(deliver::run(
+        notifications.clone(),
+        prepared.db.clone(),
+        background.clone(),
+    ));
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
         tokens: Tokens::new(pool.clone(), hub.clone()),
@@ -377,6 +389,7 @@ async fn serve_inner(
         templates,
         service_manager,
         triggers,
+        notifications,
         requests,
         agents: Agents::new(
             pool.clone(),
