@@ -41,6 +41,7 @@ use crate::triggers::{
     ActionInput, ConfigInput, EventView, FireTime, Outcome, PreviewOf, RuleChange, RuleKind,
     RuleRef, RuleView, StoredAction, Triggers, handlers, settle,
 };
+use crate::triggers::Maker;
 use crate::work::state::Kind;
 
 /// What changing a rule (or firing it) needs, and how a refusal words it.
@@ -426,8 +427,11 @@ impl Triggers {
                 let now = db_now(conn).await?;
                 let kind = config.kind();
                 let id = Uuid::now_v7();
-                let stored =
-                    handlers::check(conn, standing.workspace.id, id, now, &config).await?;
+                let maker = Maker {
+                    standing: &standing,
+                    user_id: creator,
+                };
+                let stored = handlers::check(conn, maker, id, now, &config).await?;
                 let checked = check_action(conn, &standing, &action).await?;
                 let next_fire_at = handlers::next_fire(kind, &stored, now)?;
                 let new = NewRule {
@@ -527,7 +531,12 @@ impl Triggers {
                 let now = db_now(conn).await?;
                 let (config, next_fire_at) = match &change.config {
                     Some(input) => {
-                        let config = handlers::check_change(conn, &locked, now, input).await?;
+                        let maker = Maker {
+                            standing: &standing,
+                            user_id: user_id(caller, "change trigger rules")?,
+                        };
+                        let config =
+                            handlers::check_change(conn, maker, &locked, now, input).await?;
                         let next = handlers::next_fire(locked.kind()?, &config, now)?;
                         (config, next)
                     }

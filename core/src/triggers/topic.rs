@@ -33,7 +33,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::topics;
+use crate::topics::access::{self, Use};
+use crate::topics::store as topic_store;
 use crate::triggers::TopicInput;
+use crate::triggers::Maker;
 
 /// At most this many type patterns.
 const MAX_TYPES: usize = 32;
@@ -160,26 +163,49 @@ pub fn check(input: &TopicInput) -> Result<TopicConfig> {
 /// Checks `input` and opens the subscription of rule `rule_id` on its topic in the
 /// caller's transaction: NOT_FOUND when the workspace has no such topic,
 /// FAILED_PRECONDITION when the topic stores nothing (`disabled`: no message would wait
-/// for a rule to take it). `current` is the rule's configuration when it is being
+/// for a rule to take it), PERMISSION_DENIED when `maker` may not consume from it (the
+/// rule would read for them). `current` is the rule's configuration when it is being
 /// changed: a move to another topic drops the old subscription.
 pub async fn open(
     conn: &mut AsyncPgConnection,
-    workspace_id: Uuid,
+    maker: Maker<'_>,
     rule_id: Uuid,
     input: &TopicInput,
     current: Option<&TopicConfig>,
 ) -> Result<TopicConfig> {
     let mut config = check(input)?;
-    let subscription = topics::open_internal(
-        conn,
-        workspace_id,
-        &config.topic,
-        &subscription_name(rule_id),
+    let workspace = &maker.standing.workspace;
+    let subscription =
+        topics::open_internal(conn, workspace.id, &config.topic, &subscription_name(rule_id))
+            .await
+            .map_err(|e| match e {
+                Error::NotFound(m) => Error::NotFound(format!("topic.topic: {m}")),
+                Error::FailedPrecondition(m) => {
+                    Error::FailedPrecondition(format!("topic.topic: {m}"))
+                }
+                other => other,
+            })?;
+    let topic = topic_store::find_topic(conn, workspace.id, &config.topic, false)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "topic.topic: {}",
+                topic_store::no_such_topic(&workspace.name, &config.topic)
+            ))
+        })?;
+    let grants = topic_store::grants_of(conn, topic.id).await?;
+    access::require_use(
+        maker.standing,
+        Some(maker.user_id),
+        &topic,
+        &grants,
+        Use::Consume,
+        false,
     )
-    .await
     .map_err(|e| match e {
-        Error::NotFound(m) => Error::NotFound(format!("topic.topic: {m}")),
-        Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("topic.topic: {m}")),
+        Error::PermissionDenied(m) => Error::PermissionDenied(format!(
+            "topic.topic: a topic rule reads the topic for the user who makes it: {m}"
+        )),
         other => other,
     })?;
     if let Some(old) = current.and_then(|c| c.subscription_id)
@@ -273,12 +299,8 @@ mod tests {
 
     #[test]
     fn the_rules_behind_a_message_are_read_from_its_trigger() {
-        let content =
-            json!({"type": "work_request.created", "data": {"trigger": {"rules": ["r1", "r2"]}}});
-        assert_eq!(
-            cause_rules(&content),
-            vec!["r1".to_owned(), "r2".to_owned()]
-        );
+        let content = json!({"type": "work_request.created", "data": {"trigger": {"rules": ["r1", "r2"]}}});
+        assert_eq!(cause_rules(&content), vec!["r1".to_owned(), "r2".to_owned()]);
         assert!(cause_rules(&json!({"data": {"trigger": null}})).is_empty());
         assert!(cause_rules(&json!("plain")).is_empty());
     }
@@ -293,9 +315,6 @@ mod tests {
         let value = serde_json::to_value(&config).unwrap();
         assert_eq!(TopicConfig::from_value(&value).unwrap(), config);
         let older = json!({"topic": "builds"});
-        assert_eq!(
-            TopicConfig::from_value(&older).unwrap().types,
-            Vec::<String>::new()
-        );
+        assert_eq!(TopicConfig::from_value(&older).unwrap().types, Vec::<String>::new());
     }
 }
