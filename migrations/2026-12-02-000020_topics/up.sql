@@ -101,6 +101,11 @@ CREATE UNIQUE INDEX subscriptions_name ON subscriptions (topic_id, name);
 -- subscription and seq, fences a delivery: an ack naming an older count, or arriving
 -- after `leased_until`, is answered `expired`. `visible_at` is when it may be handed out
 -- (again); `consumer_id` the live consumer holding it.
+--
+-- A lease sets `visible_at` to `leased_until`, so a lease that runs out makes its row
+-- visible again without anything being written; a release sets `visible_at` to the end
+-- of its backoff and clears the lease. The row goes with its message (retention, `cache`):
+-- the foreign key cascades.
 CREATE TABLE subscription_messages (
     subscription_id  uuid NOT NULL REFERENCES subscriptions (id) ON DELETE CASCADE,
     seq              bigint NOT NULL,
@@ -109,10 +114,14 @@ CREATE TABLE subscription_messages (
     delivery_count   integer NOT NULL DEFAULT 0,
     leased_until     timestamptz,
     consumer_id      uuid,
-    PRIMARY KEY (subscription_id, seq)
+    PRIMARY KEY (subscription_id, seq),
+    FOREIGN KEY (topic_id, seq) REFERENCES topic_messages (topic_id, seq) ON DELETE CASCADE
 );
 CREATE INDEX subscription_messages_ready ON subscription_messages (subscription_id, visible_at, seq);
 CREATE INDEX subscription_messages_message ON subscription_messages (topic_id, seq);
+-- Leases, for the pass that dead-letters rows whose last lease ran out on their last
+-- delivery while no consumer came to claim them.
+CREATE INDEX subscription_messages_leased ON subscription_messages (leased_until) WHERE leased_until IS NOT NULL;
 
 -- Consumers connected now (one row per open Subscribe stream, on any replica), so a
 -- `disabled` topic's message reaches exactly one of a subscription's live consumers and
@@ -128,3 +137,5 @@ CREATE TABLE topic_consumers (
     seen_at          timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX topic_consumers_topic ON topic_consumers (topic_id);
+CREATE INDEX topic_consumers_replica ON topic_consumers (replica_id);
+CREATE INDEX topic_consumers_subscription ON topic_consumers (subscription_id);

@@ -27,8 +27,8 @@ pub fn quick_notifications(config: &mut Config) {
     n.retry_schedule = vec![Duration::from_millis(20), Duration::from_millis(20)];
     n.poll_interval = Duration::from_millis(50);
     n.webhook_timeout = Duration::from_secs(2);
-    n.allow_cidrs =
-        berth_core::notifications::ssrf::parse_cidrs(&["127.0.0.1/32".to_owned()]).unwrap_or_default();
+    n.allow_cidrs = berth_core::notifications::ssrf::parse_cidrs(&["127.0.0.1/32".to_owned()])
+        .unwrap_or_default();
 }
 
 /// A NotificationService client with `token`.
@@ -37,7 +37,12 @@ pub async fn notifications(server: &TestServer, token: &str) -> NotificationServ
 }
 
 /// A webhook channel request.
-pub fn webhook(workspace: &str, name: &str, url: &str, event_types: &[&str]) -> CreateChannelRequest {
+pub fn webhook(
+    workspace: &str,
+    name: &str,
+    url: &str,
+    event_types: &[&str],
+) -> CreateChannelRequest {
     CreateChannelRequest {
         workspace: workspace.to_owned(),
         name: name.to_owned(),
@@ -51,7 +56,12 @@ pub fn webhook(workspace: &str, name: &str, url: &str, event_types: &[&str]) -> 
 }
 
 /// An email channel request.
-pub fn email(workspace: &str, name: &str, recipients: &[&str], event_types: &[&str]) -> CreateChannelRequest {
+pub fn email(
+    workspace: &str,
+    name: &str,
+    recipients: &[&str],
+    event_types: &[&str],
+) -> CreateChannelRequest {
     CreateChannelRequest {
         workspace: workspace.to_owned(),
         name: name.to_owned(),

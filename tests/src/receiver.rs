@@ -117,44 +117,50 @@ impl Receiver {
                 };
                 let state = shared.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let state = state.clone();
-                        async move {
-                            let at = Instant::now();
-                            let method = request.method().to_string();
-                            let path = request.uri().path().to_owned();
-                            let headers = request
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| {
-                                    (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
-                                })
-                                .collect();
-                            let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            let reply = {
-                                let mut state = state.lock().unwrap();
-                                state.received.push(Received {
-                                    at,
-                                    method,
-                                    path,
-                                    headers,
-                                    body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                                let next = state.script.pop_front();
-                                next.or_else(|| state.default.clone()).unwrap()
-                            };
-                            if !reply.delay.is_zero() {
-                                tokio::time::sleep(reply.delay).await;
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let state = state.clone();
+                            async move {
+                                let at = Instant::now();
+                                let method = request.method().to_string();
+                                let path = request.uri().path().to_owned();
+                                let headers = request
+                                    .headers()
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())
+                                    })
+                                    .collect();
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let reply = {
+                                    let mut state = state.lock().unwrap();
+                                    state.received.push(Received {
+                                        at,
+                                        method,
+                                        path,
+                                        headers,
+                                        body: String::from_utf8_lossy(&body).into_owned(),
+                                    });
+                                    let next = state.script.pop_front();
+                                    next.or_else(|| state.default.clone()).unwrap()
+                                };
+                                if !reply.delay.is_zero() {
+                                    tokio::time::sleep(reply.delay).await;
+                                }
+                                let mut response = hyper::Response::builder().status(reply.status);
+                                for (name, value) in &reply.headers {
+                                    response = response.header(name, value);
+                                }
+                                Ok::<_, std::convert::Infallible>(
+                                    response.body(Full::new(Bytes::from(reply.body))).unwrap(),
+                                )
                             }
-                            let mut response = hyper::Response::builder().status(reply.status);
-                            for (name, value) in &reply.headers {
-                                response = response.header(name, value);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                response.body(Full::new(Bytes::from(reply.body))).unwrap(),
-                            )
-                        }
-                    });
+                        });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;

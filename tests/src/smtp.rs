@@ -54,13 +54,20 @@ impl SmtpSink {
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {} scripts/smtp-sink.py: {e} (run scripts/install-smtp)", python.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} scripts/smtp-sink.py: {e} (run scripts/install-smtp)",
+                    python.display()
+                )
+            });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
         match ready {
             Ok(Ok(Some(line))) if line.trim() == "ready" => {}
-            other => panic!("the SMTP sink did not start: {other:?} (is aiosmtpd installed? run scripts/install-smtp)"),
+            other => panic!(
+                "the SMTP sink did not start: {other:?} (is aiosmtpd installed? run scripts/install-smtp)"
+            ),
         }
         SmtpSink {
             port,

@@ -36,7 +36,11 @@ fn refused_naming<T: std::fmt::Debug>(
 ) {
     let status = result.unwrap_err();
     assert_eq!(status.code(), code, "{status:?}");
-    assert!(status.message().contains(field), "{field}: {}", status.message());
+    assert!(
+        status.message().contains(field),
+        "{field}: {}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,7 +54,12 @@ async fn channels_show_their_settings_but_never_their_secrets() {
                 headers: [("X-Api-Key".to_owned(), "key-value-42".to_owned())].into(),
                 header_names: Vec::new(),
             })),
-            ..webhook("", "ops", "", &["work_request.*", "notification.channel_disabled"])
+            ..webhook(
+                "",
+                "ops",
+                "",
+                &["work_request.*", "notification.channel_disabled"],
+            )
         })
         .await
         .unwrap()
@@ -79,16 +88,27 @@ async fn channels_show_their_settings_but_never_their_secrets() {
         .into_inner();
     let secret_body = made.signing_secret.trim_start_matches("whsec_").to_owned();
     for shown in [format!("{listed:?}"), format!("{got:?}")] {
-        assert!(!shown.contains(&secret_body), "the secret is shown: {shown}");
-        assert!(!shown.contains("key-value-42"), "a header value is shown: {shown}");
+        assert!(
+            !shown.contains(&secret_body),
+            "the secret is shown: {shown}"
+        );
+        assert!(
+            !shown.contains("key-value-42"),
+            "a header value is shown: {shown}"
+        );
     }
     assert_eq!(
         got.event_types,
-        vec!["notification.channel_disabled".to_owned(), "work_request.*".to_owned()]
+        vec![
+            "notification.channel_disabled".to_owned(),
+            "work_request.*".to_owned()
+        ]
     );
     // The same name again, bad input, and email without an SMTP relay.
     refused_naming(
-        client.create_channel(webhook("", "ops", "https://x.example/", &[])).await,
+        client
+            .create_channel(webhook("", "ops", "https://x.example/", &[]))
+            .await,
         Code::AlreadyExists,
         "ops",
     );
@@ -98,25 +118,36 @@ async fn channels_show_their_settings_but_never_their_secrets() {
         ("not a url", "webhook.url"),
     ] {
         refused_naming(
-            client.create_channel(webhook("", "bad-url", url, &[])).await,
+            client
+                .create_channel(webhook("", "bad-url", url, &[]))
+                .await,
             Code::InvalidArgument,
             what,
         );
     }
     refused_naming(
         client
-            .create_channel(webhook("", "bad-types", "https://x.example/", &["work_request.", "*"]))
+            .create_channel(webhook(
+                "",
+                "bad-types",
+                "https://x.example/",
+                &["work_request.", "*"],
+            ))
             .await,
         Code::InvalidArgument,
         "event_types[0]",
     );
     refused_naming(
-        client.create_channel(webhook("", "Bad Name", "https://x.example/", &[])).await,
+        client
+            .create_channel(webhook("", "Bad Name", "https://x.example/", &[]))
+            .await,
         Code::InvalidArgument,
         "name",
     );
     refused_naming(
-        client.create_channel(email("", "mail", &["ops@example.com"], &[])).await,
+        client
+            .create_channel(email("", "mail", &["ops@example.com"], &[]))
+            .await,
         Code::FailedPrecondition,
         "smtp_host",
     );
@@ -187,7 +218,12 @@ async fn the_same_event_handed_twice_is_queued_once_and_only_where_it_is_wanted(
         ("quiet", vec![]),
     ] {
         client
-            .create_channel(webhook("", name, &receiver.url(&format!("/{name}")), &types))
+            .create_channel(webhook(
+                "",
+                name,
+                &receiver.url(&format!("/{name}")),
+                &types,
+            ))
             .await
             .unwrap();
     }
@@ -206,10 +242,17 @@ async fn the_same_event_handed_twice_is_queued_once_and_only_where_it_is_wanted(
     paths.sort();
     assert_eq!(paths, vec!["/everything".to_owned(), "/failures".to_owned()]);
     for name in ["everything", "failures"] {
-        assert_eq!(deliveries(&server.database_url, name).await.len(), 1, "{name}");
+        assert_eq!(
+            deliveries(&server.database_url, name).await.len(),
+            1,
+            "{name}"
+        );
     }
     for name in ["workers", "quiet"] {
-        assert!(deliveries(&server.database_url, name).await.is_empty(), "{name}");
+        assert!(
+            deliveries(&server.database_url, name).await.is_empty(),
+            "{name}"
+        );
     }
     server.stop().await;
 }
@@ -231,9 +274,14 @@ fn parked_template(name: &str) -> CreateTemplateRequest {
 async fn reactions_on_a_template_fire_for_the_requests_made_from_it() {
     let server = TestServer::start_with(quick_notifications).await;
     let receiver = Receiver::ok().await;
-    let mut templates =
-        TemplateServiceClient::with_interceptor(server.channel().await, BearerAuth::new(&server.admin_token));
-    templates.create_template(parked_template("nightly")).await.unwrap();
+    let mut templates = TemplateServiceClient::with_interceptor(
+        server.channel().await,
+        BearerAuth::new(&server.admin_token),
+    );
+    templates
+        .create_template(parked_template("nightly"))
+        .await
+        .unwrap();
     let run = templates
         .run_template(RunTemplateRequest {
             name: "nightly".into(),
@@ -292,18 +340,33 @@ async fn reactions_on_a_template_fire_for_the_requests_made_from_it() {
                     channel: "on-call".into(),
                 })
                 .await,
-            if field == "weekly" { Code::NotFound } else { Code::InvalidArgument },
+            if field == "weekly" {
+                Code::NotFound
+            } else {
+                Code::InvalidArgument
+            },
             field,
         );
     }
     let url = server.database_url.clone();
     let failed = event(&url, "default", "work_request.failed", request, json!({})).await;
-    let succeeded = event(&url, "default", "work_request.succeeded", request, json!({})).await;
+    let succeeded = event(
+        &url,
+        "default",
+        "work_request.succeeded",
+        request,
+        json!({}),
+    )
+    .await;
     let unrelated = event(&url, "default", "work_request.failed", other, json!({})).await;
     fan_out(&url, &[failed.clone(), succeeded, unrelated]).await;
     let got = receiver.wait_for(1, WAIT).await;
     assert_eq!(got[0].header("webhook-id"), failed.id.to_string());
-    assert_eq!(deliveries(&url, "on-call").await.len(), 1, "only the failure of the template's request");
+    assert_eq!(
+        deliveries(&url, "on-call").await.len(),
+        1,
+        "only the failure of the template's request"
+    );
     let listed = client
         .list_reactions(ListReactionsRequest {
             workspace: String::new(),
@@ -324,7 +387,11 @@ async fn reactions_on_a_template_fire_for_the_requests_made_from_it() {
         .unwrap();
     let again = event(&url, "default", "work_request.failed", request, json!({})).await;
     fan_out(&url, &[again]).await;
-    assert_eq!(deliveries(&url, "on-call").await.len(), 1, "the reaction is gone");
+    assert_eq!(
+        deliveries(&url, "on-call").await.len(),
+        1,
+        "the reaction is gone"
+    );
     // A reaction on the request itself, for its start.
     client
         .create_reaction(CreateReactionRequest {
@@ -345,7 +412,9 @@ async fn reactions_on_a_template_fire_for_the_requests_made_from_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn viewers_read_channels_and_contributors_change_them() {
     let server = TestServer::start_with(quick_notifications).await;
-    let (_, viewer) = server.create_token_without_roles(Role::User, "watcher").await;
+    let (_, viewer) = server
+        .create_token_without_roles(Role::User, "watcher")
+        .await;
     server.set_role("default", "watcher", "viewer").await;
     let mut as_viewer = notifications(&server, &viewer).await;
     notifications(&server, &server.admin_token)
@@ -396,7 +465,10 @@ async fn email_reaches_the_smtp_server_with_the_event_in_it() {
         .await
         .unwrap()
         .into_inner();
-    assert!(made.signing_secret.is_empty(), "email channels have no secret");
+    assert!(
+        made.signing_secret.is_empty(),
+        "email channels have no secret"
+    );
     refused_naming(
         client
             .create_channel(email("", "bad-mail", &["ops@example.com", "nobody"], &[]))
@@ -421,9 +493,18 @@ async fn email_reaches_the_smtp_server_with_the_event_in_it() {
         message.contains(&format!("Subject: [berth] work_request.failed {object}")),
         "{message}"
     );
-    assert!(message.contains("X-Envelope-From: berth@ci.example"), "{message}");
-    assert!(message.contains("dev@example.com") && message.contains("ops@example.com"), "{message}");
-    assert!(message.contains(&e.id.to_string()), "the event is in the body: {message}");
+    assert!(
+        message.contains("X-Envelope-From: berth@ci.example"),
+        "{message}"
+    );
+    assert!(
+        message.contains("dev@example.com") && message.contains("ops@example.com"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&e.id.to_string()),
+        "the event is in the body: {message}"
+    );
     let url = server.database_url.clone();
     eventually("the email delivery to be recorded", WAIT, || {
         let url = url.clone();
@@ -433,8 +514,11 @@ async fn email_reaches_the_smtp_server_with_the_event_in_it() {
         }
     })
     .await;
-    let response: String = query(&server.database_url, "SELECT response FROM notification_attempts")
-        .await[0]
+    let response: String = query(
+        &server.database_url,
+        "SELECT response FROM notification_attempts",
+    )
+    .await[0]
         .get(0);
     assert!(response.starts_with("250"), "{response}");
     server.stop().await;
@@ -460,7 +544,14 @@ async fn email_to_a_relay_that_is_down_is_retried_then_failed() {
         .create_channel(email("", "mail", &["ops@example.com"], &["*"]))
         .await
         .unwrap();
-    let e = event(&server.database_url, "default", "work_request.failed", Uuid::now_v7(), json!({})).await;
+    let e = event(
+        &server.database_url,
+        "default",
+        "work_request.failed",
+        Uuid::now_v7(),
+        json!({}),
+    )
+    .await;
     fan_out(&server.database_url, &[e]).await;
     let url = server.database_url.clone();
     eventually("the email delivery to give up", WAIT, || {
@@ -471,11 +562,14 @@ async fn email_to_a_relay_that_is_down_is_retried_then_failed() {
         }
     })
     .await;
-    let errors: Vec<String> = query(&server.database_url, "SELECT error FROM notification_attempts")
-        .await
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let errors: Vec<String> = query(
+        &server.database_url,
+        "SELECT error FROM notification_attempts",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     assert!(errors.iter().all(|e| e.starts_with("SMTP:")), "{errors:?}");
     server.stop().await;
 }

@@ -57,15 +57,15 @@ use berth_common::proto::{
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
 };
 use berth_common::proto::{
+    CreateChannelRequest, CreateReactionRequest, DeleteChannelRequest, DeleteReactionRequest,
+    GetChannelRequest, ListChannelsRequest, ListDeliveriesRequest, ListReactionsRequest,
+    RedeliverDeliveryRequest, RotateChannelSecretRequest, TestChannelRequest, UpdateChannelRequest,
+    WebhookSettings, create_channel_request,
+};
+use berth_common::proto::{
     CreateServiceRequest, DeleteServiceRequest, DeployServiceRequest, GetServiceHistoryRequest,
     GetServiceRequest, ListServiceEndpointsRequest, ListServicesRequest, Process,
     RunServiceCommandRequest, ScaleServiceRequest, StreamServiceLogsRequest, UpdateServiceRequest,
-};
-use berth_common::proto::{
-    CreateChannelRequest, CreateReactionRequest, DeleteChannelRequest, DeleteReactionRequest,
-    GetChannelRequest, ListChannelsRequest, ListDeliveriesRequest, ListReactionsRequest,
-    RedeliverDeliveryRequest, RotateChannelSecretRequest, TestChannelRequest,
-    UpdateChannelRequest, WebhookSettings, create_channel_request,
 };
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
@@ -262,9 +262,15 @@ const MATRIX: &[(&str, Policy)] = &[
         "/berth.v1.NotificationService/RedeliverDelivery",
         Policy::Write,
     ),
-    ("/berth.v1.NotificationService/CreateReaction", Policy::Write),
+    (
+        "/berth.v1.NotificationService/CreateReaction",
+        Policy::Write,
+    ),
     ("/berth.v1.NotificationService/ListReactions", Policy::Read),
-    ("/berth.v1.NotificationService/DeleteReaction", Policy::Write),
+    (
+        "/berth.v1.NotificationService/DeleteReaction",
+        Policy::Write,
+    ),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -1508,7 +1514,10 @@ async fn notification_target(server: &TestServer, workspace: &str, cell: usize) 
     let channel = format!("ch-{cell}");
     let template = format!("nt-{cell}");
     let mut admin = notifications(&server.admin_token, server.channel().await);
-    admin.create_channel(hook(workspace, &channel)).await.unwrap();
+    admin
+        .create_channel(hook(workspace, &channel))
+        .await
+        .unwrap();
     templates(&server.admin_token, server.channel().await)
         .create_template(parked_template(workspace, &template))
         .await
@@ -1565,7 +1574,10 @@ async fn call_notifications(
         }
         "/berth.v1.NotificationService/GetChannel" => {
             let got = client
-                .get_channel(GetChannelRequest { workspace: ws, name })
+                .get_channel(GetChannelRequest {
+                    workspace: ws,
+                    name,
+                })
                 .await?
                 .into_inner();
             assert_eq!(got.name, channel);
@@ -1592,19 +1604,28 @@ async fn call_notifications(
         }
         "/berth.v1.NotificationService/RotateChannelSecret" => {
             let rotated = client
-                .rotate_channel_secret(RotateChannelSecretRequest { workspace: ws, name })
+                .rotate_channel_secret(RotateChannelSecretRequest {
+                    workspace: ws,
+                    name,
+                })
                 .await?
                 .into_inner();
             assert!(rotated.signing_secret.starts_with("whsec_"));
         }
         "/berth.v1.NotificationService/DeleteChannel" => {
             client
-                .delete_channel(DeleteChannelRequest { workspace: ws, name })
+                .delete_channel(DeleteChannelRequest {
+                    workspace: ws,
+                    name,
+                })
                 .await?;
         }
         "/berth.v1.NotificationService/TestChannel" => {
             let ping = client
-                .test_channel(TestChannelRequest { workspace: ws, name })
+                .test_channel(TestChannelRequest {
+                    workspace: ws,
+                    name,
+                })
                 .await?
                 .into_inner();
             assert_eq!(ping.event_type, "notification.ping");

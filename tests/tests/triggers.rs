@@ -356,13 +356,24 @@ async fn bad_configurations_are_refused_naming_the_field() {
             "completion.results[0]",
         ),
         (
-            "a topic",
+            "a topic that does not exist",
             Some(Config::Topic(TopicConfig {
-                topic: "builds".into(),
+                topic: "no-such-topic".into(),
+                types: Vec::new(),
             })),
             runs("job"),
-            Code::FailedPrecondition,
-            "topic rules are not available yet",
+            Code::NotFound,
+            "topic.topic",
+        ),
+        (
+            "a bad type pattern",
+            Some(Config::Topic(TopicConfig {
+                topic: "berth.work-requests".into(),
+                types: vec!["Work.*".into()],
+            })),
+            runs("job"),
+            Code::InvalidArgument,
+            "topic.types[0]",
         ),
         (
             "an unknown template",

@@ -107,7 +107,10 @@ async fn a_delivery_is_signed_so_a_standard_webhooks_receiver_verifies_it() {
     assert_eq!(body["data"]["workspace"], "default");
     assert_eq!(body["data"]["state"]["result"], "failure");
     assert!(body["timestamp"].is_string());
-    assert_eq!(settled(&server, "signed", 1).await, vec![("delivered".to_owned(), 1)]);
+    assert_eq!(
+        settled(&server, "signed", 1).await,
+        vec![("delivered".to_owned(), 1)]
+    );
     server.stop().await;
 }
 
@@ -122,11 +125,17 @@ async fn a_failing_endpoint_is_retried_with_the_same_webhook_id_until_it_answers
     let secret = channel(&server, "flaky", &receiver.url("/")).await;
     let sent = emit(&server).await;
     let got = receiver.wait_for(3, WAIT).await;
-    assert_eq!(settled(&server, "flaky", 1).await, vec![("delivered".to_owned(), 3)]);
+    assert_eq!(
+        settled(&server, "flaky", 1).await,
+        vec![("delivered".to_owned(), 3)]
+    );
     for request in &got {
         assert_eq!(request.header("webhook-id"), sent.id.to_string());
         verify(&secret, request).unwrap();
-        assert_eq!(request.body, got[0].body, "every attempt sends the same body");
+        assert_eq!(
+            request.body, got[0].body,
+            "every attempt sends the same body"
+        );
     }
     let page = notifications(&server, &server.admin_token)
         .await
@@ -158,7 +167,10 @@ async fn retry_after_is_honoured_over_the_schedule() {
     let gap = got[1].at - got[0].at;
     // The schedule says 20 ms; the receiver asked for 2 s.
     assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
-    assert_eq!(settled(&server, "limited", 1).await, vec![("delivered".to_owned(), 2)]);
+    assert_eq!(
+        settled(&server, "limited", 1).await,
+        vec![("delivered".to_owned(), 2)]
+    );
     server.stop().await;
 }
 
@@ -168,7 +180,10 @@ async fn a_client_error_is_permanent_and_not_retried() {
     let receiver = Receiver::start(vec![], Reply::status(400).body("bad payload")).await;
     channel(&server, "strict", &receiver.url("/")).await;
     emit(&server).await;
-    assert_eq!(settled(&server, "strict", 1).await, vec![("failed".to_owned(), 1)]);
+    assert_eq!(
+        settled(&server, "strict", 1).await,
+        vec![("failed".to_owned(), 1)]
+    );
     assert_eq!(receiver.requests().len(), 1);
     let rows = query(
         &server.database_url,
@@ -179,7 +194,11 @@ async fn a_client_error_is_permanent_and_not_retried() {
     assert_eq!(rows[0].get::<_, i32>(0), 400);
     assert!(!rows[0].get::<_, bool>(1));
     assert_eq!(rows[0].get::<_, String>(2), "bad payload");
-    assert!(rows[0].get::<_, String>(3).contains("400"), "{}", rows[0].get::<_, String>(3));
+    assert!(
+        rows[0].get::<_, String>(3).contains("400"),
+        "{}",
+        rows[0].get::<_, String>(3)
+    );
     // One permanent failure is one failure in a row, not a disabled channel.
     let got = notifications(&server, &server.admin_token)
         .await
@@ -201,7 +220,10 @@ async fn gone_disables_the_channel_and_later_events_are_not_queued() {
     let receiver = Receiver::start(vec![], Reply::status(410)).await;
     channel(&server, "gone", &receiver.url("/")).await;
     emit(&server).await;
-    assert_eq!(settled(&server, "gone", 1).await, vec![("failed".to_owned(), 1)]);
+    assert_eq!(
+        settled(&server, "gone", 1).await,
+        vec![("failed".to_owned(), 1)]
+    );
     let got = notifications(&server, &server.admin_token)
         .await
         .get_channel(GetChannelRequest {
@@ -212,7 +234,11 @@ async fn gone_disables_the_channel_and_later_events_are_not_queued() {
         .unwrap()
         .into_inner();
     assert!(!got.enabled);
-    assert!(got.disabled_reason.contains("410"), "{}", got.disabled_reason);
+    assert!(
+        got.disabled_reason.contains("410"),
+        "{}",
+        got.disabled_reason
+    );
     assert!(got.disabled_at.is_some());
     emit(&server).await;
     assert_eq!(deliveries(&server.database_url, "gone").await.len(), 1);
@@ -232,34 +258,60 @@ async fn failures_in_a_row_disable_the_channel_and_the_workspace_is_told() {
     channel(&server, "broken", &broken.url("/")).await;
     let alert_secret = notifications(&server, &server.admin_token)
         .await
-        .create_channel(webhook("", "alerts", &alerts.url("/alerts"), &["notification.*"]))
+        .create_channel(webhook(
+            "",
+            "alerts",
+            &alerts.url("/alerts"),
+            &["notification.*"],
+        ))
         .await
         .unwrap()
         .into_inner()
         .signing_secret;
     emit(&server).await;
-    assert_eq!(settled(&server, "broken", 1).await, vec![("failed".to_owned(), 3)]);
+    assert_eq!(
+        settled(&server, "broken", 1).await,
+        vec![("failed".to_owned(), 3)]
+    );
     let mut client = notifications(&server, &server.admin_token).await;
     let get = GetChannelRequest {
         workspace: String::new(),
         name: "broken".into(),
     };
     let after_one = client.get_channel(get.clone()).await.unwrap().into_inner();
-    assert!(after_one.enabled, "one failed delivery (three attempts) is below the limit");
+    assert!(
+        after_one.enabled,
+        "one failed delivery (three attempts) is below the limit"
+    );
     assert_eq!(after_one.failures_in_row, 1);
     emit(&server).await;
     settled(&server, "broken", 2).await;
     let disabled = client.get_channel(get).await.unwrap().into_inner();
     assert!(!disabled.enabled);
     assert_eq!(disabled.failures_in_row, 2);
-    assert!(disabled.disabled_reason.contains("2 deliveries in a row failed"), "{}", disabled.disabled_reason);
-    assert!(disabled.last_error.contains("502"), "{}", disabled.last_error);
+    assert!(
+        disabled
+            .disabled_reason
+            .contains("2 deliveries in a row failed"),
+        "{}",
+        disabled.disabled_reason
+    );
+    assert!(
+        disabled.last_error.contains("502"),
+        "{}",
+        disabled.last_error
+    );
     let told = alerts.wait_for(1, WAIT).await;
     verify(&alert_secret, &told[0]).unwrap();
     let body: serde_json::Value = serde_json::from_str(&told[0].body).unwrap();
     assert_eq!(body["type"], "notification.channel_disabled");
     assert_eq!(body["data"]["state"]["channel"], "broken");
-    assert!(body["data"]["state"]["reason"].as_str().unwrap().contains("in a row"));
+    assert!(
+        body["data"]["state"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("in a row")
+    );
     assert_eq!(broken.requests().len(), 6);
     server.stop().await;
 }
@@ -275,13 +327,22 @@ async fn redirects_are_not_followed() {
     .await;
     channel(&server, "redirect", &redirecting.url("/")).await;
     emit(&server).await;
-    assert_eq!(settled(&server, "redirect", 1).await, vec![("failed".to_owned(), 1)]);
+    assert_eq!(
+        settled(&server, "redirect", 1).await,
+        vec![("failed".to_owned(), 1)]
+    );
     assert_eq!(redirecting.requests().len(), 1);
     assert!(elsewhere.requests().is_empty(), "the redirect was followed");
-    let error: String = query(&server.database_url, "SELECT error FROM notification_attempts")
-        .await[0]
+    let error: String = query(
+        &server.database_url,
+        "SELECT error FROM notification_attempts",
+    )
+    .await[0]
         .get(0);
-    assert!(error.contains("302") && error.contains("redirects are not followed"), "{error}");
+    assert!(
+        error.contains("302") && error.contains("redirects are not followed"),
+        "{error}"
+    );
     server.stop().await;
 }
 
@@ -295,25 +356,47 @@ async fn loopback_is_refused_without_the_allow_list() {
     let receiver = Receiver::ok().await;
     for (name, url) in [
         ("literal", receiver.url("/")),
-        ("by-name", format!("http://localhost:{}/", receiver.addr.port())),
-        ("mapped", format!("http://[::ffff:127.0.0.1]:{}/", receiver.addr.port())),
-        ("decimal", format!("http://2130706433:{}/", receiver.addr.port())),
+        (
+            "by-name",
+            format!("http://localhost:{}/", receiver.addr.port()),
+        ),
+        (
+            "mapped",
+            format!("http://[::ffff:127.0.0.1]:{}/", receiver.addr.port()),
+        ),
+        (
+            "decimal",
+            format!("http://2130706433:{}/", receiver.addr.port()),
+        ),
     ] {
         channel(&server, name, &url).await;
     }
     emit(&server).await;
     for name in ["literal", "by-name", "mapped", "decimal"] {
-        assert_eq!(settled(&server, name, 1).await, vec![("failed".to_owned(), 1)], "{name}");
+        assert_eq!(
+            settled(&server, name, 1).await,
+            vec![("failed".to_owned(), 1)],
+            "{name}"
+        );
     }
-    assert!(receiver.requests().is_empty(), "a refused address was reached");
-    let errors: Vec<String> = query(&server.database_url, "SELECT error FROM notification_attempts")
-        .await
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    assert!(
+        receiver.requests().is_empty(),
+        "a refused address was reached"
+    );
+    let errors: Vec<String> = query(
+        &server.database_url,
+        "SELECT error FROM notification_attempts",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
     assert_eq!(errors.len(), 4);
     for error in errors {
-        assert!(error.contains("loopback") && error.contains("webhook_allow_cidrs"), "{error}");
+        assert!(
+            error.contains("loopback") && error.contains("webhook_allow_cidrs"),
+            "{error}"
+        );
     }
     server.stop().await;
 }
@@ -328,7 +411,11 @@ async fn the_delivery_log_keeps_attempts_without_secrets() {
         .create_channel(CreateChannelRequest {
             settings: Some(create_channel_request::Settings::Webhook(WebhookSettings {
                 url: receiver.url("/"),
-                headers: [("Authorization".to_owned(), "Bearer hook-token-123".to_owned())].into(),
+                headers: [(
+                    "Authorization".to_owned(),
+                    "Bearer hook-token-123".to_owned(),
+                )]
+                .into(),
                 header_names: Vec::new(),
             })),
             ..webhook("", "logged", "", &["*"])
@@ -351,7 +438,11 @@ async fn the_delivery_log_keeps_attempts_without_secrets() {
     assert_eq!(delivery.channel, "logged");
     let attempt = &delivery.attempt_log[0];
     assert_eq!(attempt.status_code, 200);
-    assert_eq!(attempt.response.len(), 4096, "the first 4 KiB of the response");
+    assert_eq!(
+        attempt.response.len(),
+        4096,
+        "the first 4 KiB of the response"
+    );
     assert!(attempt.latency.is_some());
     let headers = &attempt.request_headers;
     assert_eq!(headers["webhook-id"], sent.id.to_string());
@@ -369,13 +460,25 @@ async fn the_delivery_log_keeps_attempts_without_secrets() {
     )
     .await[0]
         .get(0);
-    assert!(dump.contains(&sent.id.to_string()), "the dump holds the rows");
+    assert!(
+        dump.contains(&sent.id.to_string()),
+        "the dump holds the rows"
+    );
     for secret_text in [body, "hook-token-123"] {
-        assert!(!dump.contains(secret_text), "{secret_text} is stored in plain form");
-        assert!(!format!("{page:?}").contains(secret_text), "{secret_text} is in an answer");
+        assert!(
+            !dump.contains(secret_text),
+            "{secret_text} is stored in plain form"
+        );
+        assert!(
+            !format!("{page:?}").contains(secret_text),
+            "{secret_text} is in an answer"
+        );
     }
-    let sealed: Vec<u8> = query(&server.database_url, "SELECT sealed FROM notification_channels")
-        .await[0]
+    let sealed: Vec<u8> = query(
+        &server.database_url,
+        "SELECT sealed FROM notification_channels",
+    )
+    .await[0]
         .get(0);
     assert!(!sealed.windows(body.len()).any(|w| w == body.as_bytes()));
     server.stop().await;
@@ -410,7 +513,10 @@ async fn redeliver_sends_the_same_event_again() {
     let got = receiver.wait_for(2, WAIT).await;
     assert_eq!(got[1].header("webhook-id"), sent.id.to_string());
     verify(&secret, &got[1]).unwrap();
-    assert_eq!(settled(&server, "again", 1).await, vec![("delivered".to_owned(), 2)]);
+    assert_eq!(
+        settled(&server, "again", 1).await,
+        vec![("delivered".to_owned(), 2)]
+    );
     // A bad id, and another workspace's view of it, are refused.
     let refused = client
         .redeliver_delivery(RedeliverDeliveryRequest {
@@ -518,14 +624,20 @@ async fn a_delivery_queued_while_no_server_runs_is_sent_once_one_is_back() {
         )
         .await;
         fan_out(&database_url, std::slice::from_ref(&e)).await;
-        assert_eq!(deliveries(&database_url, "patient").await, vec![("pending".to_owned(), 0)]);
+        assert_eq!(
+            deliveries(&database_url, "patient").await,
+            vec![("pending".to_owned(), 0)]
+        );
         assert!(receiver.requests().is_empty());
         e
     };
     let ((), sent) = tokio::join!(server.restart_after(Duration::from_secs(2)), queued);
     let got = receiver.wait_for(1, WAIT).await;
     assert_eq!(got[0].header("webhook-id"), sent.id.to_string());
-    assert_eq!(settled(&server, "patient", 1).await, vec![("delivered".to_owned(), 1)]);
+    assert_eq!(
+        settled(&server, "patient", 1).await,
+        vec![("delivered".to_owned(), 1)]
+    );
     server.stop().await;
 }
 
@@ -545,7 +657,14 @@ async fn a_disabled_channel_holds_nothing_and_enabling_it_clears_its_failures() 
         workspace: String::new(),
         name: "revived".into(),
     };
-    assert!(!client.get_channel(get.clone()).await.unwrap().into_inner().enabled);
+    assert!(
+        !client
+            .get_channel(get.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .enabled
+    );
     let enabled = client
         .update_channel(UpdateChannelRequest {
             name: "revived".into(),

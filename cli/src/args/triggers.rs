@@ -1,5 +1,6 @@
 //! `berth trigger ...`: rules that run a template when a time comes, an artifact is
-//! completed or a work request ends, and the events of their firings.
+//! completed, a work request ends or a message is published on a topic, and the events
+//! of their firings.
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use crate::values::{KeyValue, SecretEnv, parse_duration, parse_key_value, parse_
 #[derive(Debug, Subcommand)]
 pub enum TriggerCommand {
     /// Create a rule: exactly one of --schedule (cron, with --tz), --interval,
-    /// --on-artifact or --on-completion says when it fires, and --run-template what runs.
+    /// --on-artifact, --on-completion or --on-topic says when it fires, and
+    /// --run-template what runs.
     #[command(after_help = TRIGGER_CREATE_HELP)]
     Create(Box<TriggerCreateArgs>),
     /// List a workspace's rules by name.
@@ -94,7 +96,8 @@ Examples:
   berth trigger create poll --interval PT15M --run-template poll --overlap buffer-one
   berth trigger create on-build --on-artifact build --where arch=amd64 --where-any os=linux \\
       --where-any os=darwin --run-template test
-  berth trigger create on-fail --on-completion deploy --result failure --run-template page";
+  berth trigger create on-fail --on-completion deploy --result failure --run-template page
+  berth trigger create on-lost --on-topic berth.workers --type worker.disconnected --run-template page";
 
 /// When a schedule fires while the previous run is still going.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -228,7 +231,7 @@ fn parse_anchor(text: &str) -> Result<DateTime<Utc>, String> {
 #[derive(Debug, Args)]
 #[command(arg_required_else_help = true)]
 #[command(group(ArgGroup::new("when").required(true).multiple(false)
-    .args(["schedule", "interval", "on_artifact", "on_completion"])))]
+    .args(["schedule", "interval", "on_artifact", "on_completion", "on_topic"])))]
 pub struct TriggerCreateArgs {
     /// The rule's name: a-z, 0-9 and single dashes, starting with a letter.
     pub name: String,
@@ -269,6 +272,19 @@ pub struct TriggerCreateArgs {
     /// --on-completion: the request must carry this requirement label (repeatable).
     #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value, help_heading = "When")]
     pub labels: Vec<KeyValue>,
+    /// Fire once per message published on this topic of the workspace after the rule is
+    /// made (berth.work-requests and the other berth.* topics carry Berth's own events).
+    #[arg(
+        long = "on-topic",
+        visible_alias = "topic",
+        value_name = "TOPIC",
+        help_heading = "When"
+    )]
+    pub on_topic: Option<String>,
+    /// --on-topic: only messages whose `type` matches (repeatable): a type
+    /// (work_request.failed), a prefix (work_request.*) or *.
+    #[arg(long = "type", value_name = "PATTERN", help_heading = "When")]
+    pub types: Vec<String>,
 
     /// Schedules: what to do when the previous run is still going.
     #[arg(long, value_enum, value_name = "POLICY", help_heading = "Schedules")]

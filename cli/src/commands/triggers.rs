@@ -169,6 +169,12 @@ pub(crate) fn create_request(
             args.on_completion.is_some(),
             "--on-completion",
         ),
+        (
+            !args.types.is_empty(),
+            "--type",
+            args.on_topic.is_some(),
+            "--on-topic",
+        ),
     ] {
         if given && !belongs {
             return Err(CliError::Usage(format!("{flag} goes with {with} only")));
@@ -216,9 +222,14 @@ pub(crate) fn create_request(
             labels: into_map(&args.labels),
             results: args.results.iter().map(|r| r.as_str().to_owned()).collect(),
         })
+    } else if let Some(topic) = &args.on_topic {
+        Config::Topic(proto::TopicConfig {
+            topic: topic.clone(),
+            types: args.types.clone(),
+        })
     } else {
         return Err(CliError::Usage(
-            "say when the rule fires: --schedule, --interval, --on-artifact or --on-completion"
+            "say when the rule fires: --schedule, --interval, --on-artifact, --on-completion or --on-topic"
                 .into(),
         ));
     };
@@ -389,6 +400,24 @@ mod tests {
         assert_eq!(c.template, "deploy");
         assert_eq!(c.results, ["failure", "cancelled"]);
         assert_eq!(c.labels["os"], "linux");
+
+        let request = create(&[
+            "on-lost",
+            "--on-topic",
+            "berth.workers",
+            "--type",
+            "worker.disconnected",
+            "--type",
+            "worker.disabled",
+            "--run-template",
+            "page",
+        ])
+        .expect("builds");
+        let Some(proto::create_trigger_rule_request::Config::Topic(t)) = request.config else {
+            panic!("not a topic rule");
+        };
+        assert_eq!(t.topic, "berth.workers");
+        assert_eq!(t.types, ["worker.disconnected", "worker.disabled"]);
     }
 
     #[test]
@@ -438,6 +467,10 @@ mod tests {
                 "--overlap",
             ),
             (&["--on-artifact", "build", "--label", "a=b"][..], "--label"),
+            (
+                &["--on-completion", "t", "--type", "worker.lost"][..],
+                "--type",
+            ),
         ] {
             let mut all = vec!["x", "--run-template", "t"];
             all.extend_from_slice(words);

@@ -74,6 +74,14 @@ pub struct ActionView {
     pub params: BTreeMap<String, String>,
 }
 
+/// A topic rule's configuration.
+#[derive(Debug, Serialize)]
+pub struct TopicRuleView {
+    pub topic: String,
+    /// Type patterns; empty: every message.
+    pub types: Vec<String>,
+}
+
 /// A trigger rule.
 #[derive(Debug, Serialize)]
 pub struct TriggerRuleView {
@@ -88,7 +96,7 @@ pub struct TriggerRuleView {
     pub schedule: Option<ScheduleView>,
     pub artifact: Option<ArtifactRuleView>,
     pub completion: Option<CompletionRuleView>,
-    pub topic: Option<String>,
+    pub topic: Option<TopicRuleView>,
     pub action: ActionView,
     pub next_fire_at: Option<Time>,
     pub last_fired_at: Option<Time>,
@@ -162,7 +170,12 @@ impl From<proto::TriggerRule> for TriggerRuleView {
                     results: c.results,
                 });
             }
-            Some(Config::Topic(t)) => topic = Some(t.topic),
+            Some(Config::Topic(t)) => {
+                topic = Some(TopicRuleView {
+                    topic: t.topic,
+                    types: t.types,
+                });
+            }
             None => {}
         }
         let action = r.action.unwrap_or_default();
@@ -241,7 +254,8 @@ impl TriggerRuleView {
             return line;
         }
         match &self.topic {
-            Some(topic) => format!("topic {topic}"),
+            Some(t) if t.types.is_empty() => format!("topic {}", t.topic),
+            Some(t) => format!("topic {}: {}", t.topic, t.types.join(", ")),
             None => String::new(),
         }
     }

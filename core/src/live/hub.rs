@@ -41,6 +41,7 @@ use uuid::Uuid;
 
 use crate::access::auth::TokenCache;
 use crate::live::AgentSettings;
+use crate::live::consumers::Consumers;
 use crate::live::events::Event;
 use crate::work::ids::AttemptKey;
 use crate::work::spec::StoredSpec;
@@ -196,6 +197,8 @@ pub struct Hub {
     tokens: Arc<TokenCache>,
     /// Room in each stream's queue beyond two messages per slot.
     outbox_slack: usize,
+    /// Live topic consumers on this replica, and this replica's id.
+    consumers: Consumers,
 }
 
 impl Default for Hub {
@@ -217,7 +220,13 @@ impl Hub {
             outbox: OnceLock::new(),
             tokens: Arc::default(),
             outbox_slack: settings.outbox_slack,
+            consumers: Consumers::new(),
         }
+    }
+
+    /// This replica's live topic consumers (and its replica id).
+    pub fn consumers(&self) -> &Consumers {
+        &self.consumers
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Session>> {

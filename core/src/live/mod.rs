@@ -1,6 +1,7 @@
 //! This replica's in-process state: worker sessions and the one outbox to them
 //! ([`hub`]), wake-ups across replicas ([`notify`]), leases kept in bulk
-//! ([`leases`]), and whether the database can be reached ([`health`]).
+//! ([`leases`]), whether the database can be reached ([`health`]), and the live topic
+//! consumers with the signals that reach them ([`consumers`]).
 //!
 //! Nothing here decides anything about work: the domain (`work`) tells the hub what to
 //! send and whom to wake, and reads no state from here but which workers are connected.
@@ -8,6 +9,7 @@
 
 use std::time::Duration;
 
+pub mod consumers;
 pub(crate) mod events;
 pub mod health;
 pub mod hub;

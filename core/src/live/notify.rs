@@ -19,6 +19,10 @@
 //!   event to the local hub with its local-only methods, so an event is never sent on
 //!   again. A replica also hears its own events; applying them twice is harmless.
 //!
+//! Topic consumers' signals (`topic:…`, see `consumers`) travel on the same channel;
+//! the topics room sends them with `pg_notify` in the transactions that publish, and the
+//! listener hands them to the hub's consumers.
+//!
 //! Nothing here is needed for correctness. A notification lost while the listening
 //! connection is down (it reconnects with backoff) costs latency only: the scheduler
 //! sweeps on a timer, followers re-read on a timer, a worker stream re-checks its token
@@ -37,12 +41,13 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
+use crate::live::consumers::TopicSignal;
 use crate::live::events::Event;
 use crate::live::hub::{Delivery, Hub, ToWorker};
 use crate::store::db::{self, DbPool, DbSettings};
 
 /// The PostgreSQL notification channel every replica listens on.
-pub(crate) const CHANNEL: &str = "berth_events";
+pub const CHANNEL: &str = "berth_events";
 
 /// The shortest time between two cross-replica `changed` notifications from one replica.
 pub(crate) const CHANGED_MIN_GAP: Duration = Duration::from_millis(100);
@@ -255,14 +260,13 @@ where
         };
         match message {
             Some(Ok(AsyncMessage::Notification(notification))) => {
-                match Event::parse(notification.payload()) {
-                    Some(event) => apply(hub, event),
-                    None => {
-                        tracing::debug!(
-                            payload = notification.payload(),
-                            "ignoring an unknown event"
-                        )
-                    }
+                let payload = notification.payload();
+                if let Some(event) = Event::parse(payload) {
+                    apply(hub, event);
+                } else if let Some(signal) = TopicSignal::parse(payload) {
+                    hub.consumers().apply(signal);
+                } else {
+                    tracing::debug!(payload, "ignoring an unknown event");
                 }
             }
             Some(Ok(_)) => {}

@@ -221,9 +221,10 @@ impl Notifications {
         let Some(sealed) = &row.sealed else {
             return Ok((String::new(), BTreeMap::new()));
         };
-        let mut values = self.secrets.open(sealed).map_err(|e| {
-            Error::internal(format!("sealed values of channel {}: {e}", row.id))
-        })?;
+        let mut values = self
+            .secrets
+            .open(sealed)
+            .map_err(|e| Error::internal(format!("sealed values of channel {}: {e}", row.id)))?;
         let secret = values.remove(SECRET_KEY).unwrap_or_default();
         let headers = values
             .into_iter()
@@ -307,7 +308,11 @@ impl Notifications {
     }
 
     /// `GetChannel`.
-    pub async fn get_channel(&self, caller: &Identity, channel: &ChannelRef) -> Result<ChannelView> {
+    pub async fn get_channel(
+        &self,
+        caller: &Identity,
+        channel: &ChannelRef,
+    ) -> Result<ChannelView> {
         let mut conn = self.pool.get().await?;
         let standing = standing_to_read(&mut conn, caller, &channel.workspace).await?;
         let row = find_channel(&mut conn, &standing, &channel.name, false).await?;
@@ -443,7 +448,11 @@ impl Notifications {
     }
 
     /// `RotateChannelSecret`: a new secret, sealed with the headers; returned once.
-    pub async fn rotate_secret(&self, caller: &Identity, channel: &ChannelRef) -> Result<WithSecret> {
+    pub async fn rotate_secret(
+        &self,
+        caller: &Identity,
+        channel: &ChannelRef,
+    ) -> Result<WithSecret> {
         let mut conn = self.pool.get().await?;
         let standing = standing_to_manage(&mut conn, caller, &channel.workspace).await?;
         let this = self.clone();
@@ -511,16 +520,23 @@ mod tests {
         assert!(check_headers(&headers).is_err());
         let headers = BTreeMap::from([("X-Token".to_owned(), "abc".to_owned())]);
         assert_eq!(
-            check_headers(&headers).expect("fine").keys().next().map(String::as_str),
+            check_headers(&headers)
+                .expect("fine")
+                .keys()
+                .next()
+                .map(String::as_str),
             Some("x-token")
         );
     }
 
     #[test]
     fn recipients_are_checked_addresses() {
-        let error = check_recipients(&["ops@example.com".into(), "not an address".into()])
-            .unwrap_err();
-        assert!(error.to_string().starts_with("email.recipients[1]:"), "{error}");
+        let error =
+            check_recipients(&["ops@example.com".into(), "not an address".into()]).unwrap_err();
+        assert!(
+            error.to_string().starts_with("email.recipients[1]:"),
+            "{error}"
+        );
         assert!(check_recipients(&[]).is_err());
         assert_eq!(
             check_recipients(&["b@x.org".into(), "a@x.org".into(), "b@x.org".into()])

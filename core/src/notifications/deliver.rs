@@ -101,11 +101,7 @@ pub(crate) fn next_after(
 
 /// Runs the loop until `shutdown`.
 pub async fn run(notifications: Notifications, db: DbSettings, shutdown: CancellationToken) {
-    let listener = tokio::spawn(listen(
-        db,
-        notifications.wake.clone(),
-        shutdown.clone(),
-    ));
+    let listener = tokio::spawn(listen(db, notifications.wake.clone(), shutdown.clone()));
     let mailer = notifications.settings.smtp.as_ref().and_then(|smtp| {
         Mailer::new(smtp, notifications.settings.webhook_timeout)
             .map_err(|e| tracing::error!(error = %e, "email notifications cannot be sent"))
@@ -146,7 +142,11 @@ pub async fn run(notifications: Notifications, db: DbSettings, shutdown: Cancell
 
 /// Listens for `NOTIFY berth_notifications` and wakes the loop; reconnects with backoff.
 /// Losing it costs latency only: the loop polls.
-async fn listen(db: DbSettings, wake: std::sync::Arc<tokio::sync::Notify>, shutdown: CancellationToken) {
+async fn listen(
+    db: DbSettings,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let ended = tokio::select! {
@@ -260,7 +260,13 @@ impl Notifications {
         let id = Uuid::now_v7();
         let rows = {
             let mut conn = self.pool.get().await?;
-            claim(&mut conn, id, self.settings.concurrency.max(1), self.lease()).await?
+            claim(
+                &mut conn,
+                id,
+                self.settings.concurrency.max(1),
+                self.lease(),
+            )
+            .await?
         };
         let count = rows.len();
         let sends = rows.into_iter().map(|row| async move {
@@ -355,7 +361,12 @@ impl Notifications {
     }
 
     /// Writes `attempt` of `row` and what follows it, fenced by `claim`.
-    async fn record(&self, claim: Uuid, row: &DeliveryRow, attempt: &Attempt) -> Result<DeliveryState> {
+    async fn record(
+        &self,
+        claim: Uuid,
+        row: &DeliveryRow,
+        attempt: &Attempt,
+    ) -> Result<DeliveryState> {
         let jitter = rand::rng().random_range(0.8..=1.2);
         let schedule = self.settings.retry_schedule.clone();
         let limit = self.settings.failure_limit;
@@ -452,8 +463,14 @@ async fn settle_channel(
     let reason = if !channel.enabled {
         None
     } else if next.gone {
-        Some(format!("the endpoint answered 410 Gone ({})", attempt.error))
-    } else if limit > 0 && next.state == DeliveryState::Failed && failures >= i32::try_from(limit).unwrap_or(i32::MAX) {
+        Some(format!(
+            "the endpoint answered 410 Gone ({})",
+            attempt.error
+        ))
+    } else if limit > 0
+        && next.state == DeliveryState::Failed
+        && failures >= i32::try_from(limit).unwrap_or(i32::MAX)
+    {
         Some(format!(
             "{failures} deliveries in a row failed; the last: {}",
             attempt.error

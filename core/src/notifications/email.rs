@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -34,9 +34,8 @@ impl Mailer {
             .parse()
             .map_err(|e| format!("smtp_from: {:?} is not an address ({e})", settings.from))?;
         let host = settings.host.as_str();
-        let tls = |host: &str| {
-            TlsParameters::new(host.to_owned()).map_err(|e| format!("smtp_tls: {e}"))
-        };
+        let tls =
+            |host: &str| TlsParameters::new(host.to_owned()).map_err(|e| format!("smtp_tls: {e}"));
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(settings.port)
             .timeout(Some(timeout));
@@ -58,12 +57,7 @@ impl Mailer {
     }
 
     /// Sends one message; the answer is logged like a webhook attempt.
-    pub async fn send(
-        &self,
-        recipients: &[String],
-        subject: &str,
-        text: String,
-    ) -> Attempt {
+    pub async fn send(&self, recipients: &[String], subject: &str, text: String) -> Attempt {
         let started = Instant::now();
         let mut logged = BTreeMap::new();
         logged.insert("from".to_owned(), self.from.to_string());
@@ -88,7 +82,13 @@ impl Mailer {
         }
         let message = match message.header(ContentType::TEXT_PLAIN).body(text) {
             Ok(message) => message,
-            Err(e) => return fail(format!("cannot build the message: {e}"), Verdict::Permanent, logged),
+            Err(e) => {
+                return fail(
+                    format!("cannot build the message: {e}"),
+                    Verdict::Permanent,
+                    logged,
+                );
+            }
         };
         match self.transport.send(message).await {
             Ok(response) => Attempt {
@@ -162,7 +162,9 @@ mod tests {
             username: None,
             password: None,
         };
-        let error = Mailer::new(&settings, Duration::from_secs(1)).err().expect("refused");
+        let error = Mailer::new(&settings, Duration::from_secs(1))
+            .err()
+            .expect("refused");
         assert!(error.starts_with("smtp_from:"), "{error}");
     }
 }

@@ -64,7 +64,10 @@ pub async fn fanout_in(conn: &mut AsyncPgConnection, events: &[SystemEvent]) -> 
 }
 
 /// [`fanout_in`], answering how many deliveries it queued.
-pub(crate) async fn queue_in(conn: &mut AsyncPgConnection, events: &[SystemEvent]) -> Result<usize> {
+pub(crate) async fn queue_in(
+    conn: &mut AsyncPgConnection,
+    events: &[SystemEvent],
+) -> Result<usize> {
     if events.is_empty() {
         return Ok(0);
     }
@@ -131,7 +134,13 @@ pub(crate) async fn queue_in(conn: &mut AsyncPgConnection, events: &[SystemEvent
             ids
         })
         .collect();
-    let all_ids: Vec<Uuid> = about.iter().flatten().copied().collect::<BTreeSet<_>>().into_iter().collect();
+    let all_ids: Vec<Uuid> = about
+        .iter()
+        .flatten()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let channel_ids: Vec<Uuid> = channels.iter().map(|c| c.0).collect();
     let reaction_rows: Vec<(Uuid, String, Uuid)> = notification_reactions::table
         .filter(notification_reactions::object_id.eq_any(&all_ids))

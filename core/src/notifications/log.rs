@@ -139,7 +139,12 @@ impl Notifications {
     }
 
     /// `RedeliverDelivery`: a finished delivery queued again at once.
-    pub async fn redeliver(&self, caller: &Identity, workspace: &str, id: &str) -> Result<DeliveryView> {
+    pub async fn redeliver(
+        &self,
+        caller: &Identity,
+        workspace: &str,
+        id: &str,
+    ) -> Result<DeliveryView> {
         let id = Uuid::parse_str(id)
             .map_err(|_| Error::InvalidArgument(format!("id: {id:?} is not a delivery id")))?;
         let mut conn = self.pool.get().await?;
@@ -195,9 +200,12 @@ impl Notifications {
         .returning(DeliveryRow::as_returning())
         .load(&mut conn)
         .await?;
-        diesel::sql_query(format!("NOTIFY {}", crate::notifications::fanout::NOTIFY_CHANNEL))
-            .execute(&mut conn)
-            .await?;
+        diesel::sql_query(format!(
+            "NOTIFY {}",
+            crate::notifications::fanout::NOTIFY_CHANNEL
+        ))
+        .execute(&mut conn)
+        .await?;
         self.wake.notify_one();
         let mut views = views(&mut conn, updated, &standing.workspace.name).await?;
         views
@@ -206,7 +214,11 @@ impl Notifications {
     }
 
     /// `TestChannel`: a signed `notification.ping` sent now; answers with its attempt.
-    pub async fn test_channel(&self, caller: &Identity, channel: &ChannelRef) -> Result<DeliveryView> {
+    pub async fn test_channel(
+        &self,
+        caller: &Identity,
+        channel: &ChannelRef,
+    ) -> Result<DeliveryView> {
         let claim = Uuid::now_v7();
         let (row, workspace) = {
             let mut conn = self.pool.get().await?;
@@ -293,7 +305,10 @@ mod tests {
     #[test]
     fn page_tokens_round_trip_and_garbage_is_refused() {
         let id = Uuid::now_v7();
-        assert_eq!(decode_page_token(&encode_page_token(id)).expect("decodes"), id);
+        assert_eq!(
+            decode_page_token(&encode_page_token(id)).expect("decodes"),
+            id
+        );
         assert!(decode_page_token("garbage!").is_err());
     }
 }

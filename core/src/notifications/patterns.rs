@@ -84,7 +84,15 @@ mod tests {
 
     #[test]
     fn bad_patterns_are_refused_with_their_index() {
-        for bad in ["", "work_request.", "*.failed", "Work.x", "a..b", "a.*.b", "a b"] {
+        for bad in [
+            "",
+            "work_request.",
+            "*.failed",
+            "Work.x",
+            "a..b",
+            "a.*.b",
+            "a b",
+        ] {
             let error = check("event_types", &strings(&["ok.type", bad])).unwrap_err();
             assert!(
                 error.to_string().starts_with("event_types[1]:"),

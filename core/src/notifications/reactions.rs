@@ -32,7 +32,8 @@ pub fn on_of(event_type: &str, data: &serde_json::Value) -> Vec<On> {
     let status = data.get("status").and_then(|v| v.as_str()).unwrap_or("");
     let result = data.get("result").and_then(|v| v.as_str()).unwrap_or("");
     let mut out = Vec::new();
-    let started = matches!(last, "started" | "running") || (last == "changed" && status == "running");
+    let started =
+        matches!(last, "started" | "running") || (last == "changed" && status == "running");
     if started {
         out.push(On::Start);
         return out;
@@ -44,7 +45,10 @@ pub fn on_of(event_type: &str, data: &serde_json::Value) -> Vec<On> {
             && matches!(result, "failure" | "error"));
     let ended = success
         || failure
-        || matches!(last, "completed" | "finished" | "ended" | "aborted" | "cancelled")
+        || matches!(
+            last,
+            "completed" | "finished" | "ended" | "aborted" | "cancelled"
+        )
         || (last == "changed" && matches!(status, "completed" | "aborted"));
     if success {
         out.push(On::Success);
@@ -112,16 +116,26 @@ async fn resolve_object(
                 ))),
                 Some(k) if k != wanted => Err(Error::InvalidArgument(format!(
                     "object: {id} is a {}, not a {kind}; say object_kind {}",
-                    if k == "workflow" { "workflow" } else { "work request" },
-                    if k == "workflow" { "workflow" } else { "work_request" },
+                    if k == "workflow" {
+                        "workflow"
+                    } else {
+                        "work request"
+                    },
+                    if k == "workflow" {
+                        "workflow"
+                    } else {
+                        "work_request"
+                    },
                 ))),
                 Some(_) => Ok(id),
             }
         }
         ObjectKind::Template => {
-            Ok(template_store::find(conn, workspace_id, workspace, object, None)
-                .await?
-                .id)
+            Ok(
+                template_store::find(conn, workspace_id, workspace, object, None)
+                    .await?
+                    .id,
+            )
         }
         ObjectKind::Service => {
             let found: Option<Uuid> = services::table
@@ -283,7 +297,12 @@ impl Notifications {
     }
 
     /// `DeleteReaction`.
-    pub async fn delete_reaction(&self, caller: &Identity, workspace: &str, id: &str) -> Result<()> {
+    pub async fn delete_reaction(
+        &self,
+        caller: &Identity,
+        workspace: &str,
+        id: &str,
+    ) -> Result<()> {
         let id = Uuid::parse_str(id)
             .map_err(|_| Error::InvalidArgument(format!("id: {id:?} is not a reaction id")))?;
         let mut conn = self.pool.get().await?;
@@ -325,7 +344,10 @@ mod tests {
             on_of("work_request.completed", &json!({"result": "error"})),
             vec![On::Failure, On::Completion]
         );
-        assert_eq!(on_of("work_request.aborted", &json!({})), vec![On::Completion]);
+        assert_eq!(
+            on_of("work_request.aborted", &json!({})),
+            vec![On::Completion]
+        );
         assert_eq!(
             on_of("work_request.changed", &json!({"status": "running"})),
             vec![On::Start]

@@ -31,8 +31,11 @@ use reqwest::Url;
 /// Looks names up; the system's resolver in the server, a scripted one in tests.
 pub trait Resolver: Send + Sync {
     /// The addresses of `host` (a name, never a literal) for `port`.
-    fn lookup<'a>(&'a self, host: &'a str, port: u16)
-    -> BoxFuture<'a, std::io::Result<Vec<SocketAddr>>>;
+    fn lookup<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, std::io::Result<Vec<SocketAddr>>>;
 }
 
 /// The system's resolver (`getaddrinfo` through tokio).
@@ -64,8 +67,7 @@ pub fn check_url(url: &str) -> Result<Url, String> {
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(
-            "has credentials in it; put them in a header (headers) or rely on the signature"
-                .into(),
+            "has credentials in it; put them in a header (headers) or rely on the signature".into(),
         );
     }
     if parsed.host().is_none() {
@@ -100,7 +102,11 @@ fn in_v6(ip: Ipv6Addr, net: Ipv6Addr, prefix: u32) -> bool {
 fn refusal_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let ranges: [(Ipv4Addr, u32, &'static str); 17] = [
         (v4(169, 254, 169, 254), 32, "the cloud metadata address"),
-        (v4(0, 0, 0, 0), 8, "an unspecified (\"this network\") address"),
+        (
+            v4(0, 0, 0, 0),
+            8,
+            "an unspecified (\"this network\") address",
+        ),
         (v4(127, 0, 0, 0), 8, "a loopback address"),
         (v4(10, 0, 0, 0), 8, "a private address"),
         (v4(172, 16, 0, 0), 12, "a private address"),
@@ -222,7 +228,9 @@ pub fn parse_cidrs(items: &[String]) -> Result<Vec<IpNet>, String> {
             item.parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
                 .map_err(|_| {
-                    format!("{item:?} is not a CIDR or an address; write e.g. 10.0.0.0/8 or 127.0.0.1")
+                    format!(
+                        "{item:?} is not a CIDR or an address; write e.g. 10.0.0.0/8 or 127.0.0.1"
+                    )
                 })
         })
         .collect()
@@ -333,8 +341,12 @@ mod tests {
             *self.lookups.lock().expect("lock") += 1;
             let next = self.answers.lock().expect("lock").pop_front();
             Box::pin(async move {
-                next.map(|ips| ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect())
-                    .ok_or_else(|| std::io::Error::other("no more answers"))
+                next.map(|ips| {
+                    ips.into_iter()
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect()
+                })
+                .ok_or_else(|| std::io::Error::other("no more answers"))
             })
         }
     }
@@ -406,7 +418,11 @@ mod tests {
                 "{url}: {refused} does not say {what}"
             );
         }
-        assert_eq!(*resolver.lookups.lock().expect("lock"), 0, "literals are not looked up");
+        assert_eq!(
+            *resolver.lookups.lock().expect("lock"),
+            0,
+            "literals are not looked up"
+        );
     }
 
     #[test]

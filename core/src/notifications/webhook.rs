@@ -57,7 +57,9 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &str) -> String {
 pub enum Verdict {
     Delivered,
     /// Try again: after the backoff, or after `after` when the receiver said.
-    Retry { after: Option<Duration> },
+    Retry {
+        after: Option<Duration>,
+    },
     /// Do not try again (a 4xx, a redirect, a refused address).
     Permanent,
     /// `410 Gone`: do not try again, and disable the channel.
@@ -185,7 +187,8 @@ pub async fn send(guard: &Guard, resolver: &dyn Resolver, request: Request<'_>) 
     let ts = timestamp.to_string();
     put("webhook-timestamp", &ts, &ts);
     put("webhook-signature", &signature, &signature);
-    let target = match tokio::time::timeout(request.timeout, guard.resolve(resolver, request.url)).await
+    let target = match tokio::time::timeout(request.timeout, guard.resolve(resolver, request.url))
+        .await
     {
         Ok(Ok(target)) => target,
         Ok(Err(why)) => {
@@ -290,7 +293,12 @@ mod tests {
         // checked against an independent computation of the same bytes.
         let key = signing_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").expect("key");
         assert_eq!(key.len(), 24);
-        let signature = sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, r#"{"test": 2432232314}"#);
+        let signature = sign(
+            &key,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1_614_265_330,
+            r#"{"test": 2432232314}"#,
+        );
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
@@ -299,7 +307,12 @@ mod tests {
         assert_eq!(judge(200, None), Verdict::Delivered);
         assert_eq!(judge(204, None), Verdict::Delivered);
         assert_eq!(judge(500, None), Verdict::Retry { after: None });
-        assert_eq!(judge(503, Some(Duration::from_secs(7))), Verdict::Retry { after: Some(Duration::from_secs(7)) });
+        assert_eq!(
+            judge(503, Some(Duration::from_secs(7))),
+            Verdict::Retry {
+                after: Some(Duration::from_secs(7))
+            }
+        );
         assert_eq!(judge(408, None), Verdict::Retry { after: None });
         assert_eq!(judge(429, None), Verdict::Retry { after: None });
         assert_eq!(judge(410, None), Verdict::Gone);

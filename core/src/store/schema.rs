@@ -435,6 +435,7 @@ diesel::table! {
         work_request_id -> Nullable<Uuid>,
         occurred_at -> Timestamptz,
         settled_at -> Nullable<Timestamptz>,
+        message -> Nullable<Jsonb>,
     }
 }
 
@@ -536,6 +537,21 @@ diesel::table! {
         user_id -> Nullable<Uuid>,
         connected_at -> Timestamptz,
         seen_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    system_events (seq) {
+        seq -> Int8,
+        id -> Uuid,
+        workspace_id -> Uuid,
+        topic -> Text,
+        event_type -> Text,
+        object_id -> Uuid,
+        occurred_at -> Timestamptz,
+        data -> Jsonb,
+        relayed_at -> Nullable<Timestamptz>,
+        relay_error -> Nullable<Text>,
     }
 }
 
@@ -686,6 +702,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     subscription_messages,
     topic_consumers,
+    system_events,
     notification_channels,
     notification_reactions,
     notification_deliveries,

@@ -11,13 +11,17 @@ use uuid::Uuid;
 use crate::error::{Error, Result};
 use crate::triggers::schedule::ScheduleConfig;
 use crate::triggers::store::RuleRow;
+use crate::triggers::topic::TopicConfig;
 use crate::triggers::{ConfigInput, RuleKind, artifact, completion, schedule, topic};
 
-/// Checks a new rule's configuration in workspace `workspace_id` at `now` and returns
-/// it as stored. INVALID_ARGUMENT names the field (`schedule.cron`, `artifact.all_of[0].path`…).
+/// Checks the configuration of new rule `rule_id` in workspace `workspace_id` at `now`
+/// and returns it as stored; a topic rule's subscription is opened, in the caller's
+/// transaction. INVALID_ARGUMENT names the field (`schedule.cron`,
+/// `artifact.all_of[0].path`…).
 pub async fn check(
     conn: &mut AsyncPgConnection,
     workspace_id: Uuid,
+    rule_id: Uuid,
     now: DateTime<Utc>,
     input: &ConfigInput,
 ) -> Result<serde_json::Value> {
@@ -25,7 +29,9 @@ pub async fn check(
         ConfigInput::Schedule(s) => to_value(&schedule::check(s, now)?)?,
         ConfigInput::Artifact(a) => to_value(&artifact::check(a)?)?,
         ConfigInput::Completion(c) => to_value(&completion::check(conn, workspace_id, c).await?)?,
-        ConfigInput::Topic(t) => to_value(&topic::check(t)?)?,
+        ConfigInput::Topic(t) => {
+            to_value(&topic::open(conn, workspace_id, rule_id, t, None).await?)?
+        }
     };
     Ok(stored)
 }
@@ -51,7 +57,20 @@ pub async fn check_change(
             let current = ScheduleConfig::from_value(&rule.config)?;
             to_value(&schedule::merge(&current, s, now)?)
         }
-        _ => check(conn, rule.workspace_id, now, input).await,
+        ConfigInput::Topic(t) => {
+            let current = TopicConfig::from_value(&rule.config)?;
+            to_value(&topic::open(conn, rule.workspace_id, rule.id, t, Some(&current)).await?)
+        }
+        _ => check(conn, rule.workspace_id, rule.id, now, input).await,
+    }
+}
+
+/// What a rule of each type lets go of when it is archived, in the caller's transaction:
+/// a topic rule's subscription.
+pub async fn release(conn: &mut AsyncPgConnection, rule: &RuleRow) -> Result<()> {
+    match rule.kind()? {
+        RuleKind::Topic => topic::close(conn, &rule.config).await,
+        RuleKind::Schedule | RuleKind::Artifact | RuleKind::Completion => Ok(()),
     }
 }
 

@@ -312,6 +312,8 @@ impl StateChange<'_> {
                 }
                 // A time held back for the previous run will never run now.
                 drop_buffered(conn, locked.id, "rule archived", now).await?;
+                // Nor does a topic rule take messages any more.
+                handlers::release(conn, &locked).await?;
                 update
                     .set((
                         trigger_rules::archived_at.eq(now),
@@ -423,11 +425,13 @@ impl Triggers {
             .transaction::<_, Error, _>(async |conn| {
                 let now = db_now(conn).await?;
                 let kind = config.kind();
-                let stored = handlers::check(conn, standing.workspace.id, now, &config).await?;
+                let id = Uuid::now_v7();
+                let stored =
+                    handlers::check(conn, standing.workspace.id, id, now, &config).await?;
                 let checked = check_action(conn, &standing, &action).await?;
                 let next_fire_at = handlers::next_fire(kind, &stored, now)?;
                 let new = NewRule {
-                    id: Uuid::now_v7(),
+                    id,
                     workspace_id: standing.workspace.id,
                     name: rule.name.clone(),
                     kind: kind.as_str().to_owned(),

@@ -1,5 +1,6 @@
 //! Trigger rules: work made when a time comes (`schedule`), an artifact is completed
-//! (`artifact`), a work request ends (`completion`) or a message is published (`topic`),
+//! (`artifact`), a work request ends (`completion`) or a message is published on a topic,
+//! Berth's own events included (`topic`),
 //! and every firing, skip, miss, pause-suppressed time and error kept as an event with
 //! its reason.
 //!
@@ -14,9 +15,11 @@
 //!
 //! How a firing goes:
 //! 1. [`fire`] (schedule rules, on every replica, rows claimed with
-//!    `FOR UPDATE SKIP LOCKED` on the database's clock) or [`watch`] (event rules) stores
-//!    the event: `pending` with a reserved request id, or `skipped` / `missed` / `paused`
-//!    / `buffered` with its reason, and moves the rule on, in one transaction.
+//!    `FOR UPDATE SKIP LOCKED` on the database's clock) or [`watch`] (event rules: new
+//!    artifacts, ended requests, messages of a topic rule's own subscription) stores the
+//!    event: `pending` with a reserved request id, or `skipped` / `missed` / `paused` /
+//!    `buffered` with its reason, and moves the rule on (its cursor, or the messages
+//!    acked), in one transaction.
 //! 2. [`settle`] turns each `pending` event into its work request through
 //!    [`crate::templates::Templates::run`] (validated exactly like `berth template run`)
 //!    and marks it `fired`, or `error` with why; a pending event left by a crash is
@@ -27,7 +30,9 @@
 //! - [`handlers`]: the registry of rule types; each type's module checks its
 //!   configuration: [`schedule`] (cron in a zone, or an ISO-8601 interval; next times,
 //!   DST, catch-up), [`artifact`] (category and data predicate), [`completion`]
-//!   (template or labels, and results), [`topic`] (refused until topics exist).
+//!   (template or labels, and results), [`topic`] (a topic, type patterns, and the
+//!   rule's subscription, opened at create and dropped at archive; never firing on what
+//!   the rule's own firings caused).
 //! - [`fire`]: the pass over due schedule rules (catch-up and overlap policies) and the
 //!   loop that runs every pass; [`watch`]: the pass over new artifacts and ended
 //!   requests; [`settle`]: pending events to work.
@@ -38,7 +43,9 @@
 //! What it must not touch: work requests' rows and states (it makes them only through
 //! [`crate::templates::Templates::run`] and stops an overlapped run only through
 //! [`crate::work::own::stop`]), templates' rows (it reads them), artifacts (it reads
-//! them), roles (decided by [`crate::access::roles`]), and the wire protocol. Secret
+//! them), topics (it opens, reads, acks and drops its subscriptions only through the
+//! topics room's internal-subscription contract), roles (decided by
+//! [`crate::access::roles`]), and the wire protocol. Secret
 //! override values are sealed with the server's key and never shown, logged or put in
 //! an event.
 
@@ -288,10 +295,13 @@ pub struct CompletionInput {
     pub results: Vec<String>,
 }
 
-/// A topic rule as a caller gave it (refused until topics exist).
+/// A topic rule as a caller gave it (checked by [`topic::check`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicInput {
+    /// A topic's slug in the rule's workspace.
     pub topic: String,
+    /// Type patterns (`work_request.failed`, `work_request.*`, `*`); empty: every message.
+    pub types: Vec<String>,
 }
 
 /// A rule's configuration as a caller gave it; the variant is the rule's type.

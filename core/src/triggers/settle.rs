@@ -26,11 +26,16 @@
 //! `BERTH_TRIGGER_NOMINAL_TIME` (schedule, RFC 3339 UTC), `BERTH_TRIGGER_ARTIFACT` with
 //! the artifact mounted at `trigger` (artifact), or `BERTH_TRIGGER_REQUEST` and
 //! `BERTH_TRIGGER_RESULT` with the ended request's completed outputs mounted at
-//! `trigger/<artifact id>` (completion). Workflow templates take no env or inputs: they
-//! get the same values as the parameters `trigger_rule`, `trigger_event`, `trigger_type`,
-//! `trigger_time`, `trigger_artifact`, `trigger_request` and `trigger_result`, each only
+//! `trigger/<artifact id>` (completion), or `BERTH_TRIGGER_TOPIC`,
+//! `BERTH_TRIGGER_MESSAGE_ID`, `BERTH_TRIGGER_MESSAGE` (the content as JSON, when it is
+//! at most 16 KiB) and `BERTH_TRIGGER_MESSAGE_PROPERTIES` (a JSON object, when there are
+//! any) (topic). Workflow templates take no env or inputs: they get the same values as
+//! the parameters `trigger_rule`, `trigger_event`, `trigger_type`, `trigger_time`,
+//! `trigger_artifact`, `trigger_request`, `trigger_result`, `trigger_topic`,
+//! `trigger_message_id`, `trigger_message` and `trigger_message_properties`, each only
 //! when the template's release declares it (a run refuses parameters it does not
-//! declare).
+//! declare). A message's content reaches the run's env, which viewers of the workspace
+//! can read with the request.
 //!
 //! What it must not touch: request rows (it reads whether one exists; requests are made
 //! by `Templates::run` only), rule rows (only their `last_fired_at`, after the events'
@@ -69,6 +74,10 @@ const WAIT_LOOKS: u32 = 50;
 const WAIT_STEP: Duration = Duration::from_millis(200);
 /// At most this many outputs of an ended request are mounted into a completion run.
 const MAX_OUTPUTS: i64 = 32;
+/// The largest message content (as JSON text) a topic run gets in
+/// `BERTH_TRIGGER_MESSAGE`; a larger one is left out (the run still gets the message id
+/// to read it by). Requests take 64 KiB of env in all.
+const MAX_MESSAGE_ENV: usize = 16 * 1024;
 
 /// What settling one event came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,6 +313,14 @@ enum Cause {
     Artifact(String),
     /// An ended request and how it ended.
     Completion { request: String, result: String },
+    /// A message on a topic: its content and properties as JSON text (`None` for the
+    /// content when it is larger than [`MAX_MESSAGE_ENV`]).
+    Message {
+        topic: String,
+        message_id: String,
+        content: Option<String>,
+        properties: String,
+    },
     /// A firing by hand, or nothing known.
     Other,
 }
@@ -326,6 +343,22 @@ impl Cause {
             return Cause::Completion {
                 request,
                 result: text("result").unwrap_or_default(),
+            };
+        }
+        if let Some(message_id) = text("message_id") {
+            let part = |key: &str| row.message.as_ref().and_then(|m| m.get(key));
+            let content = part("content")
+                .map(|c| c.to_string())
+                .filter(|c| c.len() <= MAX_MESSAGE_ENV);
+            let properties = part("properties")
+                .filter(|p| p.as_object().is_some_and(|o| !o.is_empty()))
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            return Cause::Message {
+                topic: text("topic").unwrap_or_default(),
+                message_id,
+                content,
+                properties,
             };
         }
         Cause::Other
@@ -351,6 +384,21 @@ fn trigger_values(rule: &RuleRow, row: &EventRow, cause: &Cause) -> BTreeMap<&'s
         Cause::Completion { request, result } => {
             values.insert("trigger_request", request.clone());
             values.insert("trigger_result", result.clone());
+        }
+        Cause::Message {
+            topic,
+            message_id,
+            content,
+            properties,
+        } => {
+            values.insert("trigger_topic", topic.clone());
+            values.insert("trigger_message_id", message_id.clone());
+            if let Some(content) = content {
+                values.insert("trigger_message", content.clone());
+            }
+            if !properties.is_empty() {
+                values.insert("trigger_message_properties", properties.clone());
+            }
         }
         Cause::Other => {}
     }
@@ -470,7 +518,7 @@ async fn prepare(
                         }
                     }
                 }
-                Cause::Schedule(_) | Cause::Other => {}
+                Cause::Schedule(_) | Cause::Message { .. } | Cause::Other => {}
             }
         }
         Kind::Workflow => {
@@ -601,6 +649,7 @@ mod tests {
             work_request_id: None,
             occurred_at: Utc::now(),
             settled_at: None,
+            message: None,
         }
     }
 
@@ -642,5 +691,65 @@ mod tests {
         assert_eq!(env_name("trigger_artifact"), "BERTH_TRIGGER_ARTIFACT");
         assert_eq!(env_name("trigger_request"), "BERTH_TRIGGER_REQUEST");
         assert_eq!(env_name("trigger_result"), "BERTH_TRIGGER_RESULT");
+        assert_eq!(env_name("trigger_topic"), "BERTH_TRIGGER_TOPIC");
+        assert_eq!(env_name("trigger_message"), "BERTH_TRIGGER_MESSAGE");
+        assert_eq!(
+            env_name("trigger_message_properties"),
+            "BERTH_TRIGGER_MESSAGE_PROPERTIES"
+        );
+    }
+
+    #[test]
+    fn a_message_reaches_the_run_with_its_content_unless_too_large() {
+        let mut row = event(
+            false,
+            json!({"topic": "builds", "message_id": "m1", "seq": 4}),
+        );
+        row.message = Some(json!({"content": {"ok": true}, "properties": {"k": "v"}}));
+        let cause = Cause::of(&row);
+        assert_eq!(
+            cause,
+            Cause::Message {
+                topic: "builds".into(),
+                message_id: "m1".into(),
+                content: Some(r#"{"ok":true}"#.into()),
+                properties: r#"{"k":"v"}"#.into(),
+            }
+        );
+        let rule = RuleRow {
+            id: Uuid::nil(),
+            workspace_id: Uuid::nil(),
+            name: "on-builds".into(),
+            kind: "topic".into(),
+            config: json!({}),
+            template_id: Uuid::nil(),
+            action: json!({}),
+            action_secrets: None,
+            active: true,
+            pause_note: String::new(),
+            archived_at: None,
+            created_by: Uuid::nil(),
+            created_at: Utc::now(),
+            modified_at: Utc::now(),
+            last_fired_at: None,
+            next_fire_at: None,
+            buffered_at: None,
+            watch_from: Utc::now(),
+        };
+        let values = trigger_values(&rule, &row, &cause);
+        assert_eq!(values["trigger_topic"], "builds");
+        assert_eq!(values["trigger_message_id"], "m1");
+        assert_eq!(values["trigger_message"], r#"{"ok":true}"#);
+        assert_eq!(values["trigger_message_properties"], r#"{"k":"v"}"#);
+
+        row.message = Some(json!({"content": "x".repeat(MAX_MESSAGE_ENV), "properties": {}}));
+        let cause = Cause::of(&row);
+        assert!(
+            matches!(&cause, Cause::Message { content: None, properties, .. } if properties.is_empty()),
+            "{cause:?}"
+        );
+        let values = trigger_values(&rule, &row, &cause);
+        assert!(!values.contains_key("trigger_message"));
+        assert!(!values.contains_key("trigger_message_properties"));
     }
 }

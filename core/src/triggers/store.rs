@@ -91,6 +91,9 @@ pub struct EventRow {
     pub work_request_id: Option<Uuid>,
     pub occurred_at: DateTime<Utc>,
     pub settled_at: Option<DateTime<Utc>>,
+    /// Topic rules: the message it fired on (`content`, `properties`, `context`,
+    /// `producer`), for the run; never listed with the event.
+    pub message: Option<serde_json::Value>,
 }
 
 impl EventRow {
@@ -120,6 +123,7 @@ pub struct NewEvent {
     pub description: serde_json::Value,
     pub run_as: Option<Uuid>,
     pub work_request_id: Option<Uuid>,
+    pub message: Option<serde_json::Value>,
 }
 
 impl NewEvent {
@@ -138,6 +142,7 @@ impl NewEvent {
             description: serde_json::json!({}),
             run_as: Some(rule.created_by),
             work_request_id: (outcome == Outcome::Pending).then(Uuid::new_v4),
+            message: None,
         }
     }
 }

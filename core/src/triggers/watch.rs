@@ -1,5 +1,5 @@
-//! The pass over event rules: new completed artifacts and ended work requests that
-//! match a rule become its events.
+//! The pass over event rules: new completed artifacts, ended work requests and messages
+//! of a topic rule's subscription that match a rule become its events.
 //!
 //! Each artifact and completion rule not archived (active or paused) is claimed in its
 //! own transaction with `FOR UPDATE SKIP LOCKED`, so replicas share the rules and never
@@ -17,10 +17,21 @@
 //! - Completion rules: requests of the workspace that ended as the rule wants
 //!   ([`EndedAs`]), from its template and/or carrying its labels among their
 //!   requirements, all decided in SQL.
+//! - Topic rules: no cursor and no scan. The rule's own subscription holds what it has
+//!   not taken yet; the pass takes up to [`PAGE`] messages at a time (locked
+//!   `FOR UPDATE SKIP LOCKED` by the topics room), stores an event per message it wants
+//!   (dedupe `message:<topic>:<message id>`, the message kept on the event for the run)
+//!   and acks them all in the rule's transaction: a message is acked exactly when its
+//!   event is stored, so none is lost and none fires twice.
 //!
-//! Neither kind of rule feeds itself: a request the rule's own firing made (or a step
-//! of one) and what it produced are left out, so a rule whose run ends the way it
-//! watches for, or makes the artifact it watches for, does not fire again and again.
+//! No kind of rule feeds itself: a request the rule's own firing made (or a step of one)
+//! and what it produced are left out, so a rule whose run ends the way it watches for,
+//! or makes the artifact it watches for, does not fire again and again. Nor through
+//! other rules: every event records the chain of rules whose firings led to its cause
+//! (`cause_rules`, read with the migration's `berth_cause`), and a cause whose chain
+//! names the rule is passed over, so a cycle of rules (of any types) stops after one
+//! turn; a topic rule does the same with the chain a system event carries (see
+//! [`super::topic`]).
 //!
 //! A matching cause becomes a `pending` event (a `paused` one while the rule is paused),
 //! the cursor moves to the newest completion seen — to the pass's start when the scan
@@ -41,9 +52,11 @@ use uuid::Uuid;
 use crate::artifacts::live::ALIVE_SQL;
 use crate::error::{Error, Result};
 use crate::store::schema::trigger_rules;
+use crate::topics;
 use crate::triggers::artifact::ArtifactConfig;
 use crate::triggers::completion::{CompletionConfig, EndedAs};
 use crate::triggers::store::{self, NewEvent, RuleRow};
+use crate::triggers::topic::{self, TopicConfig};
 use crate::triggers::{Outcome, RuleKind, Triggers, settle};
 use crate::work::state::{Reason, Status, WorkResult};
 
@@ -59,10 +72,11 @@ pub async fn pass(triggers: &Triggers) -> Result<usize> {
     let mut conn = triggers.pool.get().await?;
     let rules: Vec<Uuid> = trigger_rules::table
         .filter(trigger_rules::archived_at.is_null())
-        .filter(
-            trigger_rules::kind
-                .eq_any([RuleKind::Artifact.as_str(), RuleKind::Completion.as_str()]),
-        )
+        .filter(trigger_rules::kind.eq_any([
+            RuleKind::Artifact.as_str(),
+            RuleKind::Completion.as_str(),
+            RuleKind::Topic.as_str(),
+        ]))
         .order(trigger_rules::id)
         .select(trigger_rules::id)
         .load(&mut conn)
@@ -128,7 +142,11 @@ async fn watch_one(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Found> {
             let config = CompletionConfig::from_value(&rule.config)?;
             scan_completions(conn, &rule, &config, start).await?
         }
-        RuleKind::Schedule | RuleKind::Topic => return Ok(Found::default()),
+        RuleKind::Topic => {
+            let config = TopicConfig::from_value(&rule.config)?;
+            return take_messages(conn, &rule, &config).await;
+        }
+        RuleKind::Schedule => return Ok(Found::default()),
     };
     let mut found = Found::default();
     for (dedupe, description) in causes {
@@ -172,6 +190,96 @@ fn new_event(rule: &RuleRow, dedupe: String, description: serde_json::Value) -> 
     event
 }
 
+/// Takes a topic rule's messages from its subscription and, in the caller's
+/// transaction, stores an event for each it wants and acks them all (at most
+/// [`PAGES`] × [`PAGE`] a pass). A message the rule's own firings caused, or of a type it
+/// does not want, is acked without an event. A subscription that is gone (its topic was
+/// deleted) is one `error` event, once.
+async fn take_messages(
+    conn: &mut AsyncPgConnection,
+    rule: &RuleRow,
+    config: &TopicConfig,
+) -> Result<Found> {
+    let mut found = Found::default();
+    let Some(subscription) = config.subscription_id else {
+        return Ok(found);
+    };
+    let own = rule.id.to_string();
+    for _ in 0..PAGES {
+        let messages = match topics::take_internal(conn, subscription, PAGE as i64).await {
+            Ok(messages) => messages,
+            Err(Error::NotFound(m)) => {
+                let mut event = NewEvent::of_rule(
+                    rule,
+                    Outcome::Error,
+                    format!("subscription-gone:{subscription}"),
+                    format!(
+                        "topic {} or the rule's subscription on it no longer exists ({m}); make the topic again and set the rule's topic again, or archive the rule",
+                        config.topic
+                    ),
+                );
+                event.description = serde_json::json!({"topic": config.topic});
+                if store::insert_event(conn, &event).await? {
+                    found.stored += 1;
+                }
+                return Ok(found);
+            }
+            Err(e) => return Err(e),
+        };
+        let full = messages.len() == PAGE;
+        let mut seqs = Vec::with_capacity(messages.len());
+        for message in messages {
+            seqs.push(message.seq);
+            if !config.wants(&message.content) {
+                continue;
+            }
+            let rules = topic::cause_rules(&message.content);
+            if rules.contains(&own) {
+                tracing::debug!(rule = %rule.id, message = %message.message_id,
+                    "triggers: a message caused by the rule's own firings passed over");
+                continue;
+            }
+            let mut description = serde_json::json!({
+                "topic": config.topic,
+                "message_id": message.message_id.to_string(),
+                "seq": message.seq,
+                "producer": message.producer,
+                "published_at": message.published_at,
+                "cause_rules": rules,
+            });
+            for key in ["type", "object_id"] {
+                if let Some(value) = message.content.get(key)
+                    && let Some(object) = description.as_object_mut()
+                {
+                    object.insert(key.to_owned(), value.clone());
+                }
+            }
+            let mut event = new_event(
+                rule,
+                format!("message:{}:{}", config.topic, message.message_id),
+                description,
+            );
+            event.message = Some(serde_json::json!({
+                "content": message.content,
+                "properties": message.properties,
+                "context": message.context,
+                "producer": message.producer,
+            }));
+            if store::insert_event(conn, &event).await? {
+                found.stored += 1;
+                if event.outcome == Outcome::Pending.as_str() {
+                    found.pending.push(event.id);
+                }
+            }
+        }
+        topics::accept_internal(conn, subscription, &seqs).await?;
+        if !full {
+            break;
+        }
+    }
+    Ok(found)
+}
+
 /// Causes found: (dedupe, description) of each, the newest completion time seen, and
 /// whether the scan saw everything up to now.
 type Scan = (
@@ -188,6 +296,8 @@ struct ArtifactSeen {
     data: serde_json::Value,
     #[diesel(sql_type = Timestamptz)]
     completed_at: DateTime<Utc>,
+    #[diesel(sql_type = Jsonb)]
+    cause_rules: serde_json::Value,
 }
 
 /// Completed, live artifacts of the rule's workspace and category after the keyset
@@ -195,7 +305,11 @@ struct ArtifactSeen {
 /// make, oldest first.
 fn artifacts_sql() -> String {
     format!(
-        "SELECT artifacts.id, artifacts.data, artifacts.completed_at FROM artifacts \
+        "SELECT artifacts.id, artifacts.data, artifacts.completed_at, \
+           coalesce(berth_cause(artifacts.work_request_id, \
+             (SELECT r.parent_id FROM work_requests r WHERE r.id = artifacts.work_request_id)) \
+             -> 'rules', '[]'::jsonb) AS cause_rules \
+         FROM artifacts \
          WHERE artifacts.workspace_id = $1 AND artifacts.category = $2 AND artifacts.complete \
            AND artifacts.completed_at IS NOT NULL \
            AND (artifacts.completed_at, artifacts.id) > ($3, $4) \
@@ -235,10 +349,14 @@ async fn scan_artifacts(
         for seen in page {
             after = (seen.completed_at, seen.id);
             newest = Some(seen.completed_at);
-            if config.matches(&seen.data) {
+            if config.matches(&seen.data) && !caused_by(&seen.cause_rules, rule.id) {
                 causes.push((
                     format!("artifact:{}", seen.id),
-                    serde_json::json!({"artifact": seen.id.to_string(), "category": config.category}),
+                    serde_json::json!({
+                        "artifact": seen.id.to_string(),
+                        "category": config.category,
+                        "cause_rules": seen.cause_rules,
+                    }),
                 ));
             }
         }
@@ -263,6 +381,17 @@ struct RequestSeen {
     completed_at: DateTime<Utc>,
     #[diesel(sql_type = Nullable<Text>)]
     template: Option<String>,
+    #[diesel(sql_type = Jsonb)]
+    cause_rules: serde_json::Value,
+}
+
+/// Whether `rules` (the chain of rules whose firings led to a cause, as JSON) names
+/// `rule`: then the cause is of the rule's own making, through other rules.
+fn caused_by(rules: &serde_json::Value, rule: Uuid) -> bool {
+    let rule = rule.to_string();
+    rules
+        .as_array()
+        .is_some_and(|rules| rules.iter().any(|r| r.as_str() == Some(rule.as_str())))
 }
 
 /// Requests of the rule's workspace that ended from `start` on as one of `results`
@@ -275,7 +404,8 @@ fn completions_sql(results: &[EndedAs]) -> String {
         .collect::<Vec<_>>()
         .join(" OR ");
     format!(
-        "SELECT wr.id, wr.status, wr.result, wr.reason, wr.completed_at, t.name AS template \
+        "SELECT wr.id, wr.status, wr.result, wr.reason, wr.completed_at, t.name AS template, \
+           coalesce(berth_cause(wr.id, wr.parent_id) -> 'rules', '[]'::jsonb) AS cause_rules \
          FROM work_requests wr LEFT JOIN templates t ON t.id = wr.template_id \
          WHERE wr.workspace_id = $1 AND wr.completed_at IS NOT NULL AND wr.completed_at >= $2 \
            AND ($3::uuid IS NULL OR wr.template_id = $3) \
@@ -321,6 +451,7 @@ async fn scan_completions(
     let newest = rows.last().map(|r| r.completed_at);
     let causes = rows
         .into_iter()
+        .filter(|seen| !caused_by(&seen.cause_rules, rule.id))
         .map(|seen| {
             let result =
                 EndedAs::of(seen.status, seen.result, seen.reason).map_or("", EndedAs::as_str);
@@ -330,6 +461,7 @@ async fn scan_completions(
                     "request": seen.id.to_string(),
                     "result": result,
                     "template": seen.template.unwrap_or_default(),
+                    "cause_rules": seen.cause_rules,
                 }),
             )
         })
@@ -348,6 +480,21 @@ mod tests {
             "AND ((wr.status = 'completed' AND wr.result = 'failure') OR (wr.status = 'aborted' AND wr.reason = 'cancelled'))"
         ), "{sql}");
         assert!(!sql.contains("'success'"), "{sql}");
+    }
+
+    #[test]
+    fn a_cause_whose_chain_names_the_rule_is_its_own() {
+        let rule = Uuid::from_u128(3);
+        assert!(caused_by(
+            &serde_json::json!([Uuid::from_u128(1).to_string(), rule.to_string()]),
+            rule
+        ));
+        assert!(!caused_by(
+            &serde_json::json!([Uuid::from_u128(1).to_string()]),
+            rule
+        ));
+        assert!(!caused_by(&serde_json::json!([]), rule));
+        assert!(!caused_by(&serde_json::Value::Null, rule));
     }
 
     #[test]

@@ -8,12 +8,12 @@
 
 use berth_common::proto::notification_service_server::NotificationService;
 use berth_common::proto::{
-    self, CreateChannelRequest, CreateChannelResponse, CreateReactionRequest,
-    DeleteChannelRequest, DeleteChannelResponse, DeleteReactionRequest, DeleteReactionResponse,
-    GetChannelRequest, ListChannelsRequest, ListChannelsResponse, ListDeliveriesRequest,
-    ListDeliveriesResponse, ListReactionsRequest, ListReactionsResponse, NotificationChannel,
-    RedeliverDeliveryRequest, RotateChannelSecretRequest, RotateChannelSecretResponse,
-    TestChannelRequest, UpdateChannelRequest,
+    self, CreateChannelRequest, CreateChannelResponse, CreateReactionRequest, DeleteChannelRequest,
+    DeleteChannelResponse, DeleteReactionRequest, DeleteReactionResponse, GetChannelRequest,
+    ListChannelsRequest, ListChannelsResponse, ListDeliveriesRequest, ListDeliveriesResponse,
+    ListReactionsRequest, ListReactionsResponse, NotificationChannel, RedeliverDeliveryRequest,
+    RotateChannelSecretRequest, RotateChannelSecretResponse, TestChannelRequest,
+    UpdateChannelRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -230,9 +230,7 @@ impl NotificationService for NotificationApi {
                 disabled_reason: req.disabled_reason,
                 event_types: req.set_event_types.then_some(req.event_types),
                 url: req.url,
-                headers: req
-                    .set_headers
-                    .then(|| req.headers.into_iter().collect()),
+                headers: req.set_headers.then(|| req.headers.into_iter().collect()),
                 recipients: (!req.recipients.is_empty()).then_some(req.recipients),
                 subject_prefix: req.subject_prefix,
             };

@@ -174,7 +174,10 @@ fn config_from_proto(config: WireConfig) -> Result<ConfigInput> {
         WireConfig::Schedule(s) => ConfigInput::Schedule(schedule_from_proto(s)?),
         WireConfig::Artifact(a) => ConfigInput::Artifact(artifact_from_proto(a)),
         WireConfig::Completion(c) => ConfigInput::Completion(completion_from_proto(c)),
-        WireConfig::Topic(t) => ConfigInput::Topic(TopicInput { topic: t.topic }),
+        WireConfig::Topic(t) => ConfigInput::Topic(TopicInput {
+            topic: t.topic,
+            types: t.types,
+        }),
     })
 }
 
@@ -284,7 +287,10 @@ fn config_to_proto(
         RuleKind::Topic => {
             let t: TopicConfig = serde_json::from_value(value.clone())
                 .map_err(|e| Error::internal(format!("stored topic rule unreadable: {e}")))?;
-            Config::Topic(proto::TopicConfig { topic: t.topic })
+            Config::Topic(proto::TopicConfig {
+                topic: t.topic,
+                types: t.types,
+            })
         }
     })
 }

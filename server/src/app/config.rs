@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use berth_core::artifacts::gc::GcSettings;
 use berth_core::artifacts::stores::{FilesSettings, StoreSettings};
+use berth_core::events::relay::RelaySettings;
 use berth_core::live::AgentSettings;
 use berth_core::work::spec::SpecDefaults;
 
@@ -86,6 +87,7 @@ struct FileConfig {
     #[serde(default)]
     defaults: FileDefaults,
     files: Option<FileFiles>,
+    events: Option<FileEvents>,
     #[serde(default)]
     notifications: FileNotifications,
 }
@@ -162,7 +164,11 @@ fn notify_settings(
         settings.failure_limit = limit;
     }
     let cidrs = env_var("BERTH_WEBHOOK_ALLOW_CIDRS")
-        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect::<Vec<_>>())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
         .or(file.webhook_allow_cidrs);
     if let Some(cidrs) = cidrs {
         settings.allow_cidrs = berth_core::notifications::ssrf::parse_cidrs(&cidrs)
@@ -246,6 +252,52 @@ fn notify_settings(
         }
     }
     Ok(settings)
+}
+
+/// `[events]`: the relay of Berth's own events onto the system topics.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEvents {
+    /// The longest time between two relay passes; default 200ms.
+    relay_interval: Option<String>,
+    /// Events relayed per transaction; default 500.
+    relay_batch: Option<u32>,
+    /// How long relayed events stay in the outbox; default 1h.
+    retention: Option<String>,
+}
+
+/// The relay's settings from `[events]`, each checked against its bounds.
+fn relay_settings(events: Option<&FileEvents>) -> Result<RelaySettings, ConfigError> {
+    let mut relay = RelaySettings::default();
+    let Some(events) = events else {
+        return Ok(relay);
+    };
+    if let Some(text) = &events.relay_interval {
+        relay.interval = duration("[events] relay_interval", text)?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(10)).contains(&relay.interval) {
+            return Err(ConfigError(format!(
+                "[events] relay_interval: {text} is out of bounds; use 10ms to 10s"
+            )));
+        }
+    }
+    if let Some(batch) = events.relay_batch {
+        if !(1..=10_000).contains(&batch) {
+            return Err(ConfigError(format!(
+                "[events] relay_batch: {batch} is out of bounds; use 1 to 10000"
+            )));
+        }
+        relay.batch = batch;
+    }
+    if let Some(text) = &events.retention {
+        relay.retention = duration("[events] retention", text)?;
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400)).contains(&relay.retention)
+        {
+            return Err(ConfigError(format!(
+                "[events] retention: {text} is out of bounds; use 1m to 30d"
+            )));
+        }
+    }
+    Ok(relay)
 }
 
 /// `[files]`: the file stores artifacts are kept in.
@@ -448,6 +500,8 @@ pub struct Config {
     /// The longest time between two passes over trigger rules (they also run when the
     /// next schedule time comes); default 1s.
     pub trigger_interval: Duration,
+    /// The relay of Berth's own events (`[events]`).
+    pub relay: RelaySettings,
     /// How notifications are delivered (`[notifications]`): webhook timeout, retries,
     /// the failure limit, the SSRF allow-list, the log's retention, the SMTP relay.
     pub notifications: berth_core::notifications::NotifySettings,
@@ -619,6 +673,7 @@ impl Config {
         }
         let notifications = notify_settings(file.notifications)?;
         let gc = gc_settings(file.files.as_ref())?;
+        let relay = relay_settings(file.events.as_ref())?;
         let files = files_settings(&data_dir, file.files)?;
         Ok(Config {
             files,
@@ -626,6 +681,7 @@ impl Config {
             artifact_limits: Default::default(),
             agent,
             trigger_interval,
+            relay,
             notifications,
             listen,
             data_dir,
@@ -748,6 +804,39 @@ mod tests {
     }
 
     #[test]
+    fn the_relays_settings_are_read_from_the_file_and_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "[events]\nrelay_interval = \"50ms\"\nrelay_batch = 100\nretention = \"2h\"\n",
+        )
+        .expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        assert_eq!(config.relay.interval, Duration::from_millis(50));
+        assert_eq!(config.relay.batch, 100);
+        assert_eq!(config.relay.retention, Duration::from_secs(7200));
+        for (text, key) in [
+            ("relay_interval = \"1ms\"", "relay_interval"),
+            ("relay_interval = \"1m\"", "relay_interval"),
+            ("relay_batch = 0", "relay_batch"),
+            ("relay_batch = 20000", "relay_batch"),
+            ("retention = \"10s\"", "retention"),
+            ("retention = \"forever\"", "retention"),
+        ] {
+            std::fs::write(&path, format!("[events]\n{text}\n")).expect("write");
+            let error = Config::resolve(&args).expect_err(text);
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert_eq!(default.relay, RelaySettings::default());
+    }
+
+    #[test]
     fn outbox_slack_is_read_from_the_file_and_bounded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("berth.toml");
@@ -804,21 +893,39 @@ mod tests {
         let config = Config::resolve(&args).expect("resolve");
         let n = &config.notifications;
         assert_eq!(n.webhook_timeout, Duration::from_secs(3));
-        assert_eq!(n.retry_schedule, vec![Duration::from_secs(1), Duration::from_secs(60)]);
+        assert_eq!(
+            n.retry_schedule,
+            vec![Duration::from_secs(1), Duration::from_secs(60)]
+        );
         assert_eq!(n.failure_limit, 2);
         assert_eq!(n.allow_cidrs.len(), 2);
         let smtp = n.smtp.as_ref().expect("smtp");
         assert_eq!(smtp.port, 465);
-        assert!(!format!("{config:?}").contains("hunter2"), "the password is in Debug");
+        assert!(
+            !format!("{config:?}").contains("hunter2"),
+            "the password is in Debug"
+        );
         for (text, key) in [
             ("smtp_host = \"h\"\n", "smtp_from"),
             ("smtp_from = \"a@b.c\"\n", "smtp_host"),
-            ("smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_tls = \"ssl\"\n", "smtp_tls"),
+            (
+                "smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_tls = \"ssl\"\n",
+                "smtp_tls",
+            ),
             ("smtp_host = \"h\"\nsmtp_from = \"nope\"\n", "smtp_from"),
-            ("smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_username = \"u\"\n", "smtp_username"),
-            ("webhook_allow_cidrs = [\"localhost\"]\n", "webhook_allow_cidrs"),
+            (
+                "smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_username = \"u\"\n",
+                "smtp_username",
+            ),
+            (
+                "webhook_allow_cidrs = [\"localhost\"]\n",
+                "webhook_allow_cidrs",
+            ),
             ("webhook_timeout = \"1h\"\n", "webhook_timeout"),
-            ("webhook_retry_schedule = [\"30d\"]\n", "webhook_retry_schedule"),
+            (
+                "webhook_retry_schedule = [\"30d\"]\n",
+                "webhook_retry_schedule",
+            ),
             ("delivery_log_days = 0\n", "delivery_log_days"),
         ] {
             std::fs::write(&path, format!("[notifications]\n{text}")).expect("write");

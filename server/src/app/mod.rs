@@ -28,6 +28,7 @@ use berth_core::artifacts::Artifacts;
 use berth_core::artifacts::collections::Collections;
 use berth_core::artifacts::gc;
 use berth_core::artifacts::stores::Stores;
+use berth_core::events::relay::{self, Relay};
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{self, DbHealth};
@@ -362,6 +363,12 @@ async fn serve_inner(
     )
     .with_interval(config.trigger_interval);
     tasks.spawn(fire::run(triggers.clone(), background.clone()));
+    // Publishes Berth's own events from the outbox onto the system topics and hands them
+    // to the notification channels (one replica at a time).
+    tasks.spawn(relay::run(
+        Relay::new(pool.clone(), hub.clone(), config.relay.clone()),
+        background.clone(),
+    ));
     // Sends queued notifications (webhooks, email), with retries, on every replica.
     let notifications = Notifications::new(
         pool.clone(),
