@@ -21,6 +21,10 @@ use crate::values::{
 };
 use crate::values::{NetworkArg, parse_network};
 
+mod notifications;
+pub use self::notifications::{
+    ChannelCommand, ChannelCreateArgs, ChannelUpdateArgs, DeliveriesArgs, ReactionCommand,
+};
 mod services;
 pub use self::services::{
     CommandArg, PortArg, RestartArg, ServiceCommand, ServiceCreateArgs, ServiceDeployArgs,
@@ -147,6 +151,14 @@ pub enum Command {
     /// miss is an event.
     #[command(subcommand, arg_required_else_help = true)]
     Trigger(TriggerCommand),
+    /// Notification channels: webhooks signed per Standard Webhooks, or email; the
+    /// delivery log, redeliveries and test pings.
+    #[command(subcommand, arg_required_else_help = true)]
+    Channel(ChannelCommand),
+    /// Reactions: notify a channel when a work request, workflow, template or service
+    /// starts, succeeds, fails or completes.
+    #[command(subcommand, arg_required_else_help = true)]
+    Reaction(ReactionCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's

@@ -20,7 +20,7 @@ use berth_tests::notify::{
     deliveries, event, fan_out, notifications, quick_notifications, verify, webhook,
 };
 use berth_tests::receiver::{Receiver, Reply};
-use berth_tests::{TestServer, eventually, query};
+use berth_tests::{SimOptions, TestServer, eventually, query, spec};
 use serde_json::json;
 use tonic::Code;
 use uuid::Uuid;
@@ -680,5 +680,103 @@ async fn a_disabled_channel_holds_nothing_and_enabling_it_clears_its_failures() 
     emit(&server).await;
     receiver.wait_for(2, WAIT).await;
     settled(&server, "revived", 2).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_work_request_reaches_its_reactions_webhook_through_the_relay() {
+    use berth_common::client::BearerAuth;
+    use berth_common::proto::template_service_client::TemplateServiceClient;
+    use berth_common::proto::{
+        CreateReactionRequest, CreateTemplateRequest, JobTemplateSpec, RunTemplateRequest,
+        create_template_request,
+    };
+    let server = quick_server().await;
+    let _worker = server.sim_worker(SimOptions::default()).await;
+    let on_call = Receiver::ok().await;
+    let firehose = Receiver::ok().await;
+    let mut client = notifications(&server, &server.admin_token).await;
+    // One channel only its reaction feeds, one that wants every request event.
+    let secret = client
+        .create_channel(webhook("", "on-call", &on_call.url("/"), &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .signing_secret;
+    channel(&server, "firehose", &firehose.url("/")).await;
+    let mut templates = TemplateServiceClient::with_interceptor(
+        server.channel().await,
+        BearerAuth::new(&server.admin_token),
+    );
+    let template = templates
+        .create_template(CreateTemplateRequest {
+            name: "flaky".into(),
+            spec: Some(create_template_request::Spec::Job(JobTemplateSpec {
+                spec: Some(spec(&["false"])),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .create_reaction(CreateReactionRequest {
+            workspace: String::new(),
+            object_kind: "template".into(),
+            object: "flaky".into(),
+            on: "failure".into(),
+            channel: "on-call".into(),
+        })
+        .await
+        .unwrap();
+    let request = templates
+        .run_template(RunTemplateRequest {
+            name: "flaky".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let got = on_call.wait_for(1, WAIT).await;
+    verify(&secret, &got[0]).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
+    assert_eq!(body["type"], "work_request.failed", "{body}");
+    assert_eq!(body["data"]["object_id"], request.id);
+    assert_eq!(body["data"]["topic"], "berth.work-requests");
+    assert_eq!(body["data"]["state"]["template_id"], template.id, "{body}");
+    assert_eq!(body["data"]["state"]["result"], "failure", "{body}");
+    // The webhook-id is the event's id in the outbox.
+    let outbox: Vec<String> = query(
+        &server.database_url,
+        &format!(
+            "SELECT id::text FROM system_events WHERE object_id = '{}' AND event_type = 'work_request.failed'",
+            request.id
+        ),
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(outbox, vec![got[0].header("webhook-id").to_owned()]);
+    // Only the failure went to the reaction's channel; the firehose saw the request's
+    // whole life, in order.
+    let seen = eventually("the firehose to see the request end", WAIT, || {
+        let firehose = &firehose;
+        let request = &request;
+        async move {
+            let types: Vec<String> = firehose
+                .requests()
+                .iter()
+                .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap())
+                .filter(|b| b["data"]["object_id"] == request.id)
+                .map(|b| b["type"].as_str().unwrap().to_owned())
+                .collect();
+            types.contains(&"work_request.failed".to_owned()).then_some(types)
+        }
+    })
+    .await;
+    assert!(seen.contains(&"work_request.running".to_owned()), "{seen:?}");
+    assert_eq!(on_call.requests().len(), 1, "{:?}", on_call.requests());
     server.stop().await;
 }

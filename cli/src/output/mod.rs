@@ -16,6 +16,7 @@
 //! layouts.
 
 mod artifacts;
+mod notifications;
 mod queue;
 mod services;
 mod templates;
@@ -38,6 +39,10 @@ use serde::{Serialize, Serializer};
 pub use self::artifacts::{
     ArtifactListView, ArtifactView, CollectionItemView, CollectionListView, CollectionView,
     DeletedArtifactView, DownloadedView, RelatedView,
+};
+pub use self::notifications::{
+    ChannelListView, ChannelView, CreatedChannelView, DeletedView, DeliveryListView,
+    DeliveryView, ReactionListView, ReactionView,
 };
 pub use self::queue::{QueueEntryView, QueueView};
 pub use self::services::{

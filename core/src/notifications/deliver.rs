@@ -15,7 +15,9 @@
 //! permanent refusal (4xx, a redirect, a refused address), or `410 Gone`, which also
 //! disables the channel. Finally failed deliveries count against the channel (reset by
 //! a delivered one); at the limit it is disabled, and a `notification.channel_disabled`
-//! event goes to the workspace's other channels that want it. Test pings are tried once
+//! event is recorded in the system events outbox ([`crate::events::emit`]), so it is
+//! published on `berth.notifications` and reaches the workspace's other channels that
+//! want it. Test pings are tried once
 //! and never count.
 
 use std::collections::BTreeMap;
@@ -32,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::events::SystemEvent;
+use crate::events;
 use crate::notifications::email::{self, Mailer};
-use crate::notifications::fanout::{NOTIFY_CHANNEL, queue_in};
+use crate::notifications::fanout::NOTIFY_CHANNEL;
 use crate::notifications::store::{AttemptRow, ChannelRow, DeliveryRow};
 use crate::notifications::webhook::{self, Attempt, Verdict};
 use crate::notifications::{ChannelKind, DeliveryState, Notifications};
@@ -496,23 +498,24 @@ async fn settle_channel(
             .execute(conn)
             .await?;
         tracing::warn!(channel = %channel.name, workspace = %channel.workspace_id, %reason, "disabled a notification channel");
-        let event = SystemEvent {
-            id: Uuid::now_v7(),
-            seq: 0,
-            workspace_id: channel.workspace_id,
-            topic: "berth.notifications".into(),
-            event_type: "notification.channel_disabled".into(),
-            object_id: channel.id,
-            occurred_at: now,
-            data: serde_json::json!({
+        // Into the outbox, in this transaction: the relay publishes it on
+        // `berth.notifications` and hands it to the channels that want it (this one is
+        // disabled now, so it is not among them).
+        events::emit(
+            conn,
+            channel.workspace_id,
+            "berth.notifications",
+            "notification.channel_disabled",
+            channel.id,
+            &serde_json::json!({
                 "channel": channel.name,
                 "kind": channel.kind,
                 "reason": reason,
                 "failures_in_row": failures,
                 "last_error": last_error,
             }),
-        };
-        queue_in(conn, &[event]).await?;
+        )
+        .await?;
     }
     Ok(())
 }

@@ -9,8 +9,10 @@
 //!    that want it — by an event type pattern ([`patterns`]) or by a reaction on its
 //!    object, the object's template, workflow or service ([`reactions`]) — and inserts
 //!    one delivery per (event, channel) with `ON CONFLICT DO NOTHING`, so relaying an
-//!    event twice queues it once. It then `NOTIFY`s `berth_notifications`, which the
-//!    database sends only when that transaction commits.
+//!    event twice queues it once. When it queued any, it `NOTIFY`s
+//!    `berth_notifications`, which the database sends only when that transaction
+//!    commits (only the relay's transaction notifies, and only one replica relays at a
+//!    time, so the commit lock a NOTIFY takes serializes nothing else).
 //! 2. [`deliver`] runs on every replica: woken by the notification (or its poll), it
 //!    claims due deliveries with `FOR UPDATE SKIP LOCKED` and a lease, sends each
 //!    ([`webhook`]: Standard Webhooks signatures, the [`ssrf`] guard, no redirects;
@@ -24,8 +26,11 @@
 //!    attempts means an outage shorter than the retry schedule never disables a
 //!    channel, while an endpoint that is gone for good is disabled about a day after it
 //!    went. The reason and last error are kept on the channel, and a
-//!    `notification.channel_disabled` event is queued to the workspace's other channels
-//!    that want it, which is how the workspace's owners are told.
+//!    `notification.channel_disabled` event goes into the system events outbox in the
+//!    same transaction: it is published on the `berth.notifications` topic (which any
+//!    reader of the workspace may subscribe to) and handed back to [`fanout_in`] for the
+//!    workspace's other channels that want it. That is how the workspace's owners are
+//!    told: users have no email address of their own.
 //!
 //! What it owns: [`store`] (rows), [`channels`] (managing channels and their sealed
 //! secrets), [`reactions`], [`fanout`], [`deliver`] (the loop, the backoff, disabling),

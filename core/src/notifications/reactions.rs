@@ -38,9 +38,9 @@ pub fn on_of(event_type: &str, data: &serde_json::Value) -> Vec<On> {
         out.push(On::Start);
         return out;
     }
-    let success = matches!(last, "succeeded" | "success")
+    let success = matches!(last, "succeeded" | "success" | "deploy_done")
         || (matches!(last, "completed" | "finished" | "ended" | "changed") && result == "success");
-    let failure = matches!(last, "failed" | "failure" | "errored" | "error")
+    let failure = matches!(last, "failed" | "failure" | "errored" | "error" | "deploy_failed")
         || (matches!(last, "completed" | "finished" | "ended" | "changed")
             && matches!(result, "failure" | "error"));
     let ended = success
@@ -353,6 +353,17 @@ mod tests {
             vec![On::Start]
         );
         assert!(on_of("work_request.created", &json!({})).is_empty());
+        assert_eq!(on_of("work_request.running", &json!({})), vec![On::Start]);
+        assert_eq!(
+            on_of("work_request.errored", &json!({})),
+            vec![On::Failure, On::Completion]
+        );
+        assert_eq!(on_of("work_request.cancelled", &json!({})), vec![On::Completion]);
+        assert_eq!(on_of("service.started", &json!({})), vec![On::Start]);
+        assert_eq!(
+            on_of("service.deploy_failed", &json!({})),
+            vec![On::Failure, On::Completion]
+        );
         assert!(on_of("notification.ping", &json!({})).is_empty());
     }
 }
