@@ -19,6 +19,7 @@ use berth_common::proto::collection_service_server::CollectionServiceServer;
 use berth_common::proto::service_service_server::ServiceServiceServer;
 use berth_common::proto::template_service_server::TemplateServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
+use berth_common::proto::topic_service_server::TopicServiceServer;
 use berth_common::proto::trigger_service_server::TriggerServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
 use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
@@ -36,6 +37,7 @@ use berth_core::live::health::{DbHealth, Reachability};
 use berth_core::services::ServiceManager;
 use berth_core::store::db;
 use berth_core::templates::Templates;
+use berth_core::topics::Topics;
 use berth_core::triggers::Triggers;
 use berth_core::work::requests::WorkRequests;
 use tokio::net::TcpListener;
@@ -55,6 +57,7 @@ use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
 use crate::api::services::ServiceApi;
 use crate::api::templates::TemplateApi;
 use crate::api::tokens::TokenApi;
+use crate::api::topics::TopicApi;
 use crate::api::triggers::TriggerApi;
 use crate::api::users::UserApi;
 use crate::api::work_requests::WorkRequestApi;
@@ -62,7 +65,7 @@ use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 12] = [
+const SERVICE_NAMES: [&str; 13] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -75,6 +78,7 @@ const SERVICE_NAMES: [&str; 12] = [
     "berth.v1.TemplateService",
     "berth.v1.ServiceService",
     "berth.v1.TriggerService",
+    "berth.v1.TopicService",
 ];
 
 /// What the server serves.
@@ -92,7 +96,8 @@ pub struct Services {
     pub templates: Templates,
     pub service_manager: ServiceManager,
     pub triggers: Triggers,
-    /// Ends the worker streams when cancelled.
+    pub topics: Topics,
+    /// Ends the worker streams (and topic consumer streams) when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
     pub database: Arc<DbHealth>,
@@ -182,6 +187,7 @@ pub async fn serve(
         templates,
         service_manager,
         triggers,
+        topics,
         streams_end,
         database: _,
     } = services;
@@ -212,7 +218,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            AgentServiceServer::new(AgentApi::new(agents, streams_end))
+            AgentServiceServer::new(AgentApi::new(agents, streams_end.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
@@ -233,6 +239,10 @@ pub async fn serve(
         )
         .add_service(
             TriggerServiceServer::new(TriggerApi::new(triggers))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            TopicServiceServer::new(TopicApi::new(topics, streams_end))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

@@ -37,6 +37,7 @@ use berth_core::services::{ServiceManager, reconcile};
 use berth_core::store::db::{self, DbError, DbPool, DbSettings};
 use berth_core::store::secrets::{SecretBox, SecretError};
 use berth_core::templates::Templates;
+use berth_core::topics::{self, Topics};
 use berth_core::triggers::{Triggers, fire};
 use berth_core::work::recorder::{self, Recorder};
 use berth_core::work::requests::WorkRequests;
@@ -361,6 +362,9 @@ async fn serve_inner(
     )
     .with_interval(config.trigger_interval);
     tasks.spawn(fire::run(triggers.clone(), background.clone()));
+    // Retention, collection and dead letters of topics; consumers marked seen; pings.
+    let topics = Topics::new(pool.clone(), hub.clone()).with_settings(config.topics.clone());
+    tasks.spawn(topics::background::run(topics.clone(), background.clone()));
     let services = Services {
         authenticator: Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
         tokens: Tokens::new(pool.clone(), hub.clone()),
@@ -370,6 +374,7 @@ async fn serve_inner(
         templates,
         service_manager,
         triggers,
+        topics,
         requests,
         agents: Agents::new(
             pool.clone(),
