@@ -1,7 +1,7 @@
 //! `topics`: how many messages a second go publish → deliver → ack, how long one takes,
 //! and how that compares with the smallest write PostgreSQL can do.
 //!
-//! A topic (store policy `cache`, the default: each message is deleted at its first ack)
+//! A public topic (store policy `cache`, the default: each message is deleted at its first ack)
 //! with one durable subscription; 4 publishers and 4 consumers sharing that
 //! subscription, each consumer a real `Subscribe` stream with credit, acking what it got
 //! in batches as it goes:
@@ -11,7 +11,8 @@
 //!    `OK`) divided by the time from the first publish until the last ack; every message
 //!    must be delivered and acked (a count that falls short is an error, not a figure).
 //! 2. **Half load.** The publishers paced to half of that rate together, one message per
-//!    call: latency from just before the publish call until a consumer holds the
+//!    call, in an open loop (each call sent on time, whether or not the earlier ones have
+//!    returned): latency from just before the publish call until a consumer holds the
 //!    delivery (publish → deliver), and until its ack is answered (publish → ack), p50 /
 //!    p99. At saturation latency only measures the queue; at half load it measures the
 //!    path.
@@ -45,7 +46,7 @@ use tonic::transport::Channel;
 use crate::report::{Report, ms};
 use crate::scenarios::Options;
 use crate::scenarios::noop::pgbench;
-use crate::stack::{Stack, StackOptions, percentile};
+use crate::stack::{Stack, StackOptions, percentile, tail};
 
 /// Publishers, and consumers on the one subscription.
 const PUBLISHERS: usize = 4;
@@ -57,6 +58,8 @@ const CREDIT: u32 = 500;
 /// A consumer sends its acks when this many are waiting, or every [`ACK_FLUSH`].
 const ACK_BATCH: usize = 100;
 const ACK_FLUSH: Duration = Duration::from_millis(2);
+/// Publish calls one publisher has open at once at half load.
+const MAX_OPEN_CALLS: usize = 256;
 /// Goals (BENCHMARKS.md).
 const GOAL_PER_SECOND: f64 = 5000.0;
 const GOAL_P99_MS: f64 = 20.0;
@@ -72,7 +75,10 @@ pub async fn run(opts: &Options) -> anyhow::Result<Report> {
         Duration::from_secs(15)
     };
     let stack = Stack::start(StackOptions::default()).await?;
-    let result = measure(&stack, duration).await;
+    let result = measure(&stack, duration).await.map_err(|e| {
+        let log = tail(&stack.dir.path().join("server.log"), 20);
+        e.context(format!("the server's log ends:\n{log}"))
+    });
     stack.stop().await?;
     result
 }
@@ -229,6 +235,7 @@ async fn phase(
         .clone()
         .create_topic(CreateTopicRequest {
             slug: slug.into(),
+            public: true,
             ..Default::default()
         })
         .await
@@ -286,10 +293,13 @@ async fn phase(
     let mut last = acked.load(Ordering::SeqCst);
     let mut last_change = Instant::now();
     while acked.load(Ordering::SeqCst) < total {
-        for consumer in &consumers {
-            if consumer.is_finished() {
-                bail!("a consumer of {slug} ended before every message was acked");
-            }
+        if let Some(i) = consumers.iter().position(|c| c.is_finished()) {
+            let why = match consumers.swap_remove(i).await {
+                Ok(Ok(())) => "it returned".to_owned(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => e.to_string(),
+            };
+            bail!("a consumer of {slug} ended before every message was acked: {why}");
         }
         let now = acked.load(Ordering::SeqCst);
         if now != last {
@@ -337,7 +347,7 @@ fn micros(base: Instant) -> u64 {
 
 #[expect(clippy::too_many_arguments, reason = "one publisher's whole setting")]
 async fn publish(
-    mut topics: Topics,
+    topics: Topics,
     slug: String,
     publisher: usize,
     duration: Duration,
@@ -346,45 +356,92 @@ async fn publish(
     seen: Arc<Mutex<Seen>>,
     published: Arc<AtomicU64>,
 ) -> anyhow::Result<()> {
-    let batch = if rate.is_some() { 1 } else { PEAK_BATCH };
-    let period = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let start = Instant::now();
-    let mut next = tokio::time::Instant::now();
+    let Some(rate) = rate else {
+        // Closed loop: the next batch once the last one returned.
+        let start = Instant::now();
+        let mut n: u64 = 0;
+        while start.elapsed() < duration {
+            publish_one(&topics, &slug, publisher, n, PEAK_BATCH, base, &seen).await?;
+            published.fetch_add(PEAK_BATCH as u64, Ordering::SeqCst);
+            n += 1;
+        }
+        return Ok(());
+    };
+    // Open loop: one message every period, each call on its own, however long the
+    // calls before it take (so a slow call delays no later one, and latency is not
+    // hidden by waiting), at most MAX_OPEN_CALLS at once.
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let calls = Arc::new(tokio::sync::Semaphore::new(MAX_OPEN_CALLS));
+    let mut running = tokio::task::JoinSet::new();
+    let start = tokio::time::Instant::now();
+    let mut next = start;
     let mut n: u64 = 0;
-    while start.elapsed() < duration {
-        if let Some(period) = period {
-            tokio::time::sleep_until(next).await;
-            next += period;
-        }
-        let sent = micros(base);
-        let ids: Vec<String> = (0..batch)
-            .map(|_| uuid::Uuid::now_v7().to_string())
-            .collect();
-        {
-            let mut seen = seen.lock().await;
-            for id in &ids {
-                seen.times.insert(id.clone(), (sent, None, None));
-            }
-        }
-        let messages = ids
-            .iter()
-            .map(|id| PublishMessage {
-                message_id: id.clone(),
-                content: json!({"publisher": publisher, "n": n}).to_string(),
-                ..Default::default()
-            })
-            .collect();
-        n += 1;
-        topics
-            .publish(PublishRequest {
-                topic: slug.clone(),
-                messages,
-                ..Default::default()
-            })
+    while next.duration_since(start) < duration {
+        tokio::time::sleep_until(next).await;
+        next += period;
+        let permit = calls
+            .clone()
+            .acquire_owned()
             .await
-            .with_context(|| format!("cannot publish on {slug}"))?;
-        published.fetch_add(batch as u64, Ordering::SeqCst);
+            .context("the publish calls' semaphore closed")?;
+        let (topics, slug, seen, published) =
+            (topics.clone(), slug.clone(), seen.clone(), published.clone());
+        running.spawn(async move {
+            let result = publish_one(&topics, &slug, publisher, n, 1, base, &seen).await;
+            drop(permit);
+            if result.is_ok() {
+                published.fetch_add(1, Ordering::SeqCst);
+            }
+            result
+        });
+        n += 1;
+        while let Some(done) = running.try_join_next() {
+            done.context("a publish call panicked")??;
+        }
     }
+    while let Some(done) = running.join_next().await {
+        done.context("a publish call panicked")??;
+    }
+    Ok(())
+}
+
+/// One publish call of `batch` new messages; their send time is noted first.
+async fn publish_one(
+    topics: &Topics,
+    slug: &str,
+    publisher: usize,
+    n: u64,
+    batch: usize,
+    base: Instant,
+    seen: &Mutex<Seen>,
+) -> anyhow::Result<()> {
+    let sent = micros(base);
+    let ids: Vec<String> = (0..batch)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    {
+        let mut seen = seen.lock().await;
+        for id in &ids {
+            seen.times.insert(id.clone(), (sent, None, None));
+        }
+    }
+    let messages = ids
+        .iter()
+        .map(|id| PublishMessage {
+            message_id: id.clone(),
+            content: json!({"publisher": publisher, "n": n}).to_string(),
+            ..Default::default()
+        })
+        .collect();
+    topics
+        .clone()
+        .publish(PublishRequest {
+            topic: slug.to_owned(),
+            messages,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("cannot publish on {slug}"))?;
     Ok(())
 }
 
