@@ -29,9 +29,9 @@ pub use self::services::{
 };
 mod topics;
 pub use self::topics::{
-    PolicyArg, StartArg, SubscriptionCommand, SubscriptionCreateArgs, SubscriptionSeekArgs,
-    TopicCommand, TopicCreateArgs, TopicPublishArgs, TopicSubscribeArgs, parse_backoff, parse_json,
-    parse_start,
+    Backoff, PolicyArg, StartArg, SubscriptionCommand, SubscriptionCreateArgs,
+    SubscriptionSeekArgs, TopicCommand, TopicCreateArgs, TopicPublishArgs, TopicSubscribeArgs,
+    parse_backoff, parse_json, parse_start,
 };
 mod triggers;
 pub use self::triggers::{

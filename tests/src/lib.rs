@@ -55,6 +55,7 @@ pub mod services;
 pub mod sim;
 pub mod spec;
 pub mod stored;
+pub mod topics;
 pub mod worker;
 
 pub use agent::{RawAgent, raw_hello};

@@ -271,11 +271,16 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
         .map_err(|e| format!("{text:?} is not an RFC 3339 time (e.g. 2026-01-01T00:00:00Z): {e}"))
 }
 
+/// A backoff list, `1s,5s,30s` (one value: clap would take a bare `Vec` for repeats).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backoff(pub Vec<Duration>);
+
 /// Reads `1s,5s,30s`.
-pub fn parse_backoff(text: &str) -> Result<Vec<Duration>, String> {
+pub fn parse_backoff(text: &str) -> Result<Backoff, String> {
     text.split(',')
         .map(|part| parse_duration(part.trim()))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(Backoff)
 }
 
 /// `berth subscription create ...`
@@ -296,7 +301,7 @@ pub struct SubscriptionCreateArgs {
     pub max_deliveries: Option<u32>,
     /// The waits before each redelivery, the last repeating (default 1s,5s,30s).
     #[arg(long, value_name = "LIST", value_parser = parse_backoff)]
-    pub backoff: Option<Vec<Duration>>,
+    pub backoff: Option<Backoff>,
     /// The most unacked deliveries one consumer holds (default 1000).
     #[arg(long = "max-in-flight", value_name = "N")]
     pub max_in_flight: Option<u32>,
@@ -348,6 +353,23 @@ mod tests {
     }
 
     #[test]
+    fn a_backoff_list_is_one_flag_value() {
+        let cli =
+            crate::args::tests::parse(&["subscription", "create", "t", "s", "--backoff", "2s,10s"]);
+        let crate::args::Command::Subscription(SubscriptionCommand::Create(args)) = cli.command
+        else {
+            panic!("subscription create");
+        };
+        assert_eq!(
+            args.backoff,
+            Some(Backoff(vec![
+                Duration::from_secs(2),
+                Duration::from_secs(10)
+            ]))
+        );
+    }
+
+    #[test]
     fn json_principals_and_backoffs_are_checked_locally() {
         assert!(parse_json(r#"{"a": 1}"#).is_ok());
         assert!(
@@ -360,7 +382,7 @@ mod tests {
         assert!(parse_principal("user:").is_err());
         assert!(parse_principal("role:admin").is_err());
         assert_eq!(
-            parse_backoff("1s, 5s,1m").expect("valid"),
+            parse_backoff("1s, 5s,1m").expect("valid").0,
             vec![
                 Duration::from_secs(1),
                 Duration::from_secs(5),

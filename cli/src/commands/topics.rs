@@ -237,6 +237,7 @@ pub(crate) fn subscription_request(
         max_deliveries: args.max_deliveries,
         backoff: args
             .backoff
+            .map(|b| b.0)
             .unwrap_or_default()
             .into_iter()
             .map(to_proto_duration)

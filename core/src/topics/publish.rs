@@ -26,15 +26,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::access::auth::Identity;
-use crate::access::roles::{self, Standing};
+use crate::access::roles::Standing;
 use crate::error::{Error, Result};
 use crate::live::consumers::TopicSignal;
 use crate::store::schema::topics;
-use crate::templates::workspace_name;
 use crate::topics::access::{self, Use};
 use crate::topics::store::{self, NewTopic, TopicRow};
 use crate::topics::{
-    MessageInput, Published, SYSTEM_TOPICS, StorePolicy, TopicRef, Topics, policy,
+    MessageInput, Published, SYSTEM_TOPICS, StorePolicy, TopicRef, Topics, manage, policy,
 };
 
 /// The most messages one call publishes.
@@ -564,11 +563,7 @@ impl Topics {
         let mut conn = self.pool.get().await?;
         let (topic_id, published) = conn
             .transaction::<_, Error, _>(async |conn| {
-                let standing =
-                    roles::in_workspace(conn, caller, workspace_name(&topic.workspace)).await?;
-                let row = store::find_topic(conn, standing.workspace.id, &topic.slug, false)
-                    .await?
-                    .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;
+                let (standing, row) = manage::resolve(conn, caller, topic).await?;
                 let row = store::share_topic(conn, row.id)
                     .await?
                     .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;
