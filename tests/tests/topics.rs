@@ -1482,3 +1482,73 @@ async fn availability_is_unknown_then_offline_then_online_with_its_evidence() {
     assert_eq!((sub.backlog, sub.in_flight), (0, 0));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_background_pings_live_topics_and_the_pass_prunes_old_ids_and_stale_consumers() {
+    let server = TestServer::start_with(|c| {
+        c.topics.ping_interval = Duration::from_secs(1);
+    })
+    .await;
+    let url = server.database_url.clone();
+    topic(&server, "svc", StorePolicy::Cache).await;
+    subscription(&server, "svc", "worker", |_| {}).await;
+    let mut consumer = Consumer::admin(&server, "svc", "worker", 10).await;
+    assert!(
+        consumer.ping().await,
+        "the periodic pass pings a topic with a live consumer"
+    );
+
+    // Message ids: forgotten after the dedupe window once their message is gone; kept
+    // while it is stored.
+    topic(&server, "kept", StorePolicy::Store).await;
+    let (gone, stored) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+    publish(&server, "svc", vec![with_id(&gone, json!(1))]).await;
+    publish(&server, "kept", vec![with_id(&stored, json!(2))]).await;
+    let d = consumer.delivery().await;
+    consumer.ack_all(AckKind::Accept, &[&d.delivery_id]).await;
+    query(
+        &url,
+        "UPDATE topic_message_ids SET published_at = now() - interval '2 minutes'",
+    )
+    .await;
+    let pool = connect_pool(&DbSettings {
+        url: url.clone(),
+        ca_cert: None,
+        pool_size: 2,
+    })
+    .await
+    .unwrap();
+    let runner = Topics::new(pool, Arc::new(Hub::default())).with_settings(
+        berth_core::topics::TopicSettings {
+            dedupe_window: Duration::from_secs(60),
+            ..Default::default()
+        },
+    );
+    // A consumer row nobody has seen for an hour is stale; the live one is not.
+    query(
+        &url,
+        "INSERT INTO topic_consumers (id, subscription_id, topic_id, replica_id, seen_at) \
+         SELECT gen_random_uuid(), s.id, s.topic_id, gen_random_uuid(), now() - interval '1 hour' \
+         FROM subscriptions s WHERE s.name = 'worker'",
+    )
+    .await;
+    assert_eq!(count(&url, "SELECT count(*) FROM topic_consumers").await, 2);
+    let (_, report) = runner.pass_once().await.unwrap();
+    assert_eq!(report.ids_pruned, 1, "{report:?}");
+    assert_eq!(report.stale_consumers, 1, "{report:?}");
+    assert_eq!(
+        count(&url, "SELECT count(*) FROM topic_consumers").await,
+        1,
+        "the live consumer stays"
+    );
+    publish(&server, "svc", vec![with_id(&gone, json!(3))]).await;
+    let refused = try_publish(
+        &server,
+        &server.admin_token,
+        "kept",
+        vec![with_id(&stored, json!(4))],
+    )
+    .await;
+    assert_code(refused, Code::AlreadyExists, "already published");
+    server.stop().await;
+}

@@ -528,7 +528,11 @@ async fn wait_completed(
 }
 
 /// Runs pgbench's one-row UPDATE against a fresh `pgbench` database; returns its TPS.
-async fn pgbench(stack: &Stack, clients: usize, duration: Duration) -> anyhow::Result<f64> {
+pub(crate) async fn pgbench(
+    stack: &Stack,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<f64> {
     let pgbench = {
         let beside = stack.pg_bin.join("pgbench");
         if beside.exists() {

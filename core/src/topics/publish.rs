@@ -276,8 +276,8 @@ pub(crate) async fn publish_in(
     taken.sort_by_key(|t| t.seq);
     let seqs: Vec<i64> = taken.iter().map(|t| t.seq).collect();
     let at = taken
-        .iter()
-        .next()
+        .as_slice()
+        .first()
         .map(|t| t.at)
         .ok_or_else(|| Error::internal("no seq taken"))?;
     let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
@@ -424,7 +424,7 @@ pub(crate) async fn system(
     };
     // A system topic stores (policy `store`), so no live window is needed.
     match publish_in(conn, &topic, &producer, &[message], Duration::ZERO).await? {
-        Outcome::Published(published) => Ok(published.iter().next().map(|p| p.seq)),
+        Outcome::Published(published) => Ok(published.as_slice().first().map(|p| p.seq)),
         Outcome::Duplicate(..) => Ok(None),
     }
 }
