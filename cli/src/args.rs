@@ -31,6 +31,12 @@ pub use self::services::{
     ServiceLogsArgs, ServiceRunArgs, ServiceSetArgs, ServiceSettingsArgs, parse_command,
     parse_port, parse_scale, split_words,
 };
+mod topics;
+pub use self::topics::{
+    Backoff, PolicyArg, StartArg, SubscriptionCommand, SubscriptionCreateArgs,
+    SubscriptionSeekArgs, TopicCommand, TopicCreateArgs, TopicPublishArgs, TopicSubscribeArgs,
+    parse_backoff, parse_json, parse_start,
+};
 mod triggers;
 pub use self::triggers::{
     CatchupArg, Condition, OutcomeArg, OverlapArg, ResultArg, Since, TriggerCommand,
@@ -159,6 +165,13 @@ pub enum Command {
     /// starts, succeeds, fails or completes.
     #[command(subcommand, arg_required_else_help = true)]
     Reaction(ReactionCommand),
+    /// Topics: publish JSON messages and consume them through durable subscriptions with
+    /// acks, store policies, retention and availability by ping/pong.
+    #[command(subcommand, arg_required_else_help = true)]
+    Topic(TopicCommand),
+    /// Durable subscriptions of topics: create, list, show, delete and seek.
+    #[command(subcommand, arg_required_else_help = true)]
+    Subscription(SubscriptionCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's

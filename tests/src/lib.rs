@@ -58,6 +58,7 @@ pub mod sim;
 pub mod smtp;
 pub mod spec;
 pub mod stored;
+pub mod topics;
 pub mod worker;
 
 pub use agent::{RawAgent, raw_hello};

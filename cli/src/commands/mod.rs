@@ -13,7 +13,8 @@
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
 //! (`queue`, `priority`), `workflows` (`workflow submit`, `workflow template ...`,
 //! `workflow run`), `artifacts` (`artifact ...`: create with resumable uploads, download
-//! with verification), `collections`, `templates` (`template ...`), `services` (`service ...`), `triggers` (`trigger ...`) and `notifications` (`channel ...`, `reaction ...`). This module
+//! with verification), `collections`, `templates` (`template ...`), `services` (`service ...`), `triggers` (`trigger ...`), `notifications` (`channel ...`, `reaction ...`) and
+//! `topics` (`topic ...`, `subscription ...`). This module
 //! dispatches, finds the token and
 //! reaches the server.
 //!
@@ -33,6 +34,7 @@ mod queue;
 mod services;
 mod templates;
 mod tokens;
+mod topics;
 mod triggers;
 mod users;
 mod work_requests;
@@ -89,6 +91,12 @@ pub async fn execute(
         Command::Channel(command) => notifications::execute_channel(command, server, printer).await,
         Command::Reaction(command) => {
             notifications::execute_reaction(command, server, printer).await
+        }
+        Command::Topic(command) => {
+            return topics::execute_topic(command, server, printer, interrupt).await;
+        }
+        Command::Subscription(command) => {
+            topics::execute_subscription(command, server, printer).await
         }
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
@@ -236,6 +244,7 @@ type Services = berth_common::proto::service_service_client::ServiceServiceClien
 type Triggers = berth_common::proto::trigger_service_client::TriggerServiceClient<Authenticated>;
 type Notifications =
     berth_common::proto::notification_service_client::NotificationServiceClient<Authenticated>;
+type Topics = berth_common::proto::topic_service_client::TopicServiceClient<Authenticated>;
 
 /// A generated client of one of the services the CLI calls.
 trait Service {
@@ -294,6 +303,14 @@ impl Service for Triggers {
 impl Service for Notifications {
     fn new(channel: Channel, auth: BearerAuth) -> Notifications {
         berth_common::proto::notification_service_client::NotificationServiceClient::with_interceptor(
+            channel, auth,
+        )
+    }
+}
+
+impl Service for Topics {
+    fn new(channel: Channel, auth: BearerAuth) -> Topics {
+        berth_common::proto::topic_service_client::TopicServiceClient::with_interceptor(
             channel, auth,
         )
     }

@@ -10,7 +10,7 @@
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`,
-//! `artifacts` (artifacts and collections), `services` (services with their replicas, history, endpoints), `templates` (templates and releases), `triggers` (trigger rules, events and schedule previews) and
+//! `artifacts` (artifacts and collections), `services` (services with their replicas, history, endpoints), `templates` (templates and releases), `triggers` (trigger rules, events and schedule previews), `topics` (topics, subscriptions, published messages and the lines `topic subscribe` prints) and
 //! `workflow_templates` (a workflow template's releases with their steps). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
@@ -21,6 +21,7 @@ mod queue;
 mod services;
 mod templates;
 mod tokens;
+mod topics;
 mod triggers;
 mod users;
 mod work_requests;
@@ -53,6 +54,10 @@ pub use self::templates::{
     TemplateStatsView, TemplateView,
 };
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
+pub use self::topics::{
+    DeletedView, MessageLine, PingView, PublishedListView, SubscriptionListView, SubscriptionView,
+    TopicListView, TopicView,
+};
 pub use self::triggers::{
     PreviewView, TriggerEventListView, TriggerEventView, TriggerRuleListView, TriggerRuleView,
 };

@@ -31,7 +31,7 @@ use crate::live::consumers::TopicSignal;
 use crate::store::schema::topics;
 use crate::templates::workspace_name;
 use crate::topics::access::{self, Use};
-use crate::topics::{Availability, TopicRef, TopicSettings, Topics, store};
+use crate::topics::{Availability, SYSTEM_TOPICS, TopicRef, TopicSettings, Topics, store};
 
 /// Availability at `now` from the evidence (see the module docs).
 pub fn availability(
@@ -104,8 +104,15 @@ impl Topics {
             .transaction::<_, Error, _>(async |conn| {
                 let standing =
                     roles::in_workspace(conn, caller, workspace_name(&topic.workspace)).await?;
-                let row = store::find_topic(conn, standing.workspace.id, &topic.slug, false)
-                    .await?
+                let found = if SYSTEM_TOPICS.contains(&topic.slug.as_str()) {
+                    Some(
+                        store::ensure_system_topic(conn, standing.workspace.id, &topic.slug)
+                            .await?,
+                    )
+                } else {
+                    store::find_topic(conn, standing.workspace.id, &topic.slug, false).await?
+                };
+                let row = found
                     .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;
                 access::refuse_system(&row, "ping")?;
                 let grants = store::grants_of(conn, row.id).await?;

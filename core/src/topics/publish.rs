@@ -26,15 +26,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::access::auth::Identity;
-use crate::access::roles::{self, Standing};
+use crate::access::roles::Standing;
 use crate::error::{Error, Result};
 use crate::live::consumers::TopicSignal;
 use crate::store::schema::topics;
-use crate::templates::workspace_name;
 use crate::topics::access::{self, Use};
 use crate::topics::store::{self, NewTopic, TopicRow};
 use crate::topics::{
-    MessageInput, Published, SYSTEM_TOPICS, StorePolicy, TopicRef, Topics, policy,
+    MessageInput, Published, SYSTEM_TOPICS, StorePolicy, TopicRef, Topics, manage, policy,
 };
 
 /// The most messages one call publishes.
@@ -277,8 +276,8 @@ pub(crate) async fn publish_in(
     taken.sort_by_key(|t| t.seq);
     let seqs: Vec<i64> = taken.iter().map(|t| t.seq).collect();
     let at = taken
-        .iter()
-        .next()
+        .as_slice()
+        .first()
         .map(|t| t.at)
         .ok_or_else(|| Error::internal("no seq taken"))?;
     let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
@@ -425,7 +424,7 @@ pub(crate) async fn system(
     };
     // A system topic stores (policy `store`), so no live window is needed.
     match publish_in(conn, &topic, &producer, &[message], Duration::ZERO).await? {
-        Outcome::Published(published) => Ok(published.iter().next().map(|p| p.seq)),
+        Outcome::Published(published) => Ok(published.as_slice().first().map(|p| p.seq)),
         Outcome::Duplicate(..) => Ok(None),
     }
 }
@@ -564,11 +563,7 @@ impl Topics {
         let mut conn = self.pool.get().await?;
         let (topic_id, published) = conn
             .transaction::<_, Error, _>(async |conn| {
-                let standing =
-                    roles::in_workspace(conn, caller, workspace_name(&topic.workspace)).await?;
-                let row = store::find_topic(conn, standing.workspace.id, &topic.slug, false)
-                    .await?
-                    .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;
+                let (standing, row) = manage::resolve(conn, caller, topic).await?;
                 let row = store::share_topic(conn, row.id)
                     .await?
                     .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;

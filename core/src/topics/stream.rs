@@ -536,6 +536,9 @@ impl Session {
                         }
                     }
                 }
+                // An ack is a sign of life; noted before the results go out, so a client
+                // that reads the topic after them sees it.
+                self.pong().await?;
                 for (ack, status) in acks.into_iter().zip(statuses) {
                     let frame = ServerFrame::AckResult {
                         delivery_id: ack.delivery_id,
@@ -545,7 +548,6 @@ impl Session {
                         return Ok(false);
                     }
                 }
-                self.pong().await?;
             }
         }
         Ok(true)
