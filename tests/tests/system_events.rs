@@ -149,6 +149,10 @@ async fn published(database_url: &str) -> HashMap<String, Published> {
 /// workspace, as `{id, type, time, object_id, workspace, data}`, and that one object's
 /// events were published in `seq` order.
 fn assert_published_in_order(events: &[Event], published: &HashMap<String, Published>) {
+    assert!(
+        events.windows(2).all(|w| w[0].seq < w[1].seq),
+        "the events are given in seq order"
+    );
     let mut last: HashMap<&str, i64> = HashMap::new();
     for event in events {
         let message = published
@@ -225,18 +229,33 @@ async fn parked(server: &TestServer) -> String {
     .id
 }
 
-/// Makes `n` events of request `id` in one transaction (priority raised `n` times in
-/// SQL), as a backlog for the relay.
-async fn backlog(database_url: &str, id: &str, n: u32) {
+/// Makes `rounds` events of each request of `ids` in one transaction (their priority
+/// raised `rounds` times in SQL), as a backlog for the relay.
+async fn backlog(database_url: &str, ids: &[String], rounds: u32) {
+    let list = ids
+        .iter()
+        .map(|id| format!("'{id}'::uuid"))
+        .collect::<Vec<_>>()
+        .join(", ");
     query(
         database_url,
         &format!(
-            "DO $$ BEGIN FOR i IN 1..{n} LOOP \
-               UPDATE work_requests SET priority_adjustment = priority_adjustment + 1 WHERE id = '{id}'; \
+            "DO $$ BEGIN FOR i IN 1..{rounds} LOOP \
+               UPDATE work_requests SET priority_adjustment = priority_adjustment + 1 \
+               WHERE id = ANY (ARRAY[{list}]); \
              END LOOP; END $$"
         ),
     )
     .await;
+}
+
+/// `n` requests that stay pending.
+async fn parked_many(server: &TestServer, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(parked(server).await);
+    }
+    ids
 }
 
 // ----- the outbox and its order -----
@@ -252,20 +271,44 @@ async fn a_burst_of_10000_changes_makes_exactly_10000_events_in_commit_order_per
     for _ in 0..10 {
         ids.push(parked(&server).await);
     }
-    // 16 writers at once, 625 raises each, over the ten requests: 10,000 changes, many
-    // of them racing for the same request's row.
+    // 10,000 changes at once, many racing for the same request's row: 1,000 through the
+    // API (8 callers of AdjustPriority, +1 each) and 9,000 from 12 SQL sessions (+1 in
+    // a transaction of its own each), spread over the ten requests.
     let mut writers = tokio::task::JoinSet::new();
-    for w in 0..16 {
+    for w in 0..8 {
         let mut client = server.work_requests(&server.admin_token).await;
         let ids = ids.clone();
         writers.spawn(async move {
-            for i in 0..625 {
+            for i in 0..125 {
                 client
                     .adjust_priority(AdjustPriorityRequest {
                         id: ids[(w + i) % ids.len()].clone(),
                         delta: 1,
                         set: None,
                     })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    for w in 0..12 {
+        let (client, connection) =
+            tokio_postgres::connect(&server.database_url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let ids = ids.clone();
+        writers.spawn(async move {
+            let raise = client
+                .prepare(
+                    "UPDATE work_requests SET priority_adjustment = priority_adjustment + 1 \
+                     WHERE id = $1::text::uuid",
+                )
+                .await
+                .unwrap();
+            for i in 0..750 {
+                client
+                    .execute(&raise, &[&ids[(w + i) % ids.len()]])
                     .await
                     .unwrap();
             }
@@ -770,6 +813,7 @@ async fn artifacts_templates_services_and_trigger_rules_report_their_changes() {
     all.extend(firing);
 
     wait_relayed(&server.database_url, WAIT).await;
+    all.sort_by_key(|e| e.seq);
     assert_published_in_order(&all, &published(&server.database_url).await);
     server.stop().await;
 }
@@ -894,8 +938,8 @@ async fn a_relay_killed_mid_batch_loses_and_doubles_nothing() {
     let config = "[events]\nrelay_batch = 25\nrelay_interval = \"10ms\"\n";
     let mut process = ServerProcess::start(&database_url, None, config).await;
     let server = process.handle(&process.admin_token());
-    let id = parked(&server).await;
-    backlog(&database_url, &id, 20_000).await;
+    let ids = parked_many(&server, 50).await;
+    backlog(&database_url, &ids, 200).await;
     let counts = || async {
         let rows = query(
             &database_url,
@@ -948,15 +992,13 @@ async fn two_replicas_relay_every_event_once() {
     };
     let first = TestServer::start_with(fast).await;
     let second = first.replica_with(fast).await;
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(parked(&first).await);
-    }
+    let ids = parked_many(&first, 40).await;
     // Four backlogs committed at once while both replicas relay.
     let mut writers = tokio::task::JoinSet::new();
-    for id in ids.clone() {
+    for some in ids.chunks(10) {
         let database_url = first.database_url.clone();
-        writers.spawn(async move { backlog(&database_url, &id, 2_500).await });
+        let some = some.to_vec();
+        writers.spawn(async move { backlog(&database_url, &some, 250).await });
     }
     while let Some(done) = writers.join_next().await {
         done.unwrap();
@@ -964,7 +1006,7 @@ async fn two_replicas_relay_every_event_once() {
     let all = wait_relayed(&first.database_url, Duration::from_secs(100)).await;
     let events = outbox(&first.database_url, "true").await;
     assert_eq!(events.len(), usize::try_from(all).unwrap());
-    assert!(events.len() >= 10_004, "{}", events.len());
+    assert!(events.len() >= 10_040, "{}", events.len());
     let published = published(&first.database_url).await;
     assert_eq!(
         published.len(),
@@ -1042,3 +1084,4 @@ async fn relayed_events_are_kept_for_the_retention_then_pruned() {
     );
     server.stop().await;
 }
+

@@ -5,8 +5,9 @@
 //! 1. `pg_try_advisory_xact_lock`: only one replica relays at a time; the others find the
 //!    lock held and wait for their next pass (the holder drains the outbox meanwhile).
 //! 2. the oldest rows not relayed, in `seq` order, up to the batch size (locked);
-//! 3. each published with [`topics::publish_system`] on its topic in its workspace, the
-//!    event id as the message id, content `{id, type, time, object_id, workspace, data}`;
+//! 3. published on their topics in their workspaces ([`topics::publish_system_many`], a
+//!    run of events of one topic at a time, in `seq` order), the event id as the message
+//!    id, content `{id, type, time, object_id, workspace, data}`;
 //! 4. all of them handed to [`notifications::fanout_in`];
 //! 5. marked relayed.
 //!
@@ -274,12 +275,7 @@ async fn batch(
         let events: Vec<SystemEvent> = rows.into_iter().map(SystemEvent::from).collect();
         match careful {
             None => {
-                let mut handed = Vec::with_capacity(events.len());
-                for event in &events {
-                    if publish(conn, event, &names).await? {
-                        handed.push(event.clone());
-                    }
-                }
+                let handed = publish_all(conn, &events, &names).await?;
                 notifications::fanout_in(conn, &handed).await?;
                 let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
                 mark_relayed(conn, &seqs, None).await?;
@@ -389,6 +385,43 @@ async fn workspace_names(
         .collect())
 }
 
+/// Publishes `events` on their system topics, each run of events of one topic and
+/// workspace in one go (in `seq` order, so one object's events keep their order); returns
+/// those that were new there (only they are handed to the notifications).
+async fn publish_all(
+    conn: &mut AsyncPgConnection,
+    events: &[SystemEvent],
+    names: &HashMap<Uuid, String>,
+) -> Result<Vec<SystemEvent>> {
+    let mut handed = Vec::with_capacity(events.len());
+    for run in events.chunk_by(|a, b| a.workspace_id == b.workspace_id && a.topic == b.topic) {
+        let first = &run[0];
+        let workspace = workspace_name(names, first)?;
+        let messages: Vec<(Uuid, serde_json::Value)> =
+            run.iter().map(|e| (e.id, e.content(workspace))).collect();
+        let seqs =
+            topics::publish_system_many(conn, first.workspace_id, &first.topic, &messages).await?;
+        for (event, seq) in run.iter().zip(seqs) {
+            match seq {
+                Some(_) => handed.push(event.clone()),
+                None => {
+                    tracing::debug!(event = %event.id, topic = %event.topic, "system event already published; not handed on again");
+                }
+            }
+        }
+    }
+    Ok(handed)
+}
+
+fn workspace_name<'a>(names: &'a HashMap<Uuid, String>, event: &SystemEvent) -> Result<&'a str> {
+    names.get(&event.workspace_id).map(String::as_str).ok_or_else(|| {
+        Error::internal(format!(
+            "system event {} names workspace {}, which does not exist",
+            event.id, event.workspace_id
+        ))
+    })
+}
+
 /// Publishes `event` on its system topic; whether it was new there (only then is it
 /// handed to the notifications).
 async fn publish(
@@ -396,13 +429,7 @@ async fn publish(
     event: &SystemEvent,
     names: &HashMap<Uuid, String>,
 ) -> Result<bool> {
-    let workspace = names.get(&event.workspace_id).ok_or_else(|| {
-        Error::internal(format!(
-            "system event {} names workspace {}, which does not exist",
-            event.id, event.workspace_id
-        ))
-    })?;
-    let content = event.content(workspace);
+    let content = event.content(workspace_name(names, event)?);
     let published =
         topics::publish_system(conn, event.workspace_id, &event.topic, event.id, &content).await?;
     if published.is_none() {

@@ -160,6 +160,72 @@ pub async fn publish_system(
     publish::system(conn, workspace_id, slug, message_id, content).await
 }
 
+/// Publishes several system events (`(message_id, content)`, in order) on `slug` of
+/// `workspace_id` at once, inside the caller's transaction: what [`publish_system`] does
+/// for each, in a few statements for all of them (the relay publishes hundreds per
+/// transaction). Returns each one's seq, or `None` for an id already published there
+/// (the others are still published, in order).
+pub async fn publish_system_many(
+    conn: &mut AsyncPgConnection,
+    workspace_id: Uuid,
+    slug: &str,
+    messages: &[(Uuid, serde_json::Value)],
+) -> Result<Vec<Option<i64>>> {
+    use diesel_async::AsyncConnection;
+
+    if messages.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !SYSTEM_TOPICS.contains(&slug) {
+        return Err(Error::InvalidArgument(format!(
+            "{slug:?} is not a system topic; they are {}",
+            SYSTEM_TOPICS.join(", ")
+        )));
+    }
+    let made = store::ensure_system_topic(conn, workspace_id, slug).await?;
+    let topic = store::share_topic(conn, made.id)
+        .await?
+        .ok_or_else(|| Error::internal(format!("system topic {slug} vanished")))?;
+    let outgoing: Vec<publish::Outgoing> = messages
+        .iter()
+        .map(|(message_id, content)| publish::Outgoing {
+            message_id: *message_id,
+            context: String::new(),
+            content: content.clone(),
+            properties: serde_json::json!({}),
+        })
+        .collect();
+    let producer = publish::Producer {
+        id: None,
+        name: "berth".to_owned(),
+    };
+    // In a savepoint: a duplicate leaves the other ids taken, which must be undone
+    // before they are published one by one.
+    let all = conn
+        .transaction::<_, Error, _>(async |conn| {
+            match publish::publish_in(conn, &topic, &producer, &outgoing, Duration::ZERO).await? {
+                publish::Outcome::Published(published) => {
+                    Ok(published.into_iter().map(|p| Some(p.seq)).collect())
+                }
+                publish::Outcome::Duplicate(..) => Err(Error::Aborted(DUPLICATE.to_owned())),
+            }
+        })
+        .await;
+    match all {
+        Err(Error::Aborted(m)) if m == DUPLICATE => {
+            let mut seqs = Vec::with_capacity(messages.len());
+            for (message_id, content) in messages {
+                seqs.push(publish_system(conn, workspace_id, slug, *message_id, content).await?);
+            }
+            Ok(seqs)
+        }
+        other => other,
+    }
+}
+
+/// Why [`publish_system_many`] rolls back its savepoint.
+const DUPLICATE: &str = "topics: a system event was published before";
+
 /// Opens (creates, or finds again) the internal subscription `name` on topic `slug` of
 /// `workspace_id`, starting at new messages, inside the caller's transaction. NOT_FOUND
 /// when the topic does not exist; FAILED_PRECONDITION when it stores nothing
