@@ -25,14 +25,29 @@ async fn channel_round_trip_create_test_deliveries_redeliver_rotate_delete() {
     let header = format!("X-Token={HEADER_VALUE}");
     let created = cli
         .run(&[
-            "channel", "create", "ops", "--url", &url, "--header", &header, "--events",
+            "channel",
+            "create",
+            "ops",
+            "--url",
+            &url,
+            "--header",
+            &header,
+            "--events",
             "work_request.*",
         ])
         .await;
     assert_eq!(created.code, 0, "{}", created.stderr);
     let secret = created.stdout.trim().to_owned();
-    assert!(secret.starts_with("whsec_"), "only the secret on stdout: {:?}", created.stdout);
-    assert!(created.stderr.contains("shown only once"), "{}", created.stderr);
+    assert!(
+        secret.starts_with("whsec_"),
+        "only the secret on stdout: {:?}",
+        created.stdout
+    );
+    assert!(
+        created.stderr.contains("shown only once"),
+        "{}",
+        created.stderr
+    );
 
     let got = cli.json(&["channel", "get", "ops"]).await;
     assert_eq!(got["kind"], "webhook");
@@ -51,17 +66,27 @@ async fn channel_round_trip_create_test_deliveries_redeliver_rotate_delete() {
     verify(&secret, &got[0]).unwrap();
     assert_eq!(got[0].header("x-token"), HEADER_VALUE);
     let shown = cli.ok(&["channel", "test", "ops"]).await;
-    assert!(shown.contains("attempt_log:") && shown.contains("200"), "{shown}");
+    assert!(
+        shown.contains("attempt_log:") && shown.contains("200"),
+        "{shown}"
+    );
 
     let deliveries = cli.json(&["channel", "deliveries", "ops"]).await;
     let list = deliveries["deliveries"].as_array().unwrap();
     assert_eq!(list.len(), 2);
-    assert_eq!(list[0]["attempt_log"][0]["request_headers"]["x-token"], "[hidden]");
+    assert_eq!(
+        list[0]["attempt_log"][0]["request_headers"]["x-token"],
+        "[hidden]"
+    );
     let id = list[0]["id"].as_str().unwrap().to_owned();
     // A test ping is not redelivered; the error says what to do instead.
     cli.run(&["channel", "redeliver", &id])
         .await
-        .assert_one_error_line("redeliver a ping", 1, &["test ping", "berth channel test ops"]);
+        .assert_one_error_line(
+            "redeliver a ping",
+            1,
+            &["test ping", "berth channel test ops"],
+        );
 
     let rotated = cli.run(&["channel", "rotate-secret", "ops"]).await;
     assert_eq!(rotated.code, 0, "{}", rotated.stderr);
@@ -69,7 +94,14 @@ async fn channel_round_trip_create_test_deliveries_redeliver_rotate_delete() {
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
 
     let updated = cli
-        .json(&["channel", "update", "ops", "--disable", "--reason", "maintenance"])
+        .json(&[
+            "channel",
+            "update",
+            "ops",
+            "--disable",
+            "--reason",
+            "maintenance",
+        ])
         .await;
     assert_eq!(updated["enabled"], false);
     assert_eq!(updated["disabled_reason"], "maintenance");
@@ -87,31 +119,71 @@ async fn channel_round_trip_create_test_deliveries_redeliver_rotate_delete() {
     ] {
         let out = cli.ok(args).await;
         assert!(!out.contains(HEADER_VALUE), "{args:?}: {out}");
-        assert!(!out.contains(secret.trim_start_matches("whsec_")), "{args:?}: {out}");
-        assert!(!out.contains(new_secret.trim_start_matches("whsec_")), "{args:?}: {out}");
+        assert!(
+            !out.contains(secret.trim_start_matches("whsec_")),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !out.contains(new_secret.trim_start_matches("whsec_")),
+            "{args:?}: {out}"
+        );
     }
 
     // Reactions on a template.
     cli.ok(&[
-        "template", "create", "backup", "--image", TEST_IMAGE, "--require", "parked=yes", "--",
+        "template",
+        "create",
+        "backup",
+        "--image",
+        TEST_IMAGE,
+        "--require",
+        "parked=yes",
+        "--",
         "true",
     ])
     .await;
     let reaction = cli
-        .json(&["reaction", "add", "--template", "backup", "--on", "failure", "--channel", "ops"])
+        .json(&[
+            "reaction",
+            "add",
+            "--template",
+            "backup",
+            "--on",
+            "failure",
+            "--channel",
+            "ops",
+        ])
         .await;
     assert_eq!(reaction["object"], "backup");
     assert_eq!(reaction["object_kind"], "template");
     assert_eq!(reaction["on"], "failure");
-    let listed = cli.json(&["reaction", "list", "--template", "backup"]).await;
+    let listed = cli
+        .json(&["reaction", "list", "--template", "backup"])
+        .await;
     assert_eq!(listed["reactions"].as_array().unwrap().len(), 1);
     let table = cli.ok(&["reaction", "list"]).await;
-    assert!(table.contains("template backup") && table.contains("failure"), "{table}");
+    assert!(
+        table.contains("template backup") && table.contains("failure"),
+        "{table}"
+    );
     let id = reaction["id"].as_str().unwrap();
-    assert!(cli.ok(&["reaction", "remove", id]).await.contains("deleted reaction"));
-    assert!(cli.json(&["reaction", "list"]).await["reactions"].as_array().unwrap().is_empty());
+    assert!(
+        cli.ok(&["reaction", "remove", id])
+            .await
+            .contains("deleted reaction")
+    );
+    assert!(
+        cli.json(&["reaction", "list"]).await["reactions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
-    assert!(cli.ok(&["channel", "delete", "ops"]).await.contains("deleted channel ops"));
+    assert!(
+        cli.ok(&["channel", "delete", "ops"])
+            .await
+            .contains("deleted channel ops")
+    );
     cli.run(&["channel", "get", "ops"])
         .await
         .assert_one_error_line("a deleted channel", 1, &["ops"]);
@@ -122,7 +194,14 @@ async fn channel_round_trip_create_test_deliveries_redeliver_rotate_delete() {
 async fn bad_channel_and_reaction_input_is_one_error_line() {
     let server = TestServer::start().await;
     let cli = berth(&server);
-    cli.ok(&["channel", "create", "ops", "--url", "https://hooks.example.com/"]).await;
+    cli.ok(&[
+        "channel",
+        "create",
+        "ops",
+        "--url",
+        "https://hooks.example.com/",
+    ])
+    .await;
     for (case, args, code, expected) in [
         (
             "neither a URL nor an address",
@@ -138,7 +217,15 @@ async fn bad_channel_and_reaction_input_is_one_error_line() {
         ),
         (
             "a bad event pattern",
-            &["channel", "create", "x", "--url", "https://h.example/", "--events", "*.failed"][..],
+            &[
+                "channel",
+                "create",
+                "x",
+                "--url",
+                "https://h.example/",
+                "--events",
+                "*.failed",
+            ][..],
             1,
             &["event_types[0]"][..],
         ),
@@ -162,13 +249,31 @@ async fn bad_channel_and_reaction_input_is_one_error_line() {
         ),
         (
             "a reaction on an unknown moment",
-            &["reaction", "add", "--template", "t", "--on", "later", "--channel", "ops"][..],
+            &[
+                "reaction",
+                "add",
+                "--template",
+                "t",
+                "--on",
+                "later",
+                "--channel",
+                "ops",
+            ][..],
             2,
             &["later"][..],
         ),
         (
             "a reaction to an unknown channel",
-            &["reaction", "add", "--template", "t", "--on", "failure", "--channel", "nope"][..],
+            &[
+                "reaction",
+                "add",
+                "--template",
+                "t",
+                "--on",
+                "failure",
+                "--channel",
+                "nope",
+            ][..],
             1,
             &["nope"][..],
         ),
@@ -179,7 +284,9 @@ async fn bad_channel_and_reaction_input_is_one_error_line() {
             &["lost"][..],
         ),
     ] {
-        cli.run(args).await.assert_one_error_line(case, code, expected);
+        cli.run(args)
+            .await
+            .assert_one_error_line(case, code, expected);
     }
     server.stop().await;
 }

@@ -240,7 +240,10 @@ async fn the_same_event_handed_twice_is_queued_once_and_only_where_it_is_wanted(
     let got = receiver.wait_for(2, WAIT).await;
     let mut paths: Vec<String> = got.iter().map(|r| r.path.clone()).collect();
     paths.sort();
-    assert_eq!(paths, vec!["/everything".to_owned(), "/failures".to_owned()]);
+    assert_eq!(
+        paths,
+        vec!["/everything".to_owned(), "/failures".to_owned()]
+    );
     for name in ["everything", "failures"] {
         assert_eq!(
             deliveries(&server.database_url, name).await.len(),

@@ -772,11 +772,16 @@ async fn a_failed_work_request_reaches_its_reactions_webhook_through_the_relay()
                 .filter(|b| b["data"]["object_id"] == request.id)
                 .map(|b| b["type"].as_str().unwrap().to_owned())
                 .collect();
-            types.contains(&"work_request.failed".to_owned()).then_some(types)
+            types
+                .contains(&"work_request.failed".to_owned())
+                .then_some(types)
         }
     })
     .await;
-    assert!(seen.contains(&"work_request.running".to_owned()), "{seen:?}");
+    assert!(
+        seen.contains(&"work_request.running".to_owned()),
+        "{seen:?}"
+    );
     assert_eq!(on_call.requests().len(), 1, "{:?}", on_call.requests());
     server.stop().await;
 }
@@ -802,7 +807,10 @@ async fn two_replicas_share_the_deliveries_and_send_each_once() {
     }
     fan_out(&server.database_url, &events).await;
     let rows = settled(&server, "shared", 40).await;
-    assert!(rows.iter().all(|row| row == &("delivered".to_owned(), 1)), "{rows:?}");
+    assert!(
+        rows.iter().all(|row| row == &("delivered".to_owned(), 1)),
+        "{rows:?}"
+    );
     let got = receiver.requests();
     let mut ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
     ids.sort_unstable();

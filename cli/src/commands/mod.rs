@@ -86,9 +86,7 @@ pub async fn execute(
             return services::execute(command, server, printer, interrupt).await;
         }
         Command::Trigger(command) => triggers::execute(command, server, printer).await,
-        Command::Channel(command) => {
-            notifications::execute_channel(command, server, printer).await
-        }
+        Command::Channel(command) => notifications::execute_channel(command, server, printer).await,
         Command::Reaction(command) => {
             notifications::execute_reaction(command, server, printer).await
         }

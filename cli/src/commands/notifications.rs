@@ -8,7 +8,9 @@
 use berth_common::proto;
 
 use super::{Notifications, Server, show};
-use crate::args::{ChannelCommand, ChannelCreateArgs, ChannelUpdateArgs, OutputFormat, ReactionCommand};
+use crate::args::{
+    ChannelCommand, ChannelCreateArgs, ChannelUpdateArgs, OutputFormat, ReactionCommand,
+};
 use crate::error::CliError;
 use crate::output::{CreatedChannelView, DeletedView, Printer};
 use crate::values::into_map;
@@ -71,7 +73,10 @@ pub(super) async fn execute_channel(
             let list = proto::ListDeliveriesRequest {
                 workspace: args.workspace.unwrap_or_default(),
                 channel: args.channel.unwrap_or_default(),
-                state: args.state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                state: args
+                    .state
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
                 limit: args.limit.unwrap_or(0),
                 page_token: args.page_token.unwrap_or_default(),
             };
@@ -213,8 +218,15 @@ mod tests {
     #[test]
     fn create_sorts_flags_into_a_webhook_or_an_email_channel() {
         let Command::Channel(ChannelCommand::Create(args)) = parse(&[
-            "channel", "create", "ops", "--url", "https://h.example/x", "--header", "X-K=v",
-            "--events", "work_request.*",
+            "channel",
+            "create",
+            "ops",
+            "--url",
+            "https://h.example/x",
+            "--header",
+            "X-K=v",
+            "--events",
+            "work_request.*",
         ])
         .command
         else {

@@ -41,8 +41,8 @@ pub use self::artifacts::{
     DeletedArtifactView, DownloadedView, RelatedView,
 };
 pub use self::notifications::{
-    ChannelListView, ChannelView, CreatedChannelView, DeletedView, DeliveryListView,
-    DeliveryView, ReactionListView, ReactionView,
+    ChannelListView, ChannelView, CreatedChannelView, DeletedView, DeliveryListView, DeliveryView,
+    ReactionListView, ReactionView,
 };
 pub use self::queue::{QueueEntryView, QueueView};
 pub use self::services::{

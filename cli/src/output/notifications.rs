@@ -355,7 +355,10 @@ impl Render for DeliveryListView {
                 d.state.clone(),
                 d.attempts.to_string(),
                 time(d.created_at),
-                d.attempt_log.last().map(DeliveryAttemptView::outcome).unwrap_or_default(),
+                d.attempt_log
+                    .last()
+                    .map(DeliveryAttemptView::outcome)
+                    .unwrap_or_default(),
             ]);
         }
         let mut text = table.render();

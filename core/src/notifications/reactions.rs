@@ -40,9 +40,11 @@ pub fn on_of(event_type: &str, data: &serde_json::Value) -> Vec<On> {
     }
     let success = matches!(last, "succeeded" | "success" | "deploy_done")
         || (matches!(last, "completed" | "finished" | "ended" | "changed") && result == "success");
-    let failure = matches!(last, "failed" | "failure" | "errored" | "error" | "deploy_failed")
-        || (matches!(last, "completed" | "finished" | "ended" | "changed")
-            && matches!(result, "failure" | "error"));
+    let failure = matches!(
+        last,
+        "failed" | "failure" | "errored" | "error" | "deploy_failed"
+    ) || (matches!(last, "completed" | "finished" | "ended" | "changed")
+        && matches!(result, "failure" | "error"));
     let ended = success
         || failure
         || matches!(
@@ -358,7 +360,10 @@ mod tests {
             on_of("work_request.errored", &json!({})),
             vec![On::Failure, On::Completion]
         );
-        assert_eq!(on_of("work_request.cancelled", &json!({})), vec![On::Completion]);
+        assert_eq!(
+            on_of("work_request.cancelled", &json!({})),
+            vec![On::Completion]
+        );
         assert_eq!(on_of("service.started", &json!({})), vec![On::Start]);
         assert_eq!(
             on_of("service.deploy_failed", &json!({})),
