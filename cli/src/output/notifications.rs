@@ -240,8 +240,8 @@ pub struct DeliveryView {
     pub attempt_log: Vec<DeliveryAttemptView>,
 }
 
-impl From<proto::Delivery> for DeliveryView {
-    fn from(d: proto::Delivery) -> DeliveryView {
+impl From<proto::NotificationDelivery> for DeliveryView {
+    fn from(d: proto::NotificationDelivery) -> DeliveryView {
         DeliveryView {
             id: d.id,
             workspace: d.workspace,
@@ -273,7 +273,7 @@ impl From<proto::Delivery> for DeliveryView {
     }
 }
 
-impl Answer for proto::Delivery {
+impl Answer for proto::NotificationDelivery {
     type View = DeliveryView;
 }
 

@@ -18,8 +18,12 @@
 //!
 //! A batch that fails for a reason other than the database being away is tried again
 //! one event at a time, each in a savepoint, committing the events before the one that
-//! fails; an event that keeps failing ([`POISON_AFTER`] passes in a row) is marked with
-//! its error and passed over, so one bad event never holds back every event after it.
+//! fails. An event that fails where the one after it would pass (tried in a savepoint
+//! rolled back at once, so order is kept) is its own trouble; once it has failed so
+//! [`POISON_AFTER`] passes in a row it is marked with its error and passed over, so one
+//! bad event never holds back every event after it. When the next event fails too, the
+//! trouble is the relay's (a bug, a broken dependency): nothing is passed over, and the
+//! relay tries again each pass until it is fixed.
 //!
 //! Waking: every `interval` (default 200 ms), and sooner after the hub says something
 //! changed. The changing transactions do not `NOTIFY`: a notifying commit takes a
@@ -283,13 +287,10 @@ async fn batch(
             }
             Some(failures) => {
                 let mut taken = 0;
-                for event in &events {
+                for (i, event) in events.iter().enumerate() {
                     let one = conn
                         .transaction::<_, Error, _>(async |conn| {
-                            if publish(conn, event, &names).await? {
-                                notifications::fanout_in(conn, std::slice::from_ref(event))
-                                    .await?;
-                            }
+                            hand_on(conn, event, &names).await?;
                             mark_relayed(conn, &[event.seq], None).await
                         })
                         .await;
@@ -300,6 +301,19 @@ async fn batch(
                         }
                         Err(e @ Error::Database(_)) => return Err(e),
                         Err(e) => {
+                            // Only an event that fails where the one after it would not
+                            // is this event's own trouble; when the next fails too (or
+                            // there is none to tell by), it is the relay's, and nothing
+                            // is passed over for it.
+                            let next_would_pass = match events.get(i + 1) {
+                                Some(next) => probe(conn, next, &names).await?,
+                                None => false,
+                            };
+                            if !next_would_pass {
+                                tracing::warn!(seq = event.seq, event = %event.id, error = %e,
+                                    "system events: relaying is failing; trying again next pass");
+                                return Ok(Batch::Stopped(taken));
+                            }
                             let count = failures.entry(event.seq).or_insert(0);
                             *count += 1;
                             if *count < POISON_AFTER {
@@ -322,6 +336,40 @@ async fn batch(
         }
     })
     .await
+}
+
+/// Publishes `event` and hands it to the notifications (only when it was new on its
+/// topic).
+async fn hand_on(
+    conn: &mut AsyncPgConnection,
+    event: &SystemEvent,
+    names: &HashMap<Uuid, String>,
+) -> Result<()> {
+    if publish(conn, event, names).await? {
+        notifications::fanout_in(conn, std::slice::from_ref(event)).await?;
+    }
+    Ok(())
+}
+
+/// Whether `event` could be handed on now: tried in a savepoint that is rolled back
+/// whatever happens. The outer error is the database's.
+async fn probe(
+    conn: &mut AsyncPgConnection,
+    event: &SystemEvent,
+    names: &HashMap<Uuid, String>,
+) -> Result<bool> {
+    const PROBE: &str = "system events: probe rolled back";
+    let tried = conn
+        .transaction::<(), Error, _>(async |conn| {
+            hand_on(conn, event, names).await?;
+            Err(Error::Aborted(PROBE.to_owned()))
+        })
+        .await;
+    match tried {
+        Err(Error::Aborted(m)) if m == PROBE => Ok(true),
+        Err(e @ Error::Database(_)) => Err(e),
+        Ok(()) | Err(_) => Ok(false),
+    }
 }
 
 /// The names of the workspaces the rows belong to.

@@ -31,7 +31,6 @@ use crate::live::consumers::TopicSignal;
 use crate::store::schema::topics;
 use crate::templates::workspace_name;
 use crate::topics::access::{self, Use};
-use crate::topics::publish::{may_consume_source, notify};
 use crate::topics::{Availability, TopicRef, TopicSettings, Topics, store};
 
 /// Availability at `now` from the evidence (see the module docs).
@@ -86,7 +85,6 @@ pub(crate) async fn live_consumers(
 }
 
 /// Notes a sign of life from a consumer of `topic_id`.
-#[expect(dead_code, reason = "the consumer stream comes with the API")]
 pub(crate) async fn record_pong(conn: &mut AsyncPgConnection, topic_id: Uuid) -> Result<()> {
     diesel::update(topics::table.find(topic_id))
         .set(topics::last_pong_at.eq(diesel::dsl::sql::<
@@ -113,7 +111,7 @@ impl Topics {
                 let grants = store::grants_of(conn, row.id).await?;
                 let source_consumer = match row.response_for {
                     Some(source) => {
-                        may_consume_source(conn, &standing, caller.user_id, source).await?
+                        access::may_consume_source(conn, &standing, caller.user_id, source).await?
                     }
                     None => false,
                 };
@@ -133,7 +131,7 @@ impl Topics {
                     .get_result(conn)
                     .await?;
                 let live = live_consumers(conn, row.id, &settings).await?;
-                notify(conn, &[TopicSignal::Ping(row.id).encode()]).await?;
+                store::notify(conn, &[TopicSignal::Ping(row.id).encode()]).await?;
                 Ok((
                     row.id,
                     PingView {
@@ -181,7 +179,7 @@ pub(crate) async fn ping_pass(topics: &Topics) -> Result<usize> {
                 .iter()
                 .map(|p| TopicSignal::Ping(p.id).encode())
                 .collect();
-            notify(conn, &payloads).await?;
+            store::notify(conn, &payloads).await?;
             Ok(pinged)
         })
         .await?;

@@ -29,7 +29,6 @@ use crate::access::auth::Identity;
 use crate::access::roles::{self, Standing};
 use crate::error::{Error, Result};
 use crate::live::consumers::TopicSignal;
-use crate::live::notify::CHANNEL;
 use crate::store::schema::topics;
 use crate::templates::workspace_name;
 use crate::topics::access::{self, Use};
@@ -253,19 +252,6 @@ struct ConsumerId {
     id: Uuid,
 }
 
-/// Sends `payloads` as NOTIFYs on the replicas' channel, in the caller's transaction.
-pub(crate) async fn notify(conn: &mut AsyncPgConnection, payloads: &[String]) -> Result<()> {
-    if payloads.is_empty() {
-        return Ok(());
-    }
-    diesel::sql_query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-        .bind::<Text, _>(CHANNEL)
-        .bind::<Array<Text>, _>(payloads)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Publishes checked `messages` on `topic` (held `FOR KEY SHARE` by the caller) inside
 /// the caller's transaction. A [`Outcome::Duplicate`] has taken ids the caller must roll
 /// back (unless it published a single message, which then took nothing).
@@ -366,7 +352,7 @@ pub(crate) async fn publish_in(
         }
         return Ok(Outcome::Published(published));
     }
-    notify(conn, &[TopicSignal::Published(topic.id).encode()]).await?;
+    store::notify(conn, &[TopicSignal::Published(topic.id).encode()]).await?;
     Ok(Outcome::Published(published))
 }
 
@@ -406,7 +392,7 @@ async fn send_live(
             );
         }
     }
-    notify(conn, &payloads).await
+    store::notify(conn, &payloads).await
 }
 
 /// Publishes a system event (see [`crate::topics::publish_system`]).
@@ -589,7 +575,9 @@ impl Topics {
                 access::refuse_system(&row, "publish on")?;
                 let grants = store::grants_of(conn, row.id).await?;
                 let source_consumer = match row.response_for {
-                    Some(source) => may_consume_source(conn, &standing, caller_id, source).await?,
+                    Some(source) => {
+                        access::may_consume_source(conn, &standing, caller_id, source).await?
+                    }
                     None => false,
                 };
                 access::require_use(&standing, caller_id, &row, &grants, Use::Produce, source_consumer)?;
@@ -620,20 +608,6 @@ impl Topics {
         self.hub.consumers().wake(topic_id);
         Ok(published)
     }
-}
-
-/// Whether the caller may consume the topic `source` (a response topic's source).
-pub(crate) async fn may_consume_source(
-    conn: &mut AsyncPgConnection,
-    standing: &Standing,
-    caller: Option<Uuid>,
-    source: Uuid,
-) -> Result<bool> {
-    let Some(row) = store::topic_by_id(conn, source).await? else {
-        return Ok(false);
-    };
-    let grants = store::grants_of(conn, row.id).await?;
-    Ok(access::require_use(standing, caller, &row, &grants, Use::Consume, false).is_ok())
 }
 
 #[cfg(test)]

@@ -12,26 +12,24 @@ use crate::error::{Error, Result};
 use crate::triggers::schedule::ScheduleConfig;
 use crate::triggers::store::RuleRow;
 use crate::triggers::topic::TopicConfig;
-use crate::triggers::{ConfigInput, RuleKind, artifact, completion, schedule, topic};
+use crate::triggers::{ConfigInput, Maker, RuleKind, artifact, completion, schedule, topic};
 
-/// Checks the configuration of new rule `rule_id` in workspace `workspace_id` at `now`
-/// and returns it as stored; a topic rule's subscription is opened, in the caller's
-/// transaction. INVALID_ARGUMENT names the field (`schedule.cron`,
-/// `artifact.all_of[0].path`…).
+/// Checks the configuration of new rule `rule_id` made by `maker` at `now` and returns
+/// it as stored; a topic rule's subscription is opened, in the caller's transaction.
+/// INVALID_ARGUMENT names the field (`schedule.cron`, `artifact.all_of[0].path`…).
 pub async fn check(
     conn: &mut AsyncPgConnection,
-    workspace_id: Uuid,
+    maker: Maker<'_>,
     rule_id: Uuid,
     now: DateTime<Utc>,
     input: &ConfigInput,
 ) -> Result<serde_json::Value> {
+    let workspace_id = maker.standing.workspace.id;
     let stored = match input {
         ConfigInput::Schedule(s) => to_value(&schedule::check(s, now)?)?,
         ConfigInput::Artifact(a) => to_value(&artifact::check(a)?)?,
         ConfigInput::Completion(c) => to_value(&completion::check(conn, workspace_id, c).await?)?,
-        ConfigInput::Topic(t) => {
-            to_value(&topic::open(conn, workspace_id, rule_id, t, None).await?)?
-        }
+        ConfigInput::Topic(t) => to_value(&topic::open(conn, maker, rule_id, t, None).await?)?,
     };
     Ok(stored)
 }
@@ -40,6 +38,7 @@ pub async fn check(
 /// input leaves unset keeps the current value where the type allows it.
 pub async fn check_change(
     conn: &mut AsyncPgConnection,
+    maker: Maker<'_>,
     rule: &RuleRow,
     now: DateTime<Utc>,
     input: &ConfigInput,
@@ -59,9 +58,9 @@ pub async fn check_change(
         }
         ConfigInput::Topic(t) => {
             let current = TopicConfig::from_value(&rule.config)?;
-            to_value(&topic::open(conn, rule.workspace_id, rule.id, t, Some(&current)).await?)
+            to_value(&topic::open(conn, maker, rule.id, t, Some(&current)).await?)
         }
-        _ => check(conn, rule.workspace_id, rule.id, now, input).await,
+        _ => check(conn, maker, rule.id, now, input).await,
     }
 }
 

@@ -35,6 +35,7 @@ use crate::templates::names;
 use crate::templates::runs::Overrides;
 use crate::templates::store::{self as template_store, TemplateRow};
 use crate::templates::workspace_name;
+use crate::triggers::Maker;
 use crate::triggers::schedule::{self, ScheduleConfig};
 use crate::triggers::store::{self, EventRow, NewEvent, NewRule, RuleRow};
 use crate::triggers::{
@@ -426,8 +427,11 @@ impl Triggers {
                 let now = db_now(conn).await?;
                 let kind = config.kind();
                 let id = Uuid::now_v7();
-                let stored =
-                    handlers::check(conn, standing.workspace.id, id, now, &config).await?;
+                let maker = Maker {
+                    standing: &standing,
+                    user_id: creator,
+                };
+                let stored = handlers::check(conn, maker, id, now, &config).await?;
                 let checked = check_action(conn, &standing, &action).await?;
                 let next_fire_at = handlers::next_fire(kind, &stored, now)?;
                 let new = NewRule {
@@ -527,7 +531,12 @@ impl Triggers {
                 let now = db_now(conn).await?;
                 let (config, next_fire_at) = match &change.config {
                     Some(input) => {
-                        let config = handlers::check_change(conn, &locked, now, input).await?;
+                        let maker = Maker {
+                            standing: &standing,
+                            user_id: user_id(caller, "change trigger rules")?,
+                        };
+                        let config =
+                            handlers::check_change(conn, maker, &locked, now, input).await?;
                         let next = handlers::next_fire(locked.kind()?, &config, now)?;
                         (config, next)
                     }

@@ -68,7 +68,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
+use crate::access::roles::Standing;
 use crate::live::hub::Hub;
 use crate::store::db::DbPool;
 use crate::store::secrets::SecretBox;
@@ -302,6 +304,14 @@ pub struct TopicInput {
     pub topic: String,
     /// Type patterns (`work_request.failed`, `work_request.*`, `*`); empty: every message.
     pub types: Vec<String>,
+}
+
+/// Who is making or changing a rule: their standing in its workspace and their user id.
+/// A topic rule's maker must be allowed to consume its topic.
+#[derive(Clone, Copy)]
+pub struct Maker<'a> {
+    pub standing: &'a Standing,
+    pub user_id: Uuid,
 }
 
 /// A rule's configuration as a caller gave it; the variant is the rule's type.

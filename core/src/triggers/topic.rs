@@ -33,6 +33,9 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::topics;
+use crate::topics::access::{self, Use};
+use crate::topics::store as topic_store;
+use crate::triggers::Maker;
 use crate::triggers::TopicInput;
 
 /// At most this many type patterns.
@@ -160,19 +163,21 @@ pub fn check(input: &TopicInput) -> Result<TopicConfig> {
 /// Checks `input` and opens the subscription of rule `rule_id` on its topic in the
 /// caller's transaction: NOT_FOUND when the workspace has no such topic,
 /// FAILED_PRECONDITION when the topic stores nothing (`disabled`: no message would wait
-/// for a rule to take it). `current` is the rule's configuration when it is being
+/// for a rule to take it), PERMISSION_DENIED when `maker` may not consume from it (the
+/// rule would read for them). `current` is the rule's configuration when it is being
 /// changed: a move to another topic drops the old subscription.
 pub async fn open(
     conn: &mut AsyncPgConnection,
-    workspace_id: Uuid,
+    maker: Maker<'_>,
     rule_id: Uuid,
     input: &TopicInput,
     current: Option<&TopicConfig>,
 ) -> Result<TopicConfig> {
     let mut config = check(input)?;
+    let workspace = &maker.standing.workspace;
     let subscription = topics::open_internal(
         conn,
-        workspace_id,
+        workspace.id,
         &config.topic,
         &subscription_name(rule_id),
     )
@@ -180,6 +185,29 @@ pub async fn open(
     .map_err(|e| match e {
         Error::NotFound(m) => Error::NotFound(format!("topic.topic: {m}")),
         Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("topic.topic: {m}")),
+        other => other,
+    })?;
+    let topic = topic_store::find_topic(conn, workspace.id, &config.topic, false)
+        .await?
+        .ok_or_else(|| {
+            Error::NotFound(format!(
+                "topic.topic: {}",
+                topic_store::no_such_topic(&workspace.name, &config.topic)
+            ))
+        })?;
+    let grants = topic_store::grants_of(conn, topic.id).await?;
+    access::require_use(
+        maker.standing,
+        Some(maker.user_id),
+        &topic,
+        &grants,
+        Use::Consume,
+        false,
+    )
+    .map_err(|e| match e {
+        Error::PermissionDenied(m) => Error::PermissionDenied(format!(
+            "topic.topic: a topic rule reads the topic for the user who makes it: {m}"
+        )),
         other => other,
     })?;
     if let Some(old) = current.and_then(|c| c.subscription_id)

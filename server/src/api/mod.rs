@@ -16,6 +16,7 @@ pub mod server;
 pub mod services;
 pub mod templates;
 pub mod tokens;
+pub mod topics;
 pub mod triggers;
 pub mod users;
 pub mod work_requests;

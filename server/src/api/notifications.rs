@@ -95,10 +95,10 @@ fn reaction_to_proto(view: ReactionView) -> proto::Reaction {
     }
 }
 
-fn delivery_to_proto(view: DeliveryView) -> proto::Delivery {
+fn delivery_to_proto(view: DeliveryView) -> proto::NotificationDelivery {
     let row = view.row;
     let pending = row.state == DeliveryState::Pending.as_str();
-    proto::Delivery {
+    proto::NotificationDelivery {
         id: row.id.to_string(),
         workspace: view.workspace,
         channel: view.channel,
@@ -280,7 +280,7 @@ impl NotificationService for NotificationApi {
     async fn test_channel(
         &self,
         request: Request<TestChannelRequest>,
-    ) -> Result<Response<proto::Delivery>, Status> {
+    ) -> Result<Response<proto::NotificationDelivery>, Status> {
         let caller = identity(&request)?;
         let req = request.get_ref();
         let answer = async {
@@ -319,7 +319,7 @@ impl NotificationService for NotificationApi {
     async fn redeliver_delivery(
         &self,
         request: Request<RedeliverDeliveryRequest>,
-    ) -> Result<Response<proto::Delivery>, Status> {
+    ) -> Result<Response<proto::NotificationDelivery>, Status> {
         let caller = identity(&request)?;
         let req = request.get_ref();
         let answer = async {

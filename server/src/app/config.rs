@@ -16,6 +16,7 @@ use berth_core::artifacts::gc::GcSettings;
 use berth_core::artifacts::stores::{FilesSettings, StoreSettings};
 use berth_core::events::relay::RelaySettings;
 use berth_core::live::AgentSettings;
+use berth_core::topics::TopicSettings;
 use berth_core::work::spec::SpecDefaults;
 
 /// Flags shared by every `berth-server` subcommand.
@@ -84,6 +85,12 @@ struct FileConfig {
     outbox_slack: Option<usize>,
     stop_wait: Option<String>,
     trigger_interval: Option<String>,
+    topic_ping_interval: Option<String>,
+    topic_unknown_after: Option<String>,
+    topic_offline_after: Option<String>,
+    topic_dedupe_window: Option<String>,
+    topic_gc_interval: Option<String>,
+    topic_response_ttl: Option<String>,
     #[serde(default)]
     defaults: FileDefaults,
     files: Option<FileFiles>,
@@ -505,6 +512,9 @@ pub struct Config {
     /// How notifications are delivered (`[notifications]`): webhook timeout, retries,
     /// the failure limit, the SSRF allow-list, the log's retention, the SMTP relay.
     pub notifications: berth_core::notifications::NotifySettings,
+    /// Timings of topics: pings, availability windows, the dedupe window, the collector's
+    /// pass, response topics' time to live (`topic_*` keys).
+    pub topics: TopicSettings,
 }
 
 /// A configuration mistake, said in one line.
@@ -527,6 +537,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let topics = topic_settings(&file)?;
         let listen_text = args
             .listen
             .clone()
@@ -679,6 +690,7 @@ impl Config {
             files,
             gc,
             artifact_limits: Default::default(),
+            topics,
             agent,
             trigger_interval,
             relay,
@@ -697,6 +709,84 @@ impl Config {
             spec_defaults,
         })
     }
+}
+
+/// A `topic_*` duration key from the file, within `range` (`what` says the range).
+fn topic_duration(
+    key: &str,
+    text: Option<&String>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+    what: &str,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let value = duration(key, text)?;
+    if !range.contains(&value) {
+        return Err(ConfigError(format!(
+            "{key}: {text:?} is out of range; use {what}"
+        )));
+    }
+    Ok(value)
+}
+
+/// The `topic_*` keys, checked one by one and together.
+fn topic_settings(file: &FileConfig) -> Result<TopicSettings, ConfigError> {
+    let d = TopicSettings::default();
+    let secs = Duration::from_secs;
+    let settings = TopicSettings {
+        ping_interval: topic_duration(
+            "topic_ping_interval",
+            file.topic_ping_interval.as_ref(),
+            d.ping_interval,
+            secs(1)..=secs(3600),
+            "1s to 1h",
+        )?,
+        unknown_after: topic_duration(
+            "topic_unknown_after",
+            file.topic_unknown_after.as_ref(),
+            d.unknown_after,
+            secs(1)..=secs(24 * 3600),
+            "1s to 24h",
+        )?,
+        offline_after: topic_duration(
+            "topic_offline_after",
+            file.topic_offline_after.as_ref(),
+            d.offline_after,
+            Duration::ZERO..=secs(3600),
+            "0s to 1h",
+        )?,
+        dedupe_window: topic_duration(
+            "topic_dedupe_window",
+            file.topic_dedupe_window.as_ref(),
+            d.dedupe_window,
+            secs(60)..=secs(365 * 24 * 3600),
+            "1m to 365 days",
+        )?,
+        gc_interval: topic_duration(
+            "topic_gc_interval",
+            file.topic_gc_interval.as_ref(),
+            d.gc_interval,
+            Duration::from_millis(100)..=secs(3600),
+            "100ms to 1h",
+        )?,
+        response_ttl: topic_duration(
+            "topic_response_ttl",
+            file.topic_response_ttl.as_ref(),
+            d.response_ttl,
+            secs(1)..=berth_core::topics::publish::MAX_RESPONSE_TTL,
+            "1s to 7 days",
+        )?,
+        ..d
+    };
+    if settings.unknown_after < settings.ping_interval {
+        return Err(ConfigError(format!(
+            "topic_unknown_after ({:?}) is shorter than topic_ping_interval ({:?}): every topic would turn unknown between two pings; make it at least as long",
+            settings.unknown_after, settings.ping_interval
+        )));
+    }
+    Ok(settings)
 }
 
 /// Runs the configured defaults through the same validation a submission gets, so a
@@ -935,6 +1025,43 @@ mod tests {
         let default = Config::resolve(&ServerArgs::default()).expect("resolve");
         assert!(default.notifications.smtp.is_none());
         assert_eq!(default.notifications.retry_schedule.len(), 7);
+    }
+
+    #[test]
+    fn topic_timings_are_read_from_the_file_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "topic_ping_interval = \"30s\"\ntopic_unknown_after = \"1m\"\ntopic_offline_after = \"5s\"\ntopic_dedupe_window = \"2h\"\ntopic_gc_interval = \"1s\"\ntopic_response_ttl = \"10m\"\n",
+        )
+        .expect("write");
+        let topics = Config::resolve(&args).expect("resolve").topics;
+        assert_eq!(topics.ping_interval, Duration::from_secs(30));
+        assert_eq!(topics.unknown_after, Duration::from_secs(60));
+        assert_eq!(topics.offline_after, Duration::from_secs(5));
+        assert_eq!(topics.dedupe_window, Duration::from_secs(7200));
+        assert_eq!(topics.gc_interval, Duration::from_secs(1));
+        assert_eq!(topics.response_ttl, Duration::from_secs(600));
+        for (text, key) in [
+            ("topic_gc_interval = \"1ms\"\n", "topic_gc_interval"),
+            ("topic_dedupe_window = \"never\"\n", "topic_dedupe_window"),
+            ("topic_response_ttl = \"30d\"\n", "topic_response_ttl"),
+            ("topic_ping_interval = \"5m\"\n", "topic_unknown_after"),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let error = Config::resolve(&args).expect_err(text);
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let default = Config::resolve(&ServerArgs::default())
+            .expect("resolve")
+            .topics;
+        assert_eq!(default.unknown_after, Duration::from_secs(120));
+        assert_eq!(default.offline_after, Duration::from_secs(10));
     }
 
     #[test]
