@@ -785,3 +785,38 @@ async fn a_failed_work_request_reaches_its_reactions_webhook_through_the_relay()
     assert_eq!(on_call.requests().len(), 1, "{:?}", on_call.requests());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_the_deliveries_and_send_each_once() {
+    let server = quick_server().await;
+    let replica = server.replica().await;
+    let receiver = Receiver::ok().await;
+    channel(&server, "shared", &receiver.url("/")).await;
+    let mut events = Vec::new();
+    for _ in 0..40 {
+        events.push(
+            event(
+                &server.database_url,
+                "default",
+                "work_request.failed",
+                Uuid::now_v7(),
+                json!({}),
+            )
+            .await,
+        );
+    }
+    fan_out(&server.database_url, &events).await;
+    let rows = settled(&server, "shared", 40).await;
+    assert!(
+        rows.iter().all(|row| row == &("delivered".to_owned(), 1)),
+        "{rows:?}"
+    );
+    let got = receiver.requests();
+    let mut ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id")).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(got.len(), 40, "every event sent exactly once");
+    assert_eq!(ids.len(), 40);
+    replica.stop().await;
+    server.stop().await;
+}

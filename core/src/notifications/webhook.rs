@@ -98,7 +98,7 @@ pub fn judge(status: u16, retry_after: Option<Duration>) -> Verdict {
         200..=299 => Verdict::Delivered,
         410 => Verdict::Gone,
         408 | 429 | 500..=599 => Verdict::Retry { after: retry_after },
-        300..=399 | 400..=499 => Verdict::Permanent,
+        300..=499 => Verdict::Permanent,
         _ => Verdict::Retry { after: None },
     }
 }

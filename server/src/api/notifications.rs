@@ -400,7 +400,7 @@ mod tests {
 
     #[test]
     fn unknown_delivery_states_are_refused_naming_the_field() {
-        let error = state_from_proto("lost").unwrap_err();
+        let error = state_from_proto("lost").expect_err("must be refused");
         assert!(error.to_string().starts_with("state:"), "{error}");
         assert_eq!(state_from_proto("").expect("empty"), None);
         assert_eq!(
