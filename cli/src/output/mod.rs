@@ -55,7 +55,7 @@ pub use self::templates::{
 };
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
 pub use self::topics::{
-    DeletedView, MessageLine, PingView, PublishedListView, SubscriptionListView, SubscriptionView,
+    DeletedTopicView, MessageLine, PingView, PublishedListView, SubscriptionListView, SubscriptionView,
     TopicListView, TopicView,
 };
 pub use self::triggers::{

@@ -262,31 +262,31 @@ impl Render for TopicListView {
 
 /// `topic delete` and `subscription delete`.
 #[derive(Debug, Serialize)]
-pub struct DeletedView {
+pub struct DeletedTopicView {
     pub deleted: bool,
 }
 
-impl From<proto::DeleteTopicResponse> for DeletedView {
-    fn from(r: proto::DeleteTopicResponse) -> DeletedView {
-        DeletedView { deleted: r.deleted }
+impl From<proto::DeleteTopicResponse> for DeletedTopicView {
+    fn from(r: proto::DeleteTopicResponse) -> DeletedTopicView {
+        DeletedTopicView { deleted: r.deleted }
     }
 }
 
 impl Answer for proto::DeleteTopicResponse {
-    type View = DeletedView;
+    type View = DeletedTopicView;
 }
 
-impl From<proto::DeleteSubscriptionResponse> for DeletedView {
-    fn from(r: proto::DeleteSubscriptionResponse) -> DeletedView {
-        DeletedView { deleted: r.deleted }
+impl From<proto::DeleteSubscriptionResponse> for DeletedTopicView {
+    fn from(r: proto::DeleteSubscriptionResponse) -> DeletedTopicView {
+        DeletedTopicView { deleted: r.deleted }
     }
 }
 
 impl Answer for proto::DeleteSubscriptionResponse {
-    type View = DeletedView;
+    type View = DeletedTopicView;
 }
 
-impl Render for DeletedView {
+impl Render for DeletedTopicView {
     fn table(&self) -> String {
         fields(&[("deleted", yes_no(self.deleted))])
     }
