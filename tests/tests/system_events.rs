@@ -368,7 +368,9 @@ async fn a_burst_of_10000_changes_makes_exactly_10000_events_in_commit_order_per
 #[tokio::test(flavor = "multi_thread")]
 async fn work_requests_and_workflows_report_every_status_change_on_their_topics() {
     let server = TestServer::start_with(fast_relay).await;
-    let _sim = server.sim_worker(SimOptions::default().concurrency(4)).await;
+    let _sim = server
+        .sim_worker(SimOptions::default().concurrency(4))
+        .await;
     let ok = submit(&server, spec(&["true"])).await.id;
     let failed = submit(&server, spec(&["false"])).await.id;
     let cancelled = submit(&server, spec(&["sleep", "60"])).await.id;
@@ -430,8 +432,14 @@ async fn work_requests_and_workflows_report_every_status_change_on_their_topics(
     assert_eq!(last["result"], "success");
     assert_eq!(last["exit_code"], 0);
     assert_eq!(last["image"], berth_tests::TEST_IMAGE);
-    assert!(last["worker"].as_str().unwrap().starts_with("sim-"), "{last}");
-    assert_eq!(done[1].data["worker"], last["worker"], "running names its worker");
+    assert!(
+        last["worker"].as_str().unwrap().starts_with("sim-"),
+        "{last}"
+    );
+    assert_eq!(
+        done[1].data["worker"], last["worker"],
+        "running names its worker"
+    );
     assert_eq!(last["created_by"], "admin");
     assert!(last["trigger"].is_null());
 
@@ -457,7 +465,10 @@ async fn work_requests_and_workflows_report_every_status_change_on_their_topics(
     assert_eq!(stopped[2].data["reason"], "cancelled");
 
     let parent = wait_event(&server, &workflow.id, "workflow.succeeded").await;
-    assert!(parent.iter().all(|e| e.topic == "berth.workflows"), "{parent:?}");
+    assert!(
+        parent.iter().all(|e| e.topic == "berth.workflows"),
+        "{parent:?}"
+    );
     assert_eq!(kinds(&parent).first(), Some(&"workflow.created"));
     assert_eq!(kinds(&parent).last(), Some(&"workflow.succeeded"));
     let steps = outbox(
@@ -472,11 +483,7 @@ async fn work_requests_and_workflows_report_every_status_change_on_their_topics(
     assert_eq!(names, BTreeSet::from(["a", "b"]));
     assert!(steps.iter().all(|e| e.topic == "berth.work-requests"));
     for step in ["a", "b"] {
-        let last = steps
-            .iter()
-            .filter(|e| e.data["name"] == step)
-            .next_back()
-            .unwrap();
+        let last = steps.iter().rfind(|e| e.data["name"] == step).unwrap();
         assert_eq!(last.kind, "work_request.succeeded", "{last:?}");
     }
     // `b` waited for `a`: it was blocked, then pending, then ran.
@@ -583,8 +590,9 @@ async fn workers_report_connections_and_operator_changes_in_default_but_not_hear
     assert_eq!(events[3].data["draining"], true);
     assert_eq!(events[5].data["connected"], false);
     assert!(
-        events.iter().all(|e| e.data.get("token_id").is_none()
-            && e.data.get("last_heartbeat_at").is_none()),
+        events
+            .iter()
+            .all(|e| e.data.get("token_id").is_none() && e.data.get("last_heartbeat_at").is_none()),
         "{events:?}"
     );
     wait_relayed(&server.database_url, WAIT).await;
@@ -595,7 +603,9 @@ async fn workers_report_connections_and_operator_changes_in_default_but_not_hear
 #[tokio::test(flavor = "multi_thread")]
 async fn artifacts_templates_services_and_trigger_rules_report_their_changes() {
     let server = TestServer::start_with(fast_relay).await;
-    let _sim = server.sim_worker(SimOptions::default().concurrency(4)).await;
+    let _sim = server
+        .sim_worker(SimOptions::default().concurrency(4))
+        .await;
 
     // An artifact: made, its file uploaded, deleted.
     let mut artifacts = server.artifacts(&server.admin_token).await;
@@ -791,7 +801,10 @@ async fn artifacts_templates_services_and_trigger_rules_report_their_changes() {
     assert_eq!(made[0].kind, "work_request.created");
     assert_eq!(made[0].data["trigger"]["rule_id"], rule.id.as_str());
     assert_eq!(made[0].data["trigger"]["event_id"], fired.id.as_str());
-    assert_eq!(made[0].data["trigger"]["rules"], serde_json::json!([rule.id]));
+    assert_eq!(
+        made[0].data["trigger"]["rules"],
+        serde_json::json!([rule.id])
+    );
     all.extend(events);
     all.extend(firing);
 
@@ -806,7 +819,9 @@ async fn artifacts_templates_services_and_trigger_rules_report_their_changes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_event_or_message_holds_a_secret_value() {
     let server = TestServer::start_with(fast_relay).await;
-    let _sim = server.sim_worker(SimOptions::default().concurrency(2)).await;
+    let _sim = server
+        .sim_worker(SimOptions::default().concurrency(2))
+        .await;
     let secret = format!("s3cret-{}", uuid::Uuid::new_v4().simple());
     // A request with a secret env value, a template with one, a release changing it, and
     // a trigger rule with a secret override fired by hand.
@@ -834,10 +849,7 @@ async fn no_event_or_message_holds_a_secret_value() {
             name: "deploy".into(),
             change: Some(proto::update_template_request::Change::Job(
                 JobTemplateChange {
-                    secret_env: HashMap::from([(
-                        "TOKEN".to_owned(),
-                        format!("{secret}-release"),
-                    )]),
+                    secret_env: HashMap::from([("TOKEN".to_owned(), format!("{secret}-release"))]),
                     ..JobTemplateChange::default()
                 },
             )),
@@ -858,10 +870,7 @@ async fn no_event_or_message_holds_a_secret_value() {
             action: Some(TriggerAction {
                 template: "deploy".into(),
                 overrides: Some(TemplateOverrides {
-                    secret_env: HashMap::from([(
-                        "OVERRIDE".to_owned(),
-                        format!("{secret}-rule"),
-                    )]),
+                    secret_env: HashMap::from([("OVERRIDE".to_owned(), format!("{secret}-rule"))]),
                     ..TemplateOverrides::default()
                 }),
                 ..TriggerAction::default()
@@ -937,7 +946,10 @@ async fn a_relay_killed_mid_batch_loses_and_doubles_nothing() {
     };
     eventually("the relay to be part way through", WAIT, || async {
         let (relayed, all) = counts().await;
-        assert!(relayed < all, "the relay finished before it could be killed");
+        assert!(
+            relayed < all,
+            "the relay finished before it could be killed"
+        );
         (relayed > 100).then_some(())
     })
     .await;
@@ -992,7 +1004,11 @@ async fn two_replicas_relay_every_event_once() {
     assert_eq!(events.len(), usize::try_from(all).unwrap());
     assert!(events.len() >= 10_040, "{}", events.len());
     let published = published(&first.database_url).await;
-    assert_eq!(published.len(), events.len(), "none published twice, none lost");
+    assert_eq!(
+        published.len(),
+        events.len(),
+        "none published twice, none lost"
+    );
     assert_published_in_order(&events, &published);
     second.stop().await;
     first.stop().await;
@@ -1056,11 +1072,11 @@ async fn relayed_events_are_kept_for_the_retention_then_pruned() {
     // The message stays on its topic: only the outbox forgets.
     let messages = published(&server.database_url).await;
     assert!(
-        messages
-            .values()
-            .any(|m| m.content.as_ref().is_some_and(|c| c["object_id"] == old.as_str())),
+        messages.values().any(|m| m
+            .content
+            .as_ref()
+            .is_some_and(|c| c["object_id"] == old.as_str())),
         "the old event's message is still on berth.work-requests"
     );
     server.stop().await;
 }
-

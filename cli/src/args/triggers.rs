@@ -274,7 +274,12 @@ pub struct TriggerCreateArgs {
     pub labels: Vec<KeyValue>,
     /// Fire once per message published on this topic of the workspace after the rule is
     /// made (berth.work-requests and the other berth.* topics carry Berth's own events).
-    #[arg(long = "on-topic", visible_alias = "topic", value_name = "TOPIC", help_heading = "When")]
+    #[arg(
+        long = "on-topic",
+        visible_alias = "topic",
+        value_name = "TOPIC",
+        help_heading = "When"
+    )]
     pub on_topic: Option<String>,
     /// --on-topic: only messages whose `type` matches (repeatable): a type
     /// (work_request.failed), a prefix (work_request.*) or *.

@@ -219,7 +219,9 @@ pub async fn run(relay: Relay, stop: CancellationToken) {
             match relay.prune().await {
                 Ok(n) if n > 0 => tracing::debug!(events = n, "relayed system events pruned"),
                 Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "system events: pruning failed; trying again later"),
+                Err(e) => {
+                    tracing::debug!(error = %e, "system events: pruning failed; trying again later")
+                }
             }
             pruned_at = Some(Instant::now());
         }
@@ -412,12 +414,15 @@ async fn publish_all(
 }
 
 fn workspace_name<'a>(names: &'a HashMap<Uuid, String>, event: &SystemEvent) -> Result<&'a str> {
-    names.get(&event.workspace_id).map(String::as_str).ok_or_else(|| {
-        Error::internal(format!(
-            "system event {} names workspace {}, which does not exist",
-            event.id, event.workspace_id
-        ))
-    })
+    names
+        .get(&event.workspace_id)
+        .map(String::as_str)
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "system event {} names workspace {}, which does not exist",
+                event.id, event.workspace_id
+            ))
+        })
 }
 
 /// Publishes `event` on its system topic; whether it was new there (only then is it
@@ -436,7 +441,11 @@ async fn publish(
     Ok(published.is_some())
 }
 
-async fn mark_relayed(conn: &mut AsyncPgConnection, seqs: &[i64], error: Option<&str>) -> Result<()> {
+async fn mark_relayed(
+    conn: &mut AsyncPgConnection,
+    seqs: &[i64],
+    error: Option<&str>,
+) -> Result<()> {
     diesel::update(system_events::table.filter(system_events::seq.eq_any(seqs)))
         .set((
             system_events::relayed_at.eq(diesel::dsl::now),

@@ -290,9 +290,8 @@ pub(crate) async fn publish_in(
     // messages get them in their order.
     taken.sort_by_key(|t| t.seq);
     let seqs: Vec<i64> = taken.iter().map(|t| t.seq).collect();
-    let at = taken
-        .iter()
-        .next()
+    // Called as the slice's: diesel's `FirstDsl` would take `.first()`.
+    let at = <[SeqAt]>::first(&taken)
         .map(|t| t.at)
         .ok_or_else(|| Error::internal("no seq taken"))?;
     let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
@@ -439,7 +438,7 @@ pub(crate) async fn system(
     };
     // A system topic stores (policy `store`), so no live window is needed.
     match publish_in(conn, &topic, &producer, &[message], Duration::ZERO).await? {
-        Outcome::Published(published) => Ok(published.iter().next().map(|p| p.seq)),
+        Outcome::Published(published) => Ok(<[Published]>::first(&published).map(|p| p.seq)),
         Outcome::Duplicate(..) => Ok(None),
     }
 }

@@ -35,13 +35,13 @@ use crate::templates::names;
 use crate::templates::runs::Overrides;
 use crate::templates::store::{self as template_store, TemplateRow};
 use crate::templates::workspace_name;
+use crate::triggers::Maker;
 use crate::triggers::schedule::{self, ScheduleConfig};
 use crate::triggers::store::{self, EventRow, NewEvent, NewRule, RuleRow};
 use crate::triggers::{
     ActionInput, ConfigInput, EventView, FireTime, Outcome, PreviewOf, RuleChange, RuleKind,
     RuleRef, RuleView, StoredAction, Triggers, handlers, settle,
 };
-use crate::triggers::Maker;
 use crate::work::state::Kind;
 
 /// What changing a rule (or firing it) needs, and how a refusal words it.

@@ -35,8 +35,8 @@ use crate::error::{Error, Result};
 use crate::topics;
 use crate::topics::access::{self, Use};
 use crate::topics::store as topic_store;
-use crate::triggers::TopicInput;
 use crate::triggers::Maker;
+use crate::triggers::TopicInput;
 
 /// At most this many type patterns.
 const MAX_TYPES: usize = 32;
@@ -175,16 +175,18 @@ pub async fn open(
 ) -> Result<TopicConfig> {
     let mut config = check(input)?;
     let workspace = &maker.standing.workspace;
-    let subscription =
-        topics::open_internal(conn, workspace.id, &config.topic, &subscription_name(rule_id))
-            .await
-            .map_err(|e| match e {
-                Error::NotFound(m) => Error::NotFound(format!("topic.topic: {m}")),
-                Error::FailedPrecondition(m) => {
-                    Error::FailedPrecondition(format!("topic.topic: {m}"))
-                }
-                other => other,
-            })?;
+    let subscription = topics::open_internal(
+        conn,
+        workspace.id,
+        &config.topic,
+        &subscription_name(rule_id),
+    )
+    .await
+    .map_err(|e| match e {
+        Error::NotFound(m) => Error::NotFound(format!("topic.topic: {m}")),
+        Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("topic.topic: {m}")),
+        other => other,
+    })?;
     let topic = topic_store::find_topic(conn, workspace.id, &config.topic, false)
         .await?
         .ok_or_else(|| {
@@ -299,8 +301,12 @@ mod tests {
 
     #[test]
     fn the_rules_behind_a_message_are_read_from_its_trigger() {
-        let content = json!({"type": "work_request.created", "data": {"trigger": {"rules": ["r1", "r2"]}}});
-        assert_eq!(cause_rules(&content), vec!["r1".to_owned(), "r2".to_owned()]);
+        let content =
+            json!({"type": "work_request.created", "data": {"trigger": {"rules": ["r1", "r2"]}}});
+        assert_eq!(
+            cause_rules(&content),
+            vec!["r1".to_owned(), "r2".to_owned()]
+        );
         assert!(cause_rules(&json!({"data": {"trigger": null}})).is_empty());
         assert!(cause_rules(&json!("plain")).is_empty());
     }
@@ -315,6 +321,9 @@ mod tests {
         let value = serde_json::to_value(&config).unwrap();
         assert_eq!(TopicConfig::from_value(&value).unwrap(), config);
         let older = json!({"topic": "builds"});
-        assert_eq!(TopicConfig::from_value(&older).unwrap().types, Vec::<String>::new());
+        assert_eq!(
+            TopicConfig::from_value(&older).unwrap().types,
+            Vec::<String>::new()
+        );
     }
 }

@@ -52,11 +52,11 @@ use uuid::Uuid;
 use crate::artifacts::live::ALIVE_SQL;
 use crate::error::{Error, Result};
 use crate::store::schema::trigger_rules;
-use crate::triggers::artifact::ArtifactConfig;
 use crate::topics;
+use crate::triggers::artifact::ArtifactConfig;
 use crate::triggers::completion::{CompletionConfig, EndedAs};
-use crate::triggers::topic::{self, TopicConfig};
 use crate::triggers::store::{self, NewEvent, RuleRow};
+use crate::triggers::topic::{self, TopicConfig};
 use crate::triggers::{Outcome, RuleKind, Triggers, settle};
 use crate::work::state::{Reason, Status, WorkResult};
 
