@@ -483,11 +483,7 @@ async fn work_requests_and_workflows_report_every_status_change_on_their_topics(
     assert_eq!(names, BTreeSet::from(["a", "b"]));
     assert!(steps.iter().all(|e| e.topic == "berth.work-requests"));
     for step in ["a", "b"] {
-        let last = steps
-            .iter()
-            .filter(|e| e.data["name"] == step)
-            .next_back()
-            .unwrap();
+        let last = steps.iter().rfind(|e| e.data["name"] == step).unwrap();
         assert_eq!(last.kind, "work_request.succeeded", "{last:?}");
     }
     // `b` waited for `a`: it was blocked, then pending, then ran.
@@ -1084,4 +1080,3 @@ async fn relayed_events_are_kept_for_the_retention_then_pruned() {
     );
     server.stop().await;
 }
-

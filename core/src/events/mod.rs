@@ -114,8 +114,6 @@ pub async fn emit(
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests fail loudly on unexpected errors")]
-
     use chrono::TimeZone;
 
     use super::*;
