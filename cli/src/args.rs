@@ -21,11 +21,21 @@ use crate::values::{
 };
 use crate::values::{NetworkArg, parse_network};
 
+mod notifications;
+pub use self::notifications::{
+    ChannelCommand, ChannelCreateArgs, ChannelUpdateArgs, DeliveriesArgs, ReactionCommand,
+};
 mod services;
 pub use self::services::{
     CommandArg, PortArg, RestartArg, ServiceCommand, ServiceCreateArgs, ServiceDeployArgs,
     ServiceLogsArgs, ServiceRunArgs, ServiceSetArgs, ServiceSettingsArgs, parse_command,
     parse_port, parse_scale, split_words,
+};
+mod topics;
+pub use self::topics::{
+    Backoff, PolicyArg, StartArg, SubscriptionCommand, SubscriptionCreateArgs,
+    SubscriptionSeekArgs, TopicCommand, TopicCreateArgs, TopicPublishArgs, TopicSubscribeArgs,
+    parse_backoff, parse_json, parse_start,
 };
 mod triggers;
 pub use self::triggers::{
@@ -147,6 +157,21 @@ pub enum Command {
     /// miss is an event.
     #[command(subcommand, arg_required_else_help = true)]
     Trigger(TriggerCommand),
+    /// Notification channels: webhooks signed per Standard Webhooks, or email; the
+    /// delivery log, redeliveries and test pings.
+    #[command(subcommand, arg_required_else_help = true)]
+    Channel(ChannelCommand),
+    /// Reactions: notify a channel when a work request, workflow, template or service
+    /// starts, succeeds, fails or completes.
+    #[command(subcommand, arg_required_else_help = true)]
+    Reaction(ReactionCommand),
+    /// Topics: publish JSON messages and consume them through durable subscriptions with
+    /// acks, store policies, retention and availability by ping/pong.
+    #[command(subcommand, arg_required_else_help = true)]
+    Topic(TopicCommand),
+    /// Durable subscriptions of topics: create, list, show, delete and seek.
+    #[command(subcommand, arg_required_else_help = true)]
+    Subscription(SubscriptionCommand),
     /// Submit a work request: run IMAGE (with CMD ARGS... if given) on a worker.
     ///
     /// Without --detach, `run` follows the request as `docker run` does: the container's

@@ -49,12 +49,16 @@ pub mod cli;
 pub mod docker;
 pub mod invariants;
 pub mod logs;
+pub mod notify;
 pub mod process;
 pub mod proxy;
+pub mod receiver;
 pub mod services;
 pub mod sim;
+pub mod smtp;
 pub mod spec;
 pub mod stored;
+pub mod topics;
 pub mod worker;
 
 pub use agent::{RawAgent, raw_hello};

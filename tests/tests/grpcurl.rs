@@ -89,6 +89,7 @@ async fn grpcurl_lists_every_service_through_reflection() {
         "berth.v1.WorkerService",
         "berth.v1.WorkRequestService",
         "berth.v1.AgentService",
+        "berth.v1.TopicService",
         "grpc.health.v1.Health",
     ] {
         assert!(

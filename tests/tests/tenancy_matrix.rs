@@ -22,8 +22,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use berth_common::client::BearerAuth;
 use berth_common::proto::collection_service_client::CollectionServiceClient;
+use berth_common::proto::notification_service_client::NotificationServiceClient;
 use berth_common::proto::service_service_client::ServiceServiceClient;
 use berth_common::proto::template_service_client::TemplateServiceClient;
+use berth_common::proto::topic_service_client::TopicServiceClient;
 use berth_common::proto::trigger_service_client::TriggerServiceClient;
 use berth_common::proto::work_request_service_client::WorkRequestServiceClient;
 use berth_common::proto::workspace_service_client::WorkspaceServiceClient;
@@ -56,9 +58,22 @@ use berth_common::proto::{
     ListArtifactsRequest, QueryUploadRequest, RelateArtifactsRequest, SetExpiryRequest, expiry,
 };
 use berth_common::proto::{
+    CreateChannelRequest, CreateReactionRequest, DeleteChannelRequest, DeleteReactionRequest,
+    GetChannelRequest, ListChannelsRequest, ListDeliveriesRequest, ListReactionsRequest,
+    RedeliverDeliveryRequest, RotateChannelSecretRequest, TestChannelRequest, UpdateChannelRequest,
+    WebhookSettings, create_channel_request,
+};
+use berth_common::proto::{
     CreateServiceRequest, DeleteServiceRequest, DeployServiceRequest, GetServiceHistoryRequest,
     GetServiceRequest, ListServiceEndpointsRequest, ListServicesRequest, Process,
     RunServiceCommandRequest, ScaleServiceRequest, StreamServiceLogsRequest, UpdateServiceRequest,
+};
+use berth_common::proto::{
+    CreateSubscriptionRequest, CreateTopicRequest, DeleteSubscriptionRequest, DeleteTopicRequest,
+    GetSubscriptionRequest, GetTopicRequest, ListSubscriptionsRequest, ListTopicsRequest,
+    PingTopicRequest, PublishMessage, PublishRequest, SeekSubscriptionRequest, SubscribeOpen,
+    SubscribeRequest, SubscribeResponse, TopicGrant, UpdateTopicRequest, seek_subscription_request,
+    subscribe_request, subscribe_response,
 };
 use berth_tests::artifacts::{create, read, upload, upload_range};
 use berth_tests::{SimOptions, TestServer, query, spec, wait_terminal};
@@ -238,6 +253,49 @@ const MATRIX: &[(&str, Policy)] = &[
         "/berth.v1.TriggerService/PreviewTriggerSchedule",
         Policy::Read,
     ),
+    // Notifications: reads (never a secret) for viewers, every change, a test ping and a
+    // redelivery for contributors.
+    ("/berth.v1.NotificationService/CreateChannel", Policy::Write),
+    ("/berth.v1.NotificationService/GetChannel", Policy::Read),
+    ("/berth.v1.NotificationService/ListChannels", Policy::Read),
+    ("/berth.v1.NotificationService/UpdateChannel", Policy::Write),
+    (
+        "/berth.v1.NotificationService/RotateChannelSecret",
+        Policy::Write,
+    ),
+    ("/berth.v1.NotificationService/DeleteChannel", Policy::Write),
+    ("/berth.v1.NotificationService/TestChannel", Policy::Write),
+    ("/berth.v1.NotificationService/ListDeliveries", Policy::Read),
+    (
+        "/berth.v1.NotificationService/RedeliverDelivery",
+        Policy::Write,
+    ),
+    (
+        "/berth.v1.NotificationService/CreateReaction",
+        Policy::Write,
+    ),
+    ("/berth.v1.NotificationService/ListReactions", Policy::Read),
+    (
+        "/berth.v1.NotificationService/DeleteReaction",
+        Policy::Write,
+    ),
+    // Topics: reads for viewers, topic changes for contributors. Publishing and pinging
+    // act on a topic that grants producing to role:contributor; the subscription cells act
+    // on a system topic, which anyone who may read the workspace consumes; deleting and
+    // seeking another user's subscription also needs a contributor.
+    ("/berth.v1.TopicService/CreateTopic", Policy::Write),
+    ("/berth.v1.TopicService/GetTopic", Policy::Read),
+    ("/berth.v1.TopicService/ListTopics", Policy::Read),
+    ("/berth.v1.TopicService/UpdateTopic", Policy::Write),
+    ("/berth.v1.TopicService/DeleteTopic", Policy::Write),
+    ("/berth.v1.TopicService/Publish", Policy::Write),
+    ("/berth.v1.TopicService/Ping", Policy::Write),
+    ("/berth.v1.TopicService/Subscribe", Policy::Read),
+    ("/berth.v1.TopicService/CreateSubscription", Policy::Read),
+    ("/berth.v1.TopicService/GetSubscription", Policy::Read),
+    ("/berth.v1.TopicService/ListSubscriptions", Policy::Read),
+    ("/berth.v1.TopicService/DeleteSubscription", Policy::Write),
+    ("/berth.v1.TopicService/SeekSubscription", Policy::Write),
 ];
 
 /// RPCs that touch no workspace's things, and why; each is covered by its own tests and
@@ -466,6 +524,12 @@ async fn target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) ->
     }
     if rpc.starts_with("/berth.v1.TriggerService/") {
         return trigger_target(server, rpc, workspace, cell).await;
+    }
+    if rpc.starts_with("/berth.v1.NotificationService/") {
+        return notification_target(server, workspace, cell).await;
+    }
+    if rpc.starts_with("/berth.v1.TopicService/") {
+        return topic_target(server, rpc, workspace, cell).await;
     }
     let mut admin = work(&server.admin_token, server.channel().await);
     let submitted = match rpc {
@@ -871,6 +935,12 @@ async fn call(
     }
     if rpc.starts_with("/berth.v1.TriggerService/") {
         return call_triggers(server, rpc, token, workspace, target).await;
+    }
+    if rpc.starts_with("/berth.v1.NotificationService/") {
+        return call_notifications(server, rpc, token, workspace, target).await;
+    }
+    if rpc.starts_with("/berth.v1.TopicService/") {
+        return call_topics(server, rpc, token, workspace, target).await;
     }
     let channel = server.channel().await;
     let mut work = work(token, channel.clone());
@@ -1440,6 +1510,454 @@ async fn call_triggers(
                 .into_inner();
             assert_eq!(preview.times.len(), 3);
             assert_eq!(preview.time_zone, "Europe/Berlin");
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
+fn notifications(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> NotificationServiceClient<berth_tests::Authed> {
+    NotificationServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// A webhook channel `name` in `workspace` (to a closed port; the guard refuses it
+/// anyway, so no cell waits on a network).
+fn hook(workspace: &str, name: &str) -> CreateChannelRequest {
+    CreateChannelRequest {
+        workspace: workspace.to_owned(),
+        name: name.to_owned(),
+        settings: Some(create_channel_request::Settings::Webhook(WebhookSettings {
+            url: "http://127.0.0.1:9/hook".into(),
+            ..Default::default()
+        })),
+        // None: the requests other cells make must not queue deliveries here.
+        event_types: Vec::new(),
+        disabled: false,
+    }
+}
+
+/// What a NotificationService cell acts on, made by the admin: a channel `ch-CELL`, a
+/// template `nt-CELL` with a reaction of the channel on it, and a failed delivery of the
+/// channel (to redeliver). Returns "CHANNEL TEMPLATE REACTION DELIVERY".
+async fn notification_target(server: &TestServer, workspace: &str, cell: usize) -> String {
+    let channel = format!("ch-{cell}");
+    let template = format!("nt-{cell}");
+    let mut admin = notifications(&server.admin_token, server.channel().await);
+    admin
+        .create_channel(hook(workspace, &channel))
+        .await
+        .unwrap();
+    templates(&server.admin_token, server.channel().await)
+        .create_template(parked_template(workspace, &template))
+        .await
+        .unwrap();
+    let reaction = admin
+        .create_reaction(CreateReactionRequest {
+            workspace: workspace.to_owned(),
+            object_kind: "template".into(),
+            object: template.clone(),
+            on: "failure".into(),
+            channel: channel.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let delivery: uuid::Uuid = query(
+        &server.database_url,
+        &format!(
+            "INSERT INTO notification_deliveries \
+               (id, workspace_id, channel_id, event_id, event_type, object_id, body, state, finished_at) \
+             SELECT gen_random_uuid(), c.workspace_id, c.id, gen_random_uuid(), 'work_request.failed', \
+                    gen_random_uuid(), '{{}}', 'failed', now() \
+               FROM notification_channels c JOIN workspaces w ON w.id = c.workspace_id \
+              WHERE w.name = '{workspace}' AND c.name = '{channel}' RETURNING id"
+        ),
+    )
+    .await[0]
+        .get(0);
+    format!("{channel} {template} {reaction} {delivery}")
+}
+
+/// Calls a NotificationService `rpc` as `token` on "CHANNEL TEMPLATE REACTION
+/// DELIVERY"; `Ok` if answered.
+async fn call_notifications(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = notifications(token, server.channel().await);
+    let parts: Vec<&str> = target.split(' ').collect();
+    let (channel, template, reaction, delivery) = (parts[0], parts[1], parts[2], parts[3]);
+    let ws = workspace.to_owned();
+    let name = channel.to_owned();
+    match rpc {
+        "/berth.v1.NotificationService/CreateChannel" => {
+            let made = client
+                .create_channel(hook(workspace, &format!("{channel}-new")))
+                .await?
+                .into_inner();
+            assert!(made.signing_secret.starts_with("whsec_"));
+        }
+        "/berth.v1.NotificationService/GetChannel" => {
+            let got = client
+                .get_channel(GetChannelRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(got.name, channel);
+        }
+        "/berth.v1.NotificationService/ListChannels" => {
+            let listed = client
+                .list_channels(ListChannelsRequest { workspace: ws })
+                .await?
+                .into_inner();
+            assert!(listed.channels.iter().any(|c| c.name == channel));
+        }
+        "/berth.v1.NotificationService/UpdateChannel" => {
+            let updated = client
+                .update_channel(UpdateChannelRequest {
+                    workspace: ws,
+                    name,
+                    set_event_types: true,
+                    event_types: vec!["work_request.failed".into()],
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(updated.event_types, vec!["work_request.failed".to_owned()]);
+        }
+        "/berth.v1.NotificationService/RotateChannelSecret" => {
+            let rotated = client
+                .rotate_channel_secret(RotateChannelSecretRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?
+                .into_inner();
+            assert!(rotated.signing_secret.starts_with("whsec_"));
+        }
+        "/berth.v1.NotificationService/DeleteChannel" => {
+            client
+                .delete_channel(DeleteChannelRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?;
+        }
+        "/berth.v1.NotificationService/TestChannel" => {
+            let ping = client
+                .test_channel(TestChannelRequest {
+                    workspace: ws,
+                    name,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(ping.event_type, "notification.ping");
+            assert_eq!(ping.attempt_log.len(), 1, "{ping:?}");
+        }
+        "/berth.v1.NotificationService/ListDeliveries" => {
+            let listed = client
+                .list_deliveries(ListDeliveriesRequest {
+                    workspace: ws,
+                    channel: name,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(listed.deliveries.iter().any(|d| d.id == delivery));
+        }
+        "/berth.v1.NotificationService/RedeliverDelivery" => {
+            let again = client
+                .redeliver_delivery(RedeliverDeliveryRequest {
+                    workspace: ws,
+                    id: delivery.to_owned(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(again.id, delivery);
+        }
+        "/berth.v1.NotificationService/CreateReaction" => {
+            let made = client
+                .create_reaction(CreateReactionRequest {
+                    workspace: ws,
+                    object_kind: "template".into(),
+                    object: template.to_owned(),
+                    on: "success".into(),
+                    channel: name,
+                })
+                .await?
+                .into_inner();
+            assert_eq!(made.object, template);
+        }
+        "/berth.v1.NotificationService/ListReactions" => {
+            let listed = client
+                .list_reactions(ListReactionsRequest {
+                    workspace: ws,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert!(listed.reactions.iter().any(|r| r.id == reaction));
+        }
+        "/berth.v1.NotificationService/DeleteReaction" => {
+            client
+                .delete_reaction(DeleteReactionRequest {
+                    workspace: ws,
+                    id: reaction.to_owned(),
+                })
+                .await?;
+        }
+        other => panic!("no call for {other} in the tenancy matrix"),
+    }
+    Ok(())
+}
+
+fn topics_client(
+    token: &str,
+    channel: tonic::transport::Channel,
+) -> TopicServiceClient<berth_tests::Authed> {
+    TopicServiceClient::with_interceptor(channel, BearerAuth::new(token))
+}
+
+/// The system topic the subscription cells act on.
+const SYSTEM_TOPIC: &str = "berth.workers";
+
+/// What a TopicService cell acts on, made by the admin; returns "TOPIC SUBSCRIPTION".
+/// CreateTopic: only a slug. Publish and Ping: a topic `g-CELL` granting producing to
+/// role:contributor. Subscription cells: a subscription `s-CELL` of the system topic (for
+/// CreateSubscription only its name). Otherwise a plain topic `t-CELL`.
+async fn topic_target(server: &TestServer, rpc: &str, workspace: &str, cell: usize) -> String {
+    let mut admin = topics_client(&server.admin_token, server.channel().await);
+    let method = rpc.trim_start_matches("/berth.v1.TopicService/");
+    let subscription = format!("s-{cell}");
+    match method {
+        "CreateTopic" => format!("made-{cell} -"),
+        "Publish" | "Ping" => {
+            let slug = format!("g-{cell}");
+            admin
+                .create_topic(CreateTopicRequest {
+                    workspace: workspace.to_owned(),
+                    slug: slug.clone(),
+                    grants: vec![TopicGrant {
+                        principal: "role:contributor".into(),
+                        produce: true,
+                        consume: false,
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            format!("{slug} -")
+        }
+        "CreateSubscription" => format!("{SYSTEM_TOPIC} {subscription}"),
+        "Subscribe" | "GetSubscription" | "ListSubscriptions" | "DeleteSubscription"
+        | "SeekSubscription" => {
+            admin
+                .create_subscription(CreateSubscriptionRequest {
+                    workspace: workspace.to_owned(),
+                    topic: SYSTEM_TOPIC.into(),
+                    name: subscription.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            format!("{SYSTEM_TOPIC} {subscription}")
+        }
+        _ => {
+            let slug = format!("t-{cell}");
+            admin
+                .create_topic(CreateTopicRequest {
+                    workspace: workspace.to_owned(),
+                    slug: slug.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            format!("{slug} -")
+        }
+    }
+}
+
+/// Calls a TopicService `rpc` as `token` on "TOPIC SUBSCRIPTION"; `Ok` if answered.
+async fn call_topics(
+    server: &TestServer,
+    rpc: &str,
+    token: &str,
+    workspace: &str,
+    target: String,
+) -> Result<(), tonic::Status> {
+    let mut client = topics_client(token, server.channel().await);
+    let (topic, name) = target.split_once(' ').unwrap();
+    let (ws, topic, name) = (workspace.to_owned(), topic.to_owned(), name.to_owned());
+    match rpc.trim_start_matches("/berth.v1.TopicService/") {
+        "CreateTopic" => {
+            let made = client
+                .create_topic(CreateTopicRequest {
+                    workspace: ws,
+                    slug: topic.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(
+                (made.workspace.as_str(), made.slug.as_str()),
+                (workspace, topic.as_str())
+            );
+        }
+        "GetTopic" => {
+            let got = client
+                .get_topic(GetTopicRequest {
+                    workspace: ws,
+                    slug: topic.clone(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(got.slug, topic);
+        }
+        "ListTopics" => {
+            let listed = client
+                .list_topics(ListTopicsRequest {
+                    workspace: ws.clone(),
+                })
+                .await?
+                .into_inner();
+            assert!(listed.topics.iter().any(|t| t.slug == topic));
+            assert!(listed.topics.iter().all(|t| t.workspace == ws));
+        }
+        "UpdateTopic" => {
+            let changed = client
+                .update_topic(UpdateTopicRequest {
+                    workspace: ws,
+                    slug: topic,
+                    description: Some("changed by the matrix".into()),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(changed.description, "changed by the matrix");
+        }
+        "DeleteTopic" => {
+            let deleted = client
+                .delete_topic(DeleteTopicRequest {
+                    workspace: ws,
+                    slug: topic,
+                })
+                .await?
+                .into_inner();
+            assert!(deleted.deleted);
+        }
+        "Publish" => {
+            let published = client
+                .publish(PublishRequest {
+                    workspace: ws,
+                    topic,
+                    messages: vec![PublishMessage {
+                        content: r#"{"cell": true}"#.into(),
+                        ..Default::default()
+                    }],
+                })
+                .await?
+                .into_inner();
+            assert_eq!(published.messages.len(), 1);
+        }
+        "Ping" => {
+            client
+                .ping(PingTopicRequest {
+                    workspace: ws,
+                    topic,
+                })
+                .await?;
+        }
+        "Subscribe" => {
+            let (frames, rx) = tokio::sync::mpsc::channel(4);
+            frames
+                .send(SubscribeRequest {
+                    frame: Some(subscribe_request::Frame::Open(SubscribeOpen {
+                        workspace: ws,
+                        topic,
+                        subscription: name,
+                        initial_credit: 0,
+                    })),
+                })
+                .await
+                .unwrap();
+            let mut stream = client
+                .subscribe(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await?
+                .into_inner();
+            let first = stream.message().await?;
+            assert!(
+                matches!(
+                    first,
+                    Some(SubscribeResponse {
+                        frame: Some(subscribe_response::Frame::Opened(_))
+                    })
+                ),
+                "the first frame of an answered Subscribe is opened: {first:?}"
+            );
+            drop(frames);
+        }
+        "CreateSubscription" => {
+            let made = client
+                .create_subscription(CreateSubscriptionRequest {
+                    workspace: ws,
+                    topic,
+                    name: name.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            assert_eq!(made.name, name);
+        }
+        "GetSubscription" => {
+            let got = client
+                .get_subscription(GetSubscriptionRequest {
+                    workspace: ws,
+                    topic,
+                    name: name.clone(),
+                })
+                .await?
+                .into_inner();
+            assert_eq!(got.name, name);
+        }
+        "ListSubscriptions" => {
+            let listed = client
+                .list_subscriptions(ListSubscriptionsRequest {
+                    workspace: ws,
+                    topic,
+                })
+                .await?
+                .into_inner();
+            assert!(listed.subscriptions.iter().any(|s| s.name == name));
+        }
+        "DeleteSubscription" => {
+            let deleted = client
+                .delete_subscription(DeleteSubscriptionRequest {
+                    workspace: ws,
+                    topic,
+                    name,
+                })
+                .await?
+                .into_inner();
+            assert!(deleted.deleted);
+        }
+        "SeekSubscription" => {
+            client
+                .seek_subscription(SeekSubscriptionRequest {
+                    workspace: ws,
+                    topic,
+                    name,
+                    to: Some(seek_subscription_request::To::Seq(0)),
+                })
+                .await?;
         }
         other => panic!("no call for {other} in the tenancy matrix"),
     }

@@ -7,6 +7,7 @@ pub mod container;
 pub mod idle;
 pub mod logs;
 pub mod noop;
+pub mod topics;
 pub mod triggers;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ pub enum Scenario {
     Artifacts,
     /// Schedule rules firing: exactness (double or lost firings) and punctuality.
     Triggers,
+    /// Publish → deliver → ack throughput and latency with 4 publishers and 4
+    /// consumers, against pgbench.
+    Topics,
     /// Mixed load under random faults (workers, connections, PostgreSQL, replicas), then
     /// the invariants.
     Chaos,
@@ -56,13 +60,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs, in order.
-    pub const EACH: [Scenario; 7] = [
+    pub const EACH: [Scenario; 8] = [
         Scenario::Noop,
         Scenario::IdleStreams,
         Scenario::Container,
         Scenario::Logs,
         Scenario::Artifacts,
         Scenario::Triggers,
+        Scenario::Topics,
         Scenario::Chaos,
     ];
 
@@ -75,6 +80,7 @@ impl Scenario {
             Scenario::Logs => "logs",
             Scenario::Artifacts => "artifacts",
             Scenario::Triggers => "triggers",
+            Scenario::Topics => "topics",
             Scenario::Chaos => "chaos",
             Scenario::All => "all",
         }
@@ -89,6 +95,7 @@ impl Scenario {
             Scenario::Logs => logs::run(opts).await,
             Scenario::Artifacts => artifacts::run(opts).await,
             Scenario::Triggers => triggers::run(opts).await,
+            Scenario::Topics => topics::run(opts).await,
             Scenario::Chaos => chaos::run(opts).await,
             Scenario::All => anyhow::bail!("`all` is not a single scenario"),
         }

@@ -13,7 +13,8 @@
 //! `work_requests` (`run`, `logs`, `get`, `list`, `cancel`, `unblock`, `retry`), `queue`
 //! (`queue`, `priority`), `workflows` (`workflow submit`, `workflow template ...`,
 //! `workflow run`), `artifacts` (`artifact ...`: create with resumable uploads, download
-//! with verification), `collections`, `templates` (`template ...`), `services` (`service ...`) and `triggers` (`trigger ...`). This module
+//! with verification), `collections`, `templates` (`template ...`), `services` (`service ...`), `triggers` (`trigger ...`), `notifications` (`channel ...`, `reaction ...`) and
+//! `topics` (`topic ...`, `subscription ...`). This module
 //! dispatches, finds the token and
 //! reaches the server.
 //!
@@ -28,10 +29,12 @@
 
 mod artifacts;
 mod collections;
+mod notifications;
 mod queue;
 mod services;
 mod templates;
 mod tokens;
+mod topics;
 mod triggers;
 mod users;
 mod work_requests;
@@ -85,6 +88,16 @@ pub async fn execute(
             return services::execute(command, server, printer, interrupt).await;
         }
         Command::Trigger(command) => triggers::execute(command, server, printer).await,
+        Command::Channel(command) => notifications::execute_channel(command, server, printer).await,
+        Command::Reaction(command) => {
+            notifications::execute_reaction(command, server, printer).await
+        }
+        Command::Topic(command) => {
+            return topics::execute_topic(command, server, printer, interrupt).await;
+        }
+        Command::Subscription(command) => {
+            topics::execute_subscription(command, server, printer).await
+        }
         Command::Run(args) => return work_requests::run(args, server, printer, interrupt).await,
         Command::Get { id } => work_requests::get(id, server, printer).await,
         Command::Logs(args) => return work_requests::logs(args, server, printer, interrupt).await,
@@ -229,6 +242,9 @@ type Collections =
 type Templates = berth_common::proto::template_service_client::TemplateServiceClient<Authenticated>;
 type Services = berth_common::proto::service_service_client::ServiceServiceClient<Authenticated>;
 type Triggers = berth_common::proto::trigger_service_client::TriggerServiceClient<Authenticated>;
+type Notifications =
+    berth_common::proto::notification_service_client::NotificationServiceClient<Authenticated>;
+type Topics = berth_common::proto::topic_service_client::TopicServiceClient<Authenticated>;
 
 /// A generated client of one of the services the CLI calls.
 trait Service {
@@ -279,6 +295,22 @@ impl Service for Services {
 impl Service for Triggers {
     fn new(channel: Channel, auth: BearerAuth) -> Triggers {
         berth_common::proto::trigger_service_client::TriggerServiceClient::with_interceptor(
+            channel, auth,
+        )
+    }
+}
+
+impl Service for Notifications {
+    fn new(channel: Channel, auth: BearerAuth) -> Notifications {
+        berth_common::proto::notification_service_client::NotificationServiceClient::with_interceptor(
+            channel, auth,
+        )
+    }
+}
+
+impl Service for Topics {
+    fn new(channel: Channel, auth: BearerAuth) -> Topics {
+        berth_common::proto::topic_service_client::TopicServiceClient::with_interceptor(
             channel, auth,
         )
     }

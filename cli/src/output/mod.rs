@@ -10,16 +10,18 @@
 //!
 //! One module per resource holds its views: `tokens`, `users`, `workspaces`, `workers`,
 //! `work_requests` (a request with its attempts and workflow steps, and `list`), `queue`,
-//! `artifacts` (artifacts and collections), `services` (services with their replicas, history, endpoints), `templates` (templates and releases), `triggers` (trigger rules, events and schedule previews) and
+//! `artifacts` (artifacts and collections), `services` (services with their replicas, history, endpoints), `templates` (templates and releases), `triggers` (trigger rules, events and schedule previews), `topics` (topics, subscriptions, published messages and the lines `topic subscribe` prints) and
 //! `workflow_templates` (a workflow template's releases with their steps). This module has what they share: [`Render`], `Answer` (which view each kind of
 //! answer is printed as), the `Printer` that writes a view in the chosen format, the formats of times and spans, and the table and `key: value`
 //! layouts.
 
 mod artifacts;
+mod notifications;
 mod queue;
 mod services;
 mod templates;
 mod tokens;
+mod topics;
 mod triggers;
 mod users;
 mod work_requests;
@@ -39,6 +41,10 @@ pub use self::artifacts::{
     ArtifactListView, ArtifactView, CollectionItemView, CollectionListView, CollectionView,
     DeletedArtifactView, DownloadedView, RelatedView,
 };
+pub use self::notifications::{
+    ChannelListView, ChannelView, CreatedChannelView, DeletedView, DeliveryListView, DeliveryView,
+    ReactionListView, ReactionView,
+};
 pub use self::queue::{QueueEntryView, QueueView};
 pub use self::services::{
     DeletedServiceView, EndpointListView, ServiceHistoryView, ServiceListView, ServiceView,
@@ -48,6 +54,10 @@ pub use self::templates::{
     TemplateStatsView, TemplateView,
 };
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
+pub use self::topics::{
+    DeletedTopicView, MessageLine, PingView, PublishedListView, SubscriptionListView,
+    SubscriptionView, TopicListView, TopicView,
+};
 pub use self::triggers::{
     PreviewView, TriggerEventListView, TriggerEventView, TriggerRuleListView, TriggerRuleView,
 };

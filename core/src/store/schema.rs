@@ -555,6 +555,78 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    notification_channels (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        name -> Text,
+        kind -> Text,
+        url -> Text,
+        header_names -> Array<Text>,
+        sealed -> Nullable<Bytea>,
+        recipients -> Array<Text>,
+        subject_prefix -> Text,
+        event_types -> Array<Text>,
+        enabled -> Bool,
+        disabled_reason -> Text,
+        disabled_at -> Nullable<Timestamptz>,
+        failures_in_row -> Int4,
+        last_error -> Text,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        modified_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notification_reactions (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        object_kind -> Text,
+        object_id -> Uuid,
+        on_event -> Text,
+        channel_id -> Uuid,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    notification_deliveries (id) {
+        id -> Uuid,
+        workspace_id -> Uuid,
+        channel_id -> Uuid,
+        event_id -> Uuid,
+        event_type -> Text,
+        object_id -> Uuid,
+        body -> Text,
+        state -> Text,
+        test -> Bool,
+        attempts -> Int4,
+        series_attempts -> Int4,
+        next_attempt_at -> Timestamptz,
+        claim -> Nullable<Uuid>,
+        leased_until -> Nullable<Timestamptz>,
+        last_error -> Text,
+        created_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    notification_attempts (delivery_id, number) {
+        delivery_id -> Uuid,
+        number -> Int4,
+        at -> Timestamptz,
+        status_code -> Int4,
+        error -> Text,
+        latency_ms -> Int8,
+        response -> Text,
+        request_headers -> Jsonb,
+        will_retry -> Bool,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
@@ -588,6 +660,10 @@ diesel::joinable!(topic_messages -> topics (topic_id));
 diesel::joinable!(subscriptions -> topics (topic_id));
 diesel::joinable!(subscription_messages -> subscriptions (subscription_id));
 diesel::joinable!(topic_consumers -> subscriptions (subscription_id));
+diesel::joinable!(notification_channels -> workspaces (workspace_id));
+diesel::joinable!(notification_reactions -> notification_channels (channel_id));
+diesel::joinable!(notification_deliveries -> notification_channels (channel_id));
+diesel::joinable!(notification_attempts -> notification_deliveries (delivery_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -627,4 +703,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscription_messages,
     topic_consumers,
     system_events,
+    notification_channels,
+    notification_reactions,
+    notification_deliveries,
+    notification_attempts,
 );

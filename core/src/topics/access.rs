@@ -20,11 +20,12 @@
 
 use std::fmt;
 
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::access::roles::{Standing, WorkspaceRole};
 use crate::error::{Error, Result};
-use crate::topics::store::{GrantRow, TopicRow};
+use crate::topics::store::{self, GrantRow, TopicRow};
 
 /// Whom a grant names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -209,6 +210,46 @@ pub fn require_use(
         topic.slug,
         use_.grant(),
     )))
+}
+
+/// Whether the caller may consume the topic `source` (a response topic's source).
+pub(crate) async fn may_consume_source(
+    conn: &mut AsyncPgConnection,
+    standing: &Standing,
+    caller: Option<Uuid>,
+    source: Uuid,
+) -> Result<bool> {
+    let Some(row) = store::topic_by_id(conn, source).await? else {
+        return Ok(false);
+    };
+    let grants = store::grants_of(conn, row.id).await?;
+    Ok(require_use(standing, caller, &row, &grants, Use::Consume, false).is_ok())
+}
+
+/// Refuses a caller who may not `use_` the topic, reading its grants (and, for a
+/// response topic's producers, the topic it answers).
+pub(crate) async fn require_use_in(
+    conn: &mut AsyncPgConnection,
+    standing: &Standing,
+    caller: &crate::access::auth::Identity,
+    topic: &TopicRow,
+    use_: Use,
+) -> Result<()> {
+    let grants = store::grants_of(conn, topic.id).await?;
+    let source_consumer = match (use_, topic.response_for) {
+        (Use::Produce, Some(source)) => {
+            may_consume_source(conn, standing, caller.user_id, source).await?
+        }
+        _ => false,
+    };
+    require_use(
+        standing,
+        caller.user_id,
+        topic,
+        &grants,
+        use_,
+        source_consumer,
+    )
 }
 
 #[cfg(test)]

@@ -29,7 +29,8 @@
 //! - [`deliver`]: claims, leases, acks, fencing, backoff, dead letters, and the internal
 //!   subscriptions of topic trigger rules;
 //! - [`policy`]: the store policies after an ack, retention, the dedupe window, collecting
-//!   topics past their time, stale consumers, and the background passes;
+//!   topics past their time, stale consumers;
+//! - [`background`]: the task that runs the passes on every replica;
 //! - [`ping`]: availability (ping, pong, `online|offline|unknown`);
 //! - [`stream`]: a consumer's `Subscribe` session, independent of the wire;
 //! - [`manage`]: creating, reading, listing, changing and deleting topics and
@@ -45,6 +46,7 @@
 //! protocol.
 
 pub mod access;
+pub mod background;
 pub mod deliver;
 pub mod manage;
 pub mod ping;
@@ -544,6 +546,16 @@ impl DeadLetterReason {
             DeadLetterReason::Rejected => "rejected",
         }
     }
+}
+
+/// The database's clock.
+pub(crate) async fn db_now(conn: &mut AsyncPgConnection) -> Result<DateTime<Utc>> {
+    use diesel_async::RunQueryDsl;
+    Ok(
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Timestamptz>("now()"))
+            .get_result(conn)
+            .await?,
+    )
 }
 
 /// Milliseconds of `d` as stored (i32), refusing more than fits.

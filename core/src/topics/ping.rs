@@ -31,8 +31,7 @@ use crate::live::consumers::TopicSignal;
 use crate::store::schema::topics;
 use crate::templates::workspace_name;
 use crate::topics::access::{self, Use};
-use crate::topics::publish::{may_consume_source, notify};
-use crate::topics::{Availability, TopicRef, TopicSettings, Topics, store};
+use crate::topics::{Availability, SYSTEM_TOPICS, TopicRef, TopicSettings, Topics, store};
 
 /// Availability at `now` from the evidence (see the module docs).
 pub fn availability(
@@ -86,7 +85,6 @@ pub(crate) async fn live_consumers(
 }
 
 /// Notes a sign of life from a consumer of `topic_id`.
-#[expect(dead_code, reason = "the consumer stream comes with the API")]
 pub(crate) async fn record_pong(conn: &mut AsyncPgConnection, topic_id: Uuid) -> Result<()> {
     diesel::update(topics::table.find(topic_id))
         .set(topics::last_pong_at.eq(diesel::dsl::sql::<
@@ -106,14 +104,21 @@ impl Topics {
             .transaction::<_, Error, _>(async |conn| {
                 let standing =
                     roles::in_workspace(conn, caller, workspace_name(&topic.workspace)).await?;
-                let row = store::find_topic(conn, standing.workspace.id, &topic.slug, false)
-                    .await?
+                let found = if SYSTEM_TOPICS.contains(&topic.slug.as_str()) {
+                    Some(
+                        store::ensure_system_topic(conn, standing.workspace.id, &topic.slug)
+                            .await?,
+                    )
+                } else {
+                    store::find_topic(conn, standing.workspace.id, &topic.slug, false).await?
+                };
+                let row = found
                     .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;
                 access::refuse_system(&row, "ping")?;
                 let grants = store::grants_of(conn, row.id).await?;
                 let source_consumer = match row.response_for {
                     Some(source) => {
-                        may_consume_source(conn, &standing, caller.user_id, source).await?
+                        access::may_consume_source(conn, &standing, caller.user_id, source).await?
                     }
                     None => false,
                 };
@@ -133,7 +138,7 @@ impl Topics {
                     .get_result(conn)
                     .await?;
                 let live = live_consumers(conn, row.id, &settings).await?;
-                notify(conn, &[TopicSignal::Ping(row.id).encode()]).await?;
+                store::notify(conn, &[TopicSignal::Ping(row.id).encode()]).await?;
                 Ok((
                     row.id,
                     PingView {
@@ -181,7 +186,7 @@ pub(crate) async fn ping_pass(topics: &Topics) -> Result<usize> {
                 .iter()
                 .map(|p| TopicSignal::Ping(p.id).encode())
                 .collect();
-            notify(conn, &payloads).await?;
+            store::notify(conn, &payloads).await?;
             Ok(pinged)
         })
         .await?;

@@ -9,7 +9,7 @@
 //! the message rows are locked (`FOR UPDATE`, in seq order) before any row of them is
 //! removed ([`lock_for_removal`]) and the check runs after, in its own statement.
 //!
-//! **The pass** ([`run`]), on every replica every `gc_interval`, each step in batches
+//! **The pass** (run by `background`), on every replica every `gc_interval`, each step in batches
 //! that replicas may run at once (`SKIP LOCKED`, or statements whose second run finds
 //! nothing):
 //! 1. retention: messages older than their topic's max age, and beyond its max messages
@@ -23,8 +23,6 @@
 //!    everything they hold;
 //! 6. consumer rows not seen for three heartbeats are deleted.
 //!
-//! The same task marks this replica's consumers seen every heartbeat (ending any whose
-//! row is gone) and pings topics with live consumers every `ping_interval`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,12 +30,11 @@ use std::time::Duration;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::topics::store::TopicRow;
-use crate::topics::{DeadLetterReason, StorePolicy, Topics, deliver, ping, stream};
+use crate::topics::{DeadLetterReason, StorePolicy, Topics};
 
 /// How many rows one statement of the pass deletes at most.
 const BATCH: i64 = 1000;
@@ -136,8 +133,6 @@ pub(crate) async fn delete_unowed(
 pub struct PassReport {
     /// Messages deleted by max age or max messages.
     pub expired: usize,
-    /// Deliveries sent to the dead letters (or dropped) because their last lease ran out.
-    pub dead_lettered: usize,
     /// `cacheall` messages nobody owed any more.
     pub unowed: usize,
     /// Message ids forgotten.
@@ -149,14 +144,14 @@ pub struct PassReport {
 }
 
 impl Topics {
-    /// One pass of the collector (see the module docs).
+    /// One pass of the collector (see the module docs), but for the dead letters of
+    /// run-out leases, which `background` sends first.
     pub async fn collect_once(&self) -> Result<PassReport> {
         let mut conn = self.pool.get().await?;
         let conn = &mut *conn;
         let mut report = PassReport::default();
         report.expired += expire_by_age(conn).await?;
         report.expired += expire_by_count(conn).await?;
-        report.dead_lettered += deliver::dead_letter_run_out(conn).await?;
         report.unowed += collect_unowed(conn).await?;
         let window_ms = i64::try_from(self.settings.dedupe_window.as_millis()).unwrap_or(i64::MAX);
         report.ids_pruned += diesel::sql_query(
@@ -264,7 +259,7 @@ async fn collect_topics(conn: &mut AsyncPgConnection) -> Result<usize> {
             .iter()
             .map(|t| crate::live::consumers::TopicSignal::Closed(t.id).encode())
             .collect();
-        crate::topics::publish::notify(conn, &closed).await?;
+        crate::topics::store::notify(conn, &closed).await?;
         if !gone.is_empty() {
             tracing::info!(
                 topics = gone.len(),
@@ -274,43 +269,6 @@ async fn collect_topics(conn: &mut AsyncPgConnection) -> Result<usize> {
         Ok(gone.len())
     })
     .await
-}
-
-/// The background task of the topics room on this replica, until `shutdown`: the pass
-/// every `gc_interval`, consumers marked seen every heartbeat, topics with live
-/// consumers pinged every `ping_interval`.
-pub async fn run(topics: Topics, shutdown: CancellationToken) {
-    let settings = topics.settings.clone();
-    let mut gc = tokio::time::interval(settings.gc_interval);
-    let mut seen = tokio::time::interval(settings.consumer_heartbeat);
-    let mut pings = tokio::time::interval(settings.ping_interval);
-    for timer in [&mut gc, &mut seen, &mut pings] {
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    }
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = gc.tick() => {
-                match topics.collect_once().await {
-                    Ok(report) if report != PassReport::default() => {
-                        tracing::debug!(?report, "topics pass");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "the topics pass failed; the next one tries again"),
-                }
-            }
-            _ = seen.tick() => {
-                if let Err(e) = stream::mark_seen(&topics).await {
-                    tracing::warn!(error = %e, "could not mark this replica's topic consumers seen");
-                }
-            }
-            _ = pings.tick() => {
-                if let Err(e) = ping::ping_pass(&topics).await {
-                    tracing::warn!(error = %e, "the topic ping pass failed");
-                }
-            }
-        }
-    }
 }
 
 /// Groups `(subscription, seq)` pairs by subscription.

@@ -26,16 +26,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::access::auth::Identity;
-use crate::access::roles::{self, Standing};
+use crate::access::roles::Standing;
 use crate::error::{Error, Result};
 use crate::live::consumers::TopicSignal;
-use crate::live::notify::CHANNEL;
 use crate::store::schema::topics;
-use crate::templates::workspace_name;
 use crate::topics::access::{self, Use};
 use crate::topics::store::{self, NewTopic, TopicRow};
 use crate::topics::{
-    MessageInput, Published, SYSTEM_TOPICS, StorePolicy, TopicRef, Topics, policy,
+    MessageInput, Published, SYSTEM_TOPICS, StorePolicy, TopicRef, Topics, manage, policy,
 };
 
 /// The most messages one call publishes.
@@ -253,19 +251,6 @@ struct ConsumerId {
     id: Uuid,
 }
 
-/// Sends `payloads` as NOTIFYs on the replicas' channel, in the caller's transaction.
-pub(crate) async fn notify(conn: &mut AsyncPgConnection, payloads: &[String]) -> Result<()> {
-    if payloads.is_empty() {
-        return Ok(());
-    }
-    diesel::sql_query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-        .bind::<Text, _>(CHANNEL)
-        .bind::<Array<Text>, _>(payloads)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Publishes checked `messages` on `topic` (held `FOR KEY SHARE` by the caller) inside
 /// the caller's transaction. A [`Outcome::Duplicate`] has taken ids the caller must roll
 /// back (unless it published a single message, which then took nothing).
@@ -290,8 +275,9 @@ pub(crate) async fn publish_in(
     // messages get them in their order.
     taken.sort_by_key(|t| t.seq);
     let seqs: Vec<i64> = taken.iter().map(|t| t.seq).collect();
-    // Called as the slice's: diesel's `FirstDsl` would take `.first()`.
-    let at = <[SeqAt]>::first(&taken)
+    let at = taken
+        .as_slice()
+        .first()
         .map(|t| t.at)
         .ok_or_else(|| Error::internal("no seq taken"))?;
     let ids: Vec<Uuid> = messages.iter().map(|m| m.message_id).collect();
@@ -365,7 +351,7 @@ pub(crate) async fn publish_in(
         }
         return Ok(Outcome::Published(published));
     }
-    notify(conn, &[TopicSignal::Published(topic.id).encode()]).await?;
+    store::notify(conn, &[TopicSignal::Published(topic.id).encode()]).await?;
     Ok(Outcome::Published(published))
 }
 
@@ -405,7 +391,7 @@ async fn send_live(
             );
         }
     }
-    notify(conn, &payloads).await
+    store::notify(conn, &payloads).await
 }
 
 /// Publishes a system event (see [`crate::topics::publish_system`]).
@@ -438,7 +424,7 @@ pub(crate) async fn system(
     };
     // A system topic stores (policy `store`), so no live window is needed.
     match publish_in(conn, &topic, &producer, &[message], Duration::ZERO).await? {
-        Outcome::Published(published) => Ok(<[Published]>::first(&published).map(|p| p.seq)),
+        Outcome::Published(published) => Ok(published.as_slice().first().map(|p| p.seq)),
         Outcome::Duplicate(..) => Ok(None),
     }
 }
@@ -577,18 +563,16 @@ impl Topics {
         let mut conn = self.pool.get().await?;
         let (topic_id, published) = conn
             .transaction::<_, Error, _>(async |conn| {
-                let standing =
-                    roles::in_workspace(conn, caller, workspace_name(&topic.workspace)).await?;
-                let row = store::find_topic(conn, standing.workspace.id, &topic.slug, false)
-                    .await?
-                    .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;
+                let (standing, row) = manage::resolve(conn, caller, topic).await?;
                 let row = store::share_topic(conn, row.id)
                     .await?
                     .ok_or_else(|| store::no_such_topic(&standing.workspace.name, &topic.slug))?;
                 access::refuse_system(&row, "publish on")?;
                 let grants = store::grants_of(conn, row.id).await?;
                 let source_consumer = match row.response_for {
-                    Some(source) => may_consume_source(conn, &standing, caller_id, source).await?,
+                    Some(source) => {
+                        access::may_consume_source(conn, &standing, caller_id, source).await?
+                    }
                     None => false,
                 };
                 access::require_use(&standing, caller_id, &row, &grants, Use::Produce, source_consumer)?;
@@ -619,20 +603,6 @@ impl Topics {
         self.hub.consumers().wake(topic_id);
         Ok(published)
     }
-}
-
-/// Whether the caller may consume the topic `source` (a response topic's source).
-pub(crate) async fn may_consume_source(
-    conn: &mut AsyncPgConnection,
-    standing: &Standing,
-    caller: Option<Uuid>,
-    source: Uuid,
-) -> Result<bool> {
-    let Some(row) = store::topic_by_id(conn, source).await? else {
-        return Ok(false);
-    };
-    let grants = store::grants_of(conn, row.id).await?;
-    Ok(access::require_use(standing, caller, &row, &grants, Use::Consume, false).is_ok())
 }
 
 #[cfg(test)]

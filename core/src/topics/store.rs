@@ -1,4 +1,5 @@
-//! Topic, grant and subscription rows, finding them by slug and name, and the slug rule.
+//! Topic, grant and subscription rows, finding them by slug and name, the slug rule, and
+//! the NOTIFYs that carry topics' signals to every replica.
 //!
 //! Everything here reads or writes rows and decides nothing about who may do what
 //! ([`super::access`]) or what a message's life is ([`super::deliver`],
@@ -6,10 +7,12 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::live::notify::CHANNEL;
 use crate::store::schema::{subscriptions, topic_grants, topics};
 use crate::topics::StorePolicy;
 
@@ -335,6 +338,19 @@ pub async fn ensure_system_topic(
     find_topic(conn, workspace_id, slug, false)
         .await?
         .ok_or_else(|| Error::internal(format!("system topic {slug} vanished as it was made")))
+}
+
+/// Sends `payloads` as NOTIFYs on the replicas' channel, in the caller's transaction.
+pub(crate) async fn notify(conn: &mut AsyncPgConnection, payloads: &[String]) -> Result<()> {
+    if payloads.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+        .bind::<Text, _>(CHANNEL)
+        .bind::<Array<Text>, _>(payloads)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,9 +16,11 @@ use std::sync::Arc;
 use berth_common::proto::agent_service_server::AgentServiceServer;
 use berth_common::proto::artifact_service_server::ArtifactServiceServer;
 use berth_common::proto::collection_service_server::CollectionServiceServer;
+use berth_common::proto::notification_service_server::NotificationServiceServer;
 use berth_common::proto::service_service_server::ServiceServiceServer;
 use berth_common::proto::template_service_server::TemplateServiceServer;
 use berth_common::proto::token_service_server::TokenServiceServer;
+use berth_common::proto::topic_service_server::TopicServiceServer;
 use berth_common::proto::trigger_service_server::TriggerServiceServer;
 use berth_common::proto::user_service_server::UserServiceServer;
 use berth_common::proto::work_request_service_server::WorkRequestServiceServer;
@@ -33,9 +35,11 @@ use berth_core::artifacts::collections::Collections;
 use berth_core::fleet::agents::Agents;
 use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{DbHealth, Reachability};
+use berth_core::notifications::Notifications;
 use berth_core::services::ServiceManager;
 use berth_core::store::db;
 use berth_core::templates::Templates;
+use berth_core::topics::Topics;
 use berth_core::triggers::Triggers;
 use berth_core::work::requests::WorkRequests;
 use tokio::net::TcpListener;
@@ -52,9 +56,11 @@ use crate::api::artifacts::ArtifactApi;
 use crate::api::auth::AuthLayer;
 use crate::api::collections::CollectionApi;
 use crate::api::limits::{MAX_MESSAGE_BYTES, MessageLimitLayer};
+use crate::api::notifications::NotificationApi;
 use crate::api::services::ServiceApi;
 use crate::api::templates::TemplateApi;
 use crate::api::tokens::TokenApi;
+use crate::api::topics::TopicApi;
 use crate::api::triggers::TriggerApi;
 use crate::api::users::UserApi;
 use crate::api::work_requests::WorkRequestApi;
@@ -62,7 +68,7 @@ use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
 
 /// Every name health answers for: the whole server and each service.
-const SERVICE_NAMES: [&str; 12] = [
+const SERVICE_NAMES: [&str; 14] = [
     "",
     "berth.v1.TokenService",
     "berth.v1.UserService",
@@ -75,6 +81,8 @@ const SERVICE_NAMES: [&str; 12] = [
     "berth.v1.TemplateService",
     "berth.v1.ServiceService",
     "berth.v1.TriggerService",
+    "berth.v1.TopicService",
+    "berth.v1.NotificationService",
 ];
 
 /// What the server serves.
@@ -92,7 +100,9 @@ pub struct Services {
     pub templates: Templates,
     pub service_manager: ServiceManager,
     pub triggers: Triggers,
-    /// Ends the worker streams when cancelled.
+    pub notifications: Notifications,
+    pub topics: Topics,
+    /// Ends the worker streams (and topic consumer streams) when cancelled.
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
     pub database: Arc<DbHealth>,
@@ -182,6 +192,8 @@ pub async fn serve(
         templates,
         service_manager,
         triggers,
+        topics,
+        notifications,
         streams_end,
         database: _,
     } = services;
@@ -212,7 +224,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            AgentServiceServer::new(AgentApi::new(agents, streams_end))
+            AgentServiceServer::new(AgentApi::new(agents, streams_end.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
@@ -233,6 +245,14 @@ pub async fn serve(
         )
         .add_service(
             TriggerServiceServer::new(TriggerApi::new(triggers))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            NotificationServiceServer::new(NotificationApi::new(notifications))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            TopicServiceServer::new(TopicApi::new(topics, streams_end))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let local = listener

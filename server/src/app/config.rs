@@ -16,6 +16,7 @@ use berth_core::artifacts::gc::GcSettings;
 use berth_core::artifacts::stores::{FilesSettings, StoreSettings};
 use berth_core::events::relay::RelaySettings;
 use berth_core::live::AgentSettings;
+use berth_core::topics::TopicSettings;
 use berth_core::work::spec::SpecDefaults;
 
 /// Flags shared by every `berth-server` subcommand.
@@ -84,10 +85,180 @@ struct FileConfig {
     outbox_slack: Option<usize>,
     stop_wait: Option<String>,
     trigger_interval: Option<String>,
+    topic_ping_interval: Option<String>,
+    topic_unknown_after: Option<String>,
+    topic_offline_after: Option<String>,
+    topic_dedupe_window: Option<String>,
+    topic_gc_interval: Option<String>,
+    topic_response_ttl: Option<String>,
     #[serde(default)]
     defaults: FileDefaults,
     files: Option<FileFiles>,
     events: Option<FileEvents>,
+    #[serde(default)]
+    notifications: FileNotifications,
+}
+
+/// `[notifications]`: how webhooks and email are delivered. Each `smtp_*` key and
+/// `webhook_allow_cidrs` may also come from the environment (`BERTH_SMTP_HOST`, ...,
+/// `BERTH_SMTP_PASSWORD`, `BERTH_WEBHOOK_ALLOW_CIDRS` comma-separated), which wins over
+/// the file, so the password need not be written in it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNotifications {
+    /// One webhook request's whole time; default 10s.
+    webhook_timeout: Option<String>,
+    /// The waits before each retry; default 5s, 5m, 30m, 2h, 5h, 10h, 10h.
+    webhook_retry_schedule: Option<Vec<String>>,
+    /// Deliveries finally failed in a row that disable a channel; default 5, 0 never.
+    webhook_failure_limit: Option<u32>,
+    /// Addresses webhooks may reach although the guard refuses them (CIDRs).
+    webhook_allow_cidrs: Option<Vec<String>>,
+    /// Days finished deliveries and their attempts are kept; default 30.
+    delivery_log_days: Option<u32>,
+    /// The longest wait between two looks for due deliveries; default 1s.
+    poll_interval: Option<String>,
+    smtp_host: Option<String>,
+    /// Default 587 (25 with smtp_tls = "none", 465 with "tls").
+    smtp_port: Option<u16>,
+    smtp_from: Option<String>,
+    /// `none`, `starttls` (default) or `tls`.
+    smtp_tls: Option<String>,
+    smtp_username: Option<String>,
+    smtp_password: Option<String>,
+}
+
+/// The environment variable `name`, if set and not empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The notification settings from `[notifications]` and the environment, checked.
+fn notify_settings(
+    file: FileNotifications,
+) -> Result<berth_core::notifications::NotifySettings, ConfigError> {
+    use berth_core::notifications::{NotifySettings, SmtpSettings, SmtpTls};
+    let mut settings = NotifySettings::default();
+    let bad = |key: &str, why: String| ConfigError(format!("[notifications] {key}: {why}"));
+    if let Some(text) = &file.webhook_timeout {
+        let timeout = duration("[notifications] webhook_timeout", text)?;
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&timeout) {
+            return Err(bad("webhook_timeout", "use 100ms to 5m".into()));
+        }
+        settings.webhook_timeout = timeout;
+    }
+    if let Some(list) = &file.webhook_retry_schedule {
+        if list.len() > 20 {
+            return Err(bad("webhook_retry_schedule", "at most 20 waits".into()));
+        }
+        let mut schedule = Vec::with_capacity(list.len());
+        for text in list {
+            let wait = duration("[notifications] webhook_retry_schedule", text)?;
+            if !(Duration::from_millis(1)..=Duration::from_secs(7 * 24 * 3600)).contains(&wait) {
+                return Err(bad(
+                    "webhook_retry_schedule",
+                    format!("{text:?}: each wait is 1ms to 7d"),
+                ));
+            }
+            schedule.push(wait);
+        }
+        settings.retry_schedule = schedule;
+    }
+    if let Some(limit) = file.webhook_failure_limit {
+        if limit > 1000 {
+            return Err(bad("webhook_failure_limit", "use 0 (never) to 1000".into()));
+        }
+        settings.failure_limit = limit;
+    }
+    let cidrs = env_var("BERTH_WEBHOOK_ALLOW_CIDRS")
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .or(file.webhook_allow_cidrs);
+    if let Some(cidrs) = cidrs {
+        settings.allow_cidrs = berth_core::notifications::ssrf::parse_cidrs(&cidrs)
+            .map_err(|why| bad("webhook_allow_cidrs", why))?;
+    }
+    if let Some(days) = file.delivery_log_days {
+        if !(1..=3650).contains(&days) {
+            return Err(bad("delivery_log_days", "use 1 to 3650".into()));
+        }
+        settings.log_retention = Duration::from_secs(u64::from(days) * 24 * 3600);
+    }
+    if let Some(text) = &file.poll_interval {
+        let interval = duration("[notifications] poll_interval", text)?;
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&interval) {
+            return Err(bad("poll_interval", "use 10ms to 60s".into()));
+        }
+        settings.poll_interval = interval;
+    }
+    let host = env_var("BERTH_SMTP_HOST").or(file.smtp_host);
+    let from = env_var("BERTH_SMTP_FROM").or(file.smtp_from);
+    let tls_text = env_var("BERTH_SMTP_TLS").or(file.smtp_tls);
+    let port_text = env_var("BERTH_SMTP_PORT");
+    let username = env_var("BERTH_SMTP_USERNAME").or(file.smtp_username);
+    let password = env_var("BERTH_SMTP_PASSWORD").or(file.smtp_password);
+    match host {
+        None => {
+            if from.is_some() || username.is_some() || password.is_some() {
+                return Err(bad(
+                    "smtp_host",
+                    "other smtp_* keys are set but smtp_host is not; give the relay's host".into(),
+                ));
+            }
+        }
+        Some(host) => {
+            let tls = match tls_text {
+                None => SmtpTls::default(),
+                Some(text) => SmtpTls::parse(text.trim()).ok_or_else(|| {
+                    bad("smtp_tls", format!("{text:?}: use none, starttls or tls"))
+                })?,
+            };
+            let port = match port_text {
+                Some(text) => text
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad("smtp_port", format!("{text:?}: use 1 to 65535")))?,
+                None => match file.smtp_port {
+                    Some(0) => return Err(bad("smtp_port", "use 1 to 65535".into())),
+                    Some(port) => port,
+                    None => match tls {
+                        SmtpTls::None => 25,
+                        SmtpTls::Starttls => 587,
+                        SmtpTls::Tls => 465,
+                    },
+                },
+            };
+            let Some(from) = from else {
+                return Err(bad(
+                    "smtp_from",
+                    "is required with smtp_host: the From address, e.g. berth@example.com".into(),
+                ));
+            };
+            if username.is_some() != password.is_some() {
+                return Err(bad(
+                    "smtp_username",
+                    "smtp_username and smtp_password go together (the password may come from BERTH_SMTP_PASSWORD)".into(),
+                ));
+            }
+            let smtp = SmtpSettings {
+                host: host.trim().to_owned(),
+                port,
+                from,
+                tls,
+                username,
+                password,
+            };
+            berth_core::notifications::email::Mailer::new(&smtp, settings.webhook_timeout)
+                .map_err(|why| ConfigError(format!("[notifications] {why}")))?;
+            settings.smtp = Some(smtp);
+        }
+    }
+    Ok(settings)
 }
 
 /// `[events]`: the relay of Berth's own events onto the system topics.
@@ -338,6 +509,12 @@ pub struct Config {
     pub trigger_interval: Duration,
     /// The relay of Berth's own events (`[events]`).
     pub relay: RelaySettings,
+    /// How notifications are delivered (`[notifications]`): webhook timeout, retries,
+    /// the failure limit, the SSRF allow-list, the log's retention, the SMTP relay.
+    pub notifications: berth_core::notifications::NotifySettings,
+    /// Timings of topics: pings, availability windows, the dedupe window, the collector's
+    /// pass, response topics' time to live (`topic_*` keys).
+    pub topics: TopicSettings,
 }
 
 /// A configuration mistake, said in one line.
@@ -360,6 +537,7 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let topics = topic_settings(&file)?;
         let listen_text = args
             .listen
             .clone()
@@ -504,6 +682,7 @@ impl Config {
             }
             agent.outbox_slack = slack;
         }
+        let notifications = notify_settings(file.notifications)?;
         let gc = gc_settings(file.files.as_ref())?;
         let relay = relay_settings(file.events.as_ref())?;
         let files = files_settings(&data_dir, file.files)?;
@@ -511,9 +690,11 @@ impl Config {
             files,
             gc,
             artifact_limits: Default::default(),
+            topics,
             agent,
             trigger_interval,
             relay,
+            notifications,
             listen,
             data_dir,
             database_url,
@@ -528,6 +709,84 @@ impl Config {
             spec_defaults,
         })
     }
+}
+
+/// A `topic_*` duration key from the file, within `range` (`what` says the range).
+fn topic_duration(
+    key: &str,
+    text: Option<&String>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+    what: &str,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let value = duration(key, text)?;
+    if !range.contains(&value) {
+        return Err(ConfigError(format!(
+            "{key}: {text:?} is out of range; use {what}"
+        )));
+    }
+    Ok(value)
+}
+
+/// The `topic_*` keys, checked one by one and together.
+fn topic_settings(file: &FileConfig) -> Result<TopicSettings, ConfigError> {
+    let d = TopicSettings::default();
+    let secs = Duration::from_secs;
+    let settings = TopicSettings {
+        ping_interval: topic_duration(
+            "topic_ping_interval",
+            file.topic_ping_interval.as_ref(),
+            d.ping_interval,
+            secs(1)..=secs(3600),
+            "1s to 1h",
+        )?,
+        unknown_after: topic_duration(
+            "topic_unknown_after",
+            file.topic_unknown_after.as_ref(),
+            d.unknown_after,
+            secs(1)..=secs(24 * 3600),
+            "1s to 24h",
+        )?,
+        offline_after: topic_duration(
+            "topic_offline_after",
+            file.topic_offline_after.as_ref(),
+            d.offline_after,
+            Duration::ZERO..=secs(3600),
+            "0s to 1h",
+        )?,
+        dedupe_window: topic_duration(
+            "topic_dedupe_window",
+            file.topic_dedupe_window.as_ref(),
+            d.dedupe_window,
+            secs(60)..=secs(365 * 24 * 3600),
+            "1m to 365 days",
+        )?,
+        gc_interval: topic_duration(
+            "topic_gc_interval",
+            file.topic_gc_interval.as_ref(),
+            d.gc_interval,
+            Duration::from_millis(100)..=secs(3600),
+            "100ms to 1h",
+        )?,
+        response_ttl: topic_duration(
+            "topic_response_ttl",
+            file.topic_response_ttl.as_ref(),
+            d.response_ttl,
+            secs(1)..=berth_core::topics::publish::MAX_RESPONSE_TTL,
+            "1s to 7 days",
+        )?,
+        ..d
+    };
+    if settings.unknown_after < settings.ping_interval {
+        return Err(ConfigError(format!(
+            "topic_unknown_after ({:?}) is shorter than topic_ping_interval ({:?}): every topic would turn unknown between two pings; make it at least as long",
+            settings.unknown_after, settings.ping_interval
+        )));
+    }
+    Ok(settings)
 }
 
 /// Runs the configured defaults through the same validation a submission gets, so a
@@ -703,6 +962,106 @@ mod tests {
         assert!(error.to_string().contains("stop_wait"), "{error}");
         let default = Config::resolve(&ServerArgs::default()).expect("resolve");
         assert_eq!(default.agent.stop_wait, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn notification_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "[notifications]\nwebhook_timeout = \"3s\"\nwebhook_retry_schedule = [\"1s\", \"1m\"]\n\
+             webhook_failure_limit = 2\nwebhook_allow_cidrs = [\"127.0.0.1\", \"10.0.0.0/8\"]\n\
+             smtp_host = \"mail.example.com\"\nsmtp_from = \"berth@example.com\"\nsmtp_tls = \"tls\"\n\
+             smtp_username = \"berth\"\nsmtp_password = \"hunter2\"\n",
+        )
+        .expect("write");
+        let config = Config::resolve(&args).expect("resolve");
+        let n = &config.notifications;
+        assert_eq!(n.webhook_timeout, Duration::from_secs(3));
+        assert_eq!(
+            n.retry_schedule,
+            vec![Duration::from_secs(1), Duration::from_secs(60)]
+        );
+        assert_eq!(n.failure_limit, 2);
+        assert_eq!(n.allow_cidrs.len(), 2);
+        let smtp = n.smtp.as_ref().expect("smtp");
+        assert_eq!(smtp.port, 465);
+        assert!(
+            !format!("{config:?}").contains("hunter2"),
+            "the password is in Debug"
+        );
+        for (text, key) in [
+            ("smtp_host = \"h\"\n", "smtp_from"),
+            ("smtp_from = \"a@b.c\"\n", "smtp_host"),
+            (
+                "smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_tls = \"ssl\"\n",
+                "smtp_tls",
+            ),
+            ("smtp_host = \"h\"\nsmtp_from = \"nope\"\n", "smtp_from"),
+            (
+                "smtp_host = \"h\"\nsmtp_from = \"a@b.c\"\nsmtp_username = \"u\"\n",
+                "smtp_username",
+            ),
+            (
+                "webhook_allow_cidrs = [\"localhost\"]\n",
+                "webhook_allow_cidrs",
+            ),
+            ("webhook_timeout = \"1h\"\n", "webhook_timeout"),
+            (
+                "webhook_retry_schedule = [\"30d\"]\n",
+                "webhook_retry_schedule",
+            ),
+            ("delivery_log_days = 0\n", "delivery_log_days"),
+        ] {
+            std::fs::write(&path, format!("[notifications]\n{text}")).expect("write");
+            let error = Config::resolve(&args).expect_err(text);
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let default = Config::resolve(&ServerArgs::default()).expect("resolve");
+        assert!(default.notifications.smtp.is_none());
+        assert_eq!(default.notifications.retry_schedule.len(), 7);
+    }
+
+    #[test]
+    fn topic_timings_are_read_from_the_file_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("berth.toml");
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            ..ServerArgs::default()
+        };
+        std::fs::write(
+            &path,
+            "topic_ping_interval = \"30s\"\ntopic_unknown_after = \"1m\"\ntopic_offline_after = \"5s\"\ntopic_dedupe_window = \"2h\"\ntopic_gc_interval = \"1s\"\ntopic_response_ttl = \"10m\"\n",
+        )
+        .expect("write");
+        let topics = Config::resolve(&args).expect("resolve").topics;
+        assert_eq!(topics.ping_interval, Duration::from_secs(30));
+        assert_eq!(topics.unknown_after, Duration::from_secs(60));
+        assert_eq!(topics.offline_after, Duration::from_secs(5));
+        assert_eq!(topics.dedupe_window, Duration::from_secs(7200));
+        assert_eq!(topics.gc_interval, Duration::from_secs(1));
+        assert_eq!(topics.response_ttl, Duration::from_secs(600));
+        for (text, key) in [
+            ("topic_gc_interval = \"1ms\"\n", "topic_gc_interval"),
+            ("topic_dedupe_window = \"never\"\n", "topic_dedupe_window"),
+            ("topic_response_ttl = \"30d\"\n", "topic_response_ttl"),
+            ("topic_ping_interval = \"5m\"\n", "topic_unknown_after"),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let error = Config::resolve(&args).expect_err(text);
+            assert!(error.to_string().contains(key), "{text}: {error}");
+        }
+        let default = Config::resolve(&ServerArgs::default())
+            .expect("resolve")
+            .topics;
+        assert_eq!(default.unknown_after, Duration::from_secs(120));
+        assert_eq!(default.offline_after, Duration::from_secs(10));
     }
 
     #[test]

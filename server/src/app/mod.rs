@@ -34,10 +34,12 @@ use berth_core::fleet::workers::Workers;
 use berth_core::live::health::{self, DbHealth};
 use berth_core::live::hub::Hub;
 use berth_core::live::{leases, notify};
+use berth_core::notifications::{Notifications, deliver};
 use berth_core::services::{ServiceManager, reconcile};
 use berth_core::store::db::{self, DbError, DbPool, DbSettings};
 use berth_core::store::secrets::{SecretBox, SecretError};
 use berth_core::templates::Templates;
+use berth_core::topics::{self, Topics};
 use berth_core::triggers::{Triggers, fire};
 use berth_core::work::recorder::{self, Recorder};
 use berth_core::work::requests::WorkRequests;
@@ -362,10 +364,24 @@ async fn serve_inner(
     )
     .with_interval(config.trigger_interval);
     tasks.spawn(fire::run(triggers.clone(), background.clone()));
+    // Retention, collection and dead letters of topics; consumers marked seen; pings.
+    let topics = Topics::new(pool.clone(), hub.clone()).with_settings(config.topics.clone());
+    tasks.spawn(topics::background::run(topics.clone(), background.clone()));
     // Publishes Berth's own events from the outbox onto the system topics and hands them
     // to the notification channels (one replica at a time).
     tasks.spawn(relay::run(
         Relay::new(pool.clone(), hub.clone(), config.relay.clone()),
+        background.clone(),
+    ));
+    // Sends queued notifications (webhooks, email), with retries, on every replica.
+    let notifications = Notifications::new(
+        pool.clone(),
+        prepared.secrets.clone(),
+        config.notifications.clone(),
+    );
+    tasks.spawn(deliver::run(
+        notifications.clone(),
+        prepared.db.clone(),
         background.clone(),
     ));
     let services = Services {
@@ -377,6 +393,8 @@ async fn serve_inner(
         templates,
         service_manager,
         triggers,
+        topics,
+        notifications,
         requests,
         agents: Agents::new(
             pool.clone(),
