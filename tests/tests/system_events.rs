@@ -935,7 +935,7 @@ async fn a_relay_killed_mid_batch_loses_and_doubles_nothing() {
     let mut process = ServerProcess::start(&database_url, None, config).await;
     let server = process.handle(&process.admin_token());
     let ids = parked_many(&server, 50).await;
-    backlog(&database_url, &ids, 200).await;
+    backlog(&database_url, &ids, 100).await;
     let counts = || async {
         let rows = query(
             &database_url,
