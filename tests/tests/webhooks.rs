@@ -820,3 +820,39 @@ async fn two_replicas_share_the_deliveries_and_send_each_once() {
     replica.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_delivery_leaves_it_to_the_next_one_with_the_same_webhook_id() {
+    use berth_tests::ServerProcess;
+    let database_url = berth_tests::fresh_database().await;
+    let config = "[notifications]\nwebhook_timeout = \"3s\"\nwebhook_retry_schedule = [\"50ms\"]\n\
+                  webhook_allow_cidrs = [\"127.0.0.1\"]\npoll_interval = \"50ms\"\n";
+    let mut process = ServerProcess::start(&database_url, None, config).await;
+    let server = process.handle(&process.admin_token());
+    // The first request hangs: the server is killed while it waits for the answer.
+    let receiver = Receiver::start(
+        vec![Reply::status(200).after(Duration::from_secs(60))],
+        Reply::status(200),
+    )
+    .await;
+    let secret = channel(&server, "survivor", &receiver.url("/")).await;
+    let sent = emit(&server).await;
+    receiver.wait_for(1, WAIT).await;
+    process.kill().await;
+    assert_eq!(
+        deliveries(&database_url, "survivor").await,
+        vec![("pending".to_owned(), 0)],
+        "the attempt in flight was never recorded"
+    );
+    process.spawn().await;
+    // Its claim expires (twice the timeout and a margin); the new process sends it again.
+    let got = receiver.wait_for(2, Duration::from_secs(60)).await;
+    assert_eq!(got[1].header("webhook-id"), sent.id.to_string());
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    verify(&secret, &got[1]).unwrap();
+    assert_eq!(
+        settled(&server, "survivor", 1).await,
+        vec![("delivered".to_owned(), 1)]
+    );
+    process.stop().await;
+}

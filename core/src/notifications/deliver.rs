@@ -3,7 +3,7 @@
 //!
 //! A pass claims up to `concurrency` due deliveries of enabled channels (and test
 //! pings) in one statement, `FOR UPDATE SKIP LOCKED`, stamping each with this pass's
-//! claim id and a lease (the timeout and a margin): several replicas share the work,
+//! claim id and a lease (twice the timeout and a margin): several replicas share the work,
 //! none sends what another holds. Each is sent outside any transaction; then [`record`]
 //! writes the attempt and what follows, fenced by the claim id (a pass whose lease ran
 //! out and whose delivery another replica took changes nothing). A replica that dies
@@ -48,8 +48,9 @@ use crate::store::schema::{
 /// How often finished deliveries past the retention are removed.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// The claim's margin over the send timeout.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// The claim's margin over the longest an attempt can take (resolving and sending are
+/// each bounded by the timeout).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 /// The wait before the next attempt after `series` attempts of this series, with
 /// ±20 % jitter; `None` when the schedule is used up.
@@ -253,8 +254,10 @@ async fn claim(
 }
 
 impl Notifications {
-    fn lease(&self) -> Duration {
-        self.settings.webhook_timeout + LEASE_MARGIN
+    /// How long a claim holds: longer than any attempt can take, so only a replica that
+    /// died leaves one to expire.
+    pub(crate) fn lease(&self) -> Duration {
+        self.settings.webhook_timeout * 2 + LEASE_MARGIN
     }
 
     /// One pass: claims, sends and records due deliveries; answers how many.

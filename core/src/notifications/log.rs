@@ -244,9 +244,8 @@ impl Notifications {
                 body: body_of(&event, &standing.workspace.name),
                 test: true,
             };
-            let lease = chrono::Duration::from_std(self.settings.webhook_timeout)
-                .unwrap_or_else(|_| chrono::Duration::seconds(10))
-                + chrono::Duration::seconds(30);
+            let lease = chrono::Duration::from_std(self.lease())
+                .unwrap_or_else(|_| chrono::Duration::seconds(30));
             let row: DeliveryRow = diesel::insert_into(notification_deliveries::table)
                 .values((
                     &new,
