@@ -1084,4 +1084,3 @@ async fn relayed_events_are_kept_for_the_retention_then_pruned() {
     );
     server.stop().await;
 }
-

@@ -34,9 +34,7 @@ use berth_core::live::hub::Hub;
 use berth_core::store::db::{self, DbSettings};
 use berth_core::topics::{MessageInput, TopicRef, Topics};
 use berth_server::app::config::Config;
-use berth_tests::{
-    Authed, SimOptions, TestServer, WAIT, eventually, get, query, spec, submit,
-};
+use berth_tests::{Authed, SimOptions, TestServer, WAIT, eventually, get, query, spec, submit};
 use tonic::Code;
 
 // ----- helpers -----
@@ -180,12 +178,7 @@ async fn make_topic(server: &TestServer, slug: &str, public: bool, policy: &str)
 }
 
 /// The topics room's front on the server's database, publishing as the admin.
-async fn publish(
-    server: &TestServer,
-    slug: &str,
-    content: &str,
-    properties: &[(&str, &str)],
-) {
+async fn publish(server: &TestServer, slug: &str, content: &str, properties: &[(&str, &str)]) {
     let pool = db::connect_pool(&DbSettings {
         url: server.database_url.clone(),
         ca_cert: None,
@@ -260,7 +253,10 @@ async fn a_rule_on_failures_fires_once_per_failure_across_two_replicas_and_its_r
         assert_eq!(described["type"], "work_request.failed");
         let object = described["object_id"].as_str().unwrap().to_owned();
         let message_id = described["message_id"].as_str().unwrap().to_owned();
-        assert!(messages.insert(message_id.clone()), "one firing per message");
+        assert!(
+            messages.insert(message_id.clone()),
+            "one firing per message"
+        );
         causes.insert(object.clone());
 
         let run = get(&first, &event.work_request_id).await;
@@ -273,7 +269,11 @@ async fn a_rule_on_failures_fires_once_per_failure_across_two_replicas_and_its_r
         let message: serde_json::Value =
             serde_json::from_str(&env["BERTH_TRIGGER_MESSAGE"]).unwrap();
         assert_eq!(message["type"], "work_request.failed");
-        assert_eq!(message["id"], message_id.as_str(), "the message is the event");
+        assert_eq!(
+            message["id"],
+            message_id.as_str(),
+            "the message is the event"
+        );
         assert_eq!(message["object_id"], object.as_str());
         assert_eq!(message["workspace"], "default");
         assert_eq!(message["data"]["status"], "completed");
@@ -288,7 +288,9 @@ async fn a_rule_on_failures_fires_once_per_failure_across_two_replicas_and_its_r
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_never_fire_on_what_their_own_firings_caused_even_through_each_other() {
     let server = TestServer::start_with(fast).await;
-    let _sim = server.sim_worker(SimOptions::default().concurrency(8)).await;
+    let _sim = server
+        .sim_worker(SimOptions::default().concurrency(8))
+        .await;
     create_template(&server, "a-job", spec(&["true"])).await;
     create_template(&server, "b-job", spec(&["true"])).await;
     // Each fires on every new request: without the guard, each run would fire both
@@ -341,7 +343,13 @@ async fn rules_never_fire_on_what_their_own_firings_caused_even_through_each_oth
             .iter()
             .find(|e| description(e)["object_id"] != by_hand.as_str())
             .unwrap();
-        assert_eq!(description(chained)["cause_rules"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            description(chained)["cause_rules"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
     }
     assert_eq!(runs_of(&server, "a-job").await, 2);
     assert_eq!(runs_of(&server, "b-job").await, 2);
@@ -351,7 +359,9 @@ async fn rules_never_fire_on_what_their_own_firings_caused_even_through_each_oth
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_rule_keeps_its_messages_as_paused_events_and_makes_no_work() {
     let server = TestServer::start_with(fast).await;
-    let _sim = server.sim_worker(SimOptions::default().concurrency(4)).await;
+    let _sim = server
+        .sim_worker(SimOptions::default().concurrency(4))
+        .await;
     create_template(&server, "job", spec(&["true"])).await;
     create_rule(
         &server,
@@ -475,7 +485,11 @@ async fn moving_a_rule_to_another_topic_or_archiving_it_drops_its_subscription()
         &format!("SELECT count(*) FROM subscriptions WHERE id::text = '{first}'"),
     )
     .await;
-    assert_eq!(gone[0].get::<_, i64>(0), 0, "the old subscription is dropped");
+    assert_eq!(
+        gone[0].get::<_, i64>(0),
+        0,
+        "the old subscription is dropped"
+    );
 
     triggers(&server, &server.admin_token)
         .await

@@ -384,8 +384,12 @@ async fn publish(
             .acquire_owned()
             .await
             .context("the publish calls' semaphore closed")?;
-        let (topics, slug, seen, published) =
-            (topics.clone(), slug.clone(), seen.clone(), published.clone());
+        let (topics, slug, seen, published) = (
+            topics.clone(),
+            slug.clone(),
+            seen.clone(),
+            published.clone(),
+        );
         running.spawn(async move {
             let result = publish_one(&topics, &slug, publisher, n, 1, base, &seen).await;
             drop(permit);

@@ -414,12 +414,15 @@ async fn publish_all(
 }
 
 fn workspace_name<'a>(names: &'a HashMap<Uuid, String>, event: &SystemEvent) -> Result<&'a str> {
-    names.get(&event.workspace_id).map(String::as_str).ok_or_else(|| {
-        Error::internal(format!(
-            "system event {} names workspace {}, which does not exist",
-            event.id, event.workspace_id
-        ))
-    })
+    names
+        .get(&event.workspace_id)
+        .map(String::as_str)
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "system event {} names workspace {}, which does not exist",
+                event.id, event.workspace_id
+            ))
+        })
 }
 
 /// Publishes `event` on its system topic; whether it was new there (only then is it
