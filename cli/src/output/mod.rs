@@ -55,8 +55,8 @@ pub use self::templates::{
 };
 pub use self::tokens::{CreatedTokenView, DeletedTokenView, TokenListView, TokenView};
 pub use self::topics::{
-    DeletedTopicView, MessageLine, PingView, PublishedListView, SubscriptionListView,
-    SubscriptionView, TopicListView, TopicView,
+    MessageLine, PingView, PublishedListView, SubscriptionListView, SubscriptionView,
+    TopicDeletedView, TopicListView, TopicView,
 };
 pub use self::triggers::{
     PreviewView, TriggerEventListView, TriggerEventView, TriggerRuleListView, TriggerRuleView,

@@ -262,31 +262,31 @@ impl Render for TopicListView {
 
 /// `topic delete` and `subscription delete`.
 #[derive(Debug, Serialize)]
-pub struct DeletedTopicView {
+pub struct TopicDeletedView {
     pub deleted: bool,
 }
 
-impl From<proto::DeleteTopicResponse> for DeletedTopicView {
-    fn from(r: proto::DeleteTopicResponse) -> DeletedTopicView {
-        DeletedTopicView { deleted: r.deleted }
+impl From<proto::DeleteTopicResponse> for TopicDeletedView {
+    fn from(r: proto::DeleteTopicResponse) -> TopicDeletedView {
+        TopicDeletedView { deleted: r.deleted }
     }
 }
 
 impl Answer for proto::DeleteTopicResponse {
-    type View = DeletedTopicView;
+    type View = TopicDeletedView;
 }
 
-impl From<proto::DeleteSubscriptionResponse> for DeletedTopicView {
-    fn from(r: proto::DeleteSubscriptionResponse) -> DeletedTopicView {
-        DeletedTopicView { deleted: r.deleted }
+impl From<proto::DeleteSubscriptionResponse> for TopicDeletedView {
+    fn from(r: proto::DeleteSubscriptionResponse) -> TopicDeletedView {
+        TopicDeletedView { deleted: r.deleted }
     }
 }
 
 impl Answer for proto::DeleteSubscriptionResponse {
-    type View = DeletedTopicView;
+    type View = TopicDeletedView;
 }
 
-impl Render for DeletedTopicView {
+impl Render for TopicDeletedView {
     fn table(&self) -> String {
         fields(&[("deleted", yes_no(self.deleted))])
     }
