@@ -5,9 +5,13 @@
 //! - [`app`]: the command line, configuration, start-up and graceful shutdown.
 //! - [`api`]: the gRPC services, the only code that knows tonic and the generated
 //!   protocol.
+//! - [`web`]: the dashboard, HTML pages under `/ui/` on the same listener.
+//! - [`observe`]: `/healthz`, `/readyz`, metrics and traces for operators.
 //!
 //! See ARCHITECTURE.md for the code map; `main.rs` is a thin wrapper over
 //! [`app::cli::main`] so tests can drive the same code.
 
 pub mod api;
 pub mod app;
+pub mod observe;
+pub mod web;

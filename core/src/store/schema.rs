@@ -627,7 +627,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    web_sessions (id) {
+        id -> Uuid,
+        secret_hash -> Bytea,
+        token_id -> Uuid,
+        created_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(tokens -> users (user_id));
+diesel::joinable!(web_sessions -> tokens (token_id));
 diesel::joinable!(work_requests -> workspaces (workspace_id));
 diesel::joinable!(work_requests -> users (created_by));
 diesel::joinable!(attempts -> work_requests (work_request_id));
@@ -707,4 +719,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     notification_reactions,
     notification_deliveries,
     notification_attempts,
+    web_sessions,
 );

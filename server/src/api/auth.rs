@@ -233,6 +233,22 @@ pub const OPEN_SERVICES: &[&str] = &[
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// Paths that are not gRPC at all: the dashboard (its own sessions, `web::session`), the
+/// health pair and metrics (open, no data about jobs or tokens). The layer passes them
+/// through untouched; every other path is a gRPC method and is checked. No gRPC method
+/// can begin with these, since a gRPC path is `/package.Service/Method`.
+pub const HTTP_PATHS: &[&str] = &["/ui/", "/healthz", "/readyz", "/metrics"];
+
+/// Whether `path` is served by the HTTP side (see [`HTTP_PATHS`]); `/` and `/ui` only
+/// redirect to the dashboard.
+pub fn is_http_path(path: &str) -> bool {
+    path == "/"
+        || path == "/ui"
+        || HTTP_PATHS.iter().any(|prefix| {
+            path.starts_with(prefix) && (prefix.ends_with('/') || path.len() == prefix.len())
+        })
+}
+
 /// The roles allowed to call `path` (`/package.Service/Method`), if it has a rule.
 pub fn rule_for(path: &str) -> Option<&'static [TokenKind]> {
     RULES
@@ -353,6 +369,9 @@ where
         let auth = self.auth.clone();
         Box::pin(async move {
             let path = request.uri().path().to_owned();
+            if is_http_path(&path) {
+                return inner.call(request).await;
+            }
             let verdict = check(
                 &auth,
                 &path,

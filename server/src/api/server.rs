@@ -1,5 +1,6 @@
 //! The gRPC server itself: TLS, the auth layer, health, reflection and the Berth
-//! services on one listener.
+//! services on one listener, with the dashboard (`web`) and the operator routes
+//! (`observe`) merged into the same router for HTTP/1.1 and h2 callers.
 //!
 //! `app` decides when to start and stop; this module knows how, in tonic's terms.
 //! [`Serving`] is the running server: health can be turned to NOT_SERVING, new
@@ -66,6 +67,8 @@ use crate::api::users::UserApi;
 use crate::api::work_requests::WorkRequestApi;
 use crate::api::workers::WorkerApi;
 use crate::api::workspaces::WorkspaceApi;
+use crate::observe::Probe;
+use crate::web::Dashboard;
 
 /// Every name health answers for: the whole server and each service.
 const SERVICE_NAMES: [&str; 14] = [
@@ -106,6 +109,8 @@ pub struct Services {
     pub streams_end: CancellationToken,
     /// Whether the database answers; health follows it.
     pub database: Arc<DbHealth>,
+    /// The dashboard's sign-ins.
+    pub sessions: berth_core::access::sessions::Sessions,
 }
 
 /// A certificate chain and key file (PEM), for serving TLS.
@@ -147,6 +152,8 @@ pub fn check_tls(tls: Option<&TlsFiles>) -> Result<(), ServeError> {
 pub struct Serving {
     local: SocketAddr,
     health: HealthReporter,
+    /// `/readyz` follows it.
+    probe: Probe,
     /// Keeps health in step with the database until shutdown.
     follower: JoinHandle<()>,
     /// Set once shutdown turned health NOT_SERVING for good; the follower changes
@@ -195,12 +202,25 @@ pub async fn serve(
         topics,
         notifications,
         streams_end,
-        database: _,
+        database,
+        sessions,
     } = services;
-    let router = builder(tls)?
-        .layer(AuthLayer::new(authenticator))
-        .layer(MessageLimitLayer)
-        .add_service(health_service)
+    let probe = Probe::new(database);
+    let dashboard = Dashboard {
+        sessions,
+        workspaces: workspaces.clone(),
+        workers: workers.clone(),
+        requests: requests.clone(),
+        collections: collections.clone(),
+        artifacts: artifacts.clone(),
+        templates: templates.clone(),
+        service_manager: service_manager.clone(),
+        triggers: triggers.clone(),
+        topics: topics.clone(),
+        notifications: notifications.clone(),
+        secure_cookies: tls.is_some(),
+    };
+    let grpc = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
@@ -255,6 +275,14 @@ pub async fn serve(
             TopicServiceServer::new(TopicApi::new(topics, streams_end))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
+    // Browsers and scrapers speak HTTP/1.1 (or h2) to the same listener; gRPC stays h2.
+    let http = crate::web::router(dashboard).merge(crate::observe::router(probe.clone()));
+    let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
+    let mut server = builder(tls)?
+        .accept_http1(true)
+        .layer(AuthLayer::new(authenticator))
+        .layer(MessageLimitLayer);
+    let router = server.add_routes(routes);
     let local = listener
         .local_addr()
         .map_err(|e| ServeError::Serve(e.to_string()))?;
@@ -266,6 +294,7 @@ pub async fn serve(
     Ok(Serving {
         local,
         health,
+        probe,
         follower,
         stopped,
         stop_accepting: Some(stop_tx),
@@ -328,6 +357,7 @@ impl Serving {
         // The database coming back must not turn it SERVING again.
         let mut stopped = self.stopped.lock().await;
         *stopped = true;
+        self.probe.stop();
         self.follower.abort();
         set_all(&self.health, false).await;
     }

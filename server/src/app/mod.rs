@@ -21,6 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use berth_core::access::auth::Authenticator;
+use berth_core::access::sessions::{DEFAULT_SESSION_TTL, Sessions};
 use berth_core::access::tokens::Tokens;
 use berth_core::access::users::Users;
 use berth_core::access::workspaces::Workspaces;
@@ -408,6 +409,11 @@ async fn serve_inner(
             .with_limits(config.artifact_limits),
         streams_end: background.clone(),
         database,
+        sessions: Sessions::new(
+            pool.clone(),
+            Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
+            DEFAULT_SESSION_TTL,
+        ),
     };
     let mut serving = server::serve(listener, config.tls.as_ref(), services).await?;
     tracing::info!(

@@ -1,0 +1,16 @@
+//! The dashboard's pages, one module per area, and the actions people take daily. Each
+//! page takes a [`crate::web::session::Viewer`], reads through the domain fronts in
+//! [`crate::web::Dashboard`] with the viewer's identity, and renders with
+//! [`crate::web::layout::page`]. Each action checks the CSRF token and the gRPC method's
+//! rule ([`crate::web::session::Viewer::require`]) before it calls the domain.
+
+pub mod queue;
+
+use axum::Router;
+
+use crate::web::State;
+
+/// Every page's routes.
+pub fn routes() -> Router<State> {
+    Router::new().merge(queue::routes())
+}
