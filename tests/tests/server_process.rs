@@ -514,6 +514,49 @@ async fn sigterm_turns_health_not_serving_refuses_new_connections_and_exits_zero
     );
 }
 
+/// The next message the server sent to the systemd notify socket.
+async fn notified(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buffer = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(30), socket.recv(&mut buffer))
+        .await
+        .expect("a message on NOTIFY_SOCKET within 30 s")
+        .unwrap();
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn systemd_hears_ready_once_the_port_answers_and_stopping_on_sigterm() {
+    let url = fresh_database().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let socket_path = tmp.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let port = free_port();
+    let addr = listen_addr(port);
+    let data_dir = tmp.path().join("data");
+    let mut server = ServerProcess::start(
+        &[
+            "--database-url",
+            &url,
+            "--data-dir",
+            path_str(&data_dir),
+            "--listen",
+            &addr,
+        ],
+        &[("NOTIFY_SOCKET", path_str(&socket_path))],
+        port,
+    )
+    .await;
+    assert_eq!(notified(&socket).await, "READY=1\n");
+    server.signal(Signal::SIGTERM);
+    assert_eq!(notified(&socket).await, "STOPPING=1\n");
+    assert_eq!(
+        server.wait_exit(EXIT_TIMEOUT).await,
+        0,
+        "stderr:\n{}",
+        server.stderr()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_while_starting_still_stops_the_embedded_postgres_and_exits_zero() {
     let tmp = reachable_tempdir();

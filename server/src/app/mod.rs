@@ -422,6 +422,8 @@ async fn serve_inner(
         embedded_database = config.database_url.is_none(),
         "berth-server listening"
     );
+    // Under systemd `Type=notify`, the unit is up only now that the port answers.
+    notify_systemd(sd_notify::NotifyState::Ready);
 
     let database_lost = async {
         match supervisor.as_mut() {
@@ -446,6 +448,7 @@ async fn serve_inner(
     }
 
     tracing::info!(grace = ?config.shutdown_grace, "shutting down: refusing new connections, letting in-flight calls finish");
+    notify_systemd(sd_notify::NotifyState::Stopping);
     serving.not_serving().await;
     // Worker streams would hold the drain open forever: end them now (workers reconnect,
     // to another replica or to this one after its restart) and stop background tasks.
@@ -477,4 +480,12 @@ async fn serve_inner(
         tracing::warn!("calls still open after the shutdown grace period; closing them");
     }
     Ok(())
+}
+
+/// Tells systemd (when it started us with `NOTIFY_SOCKET`) how the server is doing; a
+/// failure to tell it is logged, never fatal.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
 }
