@@ -89,7 +89,9 @@ pub enum StartError {
         reason: String,
     },
     /// The dashboard's own listen address cannot be bound.
-    #[error("cannot listen on {addr} for the dashboard: {reason}; stop the other process or choose another --ui-listen")]
+    #[error(
+        "cannot listen on {addr} for the dashboard: {reason}; stop the other process or choose another --ui-listen"
+    )]
     UiBind {
         /// The address.
         addr: String,
@@ -425,10 +427,14 @@ async fn serve_inner(
     };
     let ui = match config.ui_listen {
         None => None,
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| StartError::UiBind {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::UiBind {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?,
+        ),
     };
     let mut serving = server::serve_with_ui(listener, ui, config.tls.as_ref(), services).await?;
     if let Some(addr) = serving.ui_addr() {

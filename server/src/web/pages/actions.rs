@@ -126,7 +126,9 @@ async fn priority(
         &format!(
             "Priority adjustment is now {} (priority {}).",
             view.row.priority_adjustment,
-            view.row.priority_base.saturating_add(view.row.priority_adjustment)
+            view.row
+                .priority_base
+                .saturating_add(view.row.priority_adjustment)
         ),
     ))
 }

@@ -65,7 +65,10 @@ async fn download(
     .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
     Ok((
         [
-            (CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
             (CONTENT_DISPOSITION, disposition),
             (
                 HeaderName::from_static("x-content-type-options"),

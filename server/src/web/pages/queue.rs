@@ -107,7 +107,10 @@ pub(crate) fn labels(view: &RequestView) -> BTreeMap<String, String> {
             object
                 .iter()
                 .map(|(k, v)| {
-                    let value = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    let value = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
                     (k.clone(), value)
                 })
                 .collect()
