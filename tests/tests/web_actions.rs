@@ -95,10 +95,6 @@ async fn actions_need_the_csrf_token_and_the_right_role() {
     let viewer = session(&server, &viewer).await;
     let (status, body) = page(&server, &viewer, &path).await;
     assert_eq!(status, 200, "{body}");
-    assert!(
-        !body.contains("id=\"cancel\""),
-        "a viewer is offered cancel"
-    );
     let token = csrf(&body);
     let refused = post(
         &server,
