@@ -206,3 +206,37 @@ async fn the_live_log_resumes_from_its_event_id() {
     drop(worker);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ui_listen_serves_the_dashboard_alone() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = TestServer::start_with(|config| config.ui_listen = Some(addr)).await;
+    let ui = format!("http://{addr}");
+    let http = client();
+    let queue = http.get(format!("{ui}/ui/queue")).send().await.unwrap();
+    assert_eq!(queue.status(), 303);
+    assert_eq!(
+        queue.headers()["location"].to_str().unwrap(),
+        "/ui/login?next=/ui/queue"
+    );
+    let signed = http
+        .post(format!("{ui}/ui/login"))
+        .form(&[
+            ("token", server.admin_token.as_str()),
+            ("next", "/ui/queue"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    // Only the dashboard: no operator routes and no gRPC on this listener.
+    let healthz = http.get(format!("{ui}/healthz")).send().await.unwrap();
+    assert_eq!(healthz.status(), 404);
+    assert!(berth_tests::health(&ui, None).await.is_none());
+    server.stop().await;
+}

@@ -142,6 +142,9 @@ async fn the_dashboard_follows_a_real_job_in_a_browser() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    browser
+        .eval("document.getElementById('log').scrollIntoView(); return 0;")
+        .await;
     browser.screenshot("log").await;
 
     // Each line measured appeared within a second of the container printing it.
