@@ -45,6 +45,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 pub mod agent;
 pub mod api;
 pub mod artifacts;
+pub mod browser;
 pub mod cli;
 pub mod docker;
 pub mod invariants;

@@ -161,11 +161,24 @@ pub struct Serving {
     stopped: Arc<tokio::sync::Mutex<bool>>,
     stop_accepting: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// The dashboard's own listener (`--ui-listen`), if any.
+    ui: Option<UiServing>,
 }
 
 /// Starts serving `services` on `listener`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<&TlsFiles>,
+    services: Services,
+) -> Result<Serving, ServeError> {
+    serve_with_ui(listener, None, tls, services).await
+}
+
+/// Starts serving `services` on `listener` and, when `ui` is given, the dashboard alone
+/// (no gRPC, no operator routes) on that listener too, with the same TLS.
+pub async fn serve_with_ui(
+    listener: TcpListener,
+    ui: Option<TcpListener>,
     tls: Option<&TlsFiles>,
     services: Services,
 ) -> Result<Serving, ServeError> {
@@ -276,6 +289,10 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     // Browsers and scrapers speak HTTP/1.1 (or h2) to the same listener; gRPC stays h2.
+    let ui = match ui {
+        None => None,
+        Some(listener) => Some(serve_dashboard(listener, tls, dashboard.clone())?),
+    };
     let http = crate::web::router(dashboard).merge(crate::observe::router(probe.clone()));
     let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
     let mut server = builder(tls)?
@@ -297,6 +314,36 @@ pub async fn serve(
         probe,
         follower,
         stopped,
+        stop_accepting: Some(stop_tx),
+        server,
+        ui,
+    })
+}
+
+/// The dashboard on a listener of its own.
+struct UiServing {
+    local: SocketAddr,
+    stop_accepting: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+fn serve_dashboard(
+    listener: TcpListener,
+    tls: Option<&TlsFiles>,
+    dashboard: Dashboard,
+) -> Result<UiServing, ServeError> {
+    let local = listener
+        .local_addr()
+        .map_err(|e| ServeError::Serve(e.to_string()))?;
+    let routes = tonic::service::Routes::from(crate::web::router(dashboard));
+    let router = builder(tls)?.accept_http1(true).add_routes(routes);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
+    Ok(UiServing {
+        local,
         stop_accepting: Some(stop_tx),
         server,
     })
@@ -334,6 +381,9 @@ async fn follow_database(
 impl Drop for Serving {
     fn drop(&mut self) {
         self.follower.abort();
+        if let Some(ui) = &self.ui {
+            ui.server.abort();
+        }
     }
 }
 
@@ -341,6 +391,11 @@ impl Serving {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The dashboard's own address, when it has one.
+    pub fn ui_addr(&self) -> Option<SocketAddr> {
+        self.ui.as_ref().map(|ui| ui.local)
     }
 
     /// Completes if the server stops on its own, which is always a failure.
@@ -367,11 +422,24 @@ impl Serving {
         if let Some(stop) = self.stop_accepting.take() {
             let _ = stop.send(());
         }
+        if let Some(stop) = self.ui.as_mut().and_then(|ui| ui.stop_accepting.take()) {
+            let _ = stop.send(());
+        }
     }
 
     /// Waits for the calls in flight to finish: `Ok(true)` when they all did within
     /// `grace`, `Ok(false)` when some were still open and were closed.
     pub async fn drain(&mut self, grace: std::time::Duration) -> Result<bool, ServeError> {
+        // Dashboard pages are short; a live log would hold the drain open, so the
+        // dashboard's own listener is closed once the main one has drained.
+        let drained = self.drain_main(grace).await;
+        if let Some(ui) = &self.ui {
+            ui.server.abort();
+        }
+        drained
+    }
+
+    async fn drain_main(&mut self, grace: std::time::Duration) -> Result<bool, ServeError> {
         match tokio::time::timeout(grace, &mut self.server).await {
             Ok(Ok(Ok(()))) => Ok(true),
             Ok(Ok(Err(e))) => Err(ServeError::Serve(e.to_string())),
@@ -386,5 +454,8 @@ impl Serving {
     /// Closes every open call now.
     pub fn abort(&self) {
         self.server.abort();
+        if let Some(ui) = &self.ui {
+            ui.server.abort();
+        }
     }
 }

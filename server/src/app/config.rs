@@ -25,6 +25,9 @@ pub struct ServerArgs {
     /// Address to listen on for gRPC [default: 127.0.0.1:7070]
     #[arg(long, env = "BERTH_LISTEN", global = true)]
     pub listen: Option<String>,
+    /// Also serve the web dashboard (alone, no gRPC) on this address, e.g. 127.0.0.1:7080
+    #[arg(long, env = "BERTH_UI_LISTEN", global = true)]
+    pub ui_listen: Option<String>,
     /// Directory for the server's own files: embedded PostgreSQL, admin.token,
     /// secret.key [default: ./berth-data]
     #[arg(long, env = "BERTH_DATA_DIR", global = true)]
@@ -66,6 +69,7 @@ pub struct ServerArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    ui_listen: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     database_ca_cert: Option<PathBuf>,
@@ -474,6 +478,8 @@ struct FileDefaults {
 pub struct Config {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where the dashboard also listens on its own (`--ui-listen`), if anywhere.
+    pub ui_listen: Option<SocketAddr>,
     /// The file stores (`[files]`); one local store in the data directory by default.
     pub files: FilesSettings,
     /// The collector of expired artifacts and unreferenced files (`[files]` gc_*).
@@ -548,6 +554,15 @@ impl Config {
                 "--listen: {listen_text:?} is not an address with a port, e.g. 127.0.0.1:7070 or [::]:7070"
             ))
         })?;
+        let ui_listen = match args.ui_listen.clone().or(file.ui_listen) {
+            None => None,
+            Some(text) if text.trim().is_empty() => None,
+            Some(text) => Some(text.trim().parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "--ui-listen: {text:?} is not an address with a port, e.g. 127.0.0.1:7080 or [::]:7080"
+                ))
+            })?),
+        };
         let data_dir = args
             .data_dir
             .clone()
@@ -696,6 +711,7 @@ impl Config {
             relay,
             notifications,
             listen,
+            ui_listen,
             data_dir,
             database_url,
             database_ca_cert: args.database_ca_cert.clone().or(file.database_ca_cert),

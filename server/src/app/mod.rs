@@ -88,6 +88,16 @@ pub enum StartError {
         /// The error.
         reason: String,
     },
+    /// The dashboard's own listen address cannot be bound.
+    #[error(
+        "cannot listen on {addr} for the dashboard: {reason}; stop the other process or choose another --ui-listen"
+    )]
+    UiBind {
+        /// The address.
+        addr: String,
+        /// The error.
+        reason: String,
+    },
     /// The TLS certificate or key is unusable, or the gRPC server failed.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -415,7 +425,21 @@ async fn serve_inner(
             DEFAULT_SESSION_TTL,
         ),
     };
-    let mut serving = server::serve(listener, config.tls.as_ref(), services).await?;
+    let ui = match config.ui_listen {
+        None => None,
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartError::UiBind {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?,
+        ),
+    };
+    let mut serving = server::serve_with_ui(listener, ui, config.tls.as_ref(), services).await?;
+    if let Some(addr) = serving.ui_addr() {
+        tracing::info!(%addr, tls = config.tls.is_some(), "dashboard listening on its own");
+    }
     tracing::info!(
         addr = %serving.local_addr(),
         tls = config.tls.is_some(),

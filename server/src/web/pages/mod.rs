@@ -4,7 +4,11 @@
 //! [`crate::web::layout::page`]. Each action checks the CSRF token and the gRPC method's
 //! rule ([`crate::web::session::Viewer::require`]) before it calls the domain.
 
+pub mod actions;
+pub mod files;
+pub mod logs;
 pub mod queue;
+pub mod request;
 
 use axum::Router;
 
@@ -12,5 +16,10 @@ use crate::web::State;
 
 /// Every page's routes.
 pub fn routes() -> Router<State> {
-    Router::new().merge(queue::routes())
+    Router::new()
+        .merge(queue::routes())
+        .merge(request::routes())
+        .merge(logs::routes())
+        .merge(actions::routes())
+        .merge(files::routes())
 }
