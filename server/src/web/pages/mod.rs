@@ -5,6 +5,10 @@
 //! rule ([`crate::web::session::Viewer::require`]) before it calls the domain.
 
 pub mod queue;
+pub mod services;
+pub mod templates;
+pub mod triggers;
+pub mod workers;
 
 use axum::Router;
 
@@ -12,5 +16,10 @@ use crate::web::State;
 
 /// Every page's routes.
 pub fn routes() -> Router<State> {
-    Router::new().merge(queue::routes())
+    Router::new()
+        .merge(queue::routes())
+        .merge(workers::routes())
+        .merge(templates::routes())
+        .merge(services::routes())
+        .merge(triggers::routes())
 }
