@@ -4,9 +4,11 @@
 //! [`crate::web::layout::page`]. Each action checks the CSRF token and the gRPC method's
 //! rule ([`crate::web::session::Viewer::require`]) before it calls the domain.
 
+pub mod artifacts;
 pub mod queue;
 pub mod services;
 pub mod templates;
+pub mod topics;
 pub mod triggers;
 pub mod workers;
 
@@ -21,5 +23,7 @@ pub fn routes() -> Router<State> {
         .merge(workers::routes())
         .merge(templates::routes())
         .merge(services::routes())
+        .merge(topics::routes())
+        .merge(artifacts::routes())
         .merge(triggers::routes())
 }
