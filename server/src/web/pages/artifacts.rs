@@ -82,7 +82,13 @@ async fn list(
             page_size: PAGE,
             ..ListQuery::default()
         };
-        artifacts.extend(state.artifacts.list(&viewer.identity, query).await?.artifacts);
+        artifacts.extend(
+            state
+                .artifacts
+                .list(&viewer.identity, query)
+                .await?
+                .artifacts,
+        );
     }
     artifacts.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     let body = html! {

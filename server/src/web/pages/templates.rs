@@ -266,7 +266,13 @@ mod tests {
     #[test]
     fn a_changed_line_is_removed_then_added_and_the_rest_kept() {
         let a = ["{", "  \"image\": \"a\",", "  \"memory\": 1", "}"];
-        let b = ["{", "  \"image\": \"b\",", "  \"memory\": 1", "  \"cpus\": 2", "}"];
+        let b = [
+            "{",
+            "  \"image\": \"b\",",
+            "  \"memory\": 1",
+            "  \"cpus\": 2",
+            "}",
+        ];
         let diff = line_diff(&a, &b).unwrap();
         assert_eq!(
             diff,

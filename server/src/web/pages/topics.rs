@@ -52,7 +52,10 @@ fn retention(view: &TopicView) -> String {
         .max_age_ms
         .and_then(|ms| u64::try_from(ms).ok())
         .map(|ms| format!("{} at most", readable(Duration::from_millis(ms))));
-    let count = view.row.max_messages.map(|n| format!("{n} messages at most"));
+    let count = view
+        .row
+        .max_messages
+        .map(|n| format!("{n} messages at most"));
     match (age, count) {
         (None, None) => "kept until collected by policy".into(),
         (Some(a), None) => a,
@@ -69,7 +72,12 @@ async fn list(
     let all = workspaces_of(&state, &viewer, "").await?;
     let mut topics = Vec::new();
     for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        topics.extend(state.topics.list_topics(&viewer.identity, &workspace).await?);
+        topics.extend(
+            state
+                .topics
+                .list_topics(&viewer.identity, &workspace)
+                .await?,
+        );
     }
     let body = html! {
         h1 { "Topics" }

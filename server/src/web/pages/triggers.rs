@@ -119,7 +119,12 @@ async fn list(
     let all = workspaces_of(&state, &viewer, "").await?;
     let mut rules = Vec::new();
     for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        rules.extend(state.triggers.list(&viewer.identity, &workspace, false).await?);
+        rules.extend(
+            state
+                .triggers
+                .list(&viewer.identity, &workspace, false)
+                .await?,
+        );
     }
     let body = html! {
         h1 { "Triggers" }
@@ -275,7 +280,12 @@ async fn rule(
             }
         }
     };
-    Ok(layout::page(&viewer, "/ui/triggers", &format!("Trigger {}", view.row.name), body))
+    Ok(layout::page(
+        &viewer,
+        "/ui/triggers",
+        &format!("Trigger {}", view.row.name),
+        body,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -296,11 +306,18 @@ async fn pause(
     viewer.require(PAUSE)?;
     let view = state
         .triggers
-        .pause(&viewer.identity, &RuleRef { workspace, name }, form.note.trim())
+        .pause(
+            &viewer.identity,
+            &RuleRef { workspace, name },
+            form.note.trim(),
+        )
         .await?;
     Ok(back(
         &rule_url(&view),
-        &format!("Trigger {} is paused: it does not fire until resumed.", view.row.name),
+        &format!(
+            "Trigger {} is paused: it does not fire until resumed.",
+            view.row.name
+        ),
     ))
 }
 

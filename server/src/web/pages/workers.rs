@@ -56,7 +56,10 @@ pub fn pairs(value: &serde_json::Value) -> Vec<(String, String)> {
             object
                 .iter()
                 .map(|(k, v)| {
-                    let text = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                    let text = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
                     (k.clone(), text)
                 })
                 .collect()
@@ -153,7 +156,10 @@ async fn drain(
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require(DRAIN)?;
-    let view = state.workers.drain(&form.name, &viewer.identity.name).await?;
+    let view = state
+        .workers
+        .drain(&form.name, &viewer.identity.name)
+        .await?;
     Ok(back(
         "/ui/workers",
         &format!(
