@@ -90,7 +90,7 @@ async fn list(
                 .artifacts,
         );
     }
-    artifacts.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    artifacts.sort_by_key(|a| std::cmp::Reverse(a.created_at));
     let body = html! {
         h1 { "Artifacts" }
         p { a href="/ui/collections" { "Collections" } }

@@ -162,7 +162,7 @@ async fn template(
         @if !release.diff.is_empty() {
             ul.changes { @for change in &release.diff {
                 li { code { (change.field) } " " (format!("{:?}", change.kind).to_lowercase())
-                    @if !change.secret && !(change.before.is_empty() && change.after.is_empty()) {
+                    @if !(change.secret || (change.before.is_empty() && change.after.is_empty())) {
                         ": " (change.before) " → " (change.after)
                     } }
             } }
@@ -273,7 +273,7 @@ mod tests {
             "  \"cpus\": 2",
             "}",
         ];
-        let diff = line_diff(&a, &b).unwrap();
+        let diff = line_diff(&a, &b).expect("short specs are compared");
         assert_eq!(
             diff,
             vec![
