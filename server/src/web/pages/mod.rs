@@ -5,10 +5,16 @@
 //! rule ([`crate::web::session::Viewer::require`]) before it calls the domain.
 
 pub mod actions;
+pub mod artifacts;
 pub mod files;
 pub mod logs;
 pub mod queue;
 pub mod request;
+pub mod services;
+pub mod templates;
+pub mod topics;
+pub mod triggers;
+pub mod workers;
 
 use axum::Router;
 
@@ -22,4 +28,10 @@ pub fn routes() -> Router<State> {
         .merge(logs::routes())
         .merge(actions::routes())
         .merge(files::routes())
+        .merge(workers::routes())
+        .merge(templates::routes())
+        .merge(services::routes())
+        .merge(topics::routes())
+        .merge(artifacts::routes())
+        .merge(triggers::routes())
 }
