@@ -15,6 +15,7 @@ use berth_core::templates::TemplateRef;
 use berth_core::templates::manage::ListQuery;
 use maud::{Markup, html};
 use serde::Deserialize;
+use similar::{ChangeTag, TextDiff};
 
 use crate::web::State;
 use crate::web::error::PageError;
@@ -24,8 +25,6 @@ use crate::web::session::{Viewer, percent_encode};
 
 /// How many releases a template's page lists.
 const HISTORY: u32 = 50;
-/// Beyond this many lines on either side the diff is not computed (it is quadratic).
-const DIFF_LINES: usize = 3000;
 
 /// The templates' routes.
 pub fn routes() -> Router<State> {
@@ -188,75 +187,31 @@ fn spec_text(release: &ReleaseView) -> String {
 fn diff_view(older: &ReleaseView, newer: &ReleaseView) -> Markup {
     let before = spec_text(older);
     let after = spec_text(newer);
-    let a: Vec<&str> = before.lines().collect();
-    let b: Vec<&str> = after.lines().collect();
     html! {
-        @match line_diff(&a, &b) {
-            Some(lines) => {
-                pre.mono.diff #diff {
-                    @for line in lines {
-                        @match line {
-                            Line::Same(text) => { span.same { "  " (text) "\n" } }
-                            Line::Removed(text) => { span.del { "- " (text) "\n" } }
-                            Line::Added(text) => { span.add { "+ " (text) "\n" } }
-                        }
-                    }
+        pre.mono.diff #diff {
+            @for (tag, text) in line_diff(&before, &after) {
+                @match tag {
+                    ChangeTag::Equal => { span.same { "  " (text) } }
+                    ChangeTag::Delete => { span.del { "- " (text) } }
+                    ChangeTag::Insert => { span.add { "+ " (text) } }
                 }
             }
-            None => {
-                p.muted { "These specs are too long to compare line by line; both are shown." }
-                h2 { "v" (older.row.version) } pre.mono { (before) }
-                h2 { "v" (newer.row.version) } pre.mono { (after) }
+        }
+    }
+}
+
+/// The line diff of `a` into `b` (Myers, from `similar`), each line with its ending.
+fn line_diff<'a>(a: &'a str, b: &'a str) -> Vec<(ChangeTag, String)> {
+    TextDiff::from_lines(a, b)
+        .iter_all_changes()
+        .map(|change| {
+            let mut line = change.value().to_owned();
+            if !line.ends_with('\n') {
+                line.push('\n');
             }
-        }
-    }
-}
-
-/// One line of a diff.
-#[derive(Debug, PartialEq, Eq)]
-enum Line<'a> {
-    Same(&'a str),
-    Removed(&'a str),
-    Added(&'a str),
-}
-
-/// The shortest line diff of `a` into `b` (longest common subsequence), or `None` when
-/// either side is longer than [`DIFF_LINES`]. Specs are small, so the quadratic table is
-/// cheap and needs no diff library.
-fn line_diff<'a>(a: &[&'a str], b: &[&'a str]) -> Option<Vec<Line<'a>>> {
-    if a.len() > DIFF_LINES || b.len() > DIFF_LINES {
-        return None;
-    }
-    let (n, m) = (a.len(), b.len());
-    // lcs[i][j]: the common subsequence length of a[i..] and b[j..].
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut out = Vec::with_capacity(n.max(m));
-    while i < n && j < m {
-        if a[i] == b[j] {
-            out.push(Line::Same(a[i]));
-            i += 1;
-            j += 1;
-        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
-            out.push(Line::Removed(a[i]));
-            i += 1;
-        } else {
-            out.push(Line::Added(b[j]));
-            j += 1;
-        }
-    }
-    out.extend(a[i..].iter().map(|t| Line::Removed(t)));
-    out.extend(b[j..].iter().map(|t| Line::Added(t)));
-    Some(out)
+            (change.tag(), line)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -265,32 +220,23 @@ mod tests {
 
     #[test]
     fn a_changed_line_is_removed_then_added_and_the_rest_kept() {
-        let a = ["{", "  \"image\": \"a\",", "  \"memory\": 1", "}"];
-        let b = [
-            "{",
-            "  \"image\": \"b\",",
-            "  \"memory\": 1",
-            "  \"cpus\": 2",
-            "}",
-        ];
-        let diff = line_diff(&a, &b).expect("short specs are compared");
-        assert_eq!(
-            diff,
-            vec![
-                Line::Same("{"),
-                Line::Removed("  \"image\": \"a\","),
-                Line::Added("  \"image\": \"b\","),
-                Line::Same("  \"memory\": 1"),
-                Line::Added("  \"cpus\": 2"),
-                Line::Same("}"),
-            ]
-        );
-    }
-
-    #[test]
-    fn too_long_a_spec_is_not_compared() {
-        let long = vec!["x"; DIFF_LINES + 1];
-        assert!(line_diff(&long, &["x"]).is_none());
-        assert_eq!(line_diff(&[], &[]), Some(vec![]));
+        let a = "{\n  \"image\": \"a\",\n  \"memory\": 1\n}";
+        let b = "{\n  \"image\": \"b\",\n  \"memory\": 1\n  \"cpus\": 2\n}";
+        let diff: Vec<(ChangeTag, String)> = line_diff(a, b)
+            .into_iter()
+            .map(|(tag, line)| (tag, line.trim_end().to_owned()))
+            .collect();
+        let expected: Vec<(ChangeTag, String)> = [
+            (ChangeTag::Equal, "{"),
+            (ChangeTag::Delete, "  \"image\": \"a\","),
+            (ChangeTag::Insert, "  \"image\": \"b\","),
+            (ChangeTag::Equal, "  \"memory\": 1"),
+            (ChangeTag::Insert, "  \"cpus\": 2"),
+            (ChangeTag::Equal, "}"),
+        ]
+        .into_iter()
+        .map(|(tag, line)| (tag, line.to_owned()))
+        .collect();
+        assert_eq!(diff, expected);
     }
 }
