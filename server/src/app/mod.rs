@@ -414,6 +414,7 @@ async fn serve_inner(
             Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
             DEFAULT_SESSION_TTL,
         ),
+        scrape: crate::observe::Scrape { pool: pool.clone() },
     };
     let mut serving = server::serve(listener, config.tls.as_ref(), services).await?;
     tracing::info!(
