@@ -12,8 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Bucket bounds, in seconds, for every `*_seconds` histogram: from a few milliseconds
 /// (dispatch, RPCs) to an hour (long jobs).
 const SECOND_BUCKETS: [f64; 16] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-    3600.0,
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -55,10 +54,7 @@ pub fn render(keep: impl Fn(&str) -> bool) -> String {
             .strip_prefix("# HELP ")
             .or_else(|| line.strip_prefix("# TYPE "))
             .unwrap_or(line);
-        let name = name
-            .split(|c: char| c == '{' || c == ' ')
-            .next()
-            .unwrap_or("");
+        let name = name.split(['{', ' ']).next().unwrap_or("");
         // A histogram's series carry suffixes; a family is kept or dropped whole.
         if line.is_empty() || keep(name) {
             out.push_str(line);

@@ -104,10 +104,7 @@ pub fn describe() {
 }
 
 fn seconds(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from)
-        .to_std()
-        .unwrap_or(Duration::ZERO)
-        .as_secs_f64()
+    (to - from).to_std().unwrap_or(Duration::ZERO).as_secs_f64()
 }
 
 /// A request reached a terminal state at `now`.

@@ -33,11 +33,11 @@ use crate::access::auth::Identity;
 use crate::access::roles::{self, WorkspaceRole};
 use crate::artifacts::inputs;
 use crate::error::{Error, Result};
+use crate::observe;
 use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
 use crate::work::ids::{AttemptKey, WorkRequestId};
 use crate::work::logs;
-use crate::observe;
 use crate::work::report::{Finished, Health, Started};
 use crate::work::spec::PortMapping;
 use crate::work::state::{

@@ -273,12 +273,9 @@ where
             let began = Instant::now();
             let answer = inner.call(request).await;
             let code = match &answer {
-                Ok(response) => code_label(
-                    response
-                        .headers()
-                        .get("grpc-status")
-                        .map(|v| v.as_bytes()),
-                ),
+                Ok(response) => {
+                    code_label(response.headers().get("grpc-status").map(|v| v.as_bytes()))
+                }
                 Err(_) => "UNKNOWN",
             };
             metrics::histogram!(GRPC_DURATION, "method" => method.clone())
