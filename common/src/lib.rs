@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod logging;
+pub mod metrics;
 
 /// The token format (its own crate, so the server's domain can use it without the
 /// protocol).

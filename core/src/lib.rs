@@ -44,6 +44,7 @@ pub mod events;
 pub mod fleet;
 pub mod live;
 pub mod notifications;
+pub mod observe;
 pub mod services;
 pub mod store;
 pub mod templates;

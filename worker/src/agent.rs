@@ -245,6 +245,22 @@ pub async fn run(
         contact: Mutex::new(None),
     });
 
+    let metrics_end = CancellationToken::new();
+    let _metrics_end = metrics_end.clone().drop_guard();
+    if let Some(addr) = state.config.metrics_listen {
+        let watched = Arc::downgrade(&state);
+        let occupancy: crate::metrics::Occupancy = Arc::new(move || {
+            watched
+                .upgrade()
+                .map_or((0, 0), |s| (s.running().len(), s.config.concurrency))
+        });
+        let local = crate::metrics::serve(addr, occupancy, metrics_end)
+            .await
+            .map_err(|e| {
+                WorkerError::Refused(format!("--metrics-listen: cannot listen on {addr}: {e}"))
+            })?;
+        tracing::info!(addr = %local, "metrics served at /metrics");
+    }
     let sweeper = tokio::spawn(reap_periodically(state.clone(), shutdown.clone()));
     let mut backoff = Duration::from_millis(500);
     let mut drain_deadline = None;
@@ -263,6 +279,7 @@ pub async fn run(
             Ok(()) => break Ok(()),
             Err(SessionError::Fatal(e)) => break Err(e),
             Err(SessionError::Lost(reason)) => {
+                metrics::counter!(crate::metrics::RECONNECTS).increment(1);
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(500);
                 }

@@ -67,6 +67,9 @@ pub struct WorkerArgs {
     /// How often to look for Berth containers on the engine that no live attempt needs [default: 60s]
     #[arg(long, env = "BERTH_ORPHAN_SWEEP_INTERVAL")]
     pub orphan_sweep_interval: Option<String>,
+    /// Serve Prometheus metrics on this address (host:port) at /metrics [default: off]
+    #[arg(long, env = "BERTH_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +90,7 @@ struct FileConfig {
     log_format: Option<String>,
     drain_timeout: Option<String>,
     orphan_sweep_interval: Option<String>,
+    metrics_listen: Option<String>,
 }
 
 /// The resolved configuration.
@@ -120,6 +124,8 @@ pub struct WorkerConfig {
     pub drain_timeout: Duration,
     /// How often the engine's Berth containers are judged (see `reaper`).
     pub orphan_sweep_interval: Duration,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for WorkerConfig {
@@ -245,6 +251,19 @@ impl WorkerConfig {
                 "--orphan-sweep-interval: use at least 100ms".into(),
             ));
         }
+        let metrics_listen = args
+            .metrics_listen
+            .clone()
+            .or(file.metrics_listen)
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| {
+                a.trim().parse::<std::net::SocketAddr>().map_err(|e| {
+                    ConfigError(format!(
+                        "--metrics-listen: {a:?} is not an address ({e}); give host:port, e.g. 127.0.0.1:9102"
+                    ))
+                })
+            })
+            .transpose()?;
         let spool_dir = args
             .spool_dir
             .clone()
@@ -281,6 +300,7 @@ impl WorkerConfig {
             log_format,
             drain_timeout,
             orphan_sweep_interval,
+            metrics_listen,
         })
     }
 }

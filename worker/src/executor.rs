@@ -777,6 +777,7 @@ impl DockerExecutor {
             report.message = "cancelled before the container started".to_owned();
             return report;
         }
+        let starting = Instant::now();
         if let Err(e) = self.docker.start_container(id, None).await {
             report.message = format!(
                 "Docker refused to start the container: {}",
@@ -784,6 +785,8 @@ impl DockerExecutor {
             );
             return report;
         }
+        metrics::histogram!(crate::metrics::CONTAINER_START)
+            .record(starting.elapsed().as_secs_f64());
         let started = Instant::now();
 
         // One inspect after the start tells the ports as bound and whether a HEALTHCHECK

@@ -9,5 +9,6 @@ pub mod executor;
 pub mod inputs;
 pub mod logs;
 pub mod mask;
+pub mod metrics;
 pub mod outputs;
 pub mod reaper;

@@ -820,6 +820,7 @@ impl StreamUploader<'_> {
     /// Makes one call. Only cancellation is an error here; everything the server (or
     /// the network) says is an [`Answer`].
     async fn send(&mut self, offset: u64, data: Vec<u8>) -> Result<Answer, UploadError> {
+        let sent = data.len() as u64;
         let request = AppendLogRequest {
             attempt: Some(self.spool.attempt_ref()),
             stream: self.stream.stream as i32,
@@ -832,7 +833,10 @@ impl StreamUploader<'_> {
             biased;
             () = self.cancel.cancelled() => Err(UploadError::Cancelled),
             result = call => Ok(match result {
-                Ok(Ok(response)) => Answer::Acknowledged(response.into_inner().acknowledged),
+                Ok(Ok(response)) => {
+                    metrics::counter!(crate::metrics::LOG_BYTES_SENT).increment(sent);
+                    Answer::Acknowledged(response.into_inner().acknowledged)
+                }
                 Ok(Err(status)) => Answer::Failed(status),
                 Err(_elapsed) => Answer::Failed(tonic::Status::deadline_exceeded(
                     "AppendLog took too long",

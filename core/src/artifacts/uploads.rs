@@ -788,6 +788,7 @@ impl Artifacts {
         {
             tracing::warn!(error = %e, "could not drop a staged upload the store no longer needs");
         }
+        crate::observe::artifact_bytes(file.size);
         Ok(UploadStatus {
             committed_size: file.size,
             complete: true,

@@ -153,6 +153,17 @@ pub struct Request<'a> {
 
 /// Makes one attempt; see the module docs.
 pub async fn send(guard: &Guard, resolver: &dyn Resolver, request: Request<'_>) -> Attempt {
+    let attempt = send_once(guard, resolver, request).await;
+    crate::observe::webhook_delivery(match attempt.verdict {
+        Verdict::Delivered => "delivered",
+        Verdict::Retry { .. } => "retry",
+        Verdict::Permanent => "permanent",
+        Verdict::Gone => "gone",
+    });
+    attempt
+}
+
+async fn send_once(guard: &Guard, resolver: &dyn Resolver, request: Request<'_>) -> Attempt {
     let started = Instant::now();
     let timestamp = chrono::Utc::now().timestamp();
     let mut logged = BTreeMap::new();

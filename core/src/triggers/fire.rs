@@ -674,6 +674,9 @@ async fn set_outcome(
         ))
         .execute(conn)
         .await?;
+    if !matches!(outcome, Outcome::Pending | Outcome::Buffered) {
+        crate::observe::trigger_fire(outcome.as_str());
+    }
     Ok(())
 }
 

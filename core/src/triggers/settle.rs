@@ -266,6 +266,7 @@ async fn fired(conn: &mut AsyncPgConnection, row: &EventRow) -> Result<()> {
         ))
         .execute(conn)
         .await?;
+    crate::observe::trigger_fire(Outcome::Fired.as_str());
     Ok(())
 }
 
@@ -280,6 +281,7 @@ async fn refuse(conn: &mut AsyncPgConnection, row: &EventRow, reason: String) ->
         ))
         .execute(conn)
         .await?;
+    crate::observe::trigger_fire(Outcome::Error.as_str());
     Ok(())
 }
 

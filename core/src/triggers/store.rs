@@ -163,6 +163,14 @@ pub async fn insert_event(conn: &mut AsyncPgConnection, event: &NewEvent) -> Res
         .on_conflict_do_nothing()
         .execute(conn)
         .await?;
+    // A pending event is counted when it settles, a buffered one when it runs or is
+    // replaced.
+    if inserted == 1
+        && let Some(outcome) = super::Outcome::parse(&event.outcome)
+        && !matches!(outcome, super::Outcome::Pending | super::Outcome::Buffered)
+    {
+        crate::observe::trigger_fire(outcome.as_str());
+    }
     Ok(inserted == 1)
 }
 

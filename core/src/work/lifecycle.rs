@@ -33,6 +33,7 @@ use crate::access::auth::Identity;
 use crate::access::roles::{self, WorkspaceRole};
 use crate::artifacts::inputs;
 use crate::error::{Error, Result};
+use crate::observe;
 use crate::store::schema::{attempts, work_requests};
 use crate::work::deps::{self, Fate};
 use crate::work::ids::{AttemptKey, WorkRequestId};
@@ -83,19 +84,40 @@ async fn write_end(
         exit_code,
         started_at,
     } = closing;
-    diesel::update(work_requests::table.filter(work_requests::id.eq_any(ids)))
-        .set((
-            work_requests::status.eq(ending.status),
-            work_requests::result.eq(ending.result),
-            work_requests::reason.eq(ending.reason),
-            message.as_ref().map(|m| work_requests::message.eq(m)),
-            exit_code.map(|c| work_requests::exit_code.eq(c)),
-            work_requests::completed_at.eq(Utc::now()),
-            started_at
-                .map(|at| work_requests::started_at.eq(coalesce(work_requests::started_at, at))),
-        ))
-        .execute(conn)
-        .await?;
+    let now = Utc::now();
+    let ended: Vec<(DateTime<Utc>, Option<DateTime<Utc>>, String)> =
+        diesel::update(work_requests::table.filter(work_requests::id.eq_any(ids)))
+            .set((
+                work_requests::status.eq(ending.status),
+                work_requests::result.eq(ending.result),
+                work_requests::reason.eq(ending.reason),
+                message.as_ref().map(|m| work_requests::message.eq(m)),
+                exit_code.map(|c| work_requests::exit_code.eq(c)),
+                work_requests::completed_at.eq(now),
+                started_at.map(|at| {
+                    work_requests::started_at.eq(coalesce(work_requests::started_at, at))
+                }),
+            ))
+            .returning((
+                work_requests::created_at,
+                work_requests::started_at,
+                work_requests::kind,
+            ))
+            .get_results(conn)
+            .await?;
+    for (created_at, started_at, kind) in ended {
+        // A workflow parent is the sum of its steps: counting it too would count twice.
+        if kind == Kind::Workflow.as_str() {
+            continue;
+        }
+        observe::finished(
+            ending.result.map(WorkResult::as_str),
+            ending.reason.as_str(),
+            created_at,
+            started_at,
+            now,
+        );
+    }
     Ok(())
 }
 
@@ -413,6 +435,7 @@ pub(crate) async fn finish(
     }
     match verdict {
         Verdict::Requeue(reason) => {
+            observe::requeued(reason.as_str());
             diesel::update(work_requests::table.find(key.id))
                 .set((
                     work_requests::status.eq(Status::Pending),
@@ -443,6 +466,7 @@ pub(crate) async fn finish(
                     started_at,
                 };
                 start_over(conn, key.id, again).await?;
+                observe::requeued("retry");
                 if let Some(parent) = parent_id {
                     refresh_parent(conn, parent).await?;
                 }
@@ -475,6 +499,7 @@ pub(crate) async fn withdraw(
         end_attempt(conn, key, reason).await?;
         if status == Status::Running {
             set_status(conn, key.id, Status::Pending).await?;
+            observe::requeued(reason.as_str());
             if let Some(parent) = parent_id {
                 refresh_parent(conn, parent).await?;
             }
@@ -581,6 +606,7 @@ async fn lose(
                 ))
                 .execute(conn)
                 .await?;
+            observe::requeued(Reason::WorkerLost.as_str());
             if let Some(parent) = parent_id {
                 refresh_parent(conn, parent).await?;
             }

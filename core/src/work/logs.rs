@@ -188,6 +188,7 @@ pub async fn append(
                 .await?;
         }
         let kept = i64::try_from(keep.len()).unwrap_or(0);
+        crate::observe::log_bytes(keep.len() as u64);
         let now_truncated = keep.len() < new.len();
         if now_truncated && !truncated {
             // The marker goes past the cap on purpose (it must be seen), on the server's

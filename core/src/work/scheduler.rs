@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bytea, Integer, Jsonb, Nullable, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -745,6 +745,16 @@ async fn claim(
         .values(new_attempts)
         .execute(conn)
         .await?;
+    let ids: Vec<WorkRequestId> = claimed.iter().map(|(_, c)| c.id).collect();
+    let ready: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = work_requests::table
+        .filter(work_requests::id.eq_any(&ids))
+        .select((work_requests::created_at, work_requests::not_before))
+        .load(conn)
+        .await?;
+    for (created_at, not_before) in ready {
+        let ready_at = not_before.map_or(created_at, |at| at.max(created_at));
+        crate::observe::assigned(ready_at, assigned_at);
+    }
     let mut parents: Vec<WorkRequestId> = claimed.iter().filter_map(|(_, c)| c.parent_id).collect();
     parents.sort_unstable();
     parents.dedup();

@@ -111,6 +111,8 @@ pub struct Services {
     pub database: Arc<DbHealth>,
     /// The dashboard's sign-ins.
     pub sessions: berth_core::access::sessions::Sessions,
+    /// What `/metrics` reads at scrape time.
+    pub scrape: crate::observe::Scrape,
 }
 
 /// A certificate chain and key file (PEM), for serving TLS.
@@ -217,6 +219,7 @@ pub async fn serve_with_ui(
         streams_end,
         database,
         sessions,
+        scrape,
     } = services;
     let probe = Probe::new(database);
     let dashboard = Dashboard {
@@ -293,10 +296,11 @@ pub async fn serve_with_ui(
         None => None,
         Some(listener) => Some(serve_dashboard(listener, tls, dashboard.clone())?),
     };
-    let http = crate::web::router(dashboard).merge(crate::observe::router(probe.clone()));
+    let http = crate::web::router(dashboard).merge(crate::observe::router(probe.clone(), scrape));
     let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
     let mut server = builder(tls)?
         .accept_http1(true)
+        .layer(crate::observe::GrpcMetricsLayer)
         .layer(AuthLayer::new(authenticator))
         .layer(MessageLimitLayer);
     let router = server.add_routes(routes);

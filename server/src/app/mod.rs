@@ -424,6 +424,7 @@ async fn serve_inner(
             Authenticator::new(pool.clone()).with_cache(hub.token_cache()),
             DEFAULT_SESSION_TTL,
         ),
+        scrape: crate::observe::Scrape { pool: pool.clone() },
     };
     let ui = match config.ui_listen {
         None => None,
