@@ -240,3 +240,81 @@ async fn ui_listen_serves_the_dashboard_alone() {
     assert!(berth_tests::health(&ui, None).await.is_none());
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_downloads_as_an_attachment_and_only_for_members() {
+    let server = TestServer::start().await;
+    let body: &[u8] = b"<script>window.__pwned=1</script>";
+    let mut artifacts = server.artifacts(&server.admin_token).await;
+    let created = berth_tests::artifacts::create(
+        &mut artifacts,
+        "default",
+        "report",
+        &[("out/page.html", body)],
+    )
+    .await;
+    let id = created.artifact.unwrap().id;
+    berth_tests::artifacts::upload(&mut artifacts, &id, "out/page.html", body).await;
+    let admin = session(&server, &server.admin_token).await;
+    let url = format!("{}/ui/artifacts/{id}/files/out/page.html", server.url);
+    let got = client()
+        .get(&url)
+        .header("cookie", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    let headers = got.headers().clone();
+    assert_eq!(headers["content-type"], "application/octet-stream");
+    assert_eq!(
+        headers["content-disposition"],
+        "attachment; filename=\"page.html\""
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(got.bytes().await.unwrap().as_ref(), body);
+
+    let (_, outsider) = server.create_token_without_roles(Role::User, "olga").await;
+    let outsider = session(&server, &outsider).await;
+    let refused = client()
+        .get(&url)
+        .header("cookie", &outsider)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_shows_why_a_request_waits_and_filters_by_status() {
+    let server = TestServer::start().await;
+    let job = submit(&server, sh("true")).await;
+    let cookie = session(&server, &server.admin_token).await;
+    let (status, body) = page(&server, &cookie, "/ui/queue").await;
+    assert_eq!(status, 200);
+    let row = format!("data-id=\"{}\"", job.id);
+    assert!(body.contains(&row), "{body}");
+    let why = body
+        .split_once(&format!("<tr {row}"))
+        .unwrap()
+        .1
+        .split("</tr>")
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(why.contains("class=\"why\""), "{why}");
+    let (_, completed) = page(&server, &cookie, "/ui/queue?status=completed").await;
+    assert!(
+        !completed.contains(&row),
+        "a completed-only queue lists a pending job"
+    );
+    let (status, bad) = page(&server, &cookie, "/ui/queue?status=done").await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad.contains("pending"), "{bad}");
+    let (_, rows) = page(&server, &cookie, "/ui/queue/rows").await;
+    assert!(
+        rows.starts_with("<div id=\"queue-tables\">") && rows.contains(&row),
+        "{rows}"
+    );
+    server.stop().await;
+}

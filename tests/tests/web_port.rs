@@ -1,6 +1,8 @@
 //! The dashboard and the operator routes share the gRPC listener: one port answers a gRPC
 //! health check, `/healthz` and `/readyz` over HTTP/1.1, and the dashboard's sign-in.
 
+#![expect(clippy::unwrap_used, reason = "tests: a failure should fail the test")]
+
 use std::time::Duration;
 
 use berth_tests::TestServer;
