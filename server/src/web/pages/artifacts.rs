@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::web::State;
 use crate::web::error::PageError;
 use crate::web::layout;
-use crate::web::pages::triggers::{workspace_filter, workspaces_of};
+use crate::web::pages::shared::{across_workspaces, workspace_filter};
 use crate::web::session::{Viewer, percent_encode};
 
 /// How many artifacts a list page shows per workspace.
@@ -73,23 +73,23 @@ async fn list(
     Extract(state): Extract<State>,
     Query(filter): Query<ArtifactFilter>,
 ) -> Result<Markup, PageError> {
-    let all = workspaces_of(&state, &viewer, "").await?;
-    let mut artifacts: Vec<ArtifactView> = Vec::new();
-    for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        let query = ListQuery {
-            workspace,
-            category: filter.category.trim().to_owned(),
-            page_size: PAGE,
-            ..ListQuery::default()
-        };
-        artifacts.extend(
-            state
+    // The closure borrows what the page holds; each workspace is read in turn.
+    let (state, viewer, filter) = (&state, &viewer, &filter);
+    let (mut artifacts, all): (Vec<ArtifactView>, _) =
+        across_workspaces(state, viewer, &filter.workspace, |workspace| async move {
+            let query = ListQuery {
+                workspace,
+                category: filter.category.trim().to_owned(),
+                page_size: PAGE,
+                ..ListQuery::default()
+            };
+            Ok(state
                 .artifacts
                 .list(&viewer.identity, query)
                 .await?
-                .artifacts,
-        );
-    }
+                .artifacts)
+        })
+        .await?;
     artifacts.sort_by_key(|a| std::cmp::Reverse(a.created_at));
     let body = html! {
         h1 { "Artifacts" }
@@ -135,7 +135,7 @@ async fn list(
             }
         }
     };
-    Ok(layout::page(&viewer, "/ui/artifacts", "Artifacts", body))
+    Ok(layout::page(viewer, "/ui/artifacts", "Artifacts", body))
 }
 
 async fn artifact(
@@ -213,11 +213,13 @@ async fn collections(
     Extract(state): Extract<State>,
     Query(filter): Query<CollectionFilter>,
 ) -> Result<Markup, PageError> {
-    let all = workspaces_of(&state, &viewer, "").await?;
-    let mut found = Vec::new();
-    for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        found.extend(state.collections.list(&viewer.identity, &workspace).await?);
-    }
+    // The closure borrows what the page holds; each workspace is read in turn.
+    let (state, viewer, filter) = (&state, &viewer, &filter);
+    let (found, all) =
+        across_workspaces(state, viewer, &filter.workspace, |workspace| async move {
+            state.collections.list(&viewer.identity, &workspace).await
+        })
+        .await?;
     let body = html! {
         h1 { "Collections" }
         (workspace_filter("/ui/collections", &filter.workspace, &all))
@@ -239,7 +241,7 @@ async fn collections(
             }
         }
     };
-    Ok(layout::page(&viewer, "/ui/artifacts", "Collections", body))
+    Ok(layout::page(viewer, "/ui/artifacts", "Collections", body))
 }
 
 fn keeps(last: Option<u32>, seconds: Option<i64>) -> String {

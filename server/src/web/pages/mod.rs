@@ -11,6 +11,7 @@ pub mod logs;
 pub mod queue;
 pub mod request;
 pub mod services;
+pub mod shared;
 pub mod templates;
 pub mod topics;
 pub mod triggers;

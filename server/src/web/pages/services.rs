@@ -17,7 +17,7 @@ use maud::{Markup, html};
 use crate::web::State;
 use crate::web::error::PageError;
 use crate::web::layout;
-use crate::web::pages::triggers::{WorkspaceFilter, workspace_filter, workspaces_of};
+use crate::web::pages::shared::{WorkspaceFilter, across_workspaces, workspace_filter};
 use crate::web::session::{Viewer, percent_encode};
 
 /// How many history events a service's page shows.
@@ -75,16 +75,16 @@ async fn list(
     Extract(state): Extract<State>,
     Query(filter): Query<WorkspaceFilter>,
 ) -> Result<Markup, PageError> {
-    let all = workspaces_of(&state, &viewer, "").await?;
-    let mut services = Vec::new();
-    for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        services.extend(
+    // The closure borrows what the page holds; each workspace is read in turn.
+    let (state, viewer, filter) = (&state, &viewer, &filter);
+    let (services, all) =
+        across_workspaces(state, viewer, &filter.workspace, |workspace| async move {
             state
                 .service_manager
                 .list(&viewer.identity, &workspace)
-                .await?,
-        );
-    }
+                .await
+        })
+        .await?;
     let body = html! {
         h1 { "Services" }
         (workspace_filter("/ui/services", &filter.workspace, &all))
@@ -112,7 +112,7 @@ async fn list(
             }
         }
     };
-    Ok(layout::page(&viewer, "/ui/services", "Services", body))
+    Ok(layout::page(viewer, "/ui/services", "Services", body))
 }
 
 async fn service(

@@ -20,7 +20,7 @@ use similar::{ChangeTag, TextDiff};
 use crate::web::State;
 use crate::web::error::PageError;
 use crate::web::layout;
-use crate::web::pages::triggers::{WorkspaceFilter, workspace_filter, workspaces_of};
+use crate::web::pages::shared::{WorkspaceFilter, across_workspaces, workspace_filter};
 use crate::web::session::{Viewer, percent_encode};
 
 /// How many releases a template's page lists.
@@ -46,16 +46,18 @@ async fn list(
     Extract(state): Extract<State>,
     Query(filter): Query<WorkspaceFilter>,
 ) -> Result<Markup, PageError> {
-    let all = workspaces_of(&state, &viewer, "").await?;
-    let mut templates = Vec::new();
-    for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        let query = ListQuery {
-            workspace,
-            kind: None,
-            include_archived: false,
-        };
-        templates.extend(state.templates.list(&viewer.identity, query).await?);
-    }
+    // The closure borrows what the page holds; each workspace is read in turn.
+    let (state, viewer, filter) = (&state, &viewer, &filter);
+    let (templates, all) =
+        across_workspaces(state, viewer, &filter.workspace, |workspace| async move {
+            let query = ListQuery {
+                workspace,
+                kind: None,
+                include_archived: false,
+            };
+            state.templates.list(&viewer.identity, query).await
+        })
+        .await?;
     let body = html! {
         h1 { "Templates" }
         (workspace_filter("/ui/templates", &filter.workspace, &all))
@@ -83,7 +85,7 @@ async fn list(
             }
         }
     };
-    Ok(layout::page(&viewer, "/ui/templates", "Templates", body))
+    Ok(layout::page(viewer, "/ui/templates", "Templates", body))
 }
 
 #[derive(Deserialize, Default)]

@@ -17,7 +17,7 @@ use maud::{Markup, html};
 use crate::web::State;
 use crate::web::error::PageError;
 use crate::web::layout;
-use crate::web::pages::triggers::{WorkspaceFilter, workspace_filter, workspaces_of};
+use crate::web::pages::shared::{WorkspaceFilter, across_workspaces, workspace_filter};
 use crate::web::session::{Viewer, percent_encode};
 
 /// The topics' routes.
@@ -69,16 +69,13 @@ async fn list(
     Extract(state): Extract<State>,
     Query(filter): Query<WorkspaceFilter>,
 ) -> Result<Markup, PageError> {
-    let all = workspaces_of(&state, &viewer, "").await?;
-    let mut topics = Vec::new();
-    for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        topics.extend(
-            state
-                .topics
-                .list_topics(&viewer.identity, &workspace)
-                .await?,
-        );
-    }
+    // The closure borrows what the page holds; each workspace is read in turn.
+    let (state, viewer, filter) = (&state, &viewer, &filter);
+    let (topics, all) =
+        across_workspaces(state, viewer, &filter.workspace, |workspace| async move {
+            state.topics.list_topics(&viewer.identity, &workspace).await
+        })
+        .await?;
     let body = html! {
         h1 { "Topics" }
         (workspace_filter("/ui/topics", &filter.workspace, &all))
@@ -106,7 +103,7 @@ async fn list(
             }
         }
     };
-    Ok(layout::page(&viewer, "/ui/topics", "Topics", body))
+    Ok(layout::page(viewer, "/ui/topics", "Topics", body))
 }
 
 async fn topic(

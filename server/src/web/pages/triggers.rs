@@ -20,7 +20,9 @@ use serde::Deserialize;
 use crate::web::State;
 use crate::web::error::PageError;
 use crate::web::layout;
-use crate::web::pages::workers::{Flash, back, flash, pairs};
+use crate::web::pages::shared::{
+    Flash, WorkspaceFilter, across_workspaces, back, flash, pairs, workspace_filter,
+};
 use crate::web::session::{Viewer, percent_encode};
 
 const PAUSE: &str = "/berth.v1.TriggerService/PauseTriggerRule";
@@ -38,51 +40,6 @@ pub fn routes() -> Router<State> {
         .route("/ui/triggers/{workspace}/{name}", get(rule))
         .route("/ui/triggers/{workspace}/{name}/pause", post(pause))
         .route("/ui/triggers/{workspace}/{name}/resume", post(resume))
-}
-
-/// The `?workspace=` filter of a list page ('' for every workspace the viewer reads).
-#[derive(Deserialize, Default)]
-pub struct WorkspaceFilter {
-    #[serde(default)]
-    pub workspace: String,
-    #[serde(default)]
-    pub flash: String,
-}
-
-/// The names of the workspaces a list page covers: the one asked for (checked by the
-/// domain when read) or every one the viewer may see.
-pub async fn workspaces_of(
-    state: &State,
-    viewer: &Viewer,
-    wanted: &str,
-) -> Result<Vec<String>, PageError> {
-    if !wanted.is_empty() {
-        return Ok(vec![wanted.to_owned()]);
-    }
-    Ok(state
-        .workspaces
-        .list(&viewer.identity, false)
-        .await?
-        .into_iter()
-        .map(|w| w.name)
-        .collect())
-}
-
-/// A form that narrows a list page to one workspace.
-pub fn workspace_filter(action: &str, current: &str, all: &[String]) -> Markup {
-    html! {
-        form.filters method="get" action=(action) {
-            label { "workspace "
-                select name="workspace" {
-                    option value="" selected[current.is_empty()] { "all" }
-                    @for name in all {
-                        option value=(name) selected[name == current] { (name) }
-                    }
-                }
-            }
-            button type="submit" { "Show" }
-        }
-    }
 }
 
 fn when(at: Option<chrono::DateTime<chrono::Utc>>) -> Markup {
@@ -116,16 +73,16 @@ async fn list(
     Extract(state): Extract<State>,
     Query(filter): Query<WorkspaceFilter>,
 ) -> Result<Markup, PageError> {
-    let all = workspaces_of(&state, &viewer, "").await?;
-    let mut rules = Vec::new();
-    for workspace in workspaces_of(&state, &viewer, &filter.workspace).await? {
-        rules.extend(
+    // The closure borrows what the page holds; each workspace is read in turn.
+    let (state, viewer, filter) = (&state, &viewer, &filter);
+    let (rules, all) =
+        across_workspaces(state, viewer, &filter.workspace, |workspace| async move {
             state
                 .triggers
                 .list(&viewer.identity, &workspace, false)
-                .await?,
-        );
-    }
+                .await
+        })
+        .await?;
     let body = html! {
         h1 { "Triggers" }
         (flash(&filter.flash))
@@ -154,7 +111,7 @@ async fn list(
             }
         }
     };
-    Ok(layout::page(&viewer, "/ui/triggers", "Triggers", body))
+    Ok(layout::page(viewer, "/ui/triggers", "Triggers", body))
 }
 
 async fn rule(

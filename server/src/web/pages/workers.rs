@@ -16,7 +16,8 @@ use serde::Deserialize;
 use crate::web::State;
 use crate::web::error::PageError;
 use crate::web::layout;
-use crate::web::session::{Viewer, percent_encode};
+use crate::web::pages::shared::{Flash, back, flash, pairs};
+use crate::web::session::Viewer;
 
 const DRAIN: &str = "/berth.v1.WorkerService/DrainWorker";
 const ENABLE: &str = "/berth.v1.WorkerService/EnableWorker";
@@ -27,46 +28,6 @@ pub fn routes() -> Router<State> {
         .route("/ui/workers", get(list))
         .route("/ui/workers/drain", post(drain))
         .route("/ui/workers/enable", post(enable))
-}
-
-/// A page's `?flash=` message, shown once after an action (escaped like everything else).
-#[derive(Deserialize, Default)]
-pub struct Flash {
-    #[serde(default)]
-    pub flash: String,
-}
-
-/// The flash message as markup, or nothing.
-pub fn flash(message: &str) -> Markup {
-    html! {
-        @if !message.is_empty() { p.flash role="status" { (message) } }
-    }
-}
-
-/// A 303 back to `path` carrying `message` as the flash.
-pub fn back(path: &str, message: &str) -> Redirect {
-    Redirect::to(&format!("{path}?flash={}", percent_encode(message)))
-}
-
-/// A JSON object of text values as `key=value` pairs, sorted by key.
-pub fn pairs(value: &serde_json::Value) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = value
-        .as_object()
-        .map(|object| {
-            object
-                .iter()
-                .map(|(k, v)| {
-                    let text = v
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| v.to_string());
-                    (k.clone(), text)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
 }
 
 async fn list(
