@@ -10,6 +10,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod collections;
 pub mod error;
+pub mod grpc_metrics;
 pub mod limits;
 pub mod notifications;
 pub mod server;

@@ -33,7 +33,7 @@ impl IntoResponse for PageError {
                 head {
                     meta charset="utf-8";
                     title { "Berth: " (status.as_u16()) }
-                    link rel="stylesheet" href=(crate::web::layout::style_url());
+                    link rel="stylesheet" href=(crate::web::assets::style_url());
                 }
                 body {
                     main {

@@ -5,7 +5,8 @@
 //! - [`session`]: the signed-in browser ([`session::Viewer`]), its cookie and the CSRF
 //!   check every action makes.
 //! - [`login`]: signing in with a pasted Berth token, and signing out.
-//! - [`layout`]: the page frame, navigation and the embedded stylesheet and script.
+//! - [`layout`]: the page frame and navigation; [`assets`]: the embedded stylesheet and
+//!   script under content-hashed URLs.
 //! - [`error`]: a domain error as an HTTP answer and a page saying what to fix.
 //! - [`pages`]: one module per area (queue, a work request and its live log, workers,
 //!   templates, services, triggers, topics, artifacts) and the actions people take daily.
@@ -19,6 +20,7 @@
 //! types; values from the domain reach the page only through maud's escaping (or
 //! `textContent` in the script), never as raw markup; secret values are never rendered.
 
+pub mod assets;
 pub mod error;
 pub mod layout;
 pub mod login;
@@ -69,7 +71,7 @@ pub fn router(dashboard: Dashboard) -> Router {
         .route("/", get(|| async { Redirect::to("/ui/") }))
         .route("/ui", get(|| async { Redirect::to("/ui/") }))
         .route("/ui/", get(|| async { Redirect::to("/ui/queue") }))
-        .merge(layout::routes())
+        .merge(assets::routes())
         .merge(login::routes())
         .merge(pages::routes())
         .with_state(Arc::new(dashboard))
