@@ -1,10 +1,11 @@
-//! Shared pieces of Berth: the generated `berth.v1` protocol, client connection helpers
-//! and tracing set-up, and (re-exported from `berth-token`) the token format. Every
+//! Shared pieces of Berth: the generated `berth.v1` protocol, client connection helpers,
+//! logging and trace export set-up, and (re-exported from `berth-token`) the token format. Every
 //! other crate depends on this one; it depends on no Berth crate but `berth-token`.
 
 pub mod client;
 pub mod logging;
 pub mod metrics;
+pub mod telemetry;
 
 /// The token format (its own crate, so the server's domain can use it without the
 /// protocol).

@@ -1,12 +1,17 @@
 //! Tracing set-up shared by the binaries: human-readable lines by default, JSON lines with
 //! `--log-format json`; the level comes from `RUST_LOG` (default `info`).
 //!
+//! Trace exporting (OpenTelemetry, off by default) is set up here too, as one more layer
+//! of the same subscriber: see [`crate::telemetry`].
+//!
 //! Text lines are coloured only when stderr is a terminal and `NO_COLOR` is not set, so a
 //! log redirected to a file or collected by journald holds plain text.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::telemetry::Telemetry;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,20 +36,35 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber, writing to stderr. Calling it twice is harmless.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber, writing to stderr, with trace exporting when the
+/// environment asks for it (see [`crate::telemetry`]; then it must be called inside the
+/// tokio runtime). Calling it twice is harmless: the second call installs nothing and
+/// returns a [`Telemetry`] that exports nothing.
+pub fn init(format: LogFormat, service: &str) -> Telemetry {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let ansi = colour_wanted(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(colour_wanted(
-            std::io::stderr().is_terminal(),
-            std::env::var_os("NO_COLOR").as_deref(),
-        ));
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        .with_ansi(ansi);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().flatten_event(true).boxed(),
     };
+    let (telemetry, traces) = crate::telemetry::layer(service);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(traces)
+        .try_init();
+    match installed {
+        Ok(()) => telemetry,
+        Err(_) => Telemetry::default(),
+    }
 }
 
 /// Whether text lines get ANSI colours: only on a terminal, and never when `NO_COLOR` is

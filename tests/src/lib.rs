@@ -51,6 +51,7 @@ pub mod docker;
 pub mod invariants;
 pub mod logs;
 pub mod notify;
+pub mod otlp;
 pub mod process;
 pub mod proxy;
 pub mod receiver;

@@ -22,6 +22,8 @@ pub struct ServerProcess {
     embedded: bool,
     /// Its data directory (secret key, admin token, `server.toml`, `server.log`).
     pub data_dir: tempfile::TempDir,
+    /// Environment variables it is started with (say, where to send traces).
+    env: Vec<(String, String)>,
     child: Option<tokio::process::Child>,
 }
 
@@ -33,6 +35,16 @@ impl ServerProcess {
         database_url: &str,
         secret_key: Option<&Path>,
         config: &str,
+    ) -> ServerProcess {
+        ServerProcess::start_with_env(database_url, secret_key, config, &[]).await
+    }
+
+    /// [`ServerProcess::start`] with the environment variables `env` set for it.
+    pub async fn start_with_env(
+        database_url: &str,
+        secret_key: Option<&Path>,
+        config: &str,
+        env: &[(&str, &str)],
     ) -> ServerProcess {
         let data_dir = tempfile::tempdir().unwrap();
         if let Some(key) = secret_key {
@@ -46,6 +58,10 @@ impl ServerProcess {
             database_url: database_url.to_owned(),
             embedded: false,
             data_dir,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         server.spawn().await;
@@ -67,6 +83,7 @@ impl ServerProcess {
             database_url: format!("postgres://berth@/berth?host={}", socket_dir.display()),
             embedded: true,
             data_dir,
+            env: Vec::new(),
             child: None,
         };
         server.spawn().await;
@@ -118,6 +135,9 @@ impl ServerProcess {
             .arg(self.data_dir.path().join("server.toml"))
             .env_remove("BERTH_DATABASE_URL")
             .env_remove("BERTH_CONFIG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

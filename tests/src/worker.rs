@@ -18,6 +18,8 @@ pub struct TestWorker {
     child: Option<tokio::process::Child>,
     server_url: String,
     extra: Vec<String>,
+    /// Environment variables it is started with (say, where to send traces).
+    env: Vec<(String, String)>,
 }
 
 impl TestWorker {
@@ -48,6 +50,25 @@ impl TestWorker {
         extra: &[&str],
         spool_dir: Option<&std::path::Path>,
     ) -> TestWorker {
+        TestWorker::launch(server, url, extra, spool_dir, &[]).await
+    }
+
+    /// [`TestWorker::start`] with the environment variables `env` set for it.
+    pub async fn start_with_env(
+        server: &TestServer,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> TestWorker {
+        TestWorker::launch(server, &server.url, extra, None, env).await
+    }
+
+    async fn launch(
+        server: &TestServer,
+        url: &str,
+        extra: &[&str],
+        spool_dir: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+    ) -> TestWorker {
         let name = unique_name("w");
         let dir = tempfile::tempdir().unwrap();
         let spool_dir = spool_dir.map_or_else(|| dir.path().join("spool"), |d| d.to_owned());
@@ -62,6 +83,10 @@ impl TestWorker {
             child: None,
             server_url: url.to_owned(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         worker.spawn();
         worker
@@ -81,6 +106,9 @@ impl TestWorker {
             .args(&self.extra)
             .env("BERTH_TOKEN", &self.token)
             .env_remove("BERTH_TOKEN_FILE")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

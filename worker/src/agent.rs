@@ -35,6 +35,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::config::WorkerConfig;
 use crate::executor::{Cleanup, DockerExecutor, Job, OutputEvent, RunReport};
@@ -581,9 +582,10 @@ async fn handle(
                         outputs: assign.outputs,
                         category: assign.output_category,
                     };
+                    let span = attempt_span(&key, &assign.traceparent);
                     state
                         .attempts
-                        .spawn(run_attempt(state.clone(), job, io, tokens));
+                        .spawn(run_attempt(state.clone(), job, io, tokens).instrument(span));
                     None
                 }
             };
@@ -643,6 +645,32 @@ async fn handle(
             });
         }
         Some(server_message::Msg::Heartbeat(_)) | Some(server_message::Msg::Welcome(_)) | None => {}
+    }
+}
+
+/// The span of an attempt the server handed over in a trace (a `traceparent` in the
+/// Assign): a child of the server's hand-off, so the request's one trace goes on to the
+/// container's exit. None at all for an attempt outside a trace.
+fn attempt_span(key: &Key, traceparent: &str) -> tracing::Span {
+    if traceparent.is_empty() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "attempt",
+        berth.work_request = %key.0,
+        berth.attempt = key.1,
+        otel.status_code = tracing::field::Empty,
+    );
+    berth_common::telemetry::continue_trace(&span, traceparent);
+    span
+}
+
+/// A child of the current span, only when the current attempt is traced.
+fn traced(span: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if tracing::Span::current().is_none() {
+        tracing::Span::none()
+    } else {
+        span()
     }
 }
 
@@ -857,8 +885,14 @@ async fn run_attempt_inner(
     if !io.inputs.is_empty() || !io.outputs.is_empty() {
         let name = format!("{}-{}", job.work_request_id, job.attempt);
         let work_dir = (!io.outputs.is_empty()).then_some(job.spec.working_dir.as_str());
+        let prepare = state
+            .files
+            .prepare(&state.artifacts, &name, &io.inputs, work_dir)
+            .instrument(traced(|| {
+                tracing::info_span!("inputs", berth.inputs = io.inputs.len())
+            }));
         let prepared = tokio::select! {
-            prepared = state.files.prepare(&state.artifacts, &name, &io.inputs, work_dir) => prepared,
+            prepared = prepare => prepared,
             () = cancel.cancelled() => Err("cancelled while the inputs were fetched".to_owned()),
         };
         match prepared {
@@ -971,8 +1005,29 @@ async fn run_attempt_inner(
             .await;
         loss
     };
-    let ((report, container), loss) =
-        tokio::join!(state.executor.run(job, out_tx, cancel.clone()), forward);
+    // From the image to the container's exit (and its inspection).
+    let container_span = traced(|| {
+        tracing::info_span!(
+            "container",
+            berth.exit_code = tracing::field::Empty,
+            berth.outcome = tracing::field::Empty,
+            berth.pull_ms = tracing::field::Empty,
+        )
+    });
+    let run = state
+        .executor
+        .run(job, out_tx, cancel.clone())
+        .instrument(container_span.clone());
+    let ((report, container), loss) = tokio::join!(run, forward);
+    if let Some(code) = report.exit_code {
+        container_span.record("berth.exit_code", code);
+    }
+    container_span.record("berth.outcome", report.outcome.as_str_name());
+    container_span.record(
+        "berth.pull_ms",
+        u64::try_from(report.pull_duration.as_millis()).unwrap_or(u64::MAX),
+    );
+    drop(container_span);
     let mut log_incomplete = loss.reason(&state.config.spool_dir);
     if let Some(reason) = &log_incomplete {
         tracing::error!(work_request = %job.work_request_id, %reason, "writing the log spool failed; the log is marked incomplete");
@@ -981,8 +1036,12 @@ async fn run_attempt_inner(
     let container = Some(container);
     // Outputs are uploaded while the log finishes uploading, and both before Finished:
     // the server takes them only while the attempt is current.
+    let collect =
+        collect_outputs(state, job, io, dirs.as_ref(), &report).instrument(traced(|| {
+            tracing::info_span!("outputs", berth.outputs = io.outputs.len())
+        }));
     let collected = tokio::select! {
-        output = collect_outputs(state, job, io, dirs.as_ref(), &report) => output,
+        output = collect => output,
         () = abandoned.cancelled() => {
             upload_cancel.cancel();
             return Ended { report: None, log_incomplete: None, container, spool: Some(spool), output: OutputResult::default(), dirs };

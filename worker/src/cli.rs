@@ -22,7 +22,6 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    berth_common::logging::init(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("berth-worker")
@@ -34,6 +33,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: a trace exporter, when asked for, keeps its channel on it.
+    let telemetry = {
+        let _inside = runtime.enter();
+        berth_common::logging::init(config.log_format, "berth-worker")
+    };
     let result = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let force = CancellationToken::new();
@@ -41,6 +45,11 @@ pub fn main() -> ExitCode {
         tracing::info!(name = %config.name, server = %config.server, concurrency = config.concurrency, "berth-worker starting");
         crate::agent::run(config, shutdown, force).await
     });
+    // The last spans go out while the runtime (and so the exporter's channel) still runs.
+    {
+        let _inside = runtime.enter();
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => {
             tracing::info!("berth-worker stopped");

@@ -76,6 +76,8 @@ pub struct Assignment {
     pub secret_env: std::collections::BTreeMap<String, String>,
     /// The artifacts to mount, with their files.
     pub inputs: Vec<crate::work::spec::AssignedInput>,
+    /// The trace context of the hand-off, for the worker to continue (`observe::traces`).
+    pub traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for Assignment {

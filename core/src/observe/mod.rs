@@ -12,6 +12,7 @@
 //! transaction that rolls back afterwards may have been counted.
 
 pub mod gauges;
+pub mod traces;
 
 use std::time::Duration;
 

@@ -99,6 +99,8 @@ pub(crate) struct NewWorkRequest {
     /// The template release it was made from, if any.
     pub template_id: Option<Uuid>,
     pub template_version: Option<i32>,
+    /// The trace it was submitted in (`observe::traces`), when traces are exported.
+    pub traceparent: Option<String>,
 }
 
 /// An attempt row.

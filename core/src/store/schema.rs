@@ -99,6 +99,7 @@ diesel::table! {
         kind -> Text,
         template_id -> Nullable<Uuid>,
         template_version -> Nullable<Int4>,
+        traceparent -> Nullable<Text>,
     }
 }
 

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::artifacts::inputs;
 use crate::error::{Error, Result};
+use crate::observe::traces;
 use crate::store::models::WorkRequestRow;
 use crate::store::schema::{request_placement, work_requests};
 use crate::store::secrets::SecretBox;
@@ -107,6 +108,7 @@ pub async fn insert(
             work_requests::not_before.eq(not_before),
             work_requests::template_id.eq(origin.map(|o| o.template_id)),
             work_requests::template_version.eq(origin.map(|o| o.version)),
+            work_requests::traceparent.eq(traces::current_traceparent()),
         ))
         .returning(WorkRequestRow::as_returning())
         .get_result(conn)

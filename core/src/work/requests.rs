@@ -25,6 +25,7 @@ use crate::access::roles::{self, WorkspaceRole};
 use crate::artifacts::inputs::{self, Pinned};
 use crate::error::{Error, Result};
 use crate::live::hub::Hub;
+use crate::observe::traces;
 use crate::store::db::DbPool;
 use crate::store::models::{AttemptRow, NewWorkRequest, WorkRequestRow};
 use crate::store::schema::{
@@ -261,6 +262,7 @@ impl WorkRequests {
             retry_backoff_ms: scheduling.retry_backoff_ms,
             template_id: origin.map(|o| o.template_id),
             template_version: origin.map(|o| o.version),
+            traceparent: traces::current_traceparent(),
         };
         // The stored row comes back from the insert, so the answer costs no further reads.
         let row = if scheduling.after.is_empty() && submission.inputs.is_empty() {

@@ -23,16 +23,20 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bytea, Integer, Jsonb, Nullable, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bytea, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::artifacts::inputs;
 use crate::error::{Error, Result};
 use crate::live::health::DbHealth;
 use crate::live::hub::{Assignment, Delivery, Hub, ToWorker};
+use crate::observe::traces;
 use crate::store::db::DbPool;
 use crate::store::schema::{attempts, request_placement, work_requests, workers, workspaces};
 use crate::store::secrets::SecretBox;
@@ -118,6 +122,11 @@ struct Claimed {
     secret_env: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     parent_id: Option<WorkRequestId>,
+    /// When it was stored, and the trace it was submitted in (`observe::traces`).
+    #[diesel(sql_type = Timestamptz)]
+    created_at: DateTime<Utc>,
+    #[diesel(sql_type = Nullable<Text>)]
+    traceparent: Option<String>,
 }
 
 /// Hands pending work to the workers connected to this replica, and takes work back
@@ -464,7 +473,42 @@ impl Scheduler {
         claim: Claimed,
     ) -> Result<()> {
         let key = AttemptKey::new(claim.id, claim.attempt_count);
-        let assignment = match self.assignment(conn, key, &claim).await {
+        // A request submitted in a trace goes on in it here: the time it waited, then
+        // this hand-off, whose context the worker continues. Without one, no span at all.
+        let (span, traceparent) = match claim.traceparent.as_deref() {
+            Some(stored) => {
+                traces::record_queued(
+                    stored,
+                    claim.created_at.into(),
+                    std::time::SystemTime::now(),
+                    claim.attempt_count,
+                );
+                let span = tracing::info_span!(
+                    "dispatch",
+                    berth.work_request = %claim.id,
+                    berth.attempt = claim.attempt_count,
+                    berth.worker = %worker_id,
+                );
+                traces::continue_trace(&span, Some(stored));
+                let traceparent = traces::traceparent_of_span(&span);
+                (span, traceparent)
+            }
+            None => (tracing::Span::none(), None),
+        };
+        self.hand_over(conn, worker_id, claim, key, traceparent)
+            .instrument(span)
+            .await
+    }
+
+    async fn hand_over(
+        &self,
+        conn: &mut AsyncPgConnection,
+        worker_id: Uuid,
+        claim: Claimed,
+        key: AttemptKey,
+        traceparent: Option<String>,
+    ) -> Result<()> {
+        let assignment = match self.assignment(conn, key, &claim, traceparent).await {
             Ok(assignment) => assignment,
             // Unsent, the attempt is withdrawn at the hand-off deadline and runs again.
             Err(e @ Error::Database(_)) => return Err(e),
@@ -500,6 +544,7 @@ impl Scheduler {
         conn: &mut AsyncPgConnection,
         key: AttemptKey,
         claim: &Claimed,
+        traceparent: Option<String>,
     ) -> Result<Assignment> {
         let spec = StoredSpec::deserialize(&claim.spec)
             .map_err(|e| Error::internal(format!("stored spec of {key} unreadable: {e}")))?;
@@ -513,6 +558,7 @@ impl Scheduler {
             spec,
             secret_env,
             inputs,
+            traceparent,
         })
     }
 }
@@ -534,6 +580,12 @@ struct ClaimRow {
     secret_env: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<SqlUuid>)]
     parent_id: Option<WorkRequestId>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    created_at: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    not_before: Option<DateTime<Utc>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    traceparent: Option<String>,
 }
 
 /// The claim of one worker with `$3` free slots, offering `$1` (matching labels) and
@@ -603,9 +655,11 @@ claimed AS ( \
   UPDATE work_requests SET status = 'running', attempt_count = attempt_count + 1 \
   FROM picked WHERE work_requests.id = picked.id \
   RETURNING work_requests.id, work_requests.attempt_count, work_requests.spec, \
-    work_requests.secret_env, work_requests.parent_id) \
+    work_requests.secret_env, work_requests.parent_id, work_requests.created_at, \
+    work_requests.not_before, work_requests.traceparent) \
 SELECT (SELECT count(*) FROM chosen) AS chosen, claimed.id, claimed.attempt_count, \
-  claimed.spec, claimed.secret_env, claimed.parent_id \
+  claimed.spec, claimed.secret_env, claimed.parent_id, claimed.created_at, \
+  claimed.not_before, claimed.traceparent \
 FROM (SELECT 1) AS one LEFT JOIN claimed ON true";
 
 /// In the caller's transaction: locks the workers that may take work (id order, so two
@@ -714,10 +768,13 @@ async fn claim(
             exhausted.push(offer);
         }
         for row in rows {
-            let (Some(id), Some(attempt_count), Some(spec)) = (row.id, row.attempt_count, row.spec)
+            let (Some(id), Some(attempt_count), Some(spec), Some(created_at)) =
+                (row.id, row.attempt_count, row.spec, row.created_at)
             else {
                 continue;
             };
+            let ready_at = row.not_before.map_or(created_at, |at| at.max(created_at));
+            crate::observe::assigned(ready_at, assigned_at);
             new_attempts.push((
                 attempts::work_request_id.eq(id),
                 attempts::number.eq(attempt_count),
@@ -734,6 +791,8 @@ async fn claim(
                     spec,
                     secret_env: row.secret_env,
                     parent_id: row.parent_id,
+                    created_at,
+                    traceparent: row.traceparent,
                 },
             ));
         }
@@ -745,16 +804,6 @@ async fn claim(
         .values(new_attempts)
         .execute(conn)
         .await?;
-    let ids: Vec<WorkRequestId> = claimed.iter().map(|(_, c)| c.id).collect();
-    let ready: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = work_requests::table
-        .filter(work_requests::id.eq_any(&ids))
-        .select((work_requests::created_at, work_requests::not_before))
-        .load(conn)
-        .await?;
-    for (created_at, not_before) in ready {
-        let ready_at = not_before.map_or(created_at, |at| at.max(created_at));
-        crate::observe::assigned(ready_at, assigned_at);
-    }
     let mut parents: Vec<WorkRequestId> = claimed.iter().filter_map(|(_, c)| c.parent_id).collect();
     parents.sort_unstable();
     parents.dedup();

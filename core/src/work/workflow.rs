@@ -48,6 +48,7 @@ use uuid::Uuid;
 
 use crate::artifacts::inputs;
 use crate::error::{Error, Result};
+use crate::observe::traces;
 use crate::store::schema::{work_request_dependencies, work_requests, workspaces};
 use crate::store::secrets::SecretBox;
 use crate::work::ids::{Origin, WorkRequestId};
@@ -378,6 +379,8 @@ pub async fn create(
             })?;
         let steps = i64::try_from(workflow.steps.len()).unwrap_or(i64::MAX);
         limits::admit_one(conn, workspace_id, steps).await?;
+        // The workflow and its steps are one trace: the submit call's.
+        let traceparent = traces::current_traceparent();
         diesel::insert_into(work_requests::table)
             .values((
                 work_requests::id.eq(parent),
@@ -389,6 +392,7 @@ pub async fn create(
                 work_requests::created_by.eq(creator),
                 work_requests::template_id.eq(workflow.origin.map(|o| o.template_id)),
                 work_requests::template_version.eq(workflow.origin.map(|o| o.version)),
+                work_requests::traceparent.eq(&traceparent),
             ))
             .execute(conn)
             .await?;
@@ -403,6 +407,7 @@ pub async fn create(
                         work_requests::parent_id.eq(parent),
                         work_requests::kind.eq(Kind::Job),
                         work_requests::created_by.eq(creator),
+                        work_requests::traceparent.eq(traceparent.clone()),
                     )
                 })
                 .collect();

@@ -216,6 +216,7 @@ fn to_server_message(message: ToWorker) -> ServerMessage {
                 spec: Some(spec),
                 outputs: outputs_to_proto(&assignment.spec.outputs),
                 output_category: assignment.spec.output_category.clone().unwrap_or_default(),
+                traceparent: assignment.traceparent.unwrap_or_default(),
                 inputs: assignment
                     .inputs
                     .into_iter()

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod collections;
 pub mod error;
 pub mod grpc_metrics;
+pub mod grpc_trace;
 pub mod limits;
 pub mod notifications;
 pub mod server;

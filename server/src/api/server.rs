@@ -300,6 +300,7 @@ pub async fn serve_with_ui(
     let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
     let mut server = builder(tls)?
         .accept_http1(true)
+        .layer(crate::api::grpc_trace::GrpcTraceLayer)
         .layer(crate::api::grpc_metrics::GrpcMetricsLayer)
         .layer(AuthLayer::new(authenticator))
         .layer(MessageLimitLayer);

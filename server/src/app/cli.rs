@@ -49,7 +49,6 @@ pub fn main() -> ExitCode {
         }
     };
     let log_format = config.log_format;
-    berth_common::logging::init(log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,6 +61,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: a trace exporter, when asked for, keeps its channel on it.
+    let telemetry = {
+        let _inside = runtime.enter();
+        berth_common::logging::init(log_format, "berth-server")
+    };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
@@ -69,6 +73,11 @@ pub fn main() -> ExitCode {
             Command::AdminToken { name, comment } => admin_token(config, &name, &comment).await,
         }
     });
+    // The last spans go out while the runtime (and so the exporter's channel) still runs.
+    {
+        let _inside = runtime.enter();
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,0 +1,1 @@
+ALTER TABLE work_requests DROP COLUMN traceparent;

@@ -1,0 +1,218 @@
+//! OpenTelemetry traces, end to end: a real `berth-server` and a real `berth-worker`
+//! process (a real container) export to a real OTLP/gRPC collector started here.
+//!
+//! - With `OTEL_EXPORTER_OTLP_ENDPOINT` set, one job is one trace: the caller's
+//!   `traceparent` is continued by the submit call's span; under it the time in the
+//!   queue and the hand-off to the worker; under that the worker's attempt and its
+//!   container, to the exit. The trace context is stored with the request.
+//! - Without it, nothing is exported (a collector on the default port hears nothing) and
+//!   nothing is stored.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "integration tests: an unexpected failure should fail the test"
+)]
+
+use std::time::Duration;
+
+use berth_common::proto::{SubmitWorkRequestRequest, WorkRequestStatus};
+use berth_tests::docker::ensure_test_image;
+use berth_tests::otlp::{OtlpReceiver, ReceivedSpan};
+use berth_tests::process::ServerProcess;
+use berth_tests::worker::TestWorker;
+use berth_tests::{fresh_database, query, sh, wait_status};
+
+/// The caller's trace: its id and the span the submit call is made in.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// The submit call's span, named as OpenTelemetry names RPC spans.
+const SUBMIT: &str = "berth.v1.WorkRequestService/SubmitWorkRequest";
+
+/// Spans are sent in batches this often (milliseconds), so the test waits little.
+const BATCH_DELAY: &str = "200";
+
+fn one<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
+    let found: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.service == service && s.name == name)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one {name:?} span from {service}, got {found:#?}\nall spans: {spans:#?}"
+    );
+    found[0]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_job_is_one_trace_from_the_submit_call_to_the_containers_exit() {
+    ensure_test_image().await;
+    let receiver = OtlpReceiver::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", BATCH_DELAY),
+    ];
+    let database_url = fresh_database().await;
+    let server = ServerProcess::start_with_env(&database_url, None, "", &env).await;
+    let api = server.handle(&server.admin_token());
+    let worker = TestWorker::start_with_env(&api, &[], &env).await;
+    worker.wait_connected(&api).await;
+
+    let mut call = tonic::Request::new(SubmitWorkRequestRequest {
+        spec: Some(sh("echo traced; exit 3")),
+        ..Default::default()
+    });
+    call.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
+    );
+    let submitted = api
+        .work_requests(&api.admin_token)
+        .await
+        .submit_work_request(call)
+        .await
+        .unwrap()
+        .into_inner();
+    wait_status(&api, &submitted.id, WorkRequestStatus::Completed).await;
+
+    // The request keeps the context it was submitted in: the submit call's span.
+    let stored = query(
+        &database_url,
+        &format!(
+            "SELECT traceparent FROM work_requests WHERE id = '{}'",
+            submitted.id
+        ),
+    )
+    .await;
+    let traceparent: String = stored[0].get(0);
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "stored {traceparent:?}"
+    );
+
+    let wanted = [SUBMIT, "queued", "dispatch", "attempt", "container"];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let mine: Vec<ReceivedSpan> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == TRACE_ID)
+            .collect();
+        if wanted
+            .iter()
+            .all(|name| mine.iter().any(|s| &s.name == name))
+        {
+            break mine;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 30 s the collector has not got the spans {wanted:?} of the job's trace; \
+             it has {:?}\nserver log:\n{}\nworker log:\n{}",
+            receiver
+                .spans()
+                .iter()
+                .map(|s| format!(
+                    "{} {} {} parent {}",
+                    s.service, s.name, s.trace_id, s.parent_span_id
+                ))
+                .collect::<Vec<_>>(),
+            server.log(),
+            worker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let submit = one(&spans, "berth-server", SUBMIT);
+    assert_eq!(
+        submit.parent_span_id, CALLER_SPAN,
+        "the caller's span is the parent"
+    );
+    assert_eq!(submit.attribute("rpc.system"), Some("grpc"));
+    assert_eq!(
+        submit.attribute("rpc.service"),
+        Some("berth.v1.WorkRequestService")
+    );
+    assert_eq!(submit.attribute("rpc.method"), Some("SubmitWorkRequest"));
+    assert_eq!(
+        traceparent,
+        format!("00-{TRACE_ID}-{}-01", submit.span_id),
+        "the stored context is the submit call's span"
+    );
+
+    let queued = one(&spans, "berth-server", "queued");
+    let dispatch = one(&spans, "berth-server", "dispatch");
+    let attempt = one(&spans, "berth-worker", "attempt");
+    let container = one(&spans, "berth-worker", "container");
+    assert_eq!(queued.parent_span_id, submit.span_id);
+    assert_eq!(queued.attribute("berth.attempt"), Some("1"));
+    assert_eq!(dispatch.parent_span_id, submit.span_id);
+    assert_eq!(
+        dispatch.attribute("berth.work_request"),
+        Some(submitted.id.as_str())
+    );
+    assert_eq!(
+        attempt.parent_span_id, dispatch.span_id,
+        "the worker continues the hand-off"
+    );
+    assert_eq!(container.parent_span_id, attempt.span_id);
+    assert_eq!(container.attribute("berth.exit_code"), Some("3"));
+    assert_eq!(container.attribute("berth.outcome"), Some("OUTCOME_EXITED"));
+
+    // In time order: submitted, queued until the claim, then handed over, run, exited.
+    assert!(
+        queued.start_ns >= submit.start_ns,
+        "{queued:?} before {submit:?}"
+    );
+    assert!(queued.end_ns >= queued.start_ns);
+    assert!(attempt.start_ns >= dispatch.start_ns);
+    assert!(container.start_ns >= attempt.start_ns);
+    assert!(container.end_ns <= attempt.end_ns);
+    assert!(container.end_ns > container.start_ns);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_an_endpoint_nothing_is_exported_and_no_context_is_stored() {
+    ensure_test_image().await;
+    // Where an exporter would send by default, had it been turned on without an address.
+    let receiver = OtlpReceiver::start_on("127.0.0.1:4317".parse().unwrap()).await;
+    let database_url = fresh_database().await;
+    let server = ServerProcess::start(&database_url, None, "").await;
+    let api = server.handle(&server.admin_token());
+    let worker = TestWorker::start(&api, &[]).await;
+    worker.wait_connected(&api).await;
+
+    let mut call = tonic::Request::new(SubmitWorkRequestRequest {
+        spec: Some(sh("echo untraced")),
+        ..Default::default()
+    });
+    call.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
+    );
+    let submitted = api
+        .work_requests(&api.admin_token)
+        .await
+        .submit_work_request(call)
+        .await
+        .unwrap()
+        .into_inner();
+    wait_status(&api, &submitted.id, WorkRequestStatus::Completed).await;
+
+    let stored = query(
+        &database_url,
+        &format!(
+            "SELECT traceparent FROM work_requests WHERE id = '{}'",
+            submitted.id
+        ),
+    )
+    .await;
+    assert_eq!(stored[0].get::<_, Option<String>>(0), None);
+    // Longer than the default batch delay (5 s) of an exporter that was on.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(
+        receiver.spans().is_empty(),
+        "spans were exported: {:#?}",
+        receiver.spans()
+    );
+}
