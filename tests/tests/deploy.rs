@@ -68,6 +68,8 @@ fn helm_chart_lints_and_renders_objects_that_pass_the_kubernetes_schemas() {
                 "server.replicas=3",
                 "--set",
                 "worker.labels.arch=amd64",
+                "--set",
+                "tracing.otlpEndpoint=http://otel-collector:4317",
             ]),
     );
     // What Berth relies on is in the rendered objects.
@@ -84,6 +86,7 @@ fn helm_chart_lints_and_renders_objects_that_pass_the_kubernetes_schemas() {
         "/var/run/docker.sock",
         "--label=arch=amd64",
         "BERTH_TOKEN_FILE",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
     ] {
         assert!(
             rendered.contains(needle),
