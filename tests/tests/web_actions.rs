@@ -95,6 +95,10 @@ async fn actions_need_the_csrf_token_and_the_right_role() {
     let viewer = session(&server, &viewer).await;
     let (status, body) = page(&server, &viewer, &path).await;
     assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("id=\"cancel\""),
+        "a workspace viewer is offered cancel"
+    );
     let token = csrf(&body);
     let refused = post(
         &server,
@@ -315,6 +319,114 @@ async fn the_queue_shows_why_a_request_waits_and_filters_by_status() {
     assert!(
         rows.starts_with("<div id=\"queue-tables\">") && rows.contains(&row),
         "{rows}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_waiting_for_approval_is_accepted_or_rejected_by_a_contributor_only() {
+    use berth_common::proto::{SubmitWorkRequestRequest, UnblockStrategy, WorkRequestStatus};
+    let server = TestServer::start().await;
+    let waiting = |script: &str| SubmitWorkRequestRequest {
+        spec: Some(sh(script)),
+        unblock: UnblockStrategy::Manual as i32,
+        ..Default::default()
+    };
+    let first = berth_tests::submit_request(&server, waiting("echo one")).await;
+    let second = berth_tests::submit_request(&server, waiting("echo two")).await;
+    assert_eq!(berth_tests::status(&first), WorkRequestStatus::Blocked);
+
+    // A viewer is offered neither, and is refused both.
+    let (_, viewer) = server.create_token_without_roles(Role::User, "vic").await;
+    server.set_role("default", "vic", "viewer").await;
+    let viewer = session(&server, &viewer).await;
+    let path = format!("/ui/work-requests/{}", first.id);
+    let (status, body) = page(&server, &viewer, &path).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("id=\"accept\""),
+        "a viewer is offered accept"
+    );
+    let token = csrf(&body);
+    let refused = post(
+        &server,
+        &viewer,
+        &format!("{path}/unblock"),
+        &[("csrf", &token), ("decision", "accept")],
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+
+    // A contributor sees both buttons; a decision that is neither is refused by name.
+    let (_, member) = server.create_token(Role::User, "carl").await;
+    let member = session(&server, &member).await;
+    let (_, body) = page(&server, &member, &path).await;
+    assert!(
+        body.contains("id=\"accept\"") && body.contains("id=\"reject\""),
+        "{body}"
+    );
+    let token = csrf(&body);
+    // A post that is no form at all is refused as a page that says so.
+    let bare = client()
+        .post(format!("{}{path}/unblock", server.url))
+        .header("cookie", &member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 400);
+    let bare = bare.text().await.unwrap();
+    assert!(
+        bare.contains("the form:") && bare.contains("<html"),
+        "{bare}"
+    );
+    let odd = post(
+        &server,
+        &member,
+        &format!("{path}/unblock"),
+        &[("csrf", &token), ("decision", "maybe")],
+    )
+    .await;
+    assert_eq!(odd.status(), 400);
+    assert!(
+        odd.text()
+            .await
+            .unwrap()
+            .contains("neither accept nor reject")
+    );
+    assert_eq!(
+        berth_tests::status(&get(&server, &first.id).await),
+        WorkRequestStatus::Blocked
+    );
+
+    let accepted = post(
+        &server,
+        &member,
+        &format!("{path}/unblock"),
+        &[("csrf", &token), ("decision", "accept")],
+    )
+    .await;
+    assert_eq!(accepted.status(), 303);
+    assert_eq!(
+        berth_tests::status(&get(&server, &first.id).await),
+        WorkRequestStatus::Pending
+    );
+    let (_, body) = page(&server, &member, &path).await;
+    assert!(
+        !body.contains("id=\"accept\""),
+        "accept is offered once decided"
+    );
+
+    let rejected = post(
+        &server,
+        &member,
+        &format!("/ui/work-requests/{}/unblock", second.id),
+        &[("csrf", &token), ("decision", "reject")],
+    )
+    .await;
+    assert_eq!(rejected.status(), 303);
+    assert_eq!(
+        berth_tests::status(&get(&server, &second.id).await),
+        WorkRequestStatus::Aborted
     );
     server.stop().await;
 }

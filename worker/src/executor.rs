@@ -2647,8 +2647,9 @@ mod tests {
         let executor = executor("oom").await;
         // The engine learns of an OOM kill from an event it subscribes to just after the
         // start; a job killed in its first milliseconds, before that subscription, exits
-        // 137 with no OOM verdict on a busy host. So the hog waits a moment first.
-        let mut job = job(&["sh", "-c", "sleep 1; tail /dev/zero"]);
+        // 137 with no OOM verdict on a busy host (a second was too short with the
+        // machine's two cores loaded by the rest of the suite). So the hog waits first.
+        let mut job = job(&["sh", "-c", "sleep 3; tail /dev/zero"]);
         job.spec.memory_bytes = Some(8 * MIB);
         let (report, _) = run(&executor, &job, CancellationToken::new()).await;
         assert_eq!(report.outcome, Outcome::OomKilled, "{report:?}");

@@ -2,10 +2,35 @@
 //! small page with the message (which names what to fix, as over gRPC). An unauthenticated
 //! viewer is sent to the sign-in page instead.
 
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_core::error::{Error, ErrorCode};
 use maud::html;
+
+/// A form body, or (when it is missing, of another type or malformed) a refusal as a page
+/// that says so: INVALID_ARGUMENT, like every other bad input, instead of axum's own
+/// bare-text answer.
+#[derive(Debug)]
+pub struct PageForm<T>(pub T);
+
+impl<T, S> FromRequest<S> for PageForm<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Form::<T>::from_request(request, state).await {
+            Ok(axum::Form(value)) => Ok(PageForm(value)),
+            Err(rejection) => Err(PageError(Error::InvalidArgument(format!(
+                "the form: {}",
+                rejection.body_text()
+            )))),
+        }
+    }
+}
 
 /// What a handler returns when it fails.
 #[derive(Debug)]

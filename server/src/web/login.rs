@@ -5,7 +5,6 @@
 //! and answers with the session cookie and a redirect to where the viewer was going. The
 //! token itself is neither stored nor sent back.
 
-use axum::Form;
 use axum::Router;
 use axum::extract::{Query, State as Extract};
 use axum::http::StatusCode;
@@ -17,6 +16,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::web::State;
+use crate::web::error::PageForm;
 use crate::web::layout;
 use crate::web::session::{Viewer, clear_cookie, set_cookie};
 
@@ -80,7 +80,7 @@ async fn form(Query(next): Query<Next>) -> Markup {
     login_page(&next.next, None)
 }
 
-async fn sign_in(Extract(state): Extract<State>, Form(form): Form<SignIn>) -> Response {
+async fn sign_in(Extract(state): Extract<State>, PageForm(form): PageForm<SignIn>) -> Response {
     if form.token.trim().is_empty() {
         return (
             StatusCode::BAD_REQUEST,
@@ -112,7 +112,7 @@ async fn sign_in(Extract(state): Extract<State>, Form(form): Form<SignIn>) -> Re
 async fn sign_out(
     Extract(state): Extract<State>,
     viewer: Viewer,
-    Form(form): Form<SignOut>,
+    PageForm(form): PageForm<SignOut>,
 ) -> Response {
     if let Err(refused) = viewer.check_csrf(&form.csrf) {
         return refused.into_response();

@@ -1,4 +1,5 @@
-//! The actions people take daily on a work request: cancel, retry and (admins) priority.
+//! The actions people take daily on a work request: cancel, retry, accept or reject one
+//! waiting for approval, and (admins) priority.
 //!
 //! Each is a POST form carrying the session's CSRF token. The handler checks the token,
 //! then the gRPC method's role rule ([`Viewer::require`]), then calls the same
@@ -6,7 +7,6 @@
 //! checks workspace membership). On success it answers 303 back to the request's page
 //! with a flash message in the query string; the page renders it escaped.
 
-use axum::Form;
 use axum::Router;
 use axum::extract::{Path, State as Extract};
 use axum::response::Redirect;
@@ -16,7 +16,7 @@ use berth_core::work::requests::PriorityChange;
 use serde::Deserialize;
 
 use crate::web::State;
-use crate::web::error::PageError;
+use crate::web::error::{PageError, PageForm};
 use crate::web::pages::request::parse_id;
 use crate::web::session::{Viewer, percent_encode};
 
@@ -25,6 +25,7 @@ pub fn routes() -> Router<State> {
     Router::new()
         .route("/ui/work-requests/{id}/cancel", post(cancel))
         .route("/ui/work-requests/{id}/retry", post(retry))
+        .route("/ui/work-requests/{id}/unblock", post(unblock))
         .route("/ui/work-requests/{id}/priority", post(priority))
 }
 
@@ -57,7 +58,7 @@ async fn cancel(
     viewer: Viewer,
     Extract(state): Extract<State>,
     Path(id): Path<String>,
-    Form(form): Form<Plain>,
+    PageForm(form): PageForm<Plain>,
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require("/berth.v1.WorkRequestService/CancelWorkRequest")?;
@@ -73,7 +74,7 @@ async fn retry(
     viewer: Viewer,
     Extract(state): Extract<State>,
     Path(id): Path<String>,
-    Form(form): Form<Plain>,
+    PageForm(form): PageForm<Plain>,
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require("/berth.v1.WorkRequestService/RetryWorkRequest")?;
@@ -82,6 +83,41 @@ async fn retry(
     Ok(back(
         &id.to_string(),
         &format!("Retried; the request is {} again.", view.row.status),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Decision {
+    #[serde(default)]
+    csrf: String,
+    /// `accept` or `reject`.
+    #[serde(default)]
+    decision: String,
+}
+
+async fn unblock(
+    viewer: Viewer,
+    Extract(state): Extract<State>,
+    Path(id): Path<String>,
+    PageForm(form): PageForm<Decision>,
+) -> Result<Redirect, PageError> {
+    viewer.check_csrf(&form.csrf)?;
+    viewer.require("/berth.v1.WorkRequestService/UnblockWorkRequest")?;
+    let id = parse_id(&id)?;
+    let accept = match form.decision.as_str() {
+        "accept" => true,
+        "reject" => false,
+        other => {
+            return Err(PageError(Error::InvalidArgument(format!(
+                "decision: {other:?} is neither accept nor reject"
+            ))));
+        }
+    };
+    let view = state.requests.unblock(&viewer.identity, id, accept).await?;
+    let done = if accept { "Accepted" } else { "Rejected" };
+    Ok(back(
+        &id.to_string(),
+        &format!("{done}; the request is {}.", view.row.status),
     ))
 }
 
@@ -101,7 +137,7 @@ async fn priority(
     viewer: Viewer,
     Extract(state): Extract<State>,
     Path(id): Path<String>,
-    Form(form): Form<Priority>,
+    PageForm(form): PageForm<Priority>,
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require("/berth.v1.WorkRequestService/AdjustPriority")?;

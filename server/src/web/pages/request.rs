@@ -9,10 +9,12 @@
 use axum::Router;
 use axum::extract::{Path, Query, State as Extract};
 use axum::routing::get;
+use berth_core::access::roles::WorkspaceRole;
 use berth_core::artifacts::artifacts::ArtifactView;
 use berth_core::error::Error;
 use berth_core::work::ids::WorkRequestId;
 use berth_core::work::requests::RequestView;
+use berth_core::work::state::{Status, UnblockStrategy};
 use chrono::Utc;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -73,6 +75,15 @@ async fn page(
             Err(e) => return Err(e.into()),
         }
     }
+    // What the viewer may change here: the workspace's contributors and owners, and
+    // admins (the same standing the actions themselves check).
+    let contributes = viewer.is_admin()
+        || state
+            .workspaces
+            .get(&viewer.identity, &view.workspace)
+            .await?
+            .role
+            >= Some(WorkspaceRole::Contributor);
     let title = if view.row.name.is_empty() {
         format!("Work request {}", view.row.id)
     } else {
@@ -82,7 +93,7 @@ async fn page(
         h1 { (title) }
         (flash(&flash_message.flash))
         (summary(&view))
-        (actions(&viewer, &view))
+        (actions(&viewer, &view, contributes))
         (spec(&view)?)
         (attempts(&view))
         (files(&view, &artifacts))
@@ -137,15 +148,35 @@ fn summary(view: &RequestView) -> Markup {
     }
 }
 
-fn actions(viewer: &Viewer, view: &RequestView) -> Markup {
+/// The action forms the viewer may use on this request now: each shown only when both
+/// the method's role rule and the viewer's standing in the workspace allow it, and the
+/// request's state makes sense for it.
+fn actions(viewer: &Viewer, view: &RequestView, contributes: bool) -> Markup {
     let id = view.row.id.to_string();
     let open = !terminal(view.row.status);
-    let cancel = open && viewer.may("/berth.v1.WorkRequestService/CancelWorkRequest");
-    let retry = !open && viewer.may("/berth.v1.WorkRequestService/RetryWorkRequest");
+    let cancel =
+        open && contributes && viewer.may("/berth.v1.WorkRequestService/CancelWorkRequest");
+    let retry = !open && contributes && viewer.may("/berth.v1.WorkRequestService/RetryWorkRequest");
     let priority = open && viewer.may("/berth.v1.WorkRequestService/AdjustPriority");
+    let decide = view.row.status == Status::Blocked
+        && view.row.unblock_strategy == UnblockStrategy::Manual
+        && contributes
+        && viewer.may("/berth.v1.WorkRequestService/UnblockWorkRequest");
     html! {
-        @if cancel || retry || priority {
+        @if cancel || retry || priority || decide {
             div.actions #actions {
+                @if decide {
+                    form.inline method="post" action=(format!("/ui/work-requests/{id}/unblock")) {
+                        (layout::csrf_field(viewer))
+                        input type="hidden" name="decision" value="accept";
+                        button type="submit" #accept { "Accept" }
+                    }
+                    form.inline method="post" action=(format!("/ui/work-requests/{id}/unblock")) {
+                        (layout::csrf_field(viewer))
+                        input type="hidden" name="decision" value="reject";
+                        button type="submit" #reject { "Reject" }
+                    }
+                }
                 @if cancel {
                     form.inline method="post" action=(format!("/ui/work-requests/{id}/cancel")) {
                         (layout::csrf_field(viewer))

@@ -8,7 +8,6 @@
 //! It reads and acts only through the `triggers` front, as `api::triggers` does; it
 //! never reads sealed action secrets or a topic event's message.
 
-use axum::Form;
 use axum::Router;
 use axum::extract::{Path, Query, State as Extract};
 use axum::response::Redirect;
@@ -18,7 +17,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::web::State;
-use crate::web::error::PageError;
+use crate::web::error::{PageError, PageForm};
 use crate::web::layout;
 use crate::web::pages::shared::{
     Flash, WorkspaceFilter, across_workspaces, back, flash, pairs, workspace_filter,
@@ -257,7 +256,7 @@ async fn pause(
     viewer: Viewer,
     Extract(state): Extract<State>,
     Path((workspace, name)): Path<(String, String)>,
-    Form(form): Form<PauseForm>,
+    PageForm(form): PageForm<PauseForm>,
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require(PAUSE)?;
@@ -282,7 +281,7 @@ async fn resume(
     viewer: Viewer,
     Extract(state): Extract<State>,
     Path((workspace, name)): Path<(String, String)>,
-    Form(form): Form<PauseForm>,
+    PageForm(form): PageForm<PauseForm>,
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require(RESUME)?;

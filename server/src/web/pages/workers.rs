@@ -5,7 +5,6 @@
 //! It reads and acts only through `fleet::workers`, with the same calls as
 //! `api::workers`; it never touches worker sessions or the hub.
 
-use axum::Form;
 use axum::Router;
 use axum::extract::{Query, State as Extract};
 use axum::response::Redirect;
@@ -14,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use crate::web::State;
-use crate::web::error::PageError;
+use crate::web::error::{PageError, PageForm};
 use crate::web::layout;
 use crate::web::pages::shared::{Flash, back, flash, pairs};
 use crate::web::session::Viewer;
@@ -113,7 +112,7 @@ struct WorkerForm {
 async fn drain(
     viewer: Viewer,
     Extract(state): Extract<State>,
-    Form(form): Form<WorkerForm>,
+    PageForm(form): PageForm<WorkerForm>,
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require(DRAIN)?;
@@ -133,7 +132,7 @@ async fn drain(
 async fn enable(
     viewer: Viewer,
     Extract(state): Extract<State>,
-    Form(form): Form<WorkerForm>,
+    PageForm(form): PageForm<WorkerForm>,
 ) -> Result<Redirect, PageError> {
     viewer.check_csrf(&form.csrf)?;
     viewer.require(ENABLE)?;
