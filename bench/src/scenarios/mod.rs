@@ -7,6 +7,7 @@ pub mod container;
 pub mod idle;
 pub mod logs;
 pub mod noop;
+pub mod peer;
 pub mod topics;
 pub mod triggers;
 
@@ -39,6 +40,8 @@ pub enum Scenario {
     Noop,
     /// Server memory and CPU with 10,000 idle worker streams.
     IdleStreams,
+    /// Berth's `noop` figures next to pgqueuer's on the same cluster, with the ratios.
+    Peer,
     /// Real containers through real workers.
     Container,
     /// Log throughput.
@@ -60,8 +63,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs, in order.
-    pub const EACH: [Scenario; 8] = [
+    pub const EACH: [Scenario; 9] = [
         Scenario::Noop,
+        Scenario::Peer,
         Scenario::IdleStreams,
         Scenario::Container,
         Scenario::Logs,
@@ -75,6 +79,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Noop => "noop",
+            Scenario::Peer => "peer",
             Scenario::IdleStreams => "idle-streams",
             Scenario::Container => "container",
             Scenario::Logs => "logs",
@@ -90,6 +95,7 @@ impl Scenario {
     pub async fn run(self, opts: &Options) -> anyhow::Result<Report> {
         match self {
             Scenario::Noop => noop::run(opts).await,
+            Scenario::Peer => peer::run(opts).await,
             Scenario::IdleStreams => idle::run(opts).await,
             Scenario::Container => container::run(opts).await,
             Scenario::Logs => logs::run(opts).await,
