@@ -640,7 +640,7 @@ pub(crate) async fn submit_phase(
 
 /// Polls until `total` work requests have completed (or were aborted); returns when that
 /// was seen. Fails when nothing moves for 30 s.
-pub(crate) async fn wait_completed(
+async fn wait_completed(
     sql: &tokio_postgres::Client,
     total: i64,
     own_queries: &mut u64,
