@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // Read when the script runs, not baked in when it is compiled: a build script
+    // compiled in one checkout and reused by another (a copied target dir) must still
+    // read the protos of the checkout it builds.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?)
         .join("..")
         .join("proto");
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("berth").join("v1"))?
