@@ -50,6 +50,8 @@ const LABEL_SETS: [&[(&str, &str)]; 4] = [
     &[("arch", "arm64")],
     &[("pool", "gpu-a"), ("zone", "z2")],
 ];
+/// The backlog issue 18's goal (p99 ratio <= 1.5) is stated for.
+const GOAL_BACKLOG: i64 = 1_000_000;
 /// Rows one fill statement inserts at most.
 const FILL_CHUNK: i64 = 50_000;
 
@@ -227,10 +229,15 @@ fn report(sizes: Sizes, phase: Duration, levels: &[Level]) -> Report {
     {
         let p99 = last.half_p99 / first.half_p99;
         let throughput = last.throughput / first.throughput;
-        let goal = if p99 <= 1.5 { "met" } else { "NOT met" };
+        // The goal is stated for a million; a shorter curve (`--quick`) does not meet it.
+        let goal = match (last.pending >= GOAL_BACKLOG, p99 <= 1.5) {
+            (false, _) => "goal <= 1.5 is at 1,000,000: not measured",
+            (true, true) => "goal <= 1.5: met",
+            (true, false) => "goal <= 1.5: NOT met",
+        };
         rows.push((
             format!("p99({}) / p99({})", last.pending, first.pending),
-            format!("{p99:.2} (goal <= 1.5 at 1,000,000: {goal})"),
+            format!("{p99:.2} ({goal})"),
         ));
         rows.push((
             format!(
