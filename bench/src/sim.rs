@@ -25,15 +25,31 @@ pub async fn start_fleet(
     count: usize,
     concurrency: u32,
 ) -> anyhow::Result<SimFleet> {
+    let tokens = create_worker_tokens(stack, prefix, count).await?;
+    connect_fleet(stack, tokens, concurrency).await
+}
+
+/// Creates `count` worker tokens named `<prefix>-<i>`; returns each name with its token,
+/// for [`connect_fleet`]. Apart from it so that a scenario can time the connects alone.
+pub async fn create_worker_tokens(
+    stack: &Stack,
+    prefix: &str,
+    count: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
     let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i}")).collect();
     let tokens = create_tokens(stack, &names).await?;
-    SimFleet::start(
-        &stack.server_url,
-        names.into_iter().zip(tokens).collect(),
-        concurrency,
-    )
-    .await
-    .context("cannot start the simulated workers")
+    Ok(names.into_iter().zip(tokens).collect())
+}
+
+/// Connects one simulated worker per `(name, token)`, each offering `concurrency` slots.
+pub async fn connect_fleet(
+    stack: &Stack,
+    tokens: Vec<(String, String)>,
+    concurrency: u32,
+) -> anyhow::Result<SimFleet> {
+    SimFleet::start(&stack.server_url, tokens, concurrency)
+        .await
+        .context("cannot start the simulated workers")
 }
 
 /// Creates one worker token per name, [`TOKEN_CONCURRENCY`] at a time.

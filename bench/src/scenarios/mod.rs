@@ -2,11 +2,13 @@
 //! [`Report`]. See each module for what it measures and why.
 
 pub mod artifacts;
+pub mod backlog;
 pub mod chaos;
 pub mod container;
 pub mod idle;
 pub mod logs;
 pub mod noop;
+pub mod peer;
 pub mod topics;
 pub mod triggers;
 
@@ -37,8 +39,13 @@ pub struct Options {
 pub enum Scenario {
     /// Dispatch throughput and latency with simulated workers, against pgbench.
     Noop,
+    /// Dispatch latency and throughput with 0 to 1,000,000 requests pending that no
+    /// connected worker can take.
+    Backlog,
     /// Server memory and CPU with 10,000 idle worker streams.
     IdleStreams,
+    /// Berth's `noop` figures next to pgqueuer's on the same cluster, with the ratios.
+    Peer,
     /// Real containers through real workers.
     Container,
     /// Log throughput.
@@ -60,8 +67,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// The scenarios `all` runs, in order.
-    pub const EACH: [Scenario; 8] = [
+    pub const EACH: [Scenario; 10] = [
         Scenario::Noop,
+        Scenario::Peer,
+        Scenario::Backlog,
         Scenario::IdleStreams,
         Scenario::Container,
         Scenario::Logs,
@@ -75,6 +84,8 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Noop => "noop",
+            Scenario::Peer => "peer",
+            Scenario::Backlog => "backlog",
             Scenario::IdleStreams => "idle-streams",
             Scenario::Container => "container",
             Scenario::Logs => "logs",
@@ -90,6 +101,8 @@ impl Scenario {
     pub async fn run(self, opts: &Options) -> anyhow::Result<Report> {
         match self {
             Scenario::Noop => noop::run(opts).await,
+            Scenario::Peer => peer::run(opts).await,
+            Scenario::Backlog => backlog::run(opts).await,
             Scenario::IdleStreams => idle::run(opts).await,
             Scenario::Container => container::run(opts).await,
             Scenario::Logs => logs::run(opts).await,

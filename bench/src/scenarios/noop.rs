@@ -24,6 +24,13 @@
 //!    smallest useful write transaction on this machine. Work requests per second ÷
 //!    pgbench TPS says how close Berth comes to that bound.
 //!
+//! 4. **Drain.** With no worker connected, N no-op requests are queued first (20,000;
+//!    2,000 with `--quick`) by many concurrent submitters; then a fresh fleet of the same
+//!    size connects and empties the queue. Requests finished per second, from the first
+//!    worker's connect to the last request completed, measure the dispatch path alone:
+//!    no submission competes with it, and the queue is never empty. It is the figure to
+//!    put next to a peer queue's drain (`peer`).
+//!
 //! With `--workspaces N` the submitters spread their requests round-robin over N
 //! workspaces the scenario creates (`bench-1` ... `bench-N`, the bench user a contributor
 //! in each), so every claim shares slots between workspaces (fair share, see
@@ -40,7 +47,7 @@ use serde_json::json;
 
 use crate::report::{Report, ms};
 use crate::scenarios::Options;
-use crate::sim::{SimFleet, start_fleet};
+use crate::sim::{SimFleet, connect_fleet, create_worker_tokens, start_fleet};
 use crate::stack::{
     Stack, StackOptions, percentile, reset_statement_profile, sql_connect, statement_profile,
 };
@@ -54,21 +61,24 @@ const PGBENCH_ROWS: i32 = 100_000;
 
 /// Sizes of one run.
 #[derive(Debug, Clone, Copy)]
-struct Sizes {
-    workers: usize,
-    concurrency: u32,
-    submitters: usize,
-    duration: Duration,
+pub(crate) struct Sizes {
+    pub(crate) workers: usize,
+    pub(crate) concurrency: u32,
+    pub(crate) submitters: usize,
+    pub(crate) duration: Duration,
+    /// Requests queued before the drain phase's workers connect.
+    pub(crate) drain_requests: usize,
 }
 
 impl Sizes {
-    fn for_options(opts: &Options) -> Sizes {
+    pub(crate) fn for_options(opts: &Options) -> Sizes {
         if opts.quick {
             Sizes {
                 workers: 2,
                 concurrency: 4,
                 submitters: 4,
                 duration: Duration::from_secs(5),
+                drain_requests: 2_000,
             }
         } else {
             Sizes {
@@ -76,6 +86,7 @@ impl Sizes {
                 concurrency: 8,
                 submitters: 16,
                 duration: Duration::from_secs(20),
+                drain_requests: 20_000,
             }
         }
     }
@@ -111,8 +122,9 @@ fn compare(runs: Vec<(usize, Report)>) -> Report {
             .and_then(serde_json::Value::as_f64)
             .unwrap_or(f64::NAN)
     };
-    let compared: [(&str, &[&str]); 4] = [
+    let compared: [(&str, &[&str]); 5] = [
         ("peak throughput", &["peak", "throughput_per_second"]),
+        ("drain throughput", &["drain", "throughput_per_second"]),
         (
             "half load: dispatch latency p50",
             &["half_load", "dispatch_latency_ms", "p50"],
@@ -158,14 +170,14 @@ fn compare(runs: Vec<(usize, Report)>) -> Report {
 }
 
 /// Latency figures of one phase, in milliseconds.
-struct Latency {
-    p50: f64,
-    p99: f64,
-    max: f64,
-    missing: usize,
+pub(crate) struct Latency {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+    pub(crate) missing: usize,
 }
 
-fn latencies(fleet: &SimFleet, submitted: &[(String, Instant)]) -> Latency {
+pub(crate) fn latencies(fleet: &SimFleet, submitted: &[(String, Instant)]) -> Latency {
     let mut values = Vec::with_capacity(submitted.len());
     let mut missing = 0;
     for (id, at) in submitted {
@@ -187,7 +199,12 @@ fn latencies(fleet: &SimFleet, submitted: &[(String, Instant)]) -> Latency {
     }
 }
 
-async fn measure(stack: &Stack, sizes: Sizes, workspaces: usize) -> anyhow::Result<Report> {
+/// One run of every phase on `stack`, requests spread over `workspaces` workspaces.
+pub(crate) async fn measure(
+    stack: &Stack,
+    sizes: Sizes,
+    workspaces: usize,
+) -> anyhow::Result<Report> {
     let fleet = start_fleet(stack, "sim", sizes.workers, sizes.concurrency).await?;
     fleet.wait_welcomed(Duration::from_secs(60)).await?;
     let user_token = stack.create_token(Role::User, "bench").await?;
@@ -273,6 +290,18 @@ async fn measure(stack: &Stack, sizes: Sizes, workspaces: usize) -> anyhow::Resu
     fleet.check_errors()?;
     fleet.stop().await;
 
+    // Phase 4: drain a queue filled while no worker is connected.
+    let before_drain = (peak.len() + half.len()) as i64;
+    let drain = drain_phase(
+        stack,
+        &user_token,
+        &workspace_names,
+        sizes,
+        &sql,
+        before_drain,
+    )
+    .await?;
+
     let ratio = throughput / pgbench_tps;
     let goal_mark = |ok: bool| if ok { "met" } else { "NOT met" };
     let rows = vec![
@@ -329,6 +358,23 @@ async fn measure(stack: &Stack, sizes: Sizes, workspaces: usize) -> anyhow::Resu
                 ms(half_latency.p99),
                 goal_mark(half_latency.p99 <= 20.0),
                 ms(half_latency.max)
+            ),
+        ),
+        (
+            "drain: queued first".to_owned(),
+            format!(
+                "{} requests in {:.1} s ({:.0} submissions/s, {DRAIN_SUBMITTERS} submitters)",
+                drain.requests,
+                drain.queue_secs,
+                drain.requests as f64 / drain.queue_secs
+            ),
+        ),
+        (
+            "drain: throughput".to_owned(),
+            format!(
+                "{:.0} requests/s ({:.1} s from first connect to last completed)",
+                drain.throughput(),
+                drain.drain_secs
             ),
         ),
         (
@@ -389,6 +435,13 @@ async fn measure(stack: &Stack, sizes: Sizes, workspaces: usize) -> anyhow::Resu
             "goal_p50_ms": 5.0,
             "goal_p99_ms": 20.0,
         },
+        "drain": {
+            "requests": drain.requests,
+            "queue_seconds": drain.queue_secs,
+            "submitters": DRAIN_SUBMITTERS,
+            "drain_seconds": drain.drain_secs,
+            "throughput_per_second": drain.throughput(),
+        },
         "pgbench": {
             "clients": sizes.submitters,
             "tps": pgbench_tps,
@@ -401,6 +454,107 @@ async fn measure(stack: &Stack, sizes: Sizes, workspaces: usize) -> anyhow::Resu
         rows,
         json,
     })
+}
+
+/// Concurrent submitters that fill the queue before the drain phase.
+const DRAIN_SUBMITTERS: usize = 32;
+
+/// What the drain phase measured.
+struct Drain {
+    requests: usize,
+    /// Time to queue them.
+    queue_secs: f64,
+    /// First worker connect to last request completed.
+    drain_secs: f64,
+}
+
+impl Drain {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.drain_secs
+    }
+}
+
+/// Queues `sizes.drain_requests` no-op requests with no worker connected, then connects
+/// a fleet of `sizes` and times it until all of them completed. `done_before` is how many
+/// requests had completed before.
+async fn drain_phase(
+    stack: &Stack,
+    token: &str,
+    workspaces: &[String],
+    sizes: Sizes,
+    sql: &tokio_postgres::Client,
+    done_before: i64,
+) -> anyhow::Result<Drain> {
+    eprintln!(
+        "  drain: queueing {} requests, then {} simulated workers x {} slots",
+        sizes.drain_requests, sizes.workers, sizes.concurrency
+    );
+    let queue_start = Instant::now();
+    let queued = submit_count(stack, token, workspaces, sizes.drain_requests).await?;
+    let queue_secs = queue_start.elapsed().as_secs_f64();
+    // Tokens first, so that the timed part is the connects and the dispatch alone.
+    let tokens = create_worker_tokens(stack, "drain", sizes.workers).await?;
+    let connect_start = Instant::now();
+    let fleet = connect_fleet(stack, tokens, sizes.concurrency).await?;
+    let mut ignored = 0;
+    let done_at = wait_completed(sql, done_before + queued as i64, &mut ignored, &fleet).await?;
+    let drain_secs = done_at.duration_since(connect_start).as_secs_f64();
+    fleet.check_errors()?;
+    fleet.stop().await;
+    Ok(Drain {
+        requests: queued,
+        queue_secs,
+        drain_secs,
+    })
+}
+
+/// Submits `count` no-op requests from [`DRAIN_SUBMITTERS`] concurrent loops, round-robin
+/// over `workspaces`, as fast as the server takes them; returns how many were submitted.
+pub(crate) async fn submit_count(
+    stack: &Stack,
+    token: &str,
+    workspaces: &[String],
+    count: usize,
+) -> anyhow::Result<usize> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..DRAIN_SUBMITTERS {
+        // An even share each; the first ones take the remainder.
+        let share = count / DRAIN_SUBMITTERS + usize::from(i < count % DRAIN_SUBMITTERS);
+        let mut client = stack.work_requests(token).await?;
+        let workspaces = workspaces.to_vec();
+        tasks.spawn(async move {
+            for n in 0..share {
+                let workspace = workspaces
+                    .get((i + n) % workspaces.len().max(1))
+                    .cloned()
+                    .unwrap_or_default();
+                client
+                    .submit_work_request(noop_request(workspace))
+                    .await
+                    .map_err(|s| anyhow::anyhow!(berth_common::client::describe_status(&s)))
+                    .context("SubmitWorkRequest failed")?;
+            }
+            Ok::<_, anyhow::Error>(share)
+        });
+    }
+    let mut total = 0;
+    while let Some(joined) = tasks.join_next().await {
+        total += joined.context("a submitter panicked")??;
+    }
+    Ok(total)
+}
+
+/// The no-op request every phase submits.
+fn noop_request(workspace: String) -> SubmitWorkRequestRequest {
+    SubmitWorkRequestRequest {
+        spec: Some(ContainerSpec {
+            image: "bench/noop".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        }),
+        workspace,
+        ..Default::default()
+    }
 }
 
 /// `xact_commit` of the `berth` database.
@@ -418,7 +572,7 @@ async fn xact_commit(sql: &tokio_postgres::Client) -> anyhow::Result<u64> {
 
 /// Creates workspaces `bench-1` ... `bench-N` and makes the `bench` user a contributor
 /// in each (as an admin would before its members submit); returns their names.
-async fn create_workspaces(stack: &Stack, count: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn create_workspaces(stack: &Stack, count: usize) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = (1..=count).map(|i| format!("bench-{i}")).collect();
     for name in &names {
         stack.create_workspace(name).await?;
@@ -431,7 +585,7 @@ async fn create_workspaces(stack: &Stack, count: usize) -> anyhow::Result<Vec<St
 /// unpaced when `rate` is `None`, else paced to `rate` submissions per second in total.
 /// Each loop goes round the `workspaces` in turn, starting at its own offset.
 /// Returns each submitted id with the instant its submit call returned.
-async fn submit_phase(
+pub(crate) async fn submit_phase(
     stack: &Stack,
     token: &str,
     workspaces: &[String],
@@ -468,17 +622,8 @@ async fn submit_phase(
                     .cloned()
                     .unwrap_or_default();
                 turn += 1;
-                let request = SubmitWorkRequestRequest {
-                    spec: Some(ContainerSpec {
-                        image: "bench/noop".into(),
-                        command: vec!["true".into()],
-                        ..Default::default()
-                    }),
-                    workspace,
-                    ..Default::default()
-                };
                 let response = client
-                    .submit_work_request(request)
+                    .submit_work_request(noop_request(workspace))
                     .await
                     .map_err(|s| anyhow::anyhow!(berth_common::client::describe_status(&s)))
                     .context("SubmitWorkRequest failed")?;
