@@ -15,12 +15,12 @@
 
 use std::time::Duration;
 
-use berth_common::proto::{SubmitWorkRequestRequest, WorkRequestStatus};
+use berth_common::proto::{SubmitWorkRequestRequest, WorkRequest, WorkRequestStatus};
 use berth_tests::docker::ensure_test_image;
 use berth_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use berth_tests::process::ServerProcess;
 use berth_tests::worker::TestWorker;
-use berth_tests::{fresh_database, query, sh, wait_status};
+use berth_tests::{TestServer, fresh_database, query, sh, wait_status};
 
 /// The caller's trace: its id and the span the submit call is made in.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -45,6 +45,36 @@ fn one<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a Received
     found[0]
 }
 
+/// Submits `script` as a job from within the caller's trace (a `traceparent` header),
+/// waits until it completed, and returns it with the trace context stored with it.
+async fn run_in_the_callers_trace(api: &TestServer, script: &str) -> (WorkRequest, Option<String>) {
+    let mut call = tonic::Request::new(SubmitWorkRequestRequest {
+        spec: Some(sh(script)),
+        ..Default::default()
+    });
+    call.metadata_mut().insert(
+        "traceparent",
+        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
+    );
+    let submitted = api
+        .work_requests(&api.admin_token)
+        .await
+        .submit_work_request(call)
+        .await
+        .unwrap()
+        .into_inner();
+    wait_status(api, &submitted.id, WorkRequestStatus::Completed).await;
+    let stored = query(
+        &api.database_url,
+        &format!(
+            "SELECT traceparent FROM work_requests WHERE id = '{}'",
+            submitted.id
+        ),
+    )
+    .await;
+    (submitted, stored[0].get(0))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_job_is_one_trace_from_the_submit_call_to_the_containers_exit() {
     ensure_test_image().await;
@@ -59,33 +89,9 @@ async fn one_job_is_one_trace_from_the_submit_call_to_the_containers_exit() {
     let worker = TestWorker::start_with_env(&api, &[], &env).await;
     worker.wait_connected(&api).await;
 
-    let mut call = tonic::Request::new(SubmitWorkRequestRequest {
-        spec: Some(sh("echo traced; exit 3")),
-        ..Default::default()
-    });
-    call.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
-    );
-    let submitted = api
-        .work_requests(&api.admin_token)
-        .await
-        .submit_work_request(call)
-        .await
-        .unwrap()
-        .into_inner();
-    wait_status(&api, &submitted.id, WorkRequestStatus::Completed).await;
-
+    let (submitted, stored) = run_in_the_callers_trace(&api, "echo traced; exit 3").await;
     // The request keeps the context it was submitted in: the submit call's span.
-    let stored = query(
-        &database_url,
-        &format!(
-            "SELECT traceparent FROM work_requests WHERE id = '{}'",
-            submitted.id
-        ),
-    )
-    .await;
-    let traceparent: String = stored[0].get(0);
+    let traceparent = stored.expect("the request stored no trace context");
     assert!(
         traceparent.starts_with(&format!("00-{TRACE_ID}-")),
         "stored {traceparent:?}"
@@ -182,32 +188,8 @@ async fn without_an_endpoint_nothing_is_exported_and_no_context_is_stored() {
     let worker = TestWorker::start(&api, &[]).await;
     worker.wait_connected(&api).await;
 
-    let mut call = tonic::Request::new(SubmitWorkRequestRequest {
-        spec: Some(sh("echo untraced")),
-        ..Default::default()
-    });
-    call.metadata_mut().insert(
-        "traceparent",
-        format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
-    );
-    let submitted = api
-        .work_requests(&api.admin_token)
-        .await
-        .submit_work_request(call)
-        .await
-        .unwrap()
-        .into_inner();
-    wait_status(&api, &submitted.id, WorkRequestStatus::Completed).await;
-
-    let stored = query(
-        &database_url,
-        &format!(
-            "SELECT traceparent FROM work_requests WHERE id = '{}'",
-            submitted.id
-        ),
-    )
-    .await;
-    assert_eq!(stored[0].get::<_, Option<String>>(0), None);
+    let (_, stored) = run_in_the_callers_trace(&api, "echo untraced").await;
+    assert_eq!(stored, None);
     // Longer than the default batch delay (5 s) of an exporter that was on.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(

@@ -37,8 +37,8 @@ use serde_json::json;
 
 use crate::report::{Report, ms};
 use crate::scenarios::Options;
-use crate::scenarios::noop::{Sizes, create_workspaces, latencies, submit_phase};
-use crate::sim::{SimFleet, start_fleet};
+use crate::scenarios::noop::{self, Sizes, create_workspaces, latencies, submit_phase};
+use crate::sim::start_fleet;
 use crate::stack::{Stack, StackOptions};
 
 /// Workspaces the backlog is spread over; the measured requests go to the first.
@@ -103,6 +103,8 @@ async fn measure(
     let mut templates: Vec<String> = Vec::new();
     let mut pending: i64 = 0;
     let mut done: i64 = 0;
+    // The polls of the waits; this scenario counts no commits, so they are only kept.
+    let mut polls = 0u64;
     let mut half_rate: Option<f64> = None;
     let mut results = Vec::new();
     for &target in levels {
@@ -143,7 +145,7 @@ async fn measure(
         let start = Instant::now();
         let peak = submit_phase(stack, &token, &measured, sizes.submitters, phase, None).await?;
         done += peak.len() as i64;
-        let completed_at = wait_done(&sql, done, &fleet).await?;
+        let completed_at = noop::wait_completed(&sql, done, &mut polls, &fleet).await?;
         let throughput = peak.len() as f64 / completed_at.duration_since(start).as_secs_f64();
         let peak_latency = latencies(&fleet, &peak);
         // The same rate at every level: half of what the empty queue did.
@@ -161,7 +163,7 @@ async fn measure(
         .await?;
         let half_secs = half_start.elapsed().as_secs_f64();
         done += half.len() as i64;
-        wait_done(&sql, done, &fleet).await?;
+        noop::wait_completed(&sql, done, &mut polls, &fleet).await?;
         let half_latency = latencies(&fleet, &half);
         results.push(Level {
             pending: counted,
@@ -279,39 +281,6 @@ fn report(sizes: Sizes, phase: Duration, levels: &[Level]) -> Report {
             "ratios": ratios,
             "goal_p99_ratio": 1.5,
         }),
-    }
-}
-
-/// Polls until `total` requests have ended; returns when that was seen. Unlike `noop`'s
-/// wait it counts through the index of ended requests, so that a million pending rows
-/// are not scanned every 50 ms. Fails when nothing moves for 30 s.
-async fn wait_done(
-    sql: &tokio_postgres::Client,
-    total: i64,
-    fleet: &SimFleet,
-) -> anyhow::Result<Instant> {
-    let mut last = -1;
-    let mut last_change = Instant::now();
-    loop {
-        let done: i64 = sql
-            .query_one(
-                "SELECT count(*) FROM work_requests WHERE completed_at IS NOT NULL",
-                &[],
-            )
-            .await
-            .context("cannot count ended work requests")?
-            .get(0);
-        if done >= total {
-            return Ok(Instant::now());
-        }
-        fleet.check_errors()?;
-        if done != last {
-            last = done;
-            last_change = Instant::now();
-        } else if last_change.elapsed() > Duration::from_secs(30) {
-            anyhow::bail!("only {done} of {total} work requests ended; nothing moved for 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -638,9 +638,11 @@ pub(crate) async fn submit_phase(
     Ok(all)
 }
 
-/// Polls until `total` work requests have completed (or were aborted); returns when that
-/// was seen. Fails when nothing moves for 30 s.
-async fn wait_completed(
+/// Polls until `total` work requests have ended (completed or aborted); returns when
+/// that was seen. It counts through the index of ended requests (`completed_at` is set
+/// for every end), so a deep queue of pending rows is not scanned at every poll. Fails
+/// when nothing moves for 30 s. `own_queries` counts the polls, for the commit count.
+pub(crate) async fn wait_completed(
     sql: &tokio_postgres::Client,
     total: i64,
     own_queries: &mut u64,
@@ -652,7 +654,7 @@ async fn wait_completed(
         *own_queries += 1;
         let done: i64 = sql
             .query_one(
-                "SELECT count(*) FROM work_requests WHERE status IN ('completed', 'aborted')",
+                "SELECT count(*) FROM work_requests WHERE completed_at IS NOT NULL",
                 &[],
             )
             .await
