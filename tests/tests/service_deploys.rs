@@ -24,8 +24,8 @@ use berth_common::proto::{
     UpdateTemplateRequest,
 };
 use berth_tests::{
-    Authed, TEST_IMAGE, TestServer, TestWorker, assert_code, docker, ensure_test_image, eventually,
-    query, quick_heartbeats, secs, sh, wait_no_containers,
+    Authed, ContainerSweep, TEST_IMAGE, TestServer, TestWorker, assert_code, docker,
+    ensure_test_image, eventually, query, quick_heartbeats, secs, sh, wait_no_containers,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
@@ -200,16 +200,36 @@ async fn running_requests(server: &TestServer, id: &str) -> i64 {
     rows[0].get(0)
 }
 
+/// A worker whose containers are removed when it is dropped: the worker process goes
+/// first (fields drop in order), then whatever replicas it still ran, so a test that
+/// ends with its service up leaves no container behind.
+struct SweptWorker {
+    worker: TestWorker,
+    _sweep: ContainerSweep,
+}
+
+impl std::ops::Deref for SweptWorker {
+    type Target = TestWorker;
+    fn deref(&self) -> &TestWorker {
+        &self.worker
+    }
+}
+
 /// A real worker with room for more containers than any test runs at once, advertising
 /// 127.0.0.1 so that a test can reach what it publishes.
-async fn worker(server: &TestServer) -> TestWorker {
+async fn worker(server: &TestServer) -> SweptWorker {
     let worker = TestWorker::start(
         server,
         &["--concurrency", "8", "--advertise-address", "127.0.0.1"],
     )
     .await;
+    let mut sweep = ContainerSweep::default();
+    sweep.add(&worker.name);
     worker.wait_connected(server).await;
-    worker
+    SweptWorker {
+        worker,
+        _sweep: sweep,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
