@@ -5,6 +5,9 @@
 //!   `traceparent` is continued by the submit call's span; under it the time in the
 //!   queue and the hand-off to the worker; under that the worker's attempt and its
 //!   container, to the exit. The trace context is stored with the request.
+//! - A worker killed with SIGKILL mid-job leaves its attempt's spans unsent, but the
+//!   trace goes on: the request's stored context gives the second attempt its `queued`
+//!   and `dispatch` spans under the same submit call, and the next worker's container.
 //! - Without it, nothing is exported (a collector on the default port hears nothing) and
 //!   nothing is stored.
 
@@ -20,7 +23,7 @@ use berth_tests::docker::ensure_test_image;
 use berth_tests::otlp::{OtlpReceiver, ReceivedSpan};
 use berth_tests::process::ServerProcess;
 use berth_tests::worker::TestWorker;
-use berth_tests::{TestServer, fresh_database, query, sh, wait_status};
+use berth_tests::{ContainerSweep, TestServer, fresh_database, query, sh, wait_status};
 
 /// The caller's trace: its id and the span the submit call is made in.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -48,6 +51,24 @@ fn one<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a Received
 /// Submits `script` as a job from within the caller's trace (a `traceparent` header),
 /// waits until it completed, and returns it with the trace context stored with it.
 async fn run_in_the_callers_trace(api: &TestServer, script: &str) -> (WorkRequest, Option<String>) {
+    let submitted = submit_in_the_callers_trace(api, script).await;
+    wait_status(api, &submitted.id, WorkRequestStatus::Completed).await;
+    let stored = stored_traceparent(api, &submitted.id).await;
+    (submitted, stored)
+}
+
+/// The trace context stored with request `id`.
+async fn stored_traceparent(api: &TestServer, id: &str) -> Option<String> {
+    let rows = query(
+        &api.database_url,
+        &format!("SELECT traceparent FROM work_requests WHERE id = '{id}'"),
+    )
+    .await;
+    rows[0].get(0)
+}
+
+/// Submits `script` as a job from within the caller's trace.
+async fn submit_in_the_callers_trace(api: &TestServer, script: &str) -> WorkRequest {
     let mut call = tonic::Request::new(SubmitWorkRequestRequest {
         spec: Some(sh(script)),
         ..Default::default()
@@ -56,23 +77,12 @@ async fn run_in_the_callers_trace(api: &TestServer, script: &str) -> (WorkReques
         "traceparent",
         format!("00-{TRACE_ID}-{CALLER_SPAN}-01").parse().unwrap(),
     );
-    let submitted = api
-        .work_requests(&api.admin_token)
+    api.work_requests(&api.admin_token)
         .await
         .submit_work_request(call)
         .await
         .unwrap()
-        .into_inner();
-    wait_status(api, &submitted.id, WorkRequestStatus::Completed).await;
-    let stored = query(
-        &api.database_url,
-        &format!(
-            "SELECT traceparent FROM work_requests WHERE id = '{}'",
-            submitted.id
-        ),
-    )
-    .await;
-    (submitted, stored[0].get(0))
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -197,4 +207,99 @@ async fn without_an_endpoint_nothing_is_exported_and_no_context_is_stored() {
         "spans were exported: {:#?}",
         receiver.spans()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_worker_is_killed_goes_on_in_the_same_trace() {
+    ensure_test_image().await;
+    let receiver = OtlpReceiver::start().await;
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", BATCH_DELAY),
+    ];
+    let database_url = fresh_database().await;
+    let config = "heartbeat_interval = \"1s\"\nlease_ttl = \"3s\"\nhandoff_deadline = \"2s\"\n";
+    let server = ServerProcess::start_with_env(&database_url, None, config, &env).await;
+    let api = server.handle(&server.admin_token());
+    let mut sweep = ContainerSweep::default();
+    let mut doomed = TestWorker::start_with_env(&api, &[], &env).await;
+    sweep.add(&doomed.name);
+    doomed.wait_connected(&api).await;
+
+    let submitted = submit_in_the_callers_trace(&api, "echo started; sleep 5").await;
+    berth_tests::eventually(
+        "the first attempt to run",
+        Duration::from_secs(60),
+        || async {
+            let rows = query(
+                &database_url,
+                "SELECT count(*) FROM attempts WHERE state = 'running'",
+            )
+            .await;
+            (rows[0].get::<_, i64>(0) == 1).then_some(())
+        },
+    )
+    .await;
+    doomed.kill().await;
+    let survivor = TestWorker::start_with_env(&api, &[], &env).await;
+    sweep.add(&survivor.name);
+    wait_status(&api, &submitted.id, WorkRequestStatus::Completed).await;
+    let traceparent = stored_traceparent(&api, &submitted.id).await.unwrap();
+    assert!(
+        traceparent.starts_with(&format!("00-{TRACE_ID}-")),
+        "{traceparent}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let spans = loop {
+        let mine: Vec<ReceivedSpan> = receiver
+            .spans()
+            .into_iter()
+            .filter(|s| s.trace_id == TRACE_ID)
+            .collect();
+        // The attempt span ends after its container's, and may come in a later batch.
+        let second_attempt = mine
+            .iter()
+            .filter(|s| s.name == "dispatch" && s.attribute("berth.attempt") == Some("2"))
+            .any(|d| {
+                mine.iter()
+                    .any(|s| s.name == "attempt" && s.parent_span_id == d.span_id)
+            });
+        let exited = mine
+            .iter()
+            .any(|s| s.name == "container" && s.attribute("berth.exit_code") == Some("0"));
+        if second_attempt && exited {
+            break mine;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 30 s the second attempt's spans are not all in: {:?}",
+            mine.iter()
+                .map(|s| format!("{} {} {:?}", s.service, s.name, s.attributes))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let submit = one(&spans, "berth-server", SUBMIT);
+    let mut attempts: Vec<&str> = spans
+        .iter()
+        .filter(|s| s.name == "queued")
+        .map(|s| {
+            assert_eq!(s.parent_span_id, submit.span_id);
+            s.attribute("berth.attempt").unwrap()
+        })
+        .collect();
+    attempts.sort_unstable();
+    assert_eq!(attempts, ["1", "2"], "one queued span per attempt");
+    let second = spans
+        .iter()
+        .find(|s| s.name == "dispatch" && s.attribute("berth.attempt") == Some("2"))
+        .expect("a dispatch span of the second attempt");
+    assert_eq!(second.parent_span_id, submit.span_id);
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "attempt" && s.parent_span_id == second.span_id)
+        .expect("the survivor's attempt span under the second dispatch");
+    let container = one(&spans, "berth-worker", "container");
+    assert_eq!(container.parent_span_id, attempt.span_id);
 }

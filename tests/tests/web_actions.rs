@@ -336,6 +336,19 @@ async fn a_request_waiting_for_approval_is_accepted_or_rejected_by_a_contributor
     let second = berth_tests::submit_request(&server, waiting("echo two")).await;
     assert_eq!(berth_tests::status(&first), WorkRequestStatus::Blocked);
 
+    // Someone with no role in the workspace does not see it, and cannot decide it.
+    let (_, outsider) = server.create_token_without_roles(Role::User, "otto").await;
+    let outsider = session(&server, &outsider).await;
+    let token = csrf(&page(&server, &outsider, "/ui/queue").await.1);
+    let unseen = post(
+        &server,
+        &outsider,
+        &format!("/ui/work-requests/{}/unblock", first.id),
+        &[("csrf", &token), ("decision", "accept")],
+    )
+    .await;
+    assert_eq!(unseen.status(), 404);
+
     // A viewer is offered neither, and is refused both.
     let (_, viewer) = server.create_token_without_roles(Role::User, "vic").await;
     server.set_role("default", "vic", "viewer").await;

@@ -300,8 +300,7 @@ pub async fn serve_with_ui(
     let routes = tonic::service::Routes::from(grpc.into_axum_router().merge(http));
     let mut server = builder(tls)?
         .accept_http1(true)
-        .layer(crate::api::grpc_trace::GrpcTraceLayer)
-        .layer(crate::api::grpc_metrics::GrpcMetricsLayer)
+        .layer(crate::api::grpc_calls::GrpcCallsLayer)
         .layer(AuthLayer::new(authenticator))
         .layer(MessageLimitLayer);
     let router = server.add_routes(routes);

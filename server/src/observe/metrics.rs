@@ -1,5 +1,5 @@
 //! `/metrics`: the server's Prometheus text. (The gRPC calls are counted at the gRPC edge,
-//! `api::grpc_metrics`.)
+//! `api::grpc_calls`.)
 //!
 //! It owns the scrape: the process recorder's families (the domain's counters and
 //! histograms, and the gRPC call metrics) followed by the gauges this
