@@ -138,6 +138,50 @@ async fn pending_requests_start_by_priority_and_an_admin_bump_moves_one_ahead() 
     );
 }
 
+/// The claim reads each requirement set's queue on its own; what a worker gets must still
+/// be one queue order across all the sets it can run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_takes_requests_of_different_requirement_sets_in_one_priority_order() {
+    let server = TestServer::start().await;
+    let _worker = server
+        .sim_worker(
+            SimOptions::default()
+                .concurrency(1)
+                .label("pool", "a")
+                .label("arch", "x"),
+        )
+        .await;
+    let blocker = submit(&server, &["sleep", "300"], 0, &[]).await;
+    wait_started(&server, &blocker.id).await;
+
+    let quick = ["true"];
+    let both = [("pool", "a"), ("arch", "x")];
+    // Interleaved over four sets the worker satisfies, and one it does not.
+    let third = submit(&server, &quick, 0, &[("pool", "a")]).await;
+    let never = submit(&server, &quick, 50, &[("pool", "b")]).await;
+    let fifth = submit(&server, &quick, -3, &both).await;
+    let first = submit(&server, &quick, 7, &[("arch", "x")]).await;
+    let fourth = submit(&server, &quick, 0, &[]).await;
+    let second = submit(&server, &quick, 7, &both).await;
+    let sixth = submit(&server, &quick, -3, &[("pool", "a")]).await;
+
+    cancel(&server, &blocker.id).await;
+    let order = [&first, &second, &third, &fourth, &fifth, &sixth];
+    let mut assigned = Vec::new();
+    for request in order {
+        let done = wait_terminal(&server, &request.id).await;
+        assert_eq!(done.result, WorkResult::Success as i32, "{done:?}");
+        assigned.push(at(done.attempts.first().unwrap().assigned_at.as_ref()));
+    }
+    assert!(
+        assigned.is_sorted() && assigned.windows(2).all(|pair| pair[0] != pair[1]),
+        "requests of different sets were assigned out of queue order: {assigned:?}"
+    );
+    let never = get(&server, &never.id).await;
+    assert_eq!(status(&never), WorkRequestStatus::Pending, "{never:?}");
+    assert_eq!(never.attempt_count, 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_requirement_sends_the_request_to_the_worker_that_has_the_label() {
     let server = TestServer::start().await;

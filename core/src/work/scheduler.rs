@@ -591,58 +591,76 @@ struct ClaimRow {
 /// The claim of one worker with `$3` free slots, offering `$1` (matching labels) and
 /// `$2` (exclusive labels), restricted to the workspaces in `$4` (NULL: all of them).
 ///
-/// Fair share between workspaces, cheap on a deep queue:
+/// Fair share between workspaces, and a cost that does not grow with the queue, however
+/// much of it this worker cannot run:
 ///
 /// - `ws`: every workspace the worker may serve, with its running jobs (through
 ///   `work_requests_running_by_workspace`; the running set is as small as the fleet).
 ///   A workspace at its `max_running` takes no part.
-/// - `cand`: for each workspace, its first `free` matching requests in its own queue
-///   order, walked through `work_requests_queue_by_workspace` with a LATERAL LIMIT, so
-///   no claim reads more than `free` rows of any workspace however deep the queue is
-///   (rows the worker's labels do not admit are stepped over, as in a single queue).
-///   The workspace is matched as a range (`>= AND <=`) and leads the ORDER BY: with an
-///   equality the planner drops it from the order and may walk the global
-///   `work_requests_queue` instead, filtering out every other workspace's rows (on a
-///   10,000-deep queue, thousands of rows per workspace instead of `free`).
-///   The LIMIT is a plain parameter so the planner knows it is small.
+/// - `sets`: every (workspace, requirement set) that has pending requests, found by a
+///   skip scan over `work_requests_queue_by_requirements` (a recursive step jumps from
+///   one pair to the next with one index probe), so its cost is the number of distinct
+///   pairs, not of requests. Only the pairs of a served workspace whose set this worker
+///   satisfies go on: requests for other pools, architectures or workspaces are never
+///   read.
+/// - `cand`: for each such pair, its first `free` requests in queue order, walked through
+///   the same index with a LATERAL LIMIT, then ranked within their workspace across its
+///   sets. A workspace's first `free` matching requests are among these. Workspace and
+///   set are matched as ranges (`>= AND <=`) and lead the ORDER BY: with an equality the
+///   planner drops them from the order and may sort instead of walking the index. The
+///   LIMIT is a plain parameter so the planner knows it is small. Rows still stepped
+///   over are only those waiting for a retry's backoff or placed on another worker.
 /// - `chosen`: candidates within their workspace's `max_running` (its running jobs plus
 ///   the rank), the `free` ones with the least share first, then priority, then age. A
 ///   candidate's share is `(running + rank - 1) / weight`: what the workspace would run,
 ///   relative to its weight, if it got this one next.
 /// - `picked`: the chosen rows locked `FOR UPDATE SKIP LOCKED`, re-checked as pending.
 ///   Locking only after choosing, not inside the lateral, locks at most `free` rows:
-///   locking in the lateral would hold up to `free` rows of every workspace until
-///   commit, and another replica's claim would skip all of them, handing its workers
-///   rows further down each queue than fair share says. A row skipped here (another
-///   claim has it) is simply not claimed this time; `chosen` tells the caller the
-///   worker did find work, so the `exhausted` shortcut is not taken for its labels.
+///   locking in the lateral would hold up to `free` rows of every set until commit, and
+///   another replica's claim would skip all of them, handing its workers rows further
+///   down each queue than fair share says. A row skipped here (another claim has it) is
+///   simply not claimed this time; `chosen` tells the caller the worker did find work,
+///   so the `exhausted` shortcut is not taken for its labels.
 ///
 /// Running counts read in this statement include the claims of workers earlier in the
 /// same round (same transaction), so a round over many workers shares out as it goes.
 const FAIR_CLAIM: &str = "\
-WITH ws AS MATERIALIZED ( \
+WITH RECURSIVE ws AS MATERIALIZED ( \
   SELECT w.id, w.weight, w.max_running, \
          (SELECT count(*) FROM work_requests r \
            WHERE r.workspace_id = w.id AND r.status = 'running' AND r.kind = 'job') AS running \
   FROM workspaces w \
   WHERE $4::uuid[] IS NULL OR w.id = ANY($4)), \
+pairs AS ( \
+  (SELECT wr.workspace_id, wr.requirements FROM work_requests wr \
+    WHERE wr.status = 'pending' ORDER BY wr.workspace_id, wr.requirements LIMIT 1) \
+  UNION ALL \
+  SELECT n.workspace_id, n.requirements FROM pairs p CROSS JOIN LATERAL ( \
+    SELECT wr.workspace_id, wr.requirements FROM work_requests wr \
+    WHERE wr.status = 'pending' \
+      AND (wr.workspace_id, wr.requirements) > (p.workspace_id, p.requirements) \
+    ORDER BY wr.workspace_id, wr.requirements LIMIT 1) n), \
+sets AS MATERIALIZED ( \
+  SELECT ws.id, ws.running, ws.max_running, ws.weight, pairs.requirements \
+  FROM pairs JOIN ws ON ws.id = pairs.workspace_id \
+  WHERE pairs.requirements <@ $1 AND pairs.requirements @> $2 \
+    AND (ws.max_running IS NULL OR ws.running < ws.max_running)), \
 cand AS ( \
-  SELECT c.id, c.prio, c.created_at, ws.running, ws.max_running, ws.weight, \
-         row_number() OVER (PARTITION BY ws.id \
+  SELECT c.id, c.prio, c.created_at, sets.running, sets.max_running, sets.weight, \
+         row_number() OVER (PARTITION BY sets.id \
              ORDER BY c.prio DESC, c.created_at, c.id) AS rank \
-  FROM ws CROSS JOIN LATERAL ( \
+  FROM sets CROSS JOIN LATERAL ( \
     SELECT wr.id, wr.priority_base + wr.priority_adjustment AS prio, wr.created_at \
     FROM work_requests wr \
-    WHERE wr.workspace_id >= ws.id AND wr.workspace_id <= ws.id \
+    WHERE wr.workspace_id >= sets.id AND wr.workspace_id <= sets.id \
+      AND wr.requirements >= sets.requirements AND wr.requirements <= sets.requirements \
       AND wr.status = 'pending' AND wr.kind = 'job' \
       AND (wr.not_before IS NULL OR wr.not_before <= now()) \
-      AND wr.requirements <@ $1 AND wr.requirements @> $2 \
       AND NOT EXISTS (SELECT 1 FROM request_placement p WHERE p.request_id = wr.id \
         AND (p.pin_worker_id <> $5 OR p.avoid_worker_id = $5)) \
-    ORDER BY wr.workspace_id, wr.priority_base + wr.priority_adjustment DESC, \
-      wr.created_at, wr.id \
-    LIMIT $3) c \
-  WHERE ws.max_running IS NULL OR ws.running < ws.max_running), \
+    ORDER BY wr.workspace_id, wr.requirements, \
+      wr.priority_base + wr.priority_adjustment DESC, wr.created_at, wr.id \
+    LIMIT $3) c), \
 chosen AS ( \
   SELECT id FROM cand \
   WHERE max_running IS NULL OR running + rank <= max_running \
